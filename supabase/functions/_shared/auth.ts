@@ -1,0 +1,78 @@
+// Verifies the caller's Supabase JWT: asymmetric keys through the project's JWKS, the
+// legacy HS256 secret as a fallback. Returns the claims the database needs for RLS.
+import * as jose from "jose";
+import type { Config } from "./config.ts";
+import { ApiError } from "./http.ts";
+
+/** Claims of a signed-in user, as Supabase Auth issues them. */
+export interface UserClaims extends jose.JWTPayload {
+  sub: string;
+  role: "authenticated";
+  email?: string;
+}
+
+/** Verifies a bearer token; throws `ApiError(401)` for anything but a valid user token. */
+export type TokenVerifier = (token: string) => Promise<UserClaims>;
+
+const ASYMMETRIC_ALGS = ["ES256", "RS256", "EdDSA"];
+
+function unauthorized(code: string, message: string): ApiError {
+  return new ApiError(401, code, message, undefined, { "www-authenticate": "Bearer" });
+}
+
+/**
+ * Create a verifier for the project's tokens.
+ *
+ * @example
+ * ```ts
+ * const verify = createTokenVerifier(config.jwt);
+ * const claims = await verify(bearerToken(req));
+ * ```
+ */
+export function createTokenVerifier(jwt: Config["jwt"]): TokenVerifier {
+  const keySet = jwt.jwks
+    ? jose.createLocalJWKSet(jwt.jwks as jose.JSONWebKeySet)
+    : jose.createRemoteJWKSet(new URL(jwt.jwksUrl), { cooldownDuration: 30_000 });
+  const secret = jwt.secret ? new TextEncoder().encode(jwt.secret) : undefined;
+  const options = { issuer: jwt.issuer, audience: "authenticated", requiredClaims: ["exp", "sub"] };
+
+  return async (token) => {
+    let alg: string | undefined;
+    try {
+      alg = jose.decodeProtectedHeader(token).alg;
+    } catch {
+      throw unauthorized("invalid_token", "Bearer token is not a JWT");
+    }
+
+    let payload: jose.JWTPayload;
+    try {
+      if (alg === "HS256" && secret) {
+        ({ payload } = await jose.jwtVerify(token, secret, { ...options, algorithms: ["HS256"] }));
+      } else if (alg && ASYMMETRIC_ALGS.includes(alg)) {
+        ({ payload } = await jose.jwtVerify(token, keySet, { ...options, algorithms: ASYMMETRIC_ALGS }));
+      } else {
+        throw unauthorized("invalid_token", `Tokens signed with ${alg ?? "no algorithm"} are not accepted`);
+      }
+    } catch (error) {
+      if (error instanceof ApiError) throw error;
+      if (error instanceof jose.errors.JWTExpired) throw unauthorized("token_expired", "Token has expired");
+      throw unauthorized("invalid_token", "Token could not be verified");
+    }
+
+    if (payload.role !== "authenticated") {
+      throw unauthorized("invalid_token", "Token is not a signed-in user's token");
+    }
+    if (typeof payload.sub !== "string" || !/^[0-9a-f-]{36}$/i.test(payload.sub)) {
+      throw unauthorized("invalid_token", "Token has no valid subject");
+    }
+    return payload as UserClaims;
+  };
+}
+
+/** The bearer token of a request, or 401 `missing_token`. */
+export function bearerToken(req: Request): string {
+  const header = req.headers.get("authorization") ?? "";
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) throw unauthorized("missing_token", "Send the user's JWT as Authorization: Bearer <token>");
+  return match[1];
+}

@@ -1,0 +1,24 @@
+// What a function instance builds once at start-up and every request shares.
+import { type Config, loadConfig } from "./config.ts";
+import { createTokenVerifier, type TokenVerifier } from "./auth.ts";
+import { createSql, type Sql } from "./db.ts";
+
+/** Shared per-instance state: configuration, the connection pool, the token verifier. */
+export interface AppContext {
+  config: Config;
+  sql: Sql;
+  verifyToken: TokenVerifier;
+}
+
+/**
+ * Build the context from environment variables.
+ *
+ * @example
+ * ```ts
+ * Deno.serve(createSendEmailHandler(createContext(Deno.env.toObject())));
+ * ```
+ */
+export function createContext(env: Record<string, string | undefined>): AppContext {
+  const config = loadConfig(env);
+  return { config, sql: createSql(config), verifyToken: createTokenVerifier(config.jwt) };
+}
