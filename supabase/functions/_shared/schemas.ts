@@ -18,8 +18,8 @@ export const recipient = recipientInput.transform((value, ctx): Address => {
   return parsed;
 });
 
-/** One recipient or a list of them. */
-export const recipientList = z.union([recipient.transform((a) => [a]), z.array(recipient)]);
+/** One recipient or a list of them; always a list once parsed. */
+export const recipientList = z.preprocess((v) => (v === undefined || Array.isArray(v) ? v : [v]), z.array(recipient));
 
 const noHeaderBreakers = (field: string) =>
   z.string().refine((s) => !/[\r\n\0]/.test(s), { message: `${field} must not contain CR, LF or NUL` });

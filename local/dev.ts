@@ -1,0 +1,114 @@
+// `deno task dev`: the Docker-free local stack. Postgres (or DATABASE_URL), the platform
+// bootstrap, migrations via the Supabase CLI, an SMTP catcher with a web inbox, and the
+// functions at the same URLs as `supabase functions serve`. Ctrl-C stops it all.
+import postgres from "postgres";
+import { bootstrapPlatform, type Cluster, pushMigrations, ROOT, startCluster } from "./postgres.ts";
+import { jwks, loadOrCreateSigningKey, mintToken } from "./jwt.ts";
+import { startGateway } from "./gateway.ts";
+import { ensureUser } from "./users.ts";
+import { loadOrCreateCertificates } from "./certs.ts";
+import { MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
+import { startInbox } from "./inbox.ts";
+import { LOCAL_DIR, LOCAL_PORTS, localApiUrl } from "./ports.ts";
+
+/** SMTP account the catcher accepts; the demo config stores it in Vault. */
+const CATCHER_USER = { username: "mailroom", password: "mailroom-local" };
+const DEMO_EMAIL = "demo@mailroom.local";
+
+async function ensureDemoConfig(dbUrl: string, userId: string): Promise<void> {
+  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  try {
+    await sql.begin(async (tx) => {
+      const claims = JSON.stringify({ sub: userId, role: "authenticated" });
+      await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+      const existing = await tx`select id from public.user_smtp_configs where name = 'local-inbox'`;
+      if (existing.length > 0) return;
+      const [row] = await tx<{ id: string }[]>`
+        insert into public.user_smtp_configs (name, host, port, security, username, from_email, from_name, is_default)
+        values ('local-inbox', 'localhost', ${LOCAL_PORTS.smtp}, 'starttls', ${CATCHER_USER.username},
+                ${DEMO_EMAIL}, 'Mailroom Demo', true)
+        returning id`;
+      await tx`select private.set_smtp_config_password(${row.id}::uuid, ${CATCHER_USER.password})`;
+    });
+  } finally {
+    await sql.end();
+  }
+}
+
+async function main(): Promise<void> {
+  Deno.mkdirSync(LOCAL_DIR, { recursive: true });
+  const stops: (() => Promise<void>)[] = [];
+  const shutdown = async () => {
+    console.log("\nStopping mailroom local stack...");
+    for (const stop of stops.reverse()) await stop().catch((e) => console.error(e));
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
+
+  let dbUrl = Deno.env.get("DATABASE_URL");
+  if (!dbUrl) {
+    const cluster: Cluster = await startCluster({ dir: `${LOCAL_DIR}/postgres`, port: LOCAL_PORTS.db });
+    stops.push(cluster.stop);
+    dbUrl = cluster.url;
+  }
+  const bootstrapped = await bootstrapPlatform(dbUrl);
+  await pushMigrations(dbUrl);
+
+  const certs = await loadOrCreateCertificates(`${LOCAL_DIR}/certs`);
+  const store = new MessageStore({ dir: `${LOCAL_DIR}/mail` });
+  const users = { [CATCHER_USER.username]: CATCHER_USER.password };
+  const tls = { key: certs.key, cert: certs.cert };
+  const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", tls, users, store });
+  stops.push(starttls.close);
+  const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", tls, users, store });
+  stops.push(implicitTls.close);
+  const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
+  stops.push(inbox.close);
+
+  const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
+  const apiUrl = localApiUrl();
+  const gateway = startGateway({
+    port: LOCAL_PORTS.api,
+    jwks: jwks(signingKey),
+    env: {
+      ...Deno.env.toObject(),
+      SUPABASE_URL: apiUrl,
+      SUPABASE_DB_URL: dbUrl,
+      MAILROOM_SMTP_CA_CERTS: certs.caCert,
+    },
+  });
+  stops.push(gateway.close);
+
+  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  const userId = await ensureUser(sql, DEMO_EMAIL);
+  await sql.end();
+  await ensureDemoConfig(dbUrl, userId);
+  const issuer = `${apiUrl}/auth/v1`;
+  const token = await mintToken(signingKey, { issuer, sub: userId, email: DEMO_EMAIL, expiresIn: "24h" });
+  const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
+  const body = JSON.stringify({ to: "Friend <friend@example.com>", subject: "Hello from mailroom", text: "It works." });
+
+  console.log(`
+mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" : ""}
+
+  Functions  ${apiUrl}/functions/v1/<name>   (send-email)
+  JWKS       ${apiUrl}/auth/v1/.well-known/jwks.json
+  Database   ${dbUrl}
+  SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}
+  Inbox      http://127.0.0.1:${LOCAL_PORTS.inbox}
+  Anon key   ${anonKey}
+
+Demo user ${DEMO_EMAIL} (config "local-inbox" is its default), token valid 24 h:
+  ${token}
+
+Send a mail, then open the inbox:
+  curl -sS ${apiUrl}/functions/v1/send-email \\
+    -H "Authorization: Bearer ${token}" \\
+    -H 'content-type: application/json' \\
+    -d '${body}'
+
+Ctrl-C stops everything; data stays in ${LOCAL_DIR.replace(`${ROOT}/`, "")}/ for the next start.`);
+}
+
+if (import.meta.main) await main();

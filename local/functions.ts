@@ -1,0 +1,9 @@
+// The functions the local gateway serves, by name (the folder names under supabase/functions).
+import type { AppContext } from "../supabase/functions/_shared/context.ts";
+import type { Handler } from "../supabase/functions/_shared/http.ts";
+import { createSendEmailHandler } from "../supabase/functions/send-email/handler.ts";
+
+/** Factory of each function's handler over a shared context. */
+export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
+  "send-email": createSendEmailHandler,
+};

@@ -1,0 +1,25 @@
+// `deno task token [email]`: create a local user (if needed) and print a JWT for it,
+// signed with the local stack's key. Needs the stack's database (deno task dev).
+import postgres from "postgres";
+import { loadOrCreateSigningKey, mintToken } from "./jwt.ts";
+import { ensureUser } from "./users.ts";
+import { LOCAL_DIR, localApiUrl, localDatabaseUrl } from "./ports.ts";
+
+async function main(): Promise<void> {
+  const email = Deno.args[0] ?? "demo@mailroom.local";
+  const sql = postgres(localDatabaseUrl(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  let userId: string;
+  try {
+    userId = await ensureUser(sql, email);
+  } catch (error) {
+    console.error(`Cannot reach the local database (${(error as Error).message}). Start it with: deno task dev`);
+    Deno.exit(1);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+  const key = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
+  const token = await mintToken(key, { issuer: `${localApiUrl()}/auth/v1`, sub: userId, email, expiresIn: "24h" });
+  console.log(token);
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import * as jose from "jose";
+import { bearerToken, createTokenVerifier } from "../supabase/functions/_shared/auth.ts";
+import { ApiError } from "../supabase/functions/_shared/http.ts";
+import { generateSigningKey, jwks, mintToken } from "../local/jwt.ts";
+
+const issuer = "http://127.0.0.1:54321/auth/v1";
+const legacySecret = "super-secret-jwt-token-with-at-least-32-characters";
+const sub = "6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b";
+
+async function rejectsWith(promise: Promise<unknown>, code: string) {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ApiError, `expected ApiError, got ${error}`);
+    assert.equal(error.status, 401);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+function hs256(claims: Record<string, unknown>, secret: string, exp: string | number = "1h") {
+  return new jose.SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setIssuer(issuer)
+    .setIssuedAt().setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+}
+
+Deno.test("token verification", async (t) => {
+  const key = await generateSigningKey();
+  const otherKey = await generateSigningKey();
+  const verify = createTokenVerifier({ jwks: jwks(key), jwksUrl: "unused", issuer, secret: legacySecret });
+  const verifyWithoutSecret = createTokenVerifier({ jwks: jwks(key), jwksUrl: "unused", issuer });
+
+  await t.step("accepts an ES256 user token signed by a key in the JWKS", async () => {
+    const claims = await verify(await mintToken(key, { issuer, sub, email: "a@example.com" }));
+    assert.equal(claims.sub, sub);
+    assert.equal(claims.role, "authenticated");
+  });
+
+  await t.step("accepts an HS256 token signed with the legacy secret", async () => {
+    const token = await hs256({ sub, role: "authenticated", aud: "authenticated" }, legacySecret);
+    assert.equal((await verify(token)).sub, sub);
+  });
+
+  await t.step("rejects HS256 tokens when no legacy secret is configured", async () => {
+    const token = await hs256({ sub, role: "authenticated", aud: "authenticated" }, legacySecret);
+    await rejectsWith(verifyWithoutSecret(token), "invalid_token");
+  });
+
+  await t.step("rejects an HS256 token keyed with the public key (algorithm confusion)", async () => {
+    const token = await hs256({ sub, role: "authenticated", aud: "authenticated" }, JSON.stringify(key.publicJwk));
+    await rejectsWith(verify(token), "invalid_token");
+    await rejectsWith(verifyWithoutSecret(token), "invalid_token");
+  });
+
+  await t.step("rejects an unsigned token (alg none)", async () => {
+    const enc = (v: unknown) => jose.base64url.encode(JSON.stringify(v));
+    const now = Math.floor(Date.now() / 1000);
+    const token = `${enc({ alg: "none", typ: "JWT" })}.${
+      enc({ sub, role: "authenticated", aud: "authenticated", iss: issuer, exp: now + 600 })
+    }.`;
+    await rejectsWith(verify(token), "invalid_token");
+  });
+
+  await t.step("rejects a token signed by a key outside the JWKS", async () => {
+    await rejectsWith(verify(await mintToken(otherKey, { issuer, sub })), "invalid_token");
+  });
+
+  await t.step("rejects an expired token with token_expired", async () => {
+    const token = await mintToken(key, { issuer, sub, expiresIn: Math.floor(Date.now() / 1000) - 60 });
+    await rejectsWith(verify(token), "token_expired");
+  });
+
+  await t.step("rejects a token from another issuer", async () => {
+    await rejectsWith(verify(await mintToken(key, { issuer: "https://evil.example/auth/v1", sub })), "invalid_token");
+  });
+
+  await t.step("rejects the anon key and service-role tokens", async () => {
+    await rejectsWith(verify(await mintToken(key, { issuer, role: "anon" })), "invalid_token");
+    await rejectsWith(verify(await mintToken(key, { issuer, role: "service_role", sub })), "invalid_token");
+  });
+
+  await t.step("rejects a user token without a subject", async () => {
+    await rejectsWith(verify(await mintToken(key, { issuer })), "invalid_token");
+  });
+
+  await t.step("rejects a token for another audience", async () => {
+    const token = await mintToken(key, { issuer, sub, extra: { aud: "somebody-else" } });
+    await rejectsWith(verify(token), "invalid_token");
+  });
+
+  await t.step("rejects garbage", async () => {
+    await rejectsWith(verify("not-a-jwt"), "invalid_token");
+  });
+});
+
+Deno.test("bearerToken reads the Authorization header", async (t) => {
+  await t.step("returns the token", () => {
+    const req = new Request("http://x", { headers: { authorization: "Bearer abc.def.ghi" } });
+    assert.equal(bearerToken(req), "abc.def.ghi");
+  });
+  await t.step("throws 401 missing_token without a bearer header", () => {
+    for (const value of [undefined, "Basic dXNlcjpwYXNz", "Bearer", "Bearer a b"]) {
+      const req = new Request("http://x", { headers: value ? { authorization: value } : {} });
+      assert.throws(() => bearerToken(req), (e: unknown) => e instanceof ApiError && e.code === "missing_token");
+    }
+  });
+});

@@ -1,0 +1,146 @@
+// A throwaway stack for integration tests: a private Postgres cluster with the platform
+// bootstrap and our migrations, the functions gateway on a random port, local JWT keys
+// and a CA for the test SMTP servers. Everything is real; nothing is mocked.
+import postgres from "postgres";
+import { bootstrapPlatform, type Cluster, freePort, pushMigrations, startCluster } from "../local/postgres.ts";
+import { generateSigningKey, jwks, type MintOptions, mintToken, type SigningKey } from "../local/jwt.ts";
+import { type Gateway, startGateway } from "../local/gateway.ts";
+import { ensureUser } from "../local/users.ts";
+import { generateCertificates } from "../local/certs.ts";
+
+/** A signed-in test user. */
+export interface TestUser {
+  id: string;
+  email: string;
+  token: string;
+}
+
+/** Fields of a config created directly in SQL (until the smtp-configs function exists). */
+export interface ConfigFields {
+  name?: string;
+  host?: string;
+  port: number;
+  security?: "tls" | "starttls" | "none";
+  username?: string | null;
+  password?: string;
+  from_email?: string;
+  from_name?: string | null;
+  is_default?: boolean;
+  is_active?: boolean;
+}
+
+/** The running stack and helpers to drive it. */
+export interface TestStack {
+  /** Plays the role of SUPABASE_URL: functions at <url>/functions/v1/<name>. */
+  url: string;
+  /** Superuser connection for assertions behind RLS's back. */
+  sql: postgres.Sql;
+  anonKey: string;
+  certs: { caCert: string; cert: string; key: string };
+  signingKey: SigningKey;
+  createUser(email?: string): Promise<TestUser>;
+  mint(options: Omit<MintOptions, "issuer"> & { issuer?: string }): Promise<string>;
+  createConfig(user: TestUser, fields: ConfigFields): Promise<string>;
+  invoke(name: string, init: { token?: string; body?: unknown; method?: string; headers?: Record<string, string> }): Promise<Response>;
+  close(): Promise<void>;
+}
+
+let stackCount = 0;
+
+/** Start a stack; `env` overrides the functions' environment. */
+export async function startTestStack(env: Record<string, string> = {}): Promise<TestStack> {
+  const dir = await Deno.makeTempDir({ prefix: "mailroom-test-" });
+  let cluster: Cluster | undefined;
+  let gateway: Gateway | undefined;
+  let sql: postgres.Sql | undefined;
+  try {
+    cluster = await startCluster({ dir, port: freePort(), fast: true });
+    await bootstrapPlatform(cluster.url);
+    await pushMigrations(cluster.url);
+    sql = postgres(cluster.url, { max: 4, onnotice: () => {} });
+    const signingKey = await generateSigningKey();
+    const certs = await generateCertificates();
+    const port = freePort();
+    const url = `http://127.0.0.1:${port}`;
+    gateway = startGateway({
+      port,
+      jwks: jwks(signingKey),
+      env: {
+        SUPABASE_URL: url,
+        SUPABASE_DB_URL: cluster.url,
+        MAILROOM_SMTP_CA_CERTS: certs.caCert,
+        MAILROOM_SMTP_CONNECT_TIMEOUT_MS: "1500",
+        MAILROOM_SMTP_GREETING_TIMEOUT_MS: "1500",
+        MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
+        ...env,
+      },
+    });
+    const issuer = `${url}/auth/v1`;
+    const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
+    const db = sql;
+    const stack: TestStack = {
+      url,
+      sql: db,
+      anonKey,
+      certs,
+      signingKey,
+      async createUser(email) {
+        const address = email ?? `user${++stackCount}-${crypto.randomUUID().slice(0, 8)}@example.com`;
+        const id = await ensureUser(db, address);
+        return { id, email: address, token: await mintToken(signingKey, { issuer, sub: id, email: address }) };
+      },
+      mint: (options) => mintToken(signingKey, { issuer, ...options }),
+      async createConfig(user, fields) {
+        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
+        return await db.begin(async (tx) => {
+          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+          const [row] = await tx<{ id: string }[]>`
+            insert into public.user_smtp_configs
+              (name, host, port, security, username, from_email, from_name, is_default, is_active)
+            values (${fields.name ?? "default"}, ${fields.host ?? "localhost"}, ${fields.port},
+                    ${fields.security ?? "tls"}, ${fields.username === undefined ? "mailer" : fields.username},
+                    ${fields.from_email ?? user.email}, ${fields.from_name ?? null},
+                    ${fields.is_default ?? true}, ${fields.is_active ?? true})
+            returning id`;
+          if (fields.password !== undefined) {
+            await tx`select private.set_smtp_config_password(${row.id}::uuid, ${fields.password})`;
+          }
+          return row.id;
+        }) as string;
+      },
+      invoke(name, init) {
+        const headers: Record<string, string> = { apikey: anonKey, ...init.headers };
+        if (init.token) headers.authorization = `Bearer ${init.token}`;
+        if (init.body !== undefined) headers["content-type"] = "application/json";
+        return fetch(`${url}/functions/v1/${name}`, {
+          method: init.method ?? "POST",
+          headers,
+          body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        });
+      },
+      async close() {
+        await gateway?.close();
+        await db.end({ timeout: 2 });
+        await cluster?.stop();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      },
+    };
+    return stack;
+  } catch (error) {
+    await gateway?.close().catch(() => {});
+    await sql?.end({ timeout: 1 }).catch(() => {});
+    await cluster?.stop().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+/** Read a JSON response body, failing clearly when it is not JSON. */
+export async function body<T = Record<string, unknown>>(res: Response): Promise<T> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(`expected JSON, got ${res.status}: ${text.slice(0, 200)}`);
+  }
+}

@@ -1,0 +1,88 @@
+// `deno task test`: every suite in one run. Deno tests (unit, integration, end to end)
+// and the pgTAP files (run with pg_prove against a throwaway cluster carrying the
+// platform bootstrap and our migrations), then one closing line `N passed, N failed`.
+import { bootstrapPlatform, freePort, pushMigrations, ROOT, startCluster } from "../local/postgres.ts";
+
+interface Totals {
+  passed: number;
+  failed: number;
+}
+
+async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ ok: boolean; out: string }> {
+  const child = new Deno.Command(cmd, { args, cwd: ROOT, env, stdout: "piped", stderr: "piped" }).spawn();
+  const decoder = new TextDecoder();
+  let out = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) => {
+    for await (const chunk of stream) {
+      out += decoder.decode(chunk, { stream: true });
+      await sink.write(chunk);
+    }
+  };
+  const [status] = await Promise.all([child.status, pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
+  return { ok: status.success, out };
+}
+
+// "ok | 12 passed (40 steps) | 0 failed (3s)" or "FAILED | 11 passed (38 steps) | 1 failed (2 steps) (3s)"
+function denoTotals(out: string): Totals {
+  // deno-lint-ignore no-control-regex
+  const plain = out.replace(/\x1b\[[0-9;]*m/g, "");
+  const match = /(?:ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed(?: \((\d+) steps?\))?/.exec(plain);
+  if (!match) return { passed: 0, failed: 1 };
+  const [, passed, passedSteps, failed, failedSteps] = match.map((m) => Number(m ?? 0));
+  return { passed: passed + passedSteps, failed: failed + failedSteps };
+}
+
+function tapTotals(out: string): Totals {
+  const passed = out.match(/^\s*ok \d+/gm)?.length ?? 0;
+  const failed = out.match(/^\s*not ok \d+/gm)?.length ?? 0;
+  return { passed, failed };
+}
+
+async function denoSuite(): Promise<Totals & { ok: boolean }> {
+  console.log("== deno test");
+  const deno = Deno.execPath();
+  const result = await run(deno, ["test", "-A", "tests/"], { NO_COLOR: "1", DENO_NO_PACKAGE_JSON: "1" });
+  return { ok: result.ok, ...denoTotals(result.out) };
+}
+
+async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
+  console.log("== pgTAP (pg_prove)");
+  const files = [...Deno.readDirSync(`${ROOT}/supabase/tests/database`)]
+    .filter((e) => e.name.endsWith(".sql"))
+    .map((e) => `supabase/tests/database/${e.name}`)
+    .sort();
+  if (files.length === 0) return { ok: true, passed: 0, failed: 0 };
+  const dir = await Deno.makeTempDir({ prefix: "mailroom-pgtap-" });
+  const cluster = await startCluster({ dir, port: freePort(), fast: true });
+  try {
+    await bootstrapPlatform(cluster.url);
+    await pushMigrations(cluster.url);
+    const result = await run("pg_prove", [
+      "--verbose",
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(cluster.port),
+      "-U",
+      "postgres",
+      "-d",
+      "postgres",
+      ...files,
+    ]);
+    return { ok: result.ok, ...tapTotals(result.out) };
+  } finally {
+    await cluster.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+const suites = [await denoSuite(), await pgTapSuite()];
+const passed = suites.reduce((n, s) => n + s.passed, 0);
+const failed = suites.reduce((n, s) => n + s.failed, 0);
+const allOk = suites.every((s) => s.ok) && failed === 0 && passed > 0;
+console.log(`\ndeno: ${suites[0].passed} passed, ${suites[0].failed} failed; pgTAP: ${suites[1].passed} passed, ${suites[1].failed} failed`);
+console.log(`${passed} passed, ${failed} failed`);
+if (!allOk) {
+  if (passed === 0) console.error("no test ran");
+  Deno.exit(1);
+}

@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { parseBody, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
+import { ApiError } from "../supabase/functions/_shared/http.ts";
+
+function issuesOf(value: unknown): { path: string; message: string }[] {
+  try {
+    parseBody(sendEmailRequest, value);
+  } catch (error) {
+    assert.ok(error instanceof ApiError);
+    assert.equal(error.status, 400);
+    assert.equal(error.code, "invalid_request");
+    return (error.details as { issues: { path: string; message: string }[] }).issues;
+  }
+  throw new Error("expected the body to be rejected");
+}
+
+Deno.test("send-email request validation", async (t) => {
+  await t.step("accepts every recipient spelling and normalises to address objects", () => {
+    const body = parseBody(sendEmailRequest, {
+      to: "Jane Doe <jane@example.com>",
+      cc: ["bob@example.com", { email: "eve@example.org", name: "Eve" }],
+      bcc: { email: "audit@example.net" },
+      subject: "Hi",
+      text: "hello",
+    });
+    assert.deepEqual(body.to, [{ name: "Jane Doe", address: "jane@example.com" }]);
+    assert.deepEqual(body.cc, [{ address: "bob@example.com" }, { name: "Eve", address: "eve@example.org" }]);
+    assert.deepEqual(body.bcc, [{ address: "audit@example.net" }]);
+  });
+
+  await t.step("requires text or html", () => {
+    const issues = issuesOf({ to: "a@example.com", subject: "x" });
+    assert.equal(issues[0].path, "text");
+  });
+
+  await t.step("names the field path of a bad recipient", () => {
+    const issues = issuesOf({ to: ["ok@example.com", "not-an-address"], text: "x" });
+    assert.equal(issues[0].path, "to.1");
+    assert.match(issues[0].message, /not a valid email address/);
+  });
+
+  await t.step("rejects CR/LF in subject and in recipient names", () => {
+    assert.equal(issuesOf({ to: "a@example.com", subject: "hi\r\nBcc: x@evil.com", text: "x" })[0].path, "subject");
+    const nameIssue = issuesOf({ to: { email: "a@example.com", name: "A\nBcc: x@evil.com" }, text: "x" })[0];
+    assert.equal(nameIssue.path, "to.0");
+  });
+
+  await t.step("rejects a missing recipient, unknown fields and wrong types", () => {
+    assert.equal(issuesOf({ text: "x" })[0].path, "to");
+    assert.equal(issuesOf({ to: [], text: "x" })[0].path, "to");
+    assert.ok(issuesOf({ to: "a@example.com", text: "x", sender: "boss@example.com" }).length > 0);
+    assert.equal(issuesOf({ to: "a@example.com", text: 42 })[0].path, "text");
+  });
+
+  await t.step("rejects unqualified domains and over-long local parts", () => {
+    assert.equal(issuesOf({ to: "root@localhost", text: "x" })[0].path, "to.0");
+    assert.equal(issuesOf({ to: `${"a".repeat(65)}@example.com`, text: "x" })[0].path, "to.0");
+  });
+});
