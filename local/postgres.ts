@@ -96,7 +96,18 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
   ].join(" ");
   const running = existsSync(`${dataDir}/postmaster.pid`) && await canConnect(url);
   if (!running) {
-    await runPg(`${bin}/pg_ctl`, ["-D", dataDir, "-l", `${dir}/postgres.log`, "-o", settings, "-w", "-t", "30", "start"]);
+    await runPg(`${bin}/pg_ctl`, [
+      "-D",
+      dataDir,
+      "-l",
+      `${dir}/postgres.log`,
+      "-o",
+      settings,
+      "-w",
+      "-t",
+      "30",
+      "start",
+    ]);
   }
 
   return {

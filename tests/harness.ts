@@ -41,7 +41,10 @@ export interface TestStack {
   createUser(email?: string): Promise<TestUser>;
   mint(options: Omit<MintOptions, "issuer"> & { issuer?: string }): Promise<string>;
   createConfig(user: TestUser, fields: ConfigFields): Promise<string>;
-  invoke(name: string, init: { token?: string; body?: unknown; method?: string; headers?: Record<string, string> }): Promise<Response>;
+  invoke(
+    name: string,
+    init: { token?: string; body?: unknown; method?: string; headers?: Record<string, string> },
+  ): Promise<Response>;
   close(): Promise<void>;
 }
 

@@ -8,7 +8,11 @@ interface Totals {
   failed: number;
 }
 
-async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ ok: boolean; out: string }> {
+async function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ ok: boolean; out: string }> {
   const child = new Deno.Command(cmd, { args, cwd: ROOT, env, stdout: "piped", stderr: "piped" }).spawn();
   const decoder = new TextDecoder();
   let out = "";
@@ -80,7 +84,11 @@ const suites = [await denoSuite(), await pgTapSuite()];
 const passed = suites.reduce((n, s) => n + s.passed, 0);
 const failed = suites.reduce((n, s) => n + s.failed, 0);
 const allOk = suites.every((s) => s.ok) && failed === 0 && passed > 0;
-console.log(`\ndeno: ${suites[0].passed} passed, ${suites[0].failed} failed; pgTAP: ${suites[1].passed} passed, ${suites[1].failed} failed`);
+console.log(
+  `\ndeno: ${suites[0].passed} passed, ${suites[0].failed} failed; pgTAP: ${suites[1].passed} passed, ${
+    suites[1].failed
+  } failed`,
+);
 console.log(`${passed} passed, ${failed} failed`);
 if (!allOk) {
   if (passed === 0) console.error("no test ran");

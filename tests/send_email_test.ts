@@ -222,12 +222,19 @@ Deno.test({
 
         const res3 = await stack.invoke("send-email", { token: bob.token, body: { to: "a@example.com", text: "x" } });
         assert.equal(res3.status, 404, "bob has no default config");
-        const bobAudit = await stack.sql`select count(*)::int as n from public.email_audit_log where user_id = ${bob.id}`;
+        const bobAudit = await stack
+          .sql`select count(*)::int as n from public.email_audit_log where user_id = ${bob.id}`;
         assert.equal(bobAudit[0].n, 0);
       });
 
       await t.step("answers 409 for a deactivated config", async () => {
-        await stack.createConfig(alice, { name: "paused", port: smtps.port, password: "x", is_default: false, is_active: false });
+        await stack.createConfig(alice, {
+          name: "paused",
+          port: smtps.port,
+          password: "x",
+          is_default: false,
+          is_active: false,
+        });
         const res = await stack.invoke("send-email", {
           token: alice.token,
           body: { to: "a@example.com", text: "x", config: "paused" },
@@ -236,40 +243,44 @@ Deno.test({
         assert.equal((await body<ErrorBody>(res)).error.code, "config_inactive");
       });
 
-      await t.step("answers 502 smtp_auth_failed for bad credentials, audits it, never leaks the password", async () => {
-        const wrongPassword = "wr0ng-Pa55word-do-not-leak";
-        await stack.createConfig(alice, {
-          name: "bad-auth",
-          port: smtps.port,
-          password: wrongPassword,
-          is_default: false,
-        });
-        const { result: res, logs } = await captureLogs(() =>
-          stack.invoke("send-email", {
-            token: alice.token,
-            body: { to: "a@example.com", text: "x", config: "bad-auth" },
-          })
-        );
-        const text = await res.text();
-        assert.equal(res.status, 502);
-        const error = (JSON.parse(text) as ErrorBody).error;
-        assert.equal(error.code, "smtp_auth_failed");
-        assert.equal(error.details?.smtp_response_code, 535);
+      await t.step(
+        "answers 502 smtp_auth_failed for bad credentials, audits it, never leaks the password",
+        async () => {
+          const wrongPassword = "wr0ng-Pa55word-do-not-leak";
+          await stack.createConfig(alice, {
+            name: "bad-auth",
+            port: smtps.port,
+            password: wrongPassword,
+            is_default: false,
+          });
+          const { result: res, logs } = await captureLogs(() =>
+            stack.invoke("send-email", {
+              token: alice.token,
+              body: { to: "a@example.com", text: "x", config: "bad-auth" },
+            })
+          );
+          const text = await res.text();
+          assert.equal(res.status, 502);
+          const error = (JSON.parse(text) as ErrorBody).error;
+          assert.equal(error.code, "smtp_auth_failed");
+          assert.equal(error.details?.smtp_response_code, 535);
 
-        const [audit] = await stack.sql`select * from public.email_audit_log where id = ${error.details?.id as string}`;
-        assert.equal(audit.status, "failed");
-        assert.equal(audit.error_class, "smtp_auth_failed");
-        assert.equal(audit.smtp_response_code, 535);
+          const [audit] = await stack.sql`select * from public.email_audit_log where id = ${error.details
+            ?.id as string}`;
+          assert.equal(audit.status, "failed");
+          assert.equal(audit.error_class, "smtp_auth_failed");
+          assert.equal(audit.smtp_response_code, 535);
 
-        const allAudit = JSON.stringify(await stack.sql`select * from public.email_audit_log`);
-        for (const secret of [wrongPassword, SMTP_PASSWORD]) {
-          assert.ok(!text.includes(secret), "password in response");
-          assert.ok(!logs.includes(secret), "password in logs");
-          assert.ok(!allAudit.includes(secret), "password in audit rows");
-        }
-        const [row] = await stack.sql`select * from public.user_smtp_configs where name = 'bad-auth'`;
-        assert.ok(!JSON.stringify(row).includes(wrongPassword), "password in the config row");
-      });
+          const allAudit = JSON.stringify(await stack.sql`select * from public.email_audit_log`);
+          for (const secret of [wrongPassword, SMTP_PASSWORD]) {
+            assert.ok(!text.includes(secret), "password in response");
+            assert.ok(!logs.includes(secret), "password in logs");
+            assert.ok(!allAudit.includes(secret), "password in audit rows");
+          }
+          const [row] = await stack.sql`select * from public.user_smtp_configs where name = 'bad-auth'`;
+          assert.ok(!JSON.stringify(row).includes(wrongPassword), "password in the config row");
+        },
+      );
 
       await t.step("answers 502 smtp_connect_timeout when the server never greets", async () => {
         const stalling = await startStallingServer();
@@ -282,9 +293,8 @@ Deno.test({
           assert.equal(res.status, 502);
           const error = (await body<ErrorBody>(res)).error;
           assert.equal(error.code, "smtp_connect_timeout");
-          const [audit] = await stack.sql`select status, error_class from public.email_audit_log where id = ${
-            error.details?.id as string
-          }`;
+          const [audit] = await stack.sql`select status, error_class from public.email_audit_log where id = ${error
+            .details?.id as string}`;
           assert.deepEqual({ ...audit }, { status: "failed", error_class: "smtp_connect_timeout" });
         } finally {
           await stalling.close();
@@ -304,7 +314,12 @@ Deno.test({
       await t.step("refuses a server whose certificate is not trusted", async () => {
         const untrusted = await startSmtpCatcher({ mode: "tls", tls: await generateSelfSigned(), users });
         try {
-          await stack.createConfig(alice, { name: "untrusted", port: untrusted.port, password: SMTP_PASSWORD, is_default: false });
+          await stack.createConfig(alice, {
+            name: "untrusted",
+            port: untrusted.port,
+            password: SMTP_PASSWORD,
+            is_default: false,
+          });
           const res = await stack.invoke("send-email", {
             token: alice.token,
             body: { to: "a@example.com", text: "x", config: "untrusted" },

@@ -167,6 +167,7 @@ $$;
 revoke all on function private.set_smtp_config_password(uuid, text) from public, anon, authenticated;
 revoke all on function private.smtp_config_credentials(uuid) from public, anon, authenticated;
 revoke all on function private.delete_smtp_config_secrets() from public, anon, authenticated;
+revoke all on function private.set_updated_at() from public, anon, authenticated;
 grant execute on function private.set_smtp_config_password(uuid, text) to authenticated;
 grant execute on function private.smtp_config_credentials(uuid) to authenticated;
 
@@ -208,7 +209,11 @@ create index email_audit_log_config on public.email_audit_log (config_id);
 alter table public.email_audit_log enable row level security;
 
 revoke all on public.email_audit_log from anon, authenticated;
-grant select, insert on public.email_audit_log to authenticated;
+grant select on public.email_audit_log to authenticated;
+-- Timestamps, attempts, outcomes and the owner are not the caller's to choose.
+grant insert (id, user_id, config_id, from_email, to_addresses, cc_count, bcc_count, subject, status, idempotency_key,
+              agent_context)
+  on public.email_audit_log to authenticated;
 
 create policy "owner can read own audit rows"
   on public.email_audit_log for select to authenticated
@@ -222,6 +227,14 @@ create policy "owner can record own sends in flight"
     and status in ('scheduled', 'queued', 'sending')
     and completed_at is null
     and message_id is null
+    -- The foreign key alone would accept (and so reveal) other users' config ids.
+    and (
+      config_id is null
+      or exists (
+        select 1 from public.user_smtp_configs c
+         where c.id = config_id and c.user_id = (select auth.uid())
+      )
+    )
   );
 
 -- Record the outcome of an in-flight send, once. Finished rows are immutable.
@@ -240,7 +253,7 @@ security definer
 set search_path = ''
 as $$
 begin
-  if p_status not in ('sent', 'failed', 'unknown') then
+  if p_status is null or p_status not in ('sent', 'failed', 'unknown') then
     raise exception 'outcome status must be sent, failed or unknown' using errcode = '22023';
   end if;
 
@@ -253,7 +266,7 @@ begin
          error_message = left(p_error_message, 1000),
          smtp_response_code = p_smtp_response_code,
          completed_at = now(),
-         duration_ms = (extract(epoch from (now() - a.created_at)) * 1000)::integer
+         duration_ms = least(extract(epoch from (clock_timestamp() - a.created_at)) * 1000, 2147483647)::integer
    where a.id = p_audit_id
      and a.user_id = (select auth.uid())
      and a.status = 'sending';

@@ -122,25 +122,67 @@ export function classifySmtpError(error: unknown): SmtpFailure {
   switch (e.code) {
     case "EAUTH":
     case "ENOAUTH":
-      return { ...base, code: "smtp_auth_failed", outcome: "failed", message: "The SMTP server rejected the credentials" };
+      return {
+        ...base,
+        code: "smtp_auth_failed",
+        outcome: "failed",
+        message: "The SMTP server rejected the credentials",
+      };
     case "EENVELOPE":
-      return { ...base, code: "smtp_recipients_rejected", outcome: "failed", message: "The SMTP server rejected the sender or all recipients" };
+      return {
+        ...base,
+        code: "smtp_recipients_rejected",
+        outcome: "failed",
+        message: "The SMTP server rejected the sender or all recipients",
+      };
     case "EMESSAGE":
-      return { ...base, code: "smtp_message_rejected", outcome: "failed", message: "The SMTP server rejected the message" };
+      return {
+        ...base,
+        code: "smtp_message_rejected",
+        outcome: "failed",
+        message: "The SMTP server rejected the message",
+      };
     case "EDNS":
-      return { ...base, code: "smtp_host_not_found", outcome: "failed", message: "The SMTP host name could not be resolved" };
+      return {
+        ...base,
+        code: "smtp_host_not_found",
+        outcome: "failed",
+        message: "The SMTP host name could not be resolved",
+      };
     case "ETLS":
-      return { ...base, code: "smtp_tls_failed", outcome: "failed", message: "TLS could not be negotiated with the SMTP server" };
+      return {
+        ...base,
+        code: "smtp_tls_failed",
+        outcome: "failed",
+        message: "TLS could not be negotiated with the SMTP server",
+      };
     case "ETIMEDOUT":
       if (e.timeoutType === "SOCKET_TIMEOUT") {
-        return { ...base, code: "smtp_timeout", outcome: "unknown", message: "The SMTP server stopped answering mid-session; the message may or may not have been accepted" };
+        return {
+          ...base,
+          code: "smtp_timeout",
+          outcome: "unknown",
+          message: "The SMTP server stopped answering mid-session; the message may or may not have been accepted",
+        };
       }
-      return { ...base, code: "smtp_connect_timeout", outcome: "failed", message: "Timed out connecting to the SMTP server" };
+      return {
+        ...base,
+        code: "smtp_connect_timeout",
+        outcome: "failed",
+        message: "Timed out connecting to the SMTP server",
+      };
   }
   if (TLS_VERIFY_PATTERN.test(text)) {
-    return { ...base, code: "smtp_tls_verify_failed", outcome: "failed", message: "The SMTP server's TLS certificate could not be verified" };
+    return {
+      ...base,
+      code: "smtp_tls_verify_failed",
+      outcome: "failed",
+      message: "The SMTP server's TLS certificate could not be verified",
+    };
   }
-  if (/ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH/i.test(text) || e.code === "ECONNECTION" || e.code === "ESOCKET") {
+  if (
+    /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH/i.test(text) || e.code === "ECONNECTION" || e.code === "ESOCKET"
+  ) {
     return { ...base, code: "smtp_connect_failed", outcome: "failed", message: "Could not connect to the SMTP server" };
   }
   return { ...base, code: "smtp_error", outcome: "failed", message: "The SMTP exchange failed" };

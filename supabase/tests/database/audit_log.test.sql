@@ -4,7 +4,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(39);
+select plan(42);
 
 -- Fixtures (as the migration role) ---------------------------------------------------------
 insert into auth.users (id, email) values
@@ -43,8 +43,23 @@ select table_privs_are(
 );
 
 select table_privs_are(
-  'public', 'email_audit_log', 'authenticated', array['SELECT', 'INSERT'],
-  'authenticated can only select and insert audit rows'
+  'public', 'email_audit_log', 'authenticated', array['SELECT'],
+  'authenticated can select audit rows; inserts are granted per column'
+);
+
+select column_privs_are(
+  'public', 'email_audit_log', 'status', 'authenticated', array['SELECT', 'INSERT'],
+  'authenticated may set the status of a new audit row'
+);
+
+select column_privs_are(
+  'public', 'email_audit_log', 'completed_at', 'authenticated', array['SELECT'],
+  'authenticated may not choose when a send completed'
+);
+
+select column_privs_are(
+  'public', 'email_audit_log', 'created_at', 'authenticated', array['SELECT'],
+  'authenticated may not backdate an audit row'
 );
 
 -- Alice records her sends -------------------------------------------------------------------
@@ -82,7 +97,7 @@ select throws_ok(
 select throws_ok(
   $$insert into public.email_audit_log (from_email, status, message_id)
     values ('alice@work.example', 'sent', '<forged@work.example>')$$,
-  '42501', 'new row violates row-level security policy for table "email_audit_log"',
+  '42501', 'permission denied for table email_audit_log',
   'owner cannot insert a row that claims the send already succeeded'
 );
 
@@ -96,14 +111,14 @@ select throws_ok(
 select throws_ok(
   $$insert into public.email_audit_log (from_email, status, completed_at)
     values ('alice@work.example', 'sending', now())$$,
-  '42501', 'new row violates row-level security policy for table "email_audit_log"',
+  '42501', 'permission denied for table email_audit_log',
   'owner cannot insert an in-flight row that is already completed'
 );
 
 select throws_ok(
   $$insert into public.email_audit_log (from_email, status, message_id)
     values ('alice@work.example', 'sending', '<forged@work.example>')$$,
-  '42501', 'new row violates row-level security policy for table "email_audit_log"',
+  '42501', 'permission denied for table email_audit_log',
   'owner cannot insert an in-flight row with a message id'
 );
 
