@@ -70,7 +70,8 @@ function parseJwks(raw: string | undefined): Config["jwt"]["jwks"] {
  */
 export function loadConfig(env: Env): Config {
   const supabaseUrl = required(env, "SUPABASE_URL").replace(/\/+$/, "");
-  const dbUrl = required(env, "SUPABASE_DB_URL");
+  // Hosted projects reserve the SUPABASE_ prefix for secrets, so the pooler URL is set as MAILROOM_DB_URL.
+  const dbUrl = env.MAILROOM_DB_URL?.trim() || required(env, "SUPABASE_DB_URL");
   const pooledFlag = env.MAILROOM_DB_POOLED?.trim();
   return {
     supabaseUrl,
@@ -80,7 +81,8 @@ export function loadConfig(env: Env): Config {
     jwt: {
       jwks: parseJwks(env.SUPABASE_JWKS),
       jwksUrl: env.MAILROOM_JWKS_URL?.trim() || `${supabaseUrl}/auth/v1/.well-known/jwks.json`,
-      secret: env.SUPABASE_JWT_SECRET?.trim() || env.JWT_SECRET?.trim() || undefined,
+      secret: env.MAILROOM_JWT_SECRET?.trim() || env.SUPABASE_JWT_SECRET?.trim() || env.JWT_SECRET?.trim() ||
+        undefined,
       issuer: env.MAILROOM_JWT_ISSUER?.trim() || `${supabaseUrl}/auth/v1`,
     },
     smtp: {
