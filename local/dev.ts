@@ -76,6 +76,9 @@ async function main(): Promise<void> {
       SUPABASE_URL: apiUrl,
       SUPABASE_DB_URL: dbUrl,
       MAILROOM_SMTP_CA_CERTS: certs.caCert,
+      // The catcher is on loopback and on non-SMTP ports: allowed explicitly, never by default.
+      MAILROOM_EGRESS_ALLOWLIST: Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ??
+        `localhost:${LOCAL_PORTS.smtp},localhost:${LOCAL_PORTS.smtps}`,
     },
   });
   stops.push(gateway.close);

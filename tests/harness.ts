@@ -75,6 +75,8 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
         MAILROOM_SMTP_CONNECT_TIMEOUT_MS: "1500",
         MAILROOM_SMTP_GREETING_TIMEOUT_MS: "1500",
         MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
+        // The test SMTP servers listen on loopback, on random ports: exempt them explicitly.
+        MAILROOM_EGRESS_ALLOWLIST: "localhost",
         ...env,
       },
     });

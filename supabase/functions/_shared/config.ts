@@ -1,4 +1,5 @@
 // Deployment configuration, read once from the environment into a typed object.
+import { type EgressPolicy, loadEgressPolicy } from "./egress.ts";
 
 /** Everything the functions need from their environment. */
 export interface Config {
@@ -23,6 +24,8 @@ export interface Config {
     /** Extra trusted CA certificates (PEM), e.g. the local catcher's. Never disables verification. */
     caCerts?: string;
   };
+  /** Where SMTP connections may go. */
+  egress: EgressPolicy;
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -60,6 +63,14 @@ function parseJwks(raw: string | undefined): Config["jwt"]["jwks"] {
   }
 }
 
+function loadEgressPolicyOrThrow(env: Env): EgressPolicy {
+  try {
+    return loadEgressPolicy(env);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
 /**
  * Build the configuration from environment variables.
  *
@@ -91,5 +102,6 @@ export function loadConfig(env: Env): Config {
       socketTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SOCKET_TIMEOUT_MS", 30_000),
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
     },
+    egress: loadEgressPolicyOrThrow(env),
   };
 }

@@ -6,6 +6,8 @@ import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
 import { classifySmtpError, deliver, type OutgoingMessage, type SmtpServer } from "./smtp.ts";
+import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
+import { reserveSendCapacity } from "./rate_limit.ts";
 
 /** The 200 response of a send. */
 export interface SendResult {
@@ -25,6 +27,8 @@ interface ConfigRow {
   from_email: string;
   from_name: string | null;
   is_active: boolean;
+  max_per_minute: number;
+  max_per_day: number;
   username: string | null;
   password: string | null;
   has_password: boolean;
@@ -41,6 +45,7 @@ async function resolveConfig(tx: Tx, ref: string | undefined): Promise<ConfigRow
     : tx`c.name = ${ref}`;
   const rows = await tx<ConfigRow[]>`
     select c.id, c.name, c.host, c.port, c.security, c.from_email, c.from_name, c.is_active,
+           c.max_per_minute, c.max_per_day,
            cred.username, cred.password, c.password_secret_id is not null as has_password
       from public.user_smtp_configs c
       cross join lateral private.smtp_config_credentials(c.id) cred
@@ -75,6 +80,18 @@ function composeMessage(config: ConfigRow, req: SendEmailRequest): OutgoingMessa
   };
 }
 
+async function recordOutcome(
+  ctx: AppContext,
+  claims: UserClaims,
+  auditId: string,
+  failure: { outcome: "failed" | "unknown"; code: string; message: string; responseCode?: number },
+): Promise<void> {
+  await withUser(ctx.sql, claims, (tx) =>
+    tx`select private.record_email_outcome(
+         ${auditId}::uuid, ${failure.outcome}, null, '{}'::text[], '{}'::text[],
+         ${failure.code}, ${failure.message}, ${failure.responseCode ?? null})`);
+}
+
 /**
  * Send `req` as the user in `claims` and audit it.
  *
@@ -83,6 +100,8 @@ function composeMessage(config: ConfigRow, req: SendEmailRequest): OutgoingMessa
 export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEmailRequest): Promise<SendResult> {
   const { config, message, auditId } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await resolveConfig(tx, req.config);
+    checkServerStatically(ctx.config.egress, config);
+    await reserveSendCapacity(tx, config);
     const message = composeMessage(config, req);
     const [audit] = await tx<{ id: string }[]>`
       insert into public.email_audit_log
@@ -104,13 +123,15 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
 
   let delivery;
   try {
-    delivery = await deliver(server, message, ctx.config.smtp);
+    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port);
+    delivery = await deliver(server, target, message, ctx.config.smtp);
   } catch (error) {
+    if (error instanceof ApiError) {
+      await recordOutcome(ctx, claims, auditId, { outcome: "failed", code: error.code, message: error.message });
+      throw error;
+    }
     const failure = classifySmtpError(error);
-    await withUser(ctx.sql, claims, (tx) =>
-      tx`select private.record_email_outcome(
-           ${auditId}::uuid, ${failure.outcome}, null, '{}'::text[], '{}'::text[],
-           ${failure.code}, ${failure.message}, ${failure.responseCode ?? null})`);
+    await recordOutcome(ctx, claims, auditId, failure);
     throw new ApiError(502, failure.code, failure.message, {
       id: auditId,
       status: failure.outcome,

@@ -4,6 +4,7 @@ import nodemailer from "nodemailer";
 import type SMTPTransport from "nodemailer/lib/smtp-transport";
 import type { Config } from "./config.ts";
 import type { Address } from "./addresses.ts";
+import type { ResolvedTarget } from "./egress.ts";
 
 /** How to reach and authenticate to an SMTP server. */
 export interface SmtpServer {
@@ -34,10 +35,18 @@ export interface SmtpDelivery {
   response: string;
 }
 
-/** nodemailer transport options for a server, with our timeouts and TLS policy. */
-export function transportOptions(server: SmtpServer, smtp: Config["smtp"]): SMTPTransport.Options {
+/**
+ * nodemailer transport options for a server reached at a checked address, with our
+ * timeouts and TLS policy. TLS is verified against the host name, not the address.
+ */
+export function transportOptions(
+  server: SmtpServer,
+  target: ResolvedTarget,
+  smtp: Config["smtp"],
+): SMTPTransport.Options {
   return {
-    host: server.host,
+    host: target.address,
+    servername: target.servername,
     port: server.port,
     secure: server.security === "tls",
     requireTLS: server.security === "starttls",
@@ -53,6 +62,7 @@ export function transportOptions(server: SmtpServer, smtp: Config["smtp"]): SMTP
     tls: {
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
+      servername: target.servername,
       ...(smtp.caCerts ? { ca: smtp.caCerts } : {}),
     },
   };
@@ -65,10 +75,11 @@ function toMailAddress(a: Address): { name: string; address: string } {
 /** Send one message over a fresh connection and close it. */
 export async function deliver(
   server: SmtpServer,
+  target: ResolvedTarget,
   message: OutgoingMessage,
   smtp: Config["smtp"],
 ): Promise<SmtpDelivery> {
-  const transport = nodemailer.createTransport(transportOptions(server, smtp));
+  const transport = nodemailer.createTransport(transportOptions(server, target, smtp));
   try {
     const info = await transport.sendMail({
       from: toMailAddress(message.from),
@@ -90,6 +101,48 @@ export async function deliver(
   } finally {
     transport.close();
   }
+}
+
+/** What a successful verification found. */
+export interface SmtpVerification {
+  ok: true;
+  tls: boolean;
+  auth: boolean;
+  latency_ms: number;
+  server_banner: string | null;
+}
+
+/**
+ * Connect, negotiate TLS, authenticate and quit, sending nothing.
+ *
+ * @throws the nodemailer error; classify it with `classifySmtpError`.
+ */
+export async function verifyServer(
+  server: SmtpServer,
+  target: ResolvedTarget,
+  smtp: Config["smtp"],
+): Promise<SmtpVerification> {
+  let banner: string | null = null;
+  // Only the server's own lines are looked at (the first is its greeting); nothing is logged.
+  const capture = (entry: { tnx?: string }, ...args: unknown[]) => {
+    if (banner === null && entry?.tnx === "server" && typeof args[0] === "string") banner = args[0].slice(0, 200);
+  };
+  const noop = () => {};
+  const logger = { level: noop, trace: noop, debug: capture, info: noop, warn: noop, error: noop, fatal: noop };
+  const transport = nodemailer.createTransport({ ...transportOptions(server, target, smtp), logger, debug: true });
+  const started = performance.now();
+  try {
+    await transport.verify();
+  } finally {
+    transport.close();
+  }
+  return {
+    ok: true,
+    tls: server.security !== "none",
+    auth: Boolean(server.username),
+    latency_ms: Math.round(performance.now() - started),
+    server_banner: banner,
+  };
 }
 
 /** Our reading of an SMTP failure. */

@@ -1,0 +1,259 @@
+// Egress policy for user-supplied SMTP hosts, which are an SSRF vector: only public
+// unicast addresses on SMTP ports, resolved once and connected to by address (so a
+// second DNS answer cannot swap in a private one), TLS still verified against the name.
+import ipaddr from "ipaddr.js";
+import { lookup } from "node:dns/promises";
+import { ApiError } from "./http.ts";
+
+/** Ports SMTP submission and relay use; anything else needs the deployment allowlist. */
+export const SMTP_PORTS: readonly number[] = [465, 587, 25, 2465, 2587, 2525];
+
+/** What the deployment allows. */
+export interface EgressPolicy {
+  /** SMTP_PORTS plus MAILROOM_SMTP_ALLOWED_PORTS. */
+  allowedPorts: Set<number>;
+  /** Hosts (optionally host:port) exempt from the address and port rules, e.g. the local catcher. */
+  allowlist: { host: string; port?: number }[];
+  /** Ports the platform blocks outright (hosted Supabase: 25 and 587). */
+  platformBlockedPorts: Set<number>;
+  /** Whether `security: "none"` (no TLS at all) may be used. */
+  allowPlaintext: boolean;
+}
+
+/** A host checked by the policy: where to connect, and the name to verify TLS against. */
+export interface ResolvedTarget {
+  /** IP address to connect to. */
+  address: string;
+  /** TLS server name (SNI and certificate check); undefined for IP-literal hosts. */
+  servername?: string;
+}
+
+/** Resolves a host name to all of its addresses (node:dns lookup in production). */
+export type Resolver = (host: string) => Promise<string[]>;
+
+/** The system resolver (getaddrinfo, so /etc/hosts counts as it would for the socket). */
+export const systemResolver: Resolver = async (host) => {
+  const answers = await lookup(host, { all: true, verbatim: true });
+  // IPv4 first: many hosting networks have no IPv6 egress.
+  return answers.sort((a, b) => a.family - b.family).map((a) => a.address);
+};
+
+function parseList(raw: string | undefined): string[] {
+  return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function parsePorts(raw: string | undefined, name: string): number[] {
+  return parseList(raw).map((p) => {
+    const port = Number(p);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`${name}: "${p}" is not a port`);
+    return port;
+  });
+}
+
+function parseAllowlistEntry(entry: string): { host: string; port?: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry);
+  if (bracketed) return { host: bracketed[1].toLowerCase(), port: bracketed[2] ? Number(bracketed[2]) : undefined };
+  const parts = entry.split(":");
+  if (parts.length === 2 && /^\d+$/.test(parts[1])) return { host: parts[0].toLowerCase(), port: Number(parts[1]) };
+  return { host: entry.toLowerCase() };
+}
+
+/** Whether this looks like hosted Supabase, whose network blocks outbound 25 and 587. */
+export function isHostedSupabase(env: Record<string, string | undefined>): boolean {
+  if (env.SB_REGION) return true;
+  try {
+    return /\.supabase\.(co|red)$/.test(new URL(env.SUPABASE_URL ?? "").hostname);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Read the policy from the environment: MAILROOM_SMTP_ALLOWED_PORTS,
+ * MAILROOM_EGRESS_ALLOWLIST, MAILROOM_PLATFORM_BLOCKED_PORTS, MAILROOM_ALLOW_PLAINTEXT_SMTP.
+ */
+export function loadEgressPolicy(env: Record<string, string | undefined>): EgressPolicy {
+  const blocked = env.MAILROOM_PLATFORM_BLOCKED_PORTS;
+  return {
+    allowedPorts: new Set([
+      ...SMTP_PORTS,
+      ...parsePorts(env.MAILROOM_SMTP_ALLOWED_PORTS, "MAILROOM_SMTP_ALLOWED_PORTS"),
+    ]),
+    allowlist: parseList(env.MAILROOM_EGRESS_ALLOWLIST).map(parseAllowlistEntry),
+    platformBlockedPorts: new Set(
+      blocked !== undefined
+        ? parsePorts(blocked, "MAILROOM_PLATFORM_BLOCKED_PORTS")
+        : isHostedSupabase(env)
+        ? [25, 587]
+        : [],
+    ),
+    allowPlaintext: env.MAILROOM_ALLOW_PLAINTEXT_SMTP === "true",
+  };
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+const FORBIDDEN_NAMES = /(^|\.)(localhost|internal|local|localdomain|home\.arpa|invalid|test)$/;
+
+/** A host as written in a config: a DNS name or an IP literal, normalised. */
+export interface ParsedHost {
+  host: string;
+  ip?: ipaddr.IPv4 | ipaddr.IPv6;
+}
+
+function invalidHost(host: string, why: string): ApiError {
+  return new ApiError(400, "smtp_host_invalid", `SMTP host ${JSON.stringify(host)} ${why}`, { host });
+}
+
+/**
+ * Parse and normalise a host: lower case, no trailing dot, IDN to punycode, every IPv4
+ * spelling (decimal, hex, octal, short forms) and IPv6 (bracketed or not) recognised.
+ */
+export function parseHost(input: string): ParsedHost {
+  const raw = input.trim();
+  if (!raw || raw.length > 253) throw invalidHost(input, "must be 1 to 253 characters");
+  if (/[\s/\\@?#]/.test(raw) || /^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
+    throw invalidHost(input, "must be a host name or IP address, not a URL");
+  }
+  const unbracketed = raw.startsWith("[") && raw.endsWith("]") ? raw.slice(1, -1) : raw;
+  if (unbracketed.includes("%")) throw invalidHost(input, "must not carry an IPv6 zone");
+  if (ipaddr.isValid(unbracketed)) return { host: unbracketed.toLowerCase(), ip: ipaddr.parse(unbracketed) };
+  if (unbracketed !== raw) throw invalidHost(input, "is not a valid IPv6 address");
+
+  let ascii: string;
+  try {
+    ascii = new URL(`http://${raw.replace(/\.$/, "")}`).hostname;
+  } catch {
+    throw invalidHost(input, "is not a valid host name");
+  }
+  // The URL parser turns numeric spellings into dotted quads; those are IP literals.
+  if (ipaddr.isValid(ascii)) return { host: ascii, ip: ipaddr.parse(ascii) };
+  const labels = ascii.split(".");
+  if (!labels.every((l) => LABEL.test(l)) || /^\d+$/.test(labels[labels.length - 1])) {
+    throw invalidHost(input, "is not a valid host name");
+  }
+  return { host: ascii };
+}
+
+/** Why an address may not be connected to, or null when it is public unicast. */
+export function forbiddenRange(address: ipaddr.IPv4 | ipaddr.IPv6): string | null {
+  let ip = address;
+  if (ip.kind() === "ipv6" && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
+    ip = (ip as ipaddr.IPv6).toIPv4Address();
+  }
+  const range = ip.range();
+  return range === "unicast" ? null : range;
+}
+
+function allowlisted(policy: EgressPolicy, host: string, port: number): boolean {
+  return policy.allowlist.some((entry) => entry.host === host && (entry.port === undefined || entry.port === port));
+}
+
+function forbidden(host: string, why: string): ApiError {
+  return new ApiError(422, "smtp_host_forbidden", `SMTP host ${JSON.stringify(host)} is not allowed: ${why}`, {
+    host,
+  });
+}
+
+/** Check a port against the policy (config time and send time). */
+export function checkPort(policy: EgressPolicy, host: string, port: number): void {
+  if (allowlisted(policy, host, port)) return;
+  if (!policy.allowedPorts.has(port)) {
+    throw new ApiError(
+      422,
+      "smtp_port_not_allowed",
+      `Port ${port} is not an SMTP port; use one of ${[...policy.allowedPorts].join(", ")}`,
+      { port, allowed_ports: [...policy.allowedPorts] },
+    );
+  }
+}
+
+/** Check what can be checked without DNS: syntax, name, literal address, port. */
+export function checkHostStatically(policy: EgressPolicy, input: string, port: number): ParsedHost {
+  const parsed = parseHost(input);
+  if (allowlisted(policy, parsed.host, port)) return parsed;
+  if (!parsed.ip && !parsed.host.includes(".")) throw invalidHost(input, "is not a fully qualified host name");
+  if (parsed.ip) {
+    const range = forbiddenRange(parsed.ip);
+    if (range) throw forbidden(parsed.host, `${range} address`);
+  } else if (FORBIDDEN_NAMES.test(parsed.host)) {
+    throw forbidden(parsed.host, "reserved or internal name");
+  }
+  checkPort(policy, parsed.host, port);
+  return parsed;
+}
+
+/**
+ * Resolve a host for connecting: every answer must be public unicast (a name that
+ * resolves to any private address is refused), and the first one is used.
+ */
+export async function resolveTarget(
+  policy: EgressPolicy,
+  input: string,
+  port: number,
+  resolve: Resolver = systemResolver,
+): Promise<ResolvedTarget> {
+  const parsed = checkHostStatically(policy, input, port);
+  if (parsed.ip) return { address: parsed.ip.toString() };
+  let answers: string[];
+  try {
+    answers = await resolve(parsed.host);
+  } catch {
+    throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} could not be resolved`, {
+      host: parsed.host,
+    });
+  }
+  if (answers.length === 0) {
+    throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} has no addresses`, {
+      host: parsed.host,
+    });
+  }
+  if (!allowlisted(policy, parsed.host, port)) {
+    for (const answer of answers) {
+      const range = ipaddr.isValid(answer) ? forbiddenRange(ipaddr.parse(answer)) : "unparseable";
+      if (range) throw forbidden(parsed.host, `it resolves to a ${range} address`);
+    }
+  }
+  return { address: answers[0], servername: parsed.host };
+}
+
+/** Refuse, before any network, what the platform would silently drop. */
+export function checkPlatformPort(policy: EgressPolicy, port: number): void {
+  if (policy.platformBlockedPorts.has(port)) {
+    throw new ApiError(
+      422,
+      "smtp_port_blocked_by_platform",
+      `Outbound port ${port} is blocked by the hosting platform (Supabase Edge Functions block 25 and 587); ` +
+        "use implicit TLS on 465 or your provider's 2465/2587",
+      { port },
+    );
+  }
+}
+
+/** Warnings for a config's port, given at config time so nobody learns it from a timeout. */
+export function portWarnings(port: number): { code: string; message: string }[] {
+  if (port !== 25 && port !== 587) return [];
+  return [{
+    code: "port_blocked_on_hosted_supabase",
+    message: `Hosted Supabase Edge Functions block outbound port ${port}; this config works locally but not when ` +
+      "deployed. Prefer implicit TLS on 465 (or 2465/2587 where your provider offers them).",
+  }];
+}
+
+/**
+ * Everything about a server that can be refused before any network: plaintext when the
+ * deployment does not allow it, platform-blocked ports, host syntax, literal address, port.
+ */
+export function checkServerStatically(
+  policy: EgressPolicy,
+  server: { host: string; port: number; security: string },
+): ParsedHost {
+  if (server.security === "none" && !policy.allowPlaintext) {
+    throw new ApiError(
+      422,
+      "plaintext_not_allowed",
+      'security "none" sends credentials and mail unencrypted and is disabled on this deployment; use tls or starttls',
+    );
+  }
+  checkPlatformPort(policy, server.port);
+  return checkHostStatically(policy, server.host, server.port);
+}
