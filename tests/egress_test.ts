@@ -199,8 +199,10 @@ Deno.test("egress policy", async (t) => {
     assert.equal(code(() => checkServerStatically(policy, server)), undefined);
     const forced = loadEgressPolicy({ MAILROOM_PLATFORM_BLOCKED_PORTS: "2525" });
     assert.equal(code(() => checkServerStatically(forced, { ...server, port: 2525 })), "smtp_port_blocked_by_platform");
-    assert.equal(portWarnings(587)[0].code, "port_blocked_on_hosted_supabase");
-    assert.equal(portWarnings(25).length, 1);
-    assert.deepEqual(portWarnings(465), []);
+    assert.equal(code(() => checkServerStatically(hosted, server, { sending: false })), undefined);
+    assert.equal(portWarnings(policy, 587)[0].code, "port_blocked_on_hosted_supabase");
+    assert.equal(portWarnings(hosted, 587)[0].code, "port_blocked_by_platform");
+    assert.equal(portWarnings(policy, 25).length, 1);
+    assert.deepEqual(portWarnings(policy, 465), []);
   });
 });

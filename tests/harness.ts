@@ -149,3 +149,30 @@ export async function body<T = Record<string, unknown>>(res: Response): Promise<
     throw new Error(`expected JSON, got ${res.status}: ${text.slice(0, 200)}`);
   }
 }
+
+/** The API's error body. */
+export interface ErrorBody {
+  error: { code: string; message: string; details?: Record<string, unknown> };
+}
+
+/** The error code of a response, asserting its status. */
+export async function errorCode(res: Response, status: number): Promise<string> {
+  const parsed = await body<ErrorBody>(res);
+  if (res.status !== status) {
+    throw new Error(`expected ${status}, got ${res.status}: ${JSON.stringify(parsed)}`);
+  }
+  return parsed.error.code;
+}
+
+/** Collect everything logged (the functions run in this process) while `fn` runs. */
+export async function captureLogs<T>(fn: () => Promise<T>): Promise<{ result: T; logs: string }> {
+  const lines: string[] = [];
+  const original = { log: console.log, error: console.error, warn: console.warn, info: console.info };
+  const capture = (...args: unknown[]) => lines.push(args.map(String).join(" "));
+  Object.assign(console, { log: capture, error: capture, warn: capture, info: capture });
+  try {
+    return { result: await fn(), logs: lines.join("\n") };
+  } finally {
+    Object.assign(console, original);
+  }
+}

@@ -3,30 +3,13 @@
 import assert from "node:assert/strict";
 import { simpleParser } from "mailparser";
 import { createClient } from "@supabase/supabase-js";
-import { body, startTestStack, type TestStack, type TestUser } from "./harness.ts";
+import { body, captureLogs, type ErrorBody, startTestStack, type TestStack, type TestUser } from "./harness.ts";
 import { type SmtpCatcher, startSmtpCatcher, startStallingServer } from "../local/smtp_catcher.ts";
 import { generateSelfSigned } from "../local/certs.ts";
 import { freePort } from "../local/postgres.ts";
 
 const SMTP_USER = "mailer";
 const SMTP_PASSWORD = "s3cret-Pa55word-do-not-leak";
-
-interface ErrorBody {
-  error: { code: string; message: string; details?: Record<string, unknown> };
-}
-
-/** Collect everything the functions log while `fn` runs. */
-async function captureLogs<T>(fn: () => Promise<T>): Promise<{ result: T; logs: string }> {
-  const lines: string[] = [];
-  const original = { log: console.log, error: console.error, warn: console.warn, info: console.info };
-  const capture = (...args: unknown[]) => lines.push(args.map(String).join(" "));
-  Object.assign(console, { log: capture, error: capture, warn: capture, info: capture });
-  try {
-    return { result: await fn(), logs: lines.join("\n") };
-  } finally {
-    Object.assign(console, original);
-  }
-}
 
 Deno.test({
   name: "send-email",

@@ -230,7 +230,14 @@ export function checkPlatformPort(policy: EgressPolicy, port: number): void {
 }
 
 /** Warnings for a config's port, given at config time so nobody learns it from a timeout. */
-export function portWarnings(port: number): { code: string; message: string }[] {
+export function portWarnings(policy: EgressPolicy, port: number): { code: string; message: string }[] {
+  if (policy.platformBlockedPorts.has(port)) {
+    return [{
+      code: "port_blocked_by_platform",
+      message: `This deployment cannot reach port ${port} (the platform blocks it); sending with this config will ` +
+        "fail with smtp_port_blocked_by_platform. Use implicit TLS on 465 (or 2465/2587 where your provider offers them).",
+    }];
+  }
   if (port !== 25 && port !== 587) return [];
   return [{
     code: "port_blocked_on_hosted_supabase",
@@ -246,6 +253,7 @@ export function portWarnings(port: number): { code: string; message: string }[] 
 export function checkServerStatically(
   policy: EgressPolicy,
   server: { host: string; port: number; security: string },
+  options: { sending: boolean } = { sending: true },
 ): ParsedHost {
   if (server.security === "none" && !policy.allowPlaintext) {
     throw new ApiError(
@@ -254,6 +262,7 @@ export function checkServerStatically(
       'security "none" sends credentials and mail unencrypted and is disabled on this deployment; use tls or starttls',
     );
   }
-  checkPlatformPort(policy, server.port);
+  // A config on a blocked port is still saved (with a warning): it works elsewhere.
+  if (options.sending) checkPlatformPort(policy, server.port);
   return checkHostStatically(policy, server.host, server.port);
 }

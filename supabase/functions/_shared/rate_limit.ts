@@ -4,12 +4,11 @@
 import type { Tx } from "./db.ts";
 import { ApiError } from "./http.ts";
 
-/** A config's limits as stored. */
+/** A config's identity and limits. */
 export interface ConfigLimits {
   id: string;
   name: string;
-  max_per_minute: number;
-  max_per_day: number;
+  limits: { per_minute: number; per_day: number };
 }
 
 interface Window {
@@ -36,11 +35,11 @@ export async function reserveSendCapacity(tx: Tx, config: ConfigLimits, count = 
       from public.email_audit_log
      where config_id = ${config.id} and created_at > now() - interval '24 hours'`;
 
-  if (window.last_minute + count > config.max_per_minute) {
-    throw limited(config, "minute", config.max_per_minute, window.minute_frees_in);
+  if (window.last_minute + count > config.limits.per_minute) {
+    throw limited(config, "minute", config.limits.per_minute, window.minute_frees_in);
   }
-  if (window.last_day + count > config.max_per_day) {
-    throw limited(config, "day", config.max_per_day, window.day_frees_in);
+  if (window.last_day + count > config.limits.per_day) {
+    throw limited(config, "day", config.limits.per_day, window.day_frees_in);
   }
 }
 

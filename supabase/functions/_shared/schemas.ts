@@ -54,3 +54,67 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
   const summary = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
   throw new ApiError(400, "invalid_request", summary, { issues });
 }
+
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const configName = z.string().trim().min(1).max(64)
+  .regex(/^[\p{L}\p{N}][\p{L}\p{N} ._@+-]*$/u, "use letters, digits, spaces and . _ @ + -")
+  .refine((name) => !UUID_SHAPE.test(name), "must not look like an id");
+
+const fromEmail = z.string().max(320).transform((value, ctx) => {
+  const parsed = parseAddress(value);
+  if ("error" in parsed || parsed.name) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(value)} is not a bare email address` });
+    return z.NEVER;
+  }
+  return parsed.address;
+});
+
+const configLimits = z.object({
+  per_minute: z.number().int().min(1).max(10_000).optional(),
+  per_day: z.number().int().min(1).max(1_000_000).optional(),
+}).strict();
+
+const configFields = {
+  name: configName,
+  host: z.string().min(1).max(255),
+  port: z.number().int().min(1).max(65535),
+  security: z.enum(["tls", "starttls", "none"]),
+  username: z.string().min(1).max(320).nullable(),
+  password: z.string().min(1).max(1024),
+  from_email: fromEmail,
+  from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).nullable(),
+  is_default: z.boolean(),
+  is_active: z.boolean(),
+  limits: configLimits,
+};
+
+const DEFAULT_PORTS = { tls: 465, starttls: 587, none: 25 } as const;
+
+/** Body of `POST /smtp-configs`. */
+export const createConfigRequest = z.object({
+  ...configFields,
+  port: configFields.port.optional(),
+  security: configFields.security.default("tls"),
+  username: configFields.username.optional(),
+  password: configFields.password.optional(),
+  from_name: configFields.from_name.optional(),
+  is_default: configFields.is_default.optional(),
+  is_active: configFields.is_active.default(true),
+  limits: configLimits.optional(),
+}).strict()
+  .refine((c) => !c.username || c.password !== undefined, {
+    message: "password is required when username is given",
+    path: ["password"],
+  })
+  .transform((c) => ({ ...c, port: c.port ?? DEFAULT_PORTS[c.security] }));
+
+/** A validated create request. */
+export type CreateConfigRequest = z.infer<typeof createConfigRequest>;
+
+/** Body of `PATCH /smtp-configs/:id`: any subset; a password rotates the Vault secret. */
+export const updateConfigRequest = z.object(configFields).partial().strict()
+  .refine((c) => Object.keys(c).length > 0, { message: "give at least one field to change" });
+
+/** A validated update request. */
+export type UpdateConfigRequest = z.infer<typeof updateConfigRequest>;

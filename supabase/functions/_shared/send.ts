@@ -8,6 +8,7 @@ import type { SendEmailRequest } from "./schemas.ts";
 import { classifySmtpError, deliver, type OutgoingMessage, type SmtpServer } from "./smtp.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
 import { reserveSendCapacity } from "./rate_limit.ts";
+import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./smtp_configs.ts";
 
 /** The 200 response of a send. */
 export interface SendResult {
@@ -18,56 +19,20 @@ export interface SendResult {
   rejected: string[];
 }
 
-interface ConfigRow {
-  id: string;
-  name: string;
-  host: string;
-  port: number;
-  security: SmtpServer["security"];
-  from_email: string;
-  from_name: string | null;
-  is_active: boolean;
-  max_per_minute: number;
-  max_per_day: number;
-  username: string | null;
-  password: string | null;
-  has_password: boolean;
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** Find the config the request names (id or name), or the user's default one. */
-async function resolveConfig(tx: Tx, ref: string | undefined): Promise<ConfigRow> {
-  const where = ref === undefined
-    ? tx`c.is_default`
-    : UUID.test(ref)
-    ? tx`(c.id = ${ref}::uuid or c.name = ${ref})`
-    : tx`c.name = ${ref}`;
-  const rows = await tx<ConfigRow[]>`
-    select c.id, c.name, c.host, c.port, c.security, c.from_email, c.from_name, c.is_active,
-           c.max_per_minute, c.max_per_day,
-           cred.username, cred.password, c.password_secret_id is not null as has_password
-      from public.user_smtp_configs c
-      cross join lateral private.smtp_config_credentials(c.id) cred
-     where ${where}
-     order by (c.id::text = ${ref ?? ""}) desc
-     limit 1`;
-  const config = rows[0];
-  if (!config) {
-    throw ref === undefined
-      ? new ApiError(404, "config_not_found", "No default SMTP config; name one with `config` or set a default")
-      : new ApiError(404, "config_not_found", `No SMTP config ${JSON.stringify(ref)}`);
-  }
+/** Find the config the request names (id or name) or the default one; it must be usable. */
+async function resolveConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfig & Credentials> {
+  const config = await findConfig(tx, ref);
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
-  if (config.username && !config.has_password) {
+  const credentials = await loadCredentials(tx, config.id);
+  if (config.username && !credentials.password) {
     throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
   }
-  return config;
+  return { ...config, ...credentials };
 }
 
-function composeMessage(config: ConfigRow, req: SendEmailRequest): OutgoingMessage {
+function composeMessage(config: SmtpConfig, req: SendEmailRequest): OutgoingMessage {
   return {
     from: config.from_name ? { name: config.from_name, address: config.from_email } : { address: config.from_email },
     to: req.to,

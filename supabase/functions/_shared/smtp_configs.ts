@@ -1,0 +1,157 @@
+// SMTP configurations as the API shows them, and every change to them, run inside the
+// caller's RLS context. Passwords go straight into Vault and never come back out here,
+// except to the sending paths through `loadCredentials`.
+import type { Tx } from "./db.ts";
+import { ApiError } from "./http.ts";
+import type { CreateConfigRequest, UpdateConfigRequest } from "./schemas.ts";
+
+/** A config as the API returns it: never the password, only whether one is stored. */
+export interface SmtpConfig {
+  id: string;
+  name: string;
+  host: string;
+  port: number;
+  security: "tls" | "starttls" | "none";
+  auth_type: string;
+  username: string | null;
+  from_email: string;
+  from_name: string | null;
+  is_default: boolean;
+  is_active: boolean;
+  limits: { per_minute: number; per_day: number };
+  has_password: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Decrypted credentials, for the sending paths only. */
+export interface Credentials {
+  username: string | null;
+  password: string | null;
+}
+
+/** A warning returned with a config that was saved anyway. */
+export interface ConfigWarning {
+  code: string;
+  message: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function columns(tx: Tx) {
+  return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.username, c.from_email, c.from_name,
+            c.is_default, c.is_active,
+            json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day) as limits,
+            c.password_secret_id is not null as has_password, c.created_at, c.updated_at`;
+}
+
+/** Where-clause for a config named by id or name, or the default one when `ref` is undefined. */
+function byRef(tx: Tx, ref: string | undefined) {
+  if (ref === undefined) return tx`c.is_default`;
+  return UUID.test(ref) ? tx`c.id = ${ref}::uuid` : tx`c.name = ${ref}`;
+}
+
+function notFound(ref: string | undefined): ApiError {
+  return ref === undefined
+    ? new ApiError(404, "config_not_found", "No default SMTP config; name one with `config` or set a default")
+    : new ApiError(404, "config_not_found", `No SMTP config ${JSON.stringify(ref)}`);
+}
+
+/** All of the caller's configs, default first. */
+export function listConfigs(tx: Tx): Promise<SmtpConfig[]> {
+  return tx<SmtpConfig[]>`
+    select ${columns(tx)} from public.user_smtp_configs c order by c.is_default desc, c.name`;
+}
+
+/** One of the caller's configs by id or name (or the default), else 404. */
+export async function findConfig(tx: Tx, ref: string | undefined, lock = false): Promise<SmtpConfig> {
+  const rows = await tx<SmtpConfig[]>`
+    select ${columns(tx)} from public.user_smtp_configs c where ${byRef(tx, ref)}
+    ${lock ? tx`for update` : tx``}`;
+  if (!rows[0]) throw notFound(ref);
+  return rows[0];
+}
+
+/** The config's username and decrypted password (owner-checked inside Postgres). */
+export async function loadCredentials(tx: Tx, configId: string): Promise<Credentials> {
+  const [row] = await tx<Credentials[]>`
+    select username, password from private.smtp_config_credentials(${configId}::uuid)`;
+  return row ?? { username: null, password: null };
+}
+
+/** Turn constraint violations into the API's conflict errors. */
+export function mapConstraintError(error: unknown): never {
+  const e = error as { code?: string; constraint_name?: string };
+  if (e?.code === "23505" && e.constraint_name === "user_smtp_configs_name_per_user") {
+    throw new ApiError(409, "config_name_taken", "You already have an SMTP config with that name");
+  }
+  if (e?.code === "23505" && e.constraint_name === "user_smtp_configs_one_default_per_user") {
+    throw new ApiError(409, "default_conflict", "Another request changed the default config at the same time; retry");
+  }
+  if (e?.code === "23514") {
+    throw new ApiError(400, "invalid_request", `A value is out of range (${e.constraint_name ?? "check"})`);
+  }
+  throw error;
+}
+
+async function hasDefault(tx: Tx): Promise<boolean> {
+  const [row] = await tx<{ has: boolean }[]>`
+    select exists (select 1 from public.user_smtp_configs where is_default) as has`;
+  return row.has;
+}
+
+/** Create a config and store its password in Vault, in the caller's transaction. */
+export async function createConfig(tx: Tx, req: CreateConfigRequest & { host: string }): Promise<SmtpConfig> {
+  const makeDefault = req.is_default ?? !(await hasDefault(tx));
+  try {
+    const [row] = await tx<{ id: string }[]>`
+      insert into public.user_smtp_configs
+        (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day)
+      values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
+              ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
+      req.limits?.per_day ?? 500
+    })
+      returning id`;
+    if (req.password !== undefined) {
+      await tx`select private.set_smtp_config_password(${row.id}::uuid, ${req.password})`;
+    }
+    if (makeDefault) await tx`select private.set_default_smtp_config(${row.id}::uuid)`;
+    return await findConfig(tx, row.id);
+  } catch (error) {
+    return mapConstraintError(error);
+  }
+}
+
+/** Apply a partial update; a password rotates the Vault secret in place. */
+export async function updateConfig(
+  tx: Tx,
+  current: SmtpConfig,
+  req: UpdateConfigRequest & { host?: string },
+): Promise<SmtpConfig> {
+  const changes: Record<string, unknown> = {};
+  for (const key of ["name", "host", "port", "security", "username", "from_email", "from_name", "is_active"] as const) {
+    if (req[key] !== undefined) changes[key] = req[key];
+  }
+  if (req.limits?.per_minute !== undefined) changes.max_per_minute = req.limits.per_minute;
+  if (req.limits?.per_day !== undefined) changes.max_per_day = req.limits.per_day;
+  if (req.is_default === false) changes.is_default = false;
+  try {
+    if (Object.keys(changes).length > 0) {
+      await tx`update public.user_smtp_configs set ${tx(changes)} where id = ${current.id}::uuid`;
+    }
+    if (req.password !== undefined) {
+      await tx`select private.set_smtp_config_password(${current.id}::uuid, ${req.password})`;
+    }
+    if (req.is_default === true) await tx`select private.set_default_smtp_config(${current.id}::uuid)`;
+    return await findConfig(tx, current.id);
+  } catch (error) {
+    return mapConstraintError(error);
+  }
+}
+
+/** Delete a config; its Vault secret goes with it (trigger). Audit rows stay. */
+export async function deleteConfig(tx: Tx, ref: string): Promise<{ id: string; deleted: true }> {
+  const config = await findConfig(tx, ref);
+  await tx`delete from public.user_smtp_configs where id = ${config.id}::uuid`;
+  return { id: config.id, deleted: true };
+}

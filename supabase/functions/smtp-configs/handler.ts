@@ -1,0 +1,151 @@
+// /smtp-configs: create, list, read, update, delete, make default, (de)activate and
+// verify the caller's SMTP configurations.
+import { bearerToken, type UserClaims } from "../_shared/auth.ts";
+import type { AppContext } from "../_shared/context.ts";
+import { withUser } from "../_shared/db.ts";
+import {
+  checkServerStatically,
+  type EgressPolicy,
+  portWarnings,
+  type ResolvedTarget,
+  resolveTarget,
+} from "../_shared/egress.ts";
+import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/http.ts";
+import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
+import { classifySmtpError, verifyServer } from "../_shared/smtp.ts";
+import {
+  type ConfigWarning,
+  createConfig,
+  deleteConfig,
+  findConfig,
+  listConfigs,
+  loadCredentials,
+  type SmtpConfig,
+  updateConfig,
+} from "../_shared/smtp_configs.ts";
+
+const MAX_BODY_BYTES = 64 * 1024;
+
+/** Path segments after the function's own name, URL-decoded. */
+export function routeSegments(req: Request, functionName: string): string[] {
+  const segments = new URL(req.url).pathname.split("/").filter(Boolean);
+  const at = segments.indexOf(functionName);
+  return segments.slice(at + 1).map((s) => decodeURIComponent(s));
+}
+
+/** Refuse what the policy refuses; warn about what will fail elsewhere or cannot be checked now. */
+async function checkServer(
+  policy: EgressPolicy,
+  server: { host: string; port: number; security: string },
+): Promise<{ host: string; warnings: ConfigWarning[] }> {
+  const { host } = checkServerStatically(policy, server, { sending: false });
+  const warnings = portWarnings(policy, server.port);
+  try {
+    await resolveTarget(policy, host, server.port);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.code !== "smtp_host_not_found") throw error;
+    warnings.push({ code: "host_not_resolved", message: `${host} does not resolve right now; check the spelling` });
+  }
+  return { host, warnings };
+}
+
+async function create(ctx: AppContext, claims: UserClaims, req: Request): Promise<Response> {
+  const body = parseBody(createConfigRequest, await readJson(req, MAX_BODY_BYTES));
+  const { host, warnings } = await checkServer(ctx.config.egress, body);
+  const config = await withUser(ctx.sql, claims, (tx) => createConfig(tx, { ...body, host }));
+  return json({ ...config, warnings }, 201);
+}
+
+async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Request): Promise<Response> {
+  const body = parseBody(updateConfigRequest, await readJson(req, MAX_BODY_BYTES));
+  const current = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
+  let host: string | undefined;
+  let warnings: ConfigWarning[] = [];
+  if (body.host !== undefined || body.port !== undefined || body.security !== undefined) {
+    ({ host, warnings } = await checkServer(ctx.config.egress, {
+      host: body.host ?? current.host,
+      port: body.port ?? current.port,
+      security: body.security ?? current.security,
+    }));
+  }
+  const config = await withUser(ctx.sql, claims, async (tx) => {
+    const locked = await findConfig(tx, current.id, true);
+    return updateConfig(tx, locked, { ...body, host: body.host === undefined ? undefined : host });
+  });
+  return json({ ...config, warnings });
+}
+
+async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise<Response> {
+  const { config, credentials } = await withUser(ctx.sql, claims, async (tx) => {
+    const config = await findConfig(tx, ref);
+    return { config, credentials: await loadCredentials(tx, config.id) };
+  });
+  if (config.username && !credentials.password) {
+    throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
+  }
+  checkServerStatically(ctx.config.egress, config);
+  const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port);
+  const server = { ...config, ...credentials };
+  const started = performance.now();
+  try {
+    return json(await verifyServer(server, target, ctx.config.smtp));
+  } catch (error) {
+    const failure = classifySmtpError(error);
+    throw new ApiError(502, failure.code, failure.message, {
+      latency_ms: Math.round(performance.now() - started),
+      smtp_response_code: failure.responseCode,
+      smtp_response: failure.response,
+    });
+  }
+}
+
+function methodNotAllowed(allow: string): never {
+  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
+}
+
+async function setFlag(
+  ctx: AppContext,
+  claims: UserClaims,
+  ref: string,
+  change: { is_default?: true; is_active?: boolean },
+): Promise<SmtpConfig> {
+  return await withUser(ctx.sql, claims, async (tx) => updateConfig(tx, await findConfig(tx, ref, true), change));
+}
+
+/** Build the smtp-configs handler over a shared context. */
+export function createSmtpConfigsHandler(ctx: AppContext): Handler {
+  return serveJson(async (req) => {
+    const claims = await ctx.verifyToken(bearerToken(req));
+    const [ref, action, ...rest] = routeSegments(req, "smtp-configs");
+    const method = req.method;
+
+    if (rest.length > 0) throw new ApiError(404, "route_not_found", "No such route");
+    if (ref === undefined) {
+      if (method === "GET") return json({ configs: await withUser(ctx.sql, claims, listConfigs) });
+      if (method === "POST") return await create(ctx, claims, req);
+      methodNotAllowed("GET, POST");
+    }
+    if (action === undefined) {
+      if (method === "GET") return json(await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref)));
+      if (method === "PATCH") return await update(ctx, claims, ref, req);
+      if (method === "DELETE") return json(await withUser(ctx.sql, claims, (tx) => deleteConfig(tx, ref)));
+      methodNotAllowed("GET, PATCH, DELETE");
+    }
+    if (method !== "POST") methodNotAllowed("POST");
+    switch (action) {
+      case "verify":
+        return await verify(ctx, claims, ref);
+      case "default":
+        return json(await setFlag(ctx, claims, ref, { is_default: true }));
+      case "activate":
+        return json(await setFlag(ctx, claims, ref, { is_active: true }));
+      case "deactivate":
+        return json(await setFlag(ctx, claims, ref, { is_active: false }));
+    }
+    throw new ApiError(
+      404,
+      "route_not_found",
+      `No action ${JSON.stringify(action)}; use verify, default, activate or deactivate`,
+    );
+  });
+}
