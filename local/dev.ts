@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   console.log(`
 mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" : ""}
 
-  Functions  ${apiUrl}/functions/v1/<name>   (send-email)
+  Functions  ${apiUrl}/functions/v1/<name>   (send-email, smtp-configs)
   JWKS       ${apiUrl}/auth/v1/.well-known/jwks.json
   Database   ${dbUrl}
   SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}
