@@ -152,7 +152,7 @@ export async function bootstrapPlatform(url: string): Promise<boolean> {
 export async function pushMigrations(url: string): Promise<string> {
   const cli = `${ROOT}/node_modules/.bin/supabase`;
   const out = await new Deno.Command(cli, {
-    args: ["db", "push", `--db-url=${url}`, "--yes"],
+    args: ["db", "push", `--db-url=${url}`, "--include-seed", "--yes"],
     cwd: ROOT,
     env: { PGSSLMODE: "disable" },
     stdout: "piped",

@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { parseBody, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
 import { ApiError } from "../supabase/functions/_shared/http.ts";
 
-function issuesOf(value: unknown): { path: string; message: string }[] {
+function issuesOf(value: unknown, code = "invalid_request"): { path: string; message: string }[] {
   try {
     parseBody(sendEmailRequest, value);
   } catch (error) {
     assert.ok(error instanceof ApiError);
     assert.equal(error.status, 400);
-    assert.equal(error.code, "invalid_request");
+    assert.equal(error.code, code);
     return (error.details as { issues: { path: string; message: string }[] }).issues;
   }
   throw new Error("expected the body to be rejected");
@@ -28,6 +28,12 @@ Deno.test("send-email request validation", async (t) => {
     assert.deepEqual(body.bcc, [{ address: "audit@example.net" }]);
   });
 
+  await t.step("accepts a template with data instead of a body, and data only with a template", () => {
+    const body = parseBody(sendEmailRequest, { to: "a@example.com", template: "welcome", data: { name: "Jane" } });
+    assert.equal(body.template, "welcome");
+    assert.equal(issuesOf({ to: "a@example.com", text: "x", data: { name: "Jane" } })[0].path, "data");
+  });
+
   await t.step("requires text or html", () => {
     const issues = issuesOf({ to: "a@example.com", subject: "x" });
     assert.equal(issues[0].path, "text");
@@ -39,10 +45,23 @@ Deno.test("send-email request validation", async (t) => {
     assert.match(issues[0].message, /not a valid email address/);
   });
 
-  await t.step("rejects CR/LF in subject and in recipient names", () => {
-    assert.equal(issuesOf({ to: "a@example.com", subject: "hi\r\nBcc: x@evil.com", text: "x" })[0].path, "subject");
-    const nameIssue = issuesOf({ to: { email: "a@example.com", name: "A\nBcc: x@evil.com" }, text: "x" })[0];
+  await t.step("rejects CR/LF/NUL in subject, names, addresses and from_name as invalid_header_value", () => {
+    const breaking = "invalid_header_value";
+    assert.equal(
+      issuesOf({ to: "a@example.com", subject: "hi\r\nBcc: x@evil.com", text: "x" }, breaking)[0].path,
+      "subject",
+    );
+    const nameIssue = issuesOf({ to: { email: "a@example.com", name: "A\nBcc: x@evil.com" }, text: "x" }, breaking)[0];
     assert.equal(nameIssue.path, "to.0");
+    assert.equal(issuesOf({ to: "a@example.com\r\nBcc: x@evil.com", text: "x" }, breaking)[0].path, "to.0");
+    assert.equal(
+      issuesOf({ to: "a@example.com", reply_to: "Eve <e@example.com>\0", text: "x" }, breaking)[0].path,
+      "reply_to.0",
+    );
+    assert.equal(
+      issuesOf({ to: "a@example.com", from_name: "Boss\nX-Evil: 1", text: "x" }, breaking)[0].path,
+      "from_name",
+    );
   });
 
   await t.step("rejects a missing recipient, unknown fields and wrong types", () => {

@@ -172,7 +172,7 @@ Deno.test({
         });
         assert.equal(res2.status, 400);
         const error = (await body<ErrorBody>(res2)).error;
-        assert.equal(error.code, "invalid_request");
+        assert.equal(error.code, "invalid_header_value", "a CR/LF in the subject is a header injection attempt");
         const paths = (error.details?.issues as { path: string }[]).map((i) => i.path);
         assert.ok(paths.includes("to.1"), `paths: ${paths}`);
         assert.ok(paths.includes("subject"), `paths: ${paths}`);

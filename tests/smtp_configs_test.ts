@@ -138,7 +138,7 @@ Deno.test({
           [{ port: 70000 }, 400, "invalid_request", "port"],
           [{ security: "ssl" }, 400, "invalid_request", "security"],
           [{ from_email: "not an address" }, 400, "invalid_request", "from_email"],
-          [{ from_name: "Eve\r\nBcc: x@evil.example" }, 400, "invalid_request", "from_name"],
+          [{ from_name: "Eve\r\nBcc: x@evil.example" }, 400, "invalid_header_value", "from_name"],
           [{ password: undefined }, 400, "invalid_request", "password"],
           [{ name: "" }, 400, "invalid_request", "name"],
           [{ extra: true }, 400, "invalid_request"],

@@ -1,5 +1,6 @@
 // Deployment configuration, read once from the environment into a typed object.
 import { type EgressPolicy, loadEgressPolicy } from "./egress.ts";
+import { type CompositionLimits, loadCompositionLimits } from "./compose.ts";
 
 /** Everything the functions need from their environment. */
 export interface Config {
@@ -26,6 +27,8 @@ export interface Config {
   };
   /** Where SMTP connections may go. */
   egress: EgressPolicy;
+  /** Size and count limits of a message. */
+  limits: CompositionLimits;
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -63,9 +66,9 @@ function parseJwks(raw: string | undefined): Config["jwt"]["jwks"] {
   }
 }
 
-function loadEgressPolicyOrThrow(env: Env): EgressPolicy {
+function orConfigError<T>(load: () => T): T {
   try {
-    return loadEgressPolicy(env);
+    return load();
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
@@ -102,6 +105,7 @@ export function loadConfig(env: Env): Config {
       socketTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SOCKET_TIMEOUT_MS", 30_000),
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
     },
-    egress: loadEgressPolicyOrThrow(env),
+    egress: orConfigError(() => loadEgressPolicy(env)),
+    limits: orConfigError(() => loadCompositionLimits(env)),
   };
 }

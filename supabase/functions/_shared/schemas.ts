@@ -3,6 +3,9 @@ import { z } from "zod";
 import { type Address, parseAddress, type RecipientInput } from "./addresses.ts";
 import { ApiError } from "./http.ts";
 
+/** Issues carrying this param make `parseBody` answer `invalid_header_value` instead of `invalid_request`. */
+const HEADER_BREAK = { code: "invalid_header_value" };
+
 const recipientInput = z.union([
   z.string().max(998),
   z.object({ email: z.string().max(320), name: z.string().max(200).optional() }).strict(),
@@ -12,7 +15,12 @@ const recipientInput = z.union([
 export const recipient = recipientInput.transform((value, ctx): Address => {
   const parsed = parseAddress(value as RecipientInput);
   if ("error" in parsed) {
-    ctx.addIssue({ code: "custom", message: `${JSON.stringify(value)} ${parsed.error}` });
+    const breaks = parsed.error.includes("CR, LF or NUL");
+    ctx.addIssue({
+      code: "custom",
+      message: `${JSON.stringify(value)} ${parsed.error}`,
+      ...(breaks ? { params: HEADER_BREAK } : {}),
+    });
     return z.NEVER;
   }
   return parsed;
@@ -22,7 +30,10 @@ export const recipient = recipientInput.transform((value, ctx): Address => {
 export const recipientList = z.preprocess((v) => (v === undefined || Array.isArray(v) ? v : [v]), z.array(recipient));
 
 const noHeaderBreakers = (field: string) =>
-  z.string().refine((s) => !/[\r\n\0]/.test(s), { message: `${field} must not contain CR, LF or NUL` });
+  z.string().refine((s) => !/[\r\n\0]/.test(s), {
+    message: `${field} must not contain CR, LF or NUL`,
+    params: HEADER_BREAK,
+  });
 
 /** Body of `POST /send-email`. */
 export const sendEmailRequest = z.object({
@@ -30,14 +41,24 @@ export const sendEmailRequest = z.object({
   cc: recipientList.optional(),
   bcc: recipientList.optional(),
   reply_to: recipientList.optional(),
-  subject: noHeaderBreakers("subject").pipe(z.string().max(998)).optional(),
+  subject: noHeaderBreakers("subject").optional(),
   text: z.string().optional(),
   html: z.string().optional(),
+  template: z.string().min(1).max(64).optional(),
+  data: z.record(z.string(), z.unknown()).optional(),
+  from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  attachments: z.array(
+    z.object({ filename: z.string(), content: z.string(), content_type: z.string().optional() }).strict(),
+  ).optional(),
   config: z.string().min(1).max(64).optional(),
   agent_context: z.record(z.string(), z.unknown()).optional(),
-}).strict().refine((body) => body.text !== undefined || body.html !== undefined, {
-  message: "give text, html or both",
+}).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
+  message: "give text, html, both, or a template",
   path: ["text"],
+}).refine((body) => body.data === undefined || body.template !== undefined, {
+  message: "data is only used with a template",
+  path: ["data"],
 });
 
 /** A validated send request. */
@@ -52,7 +73,10 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
     message: issue.message,
   }));
   const summary = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
-  throw new ApiError(400, "invalid_request", summary, { issues });
+  const headerBreak = result.error.issues.some((issue) =>
+    (issue as { params?: { code?: string } }).params?.code === HEADER_BREAK.code
+  );
+  throw new ApiError(400, headerBreak ? "invalid_header_value" : "invalid_request", summary, { issues });
 }
 
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

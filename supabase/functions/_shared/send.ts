@@ -1,14 +1,19 @@
-// One email, sent now: resolve the config and its Vault password in the user's RLS
-// context, write the in-flight audit row, talk SMTP, record the outcome.
+// One email, sent now: resolve the config (and its Vault password) and the template in
+// the user's RLS context, build the exact message, reserve capacity and write the
+// in-flight audit row in one transaction, talk SMTP, record the outcome.
 import type { UserClaims } from "./auth.ts";
 import type { AppContext } from "./context.ts";
 import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
-import { classifySmtpError, deliver, type OutgoingMessage, type SmtpServer } from "./smtp.ts";
+import { classifySmtpError, deliver, type SmtpServer } from "./smtp.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
 import { reserveSendCapacity } from "./rate_limit.ts";
 import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./smtp_configs.ts";
+import { decodeAttachments, sanitizeHeaders } from "./compose.ts";
+import { buildMessage, type BuiltMessage } from "./message.ts";
+import { renderTemplate } from "./templates.ts";
+import { findTemplate } from "./templates_store.ts";
 
 /** The 200 response of a send. */
 export interface SendResult {
@@ -32,17 +37,50 @@ async function resolveConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfi
   return { ...config, ...credentials };
 }
 
-function composeMessage(config: SmtpConfig, req: SendEmailRequest): OutgoingMessage {
+/** Template parts first, explicit request fields over them. */
+async function contentOf(
+  tx: Tx,
+  req: SendEmailRequest,
+): Promise<{ subject?: string; text?: string; html?: string; templateId: string | null }> {
+  if (req.template === undefined) return { subject: req.subject, text: req.text, html: req.html, templateId: null };
+  const template = await findTemplate(tx, req.template);
+  const rendered = renderTemplate(template, req.data ?? {});
   return {
-    from: config.from_name ? { name: config.from_name, address: config.from_email } : { address: config.from_email },
+    subject: req.subject ?? rendered.subject,
+    text: req.text ?? rendered.text,
+    html: req.html ?? rendered.html,
+    templateId: template.id,
+  };
+}
+
+async function compose(
+  ctx: AppContext,
+  tx: Tx,
+  config: SmtpConfig,
+  req: SendEmailRequest,
+): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null }> {
+  const content = await contentOf(tx, req);
+  if (content.text === undefined && content.html === undefined) {
+    throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
+  }
+  const limits = ctx.config.limits;
+  const fromName = req.from_name ?? config.from_name ?? undefined;
+  const message = await buildMessage({
+    from: fromName ? { name: fromName, address: config.from_email } : { address: config.from_email },
     to: req.to,
     cc: req.cc,
     bcc: req.bcc,
     replyTo: req.reply_to,
-    subject: req.subject,
-    text: req.text,
-    html: req.html,
-  };
+    subject: content.subject,
+    text: content.text,
+    html: content.html,
+    headers: sanitizeHeaders(req.headers),
+    attachments: decodeAttachments(req.attachments, {
+      maxCount: limits.maxAttachments,
+      maxTotalBytes: limits.maxAttachmentBytes,
+    }),
+  }, limits);
+  return { message, subject: content.subject, templateId: content.templateId };
 }
 
 async function recordOutcome(
@@ -60,20 +98,22 @@ async function recordOutcome(
 /**
  * Send `req` as the user in `claims` and audit it.
  *
- * @throws ApiError 404/409/422 for config problems, 502 for SMTP failures (audited).
+ * @throws ApiError 4xx for config, template and composition problems (not audited),
+ *   429 over the config's limits, 422/502 for egress and SMTP failures (audited).
  */
 export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEmailRequest): Promise<SendResult> {
   const { config, message, auditId } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await resolveConfig(tx, req.config);
     checkServerStatically(ctx.config.egress, config);
+    const { message, subject, templateId } = await compose(ctx, tx, config, req);
     await reserveSendCapacity(tx, config);
-    const message = composeMessage(config, req);
+    const { to, cc, bcc } = message.recipients;
     const [audit] = await tx<{ id: string }[]>`
       insert into public.email_audit_log
-        (config_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context)
-      values (${config.id}, ${config.from_email}, ${message.to.map((a) => a.address)},
-              ${message.cc?.length ?? 0}, ${message.bcc?.length ?? 0}, ${message.subject ?? null},
-              'sending', ${req.agent_context ? tx.json(req.agent_context as never) : null})
+        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context)
+      values (${config.id}, ${templateId}, ${config.from_email}, ${to.map((a) => a.address)},
+              ${cc.length}, ${bcc.length}, ${subject ?? null}, 'sending',
+              ${req.agent_context ? tx.json(req.agent_context as never) : null})
       returning id`;
     return { config, message, auditId: audit.id };
   });

@@ -3,7 +3,7 @@
 import nodemailer from "nodemailer";
 import type SMTPTransport from "nodemailer/lib/smtp-transport";
 import type { Config } from "./config.ts";
-import type { Address } from "./addresses.ts";
+import type { BuiltMessage } from "./message.ts";
 import type { ResolvedTarget } from "./egress.ts";
 
 /** How to reach and authenticate to an SMTP server. */
@@ -13,18 +13,6 @@ export interface SmtpServer {
   security: "tls" | "starttls" | "none";
   username?: string | null;
   password?: string | null;
-}
-
-/** A message as nodemailer takes it, limited to what we let callers set. */
-export interface OutgoingMessage {
-  from: Address;
-  to: Address[];
-  cc?: Address[];
-  bcc?: Address[];
-  replyTo?: Address[];
-  subject?: string;
-  text?: string;
-  html?: string;
 }
 
 /** What the server told us about an accepted message. */
@@ -68,32 +56,19 @@ export function transportOptions(
   };
 }
 
-function toMailAddress(a: Address): { name: string; address: string } {
-  return { name: a.name ?? "", address: a.address };
-}
-
-/** Send one message over a fresh connection and close it. */
+/** Send one built message (its raw bytes and envelope) over a fresh connection and close it. */
 export async function deliver(
   server: SmtpServer,
   target: ResolvedTarget,
-  message: OutgoingMessage,
+  message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: Config["smtp"],
 ): Promise<SmtpDelivery> {
   const transport = nodemailer.createTransport(transportOptions(server, target, smtp));
   try {
-    const info = await transport.sendMail({
-      from: toMailAddress(message.from),
-      to: message.to.map(toMailAddress),
-      cc: message.cc?.map(toMailAddress),
-      bcc: message.bcc?.map(toMailAddress),
-      replyTo: message.replyTo?.map(toMailAddress),
-      subject: message.subject,
-      text: message.text,
-      html: message.html,
-    });
+    const info = await transport.sendMail({ envelope: message.envelope, raw: message.raw });
     const addr = (x: string | { address: string }) => (typeof x === "string" ? x : x.address);
     return {
-      messageId: info.messageId,
+      messageId: message.messageId,
       accepted: info.accepted.map(addr),
       rejected: info.rejected.map(addr),
       response: info.response,

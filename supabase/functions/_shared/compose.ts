@@ -1,0 +1,402 @@
+// Turning a validated send request into nodemailer message fields: bodies, allowed extra headers,
+// in-memory attachments, recipient de-duplication and ASCII domains, within size limits.
+import { Buffer } from "node:buffer";
+import { domainToASCII } from "node:url";
+import { convert } from "html-to-text";
+import type { Address } from "./addresses.ts";
+import { ApiError } from "./http.ts";
+
+/** Size limits of one message. */
+export interface CompositionLimits {
+  /** Recipients over to, cc and bcc together (after de-duplication). */
+  maxRecipients: number;
+  /** The whole encoded message as the SMTP server receives it (headers, bodies, base64 attachments). */
+  maxMessageBytes: number;
+  /** The HTML body, UTF-8 encoded. */
+  maxHtmlBytes: number;
+  /** The subject, in UTF-16 code units (RFC 5322's line limit). */
+  maxSubjectChars: number;
+  /** Number of attachments. */
+  maxAttachments: number;
+  /** All attachments together, decoded. */
+  maxAttachmentBytes: number;
+}
+
+/** Defaults for {@linkcode CompositionLimits}; {@linkcode loadCompositionLimits} applies overrides. */
+export const DEFAULT_LIMITS: Readonly<CompositionLimits> = Object.freeze({
+  maxRecipients: 50,
+  maxMessageBytes: 10 * 1024 * 1024,
+  maxHtmlBytes: 2 * 1024 * 1024,
+  maxSubjectChars: 998,
+  maxAttachments: 10,
+  // Base64 grows content by a third: 7 MiB of attachments still fit a 10 MiB message.
+  maxAttachmentBytes: 7 * 1024 * 1024,
+});
+
+const LIMIT_VARIABLES: Record<keyof CompositionLimits, string> = {
+  maxRecipients: "MAILROOM_MAX_RECIPIENTS",
+  maxMessageBytes: "MAILROOM_MAX_MESSAGE_BYTES",
+  maxHtmlBytes: "MAILROOM_MAX_HTML_BYTES",
+  maxSubjectChars: "MAILROOM_MAX_SUBJECT_CHARS",
+  maxAttachments: "MAILROOM_MAX_ATTACHMENTS",
+  maxAttachmentBytes: "MAILROOM_MAX_ATTACHMENT_BYTES",
+};
+
+/**
+ * Composition limits from the environment, each falling back to {@linkcode DEFAULT_LIMITS}:
+ *
+ * | variable                        | limit                | default  |
+ * | ------------------------------- | -------------------- | -------- |
+ * | `MAILROOM_MAX_RECIPIENTS`       | `maxRecipients`      | 50       |
+ * | `MAILROOM_MAX_MESSAGE_BYTES`    | `maxMessageBytes`    | 10 MiB   |
+ * | `MAILROOM_MAX_HTML_BYTES`       | `maxHtmlBytes`       | 2 MiB    |
+ * | `MAILROOM_MAX_SUBJECT_CHARS`    | `maxSubjectChars`    | 998      |
+ * | `MAILROOM_MAX_ATTACHMENTS`      | `maxAttachments`     | 10       |
+ * | `MAILROOM_MAX_ATTACHMENT_BYTES` | `maxAttachmentBytes` | 10 MiB   |
+ *
+ * `MAILROOM_MAX_SUBJECT_CHARS` cannot exceed 998. Values are positive integers in plain digits.
+ *
+ * @throws Error naming the variable when a value is not a positive integer.
+ * @example
+ * ```ts
+ * const limits = loadCompositionLimits(Deno.env.toObject());
+ * ```
+ */
+export function loadCompositionLimits(env: Record<string, string | undefined>): CompositionLimits {
+  const limits = { ...DEFAULT_LIMITS };
+  for (const [key, name] of Object.entries(LIMIT_VARIABLES) as [keyof CompositionLimits, string][]) {
+    const raw = env[name]?.trim();
+    if (!raw) continue;
+    const value = /^\d+$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new Error(`${name} must be a positive integer, got "${raw}"`);
+    }
+    limits[key] = value;
+  }
+  if (limits.maxSubjectChars > DEFAULT_LIMITS.maxSubjectChars) {
+    throw new Error(`MAILROOM_MAX_SUBJECT_CHARS must not exceed ${DEFAULT_LIMITS.maxSubjectChars}`);
+  }
+  return limits;
+}
+
+// html-to-text ships no type declarations; this is the part of its options used here.
+interface SelectorDefinition {
+  selector: string;
+  format?: string;
+  options?: Record<string, unknown>;
+}
+const toText = convert as (
+  html: string,
+  options: { wordwrap: number | false; selectors: SelectorDefinition[] },
+) => string;
+
+const TEXT_SELECTORS: SelectorDefinition[] = [
+  { selector: "a", options: { linkBrackets: ["[", "]"], hideLinkHrefIfSameAsText: true } },
+  { selector: "img", format: "skip" },
+  { selector: "title", format: "skip" },
+  // Preheaders and other hidden text would read as stray lines in the plain-text part.
+  { selector: "[hidden]", format: "skip" },
+  { selector: "[style*='display:none']", format: "skip" },
+  { selector: "[style*='display: none']", format: "skip" },
+  ...["h1", "h2", "h3", "h4", "h5", "h6"].map((selector) => ({ selector, options: { uppercase: false } })),
+  // Email HTML nests tables for layout; aligned columns would overflow the wrap width, so each
+  // cell reads as its own line instead.
+  { selector: "table", format: "block", options: { leadingLineBreaks: 2, trailingLineBreaks: 2 } },
+  ...["tbody", "thead", "tfoot", "tr", "td", "th"].map((selector) => ({
+    selector,
+    format: "block",
+    options: { leadingLineBreaks: 1, trailingLineBreaks: 1 },
+  })),
+];
+
+/**
+ * The plain-text rendering of an HTML body: wrapped at 78 columns, links as `text [url]` (just
+ * the URL when the text is the URL), images and hidden elements skipped, each table cell on its own line.
+ *
+ * @example
+ * ```ts
+ * htmlToText('<p>Read <a href="https://example.com/a">the post</a></p>');
+ * // "Read the post [https://example.com/a]"
+ * ```
+ */
+export function htmlToText(html: string): string {
+  return toText(html, { wordwrap: 78, selectors: TEXT_SELECTORS });
+}
+
+/**
+ * The bodies to send: HTML alone gets a generated text alternative (nodemailer then builds
+ * multipart/alternative); text alone stays text; both are kept as given.
+ *
+ * @example
+ * ```ts
+ * bodies({ html: "<p>Hi</p>" }); // { html: "<p>Hi</p>", text: "Hi" }
+ * ```
+ */
+export function bodies(input: { text?: string; html?: string }): { text?: string; html?: string } {
+  const out: { text?: string; html?: string } = {};
+  if (input.text !== undefined) out.text = input.text;
+  if (input.html !== undefined) {
+    out.html = input.html;
+    if (out.text === undefined) out.text = htmlToText(input.html);
+  }
+  return out;
+}
+
+/** Most extra headers a message may carry. */
+export const MAX_HEADERS = 20;
+/** Longest extra header value, in UTF-16 code units (RFC 5322's line limit). */
+export const MAX_HEADER_VALUE = 998;
+
+// Headers a caller may set besides any X-*; canonical spelling by lower-case name. Everything
+// else (From, To, Subject, Content-*, Received, DKIM-Signature, ...) is the sender's business.
+const ALLOWED_HEADERS = new Map(
+  ["List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "In-Reply-To", "References", "Auto-Submitted", "Precedence"]
+    .map((name) => [name.toLowerCase(), name]),
+);
+// RFC 5322 field-name: printable US-ASCII except the colon; at most a folded line's worth.
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
+// Control characters other than tab (Unicode Cc: C0, DEL, C1). CR, LF and NUL would end a header
+// line; the others have no business in a header value or a file name either.
+const CONTROL = /[^\P{Cc}\t]/u;
+
+/**
+ * Check the caller's extra headers against the allow-list (any `X-*`, `List-Unsubscribe`,
+ * `List-Unsubscribe-Post`, `List-Id`, `In-Reply-To`, `References`, `Auto-Submitted`,
+ * `Precedence`; case-insensitive) and return them for nodemailer's `headers`, known names in
+ * canonical spelling.
+ *
+ * @throws ApiError 400 `header_not_allowed` (not a field name, or not allowed),
+ *   400 `duplicate_header` (same name twice, in any case), 400 `invalid_header_value` (not a
+ *   string, a control character such as CR, LF or NUL, or longer than 998), 400 `too_many_headers`
+ *   (more than {@linkcode MAX_HEADERS}); `details.header` names the header.
+ * @example
+ * ```ts
+ * sanitizeHeaders({ "list-unsubscribe": "<mailto:u@example.com>", "X-Campaign": "q3" });
+ * // { "List-Unsubscribe": "<mailto:u@example.com>", "X-Campaign": "q3" }
+ * ```
+ */
+export function sanitizeHeaders(headers: Record<string, string> | undefined): Record<string, string> {
+  if (headers === undefined) return {};
+  const entries = Object.entries(headers);
+  if (entries.length > MAX_HEADERS) {
+    throw new ApiError(400, "too_many_headers", `At most ${MAX_HEADERS} extra headers are allowed`, {
+      limit: MAX_HEADERS,
+    });
+  }
+  const out: Record<string, string> = {};
+  const seen = new Set<string>();
+  for (const [header, value] of entries) {
+    const lower = header.toLowerCase();
+    const isExtension = lower.startsWith("x-") && lower.length > 2;
+    if (!FIELD_NAME.test(header) || !(isExtension || ALLOWED_HEADERS.has(lower))) {
+      throw new ApiError(400, "header_not_allowed", `Header ${JSON.stringify(header)} may not be set`, { header });
+    }
+    if (seen.has(lower)) {
+      throw new ApiError(400, "duplicate_header", `Header ${JSON.stringify(header)} is given more than once`, {
+        header,
+      });
+    }
+    seen.add(lower);
+    if (typeof value !== "string" || CONTROL.test(value) || value.length > MAX_HEADER_VALUE) {
+      throw new ApiError(
+        400,
+        "invalid_header_value",
+        `Header ${JSON.stringify(header)} must be a single-line string of at most ${MAX_HEADER_VALUE} characters`,
+        { header },
+      );
+    }
+    out[ALLOWED_HEADERS.get(lower) ?? header] = value;
+  }
+  return out;
+}
+
+/** An attachment as the API takes it: base64 content. */
+export interface AttachmentInput {
+  filename: string;
+  content: string;
+  content_type?: string;
+}
+
+/**
+ * An attachment as nodemailer takes it, with in-memory content only: never `path`, `href` or
+ * `raw`, so nodemailer cannot be made to read a file or fetch a URL.
+ */
+export interface InMemoryAttachment {
+  filename: string;
+  content: Buffer;
+  contentType?: string;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+// RFC 6838 restricted-name, type/subtype only (no parameters).
+const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
+const MAX_FILENAME = 255;
+
+/**
+ * Decode base64 attachments into in-memory nodemailer attachments.
+ *
+ * - `content`: standard base64 (RFC 4648 alphabet, `=` padding required, zero padding bits);
+ *   line breaks are ignored so MIME-wrapped base64 is accepted; anything else is rejected.
+ * - `filename`: 1 to 255 characters, no control characters, no `/` or `\`, not `.` or `..`.
+ * - `content_type`: `type/subtype` without parameters; stored lower-case. When absent,
+ *   nodemailer guesses it from the filename.
+ *
+ * Limits are checked before decoding, so oversized input is never allocated.
+ *
+ * @throws ApiError 413 `too_many_attachments` (`details.limit`), 413 `attachments_too_large`
+ *   (`details.limit_bytes`), 400 `invalid_attachment` (`details.index`, `details.field`).
+ * @example
+ * ```ts
+ * decodeAttachments([{ filename: "hi.txt", content: "aGk=" }], { maxCount: 10, maxTotalBytes: 1024 });
+ * // [{ filename: "hi.txt", content: Buffer "hi" }]
+ * ```
+ */
+export function decodeAttachments(
+  list: AttachmentInput[] | undefined,
+  limits: { maxCount: number; maxTotalBytes: number },
+): InMemoryAttachment[] {
+  if (list === undefined) return [];
+  if (list.length > limits.maxCount) {
+    throw new ApiError(413, "too_many_attachments", `At most ${limits.maxCount} attachments are allowed`, {
+      limit: limits.maxCount,
+    });
+  }
+  let total = 0;
+  return list.map((item, index) => {
+    const filename = checkFilename(item.filename, index);
+    const contentType = checkContentType(item.content_type, index);
+    const base64 = typeof item.content === "string" ? item.content.replace(/\r?\n/g, "") : "";
+    if (typeof item.content !== "string" || base64.length % 4 !== 0 || !BASE64.test(base64)) {
+      throw invalidAttachment(index, "content", "content must be standard base64 with padding");
+    }
+    total += decodedLength(base64);
+    if (total > limits.maxTotalBytes) {
+      throw new ApiError(
+        413,
+        "attachments_too_large",
+        `Attachments exceed ${limits.maxTotalBytes} bytes in total`,
+        { limit_bytes: limits.maxTotalBytes },
+      );
+    }
+    let bytes: Uint8Array;
+    try {
+      bytes = Uint8Array.fromBase64(base64, { lastChunkHandling: "strict" });
+    } catch {
+      throw invalidAttachment(index, "content", "content must be standard base64 with padding");
+    }
+    const content = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return contentType === undefined ? { filename, content } : { filename, content, contentType };
+  });
+}
+
+function decodedLength(base64: string): number {
+  const padding = base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0;
+  return (base64.length / 4) * 3 - padding;
+}
+
+function checkFilename(filename: unknown, index: number): string {
+  if (
+    typeof filename !== "string" || filename.length === 0 || filename.length > MAX_FILENAME ||
+    CONTROL.test(filename) || /[\t/\\]/.test(filename) || filename === "." || filename === ".."
+  ) {
+    throw invalidAttachment(
+      index,
+      "filename",
+      `filename must be 1 to ${MAX_FILENAME} characters without control characters, "/" or "\\"`,
+    );
+  }
+  return filename;
+}
+
+function checkContentType(contentType: unknown, index: number): string | undefined {
+  if (contentType === undefined) return undefined;
+  if (typeof contentType !== "string" || !MEDIA_TYPE.test(contentType)) {
+    throw invalidAttachment(index, "content_type", "content_type must look like type/subtype");
+  }
+  return contentType.toLowerCase();
+}
+
+function invalidAttachment(index: number, field: string, reason: string): ApiError {
+  return new ApiError(400, "invalid_attachment", `Attachment ${index}: ${reason}`, { index, field });
+}
+
+/** Recipients by header, in nodemailer's vocabulary. */
+export interface Recipients {
+  to: Address[];
+  cc?: Address[];
+  bcc?: Address[];
+}
+
+/**
+ * Drop repeated recipients across to, cc and bcc, keeping the first occurrence in the order
+ * to, cc, bcc (so an address in both to and bcc stays visible in to). Addresses compare
+ * case-insensitively in full (local part too, as practically every server does) and with the
+ * domain in ASCII form, so `a@bücher.de` and `A@xn--bcher-kva.de` are one recipient.
+ *
+ * @example
+ * ```ts
+ * dedupeRecipients({ to: [{ address: "a@example.com" }], bcc: [{ address: "A@EXAMPLE.com" }] });
+ * // { to: [{ address: "a@example.com" }], cc: [], bcc: [] }
+ * ```
+ */
+export function dedupeRecipients(recipients: Recipients): Required<Recipients> {
+  const seen = new Set<string>();
+  const keep = (list: Address[] | undefined) =>
+    (list ?? []).filter((recipient) => {
+      const key = recipientKey(recipient.address);
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  return { to: keep(recipients.to), cc: keep(recipients.cc), bcc: keep(recipients.bcc) };
+}
+
+function recipientKey(address: string): string {
+  const at = address.lastIndexOf("@");
+  if (at < 0) return address.toLowerCase();
+  const domain = address.slice(at + 1);
+  return `${address.slice(0, at).toLowerCase()}@${(domainToASCII(domain) || domain).toLowerCase()}`;
+}
+
+/**
+ * How many recipients over to, cc and bcc (count after {@linkcode dedupeRecipients}).
+ *
+ * @example
+ * ```ts
+ * countRecipients({ to: [{ address: "a@example.com" }], cc: [{ address: "b@example.com" }] }); // 2
+ * ```
+ */
+export function countRecipients(recipients: Recipients): number {
+  return recipients.to.length + (recipients.cc?.length ?? 0) + (recipients.bcc?.length ?? 0);
+}
+
+const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * The address with its domain in ASCII (IDNA/punycode `xn--` labels, lower-case) and the local
+ * part untouched. A domain literal such as `[192.0.2.1]` is returned as it is.
+ *
+ * @throws ApiError 400 `invalid_recipient` if there is no `@` or the domain is not a valid host name.
+ * @example
+ * ```ts
+ * toPunycodeAddress("jörg@bücher.de"); // "jörg@xn--bcher-kva.de"
+ * ```
+ */
+export function toPunycodeAddress(address: string): string {
+  const at = address.lastIndexOf("@");
+  const local = address.slice(0, at);
+  const domain = address.slice(at + 1);
+  if (at <= 0 || domain.length === 0) throw invalidRecipient(address);
+  if (domain.startsWith("[") && domain.endsWith("]")) return address;
+  // domainToASCII maps Unicode (UTS #46) but leaves odd ASCII alone, so the result is checked too.
+  const ascii = domainToASCII(domain);
+  const labels = ascii.split(".");
+  if (!ascii || ascii.length > 253 || !labels.every((label) => LDH_LABEL.test(label))) {
+    throw invalidRecipient(address);
+  }
+  return `${local}@${ascii}`;
+}
+
+function invalidRecipient(address: string): ApiError {
+  return new ApiError(400, "invalid_recipient", `${JSON.stringify(address)} has no valid domain`, { address });
+}

@@ -1,0 +1,102 @@
+// Builds the exact MIME message we send (nodemailer's MailComposer): addresses in
+// ASCII form and de-duplicated, a text alternative for HTML, allowlisted headers,
+// in-memory attachments only, and the limits checked on what will really go out.
+import MailComposer from "nodemailer/lib/mail-composer";
+import { Buffer } from "node:buffer";
+import type { Address } from "./addresses.ts";
+import {
+  bodies,
+  type CompositionLimits,
+  countRecipients,
+  dedupeRecipients,
+  type InMemoryAttachment,
+  toPunycodeAddress,
+} from "./compose.ts";
+import { ApiError } from "./http.ts";
+
+/** Everything a message is made of, after validation and template rendering. */
+export interface MessageParts {
+  from: Address;
+  to: Address[];
+  cc?: Address[];
+  bcc?: Address[];
+  replyTo?: Address[];
+  subject?: string;
+  text?: string;
+  html?: string;
+  headers?: Record<string, string>;
+  attachments?: InMemoryAttachment[];
+}
+
+/** The message as it goes on the wire, with its SMTP envelope. */
+export interface BuiltMessage {
+  raw: Buffer;
+  messageId: string;
+  envelope: { from: string; to: string[] };
+  recipients: { to: Address[]; cc: Address[]; bcc: Address[] };
+}
+
+const ascii = (list: Address[] | undefined): Address[] =>
+  (list ?? []).map((a) => ({ ...a, address: toPunycodeAddress(a.address) }));
+
+const forComposer = (list: Address[]) => list.map((a) => ({ name: a.name ?? "", address: a.address }));
+
+/**
+ * Build the raw message. From is always the config's address (only its display name
+ * may differ) and the envelope is derived here, never taken from the caller.
+ *
+ * @throws ApiError 422 `too_many_recipients` / `subject_too_long`, 413 `html_too_large` / `message_too_large`.
+ */
+export async function buildMessage(parts: MessageParts, limits: CompositionLimits): Promise<BuiltMessage> {
+  const recipients = dedupeRecipients({ to: ascii(parts.to), cc: ascii(parts.cc), bcc: ascii(parts.bcc) });
+  const count = countRecipients(recipients);
+  if (count > limits.maxRecipients) {
+    throw new ApiError(422, "too_many_recipients", `At most ${limits.maxRecipients} recipients per message`, {
+      limit: limits.maxRecipients,
+      count,
+    });
+  }
+  if (parts.subject !== undefined && parts.subject.length > limits.maxSubjectChars) {
+    throw new ApiError(422, "subject_too_long", `The subject exceeds ${limits.maxSubjectChars} characters`, {
+      limit: limits.maxSubjectChars,
+    });
+  }
+  if (parts.html !== undefined && Buffer.byteLength(parts.html) > limits.maxHtmlBytes) {
+    throw new ApiError(413, "html_too_large", `The HTML body exceeds ${limits.maxHtmlBytes} bytes`, {
+      limit_bytes: limits.maxHtmlBytes,
+    });
+  }
+
+  const from = { ...parts.from, address: toPunycodeAddress(parts.from.address) };
+  const { text, html } = bodies({ text: parts.text, html: parts.html });
+  const composer = new MailComposer({
+    from: forComposer([from])[0],
+    to: forComposer(recipients.to),
+    cc: recipients.cc.length ? forComposer(recipients.cc) : undefined,
+    bcc: recipients.bcc.length ? forComposer(recipients.bcc) : undefined,
+    replyTo: parts.replyTo?.length ? forComposer(ascii(parts.replyTo)) : undefined,
+    subject: parts.subject,
+    text,
+    html,
+    headers: parts.headers,
+    attachments: parts.attachments,
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  });
+  const node = composer.compile();
+  const messageId = node.messageId();
+  const raw: Buffer = await node.build();
+  if (raw.length > limits.maxMessageBytes) {
+    throw new ApiError(
+      413,
+      "message_too_large",
+      `The message is ${raw.length} bytes; the limit is ${limits.maxMessageBytes}`,
+      {
+        limit_bytes: limits.maxMessageBytes,
+        size_bytes: raw.length,
+      },
+    );
+  }
+  const all = [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address);
+  return { raw, messageId, envelope: { from: from.address, to: all }, recipients };
+}

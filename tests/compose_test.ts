@@ -1,0 +1,376 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { ApiError } from "../supabase/functions/_shared/http.ts";
+import {
+  type AttachmentInput,
+  bodies,
+  countRecipients,
+  decodeAttachments,
+  dedupeRecipients,
+  DEFAULT_LIMITS,
+  htmlToText,
+  loadCompositionLimits,
+  MAX_HEADER_VALUE,
+  MAX_HEADERS,
+  sanitizeHeaders,
+  toPunycodeAddress,
+} from "../supabase/functions/_shared/compose.ts";
+
+function apiError(fn: () => unknown, status: number, code: string): ApiError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ApiError, `expected ApiError, got ${error}`);
+    assert.equal(error.status, status);
+    assert.equal(error.code, code);
+    return error;
+  }
+  throw new Error(`expected ApiError ${status} ${code}`);
+}
+
+const NEWSLETTER = `<!doctype html>
+<html><head><title>Weekly</title><style>p { color: red }</style></head>
+<body>
+  <div style="display:none">Preheader: this week's highlights</div>
+  <table role="presentation"><tr>
+    <td><img src="https://example.com/logo.png" alt="Example logo"></td>
+    <td><h1>Weekly News</h1></td>
+  </tr></table>
+  <p>Hello &amp; welcome! Read <a href="https://example.com/posts/1?utm=a&amp;x=1">our first post</a>
+  or visit <a href="https://example.com/">https://example.com/</a>.</p>
+  <ul><li>One</li><li>Two</li></ul>
+  <p>${"Lorem ipsum dolor sit amet, ".repeat(8)}</p>
+  <p><a href="https://example.com/unsubscribe">Unsubscribe</a></p>
+  <script>alert(1)</script>
+</body></html>`;
+
+Deno.test("plain-text bodies from HTML", async (t) => {
+  await t.step("keeps links as text and URL, skips images, hidden text, head and scripts", () => {
+    const text = htmlToText(NEWSLETTER);
+    assert.match(text, /our first post \[https:\/\/example\.com\/posts\/1\?utm=a&x=1\]/);
+    assert.match(text, /Unsubscribe \[https:\/\/example\.com\/unsubscribe\]/);
+    assert.match(text, /visit https:\/\/example\.com\/\./, "a link whose text is its URL is not repeated");
+    assert.match(text, /Hello & welcome!/);
+    assert.match(text, /^Weekly News$/m, "headings keep their case");
+    assert.match(text, /\* One\n \* Two/);
+    for (const hidden of ["logo", "Preheader", "alert", "color: red", "Weekly\n"]) {
+      assert.ok(!text.includes(hidden), `${JSON.stringify(hidden)} should not be in:\n${text}`);
+    }
+  });
+
+  await t.step("puts each table cell on its own line", () => {
+    const text = htmlToText(
+      "<p>Intro</p><table><tr><th>Item</th><th>Qty</th></tr><tr><td>Apple</td><td>2</td></tr></table>",
+    );
+    assert.equal(text, "Intro\n\nItem\nQty\nApple\n2");
+  });
+
+  await t.step("wraps lines at 78 columns", () => {
+    const text = htmlToText(NEWSLETTER);
+    assert.ok(text.split("\n").every((line) => line.length <= 78), text);
+  });
+
+  await t.step("adds a text part to HTML-only bodies and keeps given bodies as they are", () => {
+    assert.deepEqual(bodies({ html: "<p>Hi <b>there</b></p>" }), { html: "<p>Hi <b>there</b></p>", text: "Hi there" });
+    assert.deepEqual(bodies({ text: "plain" }), { text: "plain" });
+    assert.deepEqual(bodies({ text: "mine", html: "<p>theirs</p>" }), { text: "mine", html: "<p>theirs</p>" });
+    assert.deepEqual(bodies({}), {});
+  });
+});
+
+Deno.test("extra headers", async (t) => {
+  await t.step("allows X-* and the listed headers case-insensitively, in canonical spelling", () => {
+    const headers = sanitizeHeaders({
+      "x-campaign": "q3",
+      "X-Mailer": "agent",
+      "list-unsubscribe": "<mailto:unsubscribe@example.com>, <https://example.com/u>",
+      "LIST-UNSUBSCRIBE-POST": "List-Unsubscribe=One-Click",
+      "List-Id": "News <news.example.com>",
+      "in-reply-to": "<abc@example.com>",
+      "references": "<abc@example.com> <def@example.com>",
+      "auto-submitted": "auto-generated",
+      "precedence": "bulk",
+    });
+    assert.deepEqual(headers, {
+      "x-campaign": "q3",
+      "X-Mailer": "agent",
+      "List-Unsubscribe": "<mailto:unsubscribe@example.com>, <https://example.com/u>",
+      "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+      "List-Id": "News <news.example.com>",
+      "In-Reply-To": "<abc@example.com>",
+      "References": "<abc@example.com> <def@example.com>",
+      "Auto-Submitted": "auto-generated",
+      "Precedence": "bulk",
+    });
+    assert.deepEqual(sanitizeHeaders(undefined), {});
+  });
+
+  await t.step("rejects headers outside the allow-list and names that are not field names", () => {
+    const names = [
+      "From",
+      "to",
+      "Bcc",
+      "Subject",
+      "Content-Type",
+      "Content-Transfer-Encoding",
+      "DKIM-Signature",
+      "Return-Path",
+      "Received",
+      "X-",
+      "X Spaced",
+      "X-Colon:",
+      "X-Ünicode",
+      "X-\r\nBcc",
+      "__proto__",
+      `X-${"a".repeat(80)}`,
+    ];
+    for (const name of names) {
+      const error = apiError(() => sanitizeHeaders({ [name]: "v" }), 400, "header_not_allowed");
+      assert.deepEqual(error.details, { header: name });
+    }
+  });
+
+  await t.step("rejects CR, LF, NUL and other control characters in values", () => {
+    for (const value of ["a\r\nBcc: victim@example.com", "a\nb", "a\rb", "a\0b", "a\x1bb", "a\x7fb", "a\u0085b"]) {
+      const error = apiError(() => sanitizeHeaders({ "X-Tag": value }), 400, "invalid_header_value");
+      assert.deepEqual(error.details, { header: "X-Tag" });
+    }
+    assert.deepEqual(sanitizeHeaders({ "X-Tab": "a\tb" }), { "X-Tab": "a\tb" });
+    apiError(() => sanitizeHeaders({ "X-Num": 5 as unknown as string }), 400, "invalid_header_value");
+  });
+
+  await t.step("limits value length and header count", () => {
+    sanitizeHeaders({ "X-Long": "a".repeat(MAX_HEADER_VALUE) });
+    apiError(() => sanitizeHeaders({ "X-Long": "a".repeat(MAX_HEADER_VALUE + 1) }), 400, "invalid_header_value");
+    const many = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`X-H${i}`, "v"]));
+    assert.equal(Object.keys(sanitizeHeaders(many(MAX_HEADERS))).length, MAX_HEADERS);
+    const error = apiError(() => sanitizeHeaders(many(MAX_HEADERS + 1)), 400, "too_many_headers");
+    assert.deepEqual(error.details, { limit: MAX_HEADERS });
+  });
+
+  await t.step("rejects the same header given twice in different case", () => {
+    const error = apiError(() => sanitizeHeaders({ "X-A": "1", "x-a": "2" }), 400, "duplicate_header");
+    assert.deepEqual(error.details, { header: "x-a" });
+  });
+});
+
+const LIMITS = { maxCount: 3, maxTotalBytes: 16 };
+const b64 = (text: string) => Buffer.from(text).toString("base64");
+
+Deno.test("attachments", async (t) => {
+  await t.step("decodes base64 into in-memory Buffers with only filename, content and contentType", () => {
+    const input = [
+      { filename: "hello.txt", content: b64("hello"), content_type: "Text/Plain" },
+      { filename: "résumé 2024.pdf", content: b64("%PDF") },
+      { filename: "empty.bin", content: "" },
+    ];
+    const out = decodeAttachments(input, LIMITS);
+    assert.equal(out.length, 3);
+    assert.ok(Buffer.isBuffer(out[0].content));
+    assert.equal(out[0].content.toString(), "hello");
+    assert.deepEqual(Object.keys(out[0]), ["filename", "content", "contentType"]);
+    assert.equal(out[0].contentType, "text/plain");
+    assert.deepEqual(Object.keys(out[1]), ["filename", "content"]);
+    assert.equal(out[1].filename, "résumé 2024.pdf");
+    assert.equal(out[2].content.length, 0);
+    assert.deepEqual(decodeAttachments(undefined, LIMITS), []);
+  });
+
+  await t.step("never passes on path, href, raw or other keys from the input", () => {
+    const sneaky = {
+      filename: "x.txt",
+      content: b64("x"),
+      path: "/etc/passwd",
+      href: "http://169.254.169.254/",
+      raw: "Content-Type: text/plain\r\n\r\nhi",
+      encoding: "utf8",
+      cid: "logo",
+    } as AttachmentInput;
+    const [out] = decodeAttachments([sneaky], LIMITS);
+    assert.deepEqual(Object.keys(out), ["filename", "content"]);
+    assert.equal(out.content.toString(), "x");
+  });
+
+  await t.step("accepts line-wrapped base64", () => {
+    const wrapped = b64("0123456789abcdef").replace(/(.{8})/g, "$1\r\n");
+    const [out] = decodeAttachments([{ filename: "w.txt", content: wrapped }], LIMITS);
+    assert.equal(out.content.toString(), "0123456789abcdef");
+  });
+
+  await t.step("rejects content that is not strict base64, naming the index", () => {
+    const bad = [
+      "aGk", // missing padding
+      "aGl=", // non-zero padding bits
+      "a=Gk",
+      "aGk=aGk=",
+      "aG k=",
+      "aGk=\t",
+      "-_-_",
+      "data:text/plain;base64,aGk=",
+      "aGk=!",
+      42 as unknown as string,
+    ];
+    for (const content of bad) {
+      const error = apiError(
+        () => decodeAttachments([{ filename: "ok.txt", content: b64("ok") }, { filename: "x.txt", content }], LIMITS),
+        400,
+        "invalid_attachment",
+      );
+      assert.deepEqual(error.details, { index: 1, field: "content" }, String(content));
+    }
+  });
+
+  await t.step("rejects file names with directories, control characters or nothing in them", () => {
+    const names = ["../etc/passwd", "a/b.txt", "..\\win.ini", "C:\\x.txt", ".", "..", "", "a\r\nb.txt", "a\0.txt"];
+    for (const filename of [...names, "a\tb", "x".repeat(256)]) {
+      const error = apiError(
+        () => decodeAttachments([{ filename, content: b64("x") }], LIMITS),
+        400,
+        "invalid_attachment",
+      );
+      assert.deepEqual(error.details, { index: 0, field: "filename" }, JSON.stringify(filename));
+    }
+    assert.equal(decodeAttachments([{ filename: "..hidden", content: "" }], LIMITS)[0].filename, "..hidden");
+  });
+
+  await t.step("requires content_type to be type/subtype", () => {
+    for (const content_type of ["text", "text/plain; charset=utf-8", "text/plain\r\nX: y", "/plain", "a/b/c", ""]) {
+      const error = apiError(
+        () => decodeAttachments([{ filename: "a.txt", content: b64("x"), content_type }], LIMITS),
+        400,
+        "invalid_attachment",
+      );
+      assert.deepEqual(error.details, { index: 0, field: "content_type" }, content_type);
+    }
+    const ok = decodeAttachments(
+      [{ filename: "a.docx", content: "", content_type: "application/vnd.openxmlformats-officedocument.word+xml" }],
+      LIMITS,
+    );
+    assert.equal(ok[0].contentType, "application/vnd.openxmlformats-officedocument.word+xml");
+  });
+
+  await t.step("limits the number of attachments", () => {
+    const one = { filename: "a.txt", content: "" };
+    decodeAttachments([one, one, one], LIMITS);
+    const error = apiError(() => decodeAttachments([one, one, one, one], LIMITS), 413, "too_many_attachments");
+    assert.deepEqual(error.details, { limit: 3 });
+  });
+
+  await t.step("limits the total decoded size", () => {
+    const total = decodeAttachments(
+      [{ filename: "a", content: b64("x".repeat(10)) }, { filename: "b", content: b64("y".repeat(6)) }],
+      LIMITS,
+    );
+    assert.equal(total.reduce((n, a) => n + a.content.length, 0), 16);
+    const error = apiError(
+      () =>
+        decodeAttachments(
+          [{ filename: "a", content: b64("x".repeat(10)) }, { filename: "b", content: b64("y".repeat(7)) }],
+          LIMITS,
+        ),
+      413,
+      "attachments_too_large",
+    );
+    assert.deepEqual(error.details, { limit_bytes: 16 });
+  });
+});
+
+Deno.test("composition limits", async (t) => {
+  await t.step("uses the defaults when nothing is set", () => {
+    assert.deepEqual(loadCompositionLimits({}), {
+      maxRecipients: 50,
+      maxMessageBytes: 10 * 1024 * 1024,
+      maxHtmlBytes: 2 * 1024 * 1024,
+      maxSubjectChars: 998,
+      maxAttachments: 10,
+      maxAttachmentBytes: 7 * 1024 * 1024,
+    });
+    assert.deepEqual(loadCompositionLimits({ MAILROOM_MAX_RECIPIENTS: " " }), DEFAULT_LIMITS);
+  });
+
+  await t.step("reads each override from its MAILROOM_MAX_* variable", () => {
+    const limits = loadCompositionLimits({
+      MAILROOM_MAX_RECIPIENTS: "5",
+      MAILROOM_MAX_MESSAGE_BYTES: "1000",
+      MAILROOM_MAX_HTML_BYTES: "500",
+      MAILROOM_MAX_SUBJECT_CHARS: "200",
+      MAILROOM_MAX_ATTACHMENTS: "2",
+      MAILROOM_MAX_ATTACHMENT_BYTES: "300",
+    });
+    assert.deepEqual(limits, {
+      maxRecipients: 5,
+      maxMessageBytes: 1000,
+      maxHtmlBytes: 500,
+      maxSubjectChars: 200,
+      maxAttachments: 2,
+      maxAttachmentBytes: 300,
+    });
+    assert.equal(DEFAULT_LIMITS.maxRecipients, 50, "defaults are not modified");
+  });
+
+  await t.step("rejects values that are not positive integers, naming the variable", () => {
+    for (const raw of ["many", "0", "-1", "1.5", "1e3", "0x10", "99999999999999999999"]) {
+      assert.throws(() => loadCompositionLimits({ MAILROOM_MAX_ATTACHMENTS: raw }), /MAILROOM_MAX_ATTACHMENTS/, raw);
+    }
+    assert.throws(() => loadCompositionLimits({ MAILROOM_MAX_SUBJECT_CHARS: "999" }), /MAILROOM_MAX_SUBJECT_CHARS/);
+  });
+});
+
+Deno.test("recipients", async (t) => {
+  await t.step("keeps the first occurrence in the order to, cc, bcc", () => {
+    const out = dedupeRecipients({
+      to: [{ name: "Ann", address: "ann@example.com" }, { address: "bob@example.com" }],
+      cc: [{ address: "carol@example.com" }, { name: "Bob again", address: "BOB@Example.COM" }],
+      bcc: [{ address: "Ann@EXAMPLE.com" }, { address: "carol@example.com" }, { address: "dave@example.com" }],
+    });
+    assert.deepEqual(out, {
+      to: [{ name: "Ann", address: "ann@example.com" }, { address: "bob@example.com" }],
+      cc: [{ address: "carol@example.com" }],
+      bcc: [{ address: "dave@example.com" }],
+    });
+    assert.equal(countRecipients(out), 4);
+  });
+
+  await t.step("removes repeats within one list and treats an IDN and its punycode as one domain", () => {
+    const out = dedupeRecipients({
+      to: [{ address: "a@bücher.de" }, { address: "a@example.com" }, { address: "a@EXAMPLE.com" }],
+      bcc: [{ address: "A@xn--bcher-kva.de" }],
+    });
+    assert.deepEqual(out, { to: [{ address: "a@bücher.de" }, { address: "a@example.com" }], cc: [], bcc: [] });
+  });
+
+  await t.step("counts recipients over all lists", () => {
+    assert.equal(countRecipients({ to: [{ address: "a@example.com" }] }), 1);
+    assert.equal(
+      countRecipients({ to: [{ address: "a@example.com" }], cc: [], bcc: [{ address: "b@example.com" }] }),
+      2,
+    );
+  });
+
+  await t.step("converts IDN domains to punycode and leaves the local part alone", () => {
+    assert.equal(toPunycodeAddress("jörg@bücher.de"), "jörg@xn--bcher-kva.de");
+    assert.equal(toPunycodeAddress("user@日本語.jp"), "user@xn--wgv71a119e.jp");
+    assert.equal(toPunycodeAddress("Jane.Doe@Example.COM"), "Jane.Doe@example.com");
+    assert.equal(toPunycodeAddress("a@xn--bcher-kva.de"), "a@xn--bcher-kva.de");
+    assert.equal(toPunycodeAddress('"a@b"@example.com'), '"a@b"@example.com');
+    assert.equal(toPunycodeAddress("a@[192.0.2.1]"), "a@[192.0.2.1]");
+  });
+
+  await t.step("rejects addresses whose domain cannot be a host name", () => {
+    for (
+      const address of [
+        "a@xn--zz.com",
+        "a@exa mple.com",
+        "a@ex%41mple.com",
+        "a@-bad.com",
+        "a@a..b.com",
+        "a@",
+        "@x.com",
+        "nope",
+      ]
+    ) {
+      const error = apiError(() => toPunycodeAddress(address), 400, "invalid_recipient");
+      assert.deepEqual(error.details, { address });
+    }
+  });
+});
