@@ -91,6 +91,11 @@ async function main(): Promise<void> {
   const token = await mintToken(signingKey, { issuer, sub: userId, email: DEMO_EMAIL, expiresIn: "24h" });
   const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
   const body = JSON.stringify({ to: "Friend <friend@example.com>", subject: "Hello from mailroom", text: "It works." });
+  const templated = JSON.stringify({
+    to: "Jane <jane@example.com>",
+    template: "welcome",
+    data: { name: "Jane", product: "Mailroom", login_url: "https://example.com/login", tips: ["Add a config"] },
+  });
 
   console.log(`
 mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" : ""}
@@ -110,6 +115,10 @@ Send a mail, then open the inbox:
     -H "Authorization: Bearer ${token}" \\
     -H 'content-type: application/json' \\
     -d '${body}'
+
+Or render the starter "welcome" template (also: "passwordless-notice", "newsletter"):
+  curl -sS ${apiUrl}/functions/v1/send-email -H "Authorization: Bearer ${token}" \\
+    -H 'content-type: application/json' -d '${templated}'
 
 Ctrl-C stops everything; data stays in ${LOCAL_DIR.replace(`${ROOT}/`, "")}/ for the next start.`);
 }
