@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { ApiError } from "../supabase/functions/_shared/http.ts";
+import { apiError } from "./api_error.ts";
 import {
   type AttachmentInput,
   bodies,
@@ -15,18 +15,6 @@ import {
   sanitizeHeaders,
   toPunycodeAddress,
 } from "../supabase/functions/_shared/compose.ts";
-
-function apiError(fn: () => unknown, status: number, code: string): ApiError {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(error instanceof ApiError, `expected ApiError, got ${error}`);
-    assert.equal(error.status, status);
-    assert.equal(error.code, code);
-    return error;
-  }
-  throw new Error(`expected ApiError ${status} ${code}`);
-}
 
 const NEWSLETTER = `<!doctype html>
 <html><head><title>Weekly</title><style>p { color: red }</style></head>

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import Mustache from "mustache";
-import { ApiError } from "../supabase/functions/_shared/http.ts";
+import { apiError } from "./api_error.ts";
 import {
   type EmailTemplate,
   MAX_DATA_DEPTH,
@@ -13,18 +13,6 @@ import {
 
 function template(parts: Partial<EmailTemplate>): EmailTemplate {
   return { subject: null, html: null, text: null, variables: null, ...parts };
-}
-
-function apiError(fn: () => unknown, status: number, code: string): ApiError {
-  try {
-    fn();
-  } catch (error) {
-    assert.ok(error instanceof ApiError, `expected ApiError, got ${error}`);
-    assert.equal(error.status, status);
-    assert.equal(error.code, code);
-    return error;
-  }
-  throw new Error(`expected ApiError ${status} ${code}`);
 }
 
 Deno.test("rendering templates", async (t) => {
