@@ -89,6 +89,28 @@ Deno.test("token verification", async (t) => {
   await t.step("rejects garbage", async () => {
     await rejectsWith(verify("not-a-jwt"), "invalid_token");
   });
+
+  await t.step("refuses anonymous sign-ins unless the deployment allows them", async () => {
+    const token = await mintToken(key, { issuer, sub, extra: { is_anonymous: true } });
+    await assert.rejects(
+      verify(token),
+      (e: unknown) => e instanceof ApiError && e.status === 403 && e.code === "anonymous_user_not_allowed",
+    );
+    const allowing = createTokenVerifier({ jwks: jwks(key), jwksUrl: "unused", issuer, allowAnonymousUsers: true });
+    assert.equal((await allowing(token)).sub, sub);
+  });
+
+  await t.step("answers 503 auth_unavailable when the JWKS cannot be fetched", async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const unreachable = createTokenVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks.json`, issuer });
+    const token = await mintToken(key, { issuer, sub });
+    await assert.rejects(
+      unreachable(token),
+      (e: unknown) => e instanceof ApiError && e.status === 503 && e.code === "auth_unavailable",
+    );
+  });
 });
 
 Deno.test("bearerToken reads the Authorization header", async (t) => {

@@ -84,6 +84,8 @@ const HOSTILE_LITERALS: [string, string][] = [
   ["64:ff9b::7f00:1", "NAT64 of loopback"],
   ["2002:7f00:1::", "6to4 of loopback"],
   ["2001:db8::1", "IPv6 documentation range"],
+  ["::7f00:1", "IPv4-compatible loopback"],
+  ["::a9fe:a9fe", "IPv4-compatible metadata"],
   ["192.0.2.1", "IPv4 documentation range (TEST-NET-1)"],
 ];
 
@@ -166,22 +168,46 @@ Deno.test("egress policy", async (t) => {
       "mapped.example.com": ["::ffff:169.254.169.254"],
       "good.example.com": ["2a00:1450:4001:82b::1a", "93.184.216.34"],
     });
-    assert.equal(await codeAsync(resolveTarget(policy, "rebind.example.com", 465, dns)), "smtp_host_forbidden");
-    assert.equal(await codeAsync(resolveTarget(policy, "mixed.example.com", 465, dns)), "smtp_host_forbidden");
-    assert.equal(await codeAsync(resolveTarget(policy, "mapped.example.com", 465, dns)), "smtp_host_forbidden");
-    assert.equal(await codeAsync(resolveTarget(policy, "docs.example.com", 465, dns)), "smtp_host_forbidden");
-    assert.equal(await codeAsync(resolveTarget(policy, "nxdomain.example.com", 465, dns)), "smtp_host_not_found");
-    const target = await resolveTarget(policy, "good.example.com", 465, dns);
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "rebind.example.com", 465, { resolve: dns })),
+      "smtp_host_forbidden",
+    );
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "mixed.example.com", 465, { resolve: dns })),
+      "smtp_host_forbidden",
+    );
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "mapped.example.com", 465, { resolve: dns })),
+      "smtp_host_forbidden",
+    );
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "docs.example.com", 465, { resolve: dns })),
+      "smtp_host_forbidden",
+    );
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "nxdomain.example.com", 465, { resolve: dns })),
+      "smtp_host_not_found",
+    );
+    const target = await resolveTarget(policy, "good.example.com", 465, { resolve: dns });
     assert.equal(target.servername, "good.example.com", "TLS is verified against the name, not the address");
     assert.equal(target.address, "2a00:1450:4001:82b::1a");
+    const slow: Resolver = () => new Promise(() => {});
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "slow.example.com", 465, { resolve: slow, timeoutMs: 50 })),
+      "smtp_host_not_found",
+      "a resolver that never answers times out",
+    );
   });
 
   await t.step("resolves an allowlisted name with the system resolver and connects by address", async () => {
     const local = loadEgressPolicy({ MAILROOM_EGRESS_ALLOWLIST: "localhost" });
-    const target = await resolveTarget(local, "localhost", 54325, systemResolver);
+    const target = await resolveTarget(local, "localhost", 54325, { resolve: systemResolver });
     assert.equal(target.address, "127.0.0.1");
     assert.equal(target.servername, "localhost");
-    assert.equal(await codeAsync(resolveTarget(policy, "localhost", 465, systemResolver)), "smtp_host_invalid");
+    assert.equal(
+      await codeAsync(resolveTarget(policy, "localhost", 465, { resolve: systemResolver })),
+      "smtp_host_invalid",
+    );
   });
 
   await t.step("refuses plaintext unless the deployment allows it", () => {

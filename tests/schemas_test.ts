@@ -34,6 +34,14 @@ Deno.test("send-email request validation", async (t) => {
     assert.equal(issuesOf({ to: "a@example.com", text: "x", data: { name: "Jane" } })[0].path, "data");
   });
 
+  await t.step("rejects NUL characters anywhere, which Postgres text cannot hold", () => {
+    assert.equal(issuesOf({ to: "a@example.com", text: "a\0b" })[0].path, "text");
+    assert.equal(
+      issuesOf({ to: "a@example.com", text: "x", agent_context: { run: { id: "x\0" } } })[0].path,
+      "agent_context.run.id",
+    );
+  });
+
   await t.step("requires text or html", () => {
     const issues = issuesOf({ to: "a@example.com", subject: "x" });
     assert.equal(issues[0].path, "text");

@@ -140,6 +140,7 @@ Deno.test({
           [{ from_email: "not an address" }, 400, "invalid_request", "from_email"],
           [{ from_name: "Eve\r\nBcc: x@evil.example" }, 400, "invalid_header_value", "from_name"],
           [{ password: undefined }, 400, "invalid_request", "password"],
+          [{ password: "nul\0byte" }, 400, "invalid_request", "password"],
           [{ name: "" }, 400, "invalid_request", "name"],
           [{ extra: true }, 400, "invalid_request"],
           [{ host: "smtp://mail.example.com" }, 400, "smtp_host_invalid"],
@@ -309,6 +310,7 @@ Deno.test({
       await t.step("answers unknown routes and methods clearly", async () => {
         assert.equal((await call(alice, "POST", "/relay/explode")).json.error.code, "route_not_found");
         assert.equal((await call(alice, "PUT", "/relay")).status, 405);
+        assert.equal((await call(alice, "GET", "/%E0%A4%A")).json.error.code, "invalid_path");
         const anonymous = await stack.invoke("smtp-configs", { method: "GET" });
         assert.equal(await errorCode(anonymous, 401), "missing_token");
       });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { classifySmtpError } from "../supabase/functions/_shared/smtp.ts";
+import { classifySmtpError, DeliveryFailure } from "../supabase/functions/_shared/smtp.ts";
 
 Deno.test("SMTP error classification", async (t) => {
   const cases: [string, Record<string, unknown>, string, "failed" | "unknown"][] = [
@@ -13,7 +13,7 @@ Deno.test("SMTP error classification", async (t) => {
     ["message rejected after DATA", { code: "EMESSAGE", responseCode: 554 }, "smtp_message_rejected", "failed"],
     ["connect timeout", { code: "ETIMEDOUT", timeoutType: "CONNECT_TIMEOUT" }, "smtp_connect_timeout", "failed"],
     ["greeting timeout", { code: "ETIMEDOUT", timeoutType: "GREETING_TIMEOUT" }, "smtp_connect_timeout", "failed"],
-    ["silence mid-session", { code: "ETIMEDOUT", timeoutType: "SOCKET_TIMEOUT" }, "smtp_timeout", "unknown"],
+    ["silence before DATA", { code: "ETIMEDOUT", timeoutType: "SOCKET_TIMEOUT" }, "smtp_timeout", "failed"],
     [
       "refused connection",
       { code: "ESOCKET", message: "connect ECONNREFUSED 127.0.0.1:1" },
@@ -36,4 +36,28 @@ Deno.test("SMTP error classification", async (t) => {
       assert.equal(failure.outcome, outcome);
     });
   }
+});
+
+Deno.test("SMTP failures after the server accepted DATA have an unknown outcome", async (t) => {
+  const timeout = Object.assign(new Error("Timeout"), { code: "ETIMEDOUT", timeoutType: "SOCKET_TIMEOUT" });
+  const closed = Object.assign(new Error("Connection closed unexpectedly"), { code: "ECONNECTION" });
+  const rejected = Object.assign(new Error("Message failed"), { code: "EMESSAGE", responseCode: 554 });
+
+  await t.step("a timeout or a hang-up after DATA is unknown, never failed", () => {
+    for (const cause of [timeout, closed, new Error("anything")]) {
+      const failure = classifySmtpError(new DeliveryFailure(cause, "data"));
+      assert.equal(failure.outcome, "unknown");
+      assert.equal(failure.code, "smtp_outcome_unknown");
+    }
+  });
+
+  await t.step("an explicit rejection after DATA is still a definite failure", () => {
+    const failure = classifySmtpError(new DeliveryFailure(rejected, "data"));
+    assert.deepEqual([failure.code, failure.outcome, failure.responseCode], ["smtp_message_rejected", "failed", 554]);
+  });
+
+  await t.step("a hang-up mid-session before DATA is a failure that is safe to retry", () => {
+    const failure = classifySmtpError(new DeliveryFailure(closed, "session"));
+    assert.deepEqual([failure.code, failure.outcome], ["smtp_connection_lost", "failed"]);
+  });
 });

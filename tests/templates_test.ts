@@ -287,3 +287,12 @@ Deno.test("template variables", async (t) => {
     assert.deepEqual(names, ["order", "customer", "items", "empty_note", "footer"]);
   });
 });
+
+Deno.test("rendering is metered: nested sections cannot blow up", () => {
+  const items = Array.from({ length: 300 }, (_, i) => i);
+  const bomb = { subject: null, html: null, variables: null, text: "{{#a}}{{#a}}{{#a}}xxxxxxxxxx{{/a}}{{/a}}{{/a}}" };
+  const error = apiError(() => renderTemplate(bomb, { a: items }), 422, "template_output_too_large");
+  assert.ok(error.details?.limit_chars);
+  const fine = { ...bomb, text: "{{#a}}{{.}},{{/a}}" };
+  assert.equal(renderTemplate(fine, { a: [1, 2, 3] }).text, "1,2,3,");
+});

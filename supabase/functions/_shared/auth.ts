@@ -56,6 +56,13 @@ export function createTokenVerifier(jwt: Config["jwt"]): TokenVerifier {
     } catch (error) {
       if (error instanceof ApiError) throw error;
       if (error instanceof jose.errors.JWTExpired) throw unauthorized("token_expired", "Token has expired");
+      const keysUnreachable = error instanceof jose.errors.JWKSTimeout || !(error instanceof jose.errors.JOSEError);
+      if (keysUnreachable) {
+        // The key set could not be fetched (or parsed): our problem, not the caller's token.
+        throw new ApiError(503, "auth_unavailable", "The signing keys could not be fetched; retry shortly", undefined, {
+          "retry-after": "5",
+        });
+      }
       throw unauthorized("invalid_token", "Token could not be verified");
     }
 
@@ -64,6 +71,9 @@ export function createTokenVerifier(jwt: Config["jwt"]): TokenVerifier {
     }
     if (typeof payload.sub !== "string" || !/^[0-9a-f-]{36}$/i.test(payload.sub)) {
       throw unauthorized("invalid_token", "Token has no valid subject");
+    }
+    if (payload.is_anonymous === true && !jwt.allowAnonymousUsers) {
+      throw new ApiError(403, "anonymous_user_not_allowed", "Anonymous sign-ins cannot send email; sign in properly");
     }
     return payload as UserClaims;
   };

@@ -52,7 +52,7 @@ const LIMIT_VARIABLES: Record<keyof CompositionLimits, string> = {
  * | `MAILROOM_MAX_HTML_BYTES`       | `maxHtmlBytes`       | 2 MiB    |
  * | `MAILROOM_MAX_SUBJECT_CHARS`    | `maxSubjectChars`    | 998      |
  * | `MAILROOM_MAX_ATTACHMENTS`      | `maxAttachments`     | 10       |
- * | `MAILROOM_MAX_ATTACHMENT_BYTES` | `maxAttachmentBytes` | 10 MiB   |
+ * | `MAILROOM_MAX_ATTACHMENT_BYTES` | `maxAttachmentBytes` | 7 MiB    |
  *
  * `MAILROOM_MAX_SUBJECT_CHARS` cannot exceed 998. Values are positive integers in plain digits.
  *

@@ -17,6 +17,8 @@ export interface Config {
     /** Legacy HS256 secret, accepted as a fallback when set. */
     secret?: string;
     issuer: string;
+    /** Whether Supabase anonymous sign-ins (is_anonymous) may use the API. */
+    allowAnonymousUsers?: boolean;
   };
   smtp: {
     connectTimeoutMs: number;
@@ -98,6 +100,7 @@ export function loadConfig(env: Env): Config {
       secret: env.MAILROOM_JWT_SECRET?.trim() || env.SUPABASE_JWT_SECRET?.trim() || env.JWT_SECRET?.trim() ||
         undefined,
       issuer: env.MAILROOM_JWT_ISSUER?.trim() || `${supabaseUrl}/auth/v1`,
+      allowAnonymousUsers: env.MAILROOM_ALLOW_ANONYMOUS_USERS === "true",
     },
     smtp: {
       connectTimeoutMs: positiveInt(env, "MAILROOM_SMTP_CONNECT_TIMEOUT_MS", 10_000),

@@ -32,7 +32,11 @@ export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): 
  */
 export function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
+    // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
+    // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
     await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                    set_config('request.jwt.claim.sub', ${claims.sub}, true),
+                    set_config('request.jwt.claim.role', 'authenticated', true),
                     set_config('role', 'authenticated', true)`;
     return await fn(tx);
   }) as Promise<T>;

@@ -137,8 +137,14 @@ export function parseHost(input: string): ParsedHost {
 /** Why an address may not be connected to, or null when it is public unicast. */
 export function forbiddenRange(address: ipaddr.IPv4 | ipaddr.IPv6): string | null {
   let ip = address;
-  if (ip.kind() === "ipv6" && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
-    ip = (ip as ipaddr.IPv6).toIPv4Address();
+  if (ip.kind() === "ipv6") {
+    const v6 = ip as ipaddr.IPv6;
+    if (v6.isIPv4MappedAddress()) {
+      ip = v6.toIPv4Address();
+    } else if (v6.parts.slice(0, 6).every((part) => part === 0)) {
+      // Deprecated IPv4-compatible form (::a.b.c.d); ipaddr.js calls it unicast.
+      return "ipv4Compatible";
+    }
   }
   const range = ip.range();
   return range === "unicast" ? null : range;
@@ -190,17 +196,24 @@ export async function resolveTarget(
   policy: EgressPolicy,
   input: string,
   port: number,
-  resolve: Resolver = systemResolver,
+  options: { resolve?: Resolver; timeoutMs?: number } = {},
 ): Promise<ResolvedTarget> {
+  const { resolve = systemResolver, timeoutMs = 10_000 } = options;
   const parsed = checkHostStatically(policy, input, port);
   if (parsed.ip) return { address: parsed.ip.toString() };
   let answers: string[];
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    answers = await resolve(parsed.host);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("DNS timeout")), timeoutMs);
+    });
+    answers = await Promise.race([resolve(parsed.host), timeout]);
   } catch {
     throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} could not be resolved`, {
       host: parsed.host,
     });
+  } finally {
+    clearTimeout(timer);
   }
   if (answers.length === 0) {
     throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} has no addresses`, {

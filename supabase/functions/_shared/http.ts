@@ -75,6 +75,10 @@ export function serveJson(handler: Handler): Handler {
 
 /** Parse a JSON request body, turning a malformed one into a 400. */
 export async function readJson(req: Request, maxBytes: number): Promise<unknown> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > maxBytes) {
+    throw new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, { limit_bytes: maxBytes });
+  }
   const text = await req.text();
   if (new TextEncoder().encode(text).length > maxBytes) {
     throw new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, {

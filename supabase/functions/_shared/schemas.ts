@@ -64,10 +64,36 @@ export const sendEmailRequest = z.object({
 /** A validated send request. */
 export type SendEmailRequest = z.infer<typeof sendEmailRequest>;
 
+/** Path of the first string (or key) holding a NUL character, which Postgres text cannot store. */
+function nulPath(value: unknown, path: string[] = []): string | null {
+  if (typeof value === "string") return value.includes("\0") ? path.join(".") : null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nulPath(value[i], [...path, String(i)]);
+      if (found !== null) return found;
+    }
+  } else if (value && typeof value === "object") {
+    for (const [key, inner] of Object.entries(value)) {
+      if (key.includes("\0")) return [...path, key.replace(/\0/g, "")].join(".");
+      const found = nulPath(inner, [...path, key]);
+      if (found !== null) return found;
+    }
+  }
+  return null;
+}
+
 /** Validate `value`, turning failures into 400 `invalid_request` with field paths. */
 export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   const result = schema.safeParse(value);
-  if (result.success) return result.data;
+  if (result.success) {
+    const path = nulPath(value);
+    if (path !== null) {
+      throw new ApiError(400, "invalid_request", `${path || "body"}: NUL characters are not allowed`, {
+        issues: [{ path, message: "NUL characters are not allowed" }],
+      });
+    }
+    return result.data;
+  }
   const issues = result.error.issues.map((issue) => ({
     path: issue.path.map(String).join("."),
     message: issue.message,

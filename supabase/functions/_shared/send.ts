@@ -6,7 +6,7 @@ import type { AppContext } from "./context.ts";
 import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
-import { classifySmtpError, deliver, type SmtpServer } from "./smtp.ts";
+import { classifySmtpError, deliver, type SmtpFailure, type SmtpServer } from "./smtp.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
 import { reserveSendCapacity } from "./rate_limit.ts";
 import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./smtp_configs.ts";
@@ -83,16 +83,58 @@ async function compose(
   return { message, subject: content.subject, templateId: content.templateId };
 }
 
-async function recordOutcome(
-  ctx: AppContext,
-  claims: UserClaims,
-  auditId: string,
-  failure: { outcome: "failed" | "unknown"; code: string; message: string; responseCode?: number },
-): Promise<void> {
-  await withUser(ctx.sql, claims, (tx) =>
-    tx`select private.record_email_outcome(
-         ${auditId}::uuid, ${failure.outcome}, null, '{}'::text[], '{}'::text[],
-         ${failure.code}, ${failure.message}, ${failure.responseCode ?? null})`);
+/** An egress refusal (ApiError) or an SMTP failure, as the audit row and the response describe it. */
+function describeFailure(
+  error: unknown,
+): { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } {
+  if (error instanceof ApiError) {
+    return {
+      httpStatus: error.status,
+      failure: { code: error.code, outcome: "failed", message: error.message },
+      details: error.details,
+    };
+  }
+  return { httpStatus: 502, failure: classifySmtpError(error) };
+}
+
+interface Outcome {
+  status: "sent" | "failed" | "unknown";
+  messageId?: string;
+  accepted?: string[];
+  rejected?: string[];
+  code?: string;
+  message?: string;
+  responseCode?: number;
+}
+
+/**
+ * Record the outcome on the in-flight audit row, trying twice. A failure here must not
+ * hide what happened on the wire (above all a delivered message), so it is logged with
+ * the audit id and swallowed; the row then stays `sending` until a sweep marks it.
+ */
+async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: string, outcome: Outcome): Promise<void> {
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    try {
+      await withUser(ctx.sql, claims, (tx) =>
+        tx`select private.record_email_outcome(
+             ${auditId}::uuid, ${outcome.status}, ${outcome.messageId ?? null},
+             ${outcome.accepted ?? []}::text[], ${outcome.rejected ?? []}::text[],
+             ${outcome.code ?? null}, ${outcome.message ?? null}, ${outcome.responseCode ?? null})`);
+      return;
+    } catch (error) {
+      if (attempt === 2) {
+        const e = error as { name?: string; code?: string };
+        console.error(JSON.stringify({
+          level: "error",
+          msg: "could not record send outcome",
+          audit_id: auditId,
+          status: outcome.status,
+          error: e?.name,
+          code: e?.code,
+        }));
+      }
+    }
+  }
 }
 
 /**
@@ -128,16 +170,20 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
 
   let delivery;
   try {
-    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port);
+    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
+      timeoutMs: ctx.config.smtp.connectTimeoutMs,
+    });
     delivery = await deliver(server, target, message, ctx.config.smtp);
   } catch (error) {
-    if (error instanceof ApiError) {
-      await recordOutcome(ctx, claims, auditId, { outcome: "failed", code: error.code, message: error.message });
-      throw error;
-    }
-    const failure = classifySmtpError(error);
-    await recordOutcome(ctx, claims, auditId, failure);
-    throw new ApiError(502, failure.code, failure.message, {
+    const { httpStatus, failure, details } = describeFailure(error);
+    await recordOutcome(ctx, claims, auditId, {
+      status: failure.outcome,
+      code: failure.code,
+      message: failure.message,
+      responseCode: failure.responseCode,
+    });
+    throw new ApiError(httpStatus, failure.code, failure.message, {
+      ...details,
       id: auditId,
       status: failure.outcome,
       smtp_response_code: failure.responseCode,
@@ -145,10 +191,12 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     });
   }
 
-  await withUser(ctx.sql, claims, (tx) =>
-    tx`select private.record_email_outcome(
-         ${auditId}::uuid, 'sent', ${delivery.messageId}, ${delivery.accepted}::text[],
-         ${delivery.rejected}::text[], null, null, null)`);
+  await recordOutcome(ctx, claims, auditId, {
+    status: "sent",
+    messageId: delivery.messageId,
+    accepted: delivery.accepted,
+    rejected: delivery.rejected,
+  });
   return {
     id: auditId,
     status: "sent",

@@ -56,14 +56,48 @@ export function transportOptions(
   };
 }
 
-/** Send one built message (its raw bytes and envelope) over a fresh connection and close it. */
+/** How far an SMTP session got: until the server accepts DATA (354) nothing can have been delivered. */
+export type SessionStage = "connecting" | "session" | "data";
+
+/** A delivery failure with the stage the session had reached. */
+export class DeliveryFailure extends Error {
+  override name = "DeliveryFailure";
+  constructor(override readonly cause: unknown, readonly stage: SessionStage) {
+    super("SMTP delivery failed");
+  }
+}
+
+type ServerLineListener = (line: string) => void;
+
+/**
+ * A nodemailer logger that only hands the server's own lines to `onServerLine` (never the
+ * client's, which carry credentials, nor message content) and prints nothing.
+ */
+function serverLineLogger(onServerLine: ServerLineListener) {
+  const noop = () => {};
+  const debug = (entry: { tnx?: string }, ...args: unknown[]) => {
+    if (entry?.tnx === "server" && typeof args[0] === "string") onServerLine(args[0]);
+  };
+  return { level: noop, trace: noop, debug, info: noop, warn: noop, error: noop, fatal: noop };
+}
+
+/**
+ * Send one built message (its raw bytes and envelope) over a fresh connection and close it.
+ *
+ * @throws DeliveryFailure wrapping nodemailer's error, with the stage the session reached.
+ */
 export async function deliver(
   server: SmtpServer,
   target: ResolvedTarget,
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: Config["smtp"],
 ): Promise<SmtpDelivery> {
-  const transport = nodemailer.createTransport(transportOptions(server, target, smtp));
+  let stage: SessionStage = "connecting";
+  const logger = serverLineLogger((line) => {
+    if (stage === "connecting" && line.startsWith("220")) stage = "session";
+    if (line.startsWith("354")) stage = "data";
+  });
+  const transport = nodemailer.createTransport({ ...transportOptions(server, target, smtp), logger, debug: true });
   try {
     const info = await transport.sendMail({ envelope: message.envelope, raw: message.raw });
     const addr = (x: string | { address: string }) => (typeof x === "string" ? x : x.address);
@@ -73,6 +107,8 @@ export async function deliver(
       rejected: info.rejected.map(addr),
       response: info.response,
     };
+  } catch (error) {
+    throw new DeliveryFailure(error, stage);
   } finally {
     transport.close();
   }
@@ -98,12 +134,10 @@ export async function verifyServer(
   smtp: Config["smtp"],
 ): Promise<SmtpVerification> {
   let banner: string | null = null;
-  // Only the server's own lines are looked at (the first is its greeting); nothing is logged.
-  const capture = (entry: { tnx?: string }, ...args: unknown[]) => {
-    if (banner === null && entry?.tnx === "server" && typeof args[0] === "string") banner = args[0].slice(0, 200);
-  };
-  const noop = () => {};
-  const logger = { level: noop, trace: noop, debug: capture, info: noop, warn: noop, error: noop, fatal: noop };
+  // The first line the server sends is its greeting.
+  const logger = serverLineLogger((line) => {
+    if (banner === null) banner = line.slice(0, 200);
+  });
   const transport = nodemailer.createTransport({ ...transportOptions(server, target, smtp), logger, debug: true });
   const started = performance.now();
   try {
@@ -144,74 +178,55 @@ const TLS_VERIFY_PATTERN = /certificate|self[- ]signed|unable to verify|altnames
 
 /** Map a nodemailer error to a stable code; the password is never part of it. */
 export function classifySmtpError(error: unknown): SmtpFailure {
-  const e = (error ?? {}) as NodemailerError;
+  const stage = error instanceof DeliveryFailure ? error.stage : "connecting";
+  const e = ((error instanceof DeliveryFailure ? error.cause : error) ?? {}) as NodemailerError;
   const base = { responseCode: e.responseCode, response: e.response?.slice(0, 500) };
-  const text = `${e.message ?? ""}`;
+  const failed = (code: string, message: string): SmtpFailure => ({ ...base, code, outcome: "failed", message });
+
+  // An explicit reply from the server is a definite answer, whatever the stage.
   switch (e.code) {
     case "EAUTH":
     case "ENOAUTH":
-      return {
-        ...base,
-        code: "smtp_auth_failed",
-        outcome: "failed",
-        message: "The SMTP server rejected the credentials",
-      };
+      return failed("smtp_auth_failed", "The SMTP server rejected the credentials");
     case "EENVELOPE":
-      return {
-        ...base,
-        code: "smtp_recipients_rejected",
-        outcome: "failed",
-        message: "The SMTP server rejected the sender or all recipients",
-      };
+      return failed("smtp_recipients_rejected", "The SMTP server rejected the sender or all recipients");
     case "EMESSAGE":
-      return {
-        ...base,
-        code: "smtp_message_rejected",
-        outcome: "failed",
-        message: "The SMTP server rejected the message",
-      };
+      return failed("smtp_message_rejected", "The SMTP server rejected the message");
     case "EDNS":
-      return {
-        ...base,
-        code: "smtp_host_not_found",
-        outcome: "failed",
-        message: "The SMTP host name could not be resolved",
-      };
+      return failed("smtp_host_not_found", "The SMTP host name could not be resolved");
     case "ETLS":
-      return {
-        ...base,
-        code: "smtp_tls_failed",
-        outcome: "failed",
-        message: "TLS could not be negotiated with the SMTP server",
-      };
-    case "ETIMEDOUT":
-      if (e.timeoutType === "SOCKET_TIMEOUT") {
-        return {
-          ...base,
-          code: "smtp_timeout",
-          outcome: "unknown",
-          message: "The SMTP server stopped answering mid-session; the message may or may not have been accepted",
-        };
-      }
-      return {
-        ...base,
-        code: "smtp_connect_timeout",
-        outcome: "failed",
-        message: "Timed out connecting to the SMTP server",
-      };
+      return failed(
+        "smtp_tls_failed",
+        "TLS could not be negotiated with the SMTP server (for starttls: the server did not offer STARTTLS)",
+      );
   }
-  if (TLS_VERIFY_PATTERN.test(text)) {
+  // The server took the message data but never confirmed it: it may have delivered it, and
+  // SMTP has no idempotency, so this must never be retried automatically.
+  if (stage === "data") {
     return {
       ...base,
-      code: "smtp_tls_verify_failed",
-      outcome: "failed",
-      message: "The SMTP server's TLS certificate could not be verified",
+      code: "smtp_outcome_unknown",
+      outcome: "unknown",
+      message: "The connection ended after the message was transmitted but before the server confirmed it; " +
+        "it may or may not have been delivered",
     };
+  }
+  const text = `${e.message ?? ""}`;
+  if (e.code === "ETIMEDOUT") {
+    return e.timeoutType === "SOCKET_TIMEOUT"
+      ? failed("smtp_timeout", "The SMTP server stopped answering before the message was sent")
+      : failed("smtp_connect_timeout", "Timed out connecting to the SMTP server");
+  }
+  if (TLS_VERIFY_PATTERN.test(text)) {
+    return failed("smtp_tls_verify_failed", "The SMTP server's TLS certificate could not be verified");
+  }
+  if (stage === "session" && (e.code === "ECONNECTION" || e.code === "ESOCKET")) {
+    return failed("smtp_connection_lost", "The SMTP server closed the connection before the message was sent");
   }
   if (
     /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH/i.test(text) || e.code === "ECONNECTION" || e.code === "ESOCKET"
   ) {
-    return { ...base, code: "smtp_connect_failed", outcome: "failed", message: "Could not connect to the SMTP server" };
+    return failed("smtp_connect_failed", "Could not connect to the SMTP server");
   }
-  return { ...base, code: "smtp_error", outcome: "failed", message: "The SMTP exchange failed" };
+  return failed("smtp_error", "The SMTP exchange failed");
 }

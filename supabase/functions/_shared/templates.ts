@@ -59,6 +59,7 @@ interface MustacheContext {
 }
 interface MustacheWriter {
   templateCache: unknown;
+  renderTokens(...args: unknown[]): string;
   parse(template: string, tags: [string, string]): Token[];
   render(
     template: string,
@@ -69,7 +70,7 @@ interface MustacheWriter {
 }
 interface MustacheApi {
   escape(text: string): string;
-  Writer: new () => MustacheWriter;
+  Writer: { new (): MustacheWriter; prototype: MustacheWriter };
   Context: new (view: unknown, parent?: MustacheContext) => MustacheContext;
 }
 const mustache = Mustache as MustacheApi;
@@ -79,6 +80,27 @@ const escapeHtml = mustache.escape;
 // (as Mustache.parse does) would grow without bound.
 const writer = new mustache.Writer();
 writer.templateCache = undefined;
+
+/**
+ * Most characters a render may produce. Nested sections multiply (`{{#a}}{{#a}}{{#a}}…` over a
+ * few hundred items is hundreds of millions of characters), so output is metered as it is built,
+ * not checked afterwards. Nested output is counted at every level, which only makes the meter
+ * stricter; the cap is far above any real email (the HTML limit is 2 MiB).
+ */
+export const MAX_RENDERED_CHARS = 20_000_000;
+
+let renderBudget = 0;
+const renderTokens = mustache.Writer.prototype.renderTokens;
+writer.renderTokens = function (this: MustacheWriter, ...args: unknown[]): string {
+  const out = renderTokens.apply(this, args);
+  renderBudget -= out.length;
+  if (renderBudget < 0) {
+    throw new ApiError(422, "template_output_too_large", "The template renders to more text than any email may hold", {
+      limit_chars: MAX_RENDERED_CHARS,
+    });
+  }
+  return out;
+};
 
 /**
  * Mustache's own lookup walks the prototype chain (`{{constructor}}`, `{{name.constructor.name}}`)
@@ -218,6 +240,7 @@ export function renderTemplate(template: EmailTemplate, data: Record<string, unk
   }
 
   const rendered: RenderedTemplate = {};
+  renderBudget = MAX_RENDERED_CHARS;
   for (const part of PARTS) {
     const source = template[part];
     if (source === null || source === undefined) continue;

@@ -30,18 +30,23 @@ const MAX_BODY_BYTES = 64 * 1024;
 export function routeSegments(req: Request, functionName: string): string[] {
   const segments = new URL(req.url).pathname.split("/").filter(Boolean);
   const at = segments.indexOf(functionName);
-  return segments.slice(at + 1).map((s) => decodeURIComponent(s));
+  try {
+    return segments.slice(at + 1).map((s) => decodeURIComponent(s));
+  } catch {
+    throw new ApiError(400, "invalid_path", "The path has a malformed percent-escape");
+  }
 }
 
 /** Refuse what the policy refuses; warn about what will fail elsewhere or cannot be checked now. */
 async function checkServer(
   policy: EgressPolicy,
   server: { host: string; port: number; security: string },
+  timeoutMs: number,
 ): Promise<{ host: string; warnings: ConfigWarning[] }> {
   const { host } = checkServerStatically(policy, server, { sending: false });
   const warnings = portWarnings(policy, server.port);
   try {
-    await resolveTarget(policy, host, server.port);
+    await resolveTarget(policy, host, server.port, { timeoutMs });
   } catch (error) {
     if (!(error instanceof ApiError) || error.code !== "smtp_host_not_found") throw error;
     warnings.push({ code: "host_not_resolved", message: `${host} does not resolve right now; check the spelling` });
@@ -51,7 +56,7 @@ async function checkServer(
 
 async function create(ctx: AppContext, claims: UserClaims, req: Request): Promise<Response> {
   const body = parseBody(createConfigRequest, await readJson(req, MAX_BODY_BYTES));
-  const { host, warnings } = await checkServer(ctx.config.egress, body);
+  const { host, warnings } = await checkServer(ctx.config.egress, body, ctx.config.smtp.connectTimeoutMs);
   const config = await withUser(ctx.sql, claims, (tx) => createConfig(tx, { ...body, host }));
   return json({ ...config, warnings }, 201);
 }
@@ -66,7 +71,7 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
       host: body.host ?? current.host,
       port: body.port ?? current.port,
       security: body.security ?? current.security,
-    }));
+    }, ctx.config.smtp.connectTimeoutMs));
   }
   const config = await withUser(ctx.sql, claims, async (tx) => {
     const locked = await findConfig(tx, current.id, true);
@@ -84,7 +89,9 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
     throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
   }
   checkServerStatically(ctx.config.egress, config);
-  const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port);
+  const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
+    timeoutMs: ctx.config.smtp.connectTimeoutMs,
+  });
   const server = { ...config, ...credentials };
   const started = performance.now();
   try {
