@@ -141,7 +141,7 @@ Deno.test({
         ]);
         assert.deepEqual(mail.from?.value, [{ address: "composer@example.com", name: "Agent Ünïcode" }]);
         assert.match(headerBlock(message), /^Subject: =\?UTF-8\?/m, "the subject is MIME-encoded");
-        assert.doesNotMatch(headerBlock(message), /[^\x00-\x7f]/, "headers are 7-bit");
+        assert.ok([...headerBlock(message)].every((c) => c.charCodeAt(0) < 128), "headers are 7-bit");
         assert.equal(message.envelope.mailFrom, "composer@example.com", "the envelope sender is the config's");
       });
 
