@@ -1,6 +1,7 @@
 // `deno task test`: every suite in one run. Deno tests (unit, integration, end to end)
 // and the pgTAP files (run with pg_prove against a throwaway cluster carrying the
 // platform bootstrap and our migrations), then one closing line `N passed, N failed`.
+import postgres from "postgres";
 import { bootstrapPlatform, freePort, pushMigrations, ROOT, startCluster } from "../local/postgres.ts";
 
 interface Totals {
@@ -49,6 +50,32 @@ async function denoSuite(): Promise<Totals & { ok: boolean }> {
   return { ok: result.ok, ...denoTotals(result.out) };
 }
 
+// plpgsql_check over every function in public and private, via the real CLI; counted as one check.
+async function dbLint(url: string): Promise<boolean> {
+  console.log("== supabase db lint (plpgsql_check)");
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`create extension if not exists plpgsql_check`;
+  } finally {
+    await sql.end();
+  }
+  const cli = `${ROOT}/node_modules/.bin/supabase`;
+  const args = [
+    "db",
+    "lint",
+    `--db-url=${url}`,
+    "--schema",
+    "public,private",
+    "--level",
+    "warning",
+    "--fail-on",
+    "warning",
+  ];
+  const result = await run(cli, args, { PGSSLMODE: "disable" });
+  console.log(result.ok ? "ok - supabase db lint" : "not ok - supabase db lint");
+  return result.ok;
+}
+
 async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
   console.log("== pgTAP (pg_prove)");
   const files = [...Deno.readDirSync(`${ROOT}/supabase/tests/database`)]
@@ -73,7 +100,13 @@ async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
       "postgres",
       ...files,
     ]);
-    return { ok: result.ok, ...tapTotals(result.out) };
+    const lint = await dbLint(cluster.url);
+    const totals = tapTotals(result.out);
+    return {
+      ok: result.ok && lint,
+      passed: totals.passed + (lint ? 1 : 0),
+      failed: totals.failed + (lint ? 0 : 1),
+    };
   } finally {
     await cluster.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -85,9 +118,9 @@ const passed = suites.reduce((n, s) => n + s.passed, 0);
 const failed = suites.reduce((n, s) => n + s.failed, 0);
 const allOk = suites.every((s) => s.ok) && failed === 0 && passed > 0;
 console.log(
-  `\ndeno: ${suites[0].passed} passed, ${suites[0].failed} failed; pgTAP: ${suites[1].passed} passed, ${
-    suites[1].failed
-  } failed`,
+  `\ndeno: ${suites[0].passed} passed, ${suites[0].failed} failed; database (pgTAP + db lint): ${
+    suites[1].passed
+  } passed, ${suites[1].failed} failed`,
 );
 console.log(`${passed} passed, ${failed} failed`);
 if (!allOk) {
