@@ -89,6 +89,12 @@ Deno.test({
         assert.equal(typeof res.json.latency_ms, "number");
         assert.match(res.json.server_banner, /^220 /);
         assert.equal(smtps.messages().length, 0);
+        const [recorded] = await stack.sql`
+          select ok, error_class, latency_ms, server_banner from public.smtp_config_verifications where config_id = ${work.id}`;
+        assert.equal(recorded.ok, true);
+        assert.equal(recorded.error_class, null);
+        assert.equal(recorded.latency_ms, res.json.latency_ms);
+        assert.equal(recorded.server_banner, res.json.server_banner);
       });
 
       await t.step(
@@ -198,6 +204,10 @@ Deno.test({
             assert.equal(res.status, 502, `${over.name}: ${JSON.stringify(res.json)}`);
             assert.equal(res.json.error.code, code, `${over.name}`);
             assert.equal(typeof res.json.error.details.latency_ms, "number");
+            const [recorded] = await stack.sql`
+              select v.ok, v.error_class from public.smtp_config_verifications v
+              join public.user_smtp_configs c on c.id = v.config_id where c.name = ${over.name as string}`;
+            assert.deepEqual({ ...recorded }, { ok: false, error_class: code }, `${over.name} is recorded`);
           }
           assert.equal(hidden.messages().length, 0, "no message and no credentials over a downgraded session");
         } finally {
@@ -359,6 +369,39 @@ Deno.test({
         assert.equal(await errorCode(verify, 422), "smtp_port_blocked_by_platform");
       });
     } finally {
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "smtp-configs verify is limited per user, also under concurrency",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const stack = await startTestStack({ MAILROOM_VERIFY_PER_MINUTE: "2" });
+    const smtps = await startSmtpCatcher({
+      mode: "tls",
+      tls: { key: stack.certs.key, cert: stack.certs.cert },
+      users: { [SMTP_USER]: PASSWORD },
+    });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { name: "main", port: smtps.port, username: SMTP_USER, password: PASSWORD });
+      const attempts = await Promise.all(
+        Array.from({ length: 5 }, () => stack.invoke("smtp-configs/main/verify", { token: user.token })),
+      );
+      const statuses = attempts.map((res) => res.status).sort();
+      assert.deepEqual(statuses, [200, 200, 429, 429, 429]);
+      const limited = attempts.find((res) => res.status === 429)!;
+      const retryAfter = Number(limited.headers.get("retry-after"));
+      assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${retryAfter}`);
+      assert.equal(await errorCode(limited, 429), "rate_limited");
+      await Promise.all(attempts.filter((res) => res !== limited).map((res) => res.body?.cancel()));
+      const [{ n }] = await stack.sql`select count(*)::int as n from public.smtp_config_verifications`;
+      assert.equal(n, 2, "refused attempts open no SMTP session and leave no row");
+    } finally {
+      await smtps.close();
       await stack.close();
     }
   },

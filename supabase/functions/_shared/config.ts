@@ -31,6 +31,8 @@ export interface Config {
   egress: EgressPolicy;
   /** Size and count limits of a message. */
   limits: CompositionLimits;
+  /** SMTP config verifications a user may run per minute. */
+  verifyPerMinute: number;
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -51,7 +53,7 @@ function positiveInt(env: Env, name: string, fallback: number): number {
   if (!raw) return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value <= 0) {
-    throw new ConfigError(`${name} must be a positive integer (milliseconds), got "${raw}"`);
+    throw new ConfigError(`${name} must be a positive integer, got "${raw}"`);
   }
   return value;
 }
@@ -110,5 +112,6 @@ export function loadConfig(env: Env): Config {
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
     limits: orConfigError(() => loadCompositionLimits(env)),
+    verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),
   };
 }

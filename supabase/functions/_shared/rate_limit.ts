@@ -44,12 +44,21 @@ export async function reserveSendCapacity(tx: Tx, config: ConfigLimits, count = 
 }
 
 function limited(config: ConfigLimits, per: "minute" | "day", limit: number, freesIn: number | null): ApiError {
-  const retryAfter = Math.max(1, freesIn ?? (per === "minute" ? 60 : 86_400));
+  return rateLimited(
+    `SMTP config ${JSON.stringify(config.name)} allows ${limit} messages per ${per}`,
+    { config: config.name, limit, per },
+    freesIn ?? (per === "minute" ? 60 : 86_400),
+  );
+}
+
+/** 429 `rate_limited` with Retry-After (seconds, at least 1). */
+export function rateLimited(what: string, details: Record<string, unknown>, retryAfterSeconds: number): ApiError {
+  const retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
   return new ApiError(
     429,
     "rate_limited",
-    `SMTP config ${JSON.stringify(config.name)} allows ${limit} messages per ${per}; retry in ${retryAfter} s`,
-    { config: config.name, limit, per, retry_after_seconds: retryAfter },
+    `${what}; retry in ${retryAfter} s`,
+    { ...details, retry_after_seconds: retryAfter },
     { "retry-after": String(retryAfter) },
   );
 }

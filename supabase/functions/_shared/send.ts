@@ -6,7 +6,7 @@ import type { AppContext } from "./context.ts";
 import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
-import { classifySmtpError, deliver, type SmtpFailure, type SmtpServer } from "./smtp.ts";
+import { deliver, describeFailure, type SmtpServer } from "./smtp.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
 import { reserveSendCapacity } from "./rate_limit.ts";
 import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./smtp_configs.ts";
@@ -81,20 +81,6 @@ async function compose(
     }),
   }, limits);
   return { message, subject: content.subject, templateId: content.templateId };
-}
-
-/** An egress refusal (ApiError) or an SMTP failure, as the audit row and the response describe it. */
-function describeFailure(
-  error: unknown,
-): { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } {
-  if (error instanceof ApiError) {
-    return {
-      httpStatus: error.status,
-      failure: { code: error.code, outcome: "failed", message: error.message },
-      details: error.details,
-    };
-  }
-  return { httpStatus: 502, failure: classifySmtpError(error) };
 }
 
 interface Outcome {

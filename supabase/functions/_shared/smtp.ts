@@ -5,6 +5,7 @@ import type SMTPTransport from "nodemailer/lib/smtp-transport";
 import type { Config } from "./config.ts";
 import type { BuiltMessage } from "./message.ts";
 import type { ResolvedTarget } from "./egress.ts";
+import { ApiError } from "./http.ts";
 
 /** How to reach and authenticate to an SMTP server. */
 export interface SmtpServer {
@@ -229,4 +230,18 @@ export function classifySmtpError(error: unknown): SmtpFailure {
     return failed("smtp_connect_failed", "Could not connect to the SMTP server");
   }
   return failed("smtp_error", "The SMTP exchange failed");
+}
+
+/** An egress refusal (ApiError) or an SMTP failure, as the audit row and the response describe it. */
+export function describeFailure(
+  error: unknown,
+): { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } {
+  if (error instanceof ApiError) {
+    return {
+      httpStatus: error.status,
+      failure: { code: error.code, outcome: "failed", message: error.message },
+      details: error.details,
+    };
+  }
+  return { httpStatus: 502, failure: classifySmtpError(error) };
 }

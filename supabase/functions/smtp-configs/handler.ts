@@ -12,7 +12,8 @@ import {
 } from "../_shared/egress.ts";
 import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
-import { classifySmtpError, verifyServer } from "../_shared/smtp.ts";
+import { describeFailure, verifyServer } from "../_shared/smtp.ts";
+import { finishVerification, startVerification } from "../_shared/verifications.ts";
 import {
   type ConfigWarning,
   createConfig,
@@ -81,25 +82,36 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
 }
 
 async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise<Response> {
-  const { config, credentials } = await withUser(ctx.sql, claims, async (tx) => {
+  const { config, credentials, verificationId } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await findConfig(tx, ref);
-    return { config, credentials: await loadCredentials(tx, config.id) };
+    const credentials = await loadCredentials(tx, config.id);
+    if (config.username && !credentials.password) {
+      throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
+    }
+    checkServerStatically(ctx.config.egress, config);
+    const verificationId = await startVerification(tx, claims.sub, config.id, ctx.config.verifyPerMinute);
+    return { config, credentials, verificationId };
   });
-  if (config.username && !credentials.password) {
-    throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
-  }
-  checkServerStatically(ctx.config.egress, config);
-  const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
-    timeoutMs: ctx.config.smtp.connectTimeoutMs,
-  });
-  const server = { ...config, ...credentials };
+
   const started = performance.now();
   try {
-    return json(await verifyServer(server, target, ctx.config.smtp));
+    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
+      timeoutMs: ctx.config.smtp.connectTimeoutMs,
+    });
+    const result = await verifyServer({ ...config, ...credentials }, target, ctx.config.smtp);
+    await finishVerification(ctx.sql, claims, verificationId, {
+      ok: true,
+      latencyMs: result.latency_ms,
+      serverBanner: result.server_banner,
+    });
+    return json(result);
   } catch (error) {
-    const failure = classifySmtpError(error);
-    throw new ApiError(502, failure.code, failure.message, {
-      latency_ms: Math.round(performance.now() - started),
+    const latencyMs = Math.round(performance.now() - started);
+    const { httpStatus, failure, details } = describeFailure(error);
+    await finishVerification(ctx.sql, claims, verificationId, { ok: false, errorClass: failure.code, latencyMs });
+    throw new ApiError(httpStatus, failure.code, failure.message, {
+      ...details,
+      latency_ms: latencyMs,
       smtp_response_code: failure.responseCode,
       smtp_response: failure.response,
     });
