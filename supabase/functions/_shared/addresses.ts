@@ -34,8 +34,3 @@ export function parseAddress(input: RecipientInput): Address | { error: string }
   const displayName = (name ?? parsed.name ?? "").trim();
   return displayName ? { name: displayName, address: parsed.address } : { address: parsed.address };
 }
-
-/** Render an address for logs and audit rows: only the address, never the display name. */
-export function addressOnly(address: Address): string {
-  return address.address;
-}
