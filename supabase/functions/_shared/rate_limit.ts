@@ -29,9 +29,11 @@ export async function reserveSendCapacity(tx: Tx, config: ConfigLimits, count = 
   const [window] = await tx<Window[]>`
     select count(*) filter (where created_at > now() - interval '1 minute')::int as last_minute,
            count(*)::int as last_day,
-           ceil(extract(epoch from (min(created_at) filter (where created_at > now() - interval '1 minute')
-                + interval '1 minute' - now())))::int as minute_frees_in,
-           ceil(extract(epoch from (min(created_at) + interval '24 hours' - now())))::int as day_frees_in
+           -- clock_timestamp(), not now(): this transaction may have waited on the lock while others inserted.
+           least(ceil(extract(epoch from (min(created_at) filter (where created_at > now() - interval '1 minute')
+                + interval '1 minute' - clock_timestamp()))), 60)::int as minute_frees_in,
+           least(ceil(extract(epoch from (min(created_at) + interval '24 hours' - clock_timestamp()))), 86400)::int
+             as day_frees_in
       from public.email_audit_log
      where config_id = ${config.id} and created_at > now() - interval '24 hours'`;
 

@@ -22,7 +22,8 @@ export async function startVerification(tx: Tx, userId: string, configId: string
   await tx`select pg_advisory_xact_lock(hashtextextended('mailroom.verify:' || ${userId}, 0))`;
   const [window] = await tx<{ count: number; frees_in: number | null }[]>`
     select count(*)::int as count,
-           extract(epoch from (min(created_at) + interval '1 minute' - now()))::float8 as frees_in
+           -- clock_timestamp(), not now(): this transaction may have waited on the lock while others inserted.
+           least(extract(epoch from (min(created_at) + interval '1 minute' - clock_timestamp())), 60)::float8 as frees_in
       from public.smtp_config_verifications
      where created_at > now() - interval '1 minute'`;
   if (window.count >= perMinute) {
