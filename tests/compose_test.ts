@@ -14,7 +14,7 @@ import {
   MAX_HEADERS,
   sanitizeHeaders,
   toPunycodeAddress,
-} from "../supabase/functions/_shared/compose.ts";
+} from "../supabase/functions/_shared/mail/compose.ts";
 
 const NEWSLETTER = `<!doctype html>
 <html><head><title>Weekly</title><style>p { color: red }</style></head>

@@ -8,7 +8,7 @@ import {
   type Resolver,
   resolveTarget,
   systemResolver,
-} from "../supabase/functions/_shared/egress.ts";
+} from "../supabase/functions/_shared/smtp/egress.ts";
 import { ApiError } from "../supabase/functions/_shared/http.ts";
 
 const policy = loadEgressPolicy({});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { classifySmtpError, DeliveryFailure } from "../supabase/functions/_shared/smtp.ts";
+import { classifySmtpError, DeliveryFailure } from "../supabase/functions/_shared/smtp/smtp.ts";
 
 Deno.test("SMTP error classification", async (t) => {
   const cases: [string, Record<string, unknown>, string, "failed" | "unknown"][] = [

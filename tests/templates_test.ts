@@ -9,7 +9,7 @@ import {
   renderTemplate,
   requiredVariables,
   validateTemplateSource,
-} from "../supabase/functions/_shared/templates.ts";
+} from "../supabase/functions/_shared/mail/templates.ts";
 
 function template(parts: Partial<EmailTemplate>): EmailTemplate {
   return { subject: null, html: null, text: null, variables: null, ...parts };

@@ -1,6 +1,6 @@
 // Deployment configuration, read once from the environment into a typed object.
-import { type EgressPolicy, loadEgressPolicy } from "./egress.ts";
-import { type CompositionLimits, loadCompositionLimits } from "./compose.ts";
+import { type EgressPolicy, loadEgressPolicy } from "./smtp/egress.ts";
+import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts";
 
 /** Everything the functions need from their environment. */
 export interface Config {

@@ -1,6 +1,6 @@
 // Request schemas (zod): the single source for validation and the request types.
 import { z } from "zod";
-import { type Address, parseAddress, type RecipientInput } from "./addresses.ts";
+import { type Address, parseAddress, type RecipientInput } from "./mail/addresses.ts";
 import { ApiError } from "./http.ts";
 
 /** Issues carrying this param make `parseBody` answer `invalid_header_value` instead of `invalid_request`. */

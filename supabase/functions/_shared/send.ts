@@ -6,14 +6,14 @@ import type { AppContext } from "./context.ts";
 import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
-import { deliver, describeFailure, type SmtpServer } from "./smtp.ts";
-import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./egress.ts";
-import { reserveSendCapacity } from "./rate_limit.ts";
-import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./smtp_configs.ts";
-import { decodeAttachments, sanitizeHeaders } from "./compose.ts";
-import { buildMessage, type BuiltMessage } from "./message.ts";
-import { renderTemplate } from "./templates.ts";
-import { findTemplate } from "./templates_store.ts";
+import { deliver, describeFailure, type SmtpServer } from "./smtp/smtp.ts";
+import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
+import { reserveSendCapacity } from "./store/rate_limit.ts";
+import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./store/smtp_configs.ts";
+import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
+import { buildMessage, type BuiltMessage } from "./mail/message.ts";
+import { renderTemplate } from "./mail/templates.ts";
+import { findTemplate } from "./store/templates.ts";
 
 /** The 200 response of a send. */
 export interface SendResult {

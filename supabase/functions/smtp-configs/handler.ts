@@ -9,11 +9,11 @@ import {
   portWarnings,
   type ResolvedTarget,
   resolveTarget,
-} from "../_shared/egress.ts";
+} from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
-import { describeFailure, verifyServer } from "../_shared/smtp.ts";
-import { finishVerification, startVerification } from "../_shared/verifications.ts";
+import { describeFailure, verifyServer } from "../_shared/smtp/smtp.ts";
+import { finishVerification, startVerification } from "../_shared/store/verifications.ts";
 import {
   type ConfigWarning,
   createConfig,
@@ -23,7 +23,7 @@ import {
   loadCredentials,
   type SmtpConfig,
   updateConfig,
-} from "../_shared/smtp_configs.ts";
+} from "../_shared/store/smtp_configs.ts";
 
 const MAX_BODY_BYTES = 64 * 1024;
 

@@ -1,9 +1,9 @@
 // SMTP configurations as the API shows them, and every change to them, run inside the
 // caller's RLS context. Passwords go straight into Vault and never come back out here,
 // except to the sending paths through `loadCredentials`.
-import type { Tx } from "./db.ts";
-import { ApiError } from "./http.ts";
-import type { CreateConfigRequest, UpdateConfigRequest } from "./schemas.ts";
+import type { Tx } from "../db.ts";
+import { ApiError } from "../http.ts";
+import type { CreateConfigRequest, UpdateConfigRequest } from "../schemas.ts";
 
 /** A config as the API returns it: never the password, only whether one is stored. */
 export interface SmtpConfig {

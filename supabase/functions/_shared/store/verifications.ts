@@ -1,7 +1,7 @@
 // SMTP config verifications: recorded as pending before any network I/O, so that
 // concurrent requests count against the per-user limit, then settled with the outcome.
-import type { UserClaims } from "./auth.ts";
-import { type Sql, type Tx, withUser } from "./db.ts";
+import type { UserClaims } from "../auth.ts";
+import { type Sql, type Tx, withUser } from "../db.ts";
 import { rateLimited } from "./rate_limit.ts";
 
 /** How a verification ended. */

@@ -3,7 +3,7 @@
 // second DNS answer cannot swap in a private one), TLS still verified against the name.
 import ipaddr from "ipaddr.js";
 import { lookup } from "node:dns/promises";
-import { ApiError } from "./http.ts";
+import { ApiError } from "../http.ts";
 
 /** Ports SMTP submission and relay use; anything else needs the deployment allowlist. */
 export const SMTP_PORTS: readonly number[] = [465, 587, 25, 2465, 2587, 2525];

@@ -4,7 +4,7 @@ import { Buffer } from "node:buffer";
 import { domainToASCII } from "node:url";
 import { convert } from "html-to-text";
 import type { Address } from "./addresses.ts";
-import { ApiError } from "./http.ts";
+import { ApiError } from "../http.ts";
 
 /** Size limits of one message. */
 export interface CompositionLimits {

@@ -1,7 +1,7 @@
 // User email templates rendered with logic-less Mustache: the user owns the template, the agent
 // supplies the data, so data can neither execute, reach prototypes, emit raw HTML nor break headers.
 import Mustache from "mustache";
-import { ApiError } from "./http.ts";
+import { ApiError } from "../http.ts";
 
 /**
  * Which variables a template declares, as stored in `email_templates.variables`. Either form is accepted:

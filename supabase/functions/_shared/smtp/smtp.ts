@@ -2,10 +2,10 @@
 // timeouts and verified TLS, and the mapping of nodemailer's error codes to ours.
 import nodemailer from "nodemailer";
 import type SMTPTransport from "nodemailer/lib/smtp-transport";
-import type { Config } from "./config.ts";
-import type { BuiltMessage } from "./message.ts";
+import type { Config } from "../config.ts";
+import type { BuiltMessage } from "../mail/message.ts";
 import type { ResolvedTarget } from "./egress.ts";
-import { ApiError } from "./http.ts";
+import { ApiError } from "../http.ts";
 
 /** How to reach and authenticate to an SMTP server. */
 export interface SmtpServer {

@@ -12,7 +12,7 @@ import {
   type InMemoryAttachment,
   toPunycodeAddress,
 } from "./compose.ts";
-import { ApiError } from "./http.ts";
+import { ApiError } from "../http.ts";
 
 /** Everything a message is made of, after validation and template rendering. */
 export interface MessageParts {

@@ -1,7 +1,7 @@
 // Finding the template a send names: the caller's own first, then a starter template.
-import type { Tx } from "./db.ts";
-import { ApiError } from "./http.ts";
-import type { EmailTemplate } from "./templates.ts";
+import type { Tx } from "../db.ts";
+import { ApiError } from "../http.ts";
+import type { EmailTemplate } from "../mail/templates.ts";
 
 /** A stored template, as the sending paths need it. */
 export interface StoredTemplate extends EmailTemplate {

@@ -1,8 +1,8 @@
 // Per-config sending limits (messages per rolling minute and per rolling day), counted
 // over the user's own audit rows and reserved under a per-config transaction lock so
 // concurrent sends cannot both slip under the limit.
-import type { Tx } from "./db.ts";
-import { ApiError } from "./http.ts";
+import type { Tx } from "../db.ts";
+import { ApiError } from "../http.ts";
 
 /** A config's identity and limits. */
 export interface ConfigLimits {
