@@ -44,6 +44,8 @@ export interface MintOptions {
   email?: string;
   role?: "authenticated" | "anon" | "service_role";
   expiresIn?: string | number;
+  /** `iat` in seconds since the epoch; now when absent. */
+  issuedAt?: number;
   extra?: Record<string, unknown>;
 }
 
@@ -58,7 +60,7 @@ export function mintToken(signingKey: SigningKey, options: MintOptions): Promise
   const jwt = new jose.SignJWT(claims)
     .setProtectedHeader({ alg: "ES256", kid: signingKey.privateJwk.kid, typ: "JWT" })
     .setIssuer(options.issuer)
-    .setIssuedAt()
+    .setIssuedAt(options.issuedAt)
     .setExpirationTime(options.expiresIn ?? "1h");
   if (options.sub) jwt.setSubject(options.sub);
   return jwt.sign(signingKey.key);

@@ -86,6 +86,14 @@ Deno.test("token verification", async (t) => {
     await rejectsWith(verify(token), "invalid_token");
   });
 
+  await t.step("rejects a token issued in the future, beyond a small clock skew", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const future = await mintToken(key, { issuer, sub, issuedAt: now + 3600, expiresIn: now + 7200 });
+    await rejectsWith(verify(future), "invalid_token");
+    const skewed = await mintToken(key, { issuer, sub, issuedAt: now + 20, expiresIn: now + 3600 });
+    assert.equal((await verify(skewed)).sub, sub, "a few seconds of skew are tolerated");
+  });
+
   await t.step("rejects garbage", async () => {
     await rejectsWith(verify("not-a-jwt"), "invalid_token");
   });

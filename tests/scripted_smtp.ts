@@ -1,60 +1,136 @@
-// A scripted SMTP peer over a real socket, for the failure modes no well-behaved server
-// produces on demand: going silent or hanging up at a chosen point of the session.
+// A scripted SMTP peer over a real socket (plaintext), for what no well-behaved server
+// produces on demand: replies chosen per recipient, extensions offered or withheld, going
+// silent or hanging up at a chosen point. It records every line the client sent, exactly as
+// the bytes arrived, so tests can assert on the real envelope and AUTH exchange.
 import net from "node:net";
+import { Buffer } from "node:buffer";
 
 /** Where the server stops cooperating. */
 export type Misbehaviour = "silent-after-ehlo" | "close-after-dot" | "silent-after-dot";
+
+/** How the scripted server answers. */
+export interface ScriptOptions {
+  misbehaviour?: Misbehaviour;
+  /** ESMTP keywords after the EHLO greeting line, e.g. `["PIPELINING", "SIZE 1000", "SMTPUTF8", "AUTH PLAIN"]`. */
+  extensions?: string[];
+  /** The reply to `RCPT TO` for an address (as sent, between the brackets) and its index in the transaction. */
+  rcpt?: (address: string, index: number) => string;
+  /** The reply to `MAIL FROM`. */
+  mail?: (line: string) => string;
+  /** The reply after the final dot. */
+  dataReply?: string;
+  /** Accepted AUTH PLAIN credentials; any other pair gets 535. */
+  users?: Record<string, string>;
+}
+
+/** A message that reached the final dot. */
+export interface ScriptedMessage {
+  mailFrom: string;
+  /** Recipients the server accepted (250), as sent between the brackets, decoded as UTF-8. */
+  rcptTo: string[];
+  data: string;
+}
 
 /** A running scripted server. */
 export interface ScriptedSmtp {
   port: number;
   /** Whether a complete message (up to the final dot) arrived. */
   receivedMessage(): boolean;
+  /** Every message that reached the final dot, in order. */
+  messages(): ScriptedMessage[];
+  /** Every command line the client sent (outside DATA), decoded as UTF-8, in order. */
+  transcript(): string[];
   close(): Promise<void>;
 }
 
-/** Start a plaintext SMTP server on loopback that misbehaves as told. */
-export function startScriptedSmtp(misbehaviour: Misbehaviour): Promise<ScriptedSmtp> {
+/** Start a plaintext SMTP server on loopback that answers as scripted. */
+export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Promise<ScriptedSmtp> {
+  const options: ScriptOptions = typeof script === "string" ? { misbehaviour: script } : script;
   const sockets = new Set<net.Socket>();
-  let gotMessage = false;
+  const transcript: string[] = [];
+  const messages: ScriptedMessage[] = [];
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
     let inData = false;
-    let buffer = "";
+    let buffer = Buffer.alloc(0);
+    let current: ScriptedMessage | null = null;
+    let rcptIndex = 0;
     const reply = (line: string) => socket.write(`${line}\r\n`);
     reply("220 scripted.example ESMTP");
-    socket.on("data", (chunk) => {
-      buffer += chunk.toString("latin1");
-      if (inData) {
-        const end = buffer.indexOf("\r\n.\r\n");
-        if (end < 0) return;
-        gotMessage = true;
-        inData = false;
-        buffer = buffer.slice(end + 5);
-        if (misbehaviour === "close-after-dot") socket.destroy();
-        return; // silent-after-dot: never confirm
+
+    const command = (line: string) => {
+      transcript.push(line);
+      const verb = line.split(" ", 1)[0].toUpperCase();
+      if (verb === "EHLO" || verb === "HELO") {
+        const extensions = options.extensions ?? [];
+        if (extensions.length === 0) return reply("250 scripted.example");
+        reply("250-scripted.example");
+        extensions.forEach((ext, i) => reply(`250${i === extensions.length - 1 ? " " : "-"}${ext}`));
+        return;
       }
-      let newline: number;
-      while ((newline = buffer.indexOf("\r\n")) >= 0) {
-        const line = buffer.slice(0, newline);
-        buffer = buffer.slice(newline + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (verb === "EHLO" || verb === "HELO") {
-          reply("250 scripted.example");
-        } else if (misbehaviour === "silent-after-ehlo") {
-          continue;
-        } else if (verb === "DATA") {
-          inData = true;
-          reply("354 go ahead");
-          return;
-        } else if (verb === "QUIT") {
-          reply("221 bye");
-          socket.end();
-        } else {
-          reply("250 OK");
+      if (options.misbehaviour === "silent-after-ehlo") return;
+      if (verb === "AUTH") {
+        const [, mechanism, initial] = line.split(" ");
+        if (mechanism?.toUpperCase() !== "PLAIN" || !initial) return reply("504 5.5.4 Only AUTH PLAIN with a response");
+        const [, user, pass] = Buffer.from(initial, "base64").toString("utf8").split("\0");
+        const ok = options.users !== undefined && options.users[user] === pass;
+        return reply(ok ? "235 2.7.0 Authentication successful" : "535 5.7.8 Authentication credentials invalid");
+      }
+      if (verb === "MAIL") {
+        const answer = options.mail?.(line) ?? "250 2.1.0 OK";
+        if (answer.startsWith("250")) {
+          current = { mailFrom: between(line), rcptTo: [], data: "" };
+          rcptIndex = 0;
         }
+        return reply(answer);
+      }
+      if (verb === "RCPT") {
+        const address = between(line);
+        const answer = options.rcpt?.(address, rcptIndex++) ?? "250 2.1.5 OK";
+        if (answer.startsWith("250")) current?.rcptTo.push(address);
+        return reply(answer);
+      }
+      if (verb === "DATA") {
+        if (!current || current.rcptTo.length === 0) return reply("554 5.5.1 No valid recipients");
+        inData = true;
+        return reply("354 go ahead");
+      }
+      if (verb === "RSET") {
+        current = null;
+        return reply("250 2.0.0 OK");
+      }
+      if (verb === "QUIT") {
+        reply("221 2.0.0 bye");
+        socket.end();
+        return;
+      }
+      reply("250 OK");
+    };
+
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      while (buffer.length > 0) {
+        if (inData) {
+          const end = buffer.indexOf("\r\n.\r\n");
+          if (end < 0) return;
+          const message = current ?? { mailFrom: "", rcptTo: [], data: "" };
+          message.data = buffer.subarray(0, end).toString("utf8");
+          messages.push(message);
+          current = null;
+          inData = false;
+          buffer = buffer.subarray(end + 5);
+          if (options.misbehaviour === "close-after-dot") return void socket.destroy();
+          if (options.misbehaviour === "silent-after-dot") return;
+          reply(options.dataReply ?? "250 2.0.0 Ok: queued as SCRIPTED");
+          continue;
+        }
+        const newline = buffer.indexOf("\r\n");
+        if (newline < 0) return;
+        const line = buffer.subarray(0, newline).toString("utf8");
+        buffer = buffer.subarray(newline + 2);
+        command(line);
       }
     });
   });
@@ -63,7 +139,9 @@ export function startScriptedSmtp(misbehaviour: Misbehaviour): Promise<ScriptedS
       const { port } = server.address() as net.AddressInfo;
       resolve({
         port,
-        receivedMessage: () => gotMessage,
+        receivedMessage: () => messages.length > 0,
+        messages: () => [...messages],
+        transcript: () => [...transcript],
         close: () =>
           new Promise<void>((done) => {
             for (const socket of sockets) socket.destroy();
@@ -72,4 +150,11 @@ export function startScriptedSmtp(misbehaviour: Misbehaviour): Promise<ScriptedS
       });
     });
   });
+}
+
+/** What stands between the first `<` and the last `>` of a MAIL/RCPT line. */
+function between(line: string): string {
+  const open = line.indexOf("<");
+  const close = line.lastIndexOf(">");
+  return open >= 0 && close > open ? line.slice(open + 1, close) : "";
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { classifySmtpError, DeliveryFailure } from "../supabase/functions/_shared/smtp/smtp.ts";
+import { classifySmtpError, SessionFailure } from "../supabase/functions/_shared/smtp/smtp.ts";
 
 Deno.test("SMTP error classification", async (t) => {
   const cases: [string, Record<string, unknown>, string, "failed" | "unknown"][] = [
@@ -45,19 +45,19 @@ Deno.test("SMTP failures after the server accepted DATA have an unknown outcome"
 
   await t.step("a timeout or a hang-up after DATA is unknown, never failed", () => {
     for (const cause of [timeout, closed, new Error("anything")]) {
-      const failure = classifySmtpError(new DeliveryFailure(cause, "data"));
+      const failure = classifySmtpError(new SessionFailure(cause, "data"));
       assert.equal(failure.outcome, "unknown");
       assert.equal(failure.code, "smtp_outcome_unknown");
     }
   });
 
   await t.step("an explicit rejection after DATA is still a definite failure", () => {
-    const failure = classifySmtpError(new DeliveryFailure(rejected, "data"));
+    const failure = classifySmtpError(new SessionFailure(rejected, "data"));
     assert.deepEqual([failure.code, failure.outcome, failure.responseCode], ["smtp_message_rejected", "failed", 554]);
   });
 
   await t.step("a hang-up mid-session before DATA is a failure that is safe to retry", () => {
-    const failure = classifySmtpError(new DeliveryFailure(closed, "session"));
+    const failure = classifySmtpError(new SessionFailure(closed, "session"));
     assert.deepEqual([failure.code, failure.outcome], ["smtp_connection_lost", "failed"]);
   });
 });

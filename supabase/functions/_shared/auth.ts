@@ -15,6 +15,8 @@ export interface UserClaims extends jose.JWTPayload {
 export type TokenVerifier = (token: string) => Promise<UserClaims>;
 
 const ASYMMETRIC_ALGS = ["ES256", "RS256", "EdDSA"];
+/** Clock difference tolerated between Supabase Auth and this function, in seconds. */
+export const CLOCK_SKEW_SECONDS = 60;
 
 function unauthorized(code: string, message: string): ApiError {
   return new ApiError(401, code, message, undefined, { "www-authenticate": "Bearer" });
@@ -66,6 +68,11 @@ export function createTokenVerifier(jwt: Config["jwt"]): TokenVerifier {
       throw unauthorized("invalid_token", "Token could not be verified");
     }
 
+    // jose checks iat only for a maximum token age; a token "issued" in the future is a forged
+    // or mis-minted one whatever its expiry says.
+    if (typeof payload.iat === "number" && payload.iat > Date.now() / 1000 + CLOCK_SKEW_SECONDS) {
+      throw unauthorized("invalid_token", "Token is issued in the future");
+    }
     if (payload.role !== "authenticated") {
       throw unauthorized("invalid_token", "Token is not a signed-in user's token");
     }

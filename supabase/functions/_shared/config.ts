@@ -1,6 +1,8 @@
 // Deployment configuration, read once from the environment into a typed object.
 import { type EgressPolicy, loadEgressPolicy } from "./smtp/egress.ts";
 import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts";
+import type { SmtpSettings } from "./smtp/session.ts";
+import ipaddr from "ipaddr.js";
 
 /** Everything the functions need from their environment. */
 export interface Config {
@@ -20,13 +22,8 @@ export interface Config {
     /** Whether Supabase anonymous sign-ins (is_anonymous) may use the API. */
     allowAnonymousUsers?: boolean;
   };
-  smtp: {
-    connectTimeoutMs: number;
-    greetingTimeoutMs: number;
-    socketTimeoutMs: number;
-    /** Extra trusted CA certificates (PEM), e.g. the local catcher's. Never disables verification. */
-    caCerts?: string;
-  };
+  /** Timeouts, trust and the EHLO name of every SMTP session. */
+  smtp: SmtpSettings;
   /** Where SMTP connections may go. */
   egress: EgressPolicy;
   /** Size and count limits of a message. */
@@ -70,6 +67,33 @@ function parseJwks(raw: string | undefined): Config["jwt"]["jwks"] {
   }
 }
 
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/**
+ * The name we greet SMTP servers with (EHLO): MAILROOM_SMTP_EHLO_NAME, else the host of
+ * SUPABASE_URL, so servers see the project's public name and never the function's internal
+ * host name. An IP address becomes an address literal (`[127.0.0.1]`), as RFC 5321 asks.
+ */
+function ehloName(configured: string | undefined, supabaseUrl: string): string {
+  const value = configured?.trim();
+  if (value) {
+    if (!HOST_NAME.test(value) && !/^\[[0-9a-f:.IPv6]+\]$/i.test(value)) {
+      throw new ConfigError(`MAILROOM_SMTP_EHLO_NAME must be a host name or an address literal, got "${value}"`);
+    }
+    return value;
+  }
+  let host: string;
+  try {
+    host = new URL(supabaseUrl).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    throw new ConfigError(`SUPABASE_URL is not a URL: "${supabaseUrl}"`);
+  }
+  if (ipaddr.IPv4.isValid(host) && ipaddr.IPv4.isValidFourPartDecimal(host)) return `[${host}]`;
+  if (ipaddr.IPv6.isValid(host)) return `[IPv6:${host}]`;
+  if (!HOST_NAME.test(host)) throw new ConfigError(`SUPABASE_URL has no usable host name for EHLO: "${host}"`);
+  return host.toLowerCase();
+}
+
 function orConfigError<T>(load: () => T): T {
   try {
     return load();
@@ -109,6 +133,7 @@ export function loadConfig(env: Env): Config {
       greetingTimeoutMs: positiveInt(env, "MAILROOM_SMTP_GREETING_TIMEOUT_MS", 10_000),
       socketTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SOCKET_TIMEOUT_MS", 30_000),
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
+      ehloName: ehloName(env.MAILROOM_SMTP_EHLO_NAME, supabaseUrl),
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
     limits: orConfigError(() => loadCompositionLimits(env)),

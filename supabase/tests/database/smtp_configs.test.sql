@@ -221,7 +221,7 @@ select lives_ok(
 select throws_ok(
   $$insert into public.user_smtp_configs (name, host, port, from_email)
     values ('crlf-email', 'smtp.mail.example', 587, E'alice@mail.example\r\nBcc: victim@example.test')$$,
-  '23514', 'new row for relation "user_smtp_configs" violates check constraint "user_smtp_configs_from_email_shape"',
+  '23514', 'new row for relation "user_smtp_configs" violates check constraint "user_smtp_configs_from_email_canonical"',
   'rejects a from_email with CR LF'
 );
 

@@ -3,14 +3,13 @@
 // in-memory attachments only, and the limits checked on what will really go out.
 import MailComposer from "nodemailer/lib/mail-composer";
 import { Buffer } from "node:buffer";
-import type { Address } from "./addresses.ts";
+import { type Address, canonicalAddress } from "./addresses.ts";
 import {
   bodies,
   type CompositionLimits,
   countRecipients,
   dedupeRecipients,
   type InMemoryAttachment,
-  toPunycodeAddress,
 } from "./compose.ts";
 import { ApiError } from "../http.ts";
 
@@ -36,19 +35,19 @@ export interface BuiltMessage {
   recipients: { to: Address[]; cc: Address[]; bcc: Address[] };
 }
 
-const ascii = (list: Address[] | undefined): Address[] =>
-  (list ?? []).map((a) => ({ ...a, address: toPunycodeAddress(a.address) }));
-
 const forComposer = (list: Address[]) => list.map((a) => ({ name: a.name ?? "", address: a.address }));
 
 /**
  * Build the raw message. From is always the config's address (only its display name
- * may differ) and the envelope is derived here, never taken from the caller.
+ * may differ) and the envelope is derived here, never taken from the caller: it lists
+ * the same canonical addresses the headers show, with no second parser in between.
  *
  * @throws ApiError 422 `too_many_recipients` / `subject_too_long`, 413 `html_too_large` / `message_too_large`.
  */
 export async function buildMessage(parts: MessageParts, limits: CompositionLimits): Promise<BuiltMessage> {
-  const recipients = dedupeRecipients({ to: ascii(parts.to), cc: ascii(parts.cc), bcc: ascii(parts.bcc) });
+  // Addresses arrive in canonical form (mail/addresses.ts): what the headers show is exactly
+  // what the envelope carries and the audit row records.
+  const recipients = dedupeRecipients({ to: parts.to, cc: parts.cc ?? [], bcc: parts.bcc ?? [] });
   const count = countRecipients(recipients);
   if (count > limits.maxRecipients) {
     throw new ApiError(422, "too_many_recipients", `At most ${limits.maxRecipients} recipients per message`, {
@@ -67,14 +66,18 @@ export async function buildMessage(parts: MessageParts, limits: CompositionLimit
     });
   }
 
-  const from = { ...parts.from, address: toPunycodeAddress(parts.from.address) };
+  const sender = canonicalAddress(parts.from.address);
+  if (typeof sender !== "string") {
+    throw new ApiError(422, "config_invalid_sender", `The config's from_email ${sender.error}; update the config`);
+  }
+  const from = { ...parts.from, address: sender };
   const { text, html } = bodies({ text: parts.text, html: parts.html });
   const composer = new MailComposer({
     from: forComposer([from])[0],
     to: forComposer(recipients.to),
     cc: recipients.cc.length ? forComposer(recipients.cc) : undefined,
     bcc: recipients.bcc.length ? forComposer(recipients.bcc) : undefined,
-    replyTo: parts.replyTo?.length ? forComposer(ascii(parts.replyTo)) : undefined,
+    replyTo: parts.replyTo?.length ? forComposer(parts.replyTo) : undefined,
     subject: parts.subject,
     text,
     html,

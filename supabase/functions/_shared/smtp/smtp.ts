@@ -1,117 +1,57 @@
-// Talking to the user's SMTP server with nodemailer: transport options with explicit
-// timeouts and verified TLS, and the mapping of nodemailer's error codes to ours.
-import nodemailer from "nodemailer";
-import type SMTPTransport from "nodemailer/lib/smtp-transport";
-import type { Config } from "../config.ts";
+// Delivering and verifying over one SMTP session (./session.ts), and the mapping of
+// what went wrong to our stable error codes.
 import type { BuiltMessage } from "../mail/message.ts";
+import { needsSmtpUtf8 } from "../mail/addresses.ts";
 import type { ResolvedTarget } from "./egress.ts";
 import { ApiError } from "../http.ts";
+import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettings } from "./session.ts";
 
-/** How to reach and authenticate to an SMTP server. */
-export interface SmtpServer {
-  host: string;
-  port: number;
-  security: "tls" | "starttls" | "none";
-  username?: string | null;
-  password?: string | null;
-}
+export { SessionFailure, type SmtpServer, type SmtpSettings } from "./session.ts";
+import type { SmtpServer } from "./session.ts";
 
 /** What the server told us about an accepted message. */
 export interface SmtpDelivery {
   messageId: string;
   accepted: string[];
   rejected: string[];
+  /** The refusals of the rejected recipients, in envelope order. */
+  rejections: RcptReply[];
   response: string;
 }
 
 /**
- * nodemailer transport options for a server reached at a checked address, with our
- * timeouts and TLS policy. TLS is verified against the host name, not the address.
- */
-export function transportOptions(
-  server: SmtpServer,
-  target: ResolvedTarget,
-  smtp: Config["smtp"],
-): SMTPTransport.Options {
-  return {
-    host: target.address,
-    servername: target.servername,
-    port: server.port,
-    secure: server.security === "tls",
-    requireTLS: server.security === "starttls",
-    ignoreTLS: server.security === "none",
-    auth: server.username ? { user: server.username, pass: server.password ?? "" } : undefined,
-    connectionTimeout: smtp.connectTimeoutMs,
-    greetingTimeout: smtp.greetingTimeoutMs,
-    socketTimeout: smtp.socketTimeoutMs,
-    dnsTimeout: smtp.connectTimeoutMs,
-    // Callers never reach the file system or the network through message fields.
-    disableFileAccess: true,
-    disableUrlAccess: true,
-    tls: {
-      rejectUnauthorized: true,
-      minVersion: "TLSv1.2",
-      servername: target.servername,
-      ...(smtp.caCerts ? { ca: smtp.caCerts } : {}),
-    },
-  };
-}
-
-/** How far an SMTP session got: until the server accepts DATA (354) nothing can have been delivered. */
-export type SessionStage = "connecting" | "session" | "data";
-
-/** A delivery failure with the stage the session had reached. */
-export class DeliveryFailure extends Error {
-  override name = "DeliveryFailure";
-  constructor(override readonly cause: unknown, readonly stage: SessionStage) {
-    super("SMTP delivery failed");
-  }
-}
-
-type ServerLineListener = (line: string) => void;
-
-/**
- * A nodemailer logger that only hands the server's own lines to `onServerLine` (never the
- * client's, which carry credentials, nor message content) and prints nothing.
- */
-function serverLineLogger(onServerLine: ServerLineListener) {
-  const noop = () => {};
-  const debug = (entry: { tnx?: string }, ...args: unknown[]) => {
-    if (entry?.tnx === "server" && typeof args[0] === "string") onServerLine(args[0]);
-  };
-  return { level: noop, trace: noop, debug, info: noop, warn: noop, error: noop, fatal: noop };
-}
-
-/**
- * Send one built message (its raw bytes and envelope) over a fresh connection and close it.
+ * Send one built message (its raw bytes and envelope, exactly as built) over a fresh
+ * session and close it.
  *
- * @throws DeliveryFailure wrapping nodemailer's error, with the stage the session reached.
+ * @throws SessionFailure wrapping nodemailer's error (or ours), with the stage reached.
  */
 export async function deliver(
   server: SmtpServer,
   target: ResolvedTarget,
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
-  smtp: Config["smtp"],
+  smtp: SmtpSettings,
 ): Promise<SmtpDelivery> {
-  let stage: SessionStage = "connecting";
-  const logger = serverLineLogger((line) => {
-    if (stage === "connecting" && line.startsWith("220")) stage = "session";
-    if (line.startsWith("354")) stage = "data";
-  });
-  const transport = nodemailer.createTransport({ ...transportOptions(server, target, smtp), logger, debug: true });
+  const session = await SmtpSession.open(server, target, smtp);
   try {
-    const info = await transport.sendMail({ envelope: message.envelope, raw: message.raw });
-    const addr = (x: string | { address: string }) => (typeof x === "string" ? x : x.address);
+    const { envelope } = message;
+    const international = [envelope.from, ...envelope.to].some(needsSmtpUtf8);
+    if (international && !session.supports("SMTPUTF8")) {
+      // RFC 6531: a non-ASCII mailbox may only go to a server that offers SMTPUTF8.
+      throw new SessionFailure(
+        smtpError("ESMTPUTF8", "The SMTP server does not offer SMTPUTF8, needed for a non-ASCII address"),
+        "session",
+      );
+    }
+    const reply = await session.send(envelope, message.raw);
     return {
       messageId: message.messageId,
-      accepted: info.accepted.map(addr),
-      rejected: info.rejected.map(addr),
-      response: info.response,
+      accepted: reply.accepted,
+      rejected: reply.rejected.map((r) => r.recipient),
+      rejections: reply.rejected,
+      response: reply.response,
     };
-  } catch (error) {
-    throw new DeliveryFailure(error, stage);
   } finally {
-    transport.close();
+    session.quit();
   }
 }
 
@@ -127,31 +67,22 @@ export interface SmtpVerification {
 /**
  * Connect, negotiate TLS, authenticate and quit, sending nothing.
  *
- * @throws the nodemailer error; classify it with `classifySmtpError`.
+ * @throws SessionFailure; classify it with `classifySmtpError`.
  */
 export async function verifyServer(
   server: SmtpServer,
   target: ResolvedTarget,
-  smtp: Config["smtp"],
+  smtp: SmtpSettings,
 ): Promise<SmtpVerification> {
-  let banner: string | null = null;
-  // The first line the server sends is its greeting.
-  const logger = serverLineLogger((line) => {
-    if (banner === null) banner = line.slice(0, 200);
-  });
-  const transport = nodemailer.createTransport({ ...transportOptions(server, target, smtp), logger, debug: true });
   const started = performance.now();
-  try {
-    await transport.verify();
-  } finally {
-    transport.close();
-  }
+  const session = await SmtpSession.open(server, target, smtp);
+  session.quit();
   return {
     ok: true,
     tls: server.security !== "none",
     auth: Boolean(server.username),
     latency_ms: Math.round(performance.now() - started),
-    server_banner: banner,
+    server_banner: session.banner,
   };
 }
 
@@ -179,8 +110,8 @@ const TLS_VERIFY_PATTERN = /certificate|self[- ]signed|unable to verify|altnames
 
 /** Map a nodemailer error to a stable code; the password is never part of it. */
 export function classifySmtpError(error: unknown): SmtpFailure {
-  const stage = error instanceof DeliveryFailure ? error.stage : "connecting";
-  const e = ((error instanceof DeliveryFailure ? error.cause : error) ?? {}) as NodemailerError;
+  const stage = error instanceof SessionFailure ? error.stage : "connecting";
+  const e = ((error instanceof SessionFailure ? error.cause : error) ?? {}) as NodemailerError;
   const base = { responseCode: e.responseCode, response: e.response?.slice(0, 500) };
   const failed = (code: string, message: string): SmtpFailure => ({ ...base, code, outcome: "failed", message });
 
@@ -189,6 +120,16 @@ export function classifySmtpError(error: unknown): SmtpFailure {
     case "EAUTH":
     case "ENOAUTH":
       return failed("smtp_auth_failed", "The SMTP server rejected the credentials");
+    case "ENOAUTHOFFERED":
+      return failed(
+        "smtp_auth_unavailable",
+        "The config has credentials but the SMTP server offers no AUTH mechanism (on this port, or before TLS)",
+      );
+    case "ESMTPUTF8":
+      return failed(
+        "smtp_utf8_unsupported",
+        "A recipient or the sender has a non-ASCII local part and the SMTP server does not offer SMTPUTF8",
+      );
     case "EENVELOPE":
       return failed("smtp_recipients_rejected", "The SMTP server rejected the sender or all recipients");
     case "EMESSAGE":

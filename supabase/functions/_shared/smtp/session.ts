@@ -1,0 +1,231 @@
+// One SMTP session with the user's server, on nodemailer's SMTPConnection directly: we
+// hand it the envelope we built (no mail-level layer re-parses addresses), see which
+// extensions the server offers, authenticate only when it offers AUTH, and keep the
+// server's own lines to tell how far a transaction got.
+import SMTPConnection from "nodemailer/lib/smtp-connection";
+import type { Buffer } from "node:buffer";
+import type { ResolvedTarget } from "./egress.ts";
+
+/** How to reach and authenticate to an SMTP server. */
+export interface SmtpServer {
+  host: string;
+  port: number;
+  security: "tls" | "starttls" | "none";
+  username?: string | null;
+  password?: string | null;
+}
+
+/** Timeouts, trust and identity of our side of every session. */
+export interface SmtpSettings {
+  connectTimeoutMs: number;
+  greetingTimeoutMs: number;
+  socketTimeoutMs: number;
+  /** The name we announce in EHLO: ours, never the function's internal host name. */
+  ehloName: string;
+  /** Extra trusted CA certificates (PEM), e.g. the local catcher's. Never disables verification. */
+  caCerts?: string;
+}
+
+/** How far a transaction got: until the server accepts DATA (354) nothing can have been delivered. */
+export type SessionStage = "connecting" | "session" | "data";
+
+/** A failure with the stage the session had reached when it happened. */
+export class SessionFailure extends Error {
+  override name = "SessionFailure";
+  constructor(
+    override readonly cause: unknown,
+    readonly stage: SessionStage,
+    /** The server's greeting, when one arrived before the failure. */
+    readonly banner: string | null = null,
+  ) {
+    super("SMTP session failed");
+  }
+}
+
+/** One recipient's reply as nodemailer reports it. */
+export interface RcptReply {
+  recipient: string;
+  responseCode?: number;
+  response?: string;
+}
+
+/** What the server answered to one transaction that reached the end of DATA. */
+export interface TransactionReply {
+  accepted: string[];
+  rejected: RcptReply[];
+  response: string;
+}
+
+type Callback<T> = (error: Error | null, value?: T) => void;
+
+/** nodemailer connection options for a server reached at a checked address. */
+export function connectionOptions(
+  server: SmtpServer,
+  target: ResolvedTarget,
+  smtp: SmtpSettings,
+): SMTPConnection.Options {
+  return {
+    host: target.address,
+    servername: target.servername,
+    port: server.port,
+    secure: server.security === "tls",
+    requireTLS: server.security === "starttls",
+    ignoreTLS: server.security === "none",
+    name: smtp.ehloName,
+    connectionTimeout: smtp.connectTimeoutMs,
+    greetingTimeout: smtp.greetingTimeoutMs,
+    socketTimeout: smtp.socketTimeoutMs,
+    dnsTimeout: smtp.connectTimeoutMs,
+    tls: {
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+      servername: target.servername,
+      ...(smtp.caCerts ? { ca: smtp.caCerts } : {}),
+    },
+  };
+}
+
+/** An error with nodemailer's `code`, for conditions we detect ourselves. */
+export function smtpError(code: string, message: string): Error & { code: string } {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * An open, greeted and (when the config has credentials) authenticated session.
+ *
+ * @example
+ * ```ts
+ * const session = await SmtpSession.open(server, target, settings);
+ * try {
+ *   const reply = await session.send({ from, to }, raw);
+ * } finally {
+ *   session.quit();
+ * }
+ * ```
+ */
+export class SmtpSession {
+  /** The server's greeting line, when one arrived. */
+  banner: string | null = null;
+  #stage: SessionStage = "connecting";
+  #failure: Error | null = null;
+  #waiters = new Set<(error: Error) => void>();
+
+  private constructor(readonly connection: SMTPConnection) {}
+
+  /** Connect, negotiate TLS as the config says and authenticate; nothing is sent. */
+  static async open(server: SmtpServer, target: ResolvedTarget, smtp: SmtpSettings): Promise<SmtpSession> {
+    let session: SmtpSession | undefined = undefined;
+    const banner: { line: string | null } = { line: null };
+    const connection = new SMTPConnection({
+      ...connectionOptions(server, target, smtp),
+      logger: serverLineLogger((line) => {
+        if (banner.line === null) banner.line = line.slice(0, 200);
+        session?.onServerLine(line);
+      }),
+      debug: true,
+    });
+    session = new SmtpSession(connection);
+    const opened = session;
+    connection.on("error", (error: Error) => opened.fail(error));
+    connection.on("end", () => opened.fail(smtpError("ECONNECTION", "Connection closed by the server")));
+    try {
+      await opened.call<void>((done) => connection.connect(() => done(null)));
+      opened.banner = banner.line;
+      if (server.username) {
+        if (!connection.allowsAuth) {
+          throw smtpError("ENOAUTHOFFERED", "The server offers no AUTH mechanism, but the config has credentials");
+        }
+        await opened.call<void>((done) =>
+          connection.login({ user: server.username!, pass: server.password ?? "" }, (e) => done(e ?? null))
+        );
+      }
+      return opened;
+    } catch (error) {
+      connection.close();
+      throw new SessionFailure(error, opened.#stage, banner.line);
+    }
+  }
+
+  /** Whether the server announced an ESMTP extension (e.g. "SMTPUTF8", "SIZE", "PIPELINING"). */
+  supports(extension: string): boolean {
+    const offered = (this.connection as unknown as { _supportedExtensions?: string[] })._supportedExtensions ?? [];
+    return offered.includes(extension.toUpperCase());
+  }
+
+  /** The server's SIZE limit in bytes, when it announced one. */
+  get maxMessageSize(): number | undefined {
+    const size = (this.connection as unknown as { _maxAllowedSize?: number })._maxAllowedSize;
+    return size && size > 0 ? size : undefined;
+  }
+
+  /**
+   * One mail transaction: MAIL FROM, RCPT TO for each address exactly as given, DATA.
+   *
+   * @throws SessionFailure with the stage reached (`data` once the server said 354).
+   */
+  async send(envelope: { from: string; to: string[] }, raw: Buffer): Promise<TransactionReply> {
+    this.#stage = "session";
+    try {
+      const info = await this.call<SMTPConnection.SentMessageInfo>((done) =>
+        this.connection.send({ from: envelope.from, to: envelope.to, size: raw.length }, raw, done)
+      );
+      const rejected = (info.rejectedErrors ?? []).map(rcptReply);
+      return { accepted: info.accepted.map(String), rejected, response: info.response ?? "" };
+    } catch (error) {
+      throw new SessionFailure(error, this.#stage);
+    } finally {
+      this.#stage = "session";
+    }
+  }
+
+  /** Say QUIT and close; never throws. */
+  quit(): void {
+    try {
+      this.connection.quit();
+    } catch {
+      this.connection.close();
+    }
+  }
+
+  private onServerLine(line: string): void {
+    if (this.#stage === "connecting" && line.startsWith("220")) this.#stage = "session";
+    if (line.startsWith("354")) this.#stage = "data";
+  }
+
+  private fail(error: Error): void {
+    this.#failure ??= error;
+    for (const reject of this.#waiters) reject(error);
+    this.#waiters.clear();
+  }
+
+  /** Run one callback-style operation, failing early when the connection errors or ends. */
+  private call<T>(start: (done: Callback<T>) => void): Promise<T> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise<T>((resolve, reject) => {
+      const onFailure = (error: Error) => reject(error);
+      this.#waiters.add(onFailure);
+      start((error, value) => {
+        this.#waiters.delete(onFailure);
+        if (error) reject(error);
+        else resolve(value as T);
+      });
+    });
+  }
+}
+
+function rcptReply(error: unknown): RcptReply {
+  const e = error as { recipient?: string; responseCode?: number; response?: string };
+  return { recipient: String(e.recipient ?? ""), responseCode: e.responseCode, response: e.response };
+}
+
+/**
+ * A nodemailer logger that only hands the server's own lines to `onServerLine` (never the
+ * client's, which carry credentials, nor message content) and prints nothing.
+ */
+function serverLineLogger(onServerLine: (line: string) => void) {
+  const noop = () => {};
+  const debug = (entry: { tnx?: string }, ...args: unknown[]) => {
+    if (entry?.tnx === "server" && typeof args[0] === "string") onServerLine(args[0]);
+  };
+  return { level: noop, trace: noop, debug, info: noop, warn: noop, error: noop, fatal: noop };
+}
