@@ -86,7 +86,7 @@ export function canonicalAddress(spec: string): string | { error: string } {
 
 /** Whether `address` needs SMTPUTF8 (RFC 6531): a non-ASCII local part. */
 export function needsSmtpUtf8(address: string): boolean {
-  return /[^\x00-\x7F]/.test(address);
+  return /[^\p{ASCII}]/u.test(address);
 }
 
 function splitNameAndSpec(text: string): { name?: string; spec: string } | { error: string } {
