@@ -68,7 +68,7 @@ async function main(): Promise<void> {
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
   const apiUrl = localApiUrl();
-  const gateway = startGateway({
+  const gateway = await startGateway({
     port: LOCAL_PORTS.api,
     jwks: jwks(signingKey),
     env: {

@@ -3,6 +3,7 @@
 import { type AppContext, createContext } from "../supabase/functions/_shared/context.ts";
 import { json } from "../supabase/functions/_shared/http.ts";
 import { functionHandlers } from "./functions.ts";
+import { serveHttp } from "./http_server.ts";
 
 /** A running gateway. */
 export interface Gateway {
@@ -25,14 +26,14 @@ export interface GatewayOptions {
 const FUNCTION_PATH = /^\/functions\/v1\/([a-z0-9_-]+)(\/.*)?$/;
 
 /** Serve every function in `functionHandlers` over one shared context. */
-export function startGateway(options: GatewayOptions): Gateway {
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const ctx = createContext(options.env);
   const handlers = Object.fromEntries(
     Object.entries(functionHandlers).map(([name, factory]) => [name, factory(ctx)]),
   );
 
-  const server = Deno.serve(
-    { port: options.port, hostname: options.hostname ?? "127.0.0.1", onListen: () => {} },
+  const server = await serveHttp(
+    { port: options.port, hostname: options.hostname ?? "127.0.0.1" },
     (req) => {
       const url = new URL(req.url);
       if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(options.jwks);
@@ -43,19 +44,23 @@ export function startGateway(options: GatewayOptions): Gateway {
       }
       // The Edge Runtime hands a function its path starting at the function's name.
       const inner = new URL(`/${match[1]}${match[2] ?? ""}${url.search}`, url);
-      // A fresh request (not `new Request(inner, req)`): copying the signal would tie the
-      // handler to Deno.serve's legacy abort-on-response behaviour.
       const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      return handler(new Request(inner, { method: req.method, headers: req.headers, body: hasBody ? req.body : null }));
+      const init: RequestInit & { duplex?: "half" } = {
+        method: req.method,
+        headers: req.headers,
+        body: hasBody ? req.body : null,
+        duplex: "half",
+      };
+      return handler(new Request(inner, init));
     },
   );
-  const port = server.addr.port;
+  const port = server.port;
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     ctx,
     close: async () => {
-      await server.shutdown();
+      await server.close();
       await ctx.sql.end({ timeout: 2 });
     },
   };

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { serveHttp } from "./http_server.ts";
 import { Buffer } from "node:buffer";
 import { type AddressObject, type ParsedMail, simpleParser } from "mailparser";
 import { type CaughtMessage, type MessageStore, rawBytes } from "./smtp_catcher.ts";
@@ -47,15 +48,11 @@ export const INBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src
  * await inbox.close();
  * ```
  */
-export function startInbox(options: InboxOptions): Promise<Inbox> {
+export async function startInbox(options: InboxOptions): Promise<Inbox> {
   const handler = createInboxHandler(options.store);
-  return new Promise((resolve) => {
-    const server = Deno.serve({
-      port: options.port,
-      hostname: options.host ?? "127.0.0.1",
-      onListen: ({ port }) => resolve({ port, close: () => server.shutdown() }),
-    }, handler);
-  });
+  // The same front as the gateway, so idle and slow connections are closed here too.
+  const server = await serveHttp({ port: options.port, hostname: options.host ?? "127.0.0.1" }, handler);
+  return { port: server.port, close: server.close };
 }
 
 /**

@@ -65,7 +65,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     const certs = await generateCertificates();
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
-    gateway = startGateway({
+    gateway = await startGateway({
       port,
       jwks: jwks(signingKey),
       env: {
