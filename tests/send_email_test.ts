@@ -278,7 +278,8 @@ Deno.test({
           assert.equal(error.code, "smtp_connect_timeout");
           const [audit] = await stack.sql`select status, error_class from public.email_audit_log where id = ${error
             .details?.id as string}`;
-          assert.deepEqual({ ...audit }, { status: "failed", error_class: "smtp_connect_timeout" });
+          assert.deepEqual({ ...audit }, { status: "deferred", error_class: "smtp_connect_timeout" });
+          assert.equal(error.details?.retryable, true);
         } finally {
           await stalling.close();
         }
@@ -308,7 +309,7 @@ Deno.test({
             body: { to: "a@example.com", text: "x", config: "untrusted" },
           });
           assert.equal(res.status, 502);
-          assert.equal((await body<ErrorBody>(res)).error.code, "smtp_tls_verify_failed");
+          assert.equal((await body<ErrorBody>(res)).error.code, "smtp_tls_untrusted");
           assert.equal(untrusted.messages().length, 0);
         } finally {
           await untrusted.close();

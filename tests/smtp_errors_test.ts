@@ -2,40 +2,159 @@ import assert from "node:assert/strict";
 import { classifySmtpError, SessionFailure } from "../supabase/functions/_shared/smtp/smtp.ts";
 
 Deno.test("SMTP error classification", async (t) => {
-  const cases: [string, Record<string, unknown>, string, "failed" | "unknown"][] = [
+  type Case = [string, Record<string, unknown>, string, "deferred" | "failed", boolean];
+  const cases: Case[] = [
     [
       "bad credentials",
-      { code: "EAUTH", responseCode: 535, message: "Invalid login: 535 nope" },
+      { code: "EAUTH", responseCode: 535, response: "535 5.7.8 nope" },
       "smtp_auth_failed",
       "failed",
+      false,
     ],
-    ["all recipients rejected", { code: "EENVELOPE", responseCode: 550 }, "smtp_recipients_rejected", "failed"],
-    ["message rejected after DATA", { code: "EMESSAGE", responseCode: 554 }, "smtp_message_rejected", "failed"],
-    ["connect timeout", { code: "ETIMEDOUT", timeoutType: "CONNECT_TIMEOUT" }, "smtp_connect_timeout", "failed"],
-    ["greeting timeout", { code: "ETIMEDOUT", timeoutType: "GREETING_TIMEOUT" }, "smtp_connect_timeout", "failed"],
-    ["silence before DATA", { code: "ETIMEDOUT", timeoutType: "SOCKET_TIMEOUT" }, "smtp_timeout", "failed"],
+    [
+      "a temporary AUTH failure",
+      { code: "EAUTH", responseCode: 454, response: "454 4.7.0 later" },
+      "smtp_auth_deferred",
+      "deferred",
+      true,
+    ],
+    ["no AUTH offered", { code: "ENOAUTHOFFERED" }, "smtp_auth_unavailable", "failed", false],
+    [
+      "AUTH required at MAIL FROM",
+      { code: "EENVELOPE", command: "MAIL FROM", responseCode: 530 },
+      "smtp_auth_required",
+      "failed",
+      false,
+    ],
+    [
+      "sender refused",
+      { code: "EENVELOPE", command: "MAIL FROM", responseCode: 553 },
+      "smtp_sender_rejected",
+      "failed",
+      false,
+    ],
+    [
+      "sender deferred",
+      { code: "EENVELOPE", command: "MAIL FROM", responseCode: 451 },
+      "smtp_sender_deferred",
+      "deferred",
+      true,
+    ],
+    [
+      "all recipients rejected",
+      { code: "EENVELOPE", command: "RCPT TO", responseCode: 550 },
+      "smtp_recipients_rejected",
+      "failed",
+      false,
+    ],
+    [
+      "all recipients deferred",
+      { code: "EENVELOPE", command: "RCPT TO", responseCode: 450 },
+      "smtp_recipients_deferred",
+      "deferred",
+      true,
+    ],
+    ["message rejected after DATA", { code: "EMESSAGE", responseCode: 554 }, "smtp_message_rejected", "failed", false],
+    ["message deferred after DATA", { code: "EMESSAGE", responseCode: 451 }, "smtp_message_deferred", "deferred", true],
+    ["message too large (552)", { code: "EMESSAGE", responseCode: 552 }, "smtp_message_too_large", "failed", false],
+    [
+      "message over the declared SIZE",
+      { code: "EMESSAGE", message: "Message size larger than allowed 100" },
+      "smtp_message_too_large",
+      "failed",
+      false,
+    ],
+    ["no SMTPUTF8", { code: "ESMTPUTF8" }, "smtp_utf8_unsupported", "failed", false],
+    [
+      "connect timeout",
+      { code: "ETIMEDOUT", timeoutType: "CONNECT_TIMEOUT" },
+      "smtp_connect_timeout",
+      "deferred",
+      true,
+    ],
+    [
+      "greeting timeout",
+      { code: "ETIMEDOUT", timeoutType: "GREETING_TIMEOUT" },
+      "smtp_connect_timeout",
+      "deferred",
+      true,
+    ],
+    ["silence before DATA", { code: "ETIMEDOUT", timeoutType: "SOCKET_TIMEOUT" }, "smtp_timeout", "deferred", true],
     [
       "refused connection",
       { code: "ESOCKET", message: "connect ECONNREFUSED 127.0.0.1:1" },
       "smtp_connect_failed",
-      "failed",
+      "deferred",
+      true,
     ],
     [
       "untrusted certificate",
       { code: "ESOCKET", message: "self-signed certificate" },
-      "smtp_tls_verify_failed",
+      "smtp_tls_untrusted",
       "failed",
+      false,
     ],
-    ["unknown host", { code: "EDNS" }, "smtp_host_not_found", "failed"],
-    ["anything else", { message: "boom" }, "smtp_error", "failed"],
+    [
+      "certificate for another name",
+      { code: "ESOCKET", message: "Hostname/IP does not match certificate's altnames" },
+      "smtp_tls_name_mismatch",
+      "failed",
+      false,
+    ],
+    [
+      "expired certificate",
+      { code: "ESOCKET", message: "certificate has expired" },
+      "smtp_tls_certificate_expired",
+      "failed",
+      false,
+    ],
+    [
+      "TLS protocol mismatch",
+      { code: "ESOCKET", message: "peer is incompatible: protocol version" },
+      "smtp_tls_failed",
+      "failed",
+      false,
+    ],
+    ["unknown host", { code: "EDNS" }, "smtp_host_not_found", "deferred", true],
+    ["anything else", { message: "boom" }, "smtp_error", "failed", false],
   ];
-  for (const [name, error, code, outcome] of cases) {
-    await t.step(`classifies ${name} as ${code}`, () => {
+  for (const [name, error, code, outcome, retryable] of cases) {
+    await t.step(`classifies ${name} as ${code}${retryable ? " (retryable)" : ""}`, () => {
       const failure = classifySmtpError(Object.assign(new Error(String(error.message ?? "")), error));
-      assert.equal(failure.code, code);
-      assert.equal(failure.outcome, outcome);
+      assert.deepEqual([failure.code, failure.outcome, failure.retryable], [code, outcome, retryable]);
     });
   }
+
+  await t.step("hints at swapped port and security", () => {
+    const tlsOn587 = classifySmtpError(
+      Object.assign(new Error("wrong version number"), { code: "ESOCKET" }),
+      { host: "smtp.example.com", port: 587, security: "tls" },
+    );
+    assert.equal(tlsOn587.code, "smtp_tls_failed");
+    assert.match(tlsOn587.hint ?? "", /starttls/);
+    const starttlsOn465 = classifySmtpError(
+      Object.assign(new Error("Greeting never received"), { code: "ETIMEDOUT", timeoutType: "GREETING_TIMEOUT" }),
+      { host: "smtp.example.com", port: 465, security: "starttls" },
+    );
+    assert.deepEqual([starttlsOn465.code, starttlsOn465.retryable], ["smtp_tls_failed", false]);
+    assert.match(starttlsOn465.hint ?? "", /security "tls"/);
+  });
+
+  await t.step("keeps the server's reply, bounded, without the password, with its retry hint", () => {
+    const failure = classifySmtpError(
+      Object.assign(new Error("x"), {
+        code: "EENVELOPE",
+        command: "RCPT TO",
+        responseCode: 450,
+        response: `450 4.2.0 <a@b.c>: Greylisted for s3cret, try again in 300 seconds ${"x".repeat(900)}`,
+      }),
+      { host: "h", port: 465, security: "tls", username: "u", password: "s3cret" },
+    );
+    assert.equal(failure.enhancedCode, "4.2.0");
+    assert.equal(failure.retryAfterSeconds, 300);
+    assert.ok(!failure.response!.includes("s3cret"));
+    assert.ok(failure.response!.length <= 501);
+  });
 });
 
 Deno.test("SMTP failures after the server accepted DATA have an unknown outcome", async (t) => {
@@ -48,6 +167,7 @@ Deno.test("SMTP failures after the server accepted DATA have an unknown outcome"
       const failure = classifySmtpError(new SessionFailure(cause, "data"));
       assert.equal(failure.outcome, "unknown");
       assert.equal(failure.code, "smtp_outcome_unknown");
+      assert.equal(failure.retryable, false, "an unknown outcome is never retried automatically");
     }
   });
 
@@ -58,6 +178,6 @@ Deno.test("SMTP failures after the server accepted DATA have an unknown outcome"
 
   await t.step("a hang-up mid-session before DATA is a failure that is safe to retry", () => {
     const failure = classifySmtpError(new SessionFailure(closed, "session"));
-    assert.deepEqual([failure.code, failure.outcome], ["smtp_connection_lost", "failed"]);
+    assert.deepEqual([failure.code, failure.outcome, failure.retryable], ["smtp_connection_lost", "deferred", true]);
   });
 });

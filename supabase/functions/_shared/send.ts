@@ -6,7 +6,15 @@ import type { AppContext } from "./context.ts";
 import { type Tx, withUser } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
-import { deliver, describeFailure, type SmtpServer } from "./smtp/smtp.ts";
+import {
+  deliver,
+  type DeliveryReport,
+  describeFailure,
+  failureDetails,
+  type SmtpFailure,
+  type SmtpServer,
+} from "./smtp/smtp.ts";
+import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
 import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./store/smtp_configs.ts";
@@ -15,13 +23,19 @@ import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
 import { findTemplate } from "./store/templates.ts";
 
-/** The 200 response of a send. */
+/** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
   id: string;
   status: "sent";
   message_id: string;
+  /** Recipients the server accepted. */
   accepted: string[];
+  /** Recipients the server refused permanently (5xx). */
   rejected: string[];
+  /** Recipients the server refused for now (4xx): a later retry to them can succeed. */
+  deferred: string[];
+  /** Every recipient with the server's code, enhanced code and reply. */
+  recipients: RecipientOutcome[];
 }
 
 /** Find the config the request names (id or name) or the default one; it must be usable. */
@@ -83,14 +97,38 @@ async function compose(
   return { message, subject: content.subject, templateId: content.templateId };
 }
 
+/** What the audit row records (see private.record_email_outcome). */
 interface Outcome {
-  status: "sent" | "failed" | "unknown";
-  messageId?: string;
-  accepted?: string[];
-  rejected?: string[];
-  code?: string;
-  message?: string;
-  responseCode?: number;
+  status: DeliveryReport["status"];
+  message_id: string;
+  recipients?: RecipientOutcome[];
+  error_class?: string;
+  error_message?: string;
+  smtp_response_code?: number;
+  smtp_enhanced_code?: string;
+  smtp_response?: string;
+  retryable?: boolean;
+}
+
+function outcomeOf(report: DeliveryReport): Outcome {
+  const failure = report.failure;
+  return {
+    status: report.status,
+    message_id: report.messageId,
+    recipients: report.recipients,
+    ...(failure ? failureColumns(failure) : {}),
+  };
+}
+
+function failureColumns(failure: SmtpFailure): Partial<Outcome> {
+  return {
+    error_class: failure.code,
+    error_message: failure.message,
+    smtp_response_code: failure.responseCode,
+    smtp_enhanced_code: failure.enhancedCode,
+    smtp_response: failure.response,
+    retryable: failure.retryable,
+  };
 }
 
 /**
@@ -101,11 +139,11 @@ interface Outcome {
 async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: string, outcome: Outcome): Promise<void> {
   for (let attempt = 1; attempt <= 2; attempt++) {
     try {
-      await withUser(ctx.sql, claims, (tx) =>
-        tx`select private.record_email_outcome(
-             ${auditId}::uuid, ${outcome.status}, ${outcome.messageId ?? null},
-             ${outcome.accepted ?? []}::text[], ${outcome.rejected ?? []}::text[],
-             ${outcome.code ?? null}, ${outcome.message ?? null}, ${outcome.responseCode ?? null})`);
+      await withUser(
+        ctx.sql,
+        claims,
+        (tx) => tx`select private.record_email_outcome(${auditId}::uuid, ${tx.json(outcome as never)})`,
+      );
       return;
     } catch (error) {
       if (attempt === 2) {
@@ -154,40 +192,49 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     password: config.password,
   };
 
-  let delivery;
+  let report: DeliveryReport;
   try {
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
-    delivery = await deliver(server, target, message, ctx.config.smtp);
+    report = await deliver(server, target, message, ctx.config.smtp);
   } catch (error) {
-    const { httpStatus, failure, details } = describeFailure(error);
+    // Refused before any SMTP (egress policy, DNS): nothing reached a server.
+    const { httpStatus, failure, details } = describeFailure(error, server);
     await recordOutcome(ctx, claims, auditId, {
-      status: failure.outcome,
-      code: failure.code,
-      message: failure.message,
-      responseCode: failure.responseCode,
+      status: failure.outcome === "unknown" ? "failed" : failure.outcome,
+      message_id: message.messageId,
+      ...failureColumns(failure),
     });
     throw new ApiError(httpStatus, failure.code, failure.message, {
       ...details,
+      ...failureDetails(failure),
       id: auditId,
       status: failure.outcome,
-      smtp_response_code: failure.responseCode,
-      smtp_response: failure.response,
+      message_id: message.messageId,
     });
   }
 
-  await recordOutcome(ctx, claims, auditId, {
-    status: "sent",
-    messageId: delivery.messageId,
-    accepted: delivery.accepted,
-    rejected: delivery.rejected,
-  });
+  await recordOutcome(ctx, claims, auditId, outcomeOf(report));
+  const byStatus = (status: RecipientOutcome["status"]) =>
+    report.recipients.filter((r) => r.status === status).map((r) => r.address);
+  if (report.status !== "sent") {
+    const failure = report.failure!;
+    throw new ApiError(502, failure.code, failure.message, {
+      ...failureDetails(failure),
+      id: auditId,
+      status: report.status,
+      message_id: report.messageId,
+      recipients: report.recipients,
+    });
+  }
   return {
     id: auditId,
     status: "sent",
-    message_id: delivery.messageId,
-    accepted: delivery.accepted,
-    rejected: delivery.rejected,
+    message_id: report.messageId,
+    accepted: byStatus("accepted"),
+    rejected: byStatus("rejected"),
+    deferred: byStatus("deferred"),
+    recipients: report.recipients,
   };
 }

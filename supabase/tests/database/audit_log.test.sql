@@ -4,7 +4,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(42);
+select plan(44);
 
 -- Fixtures (as the migration role) ---------------------------------------------------------
 insert into auth.users (id, email) values
@@ -136,27 +136,32 @@ select throws_ok(
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'queued')$$,
-  '22023', 'outcome status must be sent, failed or unknown',
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "queued"}')$$,
+  '22023', 'outcome status must be sent, deferred, failed or unknown',
   'record_email_outcome rejects a non-terminal status'
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'sending')$$,
-  '22023', 'outcome status must be sent, failed or unknown',
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "sending"}')$$,
+  '22023', 'outcome status must be sent, deferred, failed or unknown',
   'record_email_outcome rejects "sending" as an outcome'
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('b0000000-0000-4000-8000-0000000000e1', 'failed')$$,
+  $$select private.record_email_outcome('b0000000-0000-4000-8000-0000000000e1', '{"status": "failed"}')$$,
   'P0002', 'no in-flight audit row b0000000-0000-4000-8000-0000000000e1 for this user',
   'owner cannot record the outcome of another user''s send'
 );
 
 select lives_ok(
-  $$select private.record_email_outcome(
-      'a0000000-0000-4000-8000-0000000000e1', 'sent', '<m1@work.example>',
-      array['dave@example.test'], '{}', null, null, 250)$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{
+      "status": "sent", "message_id": "<m1@work.example>", "smtp_response_code": 250,
+      "recipients": [
+        {"address": "dave@example.test", "status": "accepted", "smtp_code": 250, "enhanced_code": "2.0.0",
+         "response": "250 2.0.0 Ok"},
+        {"address": "gil@example.test", "status": "deferred", "smtp_code": 450, "enhanced_code": "4.2.0",
+         "response": "450 4.2.0 Greylisted"}
+      ]}')$$,
   'owner records the outcome of own send'
 );
 
@@ -168,8 +173,22 @@ select results_eq(
   'the outcome is stored on the row'
 );
 
+select results_eq(
+  $$select deferred, recipients -> 1 ->> 'response', jsonb_array_length(recipients)
+      from public.email_audit_log where id = 'a0000000-0000-4000-8000-0000000000e1'$$,
+  $$values (array['gil@example.test'], '450 4.2.0 Greylisted', 2)$$,
+  'per-recipient outcomes are stored; a deferred recipient is listed as deferred, not rejected'
+);
+
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'failed')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e2',
+      '{"status": "sent", "recipients": [{"address": "x@example.test", "status": "maybe"}]}')$$,
+  '22023', 'recipients must be a list of {address, status}',
+  'a recipient status outside the model is refused'
+);
+
+select throws_ok(
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "failed"}')$$,
   'P0002', 'no in-flight audit row a0000000-0000-4000-8000-0000000000e1 for this user',
   'an outcome is recorded only once'
 );
@@ -213,7 +232,7 @@ select throws_ok(
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e2', 'failed')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e2', '{"status": "failed"}')$$,
   'P0002', 'no in-flight audit row a0000000-0000-4000-8000-0000000000e2 for this user',
   'another user cannot record the outcome of the owner''s in-flight send'
 );
@@ -229,16 +248,17 @@ select results_eq(
 );
 
 select lives_ok(
-  $$select private.record_email_outcome(
-      'a0000000-0000-4000-8000-0000000000e2', 'failed', null,
-      '{}', array['erin@example.test'], 'EENVELOPE', 'recipient rejected', 550)$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e2', '{
+      "status": "failed", "message_id": "<m2@work.example>", "error_class": "smtp_recipients_rejected",
+      "error_message": "recipient rejected", "smtp_response_code": 550, "retryable": false,
+      "recipients": [{"address": "erin@example.test", "status": "rejected", "smtp_code": 550}]}')$$,
   'owner records a failed outcome'
 );
 
 select results_eq(
   $$select status, rejected, error_class, error_message, smtp_response_code
       from public.email_audit_log where id = 'a0000000-0000-4000-8000-0000000000e2'$$,
-  $$values ('failed', array['erin@example.test'], 'EENVELOPE', 'recipient rejected', 550)$$,
+  $$values ('failed', array['erin@example.test'], 'smtp_recipients_rejected', 'recipient rejected', 550)$$,
   'a failed outcome keeps its error class and SMTP response code'
 );
 
@@ -246,7 +266,7 @@ select results_eq(
 set local request.jwt.claims to '{"sub":"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb","role":"authenticated"}';
 
 select lives_ok(
-  $$select private.record_email_outcome('b0000000-0000-4000-8000-0000000000e1', 'unknown')$$,
+  $$select private.record_email_outcome('b0000000-0000-4000-8000-0000000000e1', '{"status": "unknown"}')$$,
   'another user records the outcome of their own send'
 );
 

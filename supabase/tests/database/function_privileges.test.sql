@@ -42,7 +42,7 @@ select function_privs_are(
 
 select function_privs_are(
   'private', 'record_email_outcome',
-  array['uuid', 'text', 'text', 'text[]', 'text[]', 'text', 'text', 'integer'],
+  array['uuid', 'jsonb'],
   'anon', array[]::name[],
   'anon cannot execute private.record_email_outcome'
 );
@@ -59,7 +59,7 @@ select function_privs_are(
 
 select function_privs_are(
   'private', 'record_email_outcome',
-  array['uuid', 'text', 'text', 'text[]', 'text[]', 'text', 'text', 'integer'],
+  array['uuid', 'jsonb'],
   'authenticated', array['EXECUTE'],
   'authenticated can execute private.record_email_outcome'
 );
@@ -104,7 +104,7 @@ select throws_ok(
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'sent')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "sent"}')$$,
   '42501', 'permission denied for schema private',
   'anon cannot call private.record_email_outcome'
 );
@@ -119,7 +119,7 @@ select throws_ok(
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'sent')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "sent"}')$$,
   '42501', 'permission denied for schema private',
   'anon with the owner''s sub in its claims still cannot record outcomes'
 );
@@ -140,7 +140,7 @@ select throws_ok(
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'sent')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "sent"}')$$,
   'P0002', 'no in-flight audit row a0000000-0000-4000-8000-0000000000e1 for this user',
   'authenticated without a sub cannot record an outcome'
 );
@@ -160,13 +160,13 @@ select results_eq(
 );
 
 select lives_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'sent', '<m1@work.example>')$$,
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "sent", "message_id": "<m1@work.example>"}')$$,
   'the owner can call private.record_email_outcome'
 );
 
 select throws_ok(
-  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', 'bounced')$$,
-  '22023', 'outcome status must be sent, failed or unknown',
+  $$select private.record_email_outcome('a0000000-0000-4000-8000-0000000000e1', '{"status": "bounced"}')$$,
+  '22023', 'outcome status must be sent, deferred, failed or unknown',
   'record_email_outcome validates the status before looking for the row'
 );
 

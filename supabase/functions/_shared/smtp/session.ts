@@ -152,6 +152,17 @@ export class SmtpSession {
     return offered.includes(extension.toUpperCase());
   }
 
+  /** What the server said to the last transaction's RCPT commands, also when it failed later. */
+  envelopeState(): { accepted: string[]; rejected: RcptReply[] } {
+    const envelope = (this.connection as unknown as {
+      _envelope?: { accepted?: string[]; rejectedErrors?: unknown[] };
+    })._envelope;
+    return {
+      accepted: (envelope?.accepted ?? []).map(String),
+      rejected: (envelope?.rejectedErrors ?? []).map(rcptReply),
+    };
+  }
+
   /** The server's SIZE limit in bytes, when it announced one. */
   get maxMessageSize(): number | undefined {
     const size = (this.connection as unknown as { _maxAllowedSize?: number })._maxAllowedSize;

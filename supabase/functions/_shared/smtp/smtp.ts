@@ -8,51 +8,188 @@ import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettin
 
 export { SessionFailure, type SmtpServer, type SmtpSettings } from "./session.ts";
 import type { SmtpServer } from "./session.ts";
+import {
+  cleanResponse,
+  isTemporary,
+  isTooManyRecipients,
+  type MessageStatus,
+  messageStatus,
+  parseReply,
+  type RecipientOutcome,
+  retryHintSeconds,
+} from "./outcome.ts";
 
-/** What the server told us about an accepted message. */
-export interface SmtpDelivery {
+/** What one delivery came to: per recipient, for the message, and why when nothing was accepted. */
+export interface DeliveryReport {
   messageId: string;
-  accepted: string[];
-  rejected: string[];
-  /** The refusals of the rejected recipients, in envelope order. */
-  rejections: RcptReply[];
-  response: string;
+  status: MessageStatus;
+  /** In envelope order. */
+  recipients: RecipientOutcome[];
+  /** The server's reply to the last completed DATA. */
+  response: string | null;
+  /** Set unless the message was sent: what went wrong, and whether a retry can succeed. */
+  failure?: SmtpFailure;
 }
 
 /**
- * Send one built message (its raw bytes and envelope, exactly as built) over a fresh
- * session and close it.
- *
- * @throws SessionFailure wrapping nodemailer's error (or ours), with the stage reached.
+ * Deliver one built message (its raw bytes and envelope, exactly as built) over a fresh
+ * session: recipients refused with "452 too many recipients" go in further transactions on
+ * the same connection; a non-ASCII address goes only to a server that offers SMTPUTF8; the
+ * size is declared (SIZE) so an oversize message is refused before upload. Never throws for
+ * what the server did: the report says it.
  */
 export async function deliver(
   server: SmtpServer,
   target: ResolvedTarget,
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: SmtpSettings,
-): Promise<SmtpDelivery> {
-  const session = await SmtpSession.open(server, target, smtp);
+): Promise<DeliveryReport> {
+  const { envelope } = message;
+  const outcomes = new Map<string, RecipientOutcome>();
+  const secret = server.password;
+  const report = (failure?: SmtpFailure): DeliveryReport => {
+    const recipients = envelope.to.map((address) =>
+      outcomes.get(address) ?? unattempted(address, failure ?? OUTCOME_MISSING)
+    );
+    const status = messageStatus(recipients);
+    return {
+      messageId: message.messageId,
+      status,
+      recipients,
+      response: lastResponse,
+      ...(status === "sent" ? {} : { failure: failure ?? summarise(recipients) }),
+    };
+  };
+  let lastResponse: string | null = null;
+
+  let session: SmtpSession;
   try {
-    const { envelope } = message;
+    session = await SmtpSession.open(server, target, smtp);
+  } catch (error) {
+    return report(classifySmtpError(error, server));
+  }
+  try {
     const international = [envelope.from, ...envelope.to].some(needsSmtpUtf8);
     if (international && !session.supports("SMTPUTF8")) {
       // RFC 6531: a non-ASCII mailbox may only go to a server that offers SMTPUTF8.
-      throw new SessionFailure(
-        smtpError("ESMTPUTF8", "The SMTP server does not offer SMTPUTF8, needed for a non-ASCII address"),
-        "session",
-      );
+      return report(classifySmtpError(
+        new SessionFailure(smtpError("ESMTPUTF8", "no SMTPUTF8"), "session", session.banner),
+        server,
+      ));
     }
-    const reply = await session.send(envelope, message.raw);
-    return {
-      messageId: message.messageId,
-      accepted: reply.accepted,
-      rejected: reply.rejected.map((r) => r.recipient),
-      rejections: reply.rejected,
-      response: reply.response,
-    };
+    let pending = [...envelope.to];
+    while (pending.length > 0) {
+      const again: string[] = [];
+      let accepted = 0;
+      try {
+        const reply = await session.send({ from: envelope.from, to: pending }, message.raw);
+        lastResponse = cleanResponse(reply.response, secret);
+        const { code, enhanced } = parseReply(reply.response);
+        for (const address of reply.accepted) {
+          outcomes.set(address, outcome(address, "accepted", code, enhanced, lastResponse));
+          accepted++;
+        }
+        for (const refusal of reply.rejected) {
+          const parsed = parseReply(refusal.response);
+          if (isTooManyRecipients(parsed.code ?? refusal.responseCode ?? null, parsed.enhanced)) {
+            again.push(refusal.recipient);
+          } else {
+            outcomes.set(refusal.recipient, refusalOutcome(refusal, secret));
+          }
+        }
+      } catch (error) {
+        const failure = classifySmtpError(error, server);
+        settleFailedTransaction(session, pending, failure, outcomes, secret);
+        // All recipients refused: the report sums them up; anything else is its own reason.
+        if (failure.scope === "recipients") break;
+        return report(failure);
+      }
+      // Another transaction only while the last one made progress (RFC 5321 4.5.3.1.10).
+      if (accepted === 0) {
+        for (const address of again) outcomes.set(address, tooMany(address));
+        break;
+      }
+      pending = again;
+    }
+    return report();
   } finally {
     session.quit();
   }
+}
+
+/** Record the recipients of a transaction that did not complete, from what the server had said. */
+function settleFailedTransaction(
+  session: SmtpSession,
+  pending: string[],
+  failure: SmtpFailure,
+  outcomes: Map<string, RecipientOutcome>,
+  secret: string | null | undefined,
+): void {
+  const refused = new Map(session.envelopeState().rejected.map((r) => [r.recipient, r]));
+  for (const address of pending) {
+    const refusal = failure.scope === "sender" ? undefined : refused.get(address);
+    if (!refusal) {
+      outcomes.set(address, unattempted(address, failure));
+      continue;
+    }
+    const parsed = parseReply(refusal.response);
+    const tooManyNow = isTooManyRecipients(parsed.code, parsed.enhanced);
+    outcomes.set(address, tooManyNow ? tooMany(address) : refusalOutcome(refusal, secret));
+  }
+}
+
+function outcome(
+  address: string,
+  status: RecipientOutcome["status"],
+  code: number | null,
+  enhanced: string | null,
+  response: string | null,
+): RecipientOutcome {
+  return { address, status, smtp_code: code, enhanced_code: enhanced, response };
+}
+
+function refusalOutcome(refusal: RcptReply, secret: string | null | undefined): RecipientOutcome {
+  const parsed = parseReply(refusal.response);
+  const code = parsed.code ?? refusal.responseCode ?? null;
+  const status = isTemporary(code) ? "deferred" : "rejected";
+  return outcome(refusal.recipient, status, code, parsed.enhanced, cleanResponse(refusal.response, secret));
+}
+
+function tooMany(address: string): RecipientOutcome {
+  return outcome(address, "deferred", 452, "4.5.3", "452 4.5.3 Too many recipients (no progress in a new transaction)");
+}
+
+/** A recipient the session never got to (or whose transaction failed): it shares the message's fate. */
+function unattempted(address: string, failure: SmtpFailure): RecipientOutcome {
+  const status = failure.outcome === "unknown" ? "unknown" : failure.retryable ? "deferred" : "rejected";
+  return outcome(address, status, failure.responseCode ?? null, failure.enhancedCode ?? null, failure.response ?? null);
+}
+
+const OUTCOME_MISSING: SmtpFailure = {
+  code: "smtp_error",
+  outcome: "failed",
+  scope: "session",
+  retryable: false,
+  message: "The SMTP exchange ended without an answer for this recipient",
+};
+
+/** The failure of a message whose every recipient was refused at RCPT. */
+function summarise(recipients: RecipientOutcome[]): SmtpFailure {
+  const deferred = recipients.find((r) => r.status === "deferred");
+  const first = deferred ?? recipients[0];
+  return {
+    code: deferred ? "smtp_recipients_deferred" : "smtp_recipients_rejected",
+    outcome: deferred ? "deferred" : "failed",
+    scope: "recipients",
+    retryable: Boolean(deferred),
+    message: deferred
+      ? "The SMTP server temporarily refused the recipients; a later retry can succeed"
+      : "The SMTP server refused every recipient",
+    responseCode: first?.smtp_code ?? undefined,
+    enhancedCode: first?.enhanced_code ?? undefined,
+    response: first?.response ?? undefined,
+    retryAfterSeconds: retryHintSeconds(first?.response) ?? undefined,
+  };
 }
 
 /** What a successful verification found. */
@@ -90,11 +227,21 @@ export async function verifyServer(
 export interface SmtpFailure {
   /** Stable error code for the API and the audit row's error_class. */
   code: string;
-  /** `unknown` when the server may have accepted the message (never resend automatically). */
-  outcome: "failed" | "unknown";
+  /** The message's status when this is why nothing was accepted. */
+  outcome: "deferred" | "failed" | "unknown";
+  /** What failed: the whole session, the sender (MAIL FROM), every recipient, or the message (DATA). */
+  scope: "session" | "sender" | "recipients" | "message";
+  /** Whether sending the same message again can succeed. Never for `unknown`. */
+  retryable: boolean;
   message: string;
   responseCode?: number;
+  enhancedCode?: string;
+  /** The server's reply, bounded and with the password removed. */
   response?: string;
+  /** What to change, when the config looks wrong (e.g. port and security swapped). */
+  hint?: string;
+  /** The server's "try again in N seconds" hint. */
+  retryAfterSeconds?: number;
 }
 
 interface NodemailerError {
@@ -104,85 +251,226 @@ interface NodemailerError {
   command?: string;
   timeoutType?: string;
   message?: string;
+  reason?: string;
 }
 
-const TLS_VERIFY_PATTERN = /certificate|self[- ]signed|unable to verify|altnames|CERT_|hostname/i;
+const CERT_UNTRUSTED =
+  /self[- ]signed|unable to (?:verify|get local issuer)|UnknownIssuer|untrusted|CERT_UNTRUSTED|SELF_SIGNED|UNABLE_TO_VERIFY/i;
+const CERT_NAME = /altname|hostname|NotValidForName|ERR_TLS_CERT_ALTNAME|does not match/i;
+const CERT_EXPIRED = /expired|CERT_HAS_EXPIRED|not yet valid/i;
+const TLS_HANDSHAKE =
+  /ssl|tls|handshake|wrong version|protocol version|record|alert|EPROTO|InvalidContentType|CorruptMessage|peer is incompatible/i;
 
-/** Map a nodemailer error to a stable code; the password is never part of it. */
-export function classifySmtpError(error: unknown): SmtpFailure {
+function swappedPortHint(server?: Pick<SmtpServer, "port" | "security">): string | undefined {
+  if (!server) return undefined;
+  if (server.security === "tls" && [587, 25, 2587, 2525].includes(server.port)) {
+    return `port ${server.port} usually expects STARTTLS: try security "starttls" (or port 465 with "tls")`;
+  }
+  if (server.security === "starttls" && [465, 2465].includes(server.port)) {
+    return `port ${server.port} usually expects implicit TLS: try security "tls"`;
+  }
+  return undefined;
+}
+
+/**
+ * Map a session failure to a stable code, its scope and whether a retry can succeed. The
+ * password is never part of it (`server.password` is removed from the server's reply).
+ */
+export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFailure {
   const stage = error instanceof SessionFailure ? error.stage : "connecting";
   const e = ((error instanceof SessionFailure ? error.cause : error) ?? {}) as NodemailerError;
-  const base = { responseCode: e.responseCode, response: e.response?.slice(0, 500) };
-  const failed = (code: string, message: string): SmtpFailure => ({ ...base, code, outcome: "failed", message });
+  const parsed = parseReply(e.response);
+  const responseCode = e.responseCode ?? parsed.code ?? undefined;
+  const base = {
+    responseCode,
+    enhancedCode: parsed.enhanced ?? undefined,
+    response: cleanResponse(e.response, server?.password) ?? undefined,
+    retryAfterSeconds: retryHintSeconds(e.response) ?? undefined,
+  };
+  const temporary = isTemporary(responseCode);
+  const make = (
+    code: string,
+    scope: SmtpFailure["scope"],
+    retryable: boolean,
+    message: string,
+    hint?: string,
+  ): SmtpFailure => ({
+    ...base,
+    code,
+    scope,
+    retryable,
+    outcome: retryable ? "deferred" : "failed",
+    message,
+    ...(hint ? { hint } : {}),
+  });
+  const text = `${e.message ?? ""} ${e.code ?? ""} ${e.reason ?? ""}`;
 
-  // An explicit reply from the server is a definite answer, whatever the stage.
   switch (e.code) {
     case "EAUTH":
     case "ENOAUTH":
-      return failed("smtp_auth_failed", "The SMTP server rejected the credentials");
+      if (temporary) return make("smtp_auth_deferred", "session", true, "The SMTP server could not authenticate now");
+      return make("smtp_auth_failed", "session", false, "The SMTP server rejected the credentials");
     case "ENOAUTHOFFERED":
-      return failed(
+      return make(
         "smtp_auth_unavailable",
+        "session",
+        false,
         "The config has credentials but the SMTP server offers no AUTH mechanism (on this port, or before TLS)",
+        swappedPortHint(server),
       );
     case "ESMTPUTF8":
-      return failed(
+      return make(
         "smtp_utf8_unsupported",
+        "session",
+        false,
         "A recipient or the sender has a non-ASCII local part and the SMTP server does not offer SMTPUTF8",
       );
-    case "EENVELOPE":
-      return failed("smtp_recipients_rejected", "The SMTP server rejected the sender or all recipients");
-    case "EMESSAGE":
-      return failed("smtp_message_rejected", "The SMTP server rejected the message");
     case "EDNS":
-      return failed("smtp_host_not_found", "The SMTP host name could not be resolved");
+      return make("smtp_host_not_found", "session", true, "The SMTP host name could not be resolved");
     case "ETLS":
-      return failed(
+      return make(
         "smtp_tls_failed",
+        "session",
+        false,
         "TLS could not be negotiated with the SMTP server (for starttls: the server did not offer STARTTLS)",
+        swappedPortHint(server),
       );
+    case "EENVELOPE":
+      return envelopeFailure(e, make, responseCode, temporary);
+    case "EMESSAGE":
+      if (responseCode === undefined) {
+        return make("smtp_message_too_large", "message", false, "The message is larger than the SMTP server accepts");
+      }
+      if (responseCode === 552 || base.enhancedCode === "5.3.4") {
+        return make("smtp_message_too_large", "message", false, "The SMTP server refused the message as too large");
+      }
+      return temporary
+        ? make("smtp_message_deferred", "message", true, "The SMTP server temporarily refused the message")
+        : make("smtp_message_rejected", "message", false, "The SMTP server rejected the message");
   }
   // The server took the message data but never confirmed it: it may have delivered it, and
   // SMTP has no idempotency, so this must never be retried automatically.
   if (stage === "data") {
     return {
-      ...base,
-      code: "smtp_outcome_unknown",
+      ...make(
+        "smtp_outcome_unknown",
+        "session",
+        false,
+        "The connection ended after the message was transmitted but before the server confirmed it; " +
+          "it may or may not have been delivered",
+      ),
       outcome: "unknown",
-      message: "The connection ended after the message was transmitted but before the server confirmed it; " +
-        "it may or may not have been delivered",
     };
   }
-  const text = `${e.message ?? ""}`;
-  if (e.code === "ETIMEDOUT") {
-    return e.timeoutType === "SOCKET_TIMEOUT"
-      ? failed("smtp_timeout", "The SMTP server stopped answering before the message was sent")
-      : failed("smtp_connect_timeout", "Timed out connecting to the SMTP server");
+  if (CERT_EXPIRED.test(text)) {
+    return make("smtp_tls_certificate_expired", "session", false, "The SMTP server's TLS certificate has expired");
   }
-  if (TLS_VERIFY_PATTERN.test(text)) {
-    return failed("smtp_tls_verify_failed", "The SMTP server's TLS certificate could not be verified");
+  if (CERT_NAME.test(text)) {
+    return make(
+      "smtp_tls_name_mismatch",
+      "session",
+      false,
+      "The SMTP server's TLS certificate is not valid for the configured host name",
+    );
+  }
+  if (CERT_UNTRUSTED.test(text)) {
+    return make(
+      "smtp_tls_untrusted",
+      "session",
+      false,
+      "The SMTP server's TLS certificate is not issued by a trusted authority (self-signed or unknown issuer)",
+    );
+  }
+  if (e.code === "ETIMEDOUT") {
+    if (e.timeoutType !== "SOCKET_TIMEOUT" && stage === "connecting" && swappedPortHint(server)) {
+      return make(
+        "smtp_tls_failed",
+        "session",
+        false,
+        "The SMTP server never greeted: the port and the security mode look swapped",
+        swappedPortHint(server),
+      );
+    }
+    return e.timeoutType === "SOCKET_TIMEOUT"
+      ? make("smtp_timeout", "session", true, "The SMTP server stopped answering before the message was sent")
+      : make("smtp_connect_timeout", "session", true, "Timed out connecting to the SMTP server");
+  }
+  if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH/i.test(text)) {
+    return make("smtp_connect_failed", "session", true, "Could not connect to the SMTP server");
+  }
+  if (TLS_HANDSHAKE.test(text)) {
+    return make(
+      "smtp_tls_failed",
+      "session",
+      false,
+      "TLS could not be negotiated with the SMTP server (protocol version, or not a TLS endpoint)",
+      swappedPortHint(server),
+    );
   }
   if (stage === "session" && (e.code === "ECONNECTION" || e.code === "ESOCKET")) {
-    return failed("smtp_connection_lost", "The SMTP server closed the connection before the message was sent");
+    return make(
+      "smtp_connection_lost",
+      "session",
+      true,
+      "The SMTP server closed the connection before the message was sent",
+    );
   }
-  if (
-    /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH/i.test(text) || e.code === "ECONNECTION" || e.code === "ESOCKET"
-  ) {
-    return failed("smtp_connect_failed", "Could not connect to the SMTP server");
+  if (e.code === "ECONNECTION" || e.code === "ESOCKET" || /ECONNRESET/i.test(text)) {
+    return make("smtp_connect_failed", "session", true, "Could not connect to the SMTP server");
   }
-  return failed("smtp_error", "The SMTP exchange failed");
+  return make("smtp_error", "session", false, "The SMTP exchange failed");
+}
+
+type Make = (code: string, scope: SmtpFailure["scope"], retryable: boolean, message: string) => SmtpFailure;
+
+/** A refusal of MAIL FROM, of every RCPT TO, or of the DATA command. */
+function envelopeFailure(e: NodemailerError, make: Make, code: number | undefined, temporary: boolean): SmtpFailure {
+  if (e.command === "MAIL FROM") {
+    if (code === 530 || code === 535) {
+      return make(
+        "smtp_auth_required",
+        "sender",
+        false,
+        "The SMTP server requires authentication; set a username and password on the config",
+      );
+    }
+    return temporary
+      ? make("smtp_sender_deferred", "sender", true, "The SMTP server temporarily refused the sender")
+      : make("smtp_sender_rejected", "sender", false, "The SMTP server refused the sender address");
+  }
+  if (e.command === "DATA") {
+    return temporary
+      ? make("smtp_message_deferred", "message", true, "The SMTP server temporarily refused the message")
+      : make("smtp_message_rejected", "message", false, "The SMTP server refused the message");
+  }
+  return temporary
+    ? make("smtp_recipients_deferred", "recipients", true, "The SMTP server temporarily refused the recipients")
+    : make("smtp_recipients_rejected", "recipients", false, "The SMTP server refused every recipient");
 }
 
 /** An egress refusal (ApiError) or an SMTP failure, as the audit row and the response describe it. */
 export function describeFailure(
   error: unknown,
+  server?: SmtpServer,
 ): { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } {
   if (error instanceof ApiError) {
     return {
       httpStatus: error.status,
-      failure: { code: error.code, outcome: "failed", message: error.message },
+      failure: { code: error.code, outcome: "failed", scope: "session", retryable: false, message: error.message },
       details: error.details,
     };
   }
-  return { httpStatus: 502, failure: classifySmtpError(error) };
+  return { httpStatus: 502, failure: classifySmtpError(error, server) };
+}
+
+/** The details every 502 carries: whether to retry, and what the server said. */
+export function failureDetails(failure: SmtpFailure): Record<string, unknown> {
+  return {
+    retryable: failure.retryable,
+    smtp_response_code: failure.responseCode ?? null,
+    smtp_enhanced_code: failure.enhancedCode ?? null,
+    smtp_response: failure.response ?? null,
+    ...(failure.hint ? { hint: failure.hint } : {}),
+    ...(failure.retryAfterSeconds ? { retry_after_seconds: failure.retryAfterSeconds } : {}),
+  };
 }

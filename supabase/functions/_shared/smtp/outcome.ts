@@ -1,0 +1,79 @@
+// The one SMTP outcome model every path reports in (send-email, verify, later the outbox):
+// per recipient what the server said, per message what that means, and whether a retry
+// can succeed. SMTP's own rule decides: 2xx accepted, 4xx temporary, 5xx permanent.
+
+/** What happened to one recipient. `unknown`: accepted at RCPT, then the end of DATA went unanswered. */
+export type RecipientStatus = "accepted" | "rejected" | "deferred" | "unknown";
+
+/** One recipient's outcome, as the API returns it and the audit row stores it. */
+export interface RecipientOutcome {
+  address: string;
+  status: RecipientStatus;
+  smtp_code: number | null;
+  enhanced_code: string | null;
+  response: string | null;
+}
+
+/**
+ * What happened to the message: `sent` (at least one recipient accepted), `deferred`
+ * (nothing accepted, and a retry can succeed), `failed` (nothing accepted, permanently) or
+ * `unknown` (the session ended after the final dot without a reply: it may have arrived,
+ * and SMTP has no idempotency, so it is never resent automatically).
+ */
+export type MessageStatus = "sent" | "deferred" | "failed" | "unknown";
+
+/** Longest server response text we keep. */
+export const MAX_RESPONSE_CHARS = 500;
+
+const MIN_REDACTED_SECRET = 4;
+
+/** A reply split into its parts: `450 4.2.0 Greylisted` -> 450, "4.2.0". */
+export function parseReply(response: string | undefined | null): { code: number | null; enhanced: string | null } {
+  const match = /^([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(response ?? "");
+  if (!match) return { code: null, enhanced: null };
+  return { code: Number(match[1]), enhanced: match[2] ?? null };
+}
+
+/** Whether a reply is a temporary refusal (4xx). */
+export function isTemporary(code: number | null | undefined): boolean {
+  return typeof code === "number" && code >= 400 && code < 500;
+}
+
+/** RFC 5321 4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction. */
+export function isTooManyRecipients(code: number | null, enhanced: string | null): boolean {
+  return code === 452 || enhanced === "4.5.3";
+}
+
+/**
+ * A server's "try again in N seconds/minutes" hint, in seconds (greylisting, rate limits).
+ *
+ * @example
+ * ```ts
+ * retryHintSeconds("450 4.2.0 Greylisted, try again in 300 seconds"); // 300
+ * ```
+ */
+export function retryHintSeconds(response: string | null | undefined): number | null {
+  const match = /(?:try again|retry|wait)\D{0,20}?(\d{1,6})\s*(s|secs?|seconds?|m|mins?|minutes?)\b/i.exec(
+    response ?? "",
+  );
+  if (!match) return null;
+  const value = Number(match[1]);
+  return /^m/i.test(match[2]) ? value * 60 : value;
+}
+
+/** The message's status from its recipients' (see {@linkcode MessageStatus}). */
+export function messageStatus(recipients: RecipientOutcome[]): MessageStatus {
+  if (recipients.some((r) => r.status === "accepted")) return "sent";
+  if (recipients.some((r) => r.status === "unknown")) return "unknown";
+  if (recipients.some((r) => r.status === "deferred")) return "deferred";
+  return "failed";
+}
+
+/** A server response cut to a bounded, single-line text with the secret removed. */
+export function cleanResponse(response: string | null | undefined, secret?: string | null): string | null {
+  if (!response) return null;
+  let text = response.replace(/[\r\n]+/g, " ").trim();
+  // Shorter strings would match ordinary text; no real password is that short.
+  if (secret && secret.length >= MIN_REDACTED_SECRET) text = text.split(secret).join("[redacted]");
+  return text.length > MAX_RESPONSE_CHARS ? `${text.slice(0, MAX_RESPONSE_CHARS)}…` : text;
+}
