@@ -192,7 +192,7 @@ Deno.test({
         try {
           const cases: [Record<string, unknown>, string][] = [
             [{ name: "no-starttls", port: hidden.port, security: "starttls" }, "smtp_tls_failed"],
-            [{ name: "self-signed", port: untrusted.port }, "smtp_tls_verify_failed"],
+            [{ name: "self-signed", port: untrusted.port }, "smtp_tls_untrusted"],
             [{ name: "silent", port: stalling.port }, "smtp_connect_timeout"],
             [{ name: "closed", port: freePort() }, "smtp_connect_failed"],
             [{ name: "wrong-password", password: "not-the-password" }, "smtp_auth_failed"],
@@ -321,6 +321,7 @@ Deno.test({
         assert.equal((await call(alice, "POST", "/relay/explode")).json.error.code, "route_not_found");
         assert.equal((await call(alice, "PUT", "/relay")).status, 405);
         assert.equal((await call(alice, "GET", "/%E0%A4%A")).json.error.code, "invalid_path");
+        assert.equal((await call(alice, "GET", "/relay%00")).json.error.code, "invalid_path");
         const anonymous = await stack.invoke("smtp-configs", { method: "GET" });
         assert.equal(await errorCode(anonymous, 401), "missing_token");
       });

@@ -1,8 +1,11 @@
 // Database access in the caller's RLS context, exactly as PostgREST does it: one
 // transaction with `request.jwt.claims` set and the role switched to `authenticated`.
+// Failures that are not ours to answer with a 500 (the database down, a deleted user, a
+// limit the database enforces) leave here as ApiErrors.
 import postgres from "postgres";
 import type { Config } from "./config.ts";
 import type { UserClaims } from "./auth.ts";
+import { ApiError } from "./http.ts";
 
 /** A postgres.js client. */
 export type Sql = postgres.Sql;
@@ -25,19 +28,113 @@ export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): 
 /**
  * Run `fn` in one transaction as the user: RLS policies and `auth.uid()` apply.
  *
+ * @throws ApiError 503 `database_unavailable` (with Retry-After) when Postgres cannot be
+ *   reached, 401 `user_not_found` when the token's user no longer exists, 409
+ *   `concurrent_update` on a deadlock or serialization failure, and whatever a database
+ *   function raised as SQLSTATE `PGRST` (e.g. 429 limits), as PostgREST would answer it.
  * @example
  * ```ts
  * const rows = await withUser(sql, claims, (tx) => tx`select * from public.user_smtp_configs`);
  * ```
  */
-export function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return sql.begin(async (tx) => {
-    // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
-    // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
-    await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
-                    set_config('request.jwt.claim.sub', ${claims.sub}, true),
-                    set_config('request.jwt.claim.role', 'authenticated', true),
-                    set_config('role', 'authenticated', true)`;
-    return await fn(tx);
-  }) as Promise<T>;
+export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  try {
+    return await sql.begin(async (tx) => {
+      // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
+      // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                      set_config('request.jwt.claim.sub', ${claims.sub}, true),
+                      set_config('request.jwt.claim.role', 'authenticated', true),
+                      set_config('role', 'authenticated', true)`;
+      return await fn(tx);
+    }) as T;
+  } catch (error) {
+    throw databaseApiError(error) ?? error;
+  }
+}
+
+/** Seconds a client should wait before retrying when the database is unavailable. */
+const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
+
+// postgres.js's own connection errors, and the socket's.
+const CONNECTION_FAILURES = new Set([
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EPIPE",
+]);
+// Server-side refusals: shutting down, starting up, out of connections.
+const SERVER_UNAVAILABLE = new Set(["57P01", "57P02", "57P03", "53300"]);
+
+interface DatabaseError {
+  code?: string;
+  message?: string;
+  detail?: string;
+  constraint_name?: string;
+}
+
+/**
+ * The ApiError a database failure stands for, or undefined when it is a bug (a 500).
+ *
+ * @example
+ * ```ts
+ * try { await sql`select 1`; } catch (error) { throw databaseApiError(error) ?? error; }
+ * ```
+ */
+export function databaseApiError(error: unknown): ApiError | undefined {
+  if (error instanceof ApiError || typeof error !== "object" || error === null) return undefined;
+  const e = error as DatabaseError;
+  const code = typeof e.code === "string" ? e.code : "";
+  if (code === "PGRST") return raisedApiError(e);
+  if (CONNECTION_FAILURES.has(code) || SERVER_UNAVAILABLE.has(code) || code.startsWith("08")) {
+    return new ApiError(
+      503,
+      "database_unavailable",
+      `The database is unavailable; retry in ${UNAVAILABLE_RETRY_AFTER_SECONDS} s`,
+      { retry_after_seconds: UNAVAILABLE_RETRY_AFTER_SECONDS },
+      { "retry-after": String(UNAVAILABLE_RETRY_AFTER_SECONDS) },
+    );
+  }
+  // Every table's owner column references auth.users: the token outlived its user.
+  if (code === "23503" && e.constraint_name?.endsWith("_user_id_fkey")) {
+    return new ApiError(401, "user_not_found", "The user this token was issued to no longer exists");
+  }
+  if (code === "40P01" || code === "40001") {
+    return new ApiError(409, "concurrent_update", "Another request changed the same data at the same time; retry", {
+      retryable: true,
+    });
+  }
+  return undefined;
+}
+
+/**
+ * A `raise sqlstate 'PGRST'` in PostgREST's convention: the message is JSON `{code,
+ * message}`, the detail JSON `{status, headers, details?}`.
+ */
+function raisedApiError(e: DatabaseError): ApiError | undefined {
+  try {
+    const message = JSON.parse(e.message ?? "") as { code?: unknown; message?: unknown };
+    const detail = JSON.parse(e.detail ?? "") as { status?: unknown; headers?: unknown; details?: unknown };
+    if (typeof message.code !== "string" || typeof detail.status !== "number") return undefined;
+    const headers: Record<string, string> = {};
+    if (detail.headers && typeof detail.headers === "object") {
+      for (const [name, value] of Object.entries(detail.headers)) {
+        if (typeof value === "string") headers[name.toLowerCase()] = value;
+      }
+    }
+    const details = detail.details && typeof detail.details === "object"
+      ? detail.details as Record<string, unknown>
+      : undefined;
+    return new ApiError(detail.status, message.code, String(message.message ?? message.code), details, headers);
+  } catch {
+    return undefined;
+  }
 }

@@ -22,6 +22,7 @@ import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
 import { findTemplate } from "./store/templates.ts";
+import { assertCanAuthenticate, authVerdict, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
 
 /** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
@@ -44,6 +45,8 @@ async function resolveConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfi
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
+  // Checked (and the row locked) before the credentials are read: a password oracle is limited.
+  await assertCanAuthenticate(tx, config.id);
   const credentials = await loadCredentials(tx, config.id);
   if (config.username && !credentials.password) {
     throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
@@ -162,6 +165,24 @@ async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: strin
 }
 
 /**
+ * Tell the credential guard what the server said about the login (see store/credential_guard.ts).
+ * Logged, never thrown: the send's outcome is what the caller must hear.
+ */
+async function settleLogin(ctx: AppContext, claims: UserClaims, configId: string, failureCode?: string) {
+  const verdict = authVerdict(failureCode);
+  try {
+    await withUser(
+      ctx.sql,
+      claims,
+      (tx) => verdict === null ? releaseAuthAttempt(tx, configId) : recordAuthResult(tx, configId, verdict),
+    );
+  } catch (error) {
+    const e = error as { name?: string; code?: string };
+    console.error(JSON.stringify({ level: "error", msg: "could not settle login", error: e?.name, code: e?.code }));
+  }
+}
+
+/**
  * Send `req` as the user in `claims` and audit it.
  *
  * @throws ApiError 4xx for config, template and composition problems (not audited),
@@ -201,6 +222,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
   } catch (error) {
     // Refused before any SMTP (egress policy, DNS): nothing reached a server.
     const { httpStatus, failure, details } = describeFailure(error, server);
+    await settleLogin(ctx, claims, config.id, failure.code);
     await recordOutcome(ctx, claims, auditId, {
       status: failure.outcome === "unknown" ? "failed" : failure.outcome,
       message_id: message.messageId,
@@ -215,6 +237,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     });
   }
 
+  await settleLogin(ctx, claims, config.id, report.status === "sent" ? undefined : report.failure?.code);
   await recordOutcome(ctx, claims, auditId, outcomeOf(report));
   const byStatus = (status: RecipientOutcome["status"]) =>
     report.recipients.filter((r) => r.status === status).map((r) => r.address);

@@ -14,6 +14,7 @@ import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/ht
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { describeFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, startVerification } from "../_shared/store/verifications.ts";
+import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import {
   type ConfigWarning,
   createConfig,
@@ -31,11 +32,18 @@ const MAX_BODY_BYTES = 64 * 1024;
 export function routeSegments(req: Request, functionName: string): string[] {
   const segments = new URL(req.url).pathname.split("/").filter(Boolean);
   const at = segments.indexOf(functionName);
+  let decoded: string[];
   try {
-    return segments.slice(at + 1).map((s) => decodeURIComponent(s));
+    decoded = segments.slice(at + 1).map((s) => decodeURIComponent(s));
   } catch {
     throw new ApiError(400, "invalid_path", "The path has a malformed percent-escape");
   }
+  // Postgres text cannot hold NUL, and no name or id contains a control character.
+  // deno-lint-ignore no-control-regex
+  if (decoded.some((s) => /[\x00-\x1f\x7f]/.test(s))) {
+    throw new ApiError(400, "invalid_path", "A path segment contains a control character");
+  }
+  return decoded;
 }
 
 /** Refuse what the policy refuses; warn about what will fail elsewhere or cannot be checked now. */
@@ -74,32 +82,42 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
       security: body.security ?? current.security,
     }, ctx.config.smtp.connectTimeoutMs));
   }
-  const config = await withUser(ctx.sql, claims, async (tx) => {
-    const locked = await findConfig(tx, current.id, true);
-    return updateConfig(tx, locked, { ...body, host: body.host === undefined ? undefined : host });
-  });
-  return json({ ...config, warnings });
+  const { before, after } = await withUser(
+    ctx.sql,
+    claims,
+    (tx) => updateConfig(tx, current.id, { ...body, host: body.host === undefined ? undefined : host }),
+  );
+  if (before.has_password && !after.has_password) {
+    warnings.push({
+      code: "password_cleared",
+      message: "The stored password was deleted because the server or username changed; set a new password",
+    });
+  }
+  return json({ ...after, warnings });
 }
 
 async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise<Response> {
-  const { config, credentials, verificationId } = await withUser(ctx.sql, claims, async (tx) => {
+  const { config, credentials, verification } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await findConfig(tx, ref);
+    // Before loading the credentials: it pins them until commit, and may refuse unproven ones (429).
+    await assertCanAuthenticate(tx, config.id);
     const credentials = await loadCredentials(tx, config.id);
     if (config.username && !credentials.password) {
       throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
     }
     checkServerStatically(ctx.config.egress, config);
-    const verificationId = await startVerification(tx, claims.sub, config.id, ctx.config.verifyPerMinute);
-    return { config, credentials, verificationId };
+    const id = await startVerification(tx, config.id, ctx.config.verifyPerMinute);
+    return { config, credentials, verification: { id, configId: config.id } };
   });
 
+  const server = { ...config, ...credentials };
   const started = performance.now();
   try {
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
-    const result = await verifyServer({ ...config, ...credentials }, target, ctx.config.smtp);
-    await finishVerification(ctx.sql, claims, verificationId, {
+    const result = await verifyServer(server, target, ctx.config.smtp);
+    await finishVerification(ctx.sql, claims, verification, {
       ok: true,
       latencyMs: result.latency_ms,
       serverBanner: result.server_banner,
@@ -107,8 +125,9 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
     return json(result);
   } catch (error) {
     const latencyMs = Math.round(performance.now() - started);
-    const { httpStatus, failure, details } = describeFailure(error);
-    await finishVerification(ctx.sql, claims, verificationId, { ok: false, errorClass: failure.code, latencyMs });
+    // With the server, so that a reply echoing the password is redacted.
+    const { httpStatus, failure, details } = describeFailure(error, server);
+    await finishVerification(ctx.sql, claims, verification, { ok: false, errorClass: failure.code, latencyMs });
     throw new ApiError(httpStatus, failure.code, failure.message, {
       ...details,
       latency_ms: latencyMs,
@@ -128,7 +147,8 @@ async function setFlag(
   ref: string,
   change: { is_default?: true; is_active?: boolean },
 ): Promise<SmtpConfig> {
-  return await withUser(ctx.sql, claims, async (tx) => updateConfig(tx, await findConfig(tx, ref, true), change));
+  const { after } = await withUser(ctx.sql, claims, (tx) => updateConfig(tx, ref, change));
+  return after;
 }
 
 /** Build the smtp-configs handler over a shared context. */

@@ -1,10 +1,12 @@
 -- public.smtp_config_verifications: owners start verifications of their own configs as
--- pending and read them; outcomes are settled once by private.record_verification_outcome.
+-- pending through private.begin_smtp_verification (which counts them, see
+-- credential_limits.test.sql) and read them; outcomes are settled once by
+-- private.record_verification_outcome. Nobody writes the table directly.
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(15);
+select plan(18);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -16,18 +18,21 @@ insert into public.user_smtp_configs (id, user_id, name, host, port, from_email)
    'bob@bob.example');
 
 select policies_are('public', 'smtp_config_verifications', array[
-  'owner can read own verifications',
-  'owner can start verifications of own configs'
-], 'verifications can be read and started, nothing else');
+  'owner can read own verifications'
+], 'verifications can only be read through the Data API');
 select table_privs_are('public', 'smtp_config_verifications', 'anon', array[]::name[], 'anon has no privileges');
 
 set local role authenticated;
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
 
 select lives_ok(
-  $$insert into public.smtp_config_verifications (config_id, ok, error_class)
-    values ('a1a1a1a1-0000-4000-8000-000000000001', false, 'pending')$$,
+  $$select private.begin_smtp_verification('a1a1a1a1-0000-4000-8000-000000000001')$$,
   'owner can start a verification of own config'
+);
+select results_eq(
+  $$select user_id, ok, error_class from public.smtp_config_verifications$$,
+  $$values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa'::uuid, false, 'pending'::text)$$,
+  'a started verification is pending and belongs to the caller'
 );
 select throws_ok(
   $$insert into public.smtp_config_verifications (config_id, ok, error_class)
@@ -36,8 +41,12 @@ select throws_ok(
 );
 select throws_ok(
   $$insert into public.smtp_config_verifications (config_id, ok, error_class)
-    values ('b1b1b1b1-0000-4000-8000-000000000001', false, 'pending')$$,
-  '42501', null, 'owner cannot start a verification of another user''s config'
+    values ('a1a1a1a1-0000-4000-8000-000000000001', false, 'pending')$$,
+  '42501', null, 'owner cannot insert a pending verification around the limit'
+);
+select throws_ok(
+  $$select private.begin_smtp_verification('b1b1b1b1-0000-4000-8000-000000000001')$$,
+  'P0002', 'smtp config not found', 'owner cannot start a verification of another user''s config'
 );
 select throws_ok(
   $$update public.smtp_config_verifications set ok = true, error_class = null$$,
@@ -84,6 +93,10 @@ select throws_ok(
 set local role anon;
 set local request.jwt.claims to '{"role":"anon"}';
 select throws_ok($$select * from public.smtp_config_verifications$$, '42501', null, 'anon cannot read verifications');
+select throws_ok(
+  $$select private.begin_smtp_verification('a1a1a1a1-0000-4000-8000-000000000001')$$,
+  '42501', null, 'anon cannot start verifications'
+);
 select throws_ok(
   $$select private.record_verification_outcome('c0c0c0c0-0000-4000-8000-000000000001', true, null, 1, null)$$,
   '42501', null, 'anon cannot settle verifications'

@@ -91,7 +91,24 @@ export function mapConstraintError(error: unknown): never {
   if (e?.code === "23514") {
     throw new ApiError(400, "invalid_request", `A value is out of range (${e.constraint_name ?? "check"})`);
   }
+  // Last resort: changes are serialised per user (lockConfigsForChange), so this should not happen.
+  if (e?.code === "40P01" || e?.code === "40001") {
+    throw new ApiError(409, "default_conflict", "Another request changed your configs at the same time; retry", {
+      retryable: true,
+    });
+  }
   throw error;
+}
+
+/**
+ * Serialise every change to the caller's configs: the per-user lock first, then the
+ * current default's row, before any other lock. A default swap touches two rows and a
+ * password change takes the user's credential-event lock; taking these in one order in
+ * every path is what keeps concurrent swaps from deadlocking.
+ */
+async function lockConfigsForChange(tx: Tx): Promise<void> {
+  await tx`select pg_advisory_xact_lock(hashtextextended('mailroom.default_config:' || (select auth.uid())::text, 0))`;
+  await tx`select c.id from public.user_smtp_configs c where c.is_default for update`;
 }
 
 async function hasDefault(tx: Tx): Promise<boolean> {
@@ -102,6 +119,7 @@ async function hasDefault(tx: Tx): Promise<boolean> {
 
 /** Create a config and store its password in Vault, in the caller's transaction. */
 export async function createConfig(tx: Tx, req: CreateConfigRequest & { host: string }): Promise<SmtpConfig> {
+  await lockConfigsForChange(tx);
   const makeDefault = req.is_default ?? !(await hasDefault(tx));
   try {
     const [row] = await tx<{ id: string }[]>`
@@ -122,12 +140,20 @@ export async function createConfig(tx: Tx, req: CreateConfigRequest & { host: st
   }
 }
 
-/** Apply a partial update; a password rotates the Vault secret in place. */
+/**
+ * Apply a partial update to the config `ref`, under the per-user change lock. A new host,
+ * port, security or username drops the stored password (a database trigger) unless the
+ * same request gives one, which is stored after the destination so it survives.
+ *
+ * @returns the config before and after the change.
+ */
 export async function updateConfig(
   tx: Tx,
-  current: SmtpConfig,
+  ref: string,
   req: UpdateConfigRequest & { host?: string },
-): Promise<SmtpConfig> {
+): Promise<{ before: SmtpConfig; after: SmtpConfig }> {
+  await lockConfigsForChange(tx);
+  const before = await findConfig(tx, ref, true);
   const changes: Record<string, unknown> = {};
   for (const key of ["name", "host", "port", "security", "username", "from_email", "from_name", "is_active"] as const) {
     if (req[key] !== undefined) changes[key] = req[key];
@@ -137,13 +163,13 @@ export async function updateConfig(
   if (req.is_default === false) changes.is_default = false;
   try {
     if (Object.keys(changes).length > 0) {
-      await tx`update public.user_smtp_configs set ${tx(changes)} where id = ${current.id}::uuid`;
+      await tx`update public.user_smtp_configs set ${tx(changes)} where id = ${before.id}::uuid`;
     }
+    if (req.is_default === true) await tx`select private.set_default_smtp_config(${before.id}::uuid)`;
     if (req.password !== undefined) {
-      await tx`select private.set_smtp_config_password(${current.id}::uuid, ${req.password})`;
+      await tx`select private.set_smtp_config_password(${before.id}::uuid, ${req.password})`;
     }
-    if (req.is_default === true) await tx`select private.set_default_smtp_config(${current.id}::uuid)`;
-    return await findConfig(tx, current.id);
+    return { before, after: await findConfig(tx, before.id) };
   } catch (error) {
     return mapConstraintError(error);
   }
