@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import fc from "fast-check";
+import { convert } from "html-to-text";
 import { apiError } from "./api_error.ts";
 import {
   type AttachmentInput,
@@ -8,10 +10,13 @@ import {
   decodeAttachments,
   dedupeRecipients,
   DEFAULT_LIMITS,
+  htmlShape,
   htmlToText,
   loadCompositionLimits,
   MAX_HEADER_VALUE,
   MAX_HEADERS,
+  MAX_HTML_DEPTH,
+  MAX_HTML_TAGS,
   sanitizeHeaders,
   toPunycodeAddress,
 } from "../supabase/functions/_shared/mail/compose.ts";
@@ -63,6 +68,183 @@ Deno.test("plain-text bodies from HTML", async (t) => {
     assert.deepEqual(bodies({ text: "plain" }), { text: "plain" });
     assert.deepEqual(bodies({ text: "mine", html: "<p>theirs</p>" }), { text: "mine", html: "<p>theirs</p>" });
     assert.deepEqual(bodies({}), {});
+  });
+});
+
+/** `depth` levels of one nesting shape, closed or left open. */
+const NESTINGS: Record<string, (depth: number) => string> = {
+  div: (n) => "<div>".repeat(n) + "x" + "</div>".repeat(n),
+  "open div": (n) => "<div>".repeat(n) + "x",
+  table: (n) => "<table><tr><td>".repeat(Math.ceil(n / 3)) + "x" + "</td></tr></table>".repeat(Math.ceil(n / 3)),
+  "ul li": (n) => "<ul><li>".repeat(Math.ceil(n / 2)) + "x",
+  "inline b": (n) => "<b>".repeat(n) + "x",
+  "svg g": (n) => "<svg>" + "<g>".repeat(n) + "<path/>",
+  "a with attributes": (n) => '<a href="https://example.com/" title=">">'.repeat(n) + "x",
+};
+
+/** The deepest element and the element count of the tree html-to-text walks (script and style included). */
+function walkedShape(html: string): { depth: number; elements: number } {
+  type Node = { type: string; parent: Node | null; children?: Node[] };
+  let depth = 0;
+  let elements = 0;
+  const probe = (elem: Node, walk: (nodes: unknown, builder: unknown) => void, builder: unknown) => {
+    let level = 0;
+    for (let node: Node | null = elem; node && node.type !== "root"; node = node.parent) level++;
+    elements++;
+    depth = Math.max(depth, level);
+    for (const child of elem.children ?? []) {
+      if (child.type === "script" || child.type === "style") {
+        elements++;
+        depth = Math.max(depth, level + 1);
+      }
+    }
+    walk(elem.children, builder);
+  };
+  // Every element html-to-text knows is walked with the probe instead of its own formatter.
+  const known = ["*", "a", "article", "aside", "blockquote", "br", "div", "footer", "form", "h1", "h2", "h3", "h4"]
+    .concat(["h5", "h6", "header", "hr", "img", "main", "nav", "ol", "p", "pre", "section", "table", "ul", "wbr"]);
+  (convert as (html: string, options: unknown) => string)(`<span>${html}`, {
+    baseElements: { selectors: ["*"], orderBy: "occurrence", returnDomByDefault: true },
+    selectors: known.map((selector) => ({ selector, format: "probe" })),
+    formatters: { probe },
+  });
+  // Less the <span> that holds everything (top-level script and style would be skipped otherwise).
+  return { depth: depth - 1, elements: elements - 1 };
+}
+
+Deno.test("plain-text bodies from hostile HTML", async (t) => {
+  await t.step("refuses HTML nested deeper than the limit, in any shape and however deep", () => {
+    for (const [shape, make] of Object.entries(NESTINGS)) {
+      for (const depth of [MAX_HTML_DEPTH + 3, 50_000]) {
+        const error = apiError(() => htmlToText(make(depth)), 422, "html_too_complex");
+        assert.deepEqual(error.details, { limit_depth: MAX_HTML_DEPTH }, `${shape} ${depth}`);
+        apiError(() => bodies({ html: make(depth) }), 422, "html_too_complex");
+      }
+    }
+  });
+
+  await t.step("converts HTML nested right up to the limit", () => {
+    const text = htmlToText("<div>".repeat(MAX_HTML_DEPTH - 1) + "<b>deep</b>" + "</div>".repeat(MAX_HTML_DEPTH - 1));
+    assert.equal(text, "deep");
+    assert.deepEqual(bodies({ text: "given", html: "<div>".repeat(50_000) }).text, "given", "no conversion, no check");
+  });
+
+  await t.step("refuses more tags than the limit, start or end, and counts implied closes as the parser does", () => {
+    const spans = "<span>x</span>".repeat(MAX_HTML_TAGS / 2);
+    assert.equal(htmlToText(spans).length, MAX_HTML_TAGS / 2);
+    for (const html of [spans + "<b>", spans + "</b>", "<div>".repeat(MAX_HTML_DEPTH) + "</x>".repeat(MAX_HTML_TAGS)]) {
+      const error = apiError(() => htmlToText(html), 422, "html_too_complex");
+      assert.deepEqual(error.details, { limit_tags: MAX_HTML_TAGS });
+    }
+    // Unclosed <p>, <li> and <td> close each other: long, but flat.
+    assert.deepEqual(htmlShape("<p>x".repeat(5_000)), { depth: 1, elements: 5_000, tags: 5_000 });
+    assert.deepEqual(htmlShape("<ul>" + "<li>x".repeat(5_000)), { depth: 2, elements: 5_001, tags: 5_001 });
+    assert.deepEqual(htmlShape("<table><tr>" + "<td>x".repeat(5_000)), { depth: 3, elements: 5_002, tags: 5_002 });
+  });
+
+  await t.step("ignores tags inside comments, attributes and raw text, but not closing tags hidden there", () => {
+    const deep = "<div>".repeat(MAX_HTML_DEPTH + 1);
+    for (const hidden of [`<!--${deep}-->`, `<p title="${deep}">x</p>`, `<script>${deep}</script>`]) {
+      assert.ok(htmlShape(hidden).depth <= 2, hidden.slice(0, 20));
+    }
+    for (const wrap of [`<style>${deep}</style>`, `<textarea>${deep}</textarea>`, `<![CDATA[${deep}]]>`]) {
+      assert.ok(htmlShape(wrap).depth <= 2, wrap.slice(0, 20));
+    }
+    const closesHidden = [
+      "<div><!--</div>-->",
+      '<div title="</div>">',
+      "<div><script></div></script>",
+      "<div></-div>",
+      "<div><?</div>>",
+    ];
+    for (const unit of closesHidden) {
+      assert.ok(htmlShape(unit.repeat(MAX_HTML_DEPTH + 1)).depth > MAX_HTML_DEPTH, unit);
+    }
+  });
+
+  await t.step("measures the depth and size of the tree html-to-text builds (property)", () => {
+    const pieces = [
+      "<div>",
+      "</div>",
+      "<p>",
+      "</p>",
+      "<li>",
+      "<ul>",
+      "</ul>",
+      "<table>",
+      "<tr>",
+      "<td>",
+      "</td>",
+      "<tbody>",
+      "<!--",
+      "-->",
+      "<!-",
+      "<!",
+      ">",
+      "<",
+      "/",
+      "</",
+      "-",
+      "]",
+      "<script>",
+      "</script>",
+      "</SCRIPT",
+      "<style>",
+      "</style ",
+      "<title>",
+      "</title>",
+      "<textarea>",
+      "<xmp>",
+      "<tmp>",
+      "<xitle>",
+      "\x1c",
+      "\x0f",
+      "'",
+      '"',
+      "=",
+      " ",
+      "\t",
+      "a",
+      "<svg>",
+      "</svg>",
+      "<path/>",
+      "<math>",
+      "<mi>",
+      "</mi>",
+      "<br>",
+      "</br>",
+      "<img>",
+      "<![CDATA[",
+      "]]>",
+      "<?",
+      "<b",
+      " x='",
+      '<a href="',
+      "<option>",
+      "<select>",
+      "<dd>",
+      "<dt>",
+      "<th>",
+      "<body>",
+      "<head>",
+      "<link>",
+      "<h1>",
+      "<DIV>",
+      "<Div/>",
+      "&",
+      "&lt;",
+    ];
+    const html = fc.array(fc.constantFrom(...pieces), { maxLength: 80 }).map((list) => list.join(""));
+    fc.assert(
+      fc.property(html, (source) => {
+        const mine = htmlShape(source);
+        const walked = walkedShape(source);
+        // An unfinished start tag at the very end is on the parser's stack but never in the tree.
+        assert.ok(mine.depth >= walked.depth && mine.depth <= walked.depth + 1, `depth of ${JSON.stringify(source)}`);
+        assert.ok(mine.elements >= walked.elements && mine.elements <= walked.elements + 1, JSON.stringify(source));
+      }),
+      { numRuns: 3_000 },
+    );
   });
 });
 
@@ -134,6 +316,40 @@ Deno.test("extra headers", async (t) => {
     assert.equal(Object.keys(sanitizeHeaders(many(MAX_HEADERS))).length, MAX_HEADERS);
     const error = apiError(() => sanitizeHeaders(many(MAX_HEADERS + 1)), 400, "too_many_headers");
     assert.deepEqual(error.details, { limit: MAX_HEADERS });
+  });
+
+  await t.step("accepts List-Unsubscribe only as <https://...> and <mailto:...> entries", () => {
+    const good = [
+      "<https://example.com/unsubscribe?u=1&l=2>",
+      "<mailto:unsubscribe@example.com?subject=stop>",
+      "<mailto:u@example.com>, <https://example.com/u>",
+      "<HTTPS://EXAMPLE.COM/U>,<MAILTO:U@EXAMPLE.COM>",
+    ];
+    for (const value of good) {
+      assert.deepEqual(sanitizeHeaders({ "list-unsubscribe": value }), { "List-Unsubscribe": value });
+    }
+    const bad = [
+      "<javascript:alert(1)>",
+      "<http://example.com/u>",
+      "<data:text/html,x>",
+      "https://example.com/u",
+      "mailto:u@example.com",
+      "<https://example.com/u",
+      "<https://>",
+      "<mailto:>",
+      "<mailto:nobody>",
+      "<https://example.com/a b>",
+      "<https://example.com/u>,",
+      "<https://example.com/u>, javascript:alert(1)",
+      "<https://example.com/u> <mailto:u@example.com>",
+      "",
+      "<>",
+      "<ftp://example.com/u>",
+    ];
+    for (const value of bad) {
+      const error = apiError(() => sanitizeHeaders({ "List-Unsubscribe": value }), 400, "invalid_header_value");
+      assert.deepEqual(error.details, { header: "List-Unsubscribe", expected: "<https://...>, <mailto:...>" }, value);
+    }
   });
 
   await t.step("rejects the same header given twice in different case", () => {
@@ -219,6 +435,46 @@ Deno.test("attachments", async (t) => {
       assert.deepEqual(error.details, { index: 0, field: "filename" }, JSON.stringify(filename));
     }
     assert.equal(decodeAttachments([{ filename: "..hidden", content: "" }], LIMITS)[0].filename, "..hidden");
+  });
+
+  await t.step("rejects file names with bidirectional controls or invisible characters", () => {
+    const hidden = [
+      "\u202A",
+      "\u202B",
+      "\u202C",
+      "\u202D",
+      "\u202E",
+      "\u2066",
+      "\u2067",
+      "\u2068",
+      "\u2069",
+      "\u200E",
+      "\u200F",
+      "\u061C",
+      "\u200B",
+      "\u200C",
+      "\u200D",
+      "\u2060",
+      "\uFEFF",
+      "\u00AD",
+      "\u034F",
+      "\u115F",
+      "\u3164",
+      "\uFFA0",
+    ];
+    for (const character of hidden) {
+      for (const filename of [`invoice${character}fdp.exe`, `${character}a.txt`, `a.txt${character}`]) {
+        const error = apiError(
+          () => decodeAttachments([{ filename, content: b64("x") }], LIMITS),
+          400,
+          "invalid_attachment",
+        );
+        assert.deepEqual(error.details, { index: 0, field: "filename" }, JSON.stringify(filename));
+      }
+    }
+    for (const filename of ["Grüße aus Köln.pdf", "日本語.txt", "عربي.docx", "👨‍👩‍👧 photo.jpg", "👩🏽‍💻.png", "a b.txt"]) {
+      assert.equal(decodeAttachments([{ filename, content: b64("x") }], LIMITS)[0].filename, filename);
+    }
   });
 
   await t.step("requires content_type to be type/subtype", () => {

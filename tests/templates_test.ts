@@ -5,6 +5,10 @@ import {
   type EmailTemplate,
   MAX_DATA_DEPTH,
   MAX_DATA_VALUES,
+  MAX_RENDER_STEPS,
+  MAX_SECTION_DEPTH,
+  MAX_TEMPLATE_PART_CHARS,
+  MAX_VARIABLE_NAME,
   referencedVariables,
   renderTemplate,
   requiredVariables,
@@ -288,11 +292,178 @@ Deno.test("template variables", async (t) => {
   });
 });
 
-Deno.test("rendering is metered: nested sections cannot blow up", () => {
+Deno.test("rendering is metered", async (t) => {
   const items = Array.from({ length: 300 }, (_, i) => i);
-  const bomb = { subject: null, html: null, variables: null, text: "{{#a}}{{#a}}{{#a}}xxxxxxxxxx{{/a}}{{/a}}{{/a}}" };
-  const error = apiError(() => renderTemplate(bomb, { a: items }), 422, "template_output_too_large");
-  assert.ok(error.details?.limit_chars);
-  const fine = { ...bomb, text: "{{#a}}{{.}},{{/a}}" };
-  assert.equal(renderTemplate(fine, { a: [1, 2, 3] }).text, "1,2,3,");
+
+  await t.step("refuses output that grows past the limit with template_output_too_large", () => {
+    const text = "{{#a}}" + "{{big}}".repeat(50) + "{{/a}}";
+    const error = apiError(
+      () => renderTemplate(template({ text }), { a: items, big: "x".repeat(100_000) }),
+      422,
+      "template_output_too_large",
+    );
+    assert.ok(error.details?.limit_chars);
+  });
+
+  await t.step("refuses work that grows past the step budget, even when nothing is output", () => {
+    const nested = (depth: number, body: string) => "{{#a}}".repeat(depth) + body + "{{/a}}".repeat(depth);
+    const bombs: [string, Record<string, unknown>][] = [
+      [nested(4, ""), { a: items }],
+      [nested(2, "{{missing}}{{missing.too}}{{.}}"), { a: items }],
+      [nested(3, "{{#empty}}x{{/empty}}"), { a: items, empty: [] }],
+      [nested(2, "{{list}}"), { a: items, list: Array.from({ length: 5000 }, () => ({})) }],
+      [nested(2, "{{x}}".repeat(20)), { a: items }],
+    ];
+    for (const [text, data] of bombs) {
+      for (const part of ["text", "html", "subject"] as const) {
+        const error = apiError(() => renderTemplate(template({ [part]: text }), data), 422, "template_too_complex");
+        assert.deepEqual(error.details, { limit_steps: MAX_RENDER_STEPS }, `${part}: ${text}`);
+      }
+    }
+  });
+
+  await t.step("renders a long newsletter well within the budget", () => {
+    const articles = Array.from({ length: 2000 }, (_, i) => ({ title: `T${i}`, url: `https://example.com/${i}` }));
+    const html = '{{#articles}}<h2><a href="{{url}}">{{title}}</a></h2><p>{{intro}} {{title}}</p>{{/articles}}';
+    const out = renderTemplate(template({ html, text: "{{#articles}}{{title}}: {{url}}\n{{/articles}}" }), {
+      articles,
+      intro: "Read",
+    });
+    assert.equal(out.text?.split("\n").length, 2001);
+    assert.match(out.html ?? "", /<h2><a href="https:&#x2F;&#x2F;example.com&#x2F;1999">T1999<\/a><\/h2>/);
+  });
+
+  await t.step("renders small nested lists unchanged", () => {
+    const fine = template({ text: "{{#a}}{{.}},{{/a}}" });
+    assert.equal(renderTemplate(fine, { a: [1, 2, 3] }).text, "1,2,3,");
+    const grid = template({ text: "{{#rows}}{{#cells}}{{.}}{{/cells}};{{/rows}}" });
+    assert.equal(renderTemplate(grid, { rows: [{ cells: [1, 2] }, { cells: [3] }] }).text, "12;3;");
+  });
+});
+
+Deno.test("template sources are bounded", async (t) => {
+  await t.step("refuses a part longer than the limit, naming the part", () => {
+    validateTemplateSource(template({ text: "x".repeat(MAX_TEMPLATE_PART_CHARS) }));
+    const error = apiError(
+      () => validateTemplateSource(template({ html: "x".repeat(MAX_TEMPLATE_PART_CHARS + 1) })),
+      422,
+      "template_invalid",
+    );
+    assert.deepEqual(error.details, { part: "html", limit: MAX_TEMPLATE_PART_CHARS });
+  });
+
+  await t.step("refuses sections nested deeper than the limit, however deep, without overflowing", () => {
+    const nested = (depth: number) => "{{#a}}".repeat(depth) + "x" + "{{/a}}".repeat(depth);
+    validateTemplateSource(template({ text: nested(MAX_SECTION_DEPTH) }));
+    for (const depth of [MAX_SECTION_DEPTH + 1, 20_000]) {
+      const error = apiError(() => validateTemplateSource(template({ text: nested(depth) })), 422, "template_invalid");
+      assert.equal(error.details?.limit, MAX_SECTION_DEPTH);
+      assert.equal(error.details?.part, "text");
+    }
+    const inverted = "{{^a}}".repeat(MAX_SECTION_DEPTH + 1) + "{{/a}}".repeat(MAX_SECTION_DEPTH + 1);
+    apiError(() => renderTemplate(template({ subject: inverted }), {}), 422, "template_invalid");
+  });
+
+  await t.step("refuses names longer than the limit", () => {
+    const name = "a".repeat(MAX_VARIABLE_NAME + 1);
+    for (const tag of [`{{${name}}}`, `{{#${name}}}x{{/${name}}}`]) {
+      const error = apiError(() => validateTemplateSource(template({ text: tag })), 422, "template_invalid");
+      assert.equal(error.details?.limit, MAX_VARIABLE_NAME);
+    }
+    validateTemplateSource(template({ text: `{{${"a".repeat(MAX_VARIABLE_NAME)}}}` }));
+  });
+
+  await t.step("refuses the noncharacters rendering uses as markers in the html part only", () => {
+    const error = apiError(() => validateTemplateSource(template({ html: "a\uFDD0b" })), 422, "template_invalid");
+    assert.equal(error.details?.part, "html");
+    validateTemplateSource(template({ text: "a\uFDD0b" }));
+  });
+});
+
+Deno.test("URLs from template data", async (t) => {
+  const html = (source: string, data: Record<string, unknown>) => renderTemplate(template({ html: source }), data).html;
+  const refused = (source: string, data: Record<string, unknown>) =>
+    apiError(() => html(source, data), 422, "template_data_unsafe_url");
+
+  await t.step("refuses script and data URLs in every URL attribute, naming the variable and attribute", () => {
+    const attributes = ["href", "src", "action", "formaction", "background", "poster", "cite", "xlink:href", "HREF"];
+    for (const attribute of attributes) {
+      const error = refused(`<a ${attribute}="{{link}}">x</a>`, { link: "javascript:alert(1)" });
+      assert.deepEqual(error.details, { part: "html", variable: "link", attribute: attribute.toLowerCase() });
+    }
+    for (
+      const link of ["vbscript:msgbox(1)", "data:text/html;base64,PHNjcmlwdD4=", "file:///etc/passwd", "ms-msdt:x"]
+    ) {
+      refused('<img src="{{link}}">', { link });
+    }
+  });
+
+  await t.step("sees through case, whitespace, control characters and entities", () => {
+    const tricks = [
+      "JaVaScRiPt:alert(1)",
+      "  javascript:alert(1)",
+      "\x01\x02javascript:alert(1)",
+      "java\tscript:alert(1)",
+      "java\nscript:alert(1)",
+      "java\rscript:alert(1)",
+      "javascript\t:alert(1)",
+      "\u0000javascript:alert(1)",
+    ];
+    for (const link of tricks) refused('<a href="{{link}}">x</a>', { link });
+    // Data that completes a character reference the template started.
+    refused('<a href="&#10{{rest}}">x</a>', { rest: "6;avascript:alert(1)" });
+    // Data that spells the scheme next to static text, or unquoted.
+    refused('<a href="java{{rest}}">x</a>', { rest: "script:alert(1)" });
+    refused("<a href={{link}}>x</a>", { link: "javascript:alert(1)" });
+    refused("<a href='{{link}}'>x</a>", { link: "javascript:alert(1)" });
+  });
+
+  await t.step("checks every candidate of a srcset", () => {
+    refused('<img srcset="{{a}} 1x, {{b}} 2x">', { a: "https://example.com/a.png", b: "data:image/png,x" });
+    const ok = html('<img srcset="{{a}} 1x, {{b}} 2x">', { a: "https://e.com/a.png", b: "/b.png" });
+    assert.equal(ok, '<img srcset="https:&#x2F;&#x2F;e.com&#x2F;a.png 1x, &#x2F;b.png 2x">');
+  });
+
+  await t.step("checks attribute names that data spells", () => {
+    const error = refused('<a {{name}}="{{value}}">x</a>', { name: "href", value: "javascript:alert(1)" });
+    assert.equal(error.details?.attribute, "href");
+  });
+
+  await t.step("keeps http(s), mailto, tel, cid and relative URLs from data, unchanged", () => {
+    const links = [
+      "https://example.com/a?b=1&c=2#d",
+      "http://example.com",
+      "HTTPS://EXAMPLE.COM",
+      "mailto:jane@example.com",
+      "tel:+4930123",
+      "cid:logo@example.com",
+      "/relative/path",
+      "#anchor",
+      "?q=1",
+      "//example.com/x",
+      "page.html",
+      "",
+    ];
+    for (const link of links) {
+      const out = html('<a href="{{link}}" title="{{link}}">{{link}}</a>', { link });
+      assert.ok(out && !/[\uFDD0-\uFDD2]/.test(out), "no markers are left in the output");
+      const escaped = Mustache.escape(link);
+      assert.equal(out, `<a href="${escaped}" title="${escaped}">${escaped}</a>`, link);
+    }
+  });
+
+  await t.step("leaves data after a static scheme, non-URL attributes and static URLs alone", () => {
+    const js = "javascript:alert(1)";
+    assert.equal(
+      html('<a href="https://e.com/{{p}}">x</a>', { p: js }),
+      '<a href="https://e.com/javascript:alert(1)">x</a>',
+    );
+    assert.equal(html('<img alt="{{p}}" title="{{p}}">{{p}}', { p: js }), `<img alt="${js}" title="${js}">${js}`);
+    assert.equal(html('<a href="javascript:void(0)">{{p}}</a>', { p: "x" }), '<a href="javascript:void(0)">x</a>');
+    assert.equal(html("<p>{{p}}</p><!-- <a href='{{p}}'> -->", { p: js }), `<p>${js}</p><!-- <a href='${js}'> -->`);
+  });
+
+  await t.step("escapes the marker characters if data contains them", () => {
+    assert.equal(html("<p>{{p}}</p>", { p: "a\uFDD0b\uFDD2c" }), "<p>a&#xfdd0;b&#xfdd2;c</p>");
+  });
 });

@@ -73,21 +73,143 @@ export function serveJson(handler: Handler): Handler {
   };
 }
 
-/** Parse a JSON request body, turning a malformed one into a 400. */
+/** Deepest nesting of objects and arrays a JSON request body may have (`json_too_deep`). */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Parse a JSON request body within limits, so that no body can hold the server for long:
+ *
+ * - the body is read as a stream and counted; past `maxBytes` reading stops (the stream is
+ *   cancelled) and the answer is 413 `payload_too_large`, with or without a `Content-Length`;
+ * - it must be UTF-8 and JSON (400 `invalid_json`);
+ * - objects and arrays may nest at most {@linkcode MAX_JSON_DEPTH} deep (400 `json_too_deep`),
+ *   decided by a linear scan before parsing, so later recursive walks cannot overflow the stack;
+ * - no string or key may hold a lone UTF-16 surrogate such as `"\ud800"` (400 `invalid_json`,
+ *   `details.path`): it parses, but Postgres (jsonb, text) refuses it.
+ *
+ * @throws ApiError 413 `payload_too_large` (`details.limit_bytes`), 400 `invalid_json`,
+ *   400 `json_too_deep` (`details.limit`).
+ * @example
+ * ```ts
+ * const body = await readJson(req, 64 * 1024);
+ * ```
+ */
 export async function readJson(req: Request, maxBytes: number): Promise<unknown> {
   const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    throw new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, { limit_bytes: maxBytes });
-  }
-  const text = await req.text();
-  if (new TextEncoder().encode(text).length > maxBytes) {
-    throw new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, {
-      limit_bytes: maxBytes,
-    });
-  }
+  if (declared > maxBytes) throw payloadTooLarge(maxBytes);
+  const bytes = await readBody(req, maxBytes);
+  let text: string;
   try {
-    return JSON.parse(text);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new ApiError(400, "invalid_json", "Request body is not valid UTF-8");
+  }
+  checkJsonDepth(text);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
   } catch {
     throw new ApiError(400, "invalid_json", "Request body is not valid JSON");
   }
+  const path = loneSurrogatePath(value);
+  if (path !== null) {
+    throw new ApiError(
+      400,
+      "invalid_json",
+      `${
+        path || "body"
+      }: contains a lone UTF-16 surrogate (\\ud800-\\udfff without its pair); strings must be valid Unicode`,
+      { path },
+    );
+  }
+  return value;
+}
+
+function payloadTooLarge(maxBytes: number): ApiError {
+  return new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, { limit_bytes: maxBytes });
+}
+
+/** The whole body, or 413 as soon as it passes `maxBytes` (the rest is never read). */
+async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
+  if (req.body === null) return new Uint8Array();
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) {
+        // Not awaited: cancelling must not wait on a client that keeps the connection open.
+        reader.cancel().catch(() => {});
+        throw payloadTooLarge(maxBytes);
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPENERS = new Set([0x5b, 0x7b]); // [ {
+const CLOSERS = new Set([0x5d, 0x7d]); // ] }
+
+/**
+ * Refuse text whose arrays and objects nest deeper than {@linkcode MAX_JSON_DEPTH}, counting
+ * brackets outside strings in one pass. Malformed text may be miscounted; JSON.parse refuses it next.
+ */
+function checkJsonDepth(text: string): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) {
+      inString = true;
+    } else if (OPENERS.has(c)) {
+      if (++depth > MAX_JSON_DEPTH) {
+        throw new ApiError(
+          400,
+          "json_too_deep",
+          `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH}`,
+          {
+            limit: MAX_JSON_DEPTH,
+          },
+        );
+      }
+    } else if (CLOSERS.has(c)) {
+      depth--;
+    }
+  }
+}
+
+/** Dotted path of the first string or key with a lone surrogate, or null. Depth is bounded before this runs. */
+function loneSurrogatePath(value: unknown, path = ""): string | null {
+  const join = (key: string) => (path ? `${path}.${key}` : key);
+  if (typeof value === "string") return value.isWellFormed() ? null : path;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = loneSurrogatePath(value[i], join(String(i)));
+      if (found !== null) return found;
+    }
+  } else if (value !== null && typeof value === "object") {
+    for (const [key, inner] of Object.entries(value)) {
+      if (!key.isWellFormed()) return join(key.toWellFormed());
+      const found = loneSurrogatePath(inner, join(key));
+      if (found !== null) return found;
+    }
+  }
+  return null;
 }

@@ -5,11 +5,18 @@ import { ApiError } from "./http.ts";
 
 /** Issues carrying this param make `parseBody` answer `invalid_header_value` instead of `invalid_request`. */
 const HEADER_BREAK = { code: "invalid_header_value" };
+/** Issues carrying this param make `parseBody` answer 422 `too_many_recipients`. */
+const TOO_MANY = { code: "too_many_recipients" };
 
 const recipientInput = z.union([
   z.string().max(998),
   z.object({ email: z.string().max(320), name: z.string().max(200).optional() }).strict(),
 ]);
+
+/** A value for an error message: JSON-quoted and cut to a readable length. */
+function quoteShort(value: string): string {
+  return JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}…` : value);
+}
 
 /** A recipient in any accepted spelling, parsed into an Address. */
 export const recipient = recipientInput.transform((value, ctx): Address => {
@@ -18,7 +25,7 @@ export const recipient = recipientInput.transform((value, ctx): Address => {
     const breaks = parsed.error.includes("CR, LF or NUL");
     ctx.addIssue({
       code: "custom",
-      message: `${JSON.stringify(value)} ${parsed.error}`,
+      message: `${quoteShort(typeof value === "string" ? value : value.email)} ${parsed.error}`,
       ...(breaks ? { params: HEADER_BREAK } : {}),
     });
     return z.NEVER;
@@ -26,8 +33,25 @@ export const recipient = recipientInput.transform((value, ctx): Address => {
   return parsed;
 });
 
+/**
+ * Most entries one recipient field may hold before any of them is parsed. The per-message
+ * limit (`MAILROOM_MAX_RECIPIENTS`, after de-duplication) is checked later; this bounds the
+ * work a request can cause before that.
+ */
+export const MAX_RECIPIENT_ENTRIES = 1000;
+
 /** One recipient or a list of them; always a list once parsed. */
-export const recipientList = z.preprocess((v) => (v === undefined || Array.isArray(v) ? v : [v]), z.array(recipient));
+export const recipientList = z.preprocess(
+  (v, ctx) => {
+    const list = v === undefined || Array.isArray(v) ? v : [v];
+    if (Array.isArray(list) && list.length > MAX_RECIPIENT_ENTRIES) {
+      ctx.addIssue({ code: "custom", message: `at most ${MAX_RECIPIENT_ENTRIES} entries`, params: TOO_MANY });
+      return z.NEVER;
+    }
+    return list;
+  },
+  z.array(recipient),
+);
 
 const noHeaderBreakers = (field: string) =>
   z.string().refine((s) => !/[\r\n\0]/.test(s), {
@@ -52,7 +76,7 @@ export const sendEmailRequest = z.object({
     z.object({ filename: z.string(), content: z.string(), content_type: z.string().optional() }).strict(),
   ).optional(),
   config: z.string().min(1).max(64).optional(),
-  agent_context: z.record(z.string(), z.unknown()).optional(),
+  agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional(),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
@@ -63,6 +87,35 @@ export const sendEmailRequest = z.object({
 
 /** A validated send request. */
 export type SendEmailRequest = z.infer<typeof sendEmailRequest>;
+
+/** Largest `agent_context`, as UTF-8 JSON: it is stored with every audit row. */
+export const MAX_AGENT_CONTEXT_BYTES = 8 * 1024;
+/** Deepest `agent_context`: the object itself is level 1. */
+export const MAX_AGENT_CONTEXT_DEPTH = 5;
+
+/**
+ * Refuse an oversized `agent_context` with its own code (thrown, so it is not folded into
+ * `invalid_request`): 413 `agent_context_too_large` with both limits in `details`.
+ */
+function withinAgentContextLimits(context: Record<string, unknown>): boolean {
+  const depth = (value: unknown): number => {
+    if (value === null || typeof value !== "object") return 0;
+    let deepest = 0;
+    for (const inner of Object.values(value)) deepest = Math.max(deepest, depth(inner));
+    return 1 + deepest;
+  };
+  // Size first: depth is then only measured on at most 8 KiB of JSON.
+  const bytes = new TextEncoder().encode(JSON.stringify(context)).length;
+  if (bytes > MAX_AGENT_CONTEXT_BYTES || depth(context) > MAX_AGENT_CONTEXT_DEPTH) {
+    throw new ApiError(
+      413,
+      "agent_context_too_large",
+      `agent_context must be at most ${MAX_AGENT_CONTEXT_BYTES} bytes as JSON and ${MAX_AGENT_CONTEXT_DEPTH} levels deep`,
+      { limit_bytes: MAX_AGENT_CONTEXT_BYTES, limit_depth: MAX_AGENT_CONTEXT_DEPTH },
+    );
+  }
+  return true;
+}
 
 /** Path of the first string (or key) holding a NUL character, which Postgres text cannot store. */
 function nulPath(value: unknown, path: string[] = []): string | null {
@@ -82,6 +135,8 @@ function nulPath(value: unknown, path: string[] = []): string | null {
   return null;
 }
 
+const MAX_REPORTED_ISSUES = 20;
+
 /** Validate `value`, turning failures into 400 `invalid_request` with field paths. */
 export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   const result = schema.safeParse(value);
@@ -94,15 +149,16 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
     }
     return result.data;
   }
-  const issues = result.error.issues.map((issue) => ({
+  // The first few issues say enough; a thousand bad entries need not come back a thousand times.
+  const issues = result.error.issues.slice(0, MAX_REPORTED_ISSUES).map((issue) => ({
     path: issue.path.map(String).join("."),
     message: issue.message,
   }));
   const summary = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
-  const headerBreak = result.error.issues.some((issue) =>
-    (issue as { params?: { code?: string } }).params?.code === HEADER_BREAK.code
-  );
-  throw new ApiError(400, headerBreak ? "invalid_header_value" : "invalid_request", summary, { issues });
+  const flagged = (param: { code: string }) =>
+    result.error.issues.some((issue) => (issue as { params?: { code?: string } }).params?.code === param.code);
+  if (flagged(TOO_MANY)) throw new ApiError(422, "too_many_recipients", summary, { issues });
+  throw new ApiError(400, flagged(HEADER_BREAK) ? "invalid_header_value" : "invalid_request", summary, { issues });
 }
 
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -111,10 +167,12 @@ const configName = z.string().trim().min(1).max(64)
   .regex(/^[\p{L}\p{N}][\p{L}\p{N} ._@+-]*$/u, "use letters, digits, spaces and . _ @ + -")
   .refine((name) => !UUID_SHAPE.test(name), "must not look like an id");
 
+// Stored in canonical form (see mail/addresses.ts), which the database checks again.
 const fromEmail = z.string().max(320).transform((value, ctx) => {
   const parsed = parseAddress(value);
   if ("error" in parsed || parsed.name) {
-    ctx.addIssue({ code: "custom", message: `${JSON.stringify(value)} is not a bare email address` });
+    const why = "error" in parsed ? parsed.error : "must be a bare address";
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(value)} ${why}` });
     return z.NEVER;
   }
   return parsed.address;
