@@ -1,8 +1,7 @@
 // Request bodies end to end: size counted while reading (with or without Content-Length),
 // JSON nesting, lone surrogates and agent_context bounded, for every function that reads JSON.
 import assert from "node:assert/strict";
-import { body, type ErrorBody, errorCode, startTestStack, type TestStack, type TestUser } from "./harness.ts";
-import { type SmtpCatcher, startSmtpCatcher } from "../local/smtp_catcher.ts";
+import { body, type ErrorBody, errorCode, startTestStack, type TestStack, userWithCatcher } from "./harness.ts";
 import { MAX_BODY_BYTES } from "../supabase/functions/send-email/handler.ts";
 import { MAX_JSON_DEPTH } from "../supabase/functions/_shared/http.ts";
 import { MAX_AGENT_CONTEXT_BYTES, MAX_AGENT_CONTEXT_DEPTH } from "../supabase/functions/_shared/schemas.ts";
@@ -32,13 +31,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const stack: TestStack = await startTestStack();
-    const smtp: SmtpCatcher = await startSmtpCatcher({
-      mode: "tls",
-      tls: { key: stack.certs.key, cert: stack.certs.cert },
-      users: { mailer: "pw" },
-    });
-    const user: TestUser = await stack.createUser();
-    await stack.createConfig(user, { port: smtp.port, password: "pw" });
+    const { user, smtp } = await userWithCatcher(stack);
 
     const post = (fn: string, raw: BodyInit, init: RequestInit = {}) =>
       fetch(`${stack.url}/functions/v1/${fn}`, {

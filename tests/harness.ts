@@ -7,6 +7,7 @@ import { generateSigningKey, jwks, type MintOptions, mintToken, type SigningKey 
 import { type Gateway, startGateway } from "../local/gateway.ts";
 import { ensureUser } from "../local/users.ts";
 import { generateCertificates } from "../local/certs.ts";
+import { type SmtpCatcher, startSmtpCatcher } from "../local/smtp_catcher.ts";
 
 /** A signed-in test user. */
 export interface TestUser {
@@ -138,6 +139,24 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
   }
+}
+
+/**
+ * A signed-in user whose default config sends to a fresh TLS catcher (AUTH mailer/pw).
+ * Close the catcher yourself.
+ */
+export async function userWithCatcher(
+  stack: TestStack,
+  configName = "catcher",
+): Promise<{ user: TestUser; smtp: SmtpCatcher }> {
+  const smtp = await startSmtpCatcher({
+    mode: "tls",
+    tls: { key: stack.certs.key, cert: stack.certs.cert },
+    users: { mailer: "pw" },
+  });
+  const user = await stack.createUser();
+  await stack.createConfig(user, { name: configName, port: smtp.port, password: "pw" });
+  return { user, smtp };
 }
 
 /** Read a JSON response body, failing clearly when it is not JSON. */

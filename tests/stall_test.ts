@@ -6,9 +6,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { simpleParser } from "mailparser";
-import { body, type ErrorBody, startTestStack, type TestStack, type TestUser } from "./harness.ts";
-import { type SmtpCatcher, startSmtpCatcher } from "../local/smtp_catcher.ts";
-import { MAX_HTML_DEPTH, MAX_HTML_TAGS } from "../supabase/functions/_shared/mail/compose.ts";
+import { body, type ErrorBody, startTestStack, type TestStack, userWithCatcher } from "./harness.ts";
+import { MAX_HTML_DEPTH, MAX_HTML_TAGS } from "../supabase/functions/_shared/mail/html.ts";
 import { MAX_RENDER_STEPS } from "../supabase/functions/_shared/mail/templates.ts";
 
 /** About 2 MiB (the default HTML limit) of one unit repeated. */
@@ -20,13 +19,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const stack: TestStack = await startTestStack();
-    const smtp: SmtpCatcher = await startSmtpCatcher({
-      mode: "tls",
-      tls: { key: stack.certs.key, cert: stack.certs.cert },
-      users: { mailer: "pw" },
-    });
-    const user: TestUser = await stack.createUser();
-    await stack.createConfig(user, { name: "catcher", port: smtp.port, password: "pw" });
+    const { user, smtp } = await userWithCatcher(stack);
 
     const addTemplate = async (name: string, parts: { html?: string; text?: string }) => {
       await stack.sql.begin(async (tx) => {

@@ -161,3 +161,53 @@ function canonicalDomain(domain: string): string | { error: string } {
   if (/^[0-9]+$/.test(labels[labels.length - 1])) return { error: "has a domain that is not a valid host name" };
   return ascii;
 }
+
+/** Recipients by header, in nodemailer's vocabulary. */
+export interface Recipients {
+  to: Address[];
+  cc?: Address[];
+  bcc?: Address[];
+}
+
+/**
+ * Drop repeated recipients across to, cc and bcc, keeping the first occurrence in the order
+ * to, cc, bcc (so an address in both to and bcc stays visible in to). Addresses compare
+ * case-insensitively in full (local part too, as practically every server does) and with the
+ * domain in ASCII form, so `a@bücher.de` and `A@xn--bcher-kva.de` are one recipient.
+ *
+ * @example
+ * ```ts
+ * dedupeRecipients({ to: [{ address: "a@example.com" }], bcc: [{ address: "A@EXAMPLE.com" }] });
+ * // { to: [{ address: "a@example.com" }], cc: [], bcc: [] }
+ * ```
+ */
+export function dedupeRecipients(recipients: Recipients): Required<Recipients> {
+  const seen = new Set<string>();
+  const keep = (list: Address[] | undefined) =>
+    (list ?? []).filter((recipient) => {
+      const key = recipientKey(recipient.address);
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  return { to: keep(recipients.to), cc: keep(recipients.cc), bcc: keep(recipients.bcc) };
+}
+
+function recipientKey(address: string): string {
+  const at = address.lastIndexOf("@");
+  if (at < 0) return address.toLowerCase();
+  const domain = address.slice(at + 1);
+  return `${address.slice(0, at).toLowerCase()}@${(domainToASCII(domain) || domain).toLowerCase()}`;
+}
+
+/**
+ * How many recipients over to, cc and bcc (count after {@linkcode dedupeRecipients}).
+ *
+ * @example
+ * ```ts
+ * countRecipients({ to: [{ address: "a@example.com" }], cc: [{ address: "b@example.com" }] }); // 2
+ * ```
+ */
+export function countRecipients(recipients: Recipients): number {
+  return recipients.to.length + (recipients.cc?.length ?? 0) + (recipients.bcc?.length ?? 0);
+}

@@ -1,16 +1,10 @@
 // Builds the exact MIME message we send (nodemailer's MailComposer): addresses in
-// ASCII form and de-duplicated, a text alternative for HTML, allowlisted headers,
+// canonical form and de-duplicated, a text alternative for HTML, allowlisted headers,
 // in-memory attachments only, and the limits checked on what will really go out.
 import MailComposer from "nodemailer/lib/mail-composer";
 import { Buffer } from "node:buffer";
-import { type Address, canonicalAddress } from "./addresses.ts";
-import {
-  bodies,
-  type CompositionLimits,
-  countRecipients,
-  dedupeRecipients,
-  type InMemoryAttachment,
-} from "./compose.ts";
+import { type Address, canonicalAddress, countRecipients, dedupeRecipients } from "./addresses.ts";
+import { bodies, type CompositionLimits, type InMemoryAttachment } from "./compose.ts";
 import { ApiError } from "../http.ts";
 
 /** Everything a message is made of, after validation and template rendering. */

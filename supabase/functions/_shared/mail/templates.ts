@@ -11,7 +11,7 @@
 // static URLs are the user's business and are left alone.
 import Mustache from "mustache";
 import { ApiError } from "../http.ts";
-import { scanHtml } from "./compose.ts";
+import { scanHtml } from "./html.ts";
 
 /**
  * Which variables a template declares, as stored in `email_templates.variables`. Either form is accepted:
