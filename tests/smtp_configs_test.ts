@@ -190,24 +190,33 @@ Deno.test({
         const untrusted = await startSmtpCatcher({ mode: "tls", tls: await generateSelfSigned(), users });
         const stalling = await startStallingServer();
         try {
-          const cases: [Record<string, unknown>, string][] = [
-            [{ name: "no-starttls", port: hidden.port, security: "starttls" }, "smtp_tls_failed"],
-            [{ name: "self-signed", port: untrusted.port }, "smtp_tls_untrusted"],
-            [{ name: "silent", port: stalling.port }, "smtp_connect_timeout"],
-            [{ name: "closed", port: freePort() }, "smtp_connect_failed"],
-            [{ name: "wrong-password", password: "not-the-password" }, "smtp_auth_failed"],
+          // [config, code, whether a greeting arrived before the failure]
+          const cases: [Record<string, unknown>, string, boolean][] = [
+            [{ name: "no-starttls", port: hidden.port, security: "starttls" }, "smtp_tls_failed", true],
+            [{ name: "self-signed", port: untrusted.port }, "smtp_tls_untrusted", false],
+            [{ name: "silent", port: stalling.port }, "smtp_connect_timeout", false],
+            [{ name: "closed", port: freePort() }, "smtp_connect_failed", false],
+            [{ name: "wrong-password", password: "not-the-password" }, "smtp_auth_failed", true],
           ];
-          for (const [over, code] of cases) {
+          for (const [over, code, greeted] of cases) {
             const created = await call(alice, "POST", "", tlsConfig(over));
             assert.equal(created.status, 201, JSON.stringify(created.json));
             const res = await call(alice, "POST", `/${over.name}/verify`);
             assert.equal(res.status, 502, `${over.name}: ${JSON.stringify(res.json)}`);
             assert.equal(res.json.error.code, code, `${over.name}`);
             assert.equal(typeof res.json.error.details.latency_ms, "number");
+            assert.equal(typeof res.json.error.details.retryable, "boolean");
             const [recorded] = await stack.sql`
-              select v.ok, v.error_class from public.smtp_config_verifications v
+              select v.ok, v.error_class, v.server_banner from public.smtp_config_verifications v
               join public.user_smtp_configs c on c.id = v.config_id where c.name = ${over.name as string}`;
-            assert.deepEqual({ ...recorded }, { ok: false, error_class: code }, `${over.name} is recorded`);
+            const { server_banner: banner, ...outcome } = recorded;
+            assert.deepEqual(outcome, { ok: false, error_class: code }, `${over.name} is recorded`);
+            if (greeted) {
+              assert.match(banner, /^220 /, `${over.name}: the greeting is recorded`);
+              assert.equal(res.json.error.details.server_banner, banner);
+            } else {
+              assert.equal(banner, null, `${over.name}: no greeting arrived`);
+            }
           }
           assert.equal(hidden.messages().length, 0, "no message and no credentials over a downgraded session");
         } finally {

@@ -12,7 +12,7 @@ import {
 } from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
-import { describeFailure, verifyServer } from "../_shared/smtp/smtp.ts";
+import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, startVerification } from "../_shared/store/verifications.ts";
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import {
@@ -127,12 +127,19 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
     const latencyMs = Math.round(performance.now() - started);
     // With the server, so that a reply echoing the password is redacted.
     const { httpStatus, failure, details } = describeFailure(error, server);
-    await finishVerification(ctx.sql, claims, verification, { ok: false, errorClass: failure.code, latencyMs });
+    // The greeting, when one arrived, says which server answered even when the rest failed.
+    const banner = error instanceof SessionFailure ? error.banner : null;
+    await finishVerification(ctx.sql, claims, verification, {
+      ok: false,
+      errorClass: failure.code,
+      latencyMs,
+      serverBanner: banner,
+    });
     throw new ApiError(httpStatus, failure.code, failure.message, {
       ...details,
+      ...(httpStatus === 502 ? failureDetails(failure) : {}),
       latency_ms: latencyMs,
-      smtp_response_code: failure.responseCode,
-      smtp_response: failure.response,
+      server_banner: banner,
     });
   }
 }
