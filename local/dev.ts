@@ -59,9 +59,11 @@ async function main(): Promise<void> {
   const store = new MessageStore({ dir: `${LOCAL_DIR}/mail` });
   const users = { [CATCHER_USER.username]: CATCHER_USER.password };
   const tls = { key: certs.key, cert: certs.cert };
-  const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", tls, users, store });
+  // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (README).
+  const common = { tls, users, store, replyByAddress: true };
+  const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
   stops.push(starttls.close);
-  const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", tls, users, store });
+  const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", ...common });
   stops.push(implicitTls.close);
   const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
   stops.push(inbox.close);

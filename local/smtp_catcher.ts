@@ -162,6 +162,11 @@ export interface SmtpCatcherOptions {
   hideStartTls?: boolean;
   /** Recipients to refuse: RCPT TO is answered 550 for addresses this returns true for. */
   rejectRecipients?: (address: string) => boolean;
+  /**
+   * Answer like a real server's refusals when the recipient's local part asks for it (see
+   * {@linkcode scriptedReply}): `temp-451@…`, `perm-550@…`, `full-452@…`, `data-554@…`, `slow-20@…`.
+   */
+  replyByAddress?: boolean;
   /** Where caught messages go; a fresh in-memory store by default. */
   store?: MessageStore;
   /** Largest accepted message in bytes; larger ones are answered 552. */
@@ -256,9 +261,22 @@ function serverOptions(
       if (options.rejectRecipients?.(address.address)) {
         return callback(smtpError(550, `Recipient rejected: ${address.address}`));
       }
+      const scripted = options.replyByAddress ? scriptedReply(address.address) : undefined;
+      if (scripted?.at === "rcpt") return callback(smtpError(scripted.code, scripted.text));
+      if (scripted?.at === "delay") return void setTimeout(() => callback(), scripted.seconds * 1000);
       callback();
     },
     onData: (stream, session, callback) => {
+      const atData = options.replyByAddress
+        ? session.envelope.rcptTo.map((r) => scriptedReply(r.address)).find((r) => r?.at === "data")
+        : undefined;
+      if (atData?.at === "data") {
+        // Read the message, then refuse it at the final dot as the recipient asked.
+        return void (async () => {
+          for await (const _ of stream) { /* drain */ }
+          callback(smtpError(atData.code, atData.text));
+        })();
+      }
       receive(stream, session)
         .then((message) => {
           store.add(message);
@@ -270,6 +288,51 @@ function serverOptions(
         );
     },
   };
+}
+
+/** A refusal (or delay) a recipient address asks the catcher for. */
+export type ScriptedReply =
+  | { at: "rcpt" | "data"; code: number; text: string }
+  | { at: "delay"; seconds: number };
+
+const SCRIPTED = /^(temp|perm|full|data|slow)-(\d{1,3})(?:[.+_-][^@]*)?@/i;
+
+/**
+ * What a recipient address asks the catcher to answer, so agent developers can see their
+ * handling of real servers' refusals locally:
+ *
+ * | local part | reply |
+ * | --- | --- |
+ * | `temp-4NN` (e.g. `temp-451`, `temp-450`) | `4NN` at RCPT TO (temporary: greylisting, rate limits) |
+ * | `perm-5NN` (e.g. `perm-550`, `perm-553`) | `5NN` at RCPT TO (permanent: no such user) |
+ * | `full-452` (or `full-552`) | mailbox full at RCPT TO |
+ * | `data-NNN` (e.g. `data-451`, `data-554`) | `NNN` after the final dot, for the whole message |
+ * | `slow-S` | RCPT TO answered after S seconds (at most 120): client timeouts |
+ *
+ * A suffix after `.`, `+`, `_` or `-` is allowed (`temp-451+jane@example.com`). Anything
+ * else, or a code outside 400-599, is delivered normally.
+ *
+ * @example
+ * ```ts
+ * scriptedReply("temp-451@example.com"); // { at: "rcpt", code: 451, text: "..." }
+ * ```
+ */
+export function scriptedReply(address: string): ScriptedReply | undefined {
+  const match = SCRIPTED.exec(address);
+  if (!match) return undefined;
+  const kind = match[1].toLowerCase();
+  const value = Number(match[2]);
+  if (kind === "slow") return { at: "delay", seconds: Math.min(value, 120) };
+  if (value < 400 || value > 599) return undefined;
+  if (kind === "temp" && value >= 500 || kind === "perm" && value < 500) return undefined;
+  const temporary = value < 500;
+  const texts: Record<string, string> = {
+    temp: "4.2.0 Recipient temporarily unavailable, try again in 60 seconds (catcher: temp-)",
+    perm: "5.1.1 Recipient address rejected: User unknown (catcher: perm-)",
+    full: `${temporary ? "4.2.2" : "5.2.2"} Mailbox full (catcher: full-)`,
+    data: `${temporary ? "4.3.0" : "5.7.1"} Message refused at end of data (catcher: data-)`,
+  };
+  return { at: kind === "data" ? "data" : "rcpt", code: value, text: texts[kind] };
 }
 
 /** Checks a login; the password is compared and dropped, never kept or logged. */

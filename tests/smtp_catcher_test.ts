@@ -11,6 +11,7 @@ import {
   type CaughtMessage,
   MessageStore,
   rawBytes,
+  scriptedReply,
   type SmtpCatcher,
   type SmtpCatcherOptions,
   startSmtpCatcher,
@@ -450,5 +451,19 @@ Deno.test("web inbox", async (t) => {
   } finally {
     await inbox.close();
     await catcher.close();
+  }
+});
+
+Deno.test("scripted replies by recipient address", () => {
+  assert.deepEqual(scriptedReply("temp-451@example.com"), {
+    at: "rcpt",
+    code: 451,
+    text: "4.2.0 Recipient temporarily unavailable, try again in 60 seconds (catcher: temp-)",
+  });
+  assert.equal(scriptedReply("perm-550+jane@example.com")?.at, "rcpt");
+  assert.equal((scriptedReply("data-554@example.com") as { code: number }).code, 554);
+  assert.deepEqual(scriptedReply("slow-500@example.com"), { at: "delay", seconds: 120 });
+  for (const ordinary of ["jane@example.com", "temp-550@example.com", "perm-451@example.com", "temp-200@x.com"]) {
+    assert.equal(scriptedReply(ordinary), undefined, ordinary);
   }
 });

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { body, type ErrorBody, startTestStack, type TestStack, type TestUser } from "./harness.ts";
 import { type ScriptOptions, startScriptedSmtp } from "./scripted_smtp.ts";
+import { startSmtpCatcher } from "../local/smtp_catcher.ts";
 
 const PASSWORD = "scripted-pa55word";
 
@@ -150,6 +151,21 @@ Deno.test({
         assert.equal(messages[0].data, messages[1].data, "the same message, with the same Message-ID");
       });
 
+      await t.step("452 with no progress at all stays a temporary refusal with the server's own reply", async () => {
+        const { status, json, smtp } = await send(
+          { rcpt: () => "452 4.5.3 Error: too many recipients" },
+          { to: ["a@example.com", "b@example.com"] },
+        );
+        assert.equal(status, 502);
+        assert.equal(json.error.code, "smtp_recipients_deferred");
+        const recipients = json.error.details?.recipients as Sent["recipients"];
+        assert.deepEqual(recipients.map((r) => [r.status, r.smtp_code, r.enhanced_code]), [
+          ["deferred", 452, "4.5.3"],
+          ["deferred", 452, "4.5.3"],
+        ]);
+        assert.equal(smtp.transcript().filter((l) => l.startsWith("MAIL FROM")).length, 1, "no endless retry");
+      });
+
       await t.step("a temporary refusal at end of data: smtp_message_deferred, retryable", async () => {
         const { status, json, audit } = await send(
           { dataReply: "451 4.3.0 Error: queue file write error" },
@@ -228,6 +244,75 @@ Deno.test({
         assert.equal((audit.recipients as Sent["recipients"])[0].status, "unknown");
       });
     } finally {
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "SMTP outcomes against the local catcher's scripted recipients (smtp-server)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack();
+    const catcher = await startSmtpCatcher({
+      mode: "tls",
+      tls: { key: stack.certs.key, cert: stack.certs.cert },
+      users: { mailer: "pw" },
+      replyByAddress: true,
+    });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { port: catcher.port, password: "pw" });
+      const send = async (to: string[]) => {
+        const res = await stack.invoke("send-email", { token: user.token, body: { to, subject: "s", text: "x" } });
+        return { status: res.status, json: await body<Sent & ErrorBody>(res) };
+      };
+
+      await t.step(
+        "temp-, perm- and full- recipients next to a good one: sent, each with its own outcome",
+        async () => {
+          const { status, json } = await send([
+            "ok@example.com",
+            "temp-451@example.com",
+            "perm-550@example.com",
+            "full-452+jane@example.com",
+          ]);
+          assert.equal(status, 200, JSON.stringify(json));
+          assert.deepEqual(json.accepted, ["ok@example.com"]);
+          assert.deepEqual(json.rejected, ["perm-550@example.com"]);
+          assert.deepEqual(json.deferred, ["temp-451@example.com", "full-452+jane@example.com"]);
+          assert.deepEqual(
+            json.recipients.map((r) => [r.smtp_code, r.enhanced_code]),
+            [[250, null], [451, "4.2.0"], [550, "5.1.1"], [452, "4.2.2"]],
+            "a full mailbox (452 4.2.2) is not mistaken for 'too many recipients'",
+          );
+          const [delivered] = await catcher.waitForMessages(1);
+          assert.deepEqual(delivered.envelope.rcptTo, ["ok@example.com"]);
+        },
+      );
+
+      await t.step("data-451 and data-554 are answered after the final dot", async () => {
+        const deferred = await send(["data-451@example.com"]);
+        assert.deepEqual([deferred.status, deferred.json.error.code], [502, "smtp_message_deferred"]);
+        assert.equal(deferred.json.error.details?.retryable, true);
+        const rejected = await send(["data-554@example.com", "ok@example.com"]);
+        assert.deepEqual([rejected.status, rejected.json.error.code], [502, "smtp_message_rejected"]);
+        const recipients = rejected.json.error.details?.recipients as Sent["recipients"];
+        assert.deepEqual(recipients.map((r) => r.status), ["rejected", "rejected"]);
+      });
+
+      await t.step("slow- recipients run into the socket timeout before DATA: deferred, retryable", async () => {
+        const { status, json } = await send(["slow-10@example.com"]);
+        assert.equal(status, 502);
+        assert.deepEqual([json.error.code, json.error.details?.retryable, json.error.details?.status], [
+          "smtp_timeout",
+          true,
+          "deferred",
+        ]);
+      });
+    } finally {
+      await catcher.close();
       await stack.close();
     }
   },

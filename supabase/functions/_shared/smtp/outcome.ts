@@ -39,9 +39,12 @@ export function isTemporary(code: number | null | undefined): boolean {
   return typeof code === "number" && code >= 400 && code < 500;
 }
 
-/** RFC 5321 4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction. */
+/**
+ * RFC 5321 4.5.3.1.10: "452 too many recipients" asks for the rest in another transaction.
+ * With an enhanced code only 4.5.3 means that (452 4.2.2 is a full mailbox, for instance).
+ */
 export function isTooManyRecipients(code: number | null, enhanced: string | null): boolean {
-  return code === 452 || enhanced === "4.5.3";
+  return enhanced ? enhanced === "4.5.3" : code === 452;
 }
 
 /**

@@ -79,7 +79,7 @@ export async function deliver(
     }
     let pending = [...envelope.to];
     while (pending.length > 0) {
-      const again: string[] = [];
+      const again: RcptReply[] = [];
       let accepted = 0;
       try {
         const reply = await session.send({ from: envelope.from, to: pending }, message.raw);
@@ -92,7 +92,7 @@ export async function deliver(
         for (const refusal of reply.rejected) {
           const parsed = parseReply(refusal.response);
           if (isTooManyRecipients(parsed.code ?? refusal.responseCode ?? null, parsed.enhanced)) {
-            again.push(refusal.recipient);
+            again.push(refusal);
           } else {
             outcomes.set(refusal.recipient, refusalOutcome(refusal, secret));
           }
@@ -105,11 +105,12 @@ export async function deliver(
         return report(failure);
       }
       // Another transaction only while the last one made progress (RFC 5321 4.5.3.1.10).
+      // Without progress the 452s stand as what they are: temporary refusals.
       if (accepted === 0) {
-        for (const address of again) outcomes.set(address, tooMany(address));
+        for (const refusal of again) outcomes.set(refusal.recipient, refusalOutcome(refusal, secret));
         break;
       }
-      pending = again;
+      pending = again.map((refusal) => refusal.recipient);
     }
     return report();
   } finally {
@@ -128,13 +129,7 @@ function settleFailedTransaction(
   const refused = new Map(session.envelopeState().rejected.map((r) => [r.recipient, r]));
   for (const address of pending) {
     const refusal = failure.scope === "sender" ? undefined : refused.get(address);
-    if (!refusal) {
-      outcomes.set(address, unattempted(address, failure));
-      continue;
-    }
-    const parsed = parseReply(refusal.response);
-    const tooManyNow = isTooManyRecipients(parsed.code, parsed.enhanced);
-    outcomes.set(address, tooManyNow ? tooMany(address) : refusalOutcome(refusal, secret));
+    outcomes.set(address, refusal ? refusalOutcome(refusal, secret) : unattempted(address, failure));
   }
 }
 
@@ -153,10 +148,6 @@ function refusalOutcome(refusal: RcptReply, secret: string | null | undefined): 
   const code = parsed.code ?? refusal.responseCode ?? null;
   const status = isTemporary(code) ? "deferred" : "rejected";
   return outcome(refusal.recipient, status, code, parsed.enhanced, cleanResponse(refusal.response, secret));
-}
-
-function tooMany(address: string): RecipientOutcome {
-  return outcome(address, "deferred", 452, "4.5.3", "452 4.5.3 Too many recipients (no progress in a new transaction)");
 }
 
 /** A recipient the session never got to (or whose transaction failed): it shares the message's fate. */
