@@ -45,7 +45,7 @@ const LOCAL_NAMES: x509.JsonGeneralNames = [
 /**
  * Generates a fresh CA (ECDSA P-256) and a leaf certificate it signs for
  * localhost, 127.0.0.1 and ::1, valid from a day ago (to absorb clock skew) for
- * about ten years.
+ * about ten years. Tests may ask for other DNS names, or a leaf that has expired.
  *
  * @example
  * ```ts
@@ -53,8 +53,13 @@ const LOCAL_NAMES: x509.JsonGeneralNames = [
  * // server: { key, cert }; client: { ca: caCert, servername: "localhost" }
  * ```
  */
-export async function generateCertificates(): Promise<CertificateBundle> {
-  const { notBefore, notAfter } = validity();
+export async function generateCertificates(
+  options: { names?: string[]; expired?: boolean } = {},
+): Promise<CertificateBundle> {
+  const { notBefore, notAfter } = options.expired ? expiredValidity() : validity();
+  const names: x509.JsonGeneralNames = options.names
+    ? options.names.map((value) => ({ type: "dns" as const, value }))
+    : LOCAL_NAMES;
   const caKeys = await generateKeys();
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
@@ -80,7 +85,7 @@ export async function generateCertificates(): Promise<CertificateBundle> {
   const leafKeys = await generateKeys();
   const leaf = await x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
-    subject: "CN=localhost, O=mailroom (development only)",
+    subject: `CN=${options.names?.[0] ?? "localhost"}, O=mailroom (development only)`,
     issuer: ca.subject,
     notBefore,
     notAfter,
@@ -88,7 +93,7 @@ export async function generateCertificates(): Promise<CertificateBundle> {
     signingKey: caKeys.privateKey,
     signingAlgorithm: SIGNING,
     extensions: [
-      ...await leafExtensions(leafKeys.publicKey),
+      ...await leafExtensions(leafKeys.publicKey, names),
       await x509.AuthorityKeyIdentifierExtension.create(
         caKeys.publicKey,
         false,
@@ -178,12 +183,15 @@ async function readAll(
   }
 }
 
-async function leafExtensions(publicKey: CryptoKey): Promise<x509.Extension[]> {
+async function leafExtensions(
+  publicKey: CryptoKey,
+  names: x509.JsonGeneralNames = LOCAL_NAMES,
+): Promise<x509.Extension[]> {
   return [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-    new x509.SubjectAlternativeNameExtension(LOCAL_NAMES),
+    new x509.SubjectAlternativeNameExtension(names),
     await x509.SubjectKeyIdentifierExtension.create(publicKey, false, crypto),
   ];
 }
@@ -195,6 +203,12 @@ function generateKeys(): Promise<CryptoKeyPair> {
 async function exportPrivateKey(key: CryptoKey): Promise<string> {
   const der = await crypto.subtle.exportKey("pkcs8", key);
   return x509.PemConverter.encode(der, "PRIVATE KEY");
+}
+
+/** A window that ended yesterday, for tests of expired certificates. */
+function expiredValidity(): { notBefore: Date; notAfter: Date } {
+  const day = 24 * 60 * 60 * 1000;
+  return { notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) };
 }
 
 function validity(): { notBefore: Date; notAfter: Date } {

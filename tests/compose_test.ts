@@ -3,7 +3,13 @@ import { Buffer } from "node:buffer";
 import fc from "fast-check";
 import { convert } from "html-to-text";
 import { apiError } from "./api_error.ts";
-import { htmlShape, htmlToText, MAX_HTML_DEPTH, MAX_HTML_TAGS } from "../supabase/functions/_shared/mail/html.ts";
+import {
+  htmlShape,
+  htmlToText,
+  MAX_HTML_DEPTH,
+  MAX_HTML_INDENT,
+  MAX_HTML_TAGS,
+} from "../supabase/functions/_shared/mail/html.ts";
 import { canonicalAddress, countRecipients, dedupeRecipients } from "../supabase/functions/_shared/mail/addresses.ts";
 import {
   type AttachmentInput,
@@ -112,10 +118,20 @@ Deno.test("plain-text bodies from hostile HTML", async (t) => {
     for (const [shape, make] of Object.entries(NESTINGS)) {
       for (const depth of [MAX_HTML_DEPTH + 3, 50_000]) {
         const error = apiError(() => htmlToText(make(depth)), 422, "html_too_complex");
-        assert.deepEqual(error.details, { limit_depth: MAX_HTML_DEPTH }, `${shape} ${depth}`);
+        // Lists reach the quoting and list limit long before the depth limit.
+        const limit = shape === "ul li" ? { limit_indent: MAX_HTML_INDENT } : { limit_depth: MAX_HTML_DEPTH };
+        assert.deepEqual(error.details, limit, `${shape} ${depth}`);
         apiError(() => bodies({ html: make(depth) }), 422, "html_too_complex");
       }
     }
+  });
+
+  await t.step("refuses quotes and lists nested deeper than the indent limit; converts them up to it", () => {
+    const quoted = (n: number) => "<blockquote>".repeat(n) + "w " + "</blockquote>".repeat(n);
+    const error = apiError(() => htmlToText(quoted(MAX_HTML_INDENT + 1)), 422, "html_too_complex");
+    assert.deepEqual(error.details, { limit_indent: MAX_HTML_INDENT });
+    assert.match(htmlToText(quoted(MAX_HTML_INDENT)), /^(> ){16}w$/);
+    assert.equal(htmlShape("<ul><li><ol><li><dl><dd><blockquote>x").indent, 4);
   });
 
   await t.step("converts HTML nested right up to the limit", () => {
@@ -132,9 +148,14 @@ Deno.test("plain-text bodies from hostile HTML", async (t) => {
       assert.deepEqual(error.details, { limit_tags: MAX_HTML_TAGS });
     }
     // Unclosed <p>, <li> and <td> close each other: long, but flat.
-    assert.deepEqual(htmlShape("<p>x".repeat(5_000)), { depth: 1, elements: 5_000, tags: 5_000 });
-    assert.deepEqual(htmlShape("<ul>" + "<li>x".repeat(5_000)), { depth: 2, elements: 5_001, tags: 5_001 });
-    assert.deepEqual(htmlShape("<table><tr>" + "<td>x".repeat(5_000)), { depth: 3, elements: 5_002, tags: 5_002 });
+    assert.deepEqual(htmlShape("<p>x".repeat(5_000)), { depth: 1, elements: 5_000, tags: 5_000, indent: 0 });
+    assert.deepEqual(htmlShape("<ul>" + "<li>x".repeat(5_000)), { depth: 2, elements: 5_001, tags: 5_001, indent: 1 });
+    assert.deepEqual(htmlShape("<table><tr>" + "<td>x".repeat(5_000)), {
+      depth: 3,
+      elements: 5_002,
+      tags: 5_002,
+      indent: 0,
+    });
   });
 
   await t.step("ignores tags inside comments, attributes and raw text, but not closing tags hidden there", () => {

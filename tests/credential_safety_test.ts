@@ -166,6 +166,40 @@ Deno.test({
         assert.ok(!other.logins.some((l) => l.password === PASSWORD), "the home password never left for it");
       });
 
+      await t.step("a send racing a PATCH never pairs the new password with the old server", async () => {
+        const liz = await stack.createUser();
+        const created = await call(liz, "POST", "", config(liz, { name: "racing" }));
+        const id = (created.json as { id: string }).id;
+        const before = other.logins.length;
+        // The PATCH's statements (new port, then the new password), held open while a send starts.
+        let release!: () => void;
+        let patched!: () => void;
+        const gate = new Promise<void>((resolve) => release = resolve);
+        const applied = new Promise<void>((resolve) => patched = resolve);
+        const patch = asDataApi(liz, async (tx) => {
+          await tx`update public.user_smtp_configs set port = ${other.port} where id = ${id}`;
+          await tx`select private.set_smtp_config_password(${id}::uuid, ${OTHER_PASSWORD})`;
+          patched();
+          await gate;
+        });
+        await applied;
+        const sending = send(liz, "racing");
+        // Wait (with a deadline) until the send is blocked on the PATCH's row lock.
+        for (let i = 0;; i++) {
+          const [{ waiting }] = await stack.sql`
+            select count(*)::int as waiting from pg_stat_activity where wait_event_type = 'Lock'`;
+          if (waiting > 0) break;
+          if (i > 200) throw new Error("the send never waited for the PATCH");
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        release();
+        await patch;
+        const result = await sending;
+        assert.equal(result.status, 200, JSON.stringify(result.json));
+        const logins = other.logins.slice(before);
+        assert.deepEqual(logins.map((l) => l.password), [OTHER_PASSWORD], "the new password went to the new server");
+      });
+
       await t.step("a new username or security drops the password; a new name, sender or limit keeps it", async () => {
         const carol = await stack.createUser();
         assert.equal((await call(carol, "POST", "", config(carol))).status, 201);
@@ -314,12 +348,19 @@ Deno.test({
         assert.equal(home.messages().length, before, "nothing was delivered");
       });
 
-      await t.step("concurrent logins with unproven credentials cannot slip past the limit", async () => {
+      await t.step("concurrent guesses with different passwords cannot slip past the limit", async () => {
         const judy = await stack.createUser();
-        const password = "concurrent-guess";
-        await call(judy, "POST", "", config(judy, { port: other.port, password }));
+        for (let i = 0; i < 10; i++) {
+          const created = await call(
+            judy,
+            "POST",
+            "",
+            config(judy, { name: `g${i}`, port: other.port, password: `guess-${i}` }),
+          );
+          assert.equal(created.status, 201);
+        }
         const attempts = await Promise.all(
-          Array.from({ length: 10 }, () => stack.invoke("smtp-configs/work/verify", { token: judy.token })),
+          Array.from({ length: 10 }, (_, i) => stack.invoke(`smtp-configs/g${i}/verify`, { token: judy.token })),
         );
         const codes = await Promise.all(
           attempts.map(async (res) => `${res.status} ${(await body(res) as { error: { code: string } }).error.code}`),
@@ -328,7 +369,14 @@ Deno.test({
           ...Array(5).fill("429 auth_attempts_exceeded"),
           ...Array(5).fill("502 smtp_auth_failed"),
         ]);
-        assert.equal(other.logins.filter((l) => l.password === password).length, 5);
+        assert.equal(other.logins.filter((l) => l.password.startsWith("guess-")).length, 5);
+      });
+
+      await t.step("parallel logins with the same new credentials are one attempt, not many", async () => {
+        const kate = await stack.createUser();
+        assert.equal((await call(kate, "POST", "", config(kate, { name: "fresh" }))).status, 201);
+        const sends = await Promise.all(Array.from({ length: 8 }, () => send(kate, "fresh")));
+        assert.deepEqual(sends.map((r) => r.status), Array(8).fill(200), JSON.stringify(sends.map((r) => r.json)));
       });
 
       // No 500 for what is the caller's doing -------------------------------------------------------

@@ -17,8 +17,14 @@ export interface ScriptOptions {
   rcpt?: (address: string, index: number) => string;
   /** The reply to `MAIL FROM`. */
   mail?: (line: string) => string;
-  /** The reply after the final dot. */
-  dataReply?: string;
+  /** The greeting (default `220 scripted.example ESMTP`). */
+  greeting?: string;
+  /** The reply to an AUTH command, instead of checking `users` (e.g. one that echoes the command). */
+  authReply?: (line: string) => string;
+  /** The reply to the DATA command itself (default 354, or 554 without accepted recipients). */
+  dataCommandReply?: string;
+  /** The reply after the final dot; a function gets the message's index, and `null` hangs up instead. */
+  dataReply?: string | ((index: number) => string | null);
   /** Accepted AUTH PLAIN credentials; any other pair gets 535. */
   users?: Record<string, string>;
 }
@@ -58,7 +64,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
     let current: ScriptedMessage | null = null;
     let rcptIndex = 0;
     const reply = (line: string) => socket.write(`${line}\r\n`);
-    reply("220 scripted.example ESMTP");
+    reply(options.greeting ?? "220 scripted.example ESMTP");
 
     const command = (line: string) => {
       transcript.push(line);
@@ -71,6 +77,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         return;
       }
       if (options.misbehaviour === "silent-after-ehlo") return;
+      if (verb === "AUTH" && options.authReply) return reply(options.authReply(line));
       if (verb === "AUTH") {
         const [, mechanism, initial] = line.split(" ");
         if (mechanism?.toUpperCase() !== "PLAIN" || !initial) return reply("504 5.5.4 Only AUTH PLAIN with a response");
@@ -93,6 +100,10 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         return reply(answer);
       }
       if (verb === "DATA") {
+        if (options.dataCommandReply) {
+          inData = options.dataCommandReply.startsWith("354");
+          return reply(options.dataCommandReply);
+        }
         if (!current || current.rcptTo.length === 0) return reply("554 5.5.1 No valid recipients");
         inData = true;
         return reply("354 go ahead");
@@ -123,7 +134,11 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
           buffer = buffer.subarray(end + 5);
           if (options.misbehaviour === "close-after-dot") return void socket.destroy();
           if (options.misbehaviour === "silent-after-dot") return;
-          reply(options.dataReply ?? "250 2.0.0 Ok: queued as SCRIPTED");
+          const answer = typeof options.dataReply === "function"
+            ? options.dataReply(messages.length - 1)
+            : options.dataReply ?? "250 2.0.0 Ok: queued as SCRIPTED";
+          if (answer === null) return void socket.destroy();
+          reply(answer);
           continue;
         }
         const newline = buffer.indexOf("\r\n");

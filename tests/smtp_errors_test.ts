@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
 import { classifySmtpError, SessionFailure } from "../supabase/functions/_shared/smtp/smtp.ts";
+import {
+  cleanResponse,
+  isTooManyRecipients,
+  parseReply,
+  replyCode,
+} from "../supabase/functions/_shared/smtp/outcome.ts";
 
 Deno.test("SMTP error classification", async (t) => {
   type Case = [string, Record<string, unknown>, string, "deferred" | "failed", boolean];
@@ -179,5 +185,42 @@ Deno.test("SMTP failures after the server accepted DATA have an unknown outcome"
   await t.step("a hang-up mid-session before DATA is a failure that is safe to retry", () => {
     const failure = classifySmtpError(new SessionFailure(closed, "session"));
     assert.deepEqual([failure.code, failure.outcome, failure.retryable], ["smtp_connection_lost", "deferred", true]);
+  });
+});
+
+Deno.test("server replies as we keep them", async (t) => {
+  await t.step("redact the password, also inside an echoed AUTH PLAIN or AUTH LOGIN line", () => {
+    const secret = "pa55-w0rd!";
+    const plain = btoa(`\0agent\0${secret}`);
+    const login = btoa(secret);
+    const cleaned = cleanResponse(`504 5.5.4 Unrecognized: AUTH PLAIN ${plain} then ${login} and ${secret}`, secret)!;
+    assert.ok(!cleaned.includes(plain) && !cleaned.includes(login) && !cleaned.includes(secret), cleaned);
+    assert.match(cleaned, /^504 5\.5\.4 Unrecognized: AUTH PLAIN \[redacted\]/);
+    assert.equal(cleanResponse("250 2.0.0 Ok: queued as 4F2ab3", secret), "250 2.0.0 Ok: queued as 4F2ab3");
+  });
+
+  await t.step("read codes only as SMTP defines them", () => {
+    assert.deepEqual(parseReply("55099999999 nope"), { code: null, enhanced: null });
+    assert.deepEqual(parseReply("452 4.5.3 Too many"), { code: 452, enhanced: "4.5.3" });
+    assert.deepEqual(parseReply("452 4.5.30000x"), { code: 452, enhanced: null });
+    assert.equal(replyCode(55099999999), null);
+    assert.equal(replyCode(550), 550);
+  });
+
+  await t.step("452 means 'too many recipients' only without another enhanced code", () => {
+    assert.equal(isTooManyRecipients(452, "4.5.3"), true);
+    assert.equal(isTooManyRecipients(452, null), true);
+    assert.equal(isTooManyRecipients(452, "4.2.2"), false, "a full mailbox");
+  });
+
+  await t.step("a greeting refusal is not a TLS failure, whatever its text says", () => {
+    const busy = classifySmtpError(
+      Object.assign(new Error("Invalid greeting. response=421 4.3.2 TLS record alert"), {
+        code: "EPROTOCOL",
+        response: "421 4.3.2 TLS record alert",
+        responseCode: 421,
+      }),
+    );
+    assert.deepEqual([busy.code, busy.retryable], ["smtp_service_unavailable", true]);
   });
 });

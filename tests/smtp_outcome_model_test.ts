@@ -15,6 +15,7 @@ interface Sent {
   accepted: string[];
   rejected: string[];
   deferred: string[];
+  unknown: string[];
   recipients: { address: string; status: string; smtp_code: number | null; enhanced_code: string | null }[];
 }
 
@@ -25,6 +26,9 @@ Deno.test({
   fn: async (t) => {
     const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
     const user: TestUser = await stack.createUser();
+    // Each step uses a config of its own: more than a user may create per hour by default.
+    await stack.sql`update private.credential_limits set max_events = 1000
+                     where name in ('config_creation', 'password_change', 'auth_failure')`;
     let configs = 0;
 
     /** Send through a fresh scripted server; returns the HTTP answer, the audit row and the server. */
@@ -233,6 +237,74 @@ Deno.test({
         const { json, smtp } = await send({ extensions: ["PIPELINING"] }, { to: "a@example.com" });
         assert.equal(json.error.code, "smtp_auth_unavailable");
         assert.equal(smtp.messages().length, 0);
+      });
+
+      await t.step("a server echoing the AUTH command back leaks no credentials", async () => {
+        const { status, json, audit } = await send({ authReply: (line) => `504 5.5.4 Unrecognized: ${line}` }, {
+          to: "a@example.com",
+        });
+        assert.equal(status, 502);
+        assert.equal(json.error.code, "smtp_auth_failed");
+        const plain = btoa(`\0u\0${PASSWORD}`);
+        for (const text of [JSON.stringify(json), JSON.stringify(audit)]) {
+          assert.ok(!text.includes(plain) && !text.includes(PASSWORD), text);
+        }
+        assert.match(String(json.error.details?.smtp_response), /\[redacted\]/);
+      });
+
+      await t.step("a 421 greeting is a temporary refusal; a 554 greeting a permanent one (not TLS)", async () => {
+        const busy = await send({ greeting: "421 4.3.2 Too many connections, try again later" }, {
+          to: "a@example.com",
+        });
+        assert.deepEqual([busy.json.error.code, busy.json.error.details?.retryable], [
+          "smtp_service_unavailable",
+          true,
+        ]);
+        assert.equal(busy.audit.status, "deferred");
+        const refused = await send({ greeting: "554 5.7.1 You are not welcome here" }, { to: "a@example.com" });
+        assert.deepEqual([refused.json.error.code, refused.json.error.details?.retryable], [
+          "smtp_service_refused",
+          false,
+        ]);
+      });
+
+      await t.step("a reply code out of range is recorded sanely, never left in sending", async () => {
+        const { status, json, audit } = await send(
+          { rcpt: (a) => a.startsWith("odd") ? "55099999999 nope" : "250 OK" },
+          { to: ["a@example.com", "odd@example.com"] },
+        );
+        assert.equal(status, 200, JSON.stringify(json));
+        assert.equal(audit.status, "sent");
+        assert.equal(json.recipients[1].smtp_code, null);
+      });
+
+      await t.step("refused recipients and a 354 anyway: the recipients' refusals stand, not 'unknown'", async () => {
+        const { status, json, audit } = await send(
+          { rcpt: () => "550 5.1.1 no such user", dataCommandReply: "354 go" },
+          {
+            to: "a@example.com",
+          },
+        );
+        assert.equal(status, 502);
+        assert.equal(json.error.code, "smtp_recipients_rejected");
+        assert.equal(audit.status, "failed");
+      });
+
+      await t.step("a second transaction that ends without a reply leaves its recipients unknown", async () => {
+        let inTransaction = 0;
+        const { status, json } = await send(
+          {
+            mail: () => {
+              inTransaction = 0;
+              return "250 OK";
+            },
+            rcpt: () => ++inTransaction > 1 ? "452 4.5.3 Too many recipients" : "250 OK",
+            dataReply: (index) => index === 0 ? "250 2.0.0 queued" : null,
+          },
+          { to: ["a@example.com", "b@example.com"] },
+        );
+        assert.equal(status, 200, JSON.stringify(json));
+        assert.deepEqual([json.accepted, json.unknown], [["a@example.com"], ["b@example.com"]]);
       });
 
       await t.step("the connection ends after the final dot: unknown, with the Message-ID", async () => {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { simpleParser } from "mailparser";
 import { body, type ErrorBody, startTestStack, type TestStack, userWithCatcher } from "./harness.ts";
-import { MAX_HTML_DEPTH, MAX_HTML_TAGS } from "../supabase/functions/_shared/mail/html.ts";
+import { MAX_HTML_DEPTH, MAX_HTML_INDENT, MAX_HTML_TAGS } from "../supabase/functions/_shared/mail/html.ts";
 import { MAX_RENDER_STEPS } from "../supabase/functions/_shared/mail/templates.ts";
 
 /** About 2 MiB (the default HTML limit) of one unit repeated. */
@@ -89,8 +89,16 @@ Deno.test({
         };
         for (const [shape, html] of Object.entries(shapes)) {
           const error = await refusedWhileOthersAreServed({ subject: shape, html }, 422, "html_too_complex");
-          assert.deepEqual(error.details, { limit_depth: MAX_HTML_DEPTH }, shape);
+          // Lists reach the quoting and list limit long before the depth limit.
+          const limit = shape === "list" ? { limit_indent: MAX_HTML_INDENT } : { limit_depth: MAX_HTML_DEPTH };
+          assert.deepEqual(error.details, limit, shape);
         }
+      });
+
+      await t.step("refuses deep quoting, whose every level prefixes every line of the text part", async () => {
+        const html = "<blockquote>".repeat(255) + "w ".repeat(900_000);
+        const error = await refusedWhileOthersAreServed({ subject: "quotes", html }, 422, "html_too_complex");
+        assert.deepEqual(error.details, { limit_indent: MAX_HTML_INDENT });
       });
 
       await t.step("refuses deep HTML that a template builds from data", async () => {

@@ -19,8 +19,9 @@
 --   password), the last two by the functions the edge functions call before any SMTP I/O.
 -- * A login through credentials that have never authenticated since they last changed
 --   ("unproven": credentials_verified_at is null) first reserves an `auth_attempt`;
---   unsettled and failed attempts count against auth_failure, so concurrent attempts
---   cannot all slip under the limit. A success proves the credentials it was made with
+--   unsettled and failed attempts count against auth_failure, so concurrent guesses
+--   cannot all slip under the limit (unsettled attempts with the same credentials of the
+--   same config count once: they are one guess). A success proves the credentials it was made with
 --   (credentials_verified_at), and proven credentials keep working whatever the count:
 --   a user's working configs are not locked out by guesses made through others. A
 --   failure makes credentials unproven again.
@@ -102,7 +103,13 @@ begin
   v_max := least(v_limit.max_events, coalesce(p_max, v_limit.max_events));
 
   perform pg_advisory_xact_lock(hashtextextended('mailroom.credential_events:' || p_user_id::text, 0));
-  select count(*)::integer into v_count
+  -- Logins still in flight with the same credentials of the same config are one guess, not
+  -- several (parallel sends right after a password change); each failure counts on its own.
+  select count(distinct case
+           when e.kind = 'auth_attempt'
+             then 'pending:' || e.config_id::text || '/' || coalesce(e.credentials_as_of::text, '')
+           else e.id::text
+         end)::integer into v_count
     from private.credential_events e
    where e.user_id = p_user_id and e.kind = any (v_limit.counts) and e.created_at > now() - v_limit.per;
   if v_count < v_max then

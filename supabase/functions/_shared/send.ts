@@ -35,13 +35,15 @@ export interface SendResult {
   rejected: string[];
   /** Recipients the server refused for now (4xx): a later retry to them can succeed. */
   deferred: string[];
+  /** Recipients whose transaction ended after the final dot without a reply: check before resending. */
+  unknown: string[];
   /** Every recipient with the server's code, enhanced code and reply. */
   recipients: RecipientOutcome[];
 }
 
 /** Find the config the request names (id or name) or the default one; it must be usable. */
 async function resolveConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfig & Credentials> {
-  const config = await findConfig(tx, ref);
+  const config = await findConfig(tx, ref, "share");
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
@@ -198,7 +200,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     const [audit] = await tx<{ id: string }[]>`
       insert into public.email_audit_log
         (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context)
-      values (${config.id}, ${templateId}, ${config.from_email}, ${to.map((a) => a.address)},
+      values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
               ${cc.length}, ${bcc.length}, ${subject ?? null}, 'sending',
               ${req.agent_context ? tx.json(req.agent_context as never) : null})
       returning id`;
@@ -258,6 +260,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     accepted: byStatus("accepted"),
     rejected: byStatus("rejected"),
     deferred: byStatus("deferred"),
+    unknown: byStatus("unknown"),
     recipients: report.recipients,
   };
 }

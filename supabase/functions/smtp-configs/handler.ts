@@ -98,7 +98,7 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
 
 async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise<Response> {
   const { config, credentials, verification } = await withUser(ctx.sql, claims, async (tx) => {
-    const config = await findConfig(tx, ref);
+    const config = await findConfig(tx, ref, "share");
     // Before loading the credentials: it pins them until commit, and may refuse unproven ones (429).
     await assertCanAuthenticate(tx, config.id);
     const credentials = await loadCredentials(tx, config.id);

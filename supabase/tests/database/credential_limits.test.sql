@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(55);
+select plan(56);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -229,7 +229,11 @@ select lives_ok(
 );
 select lives_ok(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
-  'the fifth counted attempt (pending ones count) is allowed'
+  'a parallel login with the same credentials is the same guess: still four counted'
+);
+select lives_ok(
+  $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed')$$,
+  'one of them fails: four failures and one pending login count five'
 );
 select throws_like(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
@@ -246,7 +250,7 @@ select lives_ok(
 );
 select lives_ok(
   $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'unanswered')$$,
-  'an attempt that ended before the server judged the login is released'
+  'the pending attempt ends before the server judged the login, and is released'
 );
 select lives_ok(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,

@@ -29,9 +29,14 @@ const MIN_REDACTED_SECRET = 4;
 
 /** A reply split into its parts: `450 4.2.0 Greylisted` -> 450, "4.2.0". */
 export function parseReply(response: string | undefined | null): { code: number | null; enhanced: string | null } {
-  const match = /^([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(response ?? "");
+  const match = /^([2-5]\d\d)(?![0-9])(?:[ -]([245]\.\d{1,3}\.\d{1,3})(?![0-9.]))?/.exec(response ?? "");
   if (!match) return { code: null, enhanced: null };
   return { code: Number(match[1]), enhanced: match[2] ?? null };
+}
+
+/** A reply code as SMTP defines them (200-599), or null: a server cannot make us store anything else. */
+export function replyCode(code: unknown): number | null {
+  return typeof code === "number" && Number.isInteger(code) && code >= 200 && code <= 599 ? code : null;
 }
 
 /** Whether a reply is a temporary refusal (4xx). */
@@ -72,11 +77,26 @@ export function messageStatus(recipients: RecipientOutcome[]): MessageStatus {
   return "failed";
 }
 
-/** A server response cut to a bounded, single-line text with the secret removed. */
+/**
+ * A server response cut to a bounded, single-line text with the secret removed: as it is, and
+ * inside base64 (a server that echoes `AUTH PLAIN <base64 of \0user\0password>` back).
+ */
 export function cleanResponse(response: string | null | undefined, secret?: string | null): string | null {
   if (!response) return null;
   let text = response.replace(/[\r\n]+/g, " ").trim();
   // Shorter strings would match ordinary text; no real password is that short.
-  if (secret && secret.length >= MIN_REDACTED_SECRET) text = text.split(secret).join("[redacted]");
+  if (secret && secret.length >= MIN_REDACTED_SECRET) {
+    text = text.split(secret).join("[redacted]");
+    text = text.replace(/[A-Za-z0-9+/]{6,}={0,2}/g, (token) => decodesToSecret(token, secret) ? "[redacted]" : token);
+  }
   return text.length > MAX_RESPONSE_CHARS ? `${text.slice(0, MAX_RESPONSE_CHARS)}…` : text;
+}
+
+function decodesToSecret(token: string, secret: string): boolean {
+  try {
+    const bytes = Uint8Array.fromBase64(token, { lastChunkHandling: "loose" });
+    return new TextDecoder().decode(bytes).includes(secret);
+  } catch {
+    return false;
+  }
 }

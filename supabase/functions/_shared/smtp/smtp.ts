@@ -16,6 +16,7 @@ import {
   messageStatus,
   parseReply,
   type RecipientOutcome,
+  replyCode,
   retryHintSeconds,
 } from "./outcome.ts";
 
@@ -91,14 +92,26 @@ export async function deliver(
         }
         for (const refusal of reply.rejected) {
           const parsed = parseReply(refusal.response);
-          if (isTooManyRecipients(parsed.code ?? refusal.responseCode ?? null, parsed.enhanced)) {
+          if (isTooManyRecipients(parsed.code ?? replyCode(refusal.responseCode), parsed.enhanced)) {
             again.push(refusal);
           } else {
             outcomes.set(refusal.recipient, refusalOutcome(refusal, secret));
           }
         }
       } catch (error) {
-        const failure = classifySmtpError(error, server);
+        let failure = classifySmtpError(error, server);
+        if (failure.outcome === "unknown" && session.envelopeState().accepted.length === 0) {
+          // No recipient was accepted, so no message body can have been taken for delivery.
+          // The recipients' own refusals then say what happened (scope "recipients").
+          failure = {
+            ...failure,
+            code: "smtp_connection_lost",
+            outcome: "deferred",
+            scope: "recipients",
+            retryable: true,
+            message: "The SMTP server closed the connection before accepting the message",
+          };
+        }
         settleFailedTransaction(session, pending, failure, outcomes, secret);
         // All recipients refused: the report sums them up; anything else is its own reason.
         if (failure.scope === "recipients") break;
@@ -145,7 +158,7 @@ function outcome(
 
 function refusalOutcome(refusal: RcptReply, secret: string | null | undefined): RecipientOutcome {
   const parsed = parseReply(refusal.response);
-  const code = parsed.code ?? refusal.responseCode ?? null;
+  const code = parsed.code ?? replyCode(refusal.responseCode);
   const status = isTemporary(code) ? "deferred" : "rejected";
   return outcome(refusal.recipient, status, code, parsed.enhanced, cleanResponse(refusal.response, secret));
 }
@@ -250,7 +263,7 @@ const CERT_UNTRUSTED =
 const CERT_NAME = /altname|hostname|NotValidForName|ERR_TLS_CERT_ALTNAME|does not match/i;
 const CERT_EXPIRED = /expired|CERT_HAS_EXPIRED|not yet valid/i;
 const TLS_HANDSHAKE =
-  /ssl|tls|handshake|wrong version|protocol version|record|alert|EPROTO|InvalidContentType|CorruptMessage|peer is incompatible/i;
+  /\bssl|\btls|handshake|wrong version number|protocol ?version|InvalidContentType|CorruptMessage|peer is incompatible|\bEPROTO\b/i;
 
 function swappedPortHint(server?: Pick<SmtpServer, "port" | "security">): string | undefined {
   if (!server) return undefined;
@@ -271,7 +284,7 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
   const stage = error instanceof SessionFailure ? error.stage : "connecting";
   const e = ((error instanceof SessionFailure ? error.cause : error) ?? {}) as NodemailerError;
   const parsed = parseReply(e.response);
-  const responseCode = e.responseCode ?? parsed.code ?? undefined;
+  const responseCode = parsed.code ?? replyCode(e.responseCode) ?? undefined;
   const base = {
     responseCode,
     enhancedCode: parsed.enhanced ?? undefined,
@@ -294,7 +307,10 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
     message,
     ...(hint ? { hint } : {}),
   });
-  const text = `${e.message ?? ""} ${e.code ?? ""} ${e.reason ?? ""}`;
+  const text = `${e.message ?? ""} ${e.reason ?? ""}`;
+  // TLS and certificate errors come from the socket, never with a server reply: a reply's text
+  // (which the server chooses) must not turn into a TLS verdict.
+  const fromTls = responseCode === undefined && e.response === undefined;
 
   switch (e.code) {
     case "EAUTH":
@@ -316,6 +332,15 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
         false,
         "A recipient or the sender has a non-ASCII local part and the SMTP server does not offer SMTPUTF8",
       );
+    case "EPROTOCOL":
+      // The server's greeting (or another reply) was not what SMTP allows next: 421/554 greetings.
+      if (temporary) {
+        return make("smtp_service_unavailable", "session", true, "The SMTP server is not taking connections now");
+      }
+      if (responseCode !== undefined && responseCode >= 500) {
+        return make("smtp_service_refused", "session", false, "The SMTP server refused the session");
+      }
+      return make("smtp_protocol_error", "session", false, "The SMTP server answered outside the protocol");
     case "EDNS":
       return make("smtp_host_not_found", "session", true, "The SMTP host name could not be resolved");
     case "ETLS":
@@ -353,10 +378,10 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
       outcome: "unknown",
     };
   }
-  if (CERT_EXPIRED.test(text)) {
+  if (fromTls && CERT_EXPIRED.test(text)) {
     return make("smtp_tls_certificate_expired", "session", false, "The SMTP server's TLS certificate has expired");
   }
-  if (CERT_NAME.test(text)) {
+  if (fromTls && CERT_NAME.test(text)) {
     return make(
       "smtp_tls_name_mismatch",
       "session",
@@ -364,7 +389,7 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
       "The SMTP server's TLS certificate is not valid for the configured host name",
     );
   }
-  if (CERT_UNTRUSTED.test(text)) {
+  if (fromTls && CERT_UNTRUSTED.test(text)) {
     return make(
       "smtp_tls_untrusted",
       "session",
@@ -382,14 +407,19 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
         swappedPortHint(server),
       );
     }
-    return e.timeoutType === "SOCKET_TIMEOUT"
-      ? make("smtp_timeout", "session", true, "The SMTP server stopped answering before the message was sent")
-      : make("smtp_connect_timeout", "session", true, "Timed out connecting to the SMTP server");
+    if (e.timeoutType === "SOCKET_TIMEOUT") {
+      return make("smtp_timeout", "session", true, "The SMTP server stopped answering before the message was sent");
+    }
+    // An implicit-TLS port waits for our TLS hello while we wait for its greeting.
+    const hint = e.timeoutType === "GREETING_TIMEOUT" && server && server.security !== "tls"
+      ? `no greeting arrived: if port ${server.port} expects implicit TLS, use security "tls"`
+      : undefined;
+    return make("smtp_connect_timeout", "session", true, "Timed out connecting to the SMTP server", hint);
   }
   if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH/i.test(text)) {
     return make("smtp_connect_failed", "session", true, "Could not connect to the SMTP server");
   }
-  if (TLS_HANDSHAKE.test(text)) {
+  if (fromTls && TLS_HANDSHAKE.test(text)) {
     return make(
       "smtp_tls_failed",
       "session",

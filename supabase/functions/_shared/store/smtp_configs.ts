@@ -63,11 +63,17 @@ export function listConfigs(tx: Tx): Promise<SmtpConfig[]> {
     select ${columns(tx)} from public.user_smtp_configs c order by c.is_default desc, c.name`;
 }
 
-/** One of the caller's configs by id or name (or the default), else 404. */
-export async function findConfig(tx: Tx, ref: string | undefined, lock = false): Promise<SmtpConfig> {
+/** One of the caller's configs by id or name (or the default), else 404; optionally locked. */
+export async function findConfig(
+  tx: Tx,
+  ref: string | undefined,
+  lock: boolean | "share" = false,
+): Promise<SmtpConfig> {
+  // `share`: the sending paths read the destination and then the credentials; the row lock
+  // keeps a concurrent PATCH (new host and password) from landing between the two reads.
+  const locking = lock === "share" ? tx`for share` : lock ? tx`for update` : tx``;
   const rows = await tx<SmtpConfig[]>`
-    select ${columns(tx)} from public.user_smtp_configs c where ${byRef(tx, ref)}
-    ${lock ? tx`for update` : tx``}`;
+    select ${columns(tx)} from public.user_smtp_configs c where ${byRef(tx, ref)} ${locking}`;
   if (!rows[0]) throw notFound(ref);
   return rows[0];
 }
