@@ -260,9 +260,10 @@ revoke insert on public.smtp_config_verifications from authenticated;
 
 -- SMTP logins: before the session, and its outcome. ------------------------------------------
 -- Call in the transaction that loads the credentials, before loading them: the config row
--- stays share-locked until commit, so the credentials cannot change in between.
+-- stays share-locked until commit, so the credentials cannot change in between. Returns the
+-- reserved attempt's id, to settle exactly that attempt later (null: nothing was reserved).
 create function private.begin_smtp_authentication(p_config_id uuid)
-returns void
+returns bigint
 language plpgsql
 security definer
 set search_path = ''
@@ -273,6 +274,7 @@ declare
   v_secret_id uuid;
   v_verified_at timestamptz;
   v_changed_at timestamptz;
+  v_attempt_id bigint;
 begin
   select c.username, c.password_secret_id, c.credentials_verified_at, c.credentials_changed_at
     into v_username, v_secret_id, v_verified_at, v_changed_at
@@ -284,19 +286,24 @@ begin
   end if;
   -- No login (or none possible without a password), or proven credentials: nothing to guess.
   if v_username is null or v_secret_id is null or v_verified_at is not null then
-    return;
+    return null;
   end if;
 
   perform private.enforce_credential_limit(v_user_id, 'auth_failure');
   perform private.record_credential_event(v_user_id, 'auth_attempt', p_config_id, v_changed_at);
+  select max(e.id) into v_attempt_id
+    from private.credential_events e
+   where e.user_id = v_user_id and e.config_id = p_config_id and e.kind = 'auth_attempt';
+  return v_attempt_id;
 end
 $$;
 
--- Settle the oldest pending login attempt through a config: `succeeded` proves the
--- credentials it was made with (unless they changed since), `failed` counts (also for
--- proven credentials, which become unproven), `unanswered` (the session ended before the
--- server judged the login) frees the attempt.
-create function private.settle_smtp_authentication(p_config_id uuid, p_outcome text)
+-- Settle a login attempt through a config: the one `p_attempt_id` names (what
+-- begin_smtp_authentication returned), or else the oldest pending one. `succeeded` proves
+-- the credentials that attempt was made with (unless they changed since), `failed` counts
+-- (also for proven credentials, which become unproven), `unanswered` (the session ended
+-- before the server judged the login) frees the attempt.
+create function private.settle_smtp_authentication(p_config_id uuid, p_outcome text, p_attempt_id bigint default null)
 returns void
 language plpgsql
 security definer
@@ -318,6 +325,7 @@ begin
   select e.id, e.credentials_as_of into v_attempt_id, v_as_of
     from private.credential_events e
    where e.config_id = p_config_id and e.user_id = v_user_id and e.kind = 'auth_attempt'
+     and (p_attempt_id is null or e.id = p_attempt_id)
    order by e.created_at, e.id
    limit 1
      for update skip locked;
@@ -346,8 +354,8 @@ revoke all on function private.limit_smtp_config_creation() from public, anon, a
 revoke all on function private.set_smtp_config_password(uuid, text) from public, anon, authenticated;
 revoke all on function private.begin_smtp_verification(uuid, integer) from public, anon, authenticated;
 revoke all on function private.begin_smtp_authentication(uuid) from public, anon, authenticated;
-revoke all on function private.settle_smtp_authentication(uuid, text) from public, anon, authenticated;
+revoke all on function private.settle_smtp_authentication(uuid, text, bigint) from public, anon, authenticated;
 grant execute on function private.set_smtp_config_password(uuid, text) to authenticated;
 grant execute on function private.begin_smtp_verification(uuid, integer) to authenticated;
 grant execute on function private.begin_smtp_authentication(uuid) to authenticated;
-grant execute on function private.settle_smtp_authentication(uuid, text) to authenticated;
+grant execute on function private.settle_smtp_authentication(uuid, text, bigint) to authenticated;

@@ -22,7 +22,13 @@ import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
 import { findTemplate } from "./store/templates.ts";
-import { assertCanAuthenticate, authVerdict, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
+import {
+  assertCanAuthenticate,
+  authVerdict,
+  type LoginAttempt,
+  recordAuthResult,
+  releaseAuthAttempt,
+} from "./store/credential_guard.ts";
 
 /** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
@@ -42,18 +48,21 @@ export interface SendResult {
 }
 
 /** Find the config the request names (id or name) or the default one; it must be usable. */
-async function resolveConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfig & Credentials> {
+async function resolveConfig(
+  tx: Tx,
+  ref: string | undefined,
+): Promise<SmtpConfig & Credentials & { login: LoginAttempt }> {
   const config = await findConfig(tx, ref, "share");
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
   // Checked (and the row locked) before the credentials are read: a password oracle is limited.
-  await assertCanAuthenticate(tx, config.id);
+  const login = await assertCanAuthenticate(tx, config.id);
   const credentials = await loadCredentials(tx, config.id);
   if (config.username && !credentials.password) {
     throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
   }
-  return { ...config, ...credentials };
+  return { ...config, ...credentials, login };
 }
 
 /** Template parts first, explicit request fields over them. */
@@ -170,13 +179,13 @@ async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: strin
  * Tell the credential guard what the server said about the login (see store/credential_guard.ts).
  * Logged, never thrown: the send's outcome is what the caller must hear.
  */
-async function settleLogin(ctx: AppContext, claims: UserClaims, configId: string, failureCode?: string) {
+async function settleLogin(ctx: AppContext, claims: UserClaims, login: LoginAttempt, failureCode?: string) {
   const verdict = authVerdict(failureCode);
   try {
     await withUser(
       ctx.sql,
       claims,
-      (tx) => verdict === null ? releaseAuthAttempt(tx, configId) : recordAuthResult(tx, configId, verdict),
+      (tx) => verdict === null ? releaseAuthAttempt(tx, login) : recordAuthResult(tx, login, verdict),
     );
   } catch (error) {
     const e = error as { name?: string; code?: string };
@@ -224,7 +233,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
   } catch (error) {
     // Refused before any SMTP (egress policy, DNS): nothing reached a server.
     const { httpStatus, failure, details } = describeFailure(error, server);
-    await settleLogin(ctx, claims, config.id, failure.code);
+    await settleLogin(ctx, claims, config.login, failure.code);
     await recordOutcome(ctx, claims, auditId, {
       status: failure.outcome === "unknown" ? "failed" : failure.outcome,
       message_id: message.messageId,
@@ -239,7 +248,7 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     });
   }
 
-  await settleLogin(ctx, claims, config.id, report.status === "sent" ? undefined : report.failure?.code);
+  await settleLogin(ctx, claims, config.login, report.status === "sent" ? undefined : report.failure?.code);
   await recordOutcome(ctx, claims, auditId, outcomeOf(report));
   const byStatus = (status: RecipientOutcome["status"]) =>
     report.recipients.filter((r) => r.status === status).map((r) => r.address);

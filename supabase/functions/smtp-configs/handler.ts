@@ -100,14 +100,14 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
   const { config, credentials, verification } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await findConfig(tx, ref, "share");
     // Before loading the credentials: it pins them until commit, and may refuse unproven ones (429).
-    await assertCanAuthenticate(tx, config.id);
+    const login = await assertCanAuthenticate(tx, config.id);
     const credentials = await loadCredentials(tx, config.id);
     if (config.username && !credentials.password) {
       throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
     }
     checkServerStatically(ctx.config.egress, config);
     const id = await startVerification(tx, config.id, ctx.config.verifyPerMinute);
-    return { config, credentials, verification: { id, configId: config.id } };
+    return { config, credentials, verification: { id, login } };
   });
 
   const server = { ...config, ...credentials };

@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(56);
+select plan(60);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -40,7 +40,7 @@ select results_eq(
 );
 select function_privs_are('private', 'begin_smtp_authentication', array['uuid'], 'authenticated', array['EXECUTE'],
   'authenticated can execute begin_smtp_authentication');
-select function_privs_are('private', 'settle_smtp_authentication', array['uuid', 'text'], 'authenticated',
+select function_privs_are('private', 'settle_smtp_authentication', array['uuid', 'text', 'bigint'], 'authenticated',
   array['EXECUTE'], 'authenticated can execute settle_smtp_authentication');
 select function_privs_are('private', 'begin_smtp_verification', array['uuid', 'integer'], 'authenticated',
   array['EXECUTE'], 'authenticated can execute begin_smtp_verification');
@@ -320,6 +320,37 @@ select is(
       and kind in ('auth_attempt', 'auth_failed')),
   5,
   'the deleted config''s failed and pending logins stay on record'
+);
+
+-- A session settles its own attempt: a success made with older credentials proves nothing newer.
+update private.credential_limits set max_events = 100 where name in ('auth_failure', 'password_change');
+insert into public.user_smtp_configs (id, user_id, name, host, port, username, from_email) values
+  ('a7a7a7a7-0000-4000-8000-000000000007', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'paired', 'smtp.mail.example',
+   465, 'alice', 'alice@mail.example');
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select lives_ok(
+  $$select private.set_smtp_config_password('a7a7a7a7-0000-4000-8000-000000000007', 'first'),
+           set_config('mailroom_test.first', private.begin_smtp_authentication('a7a7a7a7-0000-4000-8000-000000000007')::text, true),
+           private.set_smtp_config_password('a7a7a7a7-0000-4000-8000-000000000007', 'second'),
+           set_config('mailroom_test.second', private.begin_smtp_authentication('a7a7a7a7-0000-4000-8000-000000000007')::text, true)$$,
+  'two sessions start, with the first and then the second password'
+);
+select lives_ok(
+  $$select private.settle_smtp_authentication('a7a7a7a7-0000-4000-8000-000000000007', 'succeeded',
+                                               current_setting('mailroom_test.second')::bigint)$$,
+  'the second session succeeds and settles its own attempt'
+);
+select ok(
+  (select credentials_verified_at is not null from public.user_smtp_configs
+    where id = 'a7a7a7a7-0000-4000-8000-000000000007'),
+  'the current credentials are proven by their own session, although an older attempt was still pending'
+);
+reset role;
+select results_eq(
+  $$select kind from private.credential_events where id = current_setting('mailroom_test.first')::bigint$$,
+  array['auth_attempt'],
+  'the first session''s attempt is still its own to settle'
 );
 
 -- anon ------------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@
 import type { Tx } from "../db.ts";
 import { ApiError } from "../http.ts";
 
+/** A login about to happen: its config and the attempt reserved for it (null: none was needed). */
+export interface LoginAttempt {
+  configId: string;
+  attemptId: string | null;
+}
+
 /**
  * Check, before any SMTP I/O, that a login through `configId` is allowed, and reserve it.
  * Credentials that have authenticated since they last changed ("proven") always may;
@@ -18,14 +24,16 @@ import { ApiError } from "../http.ts";
  * ```ts
  * await withUser(sql, claims, async (tx) => {
  *   const config = await findConfig(tx, ref);
- *   await assertCanAuthenticate(tx, config.id);
+ *   const login = await assertCanAuthenticate(tx, config.id);
  *   const credentials = await loadCredentials(tx, config.id);
  * });
  * ```
  */
-export async function assertCanAuthenticate(tx: Tx, configId: string): Promise<void> {
+export async function assertCanAuthenticate(tx: Tx, configId: string): Promise<LoginAttempt> {
   try {
-    await tx`select private.begin_smtp_authentication(${configId}::uuid)`;
+    const [row] = await tx<{ attempt: string | null }[]>`
+      select private.begin_smtp_authentication(${configId}::uuid)::text as attempt`;
+    return { configId, attemptId: row.attempt };
   } catch (error) {
     if ((error as { code?: string })?.code !== "P0002") throw error;
     throw new ApiError(404, "config_not_found", `No SMTP config ${JSON.stringify(configId)}`);
@@ -40,11 +48,12 @@ export async function assertCanAuthenticate(tx: Tx, configId: string): Promise<v
  * @example
  * ```ts
  * const ok = authVerdict(failure?.code);
- * if (ok !== null) await withUser(sql, claims, (tx) => recordAuthResult(tx, config.id, ok));
+ * if (ok !== null) await withUser(sql, claims, (tx) => recordAuthResult(tx, login, ok));
  * ```
  */
-export async function recordAuthResult(tx: Tx, configId: string, ok: boolean): Promise<void> {
-  await tx`select private.settle_smtp_authentication(${configId}::uuid, ${ok ? "succeeded" : "failed"})`;
+export async function recordAuthResult(tx: Tx, login: LoginAttempt, ok: boolean): Promise<void> {
+  await tx`select private.settle_smtp_authentication(
+             ${login.configId}::uuid, ${ok ? "succeeded" : "failed"}, ${login.attemptId}::bigint)`;
 }
 
 /**
@@ -52,8 +61,9 @@ export async function recordAuthResult(tx: Tx, configId: string, ok: boolean): P
  * server judged the login (no connection, TLS refused, timeout): it then does not count.
  * Unreleased attempts count as failures for an hour.
  */
-export async function releaseAuthAttempt(tx: Tx, configId: string): Promise<void> {
-  await tx`select private.settle_smtp_authentication(${configId}::uuid, 'unanswered')`;
+export async function releaseAuthAttempt(tx: Tx, login: LoginAttempt): Promise<void> {
+  if (login.attemptId === null) return;
+  await tx`select private.settle_smtp_authentication(${login.configId}::uuid, 'unanswered', ${login.attemptId}::bigint)`;
 }
 
 // Failures the server can only send once it has accepted the login (MAIL FROM, RCPT TO, DATA).

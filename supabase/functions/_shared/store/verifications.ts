@@ -3,7 +3,7 @@
 // settled with the outcome, together with what the session said about the login.
 import type { UserClaims } from "../auth.ts";
 import { type Sql, type Tx, withUser } from "../db.ts";
-import { authVerdict, recordAuthResult, releaseAuthAttempt } from "./credential_guard.ts";
+import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./credential_guard.ts";
 
 /** How a verification ended. */
 export interface VerificationOutcome {
@@ -33,7 +33,7 @@ export async function startVerification(tx: Tx, configId: string, perMinute?: nu
 export async function finishVerification(
   sql: Sql,
   claims: UserClaims,
-  verification: { id: string; configId: string },
+  verification: { id: string; login: LoginAttempt },
   outcome: VerificationOutcome,
 ): Promise<void> {
   try {
@@ -42,8 +42,8 @@ export async function finishVerification(
                  ${verification.id}::uuid, ${outcome.ok}, ${outcome.errorClass ?? null},
                  ${Math.round(outcome.latencyMs)}, ${outcome.serverBanner ?? null})`;
       const verdict = authVerdict(outcome.ok ? undefined : outcome.errorClass);
-      if (verdict === null) await releaseAuthAttempt(tx, verification.configId);
-      else await recordAuthResult(tx, verification.configId, verdict);
+      if (verdict === null) await releaseAuthAttempt(tx, verification.login);
+      else await recordAuthResult(tx, verification.login, verdict);
     });
   } catch (error) {
     const e = error as { name?: string; code?: string };
