@@ -56,7 +56,8 @@ const LOCAL_NAMES: x509.JsonGeneralNames = [
 export async function generateCertificates(
   options: { names?: string[]; expired?: boolean } = {},
 ): Promise<CertificateBundle> {
-  const { notBefore, notAfter } = options.expired ? expiredValidity() : validity();
+  const { notBefore, notAfter } = validity();
+  const leafValidity = options.expired ? expiredValidity() : { notBefore, notAfter };
   const names: x509.JsonGeneralNames = options.names
     ? options.names.map((value) => ({ type: "dns" as const, value }))
     : LOCAL_NAMES;
@@ -87,8 +88,8 @@ export async function generateCertificates(
     serialNumber: randomSerial(),
     subject: `CN=${options.names?.[0] ?? "localhost"}, O=mailroom (development only)`,
     issuer: ca.subject,
-    notBefore,
-    notAfter,
+    notBefore: leafValidity.notBefore,
+    notAfter: leafValidity.notAfter,
     publicKey: leafKeys.publicKey,
     signingKey: caKeys.privateKey,
     signingAlgorithm: SIGNING,

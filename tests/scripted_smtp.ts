@@ -77,6 +77,12 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         return;
       }
       if (options.misbehaviour === "silent-after-ehlo") return;
+      if (verb === "STARTTLS") {
+        // Agrees to TLS, then speaks anything but (a broken middlebox, a misconfigured server).
+        reply("220 2.0.0 Ready to start TLS");
+        socket.write("this is not a TLS handshake\r\n");
+        return;
+      }
       if (verb === "AUTH" && options.authReply) return reply(options.authReply(line));
       if (verb === "AUTH") {
         const [, mechanism, initial] = line.split(" ");

@@ -5,6 +5,7 @@
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Buffer } from "node:buffer";
 import type { ResolvedTarget } from "./egress.ts";
+import type { CertificateFacts } from "./certificate.ts";
 
 /** How to reach and authenticate to an SMTP server. */
 export interface SmtpServer {
@@ -37,6 +38,8 @@ export class SessionFailure extends Error {
     readonly stage: SessionStage,
     /** The server's greeting, when one arrived before the failure. */
     readonly banner: string | null = null,
+    /** For an untrusted certificate: what it says about itself (see ./certificate.ts). */
+    public certificate: CertificateFacts | null = null,
   ) {
     super("SMTP session failed");
   }

@@ -3,6 +3,7 @@
 import type { BuiltMessage } from "../mail/message.ts";
 import { needsSmtpUtf8 } from "../mail/addresses.ts";
 import type { ResolvedTarget } from "./egress.ts";
+import { type CertificateFacts, probeCertificate } from "./certificate.ts";
 import { ApiError } from "../http.ts";
 import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettings } from "./session.ts";
 
@@ -65,7 +66,7 @@ export async function deliver(
 
   let session: SmtpSession;
   try {
-    session = await SmtpSession.open(server, target, smtp);
+    session = await openSession(server, target, smtp);
   } catch (error) {
     return report(classifySmtpError(error, server));
   }
@@ -128,6 +129,21 @@ export async function deliver(
     return report();
   } finally {
     session.quit();
+  }
+}
+
+/**
+ * Open a session; when the certificate was not trusted, look at it once more (verification
+ * off, nothing sent) so the failure can say whether it expired, is self-signed or unknown.
+ */
+async function openSession(server: SmtpServer, target: ResolvedTarget, smtp: SmtpSettings): Promise<SmtpSession> {
+  try {
+    return await SmtpSession.open(server, target, smtp);
+  } catch (error) {
+    if (error instanceof SessionFailure && classifySmtpError(error).code === "smtp_tls_untrusted") {
+      error.certificate = await probeCertificate(server, target, smtp).catch(() => null);
+    }
+    throw error;
   }
 }
 
@@ -216,7 +232,7 @@ export async function verifyServer(
   smtp: SmtpSettings,
 ): Promise<SmtpVerification> {
   const started = performance.now();
-  const session = await SmtpSession.open(server, target, smtp);
+  const session = await openSession(server, target, smtp);
   session.quit();
   return {
     ok: true,
@@ -246,6 +262,8 @@ export interface SmtpFailure {
   hint?: string;
   /** The server's "try again in N seconds" hint. */
   retryAfterSeconds?: number;
+  /** For certificate failures: what the certificate says (subject, issuer, validity). */
+  certificate?: CertificateFacts;
 }
 
 interface NodemailerError {
@@ -378,6 +396,35 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
       outcome: "unknown",
     };
   }
+  const certificate = error instanceof SessionFailure ? error.certificate : null;
+  if (certificate && (certificate.expired || certificate.not_yet_valid)) {
+    return {
+      ...make(
+        "smtp_tls_certificate_expired",
+        "session",
+        false,
+        certificate.expired
+          ? `The SMTP server's TLS certificate expired on ${certificate.valid_to}`
+          : `The SMTP server's TLS certificate is not valid before ${certificate.valid_from}`,
+      ),
+      certificate,
+    };
+  }
+  if (certificate && CERT_UNTRUSTED.test(text)) {
+    return {
+      ...make(
+        "smtp_tls_untrusted",
+        "session",
+        false,
+        certificate.self_signed
+          ? "The SMTP server's TLS certificate is self-signed"
+          : `The SMTP server's TLS certificate is issued by ${
+            JSON.stringify(certificate.issuer)
+          }, not a trusted authority`,
+      ),
+      certificate,
+    };
+  }
   if (fromTls && CERT_EXPIRED.test(text)) {
     return make("smtp_tls_certificate_expired", "session", false, "The SMTP server's TLS certificate has expired");
   }
@@ -493,5 +540,6 @@ export function failureDetails(failure: SmtpFailure): Record<string, unknown> {
     smtp_response: failure.response ?? null,
     ...(failure.hint ? { hint: failure.hint } : {}),
     ...(failure.retryAfterSeconds ? { retry_after_seconds: failure.retryAfterSeconds } : {}),
+    ...(failure.certificate ? { certificate: failure.certificate } : {}),
   };
 }
