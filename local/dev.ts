@@ -47,12 +47,13 @@ async function main(): Promise<void> {
   Deno.addSignalListener("SIGTERM", shutdown);
 
   let dbUrl = Deno.env.get("DATABASE_URL");
+  let bootstrapped = false;
   if (!dbUrl) {
     const cluster: Cluster = await startCluster({ dir: `${LOCAL_DIR}/postgres`, port: LOCAL_PORTS.db });
     stops.push(cluster.stop);
+    bootstrapped = await bootstrapPlatform(cluster.adminUrl);
     dbUrl = cluster.url;
   }
-  const bootstrapped = await bootstrapPlatform(dbUrl);
   await pushMigrations(dbUrl);
 
   const certs = await loadOrCreateCertificates(`${LOCAL_DIR}/certs`);

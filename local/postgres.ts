@@ -10,7 +10,10 @@ export const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/,
 
 /** A running cluster. */
 export interface Cluster {
+  /** As `postgres`, a non-superuser as on Supabase (after the bootstrap): migrations, tests, functions. */
   url: string;
+  /** As `supabase_admin`, the superuser: only for the platform bootstrap and extensions. */
+  adminUrl: string;
   port: number;
   dir: string;
   stop(): Promise<void>;
@@ -69,6 +72,7 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
   const { dir, port } = options;
   const bin = findBinDir();
   const url = `postgresql://postgres@127.0.0.1:${port}/postgres`;
+  const adminUrl = `postgresql://supabase_admin@127.0.0.1:${port}/postgres`;
   const dataDir = `${dir}/data`;
   Deno.mkdirSync(dir, { recursive: true });
   if (isRoot()) await chownToPostgres(dir);
@@ -78,7 +82,7 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
       "-D",
       dataDir,
       "-U",
-      "postgres",
+      "supabase_admin",
       "--auth=trust",
       "-E",
       "UTF8",
@@ -94,7 +98,7 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
     "-c max_connections=100",
     ...(options.fast ? ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"] : []),
   ].join(" ");
-  const running = existsSync(`${dataDir}/postmaster.pid`) && await canConnect(url);
+  const running = existsSync(`${dataDir}/postmaster.pid`) && (await canConnect(adminUrl) || await canConnect(url));
   if (!running) {
     await runPg(`${bin}/pg_ctl`, [
       "-D",
@@ -110,14 +114,35 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
     ]);
   }
 
+  await ensureAdmin(url, adminUrl);
   return {
     url,
+    adminUrl,
     port,
     dir,
     stop: async () => {
       await runPg(`${bin}/pg_ctl`, ["-D", dataDir, "-m", "fast", "-w", "stop"]).catch(() => {});
     },
   };
+}
+
+/**
+ * A cluster made by an older version of this stack has `postgres` as its superuser and no
+ * `supabase_admin`: add the admin so the stack still starts, and say how to get the
+ * platform's roles (a fresh cluster).
+ */
+async function ensureAdmin(url: string, adminUrl: string): Promise<void> {
+  if (await canConnect(adminUrl)) return;
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`create role supabase_admin superuser login`;
+  } finally {
+    await sql.end();
+  }
+  console.warn(
+    "This Postgres cluster predates the platform roles (postgres is its superuser). " +
+      "Delete .local/postgres to recreate it with Supabase's roles and privileges.",
+  );
 }
 
 async function chownToPostgres(dir: string): Promise<void> {
@@ -136,10 +161,10 @@ export async function isSupabaseDatabase(url: string): Promise<boolean> {
   }
 }
 
-/** Apply local/platform.sql unless the database is already a Supabase one. */
-export async function bootstrapPlatform(url: string): Promise<boolean> {
-  if (await isSupabaseDatabase(url)) return false;
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+/** Apply local/platform.sql as the superuser (`adminUrl`) unless the database is already a Supabase one. */
+export async function bootstrapPlatform(adminUrl: string): Promise<boolean> {
+  if (await isSupabaseDatabase(adminUrl)) return false;
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     await sql.file(`${ROOT}/local/platform.sql`);
     return true;
@@ -152,7 +177,7 @@ export async function bootstrapPlatform(url: string): Promise<boolean> {
 export async function pushMigrations(url: string): Promise<string> {
   const cli = `${ROOT}/node_modules/.bin/supabase`;
   const out = await new Deno.Command(cli, {
-    args: ["db", "push", `--db-url=${url}`, "--include-seed", "--yes"],
+    args: ["db", "push", `--remote=${url}`, "--include-seed", "--yes"],
     cwd: ROOT,
     env: { PGSSLMODE: "disable" },
     stdout: "piped",

@@ -34,8 +34,10 @@ export interface ConfigFields {
 export interface TestStack {
   /** Plays the role of SUPABASE_URL: functions at <url>/functions/v1/<name>. */
   url: string;
-  /** Superuser connection for assertions behind RLS's back. */
+  /** A `postgres` connection (BYPASSRLS, not a superuser, as on Supabase) for assertions behind RLS's back. */
   sql: postgres.Sql;
+  /** The database URL the functions use (SUPABASE_DB_URL). */
+  dbUrl: string;
   anonKey: string;
   certs: { caCert: string; cert: string; key: string };
   signingKey: SigningKey;
@@ -59,7 +61,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
   let sql: postgres.Sql | undefined;
   try {
     cluster = await startCluster({ dir, port: freePort(), fast: true });
-    await bootstrapPlatform(cluster.url);
+    await bootstrapPlatform(cluster.adminUrl);
     await pushMigrations(cluster.url);
     sql = postgres(cluster.url, { max: 4, onnotice: () => {} });
     const signingKey = await generateSigningKey();
@@ -87,6 +89,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     const stack: TestStack = {
       url,
       sql: db,
+      dbUrl: env.SUPABASE_DB_URL ?? cluster.url,
       anonKey,
       certs,
       signingKey,

@@ -39,7 +39,11 @@ function denoTotals(out: string): Totals {
 
 function tapTotals(out: string): Totals {
   const passed = out.match(/^\s*ok \d+/gm)?.length ?? 0;
-  const failed = out.match(/^\s*not ok \d+/gm)?.length ?? 0;
+  let failed = out.match(/^\s*not ok \d+/gm)?.length ?? 0;
+  // A file that died part-way ("You planned 34 tests but ran 15"): what never ran has failed.
+  for (const [, planned, ran] of out.matchAll(/You planned (\d+) tests? but ran (\d+)/g)) {
+    failed += Math.max(Number(planned) - Number(ran), 1);
+  }
   return { passed, failed };
 }
 
@@ -51,9 +55,10 @@ async function denoSuite(): Promise<Totals & { ok: boolean }> {
 }
 
 // plpgsql_check over every function in public and private, via the real CLI; counted as one check.
-async function dbLint(url: string): Promise<boolean> {
+async function dbLint(url: string, adminUrl: string): Promise<boolean> {
   console.log("== supabase db lint (plpgsql_check)");
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  // plpgsql_check is not a trusted extension: the superuser installs it, as Supabase's image does.
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     await sql`create extension if not exists plpgsql_check`;
   } finally {
@@ -63,7 +68,7 @@ async function dbLint(url: string): Promise<boolean> {
   const args = [
     "db",
     "lint",
-    `--db-url=${url}`,
+    `--remote=${url}`,
     "--schema",
     "public,private",
     "--level",
@@ -86,7 +91,7 @@ async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
   const dir = await Deno.makeTempDir({ prefix: "mailroom-pgtap-" });
   const cluster = await startCluster({ dir, port: freePort(), fast: true });
   try {
-    await bootstrapPlatform(cluster.url);
+    await bootstrapPlatform(cluster.adminUrl);
     await pushMigrations(cluster.url);
     const result = await run("pg_prove", [
       "--verbose",
@@ -100,7 +105,7 @@ async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
       "postgres",
       ...files,
     ]);
-    const lint = await dbLint(cluster.url);
+    const lint = await dbLint(cluster.url, cluster.adminUrl);
     const totals = tapTotals(result.out);
     return {
       ok: result.ok && lint,

@@ -42,16 +42,22 @@ export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => 
     return await sql.begin(async (tx) => {
       // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
       // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
+      // PostgREST also applies the role's statement_timeout per request (8 s for
+      // `authenticated` on Supabase): a slow query fails here as it would through the Data API.
       await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
                       set_config('request.jwt.claim.sub', ${claims.sub}, true),
                       set_config('request.jwt.claim.role', 'authenticated', true),
-                      set_config('role', 'authenticated', true)`;
+                      set_config('role', 'authenticated', true),
+                      set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`;
       return await fn(tx);
     }) as T;
   } catch (error) {
     throw databaseApiError(error) ?? error;
   }
 }
+
+/** The `authenticated` role's statement timeout on Supabase (`alter role authenticated set statement_timeout`). */
+export const AUTHENTICATED_STATEMENT_TIMEOUT = "8s";
 
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;

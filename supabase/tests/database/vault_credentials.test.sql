@@ -121,7 +121,8 @@ select results_eq(
 );
 
 select results_eq(
-  $$select s.decrypted_secret from vault.decrypted_secrets s
+  -- The real Vault's decrypted_secret has collation "C": compare it in the default collation.
+  $$select s.decrypted_secret collate "default" from vault.decrypted_secrets s
       join public.user_smtp_configs c on c.password_secret_id = s.id
      where c.id = 'a1a1a1a1-0000-4000-8000-000000000001'$$,
   array['correct horse battery staple'],
