@@ -295,16 +295,20 @@ Deno.test({
         });
       });
 
-      await t.step("after 5 failed logins unproven credentials get 429; proven ones keep working", async () => {
+      await t.step("after 5 wrong passwords new guesses get 429; retries and proven credentials do not", async () => {
         const ivan = await stack.createUser();
         assert.equal((await call(ivan, "POST", "", config(ivan, { name: "good" }))).status, 201);
         assert.equal((await call(ivan, "POST", "/good/verify")).status, 200, "proves the good credentials");
-        assert.equal((await call(ivan, "POST", "", config(ivan, { name: "guess", password: "wrong" }))).status, 201);
-        for (let i = 0; i < 5; i++) {
+        assert.equal((await call(ivan, "POST", "", config(ivan, { name: "guess", password: "wrong-0" }))).status, 201);
+        for (let i = 1; i <= 5; i++) {
           const failed = await call(ivan, "POST", "/guess/verify");
           assert.equal(failed.status, 502);
           assert.equal((failed.json as { error: { code: string } }).error.code, "smtp_auth_failed");
+          if (i < 5) await call(ivan, "PATCH", "/guess", { password: `wrong-${i}` });
         }
+        const retried = await call(ivan, "POST", "/guess/verify");
+        assert.equal(retried.status, 502, "the same wrong password again is no new guess");
+        await call(ivan, "PATCH", "/guess", { password: "wrong-5" });
         const refused = await call(ivan, "POST", "/guess/verify");
         assert.equal(refused.status, 429, JSON.stringify(refused.json));
         assert.equal((refused.json as { error: { code: string } }).error.code, "auth_attempts_exceeded");
@@ -312,7 +316,7 @@ Deno.test({
         const [{ n }] = await stack.sql`
           select count(*)::int as n from public.smtp_config_verifications v
           join public.user_smtp_configs c on c.id = v.config_id where c.name = 'guess' and c.user_id = ${ivan.id}`;
-        assert.equal(n, 5, "the refused attempt opened no session and left no row");
+        assert.equal(n, 6, "the refused attempt opened no session and left no row");
 
         assert.equal((await call(ivan, "DELETE", "/guess")).status, 200);
         assert.equal((await call(ivan, "POST", "", config(ivan, { name: "guess", password: "wrong-2" }))).status, 201);

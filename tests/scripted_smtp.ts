@@ -6,15 +6,20 @@ import net from "node:net";
 import { Buffer } from "node:buffer";
 
 /** Where the server stops cooperating. */
-export type Misbehaviour = "silent-after-ehlo" | "close-after-dot" | "silent-after-dot";
+export type Misbehaviour =
+  | "close-before-greeting"
+  | "drip-after-ehlo"
+  | "silent-after-ehlo"
+  | "close-after-dot"
+  | "silent-after-dot";
 
 /** How the scripted server answers. */
 export interface ScriptOptions {
   misbehaviour?: Misbehaviour;
   /** ESMTP keywords after the EHLO greeting line, e.g. `["PIPELINING", "SIZE 1000", "SMTPUTF8", "AUTH PLAIN"]`. */
   extensions?: string[];
-  /** The reply to `RCPT TO` for an address (as sent, between the brackets) and its index in the transaction. */
-  rcpt?: (address: string, index: number) => string;
+  /** The reply to `RCPT TO` for an address (as sent, between the brackets) and its index; `null` hangs up. */
+  rcpt?: (address: string, index: number) => string | null;
   /** The reply to `MAIL FROM`. */
   mail?: (line: string) => string;
   /** The greeting (default `220 scripted.example ESMTP`). */
@@ -64,11 +69,18 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
     let current: ScriptedMessage | null = null;
     let rcptIndex = 0;
     const reply = (line: string) => socket.write(`${line}\r\n`);
+    if (options.misbehaviour === "close-before-greeting") return void socket.destroy();
     reply(options.greeting ?? "220 scripted.example ESMTP");
 
     const command = (line: string) => {
       transcript.push(line);
       const verb = line.split(" ", 1)[0].toUpperCase();
+      if ((verb === "EHLO" || verb === "HELO") && options.misbehaviour === "drip-after-ehlo") {
+        // A continuation line now and then, never the last one: each read resets the client's idle timer.
+        const drip = setInterval(() => socket.writable ? reply("250-still thinking") : clearInterval(drip), 300);
+        socket.on("close", () => clearInterval(drip));
+        return;
+      }
       if (verb === "EHLO" || verb === "HELO") {
         const extensions = options.extensions ?? [];
         if (extensions.length === 0) return reply("250 scripted.example");
@@ -101,7 +113,9 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
       }
       if (verb === "RCPT") {
         const address = between(line);
-        const answer = options.rcpt?.(address, rcptIndex++) ?? "250 2.1.5 OK";
+        const scripted = options.rcpt ? options.rcpt(address, rcptIndex++) : "250 2.1.5 OK";
+        if (scripted === null) return void socket.destroy();
+        const answer = scripted;
         if (answer.startsWith("250")) current?.rcptTo.push(address);
         return reply(answer);
       }

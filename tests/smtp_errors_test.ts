@@ -197,6 +197,13 @@ Deno.test("server replies as we keep them", async (t) => {
     assert.ok(!cleaned.includes(plain) && !cleaned.includes(login) && !cleaned.includes(secret), cleaned);
     assert.match(cleaned, /^504 5\.5\.4 Unrecognized: AUTH PLAIN \[redacted\]/);
     assert.equal(cleanResponse("250 2.0.0 Ok: queued as 4F2ab3", secret), "250 2.0.0 Ok: queued as 4F2ab3");
+    const urlSafe = plain.replace(/\+/g, "-").replace(/\//g, "_");
+    const truncated = btoa("\0agent\0pa55-w").replace(/=+$/, "");
+    const json = JSON.stringify(`x"${secret}`).slice(1, -1);
+    for (const echo of [urlSafe, truncated, json]) {
+      const out = cleanResponse(`535 5.7.8 got ${echo}`, secret)!;
+      assert.match(out, /\[redacted\]/, echo);
+    }
   });
 
   await t.step("read codes only as SMTP defines them", () => {

@@ -24,7 +24,10 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const stack: TestStack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_SMTP_SESSION_TIMEOUT_MS: "2500",
+    });
     const user: TestUser = await stack.createUser();
     // Each step uses a config of its own: more than a user may create per hour by default.
     await stack.sql`update private.credential_limits set max_events = 1000
@@ -249,7 +252,11 @@ Deno.test({
         for (const text of [JSON.stringify(json), JSON.stringify(audit)]) {
           assert.ok(!text.includes(plain) && !text.includes(PASSWORD), text);
         }
-        assert.match(String(json.error.details?.smtp_response), /\[redacted\]/);
+        assert.equal(
+          json.error.details?.smtp_response,
+          "504 [reply text withheld]",
+          "an AUTH reply keeps only its code",
+        );
       });
 
       await t.step("a 421 greeting is a temporary refusal; a 554 greeting a permanent one (not TLS)", async () => {
@@ -305,6 +312,77 @@ Deno.test({
         );
         assert.equal(status, 200, JSON.stringify(json));
         assert.deepEqual([json.accepted, json.unknown], [["a@example.com"], ["b@example.com"]]);
+      });
+
+      await t.step(
+        "a server that hangs up before its greeting: a retryable connection failure, also for verify",
+        async () => {
+          const { status, json, audit } = await send({ misbehaviour: "close-before-greeting" }, {
+            to: "a@example.com",
+          });
+          assert.equal(status, 502);
+          assert.equal(json.error.details?.retryable, true, JSON.stringify(json));
+          assert.match(json.error.code, /^smtp_(connect_failed|connection_lost)$/);
+          assert.equal(audit.status, "deferred");
+          const smtp = await startScriptedSmtp({ misbehaviour: "close-before-greeting" });
+          try {
+            await stack.createConfig(user, {
+              name: "hangs-up",
+              port: smtp.port,
+              security: "none",
+              username: "u",
+              password: PASSWORD,
+              is_default: false,
+            });
+            const res = await stack.invoke("smtp-configs/hangs-up/verify", { token: user.token });
+            const verified = await body<ErrorBody>(res);
+            assert.equal(res.status, 502, JSON.stringify(verified));
+            assert.equal(verified.error.details?.retryable, true);
+          } finally {
+            await smtp.close();
+          }
+        },
+      );
+
+      await t.step("a server that drips replies forever meets the session deadline", async () => {
+        const { status, json } = await send({ misbehaviour: "drip-after-ehlo" }, { to: "a@example.com" });
+        assert.equal(status, 502);
+        assert.deepEqual([json.error.code, json.error.details?.retryable], ["smtp_timeout", true]);
+      });
+
+      await t.step("a message refused as spam is refused for every recipient, even 452-held ones", async () => {
+        let inTransaction = 0;
+        const { status, json, audit } = await send(
+          {
+            mail: () => {
+              inTransaction = 0;
+              return "250 OK";
+            },
+            rcpt: (a) =>
+              a.startsWith("g") ? "450 4.2.0 greylisted" : ++inTransaction > 1 ? "452 4.5.3 Too many" : "250 OK",
+            dataReply: "554 5.7.1 Message rejected as spam",
+          },
+          { to: ["a@example.com", "b@example.com", "g@example.com"] },
+        );
+        assert.equal(status, 502);
+        assert.deepEqual([json.error.code, json.error.details?.retryable, json.error.details?.status], [
+          "smtp_message_rejected",
+          false,
+          "failed",
+        ]);
+        assert.equal(audit.status, "failed");
+        const recipients = json.error.details?.recipients as Sent["recipients"];
+        assert.deepEqual(recipients.map((r) => r.status), ["rejected", "rejected", "rejected"]);
+      });
+
+      await t.step("a stray 354 to a RCPT, then a hang-up: nothing was sent, so not unknown", async () => {
+        const { status, json } = await send(
+          { rcpt: (_a, i) => i === 0 ? "250 OK" : null, extensions: ["AUTH PLAIN"] },
+          { to: ["a@example.com", "b@example.com"] },
+        );
+        assert.equal(status, 502);
+        assert.notEqual(json.error.code, "smtp_outcome_unknown");
+        assert.equal(json.error.details?.retryable, true);
       });
 
       await t.step("the connection ends after the final dot: unknown, with the Message-ID", async () => {

@@ -20,8 +20,8 @@
 -- * A login through credentials that have never authenticated since they last changed
 --   ("unproven": credentials_verified_at is null) first reserves an `auth_attempt`;
 --   unsettled and failed attempts count against auth_failure, so concurrent guesses
---   cannot all slip under the limit (unsettled attempts with the same credentials of the
---   same config count once: they are one guess). A success proves the credentials it was made with
+--   cannot all slip under the limit; attempts with the same credentials of the same config
+--   count once, in flight or failed (one guess, however often it is tried). A success proves the credentials it was made with
 --   (credentials_verified_at), and proven credentials keep working whatever the count:
 --   a user's working configs are not locked out by guesses made through others. A
 --   failure makes credentials unproven again.
@@ -103,11 +103,11 @@ begin
   v_max := least(v_limit.max_events, coalesce(p_max, v_limit.max_events));
 
   perform pg_advisory_xact_lock(hashtextextended('mailroom.credential_events:' || p_user_id::text, 0));
-  -- Logins still in flight with the same credentials of the same config are one guess, not
-  -- several (parallel sends right after a password change); each failure counts on its own.
+  -- A login is a guess of one set of credentials: logins with the same credentials of the
+  -- same config (parallel sends, an agent retrying) count once, in flight or failed.
   select count(distinct case
-           when e.kind = 'auth_attempt'
-             then 'pending:' || e.config_id::text || '/' || coalesce(e.credentials_as_of::text, '')
+           when e.kind in ('auth_attempt', 'auth_failed')
+             then e.config_id::text || '/' || coalesce(e.credentials_as_of::text, '')
            else e.id::text
          end)::integer into v_count
     from private.credential_events e
@@ -289,7 +289,16 @@ begin
     return null;
   end if;
 
-  perform private.enforce_credential_limit(v_user_id, 'auth_failure');
+  -- Credentials already being tried, or already refused, within the window are no new guess.
+  if not exists (
+    select 1 from private.credential_events e
+     where e.user_id = v_user_id and e.config_id = p_config_id and e.credentials_as_of = v_changed_at
+       and e.kind in ('auth_attempt', 'auth_failed') and e.created_at > now() - interval '1 hour'
+  ) then
+    perform private.enforce_credential_limit(v_user_id, 'auth_failure');
+  else
+    perform pg_advisory_xact_lock(hashtextextended('mailroom.credential_events:' || v_user_id::text, 0));
+  end if;
   perform private.record_credential_event(v_user_id, 'auth_attempt', p_config_id, v_changed_at);
   select max(e.id) into v_attempt_id
     from private.credential_events e
@@ -298,11 +307,12 @@ begin
 end
 $$;
 
--- Settle a login attempt through a config: the one `p_attempt_id` names (what
--- begin_smtp_authentication returned), or else the oldest pending one. `succeeded` proves
--- the credentials that attempt was made with (unless they changed since), `failed` counts
--- (also for proven credentials, which become unproven), `unanswered` (the session ended
--- before the server judged the login) frees the attempt.
+-- Settle the login attempt `p_attempt_id` (what begin_smtp_authentication returned) through
+-- a config: `succeeded` proves the credentials that attempt was made with (unless they
+-- changed since), `failed` counts (without an attempt, e.g. for proven credentials, as a
+-- failure of the current credentials, which become unproven), `unanswered` (the session
+-- ended before the server judged the login) frees the attempt. Only the session's own
+-- attempt is ever settled.
 create function private.settle_smtp_authentication(p_config_id uuid, p_outcome text, p_attempt_id bigint default null)
 returns void
 language plpgsql
@@ -324,16 +334,15 @@ begin
   -- Events, not the config: a config deleted while its session ran still gets its attempt settled.
   select e.id, e.credentials_as_of into v_attempt_id, v_as_of
     from private.credential_events e
-   where e.config_id = p_config_id and e.user_id = v_user_id and e.kind = 'auth_attempt'
-     and (p_attempt_id is null or e.id = p_attempt_id)
-   order by e.created_at, e.id
-   limit 1
-     for update skip locked;
+   where e.id = p_attempt_id and e.config_id = p_config_id and e.user_id = v_user_id and e.kind = 'auth_attempt'
+     for update;
 
   if v_attempt_id is not null then
     update private.credential_events set kind = 'auth_' || p_outcome where id = v_attempt_id;
   elsif p_outcome = 'failed' then
-    perform private.record_credential_event(v_user_id, 'auth_failed', p_config_id);
+    perform private.record_credential_event(v_user_id, 'auth_failed', p_config_id,
+      (select c.credentials_changed_at from public.user_smtp_configs c
+        where c.id = p_config_id and c.user_id = v_user_id));
   end if;
 
   if p_outcome = 'succeeded' and v_attempt_id is not null then

@@ -132,6 +132,8 @@ export function loadConfig(env: Env): Config {
       connectTimeoutMs: positiveInt(env, "MAILROOM_SMTP_CONNECT_TIMEOUT_MS", 10_000),
       greetingTimeoutMs: positiveInt(env, "MAILROOM_SMTP_GREETING_TIMEOUT_MS", 10_000),
       socketTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SOCKET_TIMEOUT_MS", 30_000),
+      // Inside the platform's 150 s (Free) wall clock, with room for the database work around it.
+      sessionTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SESSION_TIMEOUT_MS", 120_000),
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
       ehloName: ehloName(env.MAILROOM_SMTP_EHLO_NAME, supabaseUrl),
     },

@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(60);
+select plan(62);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -205,8 +205,8 @@ set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","
 
 select lives_ok(
   $$select private.set_smtp_config_password('a5a5a5a5-0000-4000-8000-000000000005', 'right'),
-           private.begin_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005'),
-           private.settle_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005', 'succeeded')$$,
+           private.settle_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005', 'succeeded',
+             private.begin_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005'))$$,
   'owner logs in successfully through a new config'
 );
 select ok(
@@ -215,30 +215,41 @@ select ok(
   'a successful login proves the credentials'
 );
 
+-- Guessing: each new password tried through a1 is one guess; the same one tried again is not.
 select lives_ok(
-  $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001'),
-           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed'),
-           private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001'),
-           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed'),
-           private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001'),
-           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'unanswered'),
-           private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001'),
-           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed'),
+  $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed',
+             private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')),
+           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed',
+             private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')),
            private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
-  'owner tries unproven credentials: three failures, one unanswered, one still pending'
+  'the same wrong password fails twice and is tried once more: still one guess'
+);
+select lives_ok(
+  $$select private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'guess 2'),
+           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed',
+             private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')),
+           private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'guess 3'),
+           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed',
+             private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')),
+           private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'guess 4'),
+           private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed',
+             private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')),
+           private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'guess 5'),
+           set_config('mailroom_test.pending', private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')::text, true)$$,
+  'four more passwords: three fail, one is still in flight: five guesses counted'
 );
 select lives_ok(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
-  'a parallel login with the same credentials is the same guess: still four counted'
+  'a parallel login with the in-flight credentials is the same guess'
 );
 select lives_ok(
-  $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'failed')$$,
-  'one of them fails: four failures and one pending login count five'
+  $$select private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'guess 6')$$,
+  'owner stores a sixth password'
 );
 select throws_like(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
   '%"code" : "auth_attempts_exceeded"%',
-  'after five failed or pending logins, unproven credentials are refused'
+  'after five failed or in-flight guesses, a new one is refused'
 );
 select lives_ok(
   $$select private.begin_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005')$$,
@@ -249,12 +260,14 @@ select lives_ok(
   'a config that does not log in is not limited'
 );
 select lives_ok(
-  $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'unanswered')$$,
-  'the pending attempt ends before the server judged the login, and is released'
+  $$select private.settle_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001', 'unanswered',
+             current_setting('mailroom_test.pending')::bigint)$$,
+  'the in-flight guess ends before the server judged it'
 );
-select lives_ok(
+select throws_like(
   $$select private.begin_smtp_authentication('a1a1a1a1-0000-4000-8000-000000000001')$$,
-  'which frees a slot'
+  '%"code" : "auth_attempts_exceeded"%',
+  'its parallel twin is still in flight: still refused'
 );
 
 -- Recreating the config does not help.
@@ -262,7 +275,7 @@ select lives_ok(
   $$delete from public.user_smtp_configs where id = 'a1a1a1a1-0000-4000-8000-000000000001';
     insert into public.user_smtp_configs (name, host, port, username, from_email)
     values ('again', 'smtp.work.example', 465, 'alice', 'alice@work.example');
-    select private.set_smtp_config_password((select id from public.user_smtp_configs where name = 'again'), 'guess 4')$$,
+    select private.set_smtp_config_password((select id from public.user_smtp_configs where name = 'again'), 'guess 7')$$,
   'owner deletes the config and recreates it with another guess'
 );
 select throws_ok(
@@ -276,10 +289,15 @@ select lives_ok(
   $$select private.settle_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005', 'failed')$$,
   'a proven config''s login fails (the password changed at the provider)'
 );
-select throws_ok(
+select lives_ok(
   $$select private.begin_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005')$$,
+  'trying the same (now unproven) credentials again is no new guess'
+);
+select throws_ok(
+  $$select private.set_smtp_config_password('a5a5a5a5-0000-4000-8000-000000000005', 'another'),
+           private.begin_smtp_authentication('a5a5a5a5-0000-4000-8000-000000000005')$$,
   'PGRST', null,
-  'its credentials are unproven again and limited like any other'
+  'a new password through it is a new guess, limited like any other'
 );
 
 -- Bob ---------------------------------------------------------------------------------------------
@@ -294,16 +312,18 @@ select throws_ok(
   'another user cannot start a login through the owner''s config'
 );
 select lives_ok(
-  $$select private.settle_smtp_authentication(current_setting('mailroom_test.again')::uuid, 'succeeded')$$,
-  'another user settling the owner''s config id is harmless'
+  $$select private.settle_smtp_authentication(current_setting('mailroom_test.again')::uuid, 'succeeded',
+             current_setting('mailroom_test.pending')::bigint)$$,
+  'another user settling the owner''s config and attempt ids is harmless'
 );
 select lives_ok(
-  $$select private.begin_smtp_authentication('b1b1b1b1-0000-4000-8000-000000000001')$$,
+  $$select set_config('mailroom_test.bob', private.begin_smtp_authentication('b1b1b1b1-0000-4000-8000-000000000001')::text, true)$$,
   'another user''s logins are counted apart'
 );
 select lives_ok(
   $$select private.set_smtp_config_password('b1b1b1b1-0000-4000-8000-000000000001', 'bob changed it'),
-           private.settle_smtp_authentication('b1b1b1b1-0000-4000-8000-000000000001', 'succeeded')$$,
+           private.settle_smtp_authentication('b1b1b1b1-0000-4000-8000-000000000001', 'succeeded',
+             current_setting('mailroom_test.bob')::bigint)$$,
   'a login succeeds after the password changed under it'
 );
 
@@ -315,11 +335,11 @@ select results_eq(
   'a success proves only the credentials it was made with, and only for their owner'
 );
 select is(
-  (select count(*)::int from private.credential_events
+  (select count(distinct credentials_as_of)::int from private.credential_events
     where user_id = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa' and config_id = 'a1a1a1a1-0000-4000-8000-000000000001'
       and kind in ('auth_attempt', 'auth_failed')),
   5,
-  'the deleted config''s failed and pending logins stay on record'
+  'the deleted config''s failed and in-flight guesses stay on record'
 );
 
 -- A session settles its own attempt: a success made with older credentials proves nothing newer.

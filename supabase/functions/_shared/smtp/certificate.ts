@@ -32,21 +32,34 @@ export async function probeCertificate(
   target: ResolvedTarget,
   smtp: SmtpSettings,
 ): Promise<CertificateFacts | null> {
-  const options = connectionOptions({ ...server, username: null, password: null }, target, smtp);
+  const options = connectionOptions({ ...server, username: null, password: null }, target, {
+    ...smtp,
+    // A diagnosis, not a session: it gets a short budget of its own.
+    connectTimeoutMs: Math.min(smtp.connectTimeoutMs, PROBE_TIMEOUT_MS),
+    greetingTimeoutMs: Math.min(smtp.greetingTimeoutMs, PROBE_TIMEOUT_MS),
+    socketTimeoutMs: Math.min(smtp.socketTimeoutMs, PROBE_TIMEOUT_MS),
+  });
   const connection = new SMTPConnection({ ...options, tls: { ...options.tls, rejectUnauthorized: false } });
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const peer = await new Promise<PeerCertificate | null>((resolve) => {
+      timer = setTimeout(() => resolve(null), PROBE_TIMEOUT_MS);
       connection.once("error", () => resolve(null));
-      connection.connect(() => {
+      connection.connect((error?: Error) => {
+        if (error) return resolve(null);
         const socket = (connection as unknown as { _socket?: { getPeerCertificate?: () => PeerCertificate } })._socket;
         resolve(socket?.getPeerCertificate?.() ?? null);
       });
     });
     return peer && peer.valid_to ? facts(peer) : null;
   } finally {
+    clearTimeout(timer);
     connection.close();
   }
 }
+
+/** The most a probe may take, all in. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 function facts(peer: PeerCertificate, now = Date.now()): CertificateFacts {
   const from = peer.valid_from ? Date.parse(peer.valid_from) : NaN;

@@ -86,16 +86,25 @@ export function cleanResponse(response: string | null | undefined, secret?: stri
   let text = response.replace(/[\r\n]+/g, " ").trim();
   // Shorter strings would match ordinary text; no real password is that short.
   if (secret && secret.length >= MIN_REDACTED_SECRET) {
-    text = text.split(secret).join("[redacted]");
-    text = text.replace(/[A-Za-z0-9+/]{6,}={0,2}/g, (token) => decodesToSecret(token, secret) ? "[redacted]" : token);
+    for (const spelling of [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)]) {
+      text = text.split(spelling).join("[redacted]");
+    }
+    text = text.replace(/[A-Za-z0-9+/_-]{6,}={0,2}/g, (token) => decodesToSecret(token, secret) ? "[redacted]" : token);
   }
   return text.length > MAX_RESPONSE_CHARS ? `${text.slice(0, MAX_RESPONSE_CHARS)}…` : text;
 }
 
 function decodesToSecret(token: string, secret: string): boolean {
   try {
-    const bytes = Uint8Array.fromBase64(token, { lastChunkHandling: "loose" });
-    return new TextDecoder().decode(bytes).includes(secret);
+    let standard = token.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
+    if (standard.length % 4 === 1) standard = standard.slice(0, -1);
+    const decoded = new TextDecoder().decode(Uint8Array.fromBase64(standard, { lastChunkHandling: "loose" }));
+    if (decoded.includes(secret)) return true;
+    // Cut short, an echo still gives away how the password begins.
+    for (let k = Math.min(secret.length, decoded.length); k >= MIN_REDACTED_SECRET; k--) {
+      if (decoded.endsWith(secret.slice(0, k))) return true;
+    }
+    return false;
   } catch {
     return false;
   }

@@ -4,6 +4,7 @@
 // server's own lines to tell how far a transaction got.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Buffer } from "node:buffer";
+import { Readable } from "node:stream";
 import type { ResolvedTarget } from "./egress.ts";
 import type { CertificateFacts } from "./certificate.ts";
 
@@ -23,11 +24,16 @@ export interface SmtpSettings {
   socketTimeoutMs: number;
   /** The name we announce in EHLO: ours, never the function's internal host name. */
   ehloName: string;
+  /**
+   * The whole session (connect, every transaction, QUIT) ends by then, however slowly a server
+   * drips its replies; it stays well inside the platform's wall-clock limit.
+   */
+  sessionTimeoutMs?: number;
   /** Extra trusted CA certificates (PEM), e.g. the local catcher's. Never disables verification. */
   caCerts?: string;
 }
 
-/** How far a transaction got: until the server accepts DATA (354) nothing can have been delivered. */
+/** How far a transaction got: until the body starts to flow (after 354) nothing can have been delivered. */
 export type SessionStage = "connecting" | "session" | "data";
 
 /** A failure with the stage the session had reached when it happened. */
@@ -129,10 +135,12 @@ export class SmtpSession {
     });
     session = new SmtpSession(connection);
     const opened = session;
+    if (smtp.sessionTimeoutMs) opened.startDeadline(smtp.sessionTimeoutMs);
     connection.on("error", (error: Error) => opened.fail(error));
     connection.on("end", () => opened.fail(smtpError("ECONNECTION", "Connection closed by the server")));
     try {
-      await opened.call<void>((done) => connection.connect(() => done(null)));
+      // nodemailer hands a close before the greeting to this callback only.
+      await opened.call<void>((done) => connection.connect((error?: Error) => done(error ?? null)));
       opened.banner = banner.line;
       if (server.username) {
         if (!connection.allowsAuth) {
@@ -179,9 +187,18 @@ export class SmtpSession {
    */
   async send(envelope: { from: string; to: string[] }, raw: Buffer): Promise<TransactionReply> {
     this.#stage = "session";
+    // The body is handed over as a stream that nodemailer reads only once the server has
+    // accepted DATA: the first read is the moment the message can have been delivered.
+    const body = new Readable({
+      read: () => {
+        this.#stage = "data";
+        body.push(raw);
+        body.push(null);
+      },
+    });
     try {
       const info = await this.call<SMTPConnection.SentMessageInfo>((done) =>
-        this.connection.send({ from: envelope.from, to: envelope.to, size: raw.length }, raw, done)
+        this.connection.send({ from: envelope.from, to: envelope.to, size: raw.length }, body, done)
       );
       const rejected = (info.rejectedErrors ?? []).map(rcptReply);
       return { accepted: info.accepted.map(String), rejected, response: info.response ?? "" };
@@ -194,6 +211,7 @@ export class SmtpSession {
 
   /** Say QUIT and close; never throws. */
   quit(): void {
+    clearTimeout(this.#deadline);
     try {
       this.connection.quit();
     } catch {
@@ -201,9 +219,20 @@ export class SmtpSession {
     }
   }
 
+  #deadline: ReturnType<typeof setTimeout> | undefined;
+
+  private startDeadline(ms: number): void {
+    this.#deadline = setTimeout(() => {
+      const error = Object.assign(smtpError("ETIMEDOUT", `The SMTP session took longer than ${ms} ms`), {
+        timeoutType: "SESSION_TIMEOUT",
+      });
+      this.fail(error);
+      this.connection.close();
+    }, ms);
+  }
+
   private onServerLine(line: string): void {
     if (this.#stage === "connecting" && line.startsWith("220")) this.#stage = "session";
-    if (line.startsWith("354")) this.#stage = "data";
   }
 
   private fail(error: Error): void {

@@ -101,17 +101,13 @@ export async function deliver(
         }
       } catch (error) {
         let failure = classifySmtpError(error, server);
-        if (failure.outcome === "unknown" && session.envelopeState().accepted.length === 0) {
-          // No recipient was accepted, so no message body can have been taken for delivery.
-          // The recipients' own refusals then say what happened (scope "recipients").
-          failure = {
-            ...failure,
-            code: "smtp_connection_lost",
-            outcome: "deferred",
-            scope: "recipients",
-            retryable: true,
-            message: "The SMTP server closed the connection before accepting the message",
-          };
+        const state = session.envelopeState();
+        const everyoneRefused = state.accepted.length === 0 &&
+          pending.every((address) => state.rejected.some((r) => r.recipient === address));
+        if (everyoneRefused && failure.scope !== "sender") {
+          // Whatever ended the session afterwards, nothing could be delivered: the recipients'
+          // own refusals say what happened (scope "recipients"), never "unknown".
+          failure = { ...failure, outcome: failure.retryable ? "deferred" : "failed", scope: "recipients" };
         }
         settleFailedTransaction(session, pending, failure, outcomes, secret);
         // All recipients refused: the report sums them up; anything else is its own reason.
@@ -158,7 +154,11 @@ function settleFailedTransaction(
   const refused = new Map(session.envelopeState().rejected.map((r) => [r.recipient, r]));
   for (const address of pending) {
     const refusal = failure.scope === "sender" ? undefined : refused.get(address);
-    outcomes.set(address, refusal ? refusalOutcome(refusal, secret) : unattempted(address, failure));
+    const outcome = refusal ? refusalOutcome(refusal, secret) : unattempted(address, failure);
+    // A message refused for good is refused for every recipient: a greylisted or 452-held one
+    // would only get the same answer later.
+    const refusedForGood = failure.scope === "message" && !failure.retryable && outcome.status === "deferred";
+    outcomes.set(address, refusedForGood ? unattempted(address, failure) : outcome);
   }
 }
 
@@ -332,9 +332,18 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
 
   switch (e.code) {
     case "EAUTH":
-    case "ENOAUTH":
-      if (temporary) return make("smtp_auth_deferred", "session", true, "The SMTP server could not authenticate now");
-      return make("smtp_auth_failed", "session", false, "The SMTP server rejected the credentials");
+    case "ENOAUTH": {
+      // The reply to our AUTH line is the one place a server has our credentials in hand: keep
+      // its code, never its text (a server may echo the command, in base64 or in pieces).
+      const withheld = { response: base.responseCode ? `${base.responseCode} [reply text withheld]` : undefined };
+      if (temporary) {
+        return {
+          ...make("smtp_auth_deferred", "session", true, "The SMTP server could not authenticate now"),
+          ...withheld,
+        };
+      }
+      return { ...make("smtp_auth_failed", "session", false, "The SMTP server rejected the credentials"), ...withheld };
+    }
     case "ENOAUTHOFFERED":
       return make(
         "smtp_auth_unavailable",
@@ -452,6 +461,14 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
         false,
         "The SMTP server never greeted: the port and the security mode look swapped",
         swappedPortHint(server),
+      );
+    }
+    if (e.timeoutType === "SESSION_TIMEOUT") {
+      return make(
+        "smtp_timeout",
+        "session",
+        true,
+        "The SMTP session took longer than allowed before the message was sent",
       );
     }
     if (e.timeoutType === "SOCKET_TIMEOUT") {
