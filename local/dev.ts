@@ -73,6 +73,8 @@ async function main(): Promise<void> {
   const apiUrl = localApiUrl();
   const gateway = await startGateway({
     port: LOCAL_PORTS.api,
+    // One process per function, from its index.ts and import map, as `supabase functions serve` does.
+    isolation: "process",
     jwks: jwks(signingKey),
     env: {
       ...Deno.env.toObject(),

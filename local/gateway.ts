@@ -1,15 +1,26 @@
 // The local functions gateway: the same URLs as `supabase functions serve`
 // (/functions/v1/<name>), plus the JWKS that Supabase Auth would publish.
-import { type AppContext, createContext } from "../supabase/functions/_shared/context.ts";
+//
+// Two ways to run the functions behind it:
+// - `process` (the dev stack): each function in its own Deno process started from its
+//   `index.ts` with its import map, as the platform runs one worker per function
+//   (local/function_processes.ts);
+// - `inline` (most tests): every handler in this process over one shared context, so tests
+//   can capture the functions' logs and start quickly. The suite also boots every function
+//   as a process (tests/function_processes_test.ts).
+import { createContext } from "../supabase/functions/_shared/context.ts";
+import type { Handler } from "../supabase/functions/_shared/http.ts";
 import { json } from "../supabase/functions/_shared/http.ts";
 import { functionHandlers } from "./functions.ts";
+import { functionNames, type FunctionProcess, startFunctionProcess } from "./function_processes.ts";
 import { serveHttp } from "./http_server.ts";
 
 /** A running gateway. */
 export interface Gateway {
   url: string;
   port: number;
-  ctx: AppContext;
+  /** The function processes, in `process` mode. */
+  processes: FunctionProcess[];
   close(): Promise<void>;
 }
 
@@ -21,24 +32,22 @@ export interface GatewayOptions {
   env: Record<string, string | undefined>;
   /** JWKS to publish at /auth/v1/.well-known/jwks.json. */
   jwks: { keys: unknown[] };
+  /** How the functions run (see the module comment); `inline` by default. */
+  isolation?: "inline" | "process";
 }
 
 const FUNCTION_PATH = /^\/functions\/v1\/([a-z0-9_-]+)(\/.*)?$/;
 
-/** Serve every function in `functionHandlers` over one shared context. */
+/** Serve every function, inline or each in its own process. */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
-  const ctx = createContext(options.env);
-  const handlers = Object.fromEntries(
-    Object.entries(functionHandlers).map(([name, factory]) => [name, factory(ctx)]),
-  );
-
+  const backends = options.isolation === "process" ? await processBackends(options.env) : inlineBackends(options.env);
   const server = await serveHttp(
     { port: options.port, hostname: options.hostname ?? "127.0.0.1" },
     (req) => {
       const url = new URL(req.url);
       if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(options.jwks);
       const match = FUNCTION_PATH.exec(url.pathname);
-      const handler = match && handlers[match[1]];
+      const handler = match && backends.handlers[match[1]];
       if (!handler) {
         return json({ error: { code: "function_not_found", message: `No function at ${url.pathname}` } }, 404);
       }
@@ -54,14 +63,62 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return handler(new Request(inner, init));
     },
   );
-  const port = server.port;
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    ctx,
+    url: `http://127.0.0.1:${server.port}`,
+    port: server.port,
+    processes: backends.processes,
     close: async () => {
       await server.close();
-      await ctx.sql.end({ timeout: 2 });
+      await backends.close();
     },
+  };
+}
+
+interface Backends {
+  handlers: Record<string, Handler>;
+  processes: FunctionProcess[];
+  close(): Promise<void>;
+}
+
+function inlineBackends(env: Record<string, string | undefined>): Backends {
+  const ctx = createContext(env);
+  const handlers = Object.fromEntries(
+    Object.entries(functionHandlers).map(([name, factory]) => [name, factory(ctx)]),
+  );
+  return { handlers, processes: [], close: () => ctx.sql.end({ timeout: 2 }) };
+}
+
+async function processBackends(env: Record<string, string | undefined>): Promise<Backends> {
+  const started = await Promise.allSettled(functionNames().map((name) => startFunctionProcess(name, env)));
+  const processes = started.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    await Promise.all(processes.map((p) => p.close()));
+    throw failed.reason;
+  }
+  const handlers = Object.fromEntries(processes.map((p) => [p.name, proxyTo(p)]));
+  return { handlers, processes, close: async () => void await Promise.all(processes.map((p) => p.close())) };
+}
+
+/** Forward a request to a function process, streaming both ways. */
+function proxyTo(process: FunctionProcess): Handler {
+  return async (req) => {
+    const url = new URL(req.url);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    const init: RequestInit & { duplex?: "half" } = {
+      method: req.method,
+      headers: req.headers,
+      body: hasBody ? req.body : null,
+      duplex: "half",
+      redirect: "manual",
+    };
+    try {
+      return await fetch(`${process.url}${url.pathname}${url.search}`, init);
+    } catch {
+      return json(
+        { error: { code: "function_unavailable", message: `Function ${process.name} is not answering` } },
+        502,
+      );
+    }
   };
 }

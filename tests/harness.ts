@@ -5,6 +5,7 @@ import postgres from "postgres";
 import { bootstrapPlatform, type Cluster, freePort, pushMigrations, startCluster } from "../local/postgres.ts";
 import { generateSigningKey, jwks, type MintOptions, mintToken, type SigningKey } from "../local/jwt.ts";
 import { type Gateway, startGateway } from "../local/gateway.ts";
+import type { FunctionProcess } from "../local/function_processes.ts";
 import { ensureUser } from "../local/users.ts";
 import { generateCertificates } from "../local/certs.ts";
 import { type SmtpCatcher, startSmtpCatcher } from "../local/smtp_catcher.ts";
@@ -38,6 +39,8 @@ export interface TestStack {
   sql: postgres.Sql;
   /** The database URL the functions use (SUPABASE_DB_URL). */
   dbUrl: string;
+  /** The function processes (with `isolation: "process"`). */
+  processes: FunctionProcess[];
   anonKey: string;
   certs: { caCert: string; cert: string; key: string };
   signingKey: SigningKey;
@@ -54,7 +57,10 @@ export interface TestStack {
 let stackCount = 0;
 
 /** Start a stack; `env` overrides the functions' environment. */
-export async function startTestStack(env: Record<string, string> = {}): Promise<TestStack> {
+export async function startTestStack(
+  env: Record<string, string> = {},
+  options: { isolation?: "inline" | "process" } = {},
+): Promise<TestStack> {
   const dir = await Deno.makeTempDir({ prefix: "mailroom-test-" });
   let cluster: Cluster | undefined;
   let gateway: Gateway | undefined;
@@ -70,6 +76,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
     const url = `http://127.0.0.1:${port}`;
     gateway = await startGateway({
       port,
+      isolation: options.isolation,
       jwks: jwks(signingKey),
       env: {
         SUPABASE_URL: url,
@@ -90,6 +97,7 @@ export async function startTestStack(env: Record<string, string> = {}): Promise<
       url,
       sql: db,
       dbUrl: env.SUPABASE_DB_URL ?? cluster.url,
+      processes: gateway.processes,
       anonKey,
       certs,
       signingKey,

@@ -1,0 +1,75 @@
+// `deno task bench` (functions case): each function started as the platform starts it (its
+// own process, from index.ts, V8 heap capped at 256 MB), its cold start, then 1,000 requests
+// and its peak resident memory against the 256 MB limit. The SMTP peer is a scripted loopback
+// server with no greeting delay, so the functions are what is measured.
+// Usage: deno task bench [--requests N] [--json path]
+import { startTestStack } from "../tests/harness.ts";
+import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
+import { FUNCTION_MEMORY_MB } from "../local/function_processes.ts";
+
+const args = Deno.args;
+const requests = Number(args[args.indexOf("--requests") + 1]) || 1000;
+const jsonPath = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
+const CONCURRENCY = 8;
+
+async function drive(count: number, one: () => Promise<Response>): Promise<{ ok: number; failed: number }> {
+  let next = 0;
+  let ok = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (next++ < count) {
+      const res = await one();
+      await res.body?.cancel();
+      if (res.ok) ok++;
+      else failed++;
+    }
+  }));
+  return { ok, failed };
+}
+
+const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, { isolation: "process" });
+const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+try {
+  const user = await stack.createUser();
+  const configId = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+  await stack
+    .sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 1000000 where id = ${configId}`;
+
+  const workloads: Record<string, () => Promise<Response>> = {
+    "smtp-configs": () => stack.invoke("smtp-configs", { token: user.token, method: "GET" }),
+    "send-email": () =>
+      stack.invoke("send-email", { token: user.token, body: { to: "bench@example.com", subject: "b", text: "x" } }),
+  };
+  const rows = [];
+  for (const process of stack.processes) {
+    const workload = workloads[process.name];
+    const started = performance.now();
+    const result = workload ? await drive(requests, workload) : { ok: 0, failed: 0 };
+    const seconds = (performance.now() - started) / 1000;
+    const peak = process.peakRssBytes();
+    rows.push({
+      function: process.name,
+      cold_start_ms: process.coldStartMs,
+      requests: result.ok + result.failed,
+      failed: result.failed,
+      requests_per_s: Math.round((result.ok + result.failed) / seconds),
+      peak_rss_mb: peak === null ? null : Math.round(peak / 1024 / 1024),
+      of_limit: peak === null ? null : `${Math.round((peak / 1024 / 1024 / FUNCTION_MEMORY_MB) * 100)}%`,
+    });
+  }
+
+  console.log(`\n### Functions as processes (${requests} requests each, ${CONCURRENCY} concurrent)\n`);
+  console.log("| function | cold start | requests | failed | req/s | peak RSS | of 256 MB |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of rows) {
+    console.log(
+      `| ${r.function} | ${r.cold_start_ms} ms | ${r.requests} | ${r.failed} | ${r.requests_per_s} | ${r.peak_rss_mb} MB | ${r.of_limit} |`,
+    );
+  }
+  if (jsonPath) {
+    await Deno.writeTextFile(jsonPath, JSON.stringify({ requests, concurrency: CONCURRENCY, rows }, null, 2));
+  }
+} finally {
+  await smtp.close();
+  await stack.close();
+}

@@ -1,0 +1,154 @@
+// Each function in a process of its own, started from its `index.ts` with the import map
+// `supabase/config.toml` names for it, as `supabase functions serve` runs one worker per
+// function: a broken entry point or import map fails here as it would there. V8's heap is
+// capped at the platform's 256 MB.
+import { ROOT } from "./postgres.ts";
+
+/** A running function process. */
+export interface FunctionProcess {
+  name: string;
+  /** Where its Deno.serve listens (loopback). */
+  url: string;
+  pid: number;
+  /** Milliseconds from spawn until it listened. */
+  coldStartMs: number;
+  /** Its peak resident memory so far, in bytes (Linux), or null. */
+  peakRssBytes(): number | null;
+  close(): Promise<void>;
+}
+
+/** How long a function may take to start listening. */
+const START_TIMEOUT_MS = 60_000;
+
+/** The platform's memory limit per function. */
+export const FUNCTION_MEMORY_MB = 256;
+
+/** The function folders under supabase/functions (every one with an index.ts). */
+export function functionNames(): string[] {
+  return [...Deno.readDirSync(`${ROOT}/supabase/functions`)]
+    .filter((e) => e.isDirectory && !e.name.startsWith("_"))
+    .filter((e) => {
+      try {
+        return Deno.statSync(`${ROOT}/supabase/functions/${e.name}/index.ts`).isFile;
+      } catch {
+        return false;
+      }
+    })
+    .map((e) => e.name)
+    .sort();
+}
+
+/**
+ * The import map config.toml sets for a function (`[functions.<name>] import_map`), as a path.
+ *
+ * @throws Error when config.toml names none: the platform would not find the npm imports either.
+ */
+export function importMapOf(name: string, configToml = Deno.readTextFileSync(`${ROOT}/supabase/config.toml`)): string {
+  const section = new RegExp(
+    `^\\[functions\\.${name.replace(/[-]/g, "\\-")}\\]\\s*$([\\s\\S]*?)(?=^\\[|$(?![\\s\\S]))`,
+    "m",
+  )
+    .exec(configToml);
+  const importMap = section && /^\s*import_map\s*=\s*"([^"]+)"/m.exec(section[1]);
+  if (!importMap) throw new Error(`supabase/config.toml sets no import_map for function ${name}`);
+  return `${ROOT}/supabase/${importMap[1]}`.replace(/\/[^/]+\/\.\.\//g, "/");
+}
+
+/** Start `supabase/functions/<name>/index.ts` in its own Deno process with `env`. */
+export async function startFunctionProcess(
+  name: string,
+  env: Record<string, string | undefined>,
+): Promise<FunctionProcess> {
+  const started = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      `--config=${importMapOf(name)}`,
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-sys",
+      `--v8-flags=--max-old-space-size=${FUNCTION_MEMORY_MB}`,
+      `${ROOT}/supabase/functions/${name}/index.ts`,
+    ],
+    cwd: ROOT,
+    clearEnv: true,
+    env: {
+      ...Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
+      PATH: Deno.env.get("PATH") ?? "",
+      HOME: Deno.env.get("HOME") ?? "",
+      DENO_DIR: Deno.env.get("DENO_DIR") ?? "",
+      DENO_NO_PACKAGE_JSON: "1",
+      NO_COLOR: "1",
+      DENO_SERVE_ADDRESS: "tcp:127.0.0.1:0",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  const port = await new Promise<number>((resolve, reject) => {
+    let settled = false;
+    const forward = async (stream: ReadableStream<Uint8Array>, sink: (line: string) => void) => {
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for await (const chunk of stream) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let newline: number;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + 1);
+          const listening = /Listening on https?:\/\/[^:]+:(\d+)/.exec(line);
+          if (listening && !settled) {
+            settled = true;
+            clearTimeout(timer);
+            resolve(Number(listening[1]));
+          } else {
+            sink(`[${name}] ${line}`);
+          }
+        }
+      }
+    };
+    forward(child.stdout, (line) => console.log(line));
+    forward(child.stderr, (line) => console.error(line));
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      child.kill("SIGKILL");
+      reject(new Error(`function ${name} did not listen within ${START_TIMEOUT_MS} ms`));
+    }, START_TIMEOUT_MS);
+    child.status.then((status) => {
+      clearTimeout(timer);
+      if (!settled) {
+        settled = true;
+        reject(new Error(`function ${name} exited (code ${status.code}) before it listened; see its output above`));
+      }
+    });
+  });
+
+  return {
+    name,
+    url: `http://127.0.0.1:${port}`,
+    pid: child.pid,
+    coldStartMs: Math.round(performance.now() - started),
+    peakRssBytes: () => peakRss(child.pid),
+    close: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      await child.status;
+    },
+  };
+}
+
+function peakRss(pid: number): number | null {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    return match ? Number(match[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}

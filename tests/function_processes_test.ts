@@ -1,0 +1,56 @@
+// Every function booted as the platform boots it: its own process, from its index.ts, with
+// the import map supabase/config.toml names. A broken entry point or import map fails here.
+import assert from "node:assert/strict";
+import { body, startTestStack, userWithCatcher } from "./harness.ts";
+import { functionNames, importMapOf } from "../local/function_processes.ts";
+
+Deno.test({
+  name: "functions in their own processes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack({}, { isolation: "process" });
+    const { user, smtp } = await userWithCatcher(stack);
+    try {
+      await t.step("every function folder with an index.ts runs in a process of its own", () => {
+        const names = stack.processes.map((p) => p.name).sort();
+        assert.deepEqual(names, functionNames());
+        assert.ok(names.includes("send-email") && names.includes("smtp-configs"), names.join(", "));
+        assert.equal(new Set(stack.processes.map((p) => p.pid)).size, names.length, "one process each");
+        for (const p of stack.processes) assert.ok(p.coldStartMs > 0, p.name);
+      });
+
+      await t.step("smtp-configs answers through its own process", async () => {
+        const res = await stack.invoke("smtp-configs", { token: user.token, method: "GET" });
+        const listed = await body<{ configs: { name: string }[] }>(res);
+        assert.equal(res.status, 200, JSON.stringify(listed));
+        assert.deepEqual(listed.configs.map((c) => c.name), ["catcher"]);
+      });
+
+      await t.step("send-email delivers through its own process", async () => {
+        const res = await stack.invoke("send-email", { token: user.token, body: { to: "a@example.com", text: "x" } });
+        assert.equal(res.status, 200, JSON.stringify(await body(res)));
+        assert.equal((await smtp.waitForMessages(1)).length, 1);
+      });
+
+      await t.step("errors and bodies stream through the gateway unchanged", async () => {
+        const res = await stack.invoke("send-email", { token: user.token, body: { to: [], text: "x" } });
+        assert.equal(res.status, 400);
+        assert.equal((await body<{ error: { code: string } }>(res)).error.code, "invalid_request");
+        assert.ok(res.headers.get("x-request-id"));
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
+
+Deno.test("import maps come from supabase/config.toml, per function", async (t) => {
+  await t.step("each function names one, and it exists", () => {
+    for (const name of functionNames()) assert.ok(Deno.statSync(importMapOf(name)).isFile, name);
+  });
+  await t.step("a function without one is refused", () => {
+    assert.throws(() => importMapOf("send-email", '[functions.other]\nimport_map = "../deno.json"\n'), /no import_map/);
+  });
+});
