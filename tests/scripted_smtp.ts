@@ -30,6 +30,8 @@ export interface ScriptOptions {
   dataCommandReply?: string;
   /** The reply after the final dot; a function gets the message's index, and `null` hangs up instead. */
   dataReply?: string | ((index: number) => string | null);
+  /** Wait this long before that reply (a slow server). */
+  dataReplyDelayMs?: number;
   /** Accepted AUTH PLAIN credentials; any other pair gets 535. */
   users?: Record<string, string>;
 }
@@ -158,7 +160,8 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
             ? options.dataReply(messages.length - 1)
             : options.dataReply ?? "250 2.0.0 Ok: queued as SCRIPTED";
           if (answer === null) return void socket.destroy();
-          reply(answer);
+          if (options.dataReplyDelayMs) setTimeout(() => socket.writable && reply(answer), options.dataReplyDelayMs);
+          else reply(answer);
           continue;
         }
         const newline = buffer.indexOf("\r\n");

@@ -199,7 +199,12 @@ async function settleLogin(ctx: AppContext, claims: UserClaims, login: LoginAtte
  * @throws ApiError 4xx for config, template and composition problems (not audited),
  *   429 over the config's limits, 422/502 for egress and SMTP failures (audited).
  */
-export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEmailRequest): Promise<SendResult> {
+export async function sendEmail(
+  ctx: AppContext,
+  claims: UserClaims,
+  req: SendEmailRequest,
+  options: { idempotencyKey?: string } = {},
+): Promise<SendResult> {
   const { config, message, auditId } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await resolveConfig(tx, req.config);
     checkServerStatically(ctx.config.egress, config);
@@ -208,10 +213,12 @@ export async function sendEmail(ctx: AppContext, claims: UserClaims, req: SendEm
     const { to, cc, bcc } = message.recipients;
     const [audit] = await tx<{ id: string }[]>`
       insert into public.email_audit_log
-        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context)
+        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+         idempotency_key)
       values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
               ${cc.length}, ${bcc.length}, ${subject ?? null}, 'sending',
-              ${req.agent_context ? tx.json(req.agent_context as never) : null})
+              ${req.agent_context ? tx.json(req.agent_context as never) : null},
+              ${options.idempotencyKey ?? null})
       returning id`;
     return { config, message, auditId: audit.id };
   });
