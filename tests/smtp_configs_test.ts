@@ -416,3 +416,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "send limits hold under concurrency, exactly, in O(1) per send",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack();
+    const smtps = await startSmtpCatcher({
+      mode: "tls",
+      tls: { key: stack.certs.key, cert: stack.certs.cert },
+      users: { [SMTP_USER]: PASSWORD },
+    });
+    try {
+      const user = await stack.createUser();
+      const id = await stack.createConfig(user, {
+        name: "main",
+        port: smtps.port,
+        username: SMTP_USER,
+        password: PASSWORD,
+      });
+      await stack.sql`update public.user_smtp_configs set max_per_minute = 5 where id = ${id}`;
+
+      await t.step("twenty concurrent sends through a 5-per-minute config: exactly five go out", async () => {
+        const sends = await Promise.all(
+          Array.from(
+            { length: 20 },
+            (_, i) => stack.invoke("send-email", { token: user.token, body: { to: `r${i}@example.com`, text: "x" } }),
+          ),
+        );
+        const statuses = sends.map((res) => res.status);
+        assert.equal(statuses.filter((s) => s === 200).length, 5, statuses.join(","));
+        assert.equal(statuses.filter((s) => s === 429).length, 15, statuses.join(","));
+        const limited = sends.find((res) => res.status === 429)!;
+        const error = (await body<{ error: { code: string; details: Record<string, unknown> } }>(limited)).error;
+        assert.equal(error.code, "rate_limited");
+        assert.deepEqual([error.details.limit, error.details.per, error.details.config], [5, "minute", "main"]);
+        const retryAfter = Number(limited.headers.get("retry-after"));
+        assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${retryAfter}`);
+        await Promise.all(sends.filter((res) => res !== limited).map((res) => res.body?.cancel()));
+        assert.equal((await smtps.waitForMessages(5)).length, 5);
+        const [{ n }] = await stack.sql`select count(*)::int as n from public.email_audit_log where config_id = ${id}`;
+        assert.equal(n, 5, "refused sends leave no audit row");
+      });
+
+      await t.step("the budget's cost does not grow with the day's volume: two rows per window", async () => {
+        const [{ rows }] = await stack.sql`
+          select count(*)::int as rows from private.send_budgets where config_id = ${id}`;
+        assert.equal(rows, 2);
+        const [{ slots }] = await stack.sql`
+          select count(*)::int as slots from private.send_slots where config_id = ${id} and per = 'minute'`;
+        assert.equal(slots, 5, "the minute's ring never holds more than its limit");
+      });
+    } finally {
+      await smtps.close();
+      await stack.close();
+    }
+  },
+});
