@@ -59,6 +59,24 @@ const noHeaderBreakers = (field: string) =>
     params: HEADER_BREAK,
   });
 
+/** Longest a send may be scheduled ahead. */
+export const MAX_SCHEDULE_AHEAD_DAYS = 30;
+
+/**
+ * When to send: an ISO 8601 date-time with a time zone offset (`2026-12-01T09:00:00+01:00`
+ * or `...Z`), at most {@linkcode MAX_SCHEDULE_AHEAD_DAYS} days ahead. A time in the past
+ * means "now".
+ */
+export const scheduledAt = z.string().max(64).refine(
+  (value) =>
+    /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$/.test(value) &&
+    !Number.isNaN(Date.parse(value)),
+  "must be an ISO 8601 date-time with a time zone, e.g. 2026-12-01T09:00:00Z",
+).refine(
+  (value) => Date.parse(value) <= Date.now() + MAX_SCHEDULE_AHEAD_DAYS * 86_400_000,
+  `must be at most ${MAX_SCHEDULE_AHEAD_DAYS} days ahead`,
+);
+
 /** Body of `POST /send-email`. */
 export const sendEmailRequest = z.object({
   to: recipientList.refine((list) => list.length > 0, "at least one recipient is required"),
@@ -77,6 +95,7 @@ export const sendEmailRequest = z.object({
   ).optional(),
   config: z.string().min(1).max(64).optional(),
   agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional(),
+  scheduled_at: scheduledAt.optional(),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
