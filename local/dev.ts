@@ -35,6 +35,47 @@ async function ensureDemoConfig(dbUrl: string, userId: string): Promise<void> {
   }
 }
 
+const SCHEDULER_INTERVAL_MS = 2_000;
+
+/** The local secret API key (`sb_secret_...`), made once and kept in .local. */
+function loadOrCreateSecretKey(path: string): string {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    const key = `sb_secret_local_${crypto.getRandomValues(new Uint8Array(24)).toHex()}`;
+    Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    Deno.writeTextFileSync(path, key, { mode: 0o600 });
+    return key;
+  }
+}
+
+/** Call process-outbox every `intervalMs`, one run at a time; returns its stop. */
+function startScheduler(url: string, secretKey: string, intervalMs: number): () => Promise<void> {
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+  const tick = async () => {
+    try {
+      const res = await fetch(url, { method: "POST", headers: { apikey: secretKey } });
+      const report = await res.json();
+      if (res.status !== 200) console.error(`process-outbox: ${res.status} ${JSON.stringify(report)}`);
+      else if (report.claimed > 0 || report.swept > 0) console.log(`process-outbox: ${JSON.stringify(report)}`);
+    } catch (error) {
+      console.error(`process-outbox: ${(error as Error).message}`);
+    }
+  };
+  let busy = false;
+  const timer = setInterval(() => {
+    if (stopped || busy) return;
+    busy = true;
+    running = tick().finally(() => busy = false);
+  }, intervalMs);
+  return async () => {
+    stopped = true;
+    clearInterval(timer);
+    await running;
+  };
+}
+
 async function main(): Promise<void> {
   Deno.mkdirSync(LOCAL_DIR, { recursive: true });
   const stops: (() => Promise<void>)[] = [];
@@ -70,6 +111,7 @@ async function main(): Promise<void> {
   stops.push(inbox.close);
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
+  const secretKey = loadOrCreateSecretKey(`${LOCAL_DIR}/keys/secret-key.txt`);
   const apiUrl = localApiUrl();
   const gateway = await startGateway({
     port: LOCAL_PORTS.api,
@@ -84,9 +126,12 @@ async function main(): Promise<void> {
       // The catcher is on loopback and on non-SMTP ports: allowed explicitly, never by default.
       MAILROOM_EGRESS_ALLOWLIST: Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ??
         `localhost:${LOCAL_PORTS.smtp},localhost:${LOCAL_PORTS.smtps}`,
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     },
   });
   stops.push(gateway.close);
+  // The scheduler: what pg_cron + pg_net do on Supabase, a POST to process-outbox every few seconds.
+  stops.push(startScheduler(`${apiUrl}/functions/v1/process-outbox`, secretKey, SCHEDULER_INTERVAL_MS));
 
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   const userId = await ensureUser(sql, DEMO_EMAIL);
@@ -105,7 +150,10 @@ async function main(): Promise<void> {
   console.log(`
 mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" : ""}
 
-  Functions  ${apiUrl}/functions/v1/<name>   (send-email, smtp-configs)
+  Functions  ${apiUrl}/functions/v1/<name>   (${gateway.processes.map((p) => p.name).join(", ")})
+  Outbox     process-outbox runs every ${
+    SCHEDULER_INTERVAL_MS / 1000
+  } s (secret key in ${LOCAL_DIR}/keys/secret-key.txt)
   JWKS       ${apiUrl}/auth/v1/.well-known/jwks.json
   Database   ${dbUrl}
   SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}

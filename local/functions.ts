@@ -3,9 +3,11 @@ import type { AppContext } from "../supabase/functions/_shared/context.ts";
 import type { Handler } from "../supabase/functions/_shared/http.ts";
 import { createSendEmailHandler } from "../supabase/functions/send-email/handler.ts";
 import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/handler.ts";
+import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "send-email": createSendEmailHandler,
   "smtp-configs": createSmtpConfigsHandler,
+  "process-outbox": createProcessOutboxHandler,
 };

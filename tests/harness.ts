@@ -39,6 +39,8 @@ export interface TestStack {
   sql: postgres.Sql;
   /** The database URL the functions use (SUPABASE_DB_URL). */
   dbUrl: string;
+  /** Run the outbox worker once, as the scheduler would (POST process-outbox with the secret key). */
+  drainOutbox(): Promise<Record<string, number>>;
   /** The function processes (with `isolation: "process"`). */
   processes: FunctionProcess[];
   anonKey: string;
@@ -55,6 +57,9 @@ export interface TestStack {
 }
 
 let stackCount = 0;
+
+/** The secret API key test stacks accept for server-to-server calls (process-outbox). */
+export const TEST_SECRET_KEY = "sb_secret_local_test_only_0123456789";
 
 /** Start a stack; `env` overrides the functions' environment. */
 export async function startTestStack(
@@ -87,6 +92,7 @@ export async function startTestStack(
         MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
         // The test SMTP servers listen on loopback, on random ports: exempt them explicitly.
         MAILROOM_EGRESS_ALLOWLIST: "localhost",
+        SUPABASE_SECRET_KEYS: JSON.stringify({ default: TEST_SECRET_KEY }),
         ...env,
       },
     });
@@ -98,6 +104,15 @@ export async function startTestStack(
       sql: db,
       dbUrl: env.SUPABASE_DB_URL ?? cluster.url,
       processes: gateway.processes,
+      async drainOutbox() {
+        const res = await fetch(`${url}/functions/v1/process-outbox`, {
+          method: "POST",
+          headers: { apikey: TEST_SECRET_KEY },
+        });
+        const report = await res.json();
+        if (res.status !== 200) throw new Error(`process-outbox answered ${res.status}: ${JSON.stringify(report)}`);
+        return report;
+      },
       anonKey,
       certs,
       signingKey,

@@ -30,6 +30,10 @@ export interface Config {
   limits: CompositionLimits;
   /** SMTP config verifications a user may run per minute. */
   verifyPerMinute: number;
+  /** Server-side keys that may start the outbox worker (secret API keys, legacy service-role key). */
+  workerKeys: string[];
+  /** How long one process-outbox run keeps claiming. */
+  outboxBudgetMs: number;
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -94,6 +98,31 @@ function ehloName(configured: string | undefined, supabaseUrl: string): string {
   return host.toLowerCase();
 }
 
+/**
+ * The keys process-outbox accepts: every value of SUPABASE_SECRET_KEYS (the platform's JSON
+ * map of `sb_secret_...` keys) and, while a project still has it, the legacy
+ * SUPABASE_SERVICE_ROLE_KEY.
+ */
+function workerKeys(env: Env): string[] {
+  const keys: string[] = [];
+  const raw = env.SUPABASE_SECRET_KEYS?.trim();
+  if (raw) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw new ConfigError("SUPABASE_SECRET_KEYS must be a JSON object of key names to keys");
+    }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new ConfigError("SUPABASE_SECRET_KEYS must be a JSON object of key names to keys");
+    }
+    for (const value of Object.values(parsed)) if (typeof value === "string" && value.length >= 16) keys.push(value);
+  }
+  const legacy = env.SUPABASE_SERVICE_ROLE_KEY?.trim();
+  if (legacy && legacy.length >= 16) keys.push(legacy);
+  return keys;
+}
+
 function orConfigError<T>(load: () => T): T {
   try {
     return load();
@@ -140,5 +169,8 @@ export function loadConfig(env: Env): Config {
     egress: orConfigError(() => loadEgressPolicy(env)),
     limits: orConfigError(() => loadCompositionLimits(env)),
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),
+    workerKeys: workerKeys(env),
+    // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
+    outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
   };
 }

@@ -213,3 +213,21 @@ function loneSurrogatePath(value: unknown, path = ""): string | null {
   }
   return null;
 }
+
+/** Path segments after the function's own name, URL-decoded. */
+export function routeSegments(req: Request, functionName: string): string[] {
+  const segments = new URL(req.url).pathname.split("/").filter(Boolean);
+  const at = segments.indexOf(functionName);
+  let decoded: string[];
+  try {
+    decoded = segments.slice(at + 1).map((s) => decodeURIComponent(s));
+  } catch {
+    throw new ApiError(400, "invalid_path", "The path has a malformed percent-escape");
+  }
+  // Postgres text cannot hold NUL, and no name or id contains a control character.
+  // deno-lint-ignore no-control-regex
+  if (decoded.some((s) => /[\x00-\x1f\x7f]/.test(s))) {
+    throw new ApiError(400, "invalid_path", "A path segment contains a control character");
+  }
+  return decoded;
+}

@@ -86,6 +86,7 @@ async function compose(
   tx: Tx,
   config: SmtpConfig,
   req: SendEmailRequest,
+  messageId?: string,
 ): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null }> {
   const content = await contentOf(tx, req);
   if (content.text === undefined && content.html === undefined) {
@@ -103,6 +104,7 @@ async function compose(
     text: content.text,
     html: content.html,
     headers: sanitizeHeaders(req.headers),
+    messageId,
     attachments: decodeAttachments(req.attachments, {
       maxCount: limits.maxAttachments,
       maxTotalBytes: limits.maxAttachmentBytes,
@@ -112,7 +114,7 @@ async function compose(
 }
 
 /** What the audit row records (see private.record_email_outcome). */
-interface Outcome {
+export interface Outcome {
   status: DeliveryReport["status"];
   message_id: string;
   recipients?: RecipientOutcome[];
@@ -122,9 +124,11 @@ interface Outcome {
   smtp_enhanced_code?: string;
   smtp_response?: string;
   retryable?: boolean;
+  /** The server's "try again in N s" hint, for the outbox's backoff. */
+  retry_after_seconds?: number;
 }
 
-function outcomeOf(report: DeliveryReport): Outcome {
+export function outcomeOf(report: DeliveryReport): Outcome {
   const failure = report.failure;
   return {
     status: report.status,
@@ -142,6 +146,7 @@ function failureColumns(failure: SmtpFailure): Partial<Outcome> {
     smtp_enhanced_code: failure.enhancedCode,
     smtp_response: failure.response,
     retryable: failure.retryable,
+    retry_after_seconds: failure.retryAfterSeconds,
   };
 }
 
@@ -193,6 +198,80 @@ async function settleLogin(ctx: AppContext, claims: UserClaims, login: LoginAtte
   }
 }
 
+/** A send ready to go: its config (with credentials), the built message, what to audit. */
+export interface PreparedSend {
+  config: SmtpConfig & Credentials & { login: LoginAttempt };
+  message: BuiltMessage;
+  subject?: string;
+  templateId: string | null;
+}
+
+/**
+ * In the user's transaction: resolve the config (and its credentials, guarded), check where it
+ * may connect, build the exact message and reserve the config's budget.
+ *
+ * @throws ApiError 4xx for config, template and composition problems, 429 over the limits.
+ */
+export async function prepareSend(
+  ctx: AppContext,
+  tx: Tx,
+  req: SendEmailRequest,
+  options: { messageId?: string } = {},
+): Promise<PreparedSend> {
+  const config = await resolveConfig(tx, req.config);
+  checkServerStatically(ctx.config.egress, config);
+  const { message, subject, templateId } = await compose(ctx, tx, config, req, options.messageId);
+  await reserveSendCapacity(tx, config);
+  return { config, message, subject, templateId };
+}
+
+/** How a transmission ended: a delivery report, or a refusal before any SMTP (egress, DNS). */
+export type Transmission =
+  | { report: DeliveryReport }
+  | { refused: { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } };
+
+/**
+ * Talk SMTP for a prepared send (to `envelopeTo` when given: the recipients still to try),
+ * then tell the credential guard how the login went.
+ */
+export async function transmit(
+  ctx: AppContext,
+  claims: UserClaims,
+  prepared: PreparedSend,
+  envelopeTo?: string[],
+): Promise<Transmission> {
+  const { config, message } = prepared;
+  const server: SmtpServer = {
+    host: config.host,
+    port: config.port,
+    security: config.security,
+    username: config.username,
+    password: config.password,
+  };
+  const envelope = envelopeTo ? { ...message.envelope, to: envelopeTo } : message.envelope;
+  try {
+    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
+      timeoutMs: ctx.config.smtp.connectTimeoutMs,
+    });
+    const report = await deliver(server, target, { ...message, envelope }, ctx.config.smtp);
+    await settleLogin(ctx, claims, config.login, report.status === "sent" ? undefined : report.failure?.code);
+    return { report };
+  } catch (error) {
+    const refused = describeFailure(error, server);
+    await settleLogin(ctx, claims, config.login, refused.failure.code);
+    return { refused };
+  }
+}
+
+/** The audit outcome of a refusal before any SMTP. */
+export function refusalOutcome(message: BuiltMessage, failure: SmtpFailure): Outcome {
+  return {
+    status: failure.outcome === "unknown" ? "failed" : failure.outcome,
+    message_id: message.messageId,
+    ...failureColumns(failure),
+  };
+}
+
 /**
  * Send `req` as the user in `claims` and audit it.
  *
@@ -205,11 +284,9 @@ export async function sendEmail(
   req: SendEmailRequest,
   options: { idempotencyKey?: string } = {},
 ): Promise<SendResult> {
-  const { config, message, auditId } = await withUser(ctx.sql, claims, async (tx) => {
-    const config = await resolveConfig(tx, req.config);
-    checkServerStatically(ctx.config.egress, config);
-    const { message, subject, templateId } = await compose(ctx, tx, config, req);
-    await reserveSendCapacity(tx, config);
+  const { prepared, auditId } = await withUser(ctx.sql, claims, async (tx) => {
+    const prepared = await prepareSend(ctx, tx, req);
+    const { config, message, subject, templateId } = prepared;
     const { to, cc, bcc } = message.recipients;
     const [audit] = await tx<{ id: string }[]>`
       insert into public.email_audit_log
@@ -220,32 +297,15 @@ export async function sendEmail(
               ${req.agent_context ? tx.json(req.agent_context as never) : null},
               ${options.idempotencyKey ?? null})
       returning id`;
-    return { config, message, auditId: audit.id };
+    return { prepared, auditId: audit.id };
   });
+  const { message } = prepared;
 
-  const server: SmtpServer = {
-    host: config.host,
-    port: config.port,
-    security: config.security,
-    username: config.username,
-    password: config.password,
-  };
-
-  let report: DeliveryReport;
-  try {
-    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
-      timeoutMs: ctx.config.smtp.connectTimeoutMs,
-    });
-    report = await deliver(server, target, message, ctx.config.smtp);
-  } catch (error) {
+  const transmission = await transmit(ctx, claims, prepared);
+  if ("refused" in transmission) {
     // Refused before any SMTP (egress policy, DNS): nothing reached a server.
-    const { httpStatus, failure, details } = describeFailure(error, server);
-    await settleLogin(ctx, claims, config.login, failure.code);
-    await recordOutcome(ctx, claims, auditId, {
-      status: failure.outcome === "unknown" ? "failed" : failure.outcome,
-      message_id: message.messageId,
-      ...failureColumns(failure),
-    });
+    const { httpStatus, failure, details } = transmission.refused;
+    await recordOutcome(ctx, claims, auditId, refusalOutcome(message, failure));
     throw new ApiError(httpStatus, failure.code, failure.message, {
       ...details,
       ...failureDetails(failure),
@@ -254,8 +314,7 @@ export async function sendEmail(
       message_id: message.messageId,
     });
   }
-
-  await settleLogin(ctx, claims, config.login, report.status === "sent" ? undefined : report.failure?.code);
+  const { report } = transmission;
   await recordOutcome(ctx, claims, auditId, outcomeOf(report));
   const byStatus = (status: RecipientOutcome["status"]) =>
     report.recipients.filter((r) => r.status === status).map((r) => r.address);
@@ -279,4 +338,82 @@ export async function sendEmail(
     unknown: byStatus("unknown"),
     recipients: report.recipients,
   };
+}
+
+/** The 202 response of a scheduled (or queued) send. */
+export interface ScheduleResult {
+  id: string;
+  status: "scheduled" | "queued";
+  scheduled_at: string;
+  message_id: string;
+}
+
+/**
+ * Queue `req` to go out at `req.scheduled_at` through the outbox. What can be checked now is
+ * checked now (config, template, composition, limits of the message), so a mistake is a 4xx
+ * today rather than a failure tomorrow; the credentials are only read when it is sent.
+ * `raw` is the request as received: the outbox stores it and validates it again at send time.
+ */
+export async function scheduleEmail(
+  ctx: AppContext,
+  claims: UserClaims,
+  req: SendEmailRequest & { scheduled_at: string },
+  raw: Record<string, unknown>,
+  options: { idempotencyKey?: string } = {},
+): Promise<ScheduleResult> {
+  return await withUser(ctx.sql, claims, async (tx) => {
+    const config = await findConfig(tx, req.config, "share");
+    if (!config.is_active) {
+      throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
+    }
+    checkServerStatically(ctx.config.egress, config);
+    const { message, subject, templateId } = await compose(ctx, tx, config, req);
+    const { to, cc, bcc } = message.recipients;
+    const { scheduled_at: _when, config: _config, ...request } = raw;
+    const [row] = await tx<{ id: string; status: "scheduled" | "queued"; next_attempt_at: Date; message_id: string }[]>`
+      insert into public.email_audit_log
+        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+         idempotency_key, scheduled_at, payload)
+      values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
+              ${cc.length}, ${bcc.length}, ${subject ?? null}, 'queued',
+              ${req.agent_context ? tx.json(req.agent_context as never) : null},
+              ${options.idempotencyKey ?? null}, ${req.scheduled_at}::timestamptz,
+              ${tx.json({ kind: "request", request } as never)})
+      returning id, status, next_attempt_at, message_id`;
+    return {
+      id: row.id,
+      status: row.status,
+      scheduled_at: row.next_attempt_at.toISOString(),
+      message_id: row.message_id,
+    };
+  });
+}
+
+/**
+ * Cancel a queued or scheduled send that has not started.
+ *
+ * @throws ApiError 404 `message_not_found`, 409 `not_cancellable` (already sending or done).
+ */
+export async function cancelEmail(
+  ctx: AppContext,
+  claims: UserClaims,
+  id: string,
+): Promise<{ id: string; status: string }> {
+  return await withUser(ctx.sql, claims, async (tx) => {
+    const [row] = await tx<{ status: string }[]>`select status from public.email_audit_log where id = ${id}::uuid`;
+    if (!row) throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
+    const [{ cancelled }] = await tx<{ cancelled: number }[]>`
+      select private.cancel_outbox_messages(array[${id}::uuid]) as cancelled`;
+    if (cancelled === 0) {
+      throw new ApiError(
+        409,
+        "not_cancellable",
+        `The message is ${row.status}; only queued or scheduled sends can be cancelled`,
+        {
+          status: row.status,
+        },
+      );
+    }
+    return { id, status: "cancelled" };
+  });
 }

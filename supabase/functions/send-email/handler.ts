@@ -1,10 +1,13 @@
-// POST /send-email: validate, authenticate, send now, answer with the outcome.
+// POST /send-email: validate, authenticate, send now (or queue it for `scheduled_at`), answer
+// with the outcome. POST /send-email/:id/cancel cancels a scheduled send.
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
-import { ApiError, type Handler, readJson, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
-import { sendEmail } from "../_shared/send.ts";
+import { cancelEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
 export const MAX_BODY_BYTES = 15 * 1024 * 1024;
@@ -16,12 +19,31 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
       throw new ApiError(405, "method_not_allowed", "Use POST", undefined, { allow: "POST, OPTIONS" });
     }
     const claims = await ctx.verifyToken(bearerToken(req));
+    const [id, action, ...rest] = routeSegments(req, "send-email");
+    if (id !== undefined) {
+      if (action !== "cancel" || rest.length > 0 || !UUID.test(id)) {
+        throw new ApiError(404, "route_not_found", "No such route; POST /send-email or /send-email/:id/cancel");
+      }
+      return json(await cancelEmail(ctx, claims, id));
+    }
     const key = idempotencyKey(req);
     const raw = await readJson(req, MAX_BODY_BYTES);
     const body = parseBody(sendEmailRequest, raw);
-    return await onceForKey(ctx.sql, claims, key, raw, async () => ({
-      status: 200,
-      body: await sendEmail(ctx, claims, body, { idempotencyKey: key }),
-    }));
+    const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();
+    return await onceForKey(ctx.sql, claims, key, raw, async () =>
+      later
+        ? {
+          status: 202,
+          body: await scheduleEmail(
+            ctx,
+            claims,
+            { ...body, scheduled_at: body.scheduled_at! },
+            raw as Record<string, unknown>,
+            {
+              idempotencyKey: key,
+            },
+          ),
+        }
+        : { status: 200, body: await sendEmail(ctx, claims, body, { idempotencyKey: key }) });
   });
 }

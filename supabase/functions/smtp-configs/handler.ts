@@ -10,7 +10,7 @@ import {
   type ResolvedTarget,
   resolveTarget,
 } from "../_shared/smtp/egress.ts";
-import { ApiError, type Handler, json, readJson, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, startVerification } from "../_shared/store/verifications.ts";
@@ -28,23 +28,7 @@ import {
 
 const MAX_BODY_BYTES = 64 * 1024;
 
-/** Path segments after the function's own name, URL-decoded. */
-export function routeSegments(req: Request, functionName: string): string[] {
-  const segments = new URL(req.url).pathname.split("/").filter(Boolean);
-  const at = segments.indexOf(functionName);
-  let decoded: string[];
-  try {
-    decoded = segments.slice(at + 1).map((s) => decodeURIComponent(s));
-  } catch {
-    throw new ApiError(400, "invalid_path", "The path has a malformed percent-escape");
-  }
-  // Postgres text cannot hold NUL, and no name or id contains a control character.
-  // deno-lint-ignore no-control-regex
-  if (decoded.some((s) => /[\x00-\x1f\x7f]/.test(s))) {
-    throw new ApiError(400, "invalid_path", "A path segment contains a control character");
-  }
-  return decoded;
-}
+export { routeSegments } from "../_shared/http.ts";
 
 /** Refuse what the policy refuses; warn about what will fail elsewhere or cannot be checked now. */
 async function checkServer(

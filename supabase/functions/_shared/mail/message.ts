@@ -19,6 +19,8 @@ export interface MessageParts {
   html?: string;
   headers?: Record<string, string>;
   attachments?: InMemoryAttachment[];
+  /** A Message-ID fixed beforehand (queued sends), else a fresh one. */
+  messageId?: string;
 }
 
 /** The message as it goes on the wire, with its SMTP envelope. */
@@ -67,6 +69,7 @@ export async function buildMessage(parts: MessageParts, limits: CompositionLimit
   const from = { ...parts.from, address: sender };
   const { text, html } = bodies({ text: parts.text, html: parts.html });
   const composer = new MailComposer({
+    ...(parts.messageId ? { messageId: parts.messageId } : {}),
     from: forComposer([from])[0],
     to: forComposer(recipients.to),
     cc: recipients.cc.length ? forComposer(recipients.cc) : undefined,

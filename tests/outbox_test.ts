@@ -1,0 +1,162 @@
+// The outbox end to end: scheduled send-email, the process-outbox worker (secret key only),
+// retries of deferred recipients only, permanent failures, cancel, and a dead worker's row.
+// Time is moved by setting rows' due times with SQL, never by sleeping.
+import assert from "node:assert/strict";
+import { body, type ErrorBody, startTestStack, type TestStack, type TestUser } from "./harness.ts";
+import { type ScriptOptions, startScriptedSmtp } from "./scripted_smtp.ts";
+
+const inAnHour = () => new Date(Date.now() + 3_600_000).toISOString();
+
+Deno.test({
+  name: "the outbox",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const user: TestUser = await stack.createUser();
+    let configs = 0;
+    const withServer = async (script: ScriptOptions = {}) => {
+      const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"], ...script });
+      const name = `o${++configs}`;
+      await stack.createConfig(user, { name, port: smtp.port, security: "none", username: null, is_default: false });
+      return { smtp, name };
+    };
+    const schedule = (payload: Record<string, unknown>) =>
+      stack.invoke("send-email", { token: user.token, body: { scheduled_at: inAnHour(), ...payload } });
+    const due = (id: string) => stack.sql`update public.email_audit_log set next_attempt_at = now() where id = ${id}`;
+    const row = async (id: string) =>
+      (await stack.sql`select status, attempts, message_id, recipients, error_class from public.email_audit_log
+                        where id = ${id}`)[0];
+
+    try {
+      await t.step("process-outbox takes only a secret key", async () => {
+        const none = await fetch(`${stack.url}/functions/v1/process-outbox`, { method: "POST" });
+        assert.equal(none.status, 401);
+        assert.equal((await body<ErrorBody>(none)).error.code, "missing_secret_key");
+        const anonKey = await stack.invoke("process-outbox", {});
+        assert.equal(anonKey.status, 401, "the anon (publishable) key is not a secret key");
+        assert.equal((await body<ErrorBody>(anonKey)).error.code, "invalid_secret_key");
+        const asUser = await stack.invoke("process-outbox", { token: user.token, headers: { apikey: user.token } });
+        assert.equal(asUser.status, 401);
+        assert.equal((await body<ErrorBody>(asUser)).error.code, "invalid_secret_key");
+        const report = await stack.drainOutbox();
+        assert.equal(typeof report.claimed, "number");
+      });
+
+      await t.step("a scheduled send waits for its time, then goes out once with its fixed Message-ID", async () => {
+        const { smtp, name } = await withServer();
+        const res = await schedule({ to: "later@example.com", subject: "tomorrow", text: "x", config: name });
+        const scheduled = await body<{ id: string; status: string; message_id: string; scheduled_at: string }>(res);
+        assert.equal(res.status, 202, JSON.stringify(scheduled));
+        assert.equal(scheduled.status, "scheduled");
+        assert.match(scheduled.message_id, new RegExp(`^<${scheduled.id}@example\\.com>$`));
+        await stack.drainOutbox();
+        assert.equal(smtp.messages().length, 0, "not before its time");
+        await due(scheduled.id);
+        await stack.drainOutbox();
+        assert.equal(smtp.messages().length, 1);
+        assert.match(smtp.messages()[0].data, new RegExp(`^Message-ID: ${scheduled.message_id}\\r?$`, "m"));
+        const after = await row(scheduled.id);
+        assert.deepEqual([after.status, after.attempts, after.message_id], ["sent", 1, scheduled.message_id]);
+        await stack.drainOutbox();
+        assert.equal(smtp.messages().length, 1, "exactly once");
+        await smtp.close();
+      });
+
+      await t.step("a scheduled send can be cancelled before it starts, not after", async () => {
+        const { smtp, name } = await withServer();
+        const res = await schedule({ to: "never@example.com", text: "x", config: name });
+        const { id } = await body<{ id: string }>(res);
+        const cancel = await stack.invoke(`send-email/${id}/cancel`, { token: user.token });
+        assert.deepEqual(await body(cancel), { id, status: "cancelled" });
+        await due(id);
+        await stack.drainOutbox();
+        assert.equal(smtp.messages().length, 0);
+        const again = await stack.invoke(`send-email/${id}/cancel`, { token: user.token });
+        assert.equal(again.status, 409);
+        assert.equal((await body<ErrorBody>(again)).error.code, "not_cancellable");
+        const other = await stack.createUser();
+        const stranger = await stack.invoke(`send-email/${id}/cancel`, { token: other.token });
+        assert.equal(stranger.status, 404, "another user's message does not exist for them");
+        await smtp.close();
+      });
+
+      await t.step(
+        "a deferred recipient is retried alone, after backoff; the accepted one is not sent again",
+        async () => {
+          let greylisted = true;
+          const { smtp, name } = await withServer({
+            rcpt: (address) =>
+              address.startsWith("grey") && greylisted ? "450 4.2.0 Greylisted, try again in 1 seconds" : "250 OK",
+          });
+          const res = await schedule({ to: ["ok@example.com", "grey@example.com"], text: "x", config: name });
+          const { id } = await body<{ id: string }>(res);
+          await due(id);
+          await stack.drainOutbox();
+          let now = await row(id);
+          assert.equal(now.status, "queued", "back in the queue for the deferred recipient");
+          assert.deepEqual(smtp.messages().map((m) => m.rcptTo), [["ok@example.com"]]);
+          greylisted = false;
+          await due(id);
+          await stack.drainOutbox();
+          now = await row(id);
+          assert.equal(now.status, "sent");
+          assert.equal(now.attempts, 2);
+          assert.deepEqual(smtp.messages().map((m) => m.rcptTo), [["ok@example.com"], ["grey@example.com"]]);
+          assert.equal(smtp.messages()[0].data, smtp.messages()[1].data, "the same message, Message-ID and all");
+          const statuses = (now.recipients as { address: string; status: string }[]).map((r) => [r.address, r.status]);
+          assert.deepEqual(statuses.sort(), [["grey@example.com", "accepted"], ["ok@example.com", "accepted"]]);
+          await smtp.close();
+        },
+      );
+
+      await t.step("a permanent refusal fails for good; nothing is retried", async () => {
+        const { smtp, name } = await withServer({ rcpt: () => "550 5.1.1 no such user" });
+        const { id } = await body<{ id: string }>(await schedule({ to: "gone@example.com", text: "x", config: name }));
+        await due(id);
+        await stack.drainOutbox();
+        const now = await row(id);
+        assert.deepEqual([now.status, now.error_class], ["failed", "smtp_recipients_rejected"]);
+        await stack.drainOutbox();
+        assert.equal(smtp.transcript().filter((l) => l.startsWith("MAIL FROM")).length, 1);
+        await smtp.close();
+      });
+
+      await t.step("a worker that died mid-send leaves the row unknown, never resent", async () => {
+        const { smtp, name } = await withServer();
+        const { id } = await body<{ id: string }>(await schedule({ to: "maybe@example.com", text: "x", config: name }));
+        await due(id);
+        // A worker claims and starts the row, then dies before recording anything.
+        await stack.sql`select * from private.claim_outbox('dead-worker', 10, 60)`;
+        await stack.sql`select private.start_outbox_send(${id}::uuid, 'dead-worker', 60)`;
+        await stack.sql`update public.email_audit_log set lease_until = now() - interval '1 second' where id = ${id}`;
+        const report = await stack.drainOutbox();
+        assert.equal(report.swept, 1);
+        const now = await row(id);
+        assert.deepEqual([now.status, now.error_class], ["unknown", "worker_lost"]);
+        assert.equal(smtp.messages().length, 0, "not resent");
+        await smtp.close();
+      });
+
+      await t.step("bad scheduled requests are refused at once", async () => {
+        const past = await stack.invoke("send-email", {
+          token: user.token,
+          body: { to: "a@example.com", text: "x", scheduled_at: "tomorrow" },
+        });
+        assert.equal(past.status, 400);
+        const far = await stack.invoke("send-email", {
+          token: user.token,
+          body: { to: "a@example.com", text: "x", scheduled_at: new Date(Date.now() + 40 * 86_400_000).toISOString() },
+        });
+        assert.equal(far.status, 400);
+        const { smtp, name } = await withServer();
+        await smtp.close();
+        const noTemplate = await schedule({ to: "a@example.com", template: "no-such-template", config: name });
+        assert.equal(noTemplate.status, 404);
+        assert.equal((await body<ErrorBody>(noTemplate)).error.code, "template_not_found");
+      });
+    } finally {
+      await stack.close();
+    }
+  },
+});
