@@ -138,6 +138,48 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("refused credentials pause the config's queue; a new password resumes it", async () => {
+        const smtp = await startScriptedSmtp({
+          extensions: ["PIPELINING", "AUTH PLAIN"],
+          users: { u: "right-password" },
+        });
+        await stack.createConfig(user, {
+          name: "wrong-pw",
+          port: smtp.port,
+          security: "none",
+          username: "u",
+          password: "wrong-password",
+          is_default: false,
+        });
+        const ids: string[] = [];
+        for (let i = 0; i < 3; i++) {
+          const res = await schedule({ to: `p${i}@example.com`, text: "x", config: "wrong-pw" });
+          ids.push((await body<{ id: string }>(res)).id);
+        }
+        for (const id of ids) await due(id);
+        await stack.drainOutbox();
+        const logins = () => smtp.transcript().filter((line) => line.startsWith("AUTH")).length;
+        assert.equal(logins(), 1, "one refused login, not one per message");
+        const [config] = await stack.sql`select needs_attention from public.user_smtp_configs where name = 'wrong-pw'`;
+        assert.equal(config.needs_attention, "smtp_auth_failed");
+        const waiting = await stack.sql`select status, attempts from public.email_audit_log where id = any(${ids})`;
+        assert.deepEqual(waiting.map((r) => [r.status, r.attempts]), [["queued", 0], ["queued", 0], ["queued", 0]]);
+        await stack.drainOutbox();
+        assert.equal(logins(), 1, "a paused queue is not tried");
+
+        const listed = await stack.invoke("smtp-configs/wrong-pw", { token: user.token, method: "GET" });
+        assert.equal((await body<{ needs_attention: string }>(listed)).needs_attention, "smtp_auth_failed");
+        const fixed = await stack.invoke("smtp-configs/wrong-pw", {
+          token: user.token,
+          method: "PATCH",
+          body: { password: "right-password" },
+        });
+        assert.equal((await body<{ needs_attention: string | null }>(fixed)).needs_attention, null);
+        await stack.drainOutbox();
+        assert.equal(smtp.messages().length, 3, "all three go out once the config is fixed");
+        await smtp.close();
+      });
+
       await t.step("bad scheduled requests are refused at once", async () => {
         const past = await stack.invoke("send-email", {
           token: user.token,

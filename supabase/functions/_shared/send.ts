@@ -86,7 +86,7 @@ async function compose(
   tx: Tx,
   config: SmtpConfig,
   req: SendEmailRequest,
-  messageId?: string,
+  fixed: { messageId?: string; date?: Date } = {},
 ): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null }> {
   const content = await contentOf(tx, req);
   if (content.text === undefined && content.html === undefined) {
@@ -104,7 +104,8 @@ async function compose(
     text: content.text,
     html: content.html,
     headers: sanitizeHeaders(req.headers),
-    messageId,
+    messageId: fixed.messageId,
+    date: fixed.date,
     attachments: decodeAttachments(req.attachments, {
       maxCount: limits.maxAttachments,
       maxTotalBytes: limits.maxAttachmentBytes,
@@ -216,11 +217,11 @@ export async function prepareSend(
   ctx: AppContext,
   tx: Tx,
   req: SendEmailRequest,
-  options: { messageId?: string } = {},
+  options: { messageId?: string; date?: Date } = {},
 ): Promise<PreparedSend> {
   const config = await resolveConfig(tx, req.config);
   checkServerStatically(ctx.config.egress, config);
-  const { message, subject, templateId } = await compose(ctx, tx, config, req, options.messageId);
+  const { message, subject, templateId } = await compose(ctx, tx, config, req, options);
   await reserveSendCapacity(tx, config);
   return { config, message, subject, templateId };
 }

@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(23);
+select plan(29);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -126,6 +126,29 @@ reset role;
 select ok(private.start_outbox_send('a0000000-0000-4000-8000-000000000002', 'w2', 60), 'w2 starts a row');
 update public.email_audit_log set lease_until = now() - interval '1 second' where id = 'a0000000-0000-4000-8000-000000000002';
 select is(private.sweep_outbox(), 1, 'its expired in-flight row is swept to unknown');
+
+-- A paused config keeps its queue until its credentials change.
+insert into public.email_audit_log (id, user_id, config_id, from_email, status, payload)
+values ('a0000000-0000-4000-8000-00000000000a', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa',
+        'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example', 'queued', '{}');
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select lives_ok($$select private.pause_config_queue('a1a1a1a1-0000-4000-8000-000000000001', 'smtp_auth_failed')$$,
+  'the owner (the worker, as the owner) pauses a config');
+reset role;
+select is((select count(*)::int from private.claim_outbox('w4', 10, 60)
+            where id = 'a0000000-0000-4000-8000-00000000000a'), 0, 'a paused config''s rows are not claimed');
+set local role authenticated;
+select lives_ok($$select private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'fixed')$$,
+  'the owner stores a new password');
+select is((select needs_attention from public.user_smtp_configs where id = 'a1a1a1a1-0000-4000-8000-000000000001'),
+  null, 'which resumes the queue');
+set local request.jwt.claims to '{"sub":"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb","role":"authenticated"}';
+select lives_ok($$select private.pause_config_queue('a1a1a1a1-0000-4000-8000-000000000001', 'x')$$,
+  'another user''s pause call ...');
+reset role;
+select is((select needs_attention from public.user_smtp_configs where id = 'a1a1a1a1-0000-4000-8000-000000000001'),
+  null, '... changes nothing');
 
 select * from finish();
 rollback;

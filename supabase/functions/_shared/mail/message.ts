@@ -21,6 +21,8 @@ export interface MessageParts {
   attachments?: InMemoryAttachment[];
   /** A Message-ID fixed beforehand (queued sends), else a fresh one. */
   messageId?: string;
+  /** The Date header: when the message was first accepted (queued sends, so a retry is the same message). */
+  date?: Date;
 }
 
 /** The message as it goes on the wire, with its SMTP envelope. */
@@ -70,6 +72,7 @@ export async function buildMessage(parts: MessageParts, limits: CompositionLimit
   const { text, html } = bodies({ text: parts.text, html: parts.html });
   const composer = new MailComposer({
     ...(parts.messageId ? { messageId: parts.messageId } : {}),
+    ...(parts.date ? { date: parts.date } : {}),
     from: forComposer([from])[0],
     to: forComposer(recipients.to),
     cc: recipients.cc.length ? forComposer(recipients.cc) : undefined,

@@ -18,6 +18,7 @@ interface OutboxRow {
   config_id: string | null;
   batch_id: string | null;
   message_id: string;
+  created_at: Date;
   payload: unknown;
   recipients: RecipientOutcome[] | null;
 }
@@ -71,10 +72,11 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`select private.sweep_outbox() as swept`;
   report.swept = swept;
   const batches = new Map<string, Record<string, unknown>>();
+  const paused = new Set<string>();
 
   while (Date.now() < deadline) {
     const rows = await ctx.sql<OutboxRow[]>`
-      select id, user_id, config_id, batch_id, message_id, payload, recipients
+      select id, user_id, config_id, batch_id, message_id, created_at, payload, recipients
         from private.claim_outbox(${options.workerId}, ${options.batchSize ?? 10}, ${lease})`;
     if (rows.length === 0) break;
     report.claimed += rows.length;
@@ -84,7 +86,12 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
         report.postponed++;
         continue;
       }
-      const result = await sendRow(ctx, options.workerId, lease, row, batches);
+      if (row.config_id && paused.has(row.config_id)) {
+        await postpone(ctx, options.workerId, row.id, 0);
+        report.postponed++;
+        continue;
+      }
+      const result = await sendRow(ctx, options.workerId, lease, row, batches, paused);
       report[result]++;
     }
   }
@@ -100,6 +107,7 @@ async function sendRow(
   lease: number,
   row: OutboxRow,
   batches: Map<string, Record<string, unknown>>,
+  paused: Set<string>,
 ): Promise<RowResult> {
   const [{ started }] = await ctx.sql<{ started: boolean }[]>`
     select private.start_outbox_send(${row.id}::uuid, ${workerId}, ${lease}) as started`;
@@ -115,7 +123,11 @@ async function sendRow(
 
   let prepared;
   try {
-    prepared = await withUser(ctx.sql, owner, (tx) => prepareSend(ctx, tx, request, { messageId: row.message_id }));
+    prepared = await withUser(
+      ctx.sql,
+      owner,
+      (tx) => prepareSend(ctx, tx, request, { messageId: row.message_id, date: row.created_at }),
+    );
   } catch (error) {
     if (error instanceof ApiError && (error.status === 429 || error.status >= 500)) {
       // Over a limit, or the database is struggling: back to the queue, no attempt counted.
@@ -126,6 +138,12 @@ async function sendRow(
     return await record(ctx, owner, row.id, failedOutcome(row, error, "internal_error"));
   }
 
+  if (prepared.config.needs_attention) {
+    // Paused meanwhile (by another worker): leave the message for when the config is fixed.
+    paused.add(prepared.config.id);
+    await postpone(ctx, workerId, row.id, 0);
+    return "postponed";
+  }
   // Recipients accepted or refused for good by earlier attempts are not sent to again.
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
@@ -133,8 +151,23 @@ async function sendRow(
   const outcome = "refused" in transmission
     ? refusalOutcome(prepared.message, transmission.refused.failure)
     : outcomeOf(transmission.report);
+  if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
+    // Every message through this config would fail the same way: pause its queue, keep the message.
+    await withUser(
+      ctx.sql,
+      owner,
+      (tx) => tx`select private.pause_config_queue(${prepared.config.id}::uuid, ${outcome.error_class!})`,
+    );
+    paused.add(prepared.config.id);
+    await postpone(ctx, workerId, row.id, 0);
+    return "postponed";
+  }
   return await record(ctx, owner, row.id, outcome);
 }
+
+// The server refused the config's credentials (or they cannot be used): nothing queued
+// through it can succeed until the user fixes the config.
+const PAUSES_CONFIG = new Set(["smtp_auth_failed", "smtp_auth_required", "smtp_auth_unavailable"]);
 
 /** The send-email request a row stands for: its own, or its batch's content for its recipient. */
 async function requestOf(

@@ -20,6 +20,8 @@ export interface SmtpConfig {
   is_active: boolean;
   limits: { per_minute: number; per_day: number };
   has_password: boolean;
+  /** Why the outbox paused this config's queue (e.g. `smtp_auth_failed`), until fixed or verified. */
+  needs_attention: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -42,7 +44,7 @@ function columns(tx: Tx) {
   return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.username, c.from_email, c.from_name,
             c.is_default, c.is_active,
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day) as limits,
-            c.password_secret_id is not null as has_password, c.created_at, c.updated_at`;
+            c.password_secret_id is not null as has_password, c.needs_attention, c.created_at, c.updated_at`;
 }
 
 /** Where-clause for a config named by id or name, or the default one when `ref` is undefined. */
