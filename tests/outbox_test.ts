@@ -180,6 +180,34 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("four workers at once: no message twice, and a 20-per-minute config sends exactly 20", async () => {
+        const { smtp, name } = await withServer();
+        const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${name}`;
+        await stack.sql`update public.user_smtp_configs set max_per_minute = 20 where id = ${config.id}`;
+        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
+        const ids = await stack.sql.begin(async (tx) => {
+          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+          return await tx<{ id: string }[]>`
+            insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+            select ${config.id}, ${user.email}, array['w' || i || '@example.com'], 'queued',
+                   jsonb_build_object('kind', 'request', 'request',
+                     jsonb_build_object('to', 'w' || i || '@example.com', 'text', 'x'))
+              from generate_series(1, 60) i
+            returning id`;
+        }) as { id: string }[];
+        const reports = await Promise.all([1, 2, 3, 4].map(() => stack.drainOutbox()));
+        const sent = reports.reduce((n, r) => n + r.sent, 0);
+        assert.equal(sent, 20, JSON.stringify(reports));
+        const messageIds = smtp.messages().map((m) => /^Message-ID: (\S+)/m.exec(m.data)?.[1]);
+        assert.equal(messageIds.length, 20);
+        assert.equal(new Set(messageIds).size, 20, "no message was sent twice");
+        const statuses = await stack.sql`
+          select status, count(*)::int as n from public.email_audit_log where id = any(${ids.map((r) => r.id)})
+          group by status order by status`;
+        assert.deepEqual(statuses.map((r) => [r.status, r.n]), [["queued", 40], ["sent", 20]]);
+        await smtp.close();
+      });
+
       await t.step("bad scheduled requests are refused at once", async () => {
         const past = await stack.invoke("send-email", {
           token: user.token,
