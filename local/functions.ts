@@ -1,12 +1,14 @@
 // The functions the local gateway serves, by name (the folder names under supabase/functions).
 import type { AppContext } from "../supabase/functions/_shared/context.ts";
 import type { Handler } from "../supabase/functions/_shared/http.ts";
+import { createSendBulkHandler } from "../supabase/functions/send-bulk/handler.ts";
 import { createSendEmailHandler } from "../supabase/functions/send-email/handler.ts";
 import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/handler.ts";
 import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
+  "send-bulk": createSendBulkHandler,
   "send-email": createSendEmailHandler,
   "smtp-configs": createSmtpConfigsHandler,
   "process-outbox": createProcessOutboxHandler,

@@ -208,6 +208,36 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("a send-bulk batch is delivered by the worker, personalised per recipient", async () => {
+        const { smtp, name } = await withServer();
+        const res = await stack.invoke("send-bulk", {
+          token: user.token,
+          body: {
+            config: name,
+            template: "welcome",
+            data: { product: "Mailroom", login_url: "https://example.com/login", tips: ["Add a config"] },
+            recipients: [
+              { email: "ann@example.com", name: "Ann", data: { name: "Ann" } },
+              { email: "bob@example.com", data: { name: "Bob" } },
+            ],
+          },
+        });
+        const accepted = await body<{ batch_id: string; queued: number }>(res);
+        assert.equal(res.status, 202, JSON.stringify(accepted));
+        assert.equal(accepted.queued, 2);
+        await stack.drainOutbox();
+        const received = smtp.messages();
+        assert.equal(received.length, 2);
+        const ann = received.find((m) => m.rcptTo[0] === "ann@example.com")!;
+        assert.match(ann.data, /^To: Ann <ann@example\.com>\r?$/m);
+        assert.match(ann.data, /Ann/);
+        const status = await body<{ counts: Record<string, number> }>(
+          await stack.invoke(`send-bulk/${accepted.batch_id}`, { token: user.token, method: "GET" }),
+        );
+        assert.equal(status.counts.sent, 2);
+        await smtp.close();
+      });
+
       await t.step("bad scheduled requests are refused at once", async () => {
         const past = await stack.invoke("send-email", {
           token: user.token,

@@ -245,3 +245,98 @@ export const updateConfigRequest = z.object(configFields).partial().strict()
 
 /** A validated update request. */
 export type UpdateConfigRequest = z.infer<typeof updateConfigRequest>;
+
+// Bulk sends (send-bulk) --------------------------------------------------------------------
+// The request is validated in two passes: this schema checks the request's own fields, and
+// every entry of `recipients` or `messages` is then validated on its own (bulkRecipient,
+// sendEmailRequest), so that one bad entry is reported by its index (or skipped) instead of
+// failing the whole request.
+
+/** Fields a recipients-mode batch shares; messages-mode batches carry them per message. */
+const BULK_SHARED_CONTENT = [
+  "subject",
+  "text",
+  "html",
+  "template",
+  "data",
+  "headers",
+  "from_name",
+  "reply_to",
+] as const;
+
+/**
+ * One recipient of a bulk send: `"a@example.com"`, `"Ada <a@example.com>"` or
+ * `{email, name?, data?}`, parsed into its canonical address as send-email parses `to`.
+ */
+export const bulkRecipient = z.preprocess(
+  (value) => typeof value === "string" ? { email: value } : value,
+  z.object({
+    email: z.string().describe('The address, "a@example.com" or "Ada <a@example.com>"'),
+    name: z.string().optional().describe("Display name, when email is a bare address"),
+    data: z.record(z.string(), z.unknown()).optional().describe(
+      "Template data for this recipient, merged over the shared data (its keys win)",
+    ),
+  }).strict(),
+).transform((entry, ctx) => {
+  const parsed = parseAddress(entry.name === undefined ? entry.email : { email: entry.email, name: entry.name });
+  if ("error" in parsed) {
+    ctx.addIssue({ code: "custom", message: `${quoteShort(entry.email)} ${parsed.error}`, path: ["email"] });
+    return z.NEVER;
+  }
+  return { to: parsed, data: entry.data };
+});
+
+/** A validated bulk recipient: its canonical address and its own template data. */
+export type BulkRecipient = z.infer<typeof bulkRecipient>;
+
+/** Body of `POST /send-bulk`: `recipients` with shared content, or `messages`. */
+export const sendBulkRequest = z.object({
+  recipients: z.array(z.unknown()).min(1).optional().describe(
+    'Who gets the shared content, one message each: "a@example.com", "Ada <a@example.com>" or ' +
+      "{email, name?, data?}. Each entry is validated on its own.",
+  ),
+  messages: z.array(z.unknown()).min(1).optional().describe(
+    "Instead of recipients: complete send-email bodies, one message each (no scheduled_at or config; " +
+      "those apply to the whole batch). Each entry is validated on its own.",
+  ),
+  subject: noHeaderBreakers("subject").optional().describe("Shared subject (recipients mode)"),
+  text: z.string().optional().describe("Shared plain-text body (recipients mode)"),
+  html: z.string().optional().describe("Shared HTML body (recipients mode)"),
+  template: z.string().min(1).max(64).optional().describe("Shared template, by name or id (recipients mode)"),
+  data: z.record(z.string(), z.unknown()).optional().describe(
+    "Template data every recipient shares; each recipient's data is merged over it",
+  ),
+  headers: z.record(z.string(), z.string()).optional().describe("Shared extra headers (X-*, List-Unsubscribe, ...)"),
+  from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).optional().describe("Sender display name"),
+  reply_to: recipientList.optional().describe("Shared Reply-To address(es)"),
+  config: z.string().min(1).max(64).optional().describe("SMTP config by name or id; the default one when omitted"),
+  agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional().describe(
+    "Free-form context stored with the batch and every message's audit row",
+  ),
+  scheduled_at: scheduledAt.optional().describe("When to start sending; now when omitted or in the past"),
+  skip_invalid: z.boolean().optional().describe(
+    "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
+  ),
+}).strict().superRefine((body, ctx) => {
+  if ((body.recipients === undefined) === (body.messages === undefined)) {
+    ctx.addIssue({ code: "custom", message: "give either recipients or messages", path: ["recipients"] });
+    return;
+  }
+  if (body.messages !== undefined) {
+    for (const field of BULK_SHARED_CONTENT) {
+      if (body[field] !== undefined) {
+        ctx.addIssue({ code: "custom", message: `${field} goes into each message in messages mode`, path: [field] });
+      }
+    }
+    return;
+  }
+  if (body.text === undefined && body.html === undefined && body.template === undefined) {
+    ctx.addIssue({ code: "custom", message: "give text, html, both, or a template", path: ["text"] });
+  }
+  if (body.data !== undefined && body.template === undefined) {
+    ctx.addIssue({ code: "custom", message: "data is only used with a template", path: ["data"] });
+  }
+});
+
+/** A validated send-bulk request (entries not yet validated). */
+export type SendBulkRequest = z.infer<typeof sendBulkRequest>;

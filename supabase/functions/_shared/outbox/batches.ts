@@ -1,0 +1,146 @@
+// A user's batches as send-bulk shows them: progress computed in SQL over the batch's audit
+// rows, the list newest first, and cancelling what has not started. Everything runs in the
+// caller's RLS context, so another user's batch is simply not there (404).
+import type { Tx } from "../db.ts";
+import { ApiError } from "../http.ts";
+
+/** Messages of a batch by status. */
+export interface BatchCounts {
+  queued: number;
+  scheduled: number;
+  sending: number;
+  sent: number;
+  deferred: number;
+  failed: number;
+  unknown: number;
+  cancelled: number;
+}
+
+/** A batch's progress. Timestamps are ISO 8601 in UTC with microseconds. */
+export interface BatchStatus {
+  batch_id: string;
+  created_at: string;
+  scheduled_at: string | null;
+  total: number;
+  counts: BatchCounts;
+  first_sent_at: string | null;
+  last_sent_at: string | null;
+  /** Messages sent per minute between the first and the last send; null before two sends. */
+  rate_per_minute: number | null;
+  /** The most frequent error classes over the batch's messages, at most five. */
+  top_errors: { error_class: string; count: number }[];
+}
+
+/** Most batches one page of the list holds. */
+export const MAX_BATCHES_PER_PAGE = 50;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function notFound(id: string): ApiError {
+  return new ApiError(404, "batch_not_found", `No batch ${JSON.stringify(id)}`);
+}
+
+// Microseconds and a `Z`: the value round-trips as `?before=` without losing precision or its `+`.
+function iso(tx: Tx, column: string) {
+  return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+/** One jsonb document per batch `b`, with its counts over its audit rows. */
+function summary(tx: Tx) {
+  return tx`
+    jsonb_build_object(
+      'batch_id', b.id,
+      'created_at', ${iso(tx, "b.created_at")},
+      'scheduled_at', ${iso(tx, "b.scheduled_at")},
+      'total', b.total,
+      'counts', jsonb_build_object(
+        'queued', s.queued, 'scheduled', s.scheduled, 'sending', s.sending, 'sent', s.sent,
+        'deferred', s.deferred, 'failed', s.failed, 'unknown', s.unknown, 'cancelled', s.cancelled),
+      'first_sent_at', ${iso(tx, "s.first_sent_at")},
+      'last_sent_at', ${iso(tx, "s.last_sent_at")},
+      'rate_per_minute', case when s.last_sent_at > s.first_sent_at
+        then round((s.sent / (extract(epoch from s.last_sent_at - s.first_sent_at) / 60))::numeric, 1) end,
+      'top_errors', (
+        select coalesce(jsonb_agg(jsonb_build_object('error_class', e.error_class, 'count', e.n)
+                                  order by e.n desc, e.error_class), '[]'::jsonb)
+          from (select a.error_class, count(*) as n
+                  from public.email_audit_log a
+                 where a.batch_id = b.id and a.error_class is not null
+                 group by a.error_class
+                 order by n desc, a.error_class
+                 limit 5) e)
+    ) as status
+    from public.email_batches b
+    cross join lateral (
+      select count(*) filter (where a.status = 'queued') as queued,
+             count(*) filter (where a.status = 'scheduled') as scheduled,
+             count(*) filter (where a.status = 'sending') as sending,
+             count(*) filter (where a.status = 'sent') as sent,
+             count(*) filter (where a.status = 'deferred') as deferred,
+             count(*) filter (where a.status = 'failed') as failed,
+             count(*) filter (where a.status = 'unknown') as unknown,
+             count(*) filter (where a.status = 'cancelled') as cancelled,
+             min(a.completed_at) filter (where a.status = 'sent') as first_sent_at,
+             max(a.completed_at) filter (where a.status = 'sent') as last_sent_at
+        from public.email_audit_log a
+       where a.batch_id = b.id
+    ) s`;
+}
+
+/**
+ * The progress of one of the caller's batches.
+ *
+ * @throws ApiError 404 `batch_not_found` (unknown, another user's, or not an id).
+ * @example
+ * ```ts
+ * const status = await withUser(sql, claims, (tx) => batchStatus(tx, batchId));
+ * status.counts.sent;
+ * ```
+ */
+export async function batchStatus(tx: Tx, id: string): Promise<BatchStatus> {
+  if (!UUID.test(id)) throw notFound(id);
+  const [row] = await tx<{ status: BatchStatus }[]>`select ${summary(tx)} where b.id = ${id}::uuid`;
+  if (!row) throw notFound(id);
+  return row.status;
+}
+
+/**
+ * The caller's batches, newest first, each with its progress; `before` (a `created_at` from an
+ * earlier page) pages back.
+ *
+ * @example
+ * ```ts
+ * const { batches, next_before } = await withUser(sql, claims, (tx) => listBatches(tx));
+ * ```
+ */
+export async function listBatches(
+  tx: Tx,
+  options: { before?: string; limit?: number } = {},
+): Promise<{ batches: BatchStatus[]; next_before: string | null }> {
+  const limit = Math.min(options.limit ?? MAX_BATCHES_PER_PAGE, MAX_BATCHES_PER_PAGE);
+  const before = options.before === undefined ? tx`` : tx`where b.created_at < ${options.before}::timestamptz`;
+  const rows = await tx<{ status: BatchStatus }[]>`
+    select ${summary(tx)} ${before} order by b.created_at desc, b.id desc limit ${limit}`;
+  const batches = rows.map((row) => row.status);
+  const last = batches.at(-1);
+  return { batches, next_before: batches.length === limit && last ? last.created_at : null };
+}
+
+/**
+ * Cancel every message of the caller's batch that has not started (queued or scheduled).
+ *
+ * @returns how many were cancelled now (0 when nothing was left to cancel).
+ * @throws ApiError 404 `batch_not_found`.
+ * @example
+ * ```ts
+ * await withUser(sql, claims, (tx) => cancelBatch(tx, batchId)); // { batch_id, cancelled: 9998 }
+ * ```
+ */
+export async function cancelBatch(tx: Tx, id: string): Promise<{ batch_id: string; cancelled: number }> {
+  if (!UUID.test(id)) throw notFound(id);
+  const [batch] = await tx<{ id: string }[]>`select b.id from public.email_batches b where b.id = ${id}::uuid`;
+  if (!batch) throw notFound(id);
+  const [row] = await tx<{ cancelled: number }[]>`
+    select private.cancel_outbox_messages(null::uuid[], ${batch.id}::uuid) as cancelled`;
+  return { batch_id: batch.id, cancelled: row.cancelled };
+}

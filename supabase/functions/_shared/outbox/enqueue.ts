@@ -1,0 +1,478 @@
+// Accepting a bulk send (send-bulk): validate every entry before anything is queued, then write
+// the batch and one queued audit row per message in one transaction as the user, with one
+// statement for all the rows. Nothing is sent here and no password is read: the worker
+// (outbox/worker.ts) sends the rows and validates each payload again at send time.
+//
+// What a row carries (the worker's contract):
+// - recipients mode: payload `{kind: "recipient", to: {email, name?}, data?}`; the shared content
+//   is the batch's `content` `{subject?, text?, html?, template?, data?, headers?, from_name?,
+//   reply_to?}`, and a recipient's template data is `{...content.data, ...payload.data}`.
+// - messages mode: payload `{kind: "request", request}`, a send-email body that validates again
+//   (addresses written as `{email, name?}`), without scheduled_at; the batch's `content` is `{}`.
+import { domainToASCII } from "node:url";
+import type { UserClaims } from "../auth.ts";
+import type { AppContext } from "../context.ts";
+import { type Tx, withUser } from "../db.ts";
+import { ApiError } from "../http.ts";
+import { type Address, countRecipients, dedupeRecipients } from "../mail/addresses.ts";
+import { type CompositionLimits, decodeAttachments, sanitizeHeaders } from "../mail/compose.ts";
+import { MAX_DATA_DEPTH, requiredVariables } from "../mail/templates.ts";
+import {
+  type BulkRecipient,
+  bulkRecipient,
+  type SendBulkRequest,
+  type SendEmailRequest,
+  sendEmailRequest,
+} from "../schemas.ts";
+import { checkServerStatically } from "../smtp/egress.ts";
+import { findConfig, type SmtpConfig } from "../store/smtp_configs.ts";
+import { findTemplate, type StoredTemplate } from "../store/templates.ts";
+
+/** Limits of one bulk request. */
+export interface BulkLimits {
+  /** Most entries (recipients or messages) per request. */
+  maxEntries: number;
+}
+
+/** Default of `MAILROOM_BULK_MAX_RECIPIENTS`. */
+export const DEFAULT_BULK_MAX_ENTRIES = 10_000;
+/** The most the database accepts per batch (`email_batches_total`). */
+export const BULK_MAX_ENTRIES_CEILING = 100_000;
+/** Largest template data of one recipient, as UTF-8 JSON. */
+export const MAX_ENTRY_DATA_BYTES = 16 * 1024;
+/** Largest shared content of a batch, as UTF-8 JSON (`email_batches_content`). */
+export const MAX_BATCH_CONTENT_BYTES = 4 * 1024 * 1024;
+/** Most invalid entries listed in a 422 `invalid_recipients`; `details.invalid_count` has them all. */
+export const MAX_LISTED_ERRORS = 100;
+
+/**
+ * Bulk limits from the environment: `MAILROOM_BULK_MAX_RECIPIENTS` (default
+ * {@linkcode DEFAULT_BULK_MAX_ENTRIES}, at most {@linkcode BULK_MAX_ENTRIES_CEILING}).
+ *
+ * @throws Error naming the variable when it is not a positive integer within the ceiling.
+ * @example
+ * ```ts
+ * loadBulkLimits({ MAILROOM_BULK_MAX_RECIPIENTS: "5000" }); // { maxEntries: 5000 }
+ * ```
+ */
+export function loadBulkLimits(env: Record<string, string | undefined>): BulkLimits {
+  const raw = env.MAILROOM_BULK_MAX_RECIPIENTS?.trim();
+  if (!raw) return { maxEntries: DEFAULT_BULK_MAX_ENTRIES };
+  const value = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value <= 0 || value > BULK_MAX_ENTRIES_CEILING) {
+    throw new Error(
+      `MAILROOM_BULK_MAX_RECIPIENTS must be an integer from 1 to ${BULK_MAX_ENTRIES_CEILING}, got "${raw}"`,
+    );
+  }
+  return { maxEntries: value };
+}
+
+/** Why an entry was refused or skipped. */
+export interface EntryError {
+  index: number;
+  reason: string;
+}
+
+/** The 202 of `POST /send-bulk`. */
+export interface BulkAccepted {
+  batch_id: string;
+  queued: number;
+  scheduled_at?: string;
+  skipped?: EntryError[];
+}
+
+/** One audit row to insert; shared columns are statement parameters. */
+interface OutboxRow {
+  to: string[];
+  payload: Record<string, unknown>;
+  subject?: string;
+  template_id?: string;
+  cc_count?: number;
+  bcc_count?: number;
+  agent_context?: Record<string, unknown>;
+}
+
+/** What the batch row keeps. */
+interface BatchPlan {
+  content: Record<string, unknown>;
+  templateId: string | null;
+  subject: string | null;
+  rows: OutboxRow[];
+}
+
+/**
+ * Validate a bulk request as the user and queue its messages.
+ *
+ * @throws ApiError 422 `too_many_recipients`, 404 `config_not_found` / `template_not_found`,
+ *   409 `config_inactive`, 422 `config_incomplete`, the send-email content errors for shared
+ *   content (400 header errors, 422 `subject_too_long`, 413 `html_too_large`, 422
+ *   `template_empty`), 413 `content_too_large`, and 422 `invalid_recipients`
+ *   (`details.errors: [{index, reason}]`, at most {@linkcode MAX_LISTED_ERRORS}, and
+ *   `details.invalid_count`) when an entry is invalid and `skip_invalid` is not set, or when
+ *   no entry is valid.
+ * @example
+ * ```ts
+ * await enqueueBulk(ctx, claims, { recipients: ["a@example.com"], text: "Hi" }, { maxEntries: 10_000 });
+ * // { batch_id: "…", queued: 1 }
+ * ```
+ */
+export async function enqueueBulk(
+  ctx: AppContext,
+  claims: UserClaims,
+  req: SendBulkRequest,
+  limits: BulkLimits,
+): Promise<BulkAccepted> {
+  const entries = req.recipients ?? req.messages ?? [];
+  if (entries.length > limits.maxEntries) {
+    throw new ApiError(
+      422,
+      "too_many_recipients",
+      `At most ${limits.maxEntries} ${req.recipients ? "recipients" : "messages"} per request`,
+      { limit: limits.maxEntries, count: entries.length },
+    );
+  }
+  const errors: EntryError[] = [];
+
+  return await withUser(ctx.sql, claims, async (tx) => {
+    const config = await usableConfig(ctx, tx, req.config);
+    const plan = req.recipients
+      ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors)
+      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors);
+    errors.sort((a, b) => a.index - b.index);
+    if (plan.rows.length === 0 || (errors.length > 0 && !req.skip_invalid)) {
+      throw invalidRecipients(errors, entries.length, plan.rows.length === 0);
+    }
+
+    const [batch] = await tx<{ id: string; scheduled_at: Date | null }[]>`
+      insert into public.email_batches (config_id, template_id, content, agent_context, total, scheduled_at)
+      values (${config.id}::uuid, ${plan.templateId}::uuid, ${tx.json(plan.content as never)},
+              ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb, ${plan.rows.length},
+              ${req.scheduled_at ?? null}::timestamptz)
+      returning id, scheduled_at`;
+    const inserted = await insertRows(tx, batch.id, config, plan, req);
+    return {
+      batch_id: batch.id,
+      queued: inserted,
+      ...(batch.scheduled_at ? { scheduled_at: batch.scheduled_at.toISOString() } : {}),
+      ...(errors.length > 0 ? { skipped: errors } : {}),
+    };
+  });
+}
+
+/** The config the request names (or the default): active and complete. Its password stays in Vault. */
+async function usableConfig(ctx: AppContext, tx: Tx, ref: string | undefined): Promise<SmtpConfig> {
+  const config = await findConfig(tx, ref);
+  if (!config.is_active) {
+    throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
+  }
+  if (config.username && !config.has_password) {
+    throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
+  }
+  // A destination the deployment refuses would fail every message: refuse the batch now.
+  checkServerStatically(ctx.config.egress, config);
+  return config;
+}
+
+/** All rows in one statement: the entries travel as one jsonb array. */
+async function insertRows(tx: Tx, batchId: string, config: SmtpConfig, plan: BatchPlan, req: SendBulkRequest) {
+  const result = await tx`
+    insert into public.email_audit_log
+      (batch_id, config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status,
+       scheduled_at, agent_context, payload)
+    select ${batchId}::uuid, ${config.id}::uuid,
+           coalesce((r.m ->> 'template_id')::uuid, ${plan.templateId}::uuid),
+           ${config.from_email},
+           array(select jsonb_array_elements_text(r.m -> 'to')),
+           coalesce((r.m ->> 'cc_count')::integer, 0), coalesce((r.m ->> 'bcc_count')::integer, 0),
+           coalesce(r.m ->> 'subject', ${plan.subject}), 'queued',
+           ${req.scheduled_at ?? null}::timestamptz,
+           coalesce(r.m -> 'agent_context', ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb),
+           r.m -> 'payload'
+      from jsonb_array_elements(${tx.json(plan.rows as never)}::jsonb) with ordinality as r (m, n)
+     order by r.n`;
+  return result.count;
+}
+
+function invalidRecipients(errors: EntryError[], total: number, noneValid: boolean): ApiError {
+  const listed = errors.slice(0, MAX_LISTED_ERRORS);
+  const first = listed[0] ? `; entry ${listed[0].index}: ${listed[0].reason}` : "";
+  const message = noneValid
+    ? `None of the ${total} entries can be queued${first}`
+    : `${errors.length} of ${total} entries are invalid${first}; fix them or set skip_invalid: true`;
+  return new ApiError(422, "invalid_recipients", message, { errors: listed, invalid_count: errors.length });
+}
+
+// Recipients mode ------------------------------------------------------------------------------
+
+async function planRecipients(
+  limits: CompositionLimits,
+  tx: Tx,
+  req: SendBulkRequest,
+  entries: unknown[],
+  errors: EntryError[],
+): Promise<BatchPlan> {
+  const headers = sanitizeHeaders(req.headers);
+  checkContentSize(limits, req);
+  const template = req.template === undefined ? undefined : await findTemplate(tx, req.template);
+  if (template) checkTemplateHasBody(template, req);
+  const content = sharedContent(req, headers);
+  const contentBytes = utf8Length(JSON.stringify(content));
+  if (contentBytes > MAX_BATCH_CONTENT_BYTES) {
+    throw new ApiError(
+      413,
+      "content_too_large",
+      `The shared content is ${contentBytes} bytes as JSON; the limit is ${MAX_BATCH_CONTENT_BYTES}`,
+      { limit_bytes: MAX_BATCH_CONTENT_BYTES },
+    );
+  }
+
+  const required = template ? requiredVariables(template) : [];
+  const seen = new Map<string, number>();
+  const rows: OutboxRow[] = [];
+  for (const [index, entry] of entries.entries()) {
+    const parsed = bulkRecipient.safeParse(entry);
+    if (!parsed.success) {
+      errors.push({ index, reason: issuesText(parsed.error) });
+      continue;
+    }
+    const recipient = parsed.data;
+    const reason = recipientProblem(recipient, index, seen, required, req.data);
+    if (reason !== null) {
+      errors.push({ index, reason });
+      continue;
+    }
+    rows.push({
+      to: [recipient.to.address],
+      payload: {
+        kind: "recipient",
+        to: recipientInput(recipient.to),
+        ...(recipient.data === undefined ? {} : { data: recipient.data }),
+      },
+    });
+  }
+  return { content, templateId: template?.id ?? null, subject: req.subject ?? null, rows };
+}
+
+/**
+ * Why a parsed recipient cannot be queued, or null: its data too large or deep, its address
+ * already in the batch (`seen` remembers the first index of each), or template data missing.
+ */
+function recipientProblem(
+  recipient: BulkRecipient,
+  index: number,
+  seen: Map<string, number>,
+  required: string[],
+  sharedData: Record<string, unknown> | undefined,
+): string | null {
+  const dataProblem = recipient.data === undefined ? null : entryDataProblem(recipient.data);
+  if (dataProblem) return dataProblem;
+  const key = recipientKey(recipient.to.address);
+  const first = seen.get(key);
+  if (first !== undefined) return `duplicate of entry ${first}`;
+  seen.set(key, index);
+  if (required.length === 0) return null;
+  const missing = missingVariables(required, { ...sharedData, ...recipient.data });
+  return missing.length > 0 ? `template data is missing ${missing.join(", ")}` : null;
+}
+
+/** The shared fields exactly as validated, addresses spelled as the API takes them. */
+function sharedContent(req: SendBulkRequest, headers: Record<string, string>): Record<string, unknown> {
+  const content: Record<string, unknown> = {
+    subject: req.subject,
+    text: req.text,
+    html: req.html,
+    template: req.template,
+    data: req.data,
+    headers: req.headers === undefined ? undefined : headers,
+    from_name: req.from_name,
+    reply_to: req.reply_to?.map(recipientInput),
+  };
+  for (const key of Object.keys(content)) if (content[key] === undefined) delete content[key];
+  return content;
+}
+
+/** The send-email limits that content alone decides (buildMessage checks them again at send time). */
+function checkContentSize(limits: CompositionLimits, content: { subject?: string; html?: string }): void {
+  if (content.subject !== undefined && content.subject.length > limits.maxSubjectChars) {
+    throw new ApiError(422, "subject_too_long", `The subject exceeds ${limits.maxSubjectChars} characters`, {
+      limit: limits.maxSubjectChars,
+    });
+  }
+  if (content.html !== undefined && utf8Length(content.html) > limits.maxHtmlBytes) {
+    throw new ApiError(413, "html_too_large", `The HTML body exceeds ${limits.maxHtmlBytes} bytes`, {
+      limit_bytes: limits.maxHtmlBytes,
+    });
+  }
+}
+
+function checkTemplateHasBody(template: StoredTemplate, content: { text?: string; html?: string }): void {
+  if (template.text === null && template.html === null && content.text === undefined && content.html === undefined) {
+    throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
+  }
+}
+
+/** Why a recipient's data cannot be stored, or null: it must fit the template renderer's limits. */
+function entryDataProblem(data: Record<string, unknown>): string | null {
+  const json = JSON.stringify(data);
+  // UTF-16 length <= UTF-8 length <= 3 x UTF-16 length: most entries need no encoding.
+  if (json.length * 3 > MAX_ENTRY_DATA_BYTES && utf8Length(json) > MAX_ENTRY_DATA_BYTES) {
+    return `data exceeds ${MAX_ENTRY_DATA_BYTES} bytes as JSON`;
+  }
+  if (depthOf(data) > MAX_DATA_DEPTH) return `data is nested deeper than ${MAX_DATA_DEPTH}`;
+  return null;
+}
+
+// readJson bounds the depth of the whole body, so this recursion is bounded too.
+function depthOf(value: unknown): number {
+  if (value === null || typeof value !== "object") return 0;
+  let deepest = 0;
+  for (const inner of Object.values(value)) deepest = Math.max(deepest, depthOf(inner));
+  return 1 + deepest;
+}
+
+/**
+ * Required variables absent (or null) in `data`, dotted names resolved through own properties
+ * only, as renderTemplate resolves them.
+ */
+function missingVariables(required: string[], data: Record<string, unknown>): string[] {
+  return required.filter((name) => {
+    let value: unknown = data;
+    for (const segment of name.split(".")) {
+      if (value === null || value === undefined || !Object.hasOwn(Object(value), segment)) return true;
+      value = (value as Record<string, unknown>)[segment];
+    }
+    return value === null || value === undefined;
+  });
+}
+
+/**
+ * Two spellings of one mailbox compare equal: case-insensitive in full, domain in ASCII (as
+ * dedupeRecipients compares them).
+ */
+function recipientKey(address: string): string {
+  const at = address.lastIndexOf("@");
+  const domain = address.slice(at + 1);
+  return `${address.slice(0, at).toLowerCase()}@${(domainToASCII(domain) || domain).toLowerCase()}`;
+}
+
+// Messages mode --------------------------------------------------------------------------------
+
+async function planMessages(
+  limits: CompositionLimits,
+  tx: Tx,
+  entries: unknown[],
+  errors: EntryError[],
+): Promise<BatchPlan> {
+  const valid: { index: number; request: SendEmailRequest; recipients: Recipients }[] = [];
+  for (const [index, entry] of entries.entries()) {
+    const checked = checkMessage(limits, entry);
+    if ("reason" in checked) errors.push({ index, reason: checked.reason });
+    else valid.push({ index, ...checked });
+  }
+
+  // Each template is looked up once; a missing one invalidates the messages that name it.
+  const templates = new Map<string, StoredTemplate | null>();
+  for (const ref of new Set(valid.flatMap(({ request }) => request.template ?? []))) {
+    templates.set(ref, await findTemplate(tx, ref).catch(notFoundAsNull));
+  }
+
+  const rows: OutboxRow[] = [];
+  for (const { index, request, recipients } of valid) {
+    const template = request.template === undefined ? undefined : templates.get(request.template);
+    if (template === null) {
+      errors.push({ index, reason: `template ${JSON.stringify(request.template)} not found` });
+      continue;
+    }
+    if (template) {
+      if (
+        template.text === null && template.html === null && request.text === undefined && request.html === undefined
+      ) {
+        errors.push({ index, reason: "the template has neither an HTML nor a text part" });
+        continue;
+      }
+      const missing = missingVariables(requiredVariables(template), request.data ?? {});
+      if (missing.length > 0) {
+        errors.push({ index, reason: `template data is missing ${missing.join(", ")}` });
+        continue;
+      }
+    }
+    rows.push({
+      to: recipients.to.map((a) => a.address),
+      cc_count: recipients.cc.length,
+      bcc_count: recipients.bcc.length,
+      ...(request.subject === undefined ? {} : { subject: request.subject }),
+      ...(template ? { template_id: template.id } : {}),
+      ...(request.agent_context ? { agent_context: request.agent_context } : {}),
+      payload: { kind: "request", request: storedRequest(request) },
+    });
+  }
+  return { content: {}, templateId: null, subject: null, rows };
+}
+
+type Recipients = { to: Address[]; cc: Address[]; bcc: Address[] };
+
+/** One message validated as send-email validates it, minus what needs the database. */
+function checkMessage(
+  limits: CompositionLimits,
+  entry: unknown,
+): { request: SendEmailRequest; recipients: Recipients } | { reason: string } {
+  try {
+    const parsed = sendEmailRequest.safeParse(entry);
+    if (!parsed.success) return { reason: issuesText(parsed.error) };
+    const request = parsed.data;
+    if (request.scheduled_at !== undefined) return { reason: "scheduled_at applies to the whole batch; set it there" };
+    if (request.config !== undefined) return { reason: "config applies to the whole batch; set it there" };
+    sanitizeHeaders(request.headers);
+    checkContentSize(limits, request);
+    const recipients = dedupeRecipients({ to: request.to, cc: request.cc, bcc: request.bcc });
+    if (countRecipients(recipients) > limits.maxRecipients) {
+      return { reason: `at most ${limits.maxRecipients} recipients per message` };
+    }
+    decodeAttachments(request.attachments, {
+      maxCount: limits.maxAttachments,
+      maxTotalBytes: limits.maxAttachmentBytes,
+    });
+    return { request, recipients };
+  } catch (error) {
+    // The content checks (and an oversized agent_context) throw ApiErrors: per entry, a reason.
+    if (error instanceof ApiError) return { reason: error.message };
+    throw error;
+  }
+}
+
+/** The request as send-email takes it again: addresses as `{email, name?}`, no scheduled_at. */
+function storedRequest(request: SendEmailRequest): Record<string, unknown> {
+  const { scheduled_at: _scheduled, to, cc, bcc, reply_to, ...rest } = request;
+  return {
+    ...rest,
+    to: to.map(recipientInput),
+    ...(cc === undefined ? {} : { cc: cc.map(recipientInput) }),
+    ...(bcc === undefined ? {} : { bcc: bcc.map(recipientInput) }),
+    ...(reply_to === undefined ? {} : { reply_to: reply_to.map(recipientInput) }),
+  };
+}
+
+function notFoundAsNull(error: unknown): null {
+  if (error instanceof ApiError && error.code === "template_not_found") return null;
+  throw error;
+}
+
+// Shared helpers -------------------------------------------------------------------------------
+
+/** An address in the API's input spelling, which parses back to the same address. */
+function recipientInput(address: Address): { email: string; name?: string } {
+  return address.name ? { email: address.address, name: address.name } : { email: address.address };
+}
+
+/** A zod failure as one line: the first few issues with their paths. */
+function issuesText(error: { issues: { path: PropertyKey[]; message: string }[] }): string {
+  return error.issues.slice(0, 3)
+    .map((issue) => (issue.path.length ? `${issue.path.map(String).join(".")}: ${issue.message}` : issue.message))
+    .join("; ");
+}
+
+const encoder = new TextEncoder();
+
+function utf8Length(text: string): number {
+  return encoder.encode(text).length;
+}

@@ -1,0 +1,515 @@
+// send-bulk end to end: batches validated and queued over HTTP, checked in the database
+// (rows, payloads, statuses), their progress, listing and cancelling. Delivery is the outbox
+// worker's business and is tested there; nothing here talks SMTP.
+import assert from "node:assert/strict";
+import { body, type ErrorBody, errorCode, startTestStack, type TestStack, type TestUser } from "./harness.ts";
+import { parseBody, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
+import { MAX_BODY_BYTES } from "../supabase/functions/send-bulk/handler.ts";
+
+interface Accepted {
+  batch_id: string;
+  queued: number;
+  scheduled_at?: string;
+  skipped?: { index: number; reason: string }[];
+}
+
+interface Status {
+  batch_id: string;
+  created_at: string;
+  scheduled_at: string | null;
+  total: number;
+  counts: Record<string, number>;
+  first_sent_at: string | null;
+  last_sent_at: string | null;
+  rate_per_minute: number | null;
+  top_errors: { error_class: string; count: number }[];
+}
+
+interface EntryErrors {
+  errors: { index: number; reason: string }[];
+  invalid_count: number;
+}
+
+const ZERO_COUNTS = { queued: 0, scheduled: 0, sending: 0, sent: 0, deferred: 0, failed: 0, unknown: 0, cancelled: 0 };
+
+Deno.test({
+  name: "send-bulk",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack: TestStack = await startTestStack();
+    // Nothing is sent: the config only has to exist, be active and pass the egress policy.
+    const alice: TestUser = await stack.createUser("alice@example.com");
+    const bob: TestUser = await stack.createUser("bob@example.com");
+    const aliceConfig = await stack.createConfig(alice, { name: "work", port: 46500, password: "pw" });
+    await stack.createConfig(bob, { name: "bob", port: 46500, password: "pw" });
+    await stack.createConfig(alice, { name: "off", port: 46500, password: "pw", is_default: false, is_active: false });
+    await stack.sql`
+      insert into public.email_templates (user_id, name, subject, html, variables)
+      values (${alice.id}, 'order-shipped', 'Order {{order.id}} shipped', '<p>Hi {{first_name}}</p>',
+              '["first_name", "order.id"]'::jsonb)`;
+
+    const post = (payload: unknown, who = alice, headers: Record<string, string> = {}) =>
+      stack.invoke("send-bulk", { token: who.token, body: payload, headers });
+    const get = (path: string, who = alice) =>
+      fetch(`${stack.url}/functions/v1/send-bulk${path}`, {
+        headers: { apikey: stack.anonKey, authorization: `Bearer ${who.token}` },
+      });
+    const accepted = async (res: Response): Promise<Accepted> => {
+      const parsed = await body<Accepted>(res);
+      assert.equal(res.status, 202, JSON.stringify(parsed));
+      return parsed;
+    };
+    const entryErrors = async (res: Response): Promise<EntryErrors> => {
+      const parsed = await body<ErrorBody>(res);
+      assert.equal(res.status, 422, JSON.stringify(parsed));
+      assert.equal(parsed.error.code, "invalid_recipients");
+      return parsed.error.details as unknown as EntryErrors;
+    };
+    const batchCount = async (user: TestUser) =>
+      (await stack.sql`select count(*)::int as n from public.email_batches where user_id = ${user.id}`)[0].n;
+
+    try {
+      await t.step("queues 10,000 recipients in one request, one row each, well under a second", async () => {
+        // One small batch first, so that the timing below is not the first request's compile time.
+        await accepted(await post({ recipients: ["warm@example.com"], subject: "warm", text: "up" }));
+        const recipients = Array.from({ length: 10_000 }, (_, i) => ({
+          email: `reader${i}@example.com`,
+          name: `Reader ${i}`,
+          data: { first_name: `Reader ${i}` },
+        }));
+        const started = performance.now();
+        const res = await post({
+          recipients,
+          template: "order-shipped",
+          data: { order: { id: 42 } },
+          subject: "Your order",
+          headers: { "x-campaign": "launch" },
+          agent_context: { task: "launch" },
+        });
+        const ms = Math.round(performance.now() - started);
+        const result = await accepted(res);
+        console.log(`send-bulk accepted 10,000 recipients in ${ms} ms`);
+        assert.equal(result.queued, 10_000);
+        assert.ok(ms < 3000, `accepting 10,000 recipients took ${ms} ms`);
+
+        const [counts] = await stack.sql`
+          select count(*)::int as rows, count(*) filter (where status = 'queued')::int as queued,
+                 count(distinct message_id)::int as message_ids
+            from public.email_audit_log where batch_id = ${result.batch_id}`;
+        assert.deepEqual({ ...counts }, { rows: 10_000, queued: 10_000, message_ids: 10_000 });
+        const [row] = await stack.sql`
+          select a.user_id, a.config_id, a.template_id, a.from_email, a.to_addresses, a.subject, a.status,
+                 a.scheduled_at, a.agent_context, a.payload, t.name as template
+            from public.email_audit_log a join public.email_templates t on t.id = a.template_id
+           where a.batch_id = ${result.batch_id} and a.to_addresses = array['reader7@example.com']`;
+        assert.deepEqual({ ...row }, {
+          user_id: alice.id,
+          config_id: aliceConfig,
+          template_id: row.template_id,
+          from_email: "alice@example.com",
+          to_addresses: ["reader7@example.com"],
+          subject: "Your order",
+          status: "queued",
+          scheduled_at: null,
+          agent_context: { task: "launch" },
+          payload: {
+            kind: "recipient",
+            to: { email: "reader7@example.com", name: "Reader 7" },
+            data: { first_name: "Reader 7" },
+          },
+          template: "order-shipped",
+        });
+        const [batch] = await stack.sql`
+          select user_id, config_id, template_id, content, agent_context, total, scheduled_at
+            from public.email_batches where id = ${result.batch_id}`;
+        assert.deepEqual({ ...batch }, {
+          user_id: alice.id,
+          config_id: aliceConfig,
+          template_id: row.template_id,
+          content: {
+            subject: "Your order",
+            template: "order-shipped",
+            data: { order: { id: 42 } },
+            headers: { "x-campaign": "launch" },
+          },
+          agent_context: { task: "launch" },
+          total: 10_000,
+          scheduled_at: null,
+        });
+      });
+
+      const mixed = [
+        "ok@example.com",
+        "not-an-address",
+        { email: "data@example.com", data: "not an object" },
+        42,
+        { email: "extra@example.com", unknown_field: 1 },
+        "Ada Lovelace <ada@example.com>",
+        { email: "big@example.com", data: { blob: "x".repeat(17 * 1024) } },
+      ];
+
+      await t.step("refuses a batch with invalid entries, naming each by index, and queues nothing", async () => {
+        const before = await batchCount(alice);
+        const details = await entryErrors(await post({ recipients: mixed, subject: "s", text: "t" }));
+        assert.equal(details.invalid_count, 5);
+        assert.deepEqual(details.errors.map((e) => e.index), [1, 2, 3, 4, 6]);
+        assert.match(details.errors[0].reason, /"not-an-address" is not a valid email address/);
+        assert.match(details.errors[1].reason, /^data: /);
+        assert.match(details.errors[2].reason, /expected object/);
+        assert.match(details.errors[3].reason, /unknown_field/);
+        assert.match(details.errors[4].reason, /data exceeds 16384 bytes/);
+        assert.equal(await batchCount(alice), before, "nothing was queued");
+      });
+
+      await t.step("with skip_invalid queues the valid entries and reports the skipped ones", async () => {
+        const result = await accepted(await post({ recipients: mixed, subject: "s", text: "t", skip_invalid: true }));
+        assert.equal(result.queued, 2);
+        assert.deepEqual(result.skipped?.map((s) => s.index), [1, 2, 3, 4, 6]);
+        const rows = await stack.sql`
+          select to_addresses[1] as address, payload -> 'to' as to from public.email_audit_log
+           where batch_id = ${result.batch_id} order by address`;
+        assert.deepEqual(rows.map((r) => ({ ...r })), [
+          { address: "ada@example.com", to: { email: "ada@example.com", name: "Ada Lovelace" } },
+          { address: "ok@example.com", to: { email: "ok@example.com" } },
+        ]);
+      });
+
+      await t.step("the same address twice (any spelling) is a duplicate of its first entry", async () => {
+        const details = await entryErrors(
+          await post({
+            recipients: ["a@example.com", "b@example.com", "A@EXAMPLE.COM", { email: "a@Example.com", name: "A" }],
+            text: "t",
+          }),
+        );
+        assert.deepEqual(details.errors, [
+          { index: 2, reason: "duplicate of entry 0" },
+          { index: 3, reason: "duplicate of entry 0" },
+        ]);
+      });
+
+      await t.step(
+        "a template's required variables must be in each recipient's data (over the shared data)",
+        async () => {
+          const recipients = [
+            { email: "full@example.com", data: { first_name: "Full" } },
+            { email: "none@example.com" },
+            { email: "null@example.com", data: { first_name: null } },
+            { email: "own-order@example.com", data: { first_name: "Own", order: { id: 1 } } },
+          ];
+          const details = await entryErrors(
+            await post({ recipients, template: "order-shipped", data: { order: { id: 9 } } }),
+          );
+          assert.deepEqual(details.errors, [
+            { index: 1, reason: "template data is missing first_name" },
+            { index: 2, reason: "template data is missing first_name" },
+          ]);
+          const noShared = await entryErrors(await post({ recipients, template: "order-shipped" }));
+          assert.deepEqual(noShared.errors.map((e) => [e.index, e.reason]), [
+            [0, "template data is missing order.id"],
+            [1, "template data is missing first_name, order.id"],
+            [2, "template data is missing first_name, order.id"],
+          ]);
+          const res = await post({ recipients: ["x@example.com"], template: "no-such-template" });
+          assert.equal(await errorCode(res, 404), "template_not_found");
+        },
+      );
+
+      await t.step("messages mode queues each send-email body as it will be sent", async () => {
+        const messages = [
+          { to: "one@example.com", cc: ["Carl <carl@example.com>", "one@example.com"], subject: "First", text: "1" },
+          { to: ["Two <two@example.com>"], template: "order-shipped", data: { first_name: "Two", order: { id: 2 } } },
+          { to: "bad address", text: "x" },
+          { to: "later@example.com", text: "x", scheduled_at: new Date(Date.now() + 60_000).toISOString() },
+          { to: "tpl@example.com", template: "order-shipped", data: { first_name: "T" } },
+          { to: "cfg@example.com", text: "x", config: "work" },
+          { to: "ctx@example.com", text: "x", agent_context: { step: 3 } },
+        ];
+        const result = await accepted(
+          await post({ messages, skip_invalid: true, agent_context: { task: "batch" } }),
+        );
+        assert.equal(result.queued, 3);
+        assert.deepEqual(result.skipped?.map((s) => s.index), [2, 3, 4, 5]);
+        assert.match(result.skipped![0].reason, /^to\.0: "bad address"/);
+        assert.match(result.skipped![1].reason, /scheduled_at applies to the whole batch/);
+        assert.equal(result.skipped![2].reason, "template data is missing order.id");
+        assert.match(result.skipped![3].reason, /config applies to the whole batch/);
+
+        const rows = await stack.sql`
+          select to_addresses, cc_count, subject, template_id is not null as templated, agent_context, payload
+            from public.email_audit_log where batch_id = ${result.batch_id} order by to_addresses[1]`;
+        assert.deepEqual(rows.map((r) => ({ ...r })), [
+          {
+            to_addresses: ["ctx@example.com"],
+            cc_count: 0,
+            subject: null,
+            templated: false,
+            agent_context: { step: 3 },
+            payload: {
+              kind: "request",
+              request: { to: [{ email: "ctx@example.com" }], text: "x", agent_context: { step: 3 } },
+            },
+          },
+          {
+            to_addresses: ["one@example.com"],
+            cc_count: 1,
+            subject: "First",
+            templated: false,
+            agent_context: { task: "batch" },
+            payload: {
+              kind: "request",
+              request: {
+                to: [{ email: "one@example.com" }],
+                cc: [{ email: "carl@example.com", name: "Carl" }, { email: "one@example.com" }],
+                subject: "First",
+                text: "1",
+              },
+            },
+          },
+          {
+            to_addresses: ["two@example.com"],
+            cc_count: 0,
+            subject: null,
+            templated: true,
+            agent_context: { task: "batch" },
+            payload: {
+              kind: "request",
+              request: {
+                to: [{ email: "two@example.com", name: "Two" }],
+                template: "order-shipped",
+                data: { first_name: "Two", order: { id: 2 } },
+              },
+            },
+          },
+        ]);
+        // What the worker will do with it: validate it again as a send-email body.
+        for (const row of rows) parseBody(sendEmailRequest, (row.payload as { request: unknown }).request);
+        const [batch] = await stack.sql`select content, total from public.email_batches where id = ${result.batch_id}`;
+        assert.deepEqual({ ...batch }, { content: {}, total: 3 });
+      });
+
+      await t.step("a scheduled batch's messages wait as 'scheduled'", async () => {
+        const when = new Date(Date.now() + 3_600_000).toISOString();
+        const result = await accepted(
+          await post({ recipients: ["s1@example.com", "s2@example.com"], text: "later", scheduled_at: when }),
+        );
+        assert.equal(result.scheduled_at, when);
+        const rows = await stack.sql`
+          select status, scheduled_at from public.email_audit_log where batch_id = ${result.batch_id}`;
+        assert.deepEqual(rows.map((r) => [r.status, r.scheduled_at.toISOString()]), [
+          ["scheduled", when],
+          ["scheduled", when],
+        ]);
+        const status = await body<Status>(await get(`/${result.batch_id}`));
+        assert.deepEqual(status.counts, { ...ZERO_COUNTS, scheduled: 2 });
+        assert.equal(Date.parse(status.scheduled_at!), Date.parse(when));
+      });
+
+      let tracked = "";
+      await t.step("the status counts a batch's messages by status, with send times, rate and top errors", async () => {
+        const recipients = Array.from({ length: 10 }, (_, i) => `p${i}@example.com`);
+        tracked = (await accepted(await post({ recipients, subject: "progress", text: "t" }))).batch_id;
+        const set = (address: string, status: string, extra: { error_class?: string; secondsAgo?: number } = {}) =>
+          stack.sql`
+            update public.email_audit_log
+               set status = ${status}, error_class = ${extra.error_class ?? null},
+                   completed_at = case when ${extra.secondsAgo ?? null}::int is null then null
+                                       else now() - make_interval(secs => ${extra.secondsAgo ?? 0}) end
+             where batch_id = ${tracked} and to_addresses = array[${address}]`;
+        await set("p0@example.com", "sent", { secondsAgo: 120 });
+        await set("p1@example.com", "sent", { secondsAgo: 60 });
+        await set("p2@example.com", "sent", { secondsAgo: 0 });
+        await set("p3@example.com", "failed", { error_class: "smtp_recipient_rejected", secondsAgo: 30 });
+        await set("p4@example.com", "failed", { error_class: "smtp_recipient_rejected", secondsAgo: 30 });
+        await set("p5@example.com", "deferred", { error_class: "smtp_recipients_deferred" });
+        await set("p6@example.com", "unknown", { error_class: "worker_lost", secondsAgo: 10 });
+        await set("p7@example.com", "sending");
+
+        const res = await get(`/${tracked}`);
+        const status = await body<Status>(res);
+        assert.equal(res.status, 200, JSON.stringify(status));
+        assert.equal(status.batch_id, tracked);
+        assert.equal(status.total, 10);
+        assert.deepEqual(status.counts, {
+          ...ZERO_COUNTS,
+          queued: 2,
+          sending: 1,
+          sent: 3,
+          deferred: 1,
+          failed: 2,
+          unknown: 1,
+        });
+        const span = Date.parse(status.last_sent_at!) - Date.parse(status.first_sent_at!);
+        assert.ok(Math.abs(span - 120_000) < 1000, `sending span ${span} ms`);
+        assert.equal(status.rate_per_minute, 1.5);
+        assert.deepEqual(status.top_errors, [
+          { error_class: "smtp_recipient_rejected", count: 2 },
+          { error_class: "smtp_recipients_deferred", count: 1 },
+          { error_class: "worker_lost", count: 1 },
+        ]);
+        assert.match(status.created_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
+        assert.deepEqual(await body(await get(`?batch_id=${tracked}`)), status);
+      });
+
+      await t.step("the list shows the caller's batches newest first, with counts, in pages", async () => {
+        const res = await get("");
+        const list = await body<{ batches: Status[]; next_before: string | null }>(res);
+        assert.equal(res.status, 200, JSON.stringify(list));
+        const [latest] = await stack.sql`
+          select id from public.email_batches where user_id = ${alice.id} order by created_at desc limit 1`;
+        assert.equal(list.batches[0].batch_id, latest.id);
+        assert.equal(list.batches[0].batch_id, tracked);
+        assert.equal(list.batches[0].counts.sent, 3);
+        const created = list.batches.map((b) => b.created_at);
+        assert.deepEqual(created, [...created].sort().reverse());
+        assert.equal(list.batches.length, await batchCount(alice));
+        assert.equal(list.next_before, null);
+
+        const first = await body<{ batches: Status[]; next_before: string }>(await get("?limit=2"));
+        assert.equal(first.batches.length, 2);
+        const second = await body<{ batches: Status[] }>(
+          await get(`?limit=2&before=${encodeURIComponent(first.next_before)}`),
+        );
+        assert.deepEqual(second.batches.map((b) => b.batch_id), list.batches.slice(2, 4).map((b) => b.batch_id));
+        // A `+` or none: a raw created_at in a query string still works.
+        const raw = await get(`?limit=2&before=${first.next_before}`);
+        assert.equal(raw.status, 200);
+        assert.equal(await errorCode(await get("?before=yesterday"), 400), "invalid_request");
+        assert.equal(await errorCode(await get("?limit=500"), 400), "invalid_request");
+      });
+
+      await t.step("cancel stops what has not started; a second cancel finds nothing", async () => {
+        const res = await stack.invoke(`send-bulk/${tracked}/cancel`, { token: alice.token });
+        assert.deepEqual(await body(res), { batch_id: tracked, cancelled: 2 });
+        assert.equal(res.status, 200);
+        const status = await body<Status>(await get(`/${tracked}`));
+        assert.deepEqual(status.counts, {
+          ...ZERO_COUNTS,
+          sending: 1,
+          sent: 3,
+          deferred: 1,
+          failed: 2,
+          unknown: 1,
+          cancelled: 2,
+        });
+        const again = await stack.invoke(`send-bulk/${tracked}/cancel`, { token: alice.token });
+        assert.deepEqual(await body(again), { batch_id: tracked, cancelled: 0 });
+      });
+
+      await t.step("another user's batch is not found: status, query, cancel and list", async () => {
+        const [remaining] = await stack.sql`
+          insert into public.email_audit_log (user_id, config_id, batch_id, from_email, to_addresses, status, payload)
+          values (${alice.id}, ${aliceConfig}, ${tracked}, 'alice@example.com', array['late@example.com'], 'queued',
+                  '{"kind": "recipient", "to": {"email": "late@example.com"}}')
+          returning id`;
+        assert.equal(await errorCode(await get(`/${tracked}`, bob), 404), "batch_not_found");
+        assert.equal(await errorCode(await get(`?batch_id=${tracked}`, bob), 404), "batch_not_found");
+        const cancel = await stack.invoke(`send-bulk/${tracked}/cancel`, { token: bob.token });
+        assert.equal(await errorCode(cancel, 404), "batch_not_found");
+        const [row] = await stack.sql`select status from public.email_audit_log where id = ${remaining.id}`;
+        assert.equal(row.status, "queued", "bob cancelled nothing");
+        const list = await body<{ batches: Status[] }>(await get("", bob));
+        assert.deepEqual(list.batches, []);
+        assert.equal(await errorCode(await get("/not-a-batch-id"), 404), "batch_not_found");
+        assert.equal(await errorCode(await get(`/${crypto.randomUUID()}`), 404), "batch_not_found");
+      });
+
+      await t.step("an Idempotency-Key replays the first 202 with the same batch", async () => {
+        const payload = { recipients: ["i1@example.com", "i2@example.com"], text: "once" };
+        const before = await batchCount(alice);
+        const first = await accepted(await post(payload, alice, { "idempotency-key": "bulk-1" }));
+        const replay = await post(payload, alice, { "idempotency-key": "bulk-1" });
+        assert.equal(replay.headers.get("idempotent-replayed"), "true");
+        assert.deepEqual(await accepted(replay), first);
+        assert.equal(await batchCount(alice), before + 1);
+        const other = await post({ ...payload, text: "changed" }, alice, { "idempotency-key": "bulk-1" });
+        assert.equal(await errorCode(other, 422), "idempotency_key_reused");
+        // A refused request gives its key back.
+        const refused = await post({ recipients: ["bad"], text: "x" }, alice, { "idempotency-key": "bulk-2" });
+        assert.equal(await errorCode(refused, 422), "invalid_recipients");
+        await accepted(
+          await post({ recipients: ["good@example.com"], text: "x" }, alice, { "idempotency-key": "bulk-2" }),
+        );
+      });
+
+      await t.step("bad requests get stable codes, never a 500", async () => {
+        const code = async (res: Response, status: number) => await errorCode(res, status);
+        assert.equal(
+          await code(await stack.invoke("send-bulk", { body: { recipients: ["a@example.com"] } }), 401),
+          "missing_token",
+        );
+        const notJson = await fetch(`${stack.url}/functions/v1/send-bulk`, {
+          method: "POST",
+          headers: {
+            apikey: stack.anonKey,
+            authorization: `Bearer ${alice.token}`,
+            "content-type": "application/json",
+          },
+          body: "{not json",
+        });
+        assert.equal(await code(notJson, 400), "invalid_json");
+        const cases: [unknown, number, string][] = [
+          [{ text: "no recipients" }, 400, "invalid_request"],
+          [{ recipients: [], text: "x" }, 400, "invalid_request"],
+          [{ recipients: "a@example.com", text: "x" }, 400, "invalid_request"],
+          [{ recipients: ["a@example.com"], messages: [{ to: "a@example.com", text: "x" }] }, 400, "invalid_request"],
+          [{ recipients: ["a@example.com"] }, 400, "invalid_request"],
+          [{ recipients: ["a@example.com"], text: "x", data: { a: 1 } }, 400, "invalid_request"],
+          [{ messages: [{ to: "a@example.com", text: "x" }], subject: "shared" }, 400, "invalid_request"],
+          [{ recipients: ["a@example.com"], text: "x", bogus: 1 }, 400, "invalid_request"],
+          [{ recipients: ["a@example.com"], text: "x", scheduled_at: "tomorrow" }, 400, "invalid_request"],
+          [
+            { recipients: ["a@example.com"], subject: "a\r\nBcc: x@example.com", text: "x" },
+            400,
+            "invalid_header_value",
+          ],
+          [{ recipients: ["a@example.com"], text: "x", headers: { From: "x@example.com" } }, 400, "header_not_allowed"],
+          [{ recipients: ["a@example.com"], text: "x", config: "nope" }, 404, "config_not_found"],
+          [{ recipients: ["a@example.com"], text: "x", config: "off" }, 409, "config_inactive"],
+          [{ recipients: ["bad", "worse"], text: "x", skip_invalid: true }, 422, "invalid_recipients"],
+          [{ messages: [{ to: "bad" }], skip_invalid: true }, 422, "invalid_recipients"],
+          [
+            { recipients: ["a@example.com"], text: "x", agent_context: { big: "x".repeat(9000) } },
+            413,
+            "agent_context_too_large",
+          ],
+        ];
+        for (const [payload, status, expected] of cases) {
+          assert.equal(await code(await post(payload), status), expected, JSON.stringify(payload).slice(0, 120));
+        }
+        const many = Array.from({ length: 10_001 }, (_, i) => `m${i}@example.com`);
+        const tooMany = await post({ recipients: many, text: "x" });
+        const tooManyBody = await body<ErrorBody>(tooMany);
+        assert.equal(tooMany.status, 422);
+        assert.equal(tooManyBody.error.code, "too_many_recipients");
+        assert.deepEqual(tooManyBody.error.details, { limit: 10_000, count: 10_001 });
+        // Answered before the body is read; a client of its own, so its unfinished upload holds up nothing else.
+        const client = Deno.createHttpClient({});
+        try {
+          const huge = await fetch(`${stack.url}/functions/v1/send-bulk`, {
+            method: "POST",
+            headers: {
+              apikey: stack.anonKey,
+              authorization: `Bearer ${alice.token}`,
+              "content-type": "application/json",
+            },
+            body: JSON.stringify({ recipients: ["a@example.com"], text: "x".repeat(MAX_BODY_BYTES) }),
+            client,
+          });
+          assert.equal(await code(huge, 413), "payload_too_large");
+        } finally {
+          client.close();
+        }
+
+        const put = await stack.invoke("send-bulk", { token: alice.token, method: "PUT", body: {} });
+        assert.equal(await code(put, 405), "method_not_allowed");
+        assert.equal(put.headers.get("allow"), "GET, POST, OPTIONS");
+        assert.equal(await code(await get(`/${tracked}/cancel`), 405), "method_not_allowed");
+        const other = await stack.invoke(`send-bulk/${tracked}/retry`, { token: alice.token });
+        assert.equal(await code(other, 404), "route_not_found");
+      });
+    } finally {
+      await stack.close();
+    }
+  },
+});
