@@ -14,6 +14,7 @@ import { batchStatus, cancelBatch, listBatches, MAX_BATCHES_PER_PAGE } from "../
 import { type BulkLimits, enqueueBulk, loadBulkLimits } from "../_shared/outbox/enqueue.ts";
 import { parseBody, sendBulkRequest } from "../_shared/schemas.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
+import { kickOutbox } from "../_shared/outbox/kick.ts";
 
 /**
  * Largest request body: 10,000 recipients with a few hundred bytes of data each, or a few
@@ -29,10 +30,13 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request, limits:
   const key = idempotencyKey(req);
   const raw = await readJson(req, MAX_BODY_BYTES);
   const body = parseBody(sendBulkRequest, raw);
-  return await onceForKey(ctx.sql, claims, key, raw, async () => ({
+  const response = await onceForKey(ctx.sql, claims, key, raw, async () => ({
     status: 202,
     body: await enqueueBulk(ctx, claims, body, limits),
   }));
+  // Start sending now where the platform allows work after the response; the scheduler covers the rest.
+  if (response.status === 202 && !body.scheduled_at) kickOutbox(ctx);
+  return response;
 }
 
 // ISO 8601 with a zone, as the list returns created_at; a `+` that a query string turned into a space is put back.
