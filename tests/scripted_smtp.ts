@@ -63,6 +63,8 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
   const transcript: string[] = [];
   const messages: ScriptedMessage[] = [];
   const server = net.createServer((socket) => {
+    // Replies go out at once (no Nagle delay), as a real MTA's do: the peer is never the bottleneck.
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
