@@ -238,6 +238,27 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("a row inserted through the Data API records what was really sent", async () => {
+        const { smtp, name } = await withServer();
+        const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${name}`;
+        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
+        const [inserted] = await stack.sql.begin(async (tx) => {
+          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+          return await tx<{ id: string; from_email: string }[]>`
+            insert into public.email_audit_log (config_id, from_email, to_addresses, subject, status, payload)
+            values (${config.id}, 'ceo@victim.example', array['audit-shows@example.com'], 'harmless', 'queued',
+                    ${tx.json({ kind: "request", request: { to: "real@example.com", subject: "real", text: "x" } })})
+            returning id, from_email`;
+        }) as { id: string; from_email: string }[];
+        assert.equal(inserted.from_email, user.email, "the sender is the config's");
+        await stack.drainOutbox();
+        const [after] = await stack.sql`select status, to_addresses, subject from public.email_audit_log
+                                         where id = ${inserted.id}`;
+        assert.deepEqual({ ...after }, { status: "sent", to_addresses: ["real@example.com"], subject: "real" });
+        assert.equal(smtp.messages()[0].mailFrom, user.email);
+        await smtp.close();
+      });
+
       await t.step("bad scheduled requests are refused at once", async () => {
         const past = await stack.invoke("send-email", {
           token: user.token,

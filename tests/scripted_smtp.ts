@@ -72,6 +72,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
     let buffer = Buffer.alloc(0);
     let current: ScriptedMessage | null = null;
     let rcptIndex = 0;
+    let upgrading = false;
     const reply = (line: string) => socket.write(`${line}\r\n`);
     if (options.misbehaviour === "close-before-greeting") return void socket.destroy();
     reply(options.greeting ?? "220 scripted.example ESMTP");
@@ -96,7 +97,8 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
       if (verb === "STARTTLS") {
         // Agrees to TLS, then speaks anything but (a broken middlebox, a misconfigured server).
         reply("220 2.0.0 Ready to start TLS");
-        socket.write("this is not a TLS handshake\r\n");
+        // The client's TLS hello is answered with plain text.
+        upgrading = true;
         return;
       }
       if (verb === "AUTH" && options.authReply) return reply(options.authReply(line));
@@ -145,6 +147,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
     };
 
     socket.on("data", (chunk: Buffer) => {
+      if (upgrading) return void socket.write("this is not a TLS handshake\r\n");
       buffer = Buffer.concat([buffer, chunk]);
       while (buffer.length > 0) {
         if (inData) {

@@ -93,6 +93,9 @@ set search_path = ''
 as $$
 begin
   if new.status in ('queued', 'scheduled') then
+    -- The sender is the config's, whatever the inserted row says (the Data API can insert too).
+    new.from_email := coalesce(
+      (select c.from_email from public.user_smtp_configs c where c.id = new.config_id), new.from_email);
     new.attempts := 0;
     new.message_id := '<' || new.id::text || '@' || lower(split_part(new.from_email, '@', 2)) || '>';
     new.status := case when new.scheduled_at > now() then 'scheduled' else 'queued' end;
@@ -115,6 +118,8 @@ alter policy "owner can record own sends in flight" on public.email_audit_log
     and completed_at is null
     -- Queued rows carry the Message-ID the trigger fixed; in-flight sends get theirs at the outcome.
     and (message_id is null or status in ('scheduled', 'queued'))
+    -- Only queued rows carry something for the worker to send.
+    and (status in ('scheduled', 'queued') or (payload is null and batch_id is null and scheduled_at is null))
     and (
       config_id is null
       or exists (
@@ -308,7 +313,16 @@ begin
   end;
   perform private.record_email_outcome(p_audit_id,
     p_outcome || jsonb_build_object('status', v_status, 'recipients', v_recipients, 'message_id', v_row.message_id));
-  update public.email_audit_log a set lease_until = null where a.id = p_audit_id;
+  -- The row shows what was sent (the worker built it from the payload), not what was inserted.
+  update public.email_audit_log a
+     set lease_until = null,
+         to_addresses = case when p_outcome -> 'sent' ? 'to'
+                             then array(select jsonb_array_elements_text(p_outcome -> 'sent' -> 'to'))
+                             else a.to_addresses end,
+         cc_count = coalesce((p_outcome -> 'sent' ->> 'cc_count')::integer, a.cc_count),
+         bcc_count = coalesce((p_outcome -> 'sent' ->> 'bcc_count')::integer, a.bcc_count),
+         subject = case when p_outcome -> 'sent' ? 'subject' then left(p_outcome -> 'sent' ->> 'subject', 998) else a.subject end
+   where a.id = p_audit_id;
   return v_status;
 end
 $$;

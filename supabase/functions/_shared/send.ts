@@ -127,6 +127,8 @@ export interface Outcome {
   retryable?: boolean;
   /** The server's "try again in N s" hint, for the outbox's backoff. */
   retry_after_seconds?: number;
+  /** What was actually sent (queued sends: the row then shows it, not what was inserted). */
+  sent?: { to: string[]; cc_count: number; bcc_count: number; subject?: string };
 }
 
 export function outcomeOf(report: DeliveryReport): Outcome {

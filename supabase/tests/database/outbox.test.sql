@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(29);
+select plan(33);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -55,6 +55,26 @@ select throws_ok(
   $$insert into public.email_audit_log (config_id, batch_id, from_email, status)
     values ('a1a1a1a1-0000-4000-8000-000000000001', 'ba000000-0000-4000-8000-000000000001', 'alice@work.example', 'sent')$$,
   '42501', null, 'a user cannot insert a finished row'
+);
+select throws_ok(
+  $$insert into public.email_audit_log (config_id, from_email, status, payload)
+    values ('a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example', 'sending', '{"kind": "request"}')$$,
+  '42501', null, 'an in-flight row carries no payload (only queued rows are for the worker)'
+);
+select lives_ok(
+  $$insert into public.email_audit_log (id, config_id, from_email, status, payload)
+    values ('a0000000-0000-4000-8000-00000000000b', 'a1a1a1a1-0000-4000-8000-000000000001', 'ceo@victim.example',
+            'queued', '{}')$$,
+  'a queued row claiming another sender ...'
+);
+select results_eq(
+  $$select from_email, message_id from public.email_audit_log where id = 'a0000000-0000-4000-8000-00000000000b'$$,
+  $$values ('alice@work.example'::text, '<a0000000-0000-4000-8000-00000000000b@work.example>'::text)$$,
+  '... gets the config''s sender and a Message-ID in its domain'
+);
+select lives_ok(
+  $$select private.cancel_outbox_messages(array['a0000000-0000-4000-8000-00000000000b'::uuid])$$,
+  'and can be cancelled'
 );
 select throws_ok(
   $$update public.email_audit_log set status = 'sending' where id = 'a0000000-0000-4000-8000-000000000001'$$,

@@ -11,6 +11,9 @@ import { parseBody, type SendEmailRequest, sendEmailRequest } from "../schemas.t
 import { type Outcome, outcomeOf, prepareSend, refusalOutcome, transmit } from "../send.ts";
 import type { RecipientOutcome } from "../smtp/outcome.ts";
 
+/** Batch contents kept per drain (each up to 4 MiB). */
+const BATCH_CACHE_ENTRIES = 4;
+
 /** An outbox row as the worker needs it. */
 interface OutboxRow {
   id: string;
@@ -129,8 +132,9 @@ async function sendRow(
       (tx) => prepareSend(ctx, tx, request, { messageId: row.message_id, date: row.created_at }),
     );
   } catch (error) {
+    // Over a limit, or the database is unreachable (withUser maps that to 503): back to the
+    // queue, no attempt counted. Anything else is a bug with this message: it fails, once.
     if (error instanceof ApiError && (error.status === 429 || error.status >= 500)) {
-      // Over a limit, or the database is struggling: back to the queue, no attempt counted.
       const retry = Number(error.details?.retry_after_seconds ?? error.headers?.["retry-after"] ?? 30);
       await postpone(ctx, workerId, row.id, retry);
       return "postponed";
@@ -148,9 +152,13 @@ async function sendRow(
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
   const transmission = await transmit(ctx, owner, prepared, pending);
-  const outcome = "refused" in transmission
-    ? refusalOutcome(prepared.message, transmission.refused.failure)
-    : outcomeOf(transmission.report);
+  const { to, cc, bcc } = prepared.message.recipients;
+  const outcome: Outcome = {
+    ...("refused" in transmission
+      ? refusalOutcome(prepared.message, transmission.refused.failure)
+      : outcomeOf(transmission.report)),
+    sent: { to: to.map((a) => a.address), cc_count: cc.length, bcc_count: bcc.length, subject: prepared.subject },
+  };
   if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
     // Every message through this config would fail the same way: pause its queue, keep the message.
     await withUser(
@@ -188,6 +196,8 @@ async function requestOf(
         tx<{ content: Record<string, unknown> }[]>`select content from public.email_batches where id = ${row.batch_id}`,
     );
     content = batch?.content ?? {};
+    // A few batches at a time: contents can be megabytes each, and a drain may meet many.
+    if (batches.size >= BATCH_CACHE_ENTRIES) batches.delete(batches.keys().next().value!);
     batches.set(row.batch_id, content);
   }
   const shared = (content.data ?? {}) as Record<string, unknown>;
