@@ -30,6 +30,23 @@ Deno.test("configuration from the environment", async (t) => {
     assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "-5" }), ConfigError);
   });
 
+  await t.step("reads the bulk limit, the worker's keys and the EHLO name", () => {
+    const config = loadConfig({
+      ...base,
+      MAILROOM_BULK_MAX_RECIPIENTS: "500",
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_0123456789abcdef" }),
+      SUPABASE_SERVICE_ROLE_KEY: "legacy-service-role-jwt-value",
+    });
+    assert.equal(config.bulk.maxEntries, 500);
+    assert.deepEqual(config.workerKeys, ["sb_secret_0123456789abcdef", "legacy-service-role-jwt-value"]);
+    assert.equal(config.smtp.ehloName, "abc.supabase.co");
+    assert.equal(loadConfig({ ...base, SUPABASE_URL: "http://127.0.0.1:54321" }).smtp.ehloName, "[127.0.0.1]");
+    assert.equal(loadConfig(base).bulk.maxEntries, 10_000);
+    assert.throws(() => loadConfig({ ...base, MAILROOM_BULK_MAX_RECIPIENTS: "200000" }), ConfigError);
+    assert.throws(() => loadConfig({ ...base, SUPABASE_SECRET_KEYS: "[1,2]" }), ConfigError);
+    assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_EHLO_NAME: "bad name!" }), ConfigError);
+  });
+
   await t.step("accepts an inline JWKS and rejects a malformed one", () => {
     assert.equal(loadConfig({ ...base, SUPABASE_JWKS: '{"keys":[]}' }).jwt.jwks?.keys.length, 0);
     assert.throws(() => loadConfig({ ...base, SUPABASE_JWKS: "{oops" }), ConfigError);

@@ -2,6 +2,7 @@
 import { type EgressPolicy, loadEgressPolicy } from "./smtp/egress.ts";
 import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts";
 import type { SmtpSettings } from "./smtp/session.ts";
+import { type BulkLimits, loadBulkLimits } from "./outbox/limits.ts";
 import ipaddr from "ipaddr.js";
 
 /** Everything the functions need from their environment. */
@@ -34,6 +35,8 @@ export interface Config {
   workerKeys: string[];
   /** How long one process-outbox run keeps claiming. */
   outboxBudgetMs: number;
+  /** Limits of one send-bulk request (MAILROOM_BULK_MAX_RECIPIENTS). */
+  bulk: BulkLimits;
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -172,5 +175,6 @@ export function loadConfig(env: Env): Config {
     workerKeys: workerKeys(env),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
+    bulk: orConfigError(() => loadBulkLimits(env)),
   };
 }

@@ -11,7 +11,7 @@ import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { batchStatus, cancelBatch, listBatches, MAX_BATCHES_PER_PAGE } from "../_shared/outbox/batches.ts";
-import { type BulkLimits, enqueueBulk, loadBulkLimits } from "../_shared/outbox/enqueue.ts";
+import { type BulkLimits, enqueueBulk } from "../_shared/outbox/enqueue.ts";
 import { parseBody, sendBulkRequest } from "../_shared/schemas.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { kickOutbox } from "../_shared/outbox/kick.ts";
@@ -66,14 +66,9 @@ function listOptions(params: URLSearchParams): { before?: string; limit?: number
   return options;
 }
 
-/**
- * Build the send-bulk handler over a shared context. `limits` default to the process
- * environment (`MAILROOM_BULK_MAX_RECIPIENTS`).
- */
-export function createSendBulkHandler(
-  ctx: AppContext,
-  limits: BulkLimits = loadBulkLimits(Deno.env.toObject()),
-): Handler {
+/** Build the send-bulk handler over a shared context (limits: `ctx.config.bulk`). */
+export function createSendBulkHandler(ctx: AppContext): Handler {
+  const limits: BulkLimits = ctx.config.bulk;
   return serveJson(async (req) => {
     const claims = await ctx.verifyToken(bearerToken(req));
     const [id, action, ...rest] = routeSegments(req, "send-bulk");

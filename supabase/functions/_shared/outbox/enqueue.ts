@@ -27,45 +27,8 @@ import {
 import { checkServerStatically } from "../smtp/egress.ts";
 import { findConfig, type SmtpConfig } from "../store/smtp_configs.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
-
-/** Limits of one bulk request. */
-export interface BulkLimits {
-  /** Most entries (recipients or messages) per request. */
-  maxEntries: number;
-}
-
-/** Default of `MAILROOM_BULK_MAX_RECIPIENTS`. */
-export const DEFAULT_BULK_MAX_ENTRIES = 10_000;
-/** The most the database accepts per batch (`email_batches_total`). */
-export const BULK_MAX_ENTRIES_CEILING = 100_000;
-/** Largest template data of one recipient, as UTF-8 JSON. */
-export const MAX_ENTRY_DATA_BYTES = 16 * 1024;
-/** Largest shared content of a batch, as UTF-8 JSON (`email_batches_content`). */
-export const MAX_BATCH_CONTENT_BYTES = 4 * 1024 * 1024;
-/** Most invalid entries listed in a 422 `invalid_recipients`; `details.invalid_count` has them all. */
-export const MAX_LISTED_ERRORS = 100;
-
-/**
- * Bulk limits from the environment: `MAILROOM_BULK_MAX_RECIPIENTS` (default
- * {@linkcode DEFAULT_BULK_MAX_ENTRIES}, at most {@linkcode BULK_MAX_ENTRIES_CEILING}).
- *
- * @throws Error naming the variable when it is not a positive integer within the ceiling.
- * @example
- * ```ts
- * loadBulkLimits({ MAILROOM_BULK_MAX_RECIPIENTS: "5000" }); // { maxEntries: 5000 }
- * ```
- */
-export function loadBulkLimits(env: Record<string, string | undefined>): BulkLimits {
-  const raw = env.MAILROOM_BULK_MAX_RECIPIENTS?.trim();
-  if (!raw) return { maxEntries: DEFAULT_BULK_MAX_ENTRIES };
-  const value = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(value) || value <= 0 || value > BULK_MAX_ENTRIES_CEILING) {
-    throw new Error(
-      `MAILROOM_BULK_MAX_RECIPIENTS must be an integer from 1 to ${BULK_MAX_ENTRIES_CEILING}, got "${raw}"`,
-    );
-  }
-  return { maxEntries: value };
-}
+import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
+export { type BulkLimits, loadBulkLimits } from "./limits.ts";
 
 /** Why an entry was refused or skipped. */
 export interface EntryError {

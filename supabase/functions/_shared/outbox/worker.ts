@@ -113,7 +113,7 @@ async function sendRow(
   paused: Set<string>,
 ): Promise<RowResult> {
   const [{ started }] = await ctx.sql<{ started: boolean }[]>`
-    select private.start_outbox_send(${row.id}::uuid, ${workerId}, ${lease}) as started`;
+    select private.start_outbox_send(${row.id}::uuid, ${workerId}, ${inFlightLease(ctx, lease)}) as started`;
   if (!started) return "postponed";
   const owner: UserClaims = { sub: row.user_id, role: "authenticated" };
 
@@ -240,4 +240,9 @@ async function record(ctx: AppContext, owner: UserClaims, id: string, outcome: O
 
 async function postpone(ctx: AppContext, workerId: string, id: string, seconds: number): Promise<void> {
   await ctx.sql`select private.postpone_outbox_send(${id}::uuid, ${workerId}, ${Math.max(0, Math.ceil(seconds))})`;
+}
+
+/** A message in flight keeps its lease for longer than its SMTP session can last, so no sweep takes it mid-send. */
+function inFlightLease(ctx: AppContext, lease: number): number {
+  return Math.max(lease, Math.ceil((ctx.config.smtp.sessionTimeoutMs ?? 0) / 1000) + 30);
 }
