@@ -259,6 +259,42 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step(
+        "a worker run reuses one connection per config; a connection the server closed is replaced",
+        async () => {
+          const enqueue = async (configName: string, count: number) => {
+            const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${configName}`;
+            const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
+            await stack.sql.begin(async (tx) => {
+              await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+              await tx`
+              insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+              select ${config.id}, ${user.email}, array['r' || i || '@example.com'], 'queued',
+                     jsonb_build_object('kind', 'request', 'request',
+                       jsonb_build_object('to', 'r' || i || '@example.com', 'text', 'x'))
+                from generate_series(1, ${count}) i`;
+            });
+          };
+          const steady = await withServer();
+          await enqueue(steady.name, 25);
+          await stack.drainOutbox();
+          assert.equal(steady.smtp.messages().length, 25);
+          assert.equal(steady.smtp.connections(), 1, "25 messages, one connection");
+
+          // This server hangs up after every 3 messages: the next message goes over a fresh
+          // connection, and nothing is lost or sent twice.
+          const closing = await withServer({ closeAfterMessages: 3 });
+          await enqueue(closing.name, 10);
+          const report = await stack.drainOutbox();
+          assert.equal(report.sent, 10, JSON.stringify(report));
+          const ids = closing.smtp.messages().map((m) => /^Message-ID: (\S+)/m.exec(m.data)?.[1]);
+          assert.equal(new Set(ids).size, 10, "each message exactly once");
+          assert.equal(closing.smtp.connections(), 4);
+          await steady.smtp.close();
+          await closing.smtp.close();
+        },
+      );
+
       await t.step("bad scheduled requests are refused at once", async () => {
         const past = await stack.invoke("send-email", {
           token: user.token,

@@ -32,6 +32,8 @@ export interface ScriptOptions {
   dataReply?: string | ((index: number) => string | null);
   /** Wait this long before that reply (a slow server). */
   dataReplyDelayMs?: number;
+  /** Hang up right after confirming this many messages on one connection (idle connections closed). */
+  closeAfterMessages?: number;
   /** Accepted AUTH PLAIN credentials; any other pair gets 535. */
   users?: Record<string, string>;
 }
@@ -53,6 +55,8 @@ export interface ScriptedSmtp {
   messages(): ScriptedMessage[];
   /** Every command line the client sent (outside DATA), decoded as UTF-8, in order. */
   transcript(): string[];
+  /** How many connections were opened. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -62,7 +66,10 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
   const sockets = new Set<net.Socket>();
   const transcript: string[] = [];
   const messages: ScriptedMessage[] = [];
+  let connections = 0;
   const server = net.createServer((socket) => {
+    connections++;
+    let confirmed = 0;
     // Replies go out at once (no Nagle delay), as a real MTA's do: the peer is never the bottleneck.
     socket.setNoDelay(true);
     sockets.add(socket);
@@ -167,6 +174,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
           if (answer === null) return void socket.destroy();
           if (options.dataReplyDelayMs) setTimeout(() => socket.writable && reply(answer), options.dataReplyDelayMs);
           else reply(answer);
+          if (options.closeAfterMessages && ++confirmed >= options.closeAfterMessages) return void socket.end();
           continue;
         }
         const newline = buffer.indexOf("\r\n");
@@ -185,6 +193,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         receivedMessage: () => messages.length > 0,
         messages: () => [...messages],
         transcript: () => [...transcript],
+        connections: () => connections,
         close: () =>
           new Promise<void>((done) => {
             for (const socket of sockets) socket.destroy();

@@ -15,6 +15,7 @@ import {
   type SmtpServer,
 } from "./smtp/smtp.ts";
 import type { RecipientOutcome } from "./smtp/outcome.ts";
+import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
 import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./store/smtp_configs.ts";
@@ -242,6 +243,7 @@ export async function transmit(
   claims: UserClaims,
   prepared: PreparedSend,
   envelopeTo?: string[],
+  pool?: SessionPool,
 ): Promise<Transmission> {
   const { config, message } = prepared;
   const server: SmtpServer = {
@@ -256,7 +258,8 @@ export async function transmit(
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
-    const report = await deliver(server, target, { ...message, envelope }, ctx.config.smtp);
+    const pooled = pool ? { pool, key: poolKey(config.id, server, target) } : undefined;
+    const report = await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled);
     await settleLogin(ctx, claims, config.login, report.status === "sent" ? undefined : report.failure?.code);
     return { report };
   } catch (error) {

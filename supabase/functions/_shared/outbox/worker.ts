@@ -10,6 +10,7 @@ import { ApiError } from "../http.ts";
 import { parseBody, type SendEmailRequest, sendEmailRequest } from "../schemas.ts";
 import { type Outcome, outcomeOf, prepareSend, refusalOutcome, transmit } from "../send.ts";
 import type { RecipientOutcome } from "../smtp/outcome.ts";
+import { createSessionPool, type SessionPool } from "../smtp/pool.ts";
 
 /** Batch contents kept per drain (each up to 4 MiB). */
 const BATCH_CACHE_ENTRIES = 4;
@@ -76,7 +77,27 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   report.swept = swept;
   const batches = new Map<string, Record<string, unknown>>();
   const paused = new Set<string>();
+  // One connection per config and credentials for the whole run, closed at the end.
+  const pool = createSessionPool();
+  try {
+    await drainRounds(ctx, options, deadline, lease, report, batches, paused, pool);
+  } finally {
+    pool.close();
+  }
+  report.duration_ms = Math.round(performance.now() - started);
+  return report;
+}
 
+async function drainRounds(
+  ctx: AppContext,
+  options: DrainOptions,
+  deadline: number,
+  lease: number,
+  report: DrainReport,
+  batches: Map<string, Record<string, unknown>>,
+  paused: Set<string>,
+  pool: SessionPool,
+): Promise<void> {
   while (Date.now() < deadline) {
     const rows = await ctx.sql<OutboxRow[]>`
       select id, user_id, config_id, batch_id, message_id, created_at, payload, recipients
@@ -94,12 +115,10 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
         report.postponed++;
         continue;
       }
-      const result = await sendRow(ctx, options.workerId, lease, row, batches, paused);
+      const result = await sendRow(ctx, options.workerId, lease, row, batches, paused, pool);
       report[result]++;
     }
   }
-  report.duration_ms = Math.round(performance.now() - started);
-  return report;
 }
 
 type RowResult = "sent" | "queued" | "failed" | "unknown" | "postponed";
@@ -111,6 +130,7 @@ async function sendRow(
   row: OutboxRow,
   batches: Map<string, Record<string, unknown>>,
   paused: Set<string>,
+  pool: SessionPool,
 ): Promise<RowResult> {
   const [{ started }] = await ctx.sql<{ started: boolean }[]>`
     select private.start_outbox_send(${row.id}::uuid, ${workerId}, ${inFlightLease(ctx, lease)}) as started`;
@@ -151,7 +171,7 @@ async function sendRow(
   // Recipients accepted or refused for good by earlier attempts are not sent to again.
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
-  const transmission = await transmit(ctx, owner, prepared, pending);
+  const transmission = await transmit(ctx, owner, prepared, pending, pool);
   const { to, cc, bcc } = prepared.message.recipients;
   const outcome: Outcome = {
     ...("refused" in transmission

@@ -220,8 +220,31 @@ export class SmtpSession {
   }
 
   #deadline: ReturnType<typeof setTimeout> | undefined;
+  #deadlineMs = 0;
+
+  /** Whether the connection is still usable (no error, not closed). */
+  get alive(): boolean {
+    return this.#failure === null;
+  }
+
+  /**
+   * Make the session ready for another message (a pooled connection): RSET, and a fresh
+   * deadline for the new use. False when the connection did not survive.
+   */
+  async prepareForReuse(): Promise<boolean> {
+    if (!this.alive) return false;
+    try {
+      await this.call<void>((done) => this.connection.reset((error) => done(error ?? null)));
+    } catch {
+      return false;
+    }
+    clearTimeout(this.#deadline);
+    if (this.#deadlineMs) this.startDeadline(this.#deadlineMs);
+    return this.alive;
+  }
 
   private startDeadline(ms: number): void {
+    this.#deadlineMs = ms;
     this.#deadline = setTimeout(() => {
       const error = Object.assign(smtpError("ETIMEDOUT", `The SMTP session took longer than ${ms} ms`), {
         timeoutType: "SESSION_TIMEOUT",

@@ -4,6 +4,7 @@ import type { BuiltMessage } from "../mail/message.ts";
 import { needsSmtpUtf8 } from "../mail/addresses.ts";
 import type { ResolvedTarget } from "./egress.ts";
 import { type CertificateFacts, probeCertificate } from "./certificate.ts";
+import type { SessionPool } from "./pool.ts";
 import { ApiError } from "../http.ts";
 import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettings } from "./session.ts";
 
@@ -45,6 +46,7 @@ export async function deliver(
   target: ResolvedTarget,
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: SmtpSettings,
+  pooled?: { pool: SessionPool; key: string },
 ): Promise<DeliveryReport> {
   const { envelope } = message;
   const outcomes = new Map<string, RecipientOutcome>();
@@ -65,11 +67,14 @@ export async function deliver(
   let lastResponse: string | null = null;
 
   let session: SmtpSession;
+  let reused = false;
   try {
-    session = await openSession(server, target, smtp);
+    if (pooled) ({ session, reused } = await pooled.pool.take(pooled.key, () => openSession(server, target, smtp)));
+    else session = await openSession(server, target, smtp);
   } catch (error) {
     return report(classifySmtpError(error, server));
   }
+  let healthy = true;
   try {
     const international = [envelope.from, ...envelope.to].some(needsSmtpUtf8);
     if (international && !session.supports("SMTPUTF8")) {
@@ -100,8 +105,24 @@ export async function deliver(
           }
         }
       } catch (error) {
-        let failure = classifySmtpError(error, server);
         const state = session.envelopeState();
+        if (
+          reused && error instanceof SessionFailure && error.stage !== "data" &&
+          state.accepted.length === 0 && state.rejected.length === 0
+        ) {
+          // A pooled connection that died (or was closed by the server) between messages, with
+          // nothing of this one sent: once more, on a fresh connection.
+          session.quit();
+          reused = false;
+          try {
+            session = await openSession(server, target, smtp);
+          } catch (openError) {
+            healthy = false;
+            return report(classifySmtpError(openError, server));
+          }
+          continue;
+        }
+        let failure = classifySmtpError(error, server);
         const everyoneRefused = state.accepted.length === 0 &&
           pending.every((address) => state.rejected.some((r) => r.recipient === address));
         if (everyoneRefused && failure.scope !== "sender") {
@@ -110,6 +131,7 @@ export async function deliver(
           failure = { ...failure, outcome: failure.retryable ? "deferred" : "failed", scope: "recipients" };
         }
         settleFailedTransaction(session, pending, failure, outcomes, secret);
+        healthy = failure.scope !== "session";
         // All recipients refused: the report sums them up; anything else is its own reason.
         if (failure.scope === "recipients") break;
         return report(failure);
@@ -124,7 +146,8 @@ export async function deliver(
     }
     return report();
   } finally {
-    session.quit();
+    if (pooled) pooled.pool.give(pooled.key, session, healthy);
+    else session.quit();
   }
 }
 
