@@ -45,12 +45,7 @@ Deno.test({
       const [message] = await smtp.waitForMessages(1);
       return { result, message, mail: await simpleParser(Buffer.from(rawBytes(message))) };
     };
-    const asUser = async <T>(who: TestUser, fn: (tx: typeof stack.sql) => Promise<T>): Promise<T> =>
-      await stack.sql.begin(async (tx) => {
-        const claims = JSON.stringify({ sub: who.id, role: "authenticated" });
-        await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-        return await fn(tx as unknown as typeof stack.sql);
-      }) as T;
+    const asUser = stack.asDataApi;
 
     try {
       await t.step("renders the starter welcome template with escaped HTML and a text part", async () => {

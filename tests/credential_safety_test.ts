@@ -107,13 +107,7 @@ Deno.test({
       from_email: user.email,
       ...over,
     });
-    /** Run `fn` as the user straight against the database, as a Data API (PostgREST) request would. */
-    const asDataApi = <T>(user: TestUser, fn: (tx: typeof stack.sql) => Promise<T>) =>
-      stack.sql.begin(async (tx) => {
-        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-        await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-        return await fn(tx as unknown as typeof stack.sql);
-      });
+    const asDataApi = stack.asDataApi;
     /** Lower a database limit for one step; restored afterwards. */
     const withLimit = async (name: string, max: number, fn: () => Promise<void>) => {
       const [{ max_events }] = await stack.sql`

@@ -49,6 +49,8 @@ export interface TestStack {
   createUser(email?: string): Promise<TestUser>;
   mint(options: Omit<MintOptions, "issuer"> & { issuer?: string }): Promise<string>;
   createConfig(user: TestUser, fields: ConfigFields): Promise<string>;
+  /** Run `fn` as `user` straight against the database, as a Data API (PostgREST) request would: RLS applies. */
+  asDataApi<T>(user: { id: string }, fn: (tx: postgres.Sql) => Promise<T>): Promise<T>;
   invoke(
     name: string,
     init: { token?: string; body?: unknown; method?: string; headers?: Record<string, string> },
@@ -122,10 +124,15 @@ export async function startTestStack(
         return { id, email: address, token: await mintToken(signingKey, { issuer, sub: id, email: address }) };
       },
       mint: (options) => mintToken(signingKey, { issuer, ...options }),
-      async createConfig(user, fields) {
+      async asDataApi(user, fn) {
         const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
         return await db.begin(async (tx) => {
           await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+          return await fn(tx as unknown as postgres.Sql);
+        }) as Awaited<ReturnType<typeof fn>>;
+      },
+      createConfig(user, fields) {
+        return stack.asDataApi(user, async (tx) => {
           const [row] = await tx<{ id: string }[]>`
             insert into public.user_smtp_configs
               (name, host, port, security, username, from_email, from_name, is_default, is_active)
@@ -138,7 +145,7 @@ export async function startTestStack(
             await tx`select private.set_smtp_config_password(${row.id}::uuid, ${fields.password})`;
           }
           return row.id;
-        }) as string;
+        });
       },
       invoke(name, init) {
         const headers: Record<string, string> = { apikey: anonKey, ...init.headers };

@@ -46,9 +46,7 @@ Deno.test({
       const configId = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
       await stack.sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 1000000
                        where id = ${configId}`;
-      const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-      await stack.sql.begin(async (tx) => {
-        await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+      await stack.asDataApi(user, async (tx) => {
         await tx`
           insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
           select ${configId}, ${user.email}, array['c' || i || '@example.com'], 'queued',

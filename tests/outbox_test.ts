@@ -184,9 +184,7 @@ Deno.test({
         const { smtp, name } = await withServer();
         const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${name}`;
         await stack.sql`update public.user_smtp_configs set max_per_minute = 20 where id = ${config.id}`;
-        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-        const ids = await stack.sql.begin(async (tx) => {
-          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+        const ids = await stack.asDataApi(user, async (tx) => {
           return await tx<{ id: string }[]>`
             insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
             select ${config.id}, ${user.email}, array['w' || i || '@example.com'], 'queued',
@@ -241,9 +239,7 @@ Deno.test({
       await t.step("a row inserted through the Data API records what was really sent", async () => {
         const { smtp, name } = await withServer();
         const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${name}`;
-        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-        const [inserted] = await stack.sql.begin(async (tx) => {
-          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+        const [inserted] = await stack.asDataApi(user, async (tx) => {
           return await tx<{ id: string; from_email: string }[]>`
             insert into public.email_audit_log (config_id, from_email, to_addresses, subject, status, payload)
             values (${config.id}, 'ceo@victim.example', array['audit-shows@example.com'], 'harmless', 'queued',
@@ -264,9 +260,7 @@ Deno.test({
         async () => {
           const enqueue = async (configName: string, count: number) => {
             const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${configName}`;
-            const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-            await stack.sql.begin(async (tx) => {
-              await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+            await stack.asDataApi(user, async (tx) => {
               await tx`
               insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
               select ${config.id}, ${user.email}, array['r' || i || '@example.com'], 'queued',

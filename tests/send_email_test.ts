@@ -317,11 +317,7 @@ Deno.test({
       });
 
       await t.step("user B reads none of user A's audit rows through RLS", async () => {
-        const rows = await stack.sql.begin(async (tx) => {
-          const claims = JSON.stringify({ sub: bob.id, role: "authenticated" });
-          await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-          return await tx`select id from public.email_audit_log`;
-        });
+        const rows = await stack.asDataApi(bob, (tx) => tx`select id from public.email_audit_log`);
         assert.equal(rows.length, 0);
       });
     } finally {

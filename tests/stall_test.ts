@@ -22,9 +22,7 @@ Deno.test({
     const { user, smtp } = await userWithCatcher(stack);
 
     const addTemplate = async (name: string, parts: { html?: string; text?: string }) => {
-      await stack.sql.begin(async (tx) => {
-        const claims = JSON.stringify({ sub: user.id, role: "authenticated" });
-        await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
+      await stack.asDataApi(user, async (tx) => {
         await tx`insert into public.email_templates (name, subject, html, text)
                  values (${name}, 'Hostile', ${parts.html ?? null}, ${parts.text ?? null})`;
       });
