@@ -143,6 +143,22 @@ Deno.test({
         const sent = await send(alice, "work");
         assert.equal(sent.status, 422, JSON.stringify(sent.json));
         assert.equal((sent.json as { error: { code: string } }).error.code, "config_incomplete");
+        // A scheduled send or a batch is refused now too, not left to fail at send time.
+        const scheduled = await stack.invoke("send-email", {
+          token: alice.token,
+          body: {
+            to: "someone@example.com",
+            text: "hi",
+            config: "work",
+            scheduled_at: new Date(Date.now() + 3_600_000),
+          },
+        });
+        assert.equal(await errorCode(scheduled, 422), "config_incomplete");
+        const bulk = await stack.invoke("send-bulk", {
+          token: alice.token,
+          body: { config: "work", text: "hi", recipients: [{ email: "someone@example.com" }] },
+        });
+        assert.equal(await errorCode(bulk, 422), "config_incomplete");
         assert.equal(other.connections, 0, "the new server was never contacted");
         assert.deepEqual(other.logins, []);
       });

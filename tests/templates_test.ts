@@ -9,6 +9,7 @@ import {
   MAX_SECTION_DEPTH,
   MAX_TEMPLATE_PART_CHARS,
   MAX_VARIABLE_NAME,
+  missingVariables,
   referencedVariables,
   renderTemplate,
   requiredVariables,
@@ -466,4 +467,13 @@ Deno.test("URLs from template data", async (t) => {
   await t.step("escapes the marker characters if data contains them", () => {
     assert.equal(html("<p>{{p}}</p>", { p: "a\uFDD0b\uFDD2c" }), "<p>a&#xfdd0;b&#xfdd2;c</p>");
   });
+});
+
+Deno.test("missingVariables resolves dotted names through own properties, as rendering does", () => {
+  const data = { name: "Ada", order: { id: null }, nested: Object.create({ inherited: 1 }) };
+  assert.deepEqual(
+    missingVariables(["name", "order.id", "order", "nested.inherited", "absent"], data),
+    ["order.id", "nested.inherited", "absent"],
+  );
+  assert.deepEqual(missingVariables([], data), []);
 });

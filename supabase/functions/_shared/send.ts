@@ -18,7 +18,13 @@ import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
-import { type Credentials, findConfig, loadCredentials, type SmtpConfig } from "./store/smtp_configs.ts";
+import {
+  type Credentials,
+  findUsableConfig,
+  incomplete,
+  loadCredentials,
+  type SmtpConfig,
+} from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
@@ -53,16 +59,12 @@ async function resolveConfig(
   tx: Tx,
   ref: string | undefined,
 ): Promise<SmtpConfig & Credentials & { login: LoginAttempt }> {
-  const config = await findConfig(tx, ref, "share");
-  if (!config.is_active) {
-    throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
-  }
+  const config = await findUsableConfig(tx, ref);
   // Checked (and the row locked) before the credentials are read: a password oracle is limited.
   const login = await assertCanAuthenticate(tx, config.id);
   const credentials = await loadCredentials(tx, config.id);
-  if (config.username && !credentials.password) {
-    throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
-  }
+  // The Vault secret may be gone although the config still points at it.
+  if (config.username && !credentials.password) throw incomplete(config);
   return { ...config, ...credentials, login };
 }
 
@@ -368,10 +370,8 @@ export async function scheduleEmail(
   options: { idempotencyKey?: string } = {},
 ): Promise<ScheduleResult> {
   return await withUser(ctx.sql, claims, async (tx) => {
-    const config = await findConfig(tx, req.config, "share");
-    if (!config.is_active) {
-      throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
-    }
+    // The credentials are read at send time; a config that cannot log in is refused now.
+    const config = await findUsableConfig(tx, req.config);
     checkServerStatically(ctx.config.egress, config);
     const { message, subject, templateId } = await compose(ctx, tx, config, req);
     const { to, cc, bcc } = message.recipients;

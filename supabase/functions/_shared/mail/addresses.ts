@@ -193,7 +193,11 @@ export function dedupeRecipients(recipients: Recipients): Required<Recipients> {
   return { to: keep(recipients.to), cc: keep(recipients.cc), bcc: keep(recipients.bcc) };
 }
 
-function recipientKey(address: string): string {
+/**
+ * The key under which two spellings of one mailbox compare equal: case-insensitive in full,
+ * the domain in ASCII (what {@linkcode dedupeRecipients} compares).
+ */
+export function recipientKey(address: string): string {
   const at = address.lastIndexOf("@");
   if (at < 0) return address.toLowerCase();
   const domain = address.slice(at + 1);

@@ -314,10 +314,7 @@ function checkedParts(template: EmailTemplate): { part: Part; tokens: Token[] }[
 export function renderTemplate(template: EmailTemplate, data: Record<string, unknown>): RenderedTemplate {
   const parts = checkedParts(template);
   const root = sanitizeData(data);
-  const missing = requiredVariables(template).filter((name) => {
-    const found = ownPath(root, name.split("."));
-    return !found.hit || found.value === undefined || found.value === null;
-  });
+  const missing = missingVariables(requiredVariables(template), root);
   if (missing.length > 0) {
     throw new ApiError(422, "template_data_missing", `Template data is missing ${missing.join(", ")}`, { missing });
   }
@@ -335,6 +332,22 @@ export function renderTemplate(template: EmailTemplate, data: Record<string, unk
   // The template's own subject was checked above; this guards the combination.
   if (rendered.subject !== undefined && HEADER_BREAKERS.test(rendered.subject)) throw multiLineSubject();
   return rendered;
+}
+
+/**
+ * The `required` variables absent (or null) in `data`: dotted names resolved through own
+ * properties only, as rendering resolves them.
+ *
+ * @example
+ * ```ts
+ * missingVariables(["name", "order.id"], { name: "Ada", order: {} }); // ["order.id"]
+ * ```
+ */
+export function missingVariables(required: string[], data: unknown): string[] {
+  return required.filter((name) => {
+    const found = ownPath(data, name.split("."));
+    return !found.hit || found.value === undefined || found.value === null;
+  });
 }
 
 function parsePart(part: Part, source: string): Token[] {

@@ -9,14 +9,13 @@
 //   reply_to?}`, and a recipient's template data is `{...content.data, ...payload.data}`.
 // - messages mode: payload `{kind: "request", request}`, a send-email body that validates again
 //   (addresses written as `{email, name?}`), without scheduled_at; the batch's `content` is `{}`.
-import { domainToASCII } from "node:url";
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
-import { type Address, countRecipients, dedupeRecipients } from "../mail/addresses.ts";
+import { type Address, countRecipients, dedupeRecipients, recipientKey } from "../mail/addresses.ts";
 import { type CompositionLimits, decodeAttachments, sanitizeHeaders } from "../mail/compose.ts";
-import { MAX_DATA_DEPTH, requiredVariables } from "../mail/templates.ts";
+import { MAX_DATA_DEPTH, missingVariables, requiredVariables } from "../mail/templates.ts";
 import {
   type BulkRecipient,
   bulkRecipient,
@@ -25,7 +24,7 @@ import {
   sendEmailRequest,
 } from "../schemas.ts";
 import { checkServerStatically } from "../smtp/egress.ts";
-import { findConfig, type SmtpConfig } from "../store/smtp_configs.ts";
+import { findUsableConfig, type SmtpConfig } from "../store/smtp_configs.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
 export { type BulkLimits, loadBulkLimits } from "./limits.ts";
@@ -122,15 +121,9 @@ export async function enqueueBulk(
   });
 }
 
-/** The config the request names (or the default): active and complete. Its password stays in Vault. */
+/** The config the request names (or the default), usable and at a destination the deployment allows. */
 async function usableConfig(ctx: AppContext, tx: Tx, ref: string | undefined): Promise<SmtpConfig> {
-  const config = await findConfig(tx, ref);
-  if (!config.is_active) {
-    throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
-  }
-  if (config.username && !config.has_password) {
-    throw new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
-  }
+  const config = await findUsableConfig(tx, ref);
   // A destination the deployment refuses would fail every message: refuse the batch now.
   checkServerStatically(ctx.config.egress, config);
   return config;
@@ -291,31 +284,6 @@ function depthOf(value: unknown): number {
   let deepest = 0;
   for (const inner of Object.values(value)) deepest = Math.max(deepest, depthOf(inner));
   return 1 + deepest;
-}
-
-/**
- * Required variables absent (or null) in `data`, dotted names resolved through own properties
- * only, as renderTemplate resolves them.
- */
-function missingVariables(required: string[], data: Record<string, unknown>): string[] {
-  return required.filter((name) => {
-    let value: unknown = data;
-    for (const segment of name.split(".")) {
-      if (value === null || value === undefined || !Object.hasOwn(Object(value), segment)) return true;
-      value = (value as Record<string, unknown>)[segment];
-    }
-    return value === null || value === undefined;
-  });
-}
-
-/**
- * Two spellings of one mailbox compare equal: case-insensitive in full, domain in ASCII (as
- * dedupeRecipients compares them).
- */
-function recipientKey(address: string): string {
-  const at = address.lastIndexOf("@");
-  const domain = address.slice(at + 1);
-  return `${address.slice(0, at).toLowerCase()}@${(domainToASCII(domain) || domain).toLowerCase()}`;
 }
 
 // Messages mode --------------------------------------------------------------------------------

@@ -59,6 +59,26 @@ function notFound(ref: string | undefined): ApiError {
     : new ApiError(404, "config_not_found", `No SMTP config ${JSON.stringify(ref)}`);
 }
 
+/**
+ * One of the caller's configs that a send can use, share-locked (see {@linkcode findConfig}):
+ * active, and holding a password when it logs in. The password itself stays in Vault.
+ *
+ * @throws ApiError 404 `config_not_found`, 409 `config_inactive`, 422 `config_incomplete`.
+ */
+export async function findUsableConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfig> {
+  const config = await findConfig(tx, ref, "share");
+  if (!config.is_active) {
+    throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
+  }
+  if (config.username && !config.has_password) throw incomplete(config);
+  return config;
+}
+
+/** 422 `config_incomplete`: the config logs in but has no password. */
+export function incomplete(config: Pick<SmtpConfig, "name">): ApiError {
+  return new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
+}
+
 /** All of the caller's configs, default first. */
 export function listConfigs(tx: Tx): Promise<SmtpConfig[]> {
   return tx<SmtpConfig[]>`
