@@ -214,6 +214,13 @@ function loneSurrogatePath(value: unknown, path = ""): string | null {
   return null;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether `value` is spelled as a UUID (ids in paths, or a `config`/`template` given by id rather than name). */
+export function isUuid(value: string): boolean {
+  return UUID.test(value);
+}
+
 /** Path segments after the function's own name, URL-decoded. */
 export function routeSegments(req: Request, functionName: string): string[] {
   const segments = new URL(req.url).pathname.split("/").filter(Boolean);

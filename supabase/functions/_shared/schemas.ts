@@ -1,7 +1,7 @@
 // Request schemas (zod): the single source for validation and the request types.
 import { z } from "zod";
 import { type Address, parseAddress, type RecipientInput } from "./mail/addresses.ts";
-import { ApiError } from "./http.ts";
+import { ApiError, isUuid } from "./http.ts";
 
 /** Issues carrying this param make `parseBody` answer `invalid_header_value` instead of `invalid_request`. */
 const HEADER_BREAK = { code: "invalid_header_value" };
@@ -180,11 +180,9 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
   throw new ApiError(400, flagged(HEADER_BREAK) ? "invalid_header_value" : "invalid_request", summary, { issues });
 }
 
-const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 const configName = z.string().trim().min(1).max(64)
   .regex(/^[\p{L}\p{N}][\p{L}\p{N} ._@+-]*$/u, "use letters, digits, spaces and . _ @ + -")
-  .refine((name) => !UUID_SHAPE.test(name), "must not look like an id");
+  .refine((name) => !isUuid(name), "must not look like an id");
 
 // Stored in canonical form (see mail/addresses.ts), which the database checks again.
 const fromEmail = z.string().max(320).transform((value, ctx) => {

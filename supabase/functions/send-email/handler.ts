@@ -2,12 +2,10 @@
 // with the outcome. POST /send-email/:id/cancel cancels a scheduled send.
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
 import { cancelEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
 export const MAX_BODY_BYTES = 15 * 1024 * 1024;
@@ -21,7 +19,7 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const claims = await ctx.verifyToken(bearerToken(req));
     const [id, action, ...rest] = routeSegments(req, "send-email");
     if (id !== undefined) {
-      if (action !== "cancel" || rest.length > 0 || !UUID.test(id)) {
+      if (action !== "cancel" || rest.length > 0 || !isUuid(id)) {
         throw new ApiError(404, "route_not_found", "No such route; POST /send-email or /send-email/:id/cancel");
       }
       return json(await cancelEmail(ctx, claims, id));

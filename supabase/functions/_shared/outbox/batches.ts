@@ -2,7 +2,7 @@
 // rows, the list newest first, and cancelling what has not started. Everything runs in the
 // caller's RLS context, so another user's batch is simply not there (404).
 import type { Tx } from "../db.ts";
-import { ApiError } from "../http.ts";
+import { ApiError, isUuid } from "../http.ts";
 
 /** Messages of a batch by status. */
 export interface BatchCounts {
@@ -33,8 +33,6 @@ export interface BatchStatus {
 
 /** Most batches one page of the list holds. */
 export const MAX_BATCHES_PER_PAGE = 50;
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function notFound(id: string): ApiError {
   return new ApiError(404, "batch_not_found", `No batch ${JSON.stringify(id)}`);
@@ -98,7 +96,7 @@ function summary(tx: Tx) {
  * ```
  */
 export async function batchStatus(tx: Tx, id: string): Promise<BatchStatus> {
-  if (!UUID.test(id)) throw notFound(id);
+  if (!isUuid(id)) throw notFound(id);
   const [row] = await tx<{ status: BatchStatus }[]>`select ${summary(tx)} where b.id = ${id}::uuid`;
   if (!row) throw notFound(id);
   return row.status;
@@ -137,7 +135,7 @@ export async function listBatches(
  * ```
  */
 export async function cancelBatch(tx: Tx, id: string): Promise<{ batch_id: string; cancelled: number }> {
-  if (!UUID.test(id)) throw notFound(id);
+  if (!isUuid(id)) throw notFound(id);
   const [batch] = await tx<{ id: string }[]>`select b.id from public.email_batches b where b.id = ${id}::uuid`;
   if (!batch) throw notFound(id);
   const [row] = await tx<{ cancelled: number }[]>`

@@ -2,7 +2,7 @@
 // caller's RLS context. Passwords go straight into Vault and never come back out here,
 // except to the sending paths through `loadCredentials`.
 import type { Tx } from "../db.ts";
-import { ApiError } from "../http.ts";
+import { ApiError, isUuid } from "../http.ts";
 import type { CreateConfigRequest, UpdateConfigRequest } from "../schemas.ts";
 
 /** A config as the API returns it: never the password, only whether one is stored. */
@@ -38,8 +38,6 @@ export interface ConfigWarning {
   message: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 function columns(tx: Tx) {
   return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.username, c.from_email, c.from_name,
             c.is_default, c.is_active,
@@ -50,7 +48,7 @@ function columns(tx: Tx) {
 /** Where-clause for a config named by id or name, or the default one when `ref` is undefined. */
 function byRef(tx: Tx, ref: string | undefined) {
   if (ref === undefined) return tx`c.is_default`;
-  return UUID.test(ref) ? tx`c.id = ${ref}::uuid` : tx`c.name = ${ref}`;
+  return isUuid(ref) ? tx`c.id = ${ref}::uuid` : tx`c.name = ${ref}`;
 }
 
 function notFound(ref: string | undefined): ApiError {

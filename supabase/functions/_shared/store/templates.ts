@@ -1,6 +1,6 @@
 // Finding the template a send names: the caller's own first, then a starter template.
 import type { Tx } from "../db.ts";
-import { ApiError } from "../http.ts";
+import { ApiError, isUuid } from "../http.ts";
 import type { EmailTemplate } from "../mail/templates.ts";
 
 /** A stored template, as the sending paths need it. */
@@ -9,11 +9,9 @@ export interface StoredTemplate extends EmailTemplate {
   name: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** The template named by id or name (own before starter, as RLS shows them), else 404. */
 export async function findTemplate(tx: Tx, ref: string): Promise<StoredTemplate> {
-  const where = UUID.test(ref) ? tx`t.id = ${ref}::uuid` : tx`t.name = ${ref}`;
+  const where = isUuid(ref) ? tx`t.id = ${ref}::uuid` : tx`t.name = ${ref}`;
   const [template] = await tx<StoredTemplate[]>`
     select t.id, t.name, t.subject, t.html, t.text, t.variables
       from public.email_templates t
