@@ -6,11 +6,39 @@
 import { startTestStack } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { FUNCTION_MEMORY_MB } from "../local/function_processes.ts";
+import nodemailer from "nodemailer";
 
 const args = Deno.args;
 const requests = Number(args[args.indexOf("--requests") + 1]) || 1000;
 const jsonPath = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
 const CONCURRENCY = 8;
+
+/**
+ * Messages per second nodemailer alone reaches against the same peer, one message at a time:
+ * `pooled` over one reused connection (the ceiling a worker can approach), else a new
+ * connection per message (what a worker without connection reuse would pay).
+ */
+async function nodemailerRate(port: number, count: number, pooled: boolean): Promise<number> {
+  const options = {
+    host: "127.0.0.1",
+    port,
+    secure: false,
+    ignoreTLS: true,
+    connectionTimeout: 10_000,
+    greetingTimeout: 10_000,
+    socketTimeout: 10_000,
+  };
+  const transport = pooled
+    ? nodemailer.createTransport({ ...options, pool: true, maxConnections: 1, maxMessages: Infinity })
+    : nodemailer.createTransport(options);
+  const started = performance.now();
+  for (let i = 0; i < count; i++) {
+    await transport.sendMail({ from: "bench@example.com", to: `n${i}@example.com`, subject: "b", text: "x" });
+  }
+  const seconds = (performance.now() - started) / 1000;
+  transport.close();
+  return count / seconds;
+}
 
 async function drive(count: number, one: () => Promise<Response>): Promise<{ ok: number; failed: number }> {
   let next = 0;
@@ -54,6 +82,8 @@ try {
     },
   };
   const rows = [];
+  let drainRate = 0;
+  let drainedCount = 0;
   // Queue first (send-bulk), drain last (process-outbox), whatever order the processes are in.
   const order = ["smtp-configs", "send-email", "send-bulk", "process-outbox"];
   const processes = [...stack.processes].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
@@ -69,6 +99,8 @@ try {
         if (report.claimed === 0) break;
       }
       const seconds = (performance.now() - started) / 1000;
+      drainRate = drained / seconds;
+      drainedCount = drained;
       const peak = process.peakRssBytes();
       rows.push({
         function: `process-outbox (${drained} messages, ${runs} runs)`,
@@ -107,8 +139,31 @@ try {
       `| ${r.function} | ${r.cold_start_ms} ms | ${r.requests} | ${r.failed} | ${r.requests_per_s} | ${r.peak_rss_mb} MB | ${r.of_limit} |`,
     );
   }
+
+  // The same peer, the same number of messages, nodemailer on its own: the ceiling and the baseline.
+  const sample = Math.max(200, Math.min(drainedCount, 2000));
+  const pooled = await nodemailerRate(smtp.port, sample, true);
+  const perConnection = await nodemailerRate(smtp.port, sample, false);
+  const smtpRows = [
+    { path: "nodemailer, one pooled connection (ceiling)", rate: pooled },
+    { path: "nodemailer, a new connection per message (baseline)", rate: perConnection },
+    { path: "process-outbox worker (this run)", rate: drainRate },
+  ];
+  console.log(`\n### Draining the outbox against SMTP alone (${sample} messages for nodemailer, one at a time)\n`);
+  console.log("| path | messages/s | of ceiling | vs per-connection baseline |");
+  console.log("| --- | ---: | ---: | ---: |");
+  for (const r of smtpRows) {
+    console.log(
+      `| ${r.path} | ${Math.round(r.rate)} | ${Math.round((r.rate / pooled) * 100)}% | ${
+        (r.rate / perConnection).toFixed(2)
+      }x |`,
+    );
+  }
   if (jsonPath) {
-    await Deno.writeTextFile(jsonPath, JSON.stringify({ requests, concurrency: CONCURRENCY, rows }, null, 2));
+    await Deno.writeTextFile(
+      jsonPath,
+      JSON.stringify({ requests, concurrency: CONCURRENCY, rows, smtp: smtpRows }, null, 2),
+    );
   }
 } finally {
   await smtp.close();
