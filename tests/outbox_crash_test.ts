@@ -1,7 +1,8 @@
 // Crash safety with real worker processes: 2,000 queued messages, workers SIGKILLed in the
 // middle of their drains, new workers started after their leases ran out. Every message ends
 // in exactly one final state and the SMTP server receives each at most once (counted by
-// Message-ID); only a message a worker had in flight when it died may be `unknown`.
+// Message-ID); only messages a worker had in flight or had sent without recording yet when it
+// died may be `unknown`.
 import assert from "node:assert/strict";
 import { startTestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
@@ -70,7 +71,11 @@ Deno.test({
       assert.equal(rows.length, MESSAGES);
       const byStatus = Object.groupBy(rows, (r) => r.status);
       assert.deepEqual(Object.keys(byStatus).sort().filter((s) => s !== "unknown"), ["sent"], "every message is final");
-      assert.ok((byStatus.unknown?.length ?? 0) <= 2, "at most the one in flight per killed worker is unknown");
+      // Per killed worker: the messages sent but not yet recorded (the worker records in the
+      // background, at most MAX_UNRECORDED = 20 behind), the one on the wire, and the next one,
+      // marked while it went out.
+      const unknown = byStatus.unknown ?? [];
+      assert.ok(unknown.length <= 2 * 22, `${unknown.length} unknown: at most 22 per killed worker`);
 
       const received = new Map<string, number>();
       for (const m of smtp.messages()) {
@@ -78,6 +83,8 @@ Deno.test({
         received.set(id, (received.get(id) ?? 0) + 1);
       }
       assert.ok([...received.values()].every((n) => n === 1), "no message was delivered twice");
+      const undelivered = unknown.filter((row) => !received.has(row.message_id));
+      assert.ok(undelivered.length <= 2 * 2, `${undelivered.length} unknown but not sent: at most 2 per killed worker`);
       for (const row of byStatus.sent ?? []) assert.equal(received.get(row.message_id), 1, row.message_id);
     } finally {
       await smtp.close();

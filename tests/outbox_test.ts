@@ -274,6 +274,8 @@ Deno.test({
           await stack.drainOutbox();
           assert.equal(steady.smtp.messages().length, 25);
           assert.equal(steady.smtp.connections(), 1, "25 messages, one connection");
+          // Each transaction ended with the server's final reply: none needed an RSET before the next.
+          assert.equal(steady.smtp.transcript().filter((line) => /^RSET/i.test(line)).length, 0);
 
           // This server hangs up after every 3 messages: the next message goes over a fresh
           // connection, and nothing is lost or sent twice.

@@ -28,7 +28,7 @@ import {
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
-import { findTemplate } from "./store/templates.ts";
+import { findTemplate, type StoredTemplate } from "./store/templates.ts";
 import {
   assertCanAuthenticate,
   authVerdict,
@@ -68,13 +68,21 @@ async function resolveConfig(
   return { ...config, ...credentials, login };
 }
 
+/** Templates already read in this transaction, by reference (a group of sends often shares one). */
+type TemplateCache = Map<string, StoredTemplate>;
+
 /** Template parts first, explicit request fields over them. */
 async function contentOf(
   tx: Tx,
   req: SendEmailRequest,
+  templates?: TemplateCache,
 ): Promise<{ subject?: string; text?: string; html?: string; templateId: string | null }> {
   if (req.template === undefined) return { subject: req.subject, text: req.text, html: req.html, templateId: null };
-  const template = await findTemplate(tx, req.template);
+  let template = templates?.get(req.template);
+  if (!template) {
+    template = await findTemplate(tx, req.template);
+    templates?.set(req.template, template);
+  }
   const rendered = renderTemplate(template, req.data ?? {});
   return {
     subject: req.subject ?? rendered.subject,
@@ -90,8 +98,9 @@ async function compose(
   config: SmtpConfig,
   req: SendEmailRequest,
   fixed: { messageId?: string; date?: Date } = {},
+  templates?: TemplateCache,
 ): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null }> {
-  const content = await contentOf(tx, req);
+  const content = await contentOf(tx, req, templates);
   if (content.text === undefined && content.html === undefined) {
     throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
   }
@@ -187,11 +196,22 @@ async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: strin
 }
 
 /**
- * Tell the credential guard what the server said about the login (see store/credential_guard.ts).
+ * Tell the credential guard what the server said about the login, once for every send made
+ * with it (`failureCodes`: each send's failure code, undefined when it was sent): refused
+ * once is refused; else judged once is proven; else the attempt is released. Nothing is
+ * written when nothing would change (proven credentials that worked, or no attempt to free).
  * Logged, never thrown: the send's outcome is what the caller must hear.
+ * (See store/credential_guard.ts.)
  */
-async function settleLogin(ctx: AppContext, claims: UserClaims, login: LoginAttempt, failureCode?: string) {
-  const verdict = authVerdict(failureCode);
+export async function settleLogin(
+  ctx: AppContext,
+  claims: UserClaims,
+  login: LoginAttempt,
+  failureCodes: (string | undefined)[],
+): Promise<void> {
+  const verdicts = failureCodes.map(authVerdict);
+  const verdict = verdicts.includes(false) ? false : verdicts.includes(true) ? true : null;
+  if (login.attemptId === null && verdict !== false) return;
   try {
     await withUser(
       ctx.sql,
@@ -231,6 +251,48 @@ export async function prepareSend(
   return { config, message, subject, templateId };
 }
 
+/** One send of a group: its request (read lazily, in the transaction) and its fixed identity. */
+export interface GroupedSend {
+  request: (tx: Tx) => Promise<SendEmailRequest>;
+  messageId: string;
+  date: Date;
+}
+
+/**
+ * In the user's transaction: prepare several sends through one config (`ref`) at once, as
+ * the outbox worker does for a chunk of one user's queue: the config, its credentials and
+ * the login check once, each message built (templates read once), the config's budget
+ * reserved for all of them in one step. A send whose request or content is wrong gets its
+ * ApiError in its place; what concerns them all (config, credentials, limits) throws.
+ *
+ * @throws ApiError as {@linkcode prepareSend}; 429 when the budget cannot take the whole group.
+ */
+export async function prepareSendGroup(
+  ctx: AppContext,
+  tx: Tx,
+  ref: string | undefined,
+  sends: GroupedSend[],
+): Promise<(PreparedSend | { error: ApiError })[]> {
+  const config = await resolveConfig(tx, ref);
+  checkServerStatically(ctx.config.egress, config);
+  const templates: TemplateCache = new Map();
+  const results: (PreparedSend | { error: ApiError })[] = [];
+  for (const send of sends) {
+    try {
+      const req = await send.request(tx);
+      const fixed = { messageId: send.messageId, date: send.date };
+      const { message, subject, templateId } = await compose(ctx, tx, config, req, fixed, templates);
+      results.push({ config, message, subject, templateId });
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      results.push({ error });
+    }
+  }
+  const ready = results.filter((r) => !("error" in r)).length;
+  if (ready > 0) await reserveSendCapacity(tx, config, ready);
+  return results;
+}
+
 /** How a transmission ended: a delivery report, or a refusal before any SMTP (egress, DNS). */
 export type Transmission =
   | { report: DeliveryReport }
@@ -243,6 +305,18 @@ export type Transmission =
 export async function transmit(
   ctx: AppContext,
   claims: UserClaims,
+  prepared: PreparedSend,
+  envelopeTo?: string[],
+  pool?: SessionPool,
+): Promise<Transmission> {
+  const transmission = await transmitOnly(ctx, prepared, envelopeTo, pool);
+  await settleLogin(ctx, claims, prepared.config.login, [failureCodeOf(transmission)]);
+  return transmission;
+}
+
+/** Talk SMTP for a prepared send; the caller settles the login (see {@linkcode settleLogin}). */
+export async function transmitOnly(
+  ctx: AppContext,
   prepared: PreparedSend,
   envelopeTo?: string[],
   pool?: SessionPool,
@@ -261,14 +335,16 @@ export async function transmit(
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
     const pooled = pool ? { pool, key: poolKey(config.id, server, target) } : undefined;
-    const report = await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled);
-    await settleLogin(ctx, claims, config.login, report.status === "sent" ? undefined : report.failure?.code);
-    return { report };
+    return { report: await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled) };
   } catch (error) {
-    const refused = describeFailure(error, server);
-    await settleLogin(ctx, claims, config.login, refused.failure.code);
-    return { refused };
+    return { refused: describeFailure(error, server) };
   }
+}
+
+/** The failure code of a transmission; undefined when it was sent. */
+export function failureCodeOf(transmission: Transmission): string | undefined {
+  if ("refused" in transmission) return transmission.refused.failure.code;
+  return transmission.report.status === "sent" ? undefined : transmission.report.failure?.code;
 }
 
 /** The audit outcome of a refusal before any SMTP. */

@@ -5,10 +5,19 @@
 // sets for that row's user, so RLS and auth.uid() hold exactly as for the user's own request.
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
-import { withUser } from "../db.ts";
+import { type Tx, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
-import { parseBody, type SendEmailRequest, sendEmailRequest } from "../schemas.ts";
-import { type Outcome, outcomeOf, prepareSend, refusalOutcome, transmit } from "../send.ts";
+import { parseBody, sendEmailRequest } from "../schemas.ts";
+import {
+  type Outcome,
+  outcomeOf,
+  type PreparedSend,
+  prepareSend,
+  prepareSendGroup,
+  refusalOutcome,
+  settleLogin,
+  transmitOnly,
+} from "../send.ts";
 import type { RecipientOutcome } from "../smtp/outcome.ts";
 import { createSessionPool, type SessionPool } from "../smtp/pool.ts";
 
@@ -54,6 +63,13 @@ export interface DrainOptions {
 /**
  * Drain the outbox until it is empty or the time budget is spent.
  *
+ * Three stages overlap: while one chunk's messages go out over the pooled SMTP session, the
+ * next chunk is claimed and prepared, and the previous chunk's outcomes are recorded. Each
+ * message is marked `sending` (committed) before any byte of it is sent; the mark of the
+ * next message is made while the current one is on the wire, so a worker killed mid-send
+ * leaves at most two rows `sending` (the sweep marks them unknown): the one on the wire and
+ * the next, which was not sent.
+ *
  * @example
  * ```ts
  * const report = await drainOutbox(ctx, { workerId: crypto.randomUUID(), budgetMs: 50_000 });
@@ -61,136 +77,363 @@ export interface DrainOptions {
  */
 export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promise<DrainReport> {
   const started = performance.now();
-  const deadline = Date.now() + options.budgetMs;
   const lease = options.leaseSeconds ?? 90;
-  const report: DrainReport = {
-    claimed: 0,
-    sent: 0,
-    queued: 0,
-    failed: 0,
-    unknown: 0,
-    postponed: 0,
-    swept: 0,
-    duration_ms: 0,
+  const run: Run = {
+    ctx,
+    workerId: options.workerId,
+    deadline: Date.now() + options.budgetMs,
+    chunkSize: options.batchSize ?? DEFAULT_CHUNK,
+    lease,
+    // A message in flight keeps its lease for longer than its SMTP session can last.
+    inFlightLease: Math.max(lease, Math.ceil((ctx.config.smtp.sessionTimeoutMs ?? 0) / 1000) + 30),
+    report: { claimed: 0, sent: 0, queued: 0, failed: 0, unknown: 0, postponed: 0, swept: 0, duration_ms: 0 },
+    batches: new Map(),
+    paused: new Set(),
+    // One connection per config and credentials for the whole run, closed at the end.
+    pool: createSessionPool(),
+    recorder: undefined!,
   };
+  run.recorder = createRecorder(run);
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`select private.sweep_outbox() as swept`;
-  report.swept = swept;
-  const batches = new Map<string, Record<string, unknown>>();
-  const paused = new Set<string>();
-  // One connection per config and credentials for the whole run, closed at the end.
-  const pool = createSessionPool();
+  run.report.swept = swept;
   try {
-    await drainRounds(ctx, options, deadline, lease, report, batches, paused, pool);
+    let next: Promise<Group[] | null> = claimAndPrepare(run);
+    while (true) {
+      const groups = await next;
+      if (groups === null) break;
+      next = Date.now() < run.deadline ? claimAndPrepare(run) : Promise.resolve(null);
+      for (const group of groups) {
+        const { later, retryAfterSeconds } = await sendGroup(run, group);
+        if (later.length > 0) await postpone(run, later, retryAfterSeconds);
+      }
+    }
   } finally {
-    pool.close();
+    await run.recorder.settled();
+    run.pool.close();
   }
-  report.duration_ms = Math.round(performance.now() - started);
-  return report;
+  run.report.duration_ms = Math.round(performance.now() - started);
+  return run.report;
 }
 
-async function drainRounds(
-  ctx: AppContext,
-  options: DrainOptions,
-  deadline: number,
-  lease: number,
-  report: DrainReport,
-  batches: Map<string, Record<string, unknown>>,
-  paused: Set<string>,
-  pool: SessionPool,
-): Promise<void> {
-  while (Date.now() < deadline) {
-    const rows = await ctx.sql<OutboxRow[]>`
-      select id, user_id, config_id, batch_id, message_id, created_at, payload, recipients
-        from private.claim_outbox(${options.workerId}, ${options.batchSize ?? 10}, ${lease})`;
-    if (rows.length === 0) break;
-    report.claimed += rows.length;
-    for (const row of rows) {
-      if (Date.now() >= deadline) {
-        await postpone(ctx, options.workerId, row.id, 0);
-        report.postponed++;
-        continue;
-      }
-      if (row.config_id && paused.has(row.config_id)) {
-        await postpone(ctx, options.workerId, row.id, 0);
-        report.postponed++;
-        continue;
-      }
-      const result = await sendRow(ctx, options.workerId, lease, row, batches, paused, pool);
-      report[result]++;
-    }
-  }
+/** Rows claimed per round trip. */
+const DEFAULT_CHUNK = 25;
+
+/** What one drain run carries from chunk to chunk. */
+interface Run {
+  ctx: AppContext;
+  workerId: string;
+  deadline: number;
+  chunkSize: number;
+  lease: number;
+  inFlightLease: number;
+  report: DrainReport;
+  /** Batch contents by id (a few at a time). */
+  batches: Map<string, Record<string, unknown>>;
+  /** Configs whose queue is paused for attention. */
+  paused: Set<string>;
+  pool: SessionPool;
+  recorder: Recorder;
 }
 
-type RowResult = "sent" | "queued" | "failed" | "unknown" | "postponed";
+/** Claimed rows of one owner through one config, prepared together. */
+interface Group {
+  owner: UserClaims;
+  configId: string | null;
+  rows: OutboxRow[];
+  /** Each row's prepared send or why it cannot be sent; null: prepare them one by one at send time. */
+  prepared: (PreparedSend | { error: ApiError })[] | null;
+  /** Why none of the rows can be sent now (the config or the database), when so. */
+  failure?: unknown;
+}
 
-async function sendRow(
-  ctx: AppContext,
-  workerId: string,
-  lease: number,
-  row: OutboxRow,
-  batches: Map<string, Record<string, unknown>>,
-  paused: Set<string>,
-  pool: SessionPool,
-): Promise<RowResult> {
-  const [{ started }] = await ctx.sql<{ started: boolean }[]>`
-    select private.start_outbox_send(${row.id}::uuid, ${workerId}, ${inFlightLease(ctx, lease)}) as started`;
-  if (!started) return "postponed";
-  const owner: UserClaims = { sub: row.user_id, role: "authenticated" };
+/** What sending a group left to do (its outcomes went to the recorder). */
+interface GroupResult {
+  /** Rows to put back (not started, or started and kept for later). */
+  later: string[];
+  retryAfterSeconds: number;
+}
 
-  let request: SendEmailRequest;
-  try {
-    request = parseBody(sendEmailRequest, await requestOf(ctx, owner, row, batches));
-  } catch (error) {
-    return await record(ctx, owner, row.id, failedOutcome(row, error, "invalid_payload"));
-  }
-
-  let prepared;
-  try {
-    prepared = await withUser(
-      ctx.sql,
-      owner,
-      (tx) => prepareSend(ctx, tx, request, { messageId: row.message_id, date: row.created_at }),
-    );
-  } catch (error) {
-    // Over a limit, or the database is unreachable (withUser maps that to 503): back to the
-    // queue, no attempt counted. Anything else is a bug with this message: it fails, once.
-    if (error instanceof ApiError && (error.status === 429 || error.status >= 500)) {
-      const retry = Number(error.details?.retry_after_seconds ?? error.headers?.["retry-after"] ?? 30);
-      await postpone(ctx, workerId, row.id, retry);
-      return "postponed";
+/** Claim the next chunk and prepare it, one transaction per owner and config; null when nothing is due. */
+async function claimAndPrepare(run: Run): Promise<Group[] | null> {
+  const { ctx } = run;
+  const rows = await ctx.sql<OutboxRow[]>`
+    select id, user_id, config_id, batch_id, message_id, created_at, payload, recipients
+      from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease})`;
+  if (rows.length === 0) return null;
+  run.report.claimed += rows.length;
+  const groups: Group[] = [];
+  for (const rowsOfGroup of groupsOf(rows)) {
+    const group: Group = {
+      owner: { sub: rowsOfGroup[0].user_id, role: "authenticated" },
+      configId: rowsOfGroup[0].config_id,
+      rows: rowsOfGroup,
+      prepared: null,
+    };
+    groups.push(group);
+    if (group.configId && run.paused.has(group.configId)) continue;
+    try {
+      group.prepared = await withUser(ctx.sql, group.owner, (tx) =>
+        prepareSendGroup(
+          ctx,
+          tx,
+          group.configId ?? undefined,
+          group.rows.map((row) => ({
+            request: async (tx) => parseBody(sendEmailRequest, await requestOf(tx, row, run.batches)),
+            messageId: row.message_id,
+            date: row.created_at,
+          })),
+        ));
+    } catch (error) {
+      // The budget cannot take the whole group now: it goes one by one, as far as it goes.
+      if (!(error instanceof ApiError && error.code === "rate_limited" && group.rows.length > 1)) {
+        group.failure = error;
+      }
     }
-    return await record(ctx, owner, row.id, failedOutcome(row, error, "internal_error"));
   }
+  return groups;
+}
 
-  if (prepared.config.needs_attention) {
-    // Paused meanwhile (by another worker): leave the message for when the config is fixed.
-    paused.add(prepared.config.id);
-    await postpone(ctx, workerId, row.id, 0);
-    return "postponed";
+/** Claimed rows by owner and config, in the (fair) order the claim returned them. */
+function groupsOf(rows: OutboxRow[]): OutboxRow[][] {
+  const groups = new Map<string, OutboxRow[]>();
+  for (const row of rows) {
+    const key = `${row.user_id}/${row.config_id}`;
+    const group = groups.get(key);
+    if (group) group.push(row);
+    else groups.set(key, [row]);
   }
+  return [...groups.values()];
+}
+
+/** Send a prepared group's messages one after another over the run's pooled session. */
+async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
+  const result: GroupResult = { later: [], retryAfterSeconds: 0 };
+  const { failure } = group;
+  if (failure !== undefined) {
+    if (failure instanceof ApiError && (failure.status === 429 || failure.status >= 500)) {
+      // Over a limit, or the database is unreachable: back to the queue, no attempt counted.
+      return { later: group.rows.map((row) => row.id), retryAfterSeconds: retryAfter(failure) };
+    }
+    // The config is gone or unusable (or a bug): every message of the group fails, once.
+    const started = await startRows(run, group.rows.map((row) => row.id));
+    for (const row of group.rows.filter((row) => started.has(row.id))) {
+      run.recorder.add(group.owner, { id: row.id, outcome: failedOutcome(row, failure, "internal_error") });
+    }
+    return result;
+  }
+  const pausedAlready = group.configId !== null && run.paused.has(group.configId);
+  if (group.prepared === null && !pausedAlready) return await sendOneByOne(run, group);
+  const prepared = group.prepared ?? [];
+  const config = (prepared.find((item) => !("error" in item)) as PreparedSend | undefined)?.config;
+  // Paused meanwhile (here or by another worker): the messages wait for the config to be fixed.
+  let pausedFor = pausedAlready ? "paused" : config?.needs_attention ?? undefined;
+  if (config?.needs_attention) run.paused.add(config.id);
+  let pauseNow: string | undefined;
+
+  // Rows whose request or content is wrong fail now; the others go in order.
+  const failed = group.rows.filter((_, i) => prepared[i] && "error" in prepared[i]);
+  if (failed.length > 0) {
+    const started = await startRows(run, failed.map((row) => row.id));
+    for (const row of failed.filter((row) => started.has(row.id))) {
+      const item = prepared[group.rows.indexOf(row)] as { error: ApiError };
+      run.recorder.add(group.owner, { id: row.id, outcome: failedOutcome(row, item.error, "invalid_payload") });
+    }
+  }
+  const sendable = group.rows.filter((_, i) => !prepared[i] || !("error" in prepared[i]));
+  const failureCodes: (string | undefined)[] = [];
+  // Each row is marked `sending` before it goes out; the next one's mark overlaps this one's send.
+  let marking: Promise<boolean> | null = null;
+  for (const [i, row] of sendable.entries()) {
+    if (pausedFor || Date.now() >= run.deadline) {
+      if (marking) await marking;
+      result.later.push(...sendable.slice(i).map((r) => r.id));
+      break;
+    }
+    await run.recorder.room();
+    const started = await (marking ?? startRow(run, row.id));
+    marking = i + 1 < sendable.length ? startRow(run, sendable[i + 1].id) : null;
+    // Cancelled since the claim (or no longer ours).
+    if (!started) continue;
+    const item = prepared[group.rows.indexOf(row)] as PreparedSend;
+    const outcome = await sendPrepared(run, row, item);
+    failureCodes.push(outcome.status === "sent" ? undefined : outcome.error_class);
+    if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
+      // Every message through this config would fail the same way: pause its queue, keep the messages.
+      pausedFor = pauseNow = outcome.error_class;
+      result.later.push(row.id);
+      continue;
+    }
+    run.recorder.add(group.owner, { id: row.id, outcome });
+  }
+  if (marking) await marking;
+  if (config) {
+    await settleLogin(run.ctx, group.owner, config.login, failureCodes);
+    if (pauseNow) {
+      await withUser(
+        run.ctx.sql,
+        group.owner,
+        (tx) => tx`select private.pause_config_queue(${config.id}::uuid, ${pauseNow!})`,
+      );
+      run.paused.add(config.id);
+    }
+  }
+  return result;
+}
+
+/** A group whose config's budget could not take it whole: each row prepared and sent on its own. */
+async function sendOneByOne(run: Run, group: Group): Promise<GroupResult> {
+  const { ctx } = run;
+  const result: GroupResult = { later: [], retryAfterSeconds: 0 };
+  for (const [i, row] of group.rows.entries()) {
+    if (Date.now() >= run.deadline || (group.configId && run.paused.has(group.configId))) {
+      result.later.push(...group.rows.slice(i).map((r) => r.id));
+      break;
+    }
+    let prepared: PreparedSend;
+    try {
+      prepared = await withUser(ctx.sql, group.owner, async (tx) => {
+        const request = parseBody(sendEmailRequest, await requestOf(tx, row, run.batches));
+        return await prepareSend(ctx, tx, request, { messageId: row.message_id, date: row.created_at });
+      });
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 429 || error.status >= 500)) {
+        // Over the limit now: this row and the rest wait.
+        result.later.push(...group.rows.slice(i).map((r) => r.id));
+        result.retryAfterSeconds = retryAfter(error);
+        break;
+      }
+      if (await startRow(run, row.id)) {
+        run.recorder.add(group.owner, { id: row.id, outcome: failedOutcome(row, error, "internal_error") });
+      }
+      continue;
+    }
+    if (!await startRow(run, row.id)) continue;
+    const outcome = await sendPrepared(run, row, prepared);
+    await settleLogin(ctx, group.owner, prepared.config.login, [
+      outcome.status === "sent" ? undefined : outcome.error_class,
+    ]);
+    if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
+      await withUser(
+        ctx.sql,
+        group.owner,
+        (tx) => tx`select private.pause_config_queue(${prepared.config.id}::uuid, ${outcome.error_class!})`,
+      );
+      run.paused.add(prepared.config.id);
+      result.later.push(...group.rows.slice(i).map((r) => r.id));
+      break;
+    }
+    run.recorder.add(group.owner, { id: row.id, outcome });
+  }
+  return result;
+}
+
+/** Takes outcomes as they come and records them as their owners, in the background. */
+interface Recorder {
+  add(owner: UserClaims, attempt: Attempt): void;
+  /** Resolves when fewer than MAX_UNRECORDED sent messages wait for their audit write. */
+  room(): Promise<void>;
+  /** Resolves once everything added so far is recorded (or logged as not). */
+  settled(): Promise<void>;
+}
+
+/** Outcomes gathered per recording, and how long one waits for company. */
+const RECORD_BATCH = 10;
+const RECORD_DELAY_MS = 20;
+/** Most outcomes waiting or being recorded before the sends wait for the recorder. */
+const MAX_UNRECORDED = 2 * RECORD_BATCH;
+
+/**
+ * One recording in flight at a time, taking every outcome gathered meanwhile (one transaction
+ * per owner), started once RECORD_BATCH outcomes wait or the oldest has waited RECORD_DELAY_MS.
+ * The sends never wait for the audit writes. The price: when a worker dies, the messages it
+ * sent but had not recorded yet (fewer than MAX_UNRECORDED: the sends wait for the recorder
+ * beyond that) are swept to `unknown`, like the one on the wire; they are never resent.
+ */
+function createRecorder(run: Run): Recorder {
+  let pending = new Map<string, { owner: UserClaims; attempts: Attempt[] }>();
+  let waiting = 0;
+  let recording = 0;
+  let flushing: Promise<void> | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closing = false;
+  const flush = async () => {
+    clearTimeout(timer);
+    timer = undefined;
+    do {
+      const batch = pending;
+      pending = new Map();
+      recording = waiting;
+      waiting = 0;
+      for (const { owner, attempts } of batch.values()) await record(run, owner, attempts);
+      recording = 0;
+    } while (waiting >= RECORD_BATCH || (closing && waiting > 0));
+    flushing = null;
+    if (waiting > 0) timer ??= setTimeout(start, RECORD_DELAY_MS);
+  };
+  const start = () => {
+    flushing ??= flush();
+  };
+  return {
+    add(owner, attempt) {
+      const entry = pending.get(owner.sub);
+      if (entry) entry.attempts.push(attempt);
+      else pending.set(owner.sub, { owner, attempts: [attempt] });
+      waiting++;
+      if (waiting >= RECORD_BATCH) start();
+      else timer ??= setTimeout(start, RECORD_DELAY_MS);
+    },
+    async room() {
+      while (waiting + recording >= MAX_UNRECORDED) {
+        start();
+        await flushing;
+      }
+    },
+    async settled() {
+      closing = true;
+      if (waiting > 0) start();
+      while (flushing) await flushing;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Mark a claimed row in flight (committed before it is sent); false when it was cancelled or lost. */
+async function startRow(run: Run, id: string): Promise<boolean> {
+  const [{ started }] = await run.ctx.sql<{ started: boolean }[]>`
+    select private.start_outbox_send(${id}::uuid, ${run.workerId}, ${run.inFlightLease}) as started`;
+  return started;
+}
+
+/** Mark claimed rows in flight at once (rows that fail without being sent); the ids it marked. */
+async function startRows(run: Run, ids: string[]): Promise<Set<string>> {
+  const rows = await run.ctx.sql<{ id: string }[]>`
+    select id from private.start_outbox_sends(${ids}::uuid[], ${run.workerId}, ${run.inFlightLease}) as id`;
+  return new Set(rows.map((row) => row.id));
+}
+
+/** One attempt's outcome, for private.record_outbox_attempts. */
+interface Attempt {
+  id: string;
+  outcome: Outcome;
+}
+
+/** Send a prepared row to the recipients that still need it; its outcome as the audit records it. */
+async function sendPrepared(run: Run, row: OutboxRow, prepared: PreparedSend): Promise<Outcome> {
   // Recipients accepted or refused for good by earlier attempts are not sent to again.
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
-  const transmission = await transmit(ctx, owner, prepared, pending, pool);
+  const transmission = await transmitOnly(run.ctx, prepared, pending, run.pool);
   const { to, cc, bcc } = prepared.message.recipients;
-  const outcome: Outcome = {
+  return {
     ...("refused" in transmission
       ? refusalOutcome(prepared.message, transmission.refused.failure)
       : outcomeOf(transmission.report)),
     sent: { to: to.map((a) => a.address), cc_count: cc.length, bcc_count: bcc.length, subject: prepared.subject },
   };
-  if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
-    // Every message through this config would fail the same way: pause its queue, keep the message.
-    await withUser(
-      ctx.sql,
-      owner,
-      (tx) => tx`select private.pause_config_queue(${prepared.config.id}::uuid, ${outcome.error_class!})`,
-    );
-    paused.add(prepared.config.id);
-    await postpone(ctx, workerId, row.id, 0);
-    return "postponed";
-  }
-  return await record(ctx, owner, row.id, outcome);
+}
+
+function retryAfter(error: ApiError): number {
+  return Number(error.details?.retry_after_seconds ?? error.headers?.["retry-after"] ?? 30);
 }
 
 // The server refused the config's credentials (or they cannot be used): nothing queued
@@ -199,8 +442,7 @@ const PAUSES_CONFIG = new Set(["smtp_auth_failed", "smtp_auth_required", "smtp_a
 
 /** The send-email request a row stands for: its own, or its batch's content for its recipient. */
 async function requestOf(
-  ctx: AppContext,
-  owner: UserClaims,
+  tx: Tx,
   row: OutboxRow,
   batches: Map<string, Record<string, unknown>>,
 ): Promise<unknown> {
@@ -209,12 +451,8 @@ async function requestOf(
   if (payload.kind !== "recipient" || !row.batch_id) throw new ApiError(422, "invalid_payload", "Unknown payload");
   let content = batches.get(row.batch_id);
   if (!content) {
-    const [batch] = await withUser(
-      ctx.sql,
-      owner,
-      (tx) =>
-        tx<{ content: Record<string, unknown> }[]>`select content from public.email_batches where id = ${row.batch_id}`,
-    );
+    const [batch] = await tx<{ content: Record<string, unknown> }[]>`
+      select content from public.email_batches where id = ${row.batch_id}`;
     content = batch?.content ?? {};
     // A few batches at a time: contents can be megabytes each, and a drain may meet many.
     if (batches.size >= BATCH_CACHE_ENTRIES) batches.delete(batches.keys().next().value!);
@@ -237,32 +475,34 @@ function failedOutcome(row: OutboxRow, error: unknown, fallback: string): Outcom
   };
 }
 
-async function record(ctx: AppContext, owner: UserClaims, id: string, outcome: Outcome): Promise<RowResult> {
+/**
+ * Record attempts as their owner, in one transaction. A failure here is logged and the rows
+ * stay `sending`: the sweep marks them unknown when the lease ends (they may have gone out).
+ */
+async function record(run: Run, owner: UserClaims, attempts: Attempt[]): Promise<void> {
   try {
-    const [{ status }] = await withUser(
-      ctx.sql,
-      owner,
-      (tx) =>
-        tx<{ status: string }[]>`select private.record_outbox_attempt(${id}::uuid, ${
-          tx.json(outcome as never)
-        }) as status`,
-    );
-    return status === "queued" ? "queued" : status as RowResult;
+    const rows = await withUser(run.ctx.sql, owner, (tx) =>
+      tx<{ id: string; status: string }[]>`
+        select id, status from private.record_outbox_attempts(${tx.json(attempts as never)})`);
+    for (const { id, status } of rows) {
+      if (status === "lost") console.error(JSON.stringify({ level: "error", msg: "outbox row lost its lease", id }));
+      run.report[status === "lost" ? "unknown" : status as "sent" | "queued" | "failed" | "unknown"]++;
+    }
   } catch (error) {
-    // Left `sending`: the sweep marks it unknown when the lease ends (it may have gone out).
     const e = error as { name?: string; code?: string };
-    console.error(
-      JSON.stringify({ level: "error", msg: "could not record outbox attempt", id, error: e?.name, code: e?.code }),
-    );
-    return "unknown";
+    console.error(JSON.stringify({
+      level: "error",
+      msg: "could not record outbox attempts",
+      ids: attempts.map((a) => a.id),
+      error: e?.name,
+      code: e?.code,
+    }));
+    run.report.unknown += attempts.length;
   }
 }
 
-async function postpone(ctx: AppContext, workerId: string, id: string, seconds: number): Promise<void> {
-  await ctx.sql`select private.postpone_outbox_send(${id}::uuid, ${workerId}, ${Math.max(0, Math.ceil(seconds))})`;
-}
-
-/** A message in flight keeps its lease for longer than its SMTP session can last, so no sweep takes it mid-send. */
-function inFlightLease(ctx: AppContext, lease: number): number {
-  return Math.max(lease, Math.ceil((ctx.config.smtp.sessionTimeoutMs ?? 0) / 1000) + 30);
+async function postpone(run: Run, ids: string[], seconds: number): Promise<void> {
+  await run.ctx.sql`
+    select private.postpone_outbox_sends(${ids}::uuid[], ${run.workerId}, ${Math.max(0, Math.ceil(seconds))})`;
+  run.report.postponed += ids.length;
 }

@@ -117,6 +117,8 @@ export class SmtpSession {
   banner: string | null = null;
   #stage: SessionStage = "connecting";
   #failure: Error | null = null;
+  /** A transaction was begun and did not end with the server's final reply: RSET before the next. */
+  #unfinished = false;
   #waiters = new Set<(error: Error) => void>();
 
   private constructor(readonly connection: SMTPConnection) {}
@@ -196,10 +198,16 @@ export class SmtpSession {
         body.push(null);
       },
     });
+    this.#unfinished = true;
+    // nodemailer refuses a send on a connection the server closed before it resets the envelope:
+    // clear the last transaction's, so envelopeState() never reports its recipients as this one's.
+    (this.connection as unknown as { _envelope?: unknown })._envelope = undefined;
     try {
       const info = await this.call<SMTPConnection.SentMessageInfo>((done) =>
         this.connection.send({ from: envelope.from, to: envelope.to, size: raw.length }, body, done)
       );
+      // The final reply ended the transaction (RFC 5321 4.1.1.4): the next one needs no RSET.
+      this.#unfinished = false;
       const rejected = (info.rejectedErrors ?? []).map(rcptReply);
       return { accepted: info.accepted.map(String), rejected, response: info.response ?? "" };
     } catch (error) {
@@ -228,15 +236,19 @@ export class SmtpSession {
   }
 
   /**
-   * Make the session ready for another message (a pooled connection): RSET, and a fresh
-   * deadline for the new use. False when the connection did not survive.
+   * Make the session ready for another message (a pooled connection): RSET when the last
+   * transaction did not end cleanly, and a fresh deadline for the new use. False when the
+   * connection did not survive.
    */
   async prepareForReuse(): Promise<boolean> {
     if (!this.alive) return false;
-    try {
-      await this.call<void>((done) => this.connection.reset((error) => done(error ?? null)));
-    } catch {
-      return false;
+    if (this.#unfinished) {
+      try {
+        await this.call<void>((done) => this.connection.reset((error) => done(error ?? null)));
+      } catch {
+        return false;
+      }
+      this.#unfinished = false;
     }
     clearTimeout(this.#deadline);
     if (this.#deadlineMs) this.startDeadline(this.#deadlineMs);
