@@ -97,6 +97,8 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
     `-c unix_socket_directories=${dir}`,
     "-c max_connections=100",
     ...(options.fast ? ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"] : []),
+    // Extra server settings for profiling, e.g. "-c shared_preload_libraries=pg_stat_statements".
+    Deno.env.get("MAILROOM_PG_OPTIONS") ?? "",
   ].join(" ");
   const running = existsSync(`${dataDir}/postmaster.pid`) && (await canConnect(adminUrl) || await canConnect(url));
   if (!running) {
