@@ -2,15 +2,19 @@
 // own process, from index.ts, V8 heap capped at 256 MB), its cold start, then 1,000 requests
 // and its peak resident memory against the 256 MB limit. The SMTP peer is a scripted loopback
 // server with no greeting delay, so the functions are what is measured.
-// Usage: deno task bench [--requests N] [--json path]
+// Usage: deno task bench [--requests N] [--analytics-rows N] [--json path]
 import { startTestStack } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { FUNCTION_MEMORY_MB } from "../local/function_processes.ts";
 import nodemailer from "nodemailer";
+import { benchAnalytics } from "./analytics.ts";
 
 const args = Deno.args;
 const requests = Number(args[args.indexOf("--requests") + 1]) || 1000;
 const jsonPath = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
+const analyticsRows = args.includes("--analytics-rows")
+  ? Number(args[args.indexOf("--analytics-rows") + 1])
+  : 1_000_000;
 const CONCURRENCY = 8;
 
 /**
@@ -68,6 +72,7 @@ try {
   let bulkIndex = 0;
   const workloads: Record<string, () => Promise<Response>> = {
     "smtp-configs": () => stack.invoke("smtp-configs", { token: user.token, method: "GET" }),
+    "email-analytics": () => stack.invoke("email-analytics", { token: user.token, method: "GET" }),
     "send-email": () =>
       stack.invoke("send-email", { token: user.token, body: { to: "bench@example.com", subject: "b", text: "x" } }),
     "send-bulk": () => {
@@ -85,7 +90,7 @@ try {
   let drainRate = 0;
   let drainedCount = 0;
   // Queue first (send-bulk), drain last (process-outbox), whatever order the processes are in.
-  const order = ["smtp-configs", "send-email", "send-bulk", "process-outbox"];
+  const order = ["smtp-configs", "send-email", "send-bulk", "process-outbox", "email-analytics"];
   const processes = [...stack.processes].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
   for (const process of processes) {
     if (process.name === "process-outbox") {
@@ -159,10 +164,15 @@ try {
       }x |`,
     );
   }
+  const analytics = await benchAnalytics(stack, {
+    rows: analyticsRows,
+    users: Math.max(10, Math.min(1_000, Math.round(analyticsRows / 1_000))),
+    runs: 7,
+  });
   if (jsonPath) {
     await Deno.writeTextFile(
       jsonPath,
-      JSON.stringify({ requests, concurrency: CONCURRENCY, rows, smtp: smtpRows }, null, 2),
+      JSON.stringify({ requests, concurrency: CONCURRENCY, rows, smtp: smtpRows, analytics }, null, 2),
     );
   }
 } finally {

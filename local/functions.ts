@@ -5,6 +5,7 @@ import { createSendBulkHandler } from "../supabase/functions/send-bulk/handler.t
 import { createSendEmailHandler } from "../supabase/functions/send-email/handler.ts";
 import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/handler.ts";
 import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
+import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -12,4 +13,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "send-email": createSendEmailHandler,
   "smtp-configs": createSmtpConfigsHandler,
   "process-outbox": createProcessOutboxHandler,
+  "email-analytics": createEmailAnalyticsHandler,
 };

@@ -1,0 +1,160 @@
+// email-analytics in SQL, as the caller: the summary is one call of private.email_analytics
+// (see its migration for the plan it relies on), the message list one keyset query. Both run
+// inside withUser, so RLS decides which rows exist; config and template filters are resolved
+// the same way (another user's config is a 404, like a missing one).
+import type { Tx } from "../db.ts";
+import { ApiError, isUuid } from "../http.ts";
+import { findConfig } from "../store/smtp_configs.ts";
+import { findTemplate } from "../store/templates.ts";
+import {
+  type AnalyticsFilters,
+  encodeCursor,
+  type MessageCursor,
+  type MessagesQuery,
+  type SummaryQuery,
+} from "./params.ts";
+
+/** Counts of one breakdown entry. */
+export interface BreakdownEntry {
+  key: string | null;
+  /** The config's name (config breakdown). */
+  name?: string | null;
+  total: number;
+  sent: number;
+  failed: number;
+  unknown: number;
+}
+
+/** What GET /email-analytics answers. */
+export interface AnalyticsSummary {
+  range: { from: string; to: string; interval: "hour" | "day"; tz: string };
+  total: number;
+  totals: Record<string, number>;
+  /** sent / (sent + failed + unknown + deferred); null when nothing finished. */
+  success_rate: number | null;
+  /** From due (scheduled or created) to the server's acceptance, over sent messages. */
+  latency_ms: { count: number; p50: number | null; p90: number | null; p99: number | null };
+  series: { start: string; total: number; sent: number; failed: number; unknown: number }[];
+  breakdowns: Record<string, BreakdownEntry[]>;
+}
+
+/** One audit row as the message list shows it. */
+export interface MessageRow {
+  id: string;
+  created_at: string;
+  completed_at: string | null;
+  scheduled_at: string | null;
+  status: string;
+  from: string;
+  to: string[];
+  cc_count: number;
+  bcc_count: number;
+  subject: string | null;
+  recipients: unknown;
+  error_code: string | null;
+  error_message: string | null;
+  smtp_response_code: number | null;
+  message_id: string | null;
+  attempts: number;
+  batch_id: string | null;
+  config: { id: string; name: string | null } | null;
+  template_id: string | null;
+  agent_context: unknown;
+}
+
+// UTC with microseconds: exact, and what the cursor carries.
+function iso(tx: Tx, column: string) {
+  return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+interface ResolvedFilters {
+  from: string;
+  to: string;
+  configId: string | null;
+  templateId: string | null;
+}
+
+async function resolveFilters(tx: Tx, filters: AnalyticsFilters): Promise<ResolvedFilters> {
+  const configId = filters.config === undefined ? null : (await findConfig(tx, filters.config)).id;
+  const templateId = filters.template === undefined ? null : (await findTemplate(tx, filters.template)).id;
+  try {
+    const [range] = await tx<{ from: string; to: string }[]>`
+      select ${iso(tx, "r.range_from")} as from, ${iso(tx, "r.range_to")} as to
+        from private.analytics_range(${filters.from ?? null}, ${filters.to ?? null}, ${filters.tz}) r`;
+    return { ...range, configId, templateId };
+  } catch (error) {
+    // A date the patterns let through but the calendar does not have (e.g. 24:30).
+    const code = (error as { code?: string })?.code ?? "";
+    if (code.startsWith("22")) throw new ApiError(400, "invalid_date", "from and to must be real dates and times");
+    throw error;
+  }
+}
+
+/**
+ * The caller's summary for `query` (run inside withUser).
+ *
+ * @throws ApiError 400 for a bad range, 404 `config_not_found` / `template_not_found` for filters.
+ */
+export async function analyticsSummary(tx: Tx, query: SummaryQuery): Promise<AnalyticsSummary> {
+  const { from, to, configId, templateId } = await resolveFilters(tx, query);
+  const interval = query.interval ?? (Date.parse(to) - Date.parse(from) <= 2 * 86_400_000 ? "hour" : "day");
+  const [{ summary }] = await tx<{ summary: Omit<AnalyticsSummary, "range"> }[]>`
+    select private.email_analytics(
+      ${from}::timestamptz, ${to}::timestamptz, ${interval}, ${query.tz}, ${query.breakdowns}::text[],
+      ${configId}::uuid, ${query.statuses ?? null}::text[], ${query.batchId ?? null}::uuid, ${templateId}::uuid
+    ) as summary`;
+  return { range: { from, to, interval, tz: query.tz }, ...summary };
+}
+
+function messageColumns(tx: Tx) {
+  return tx`
+    a.id, ${iso(tx, "a.created_at")} as created_at, ${iso(tx, "a.completed_at")} as completed_at,
+    ${iso(tx, "a.scheduled_at")} as scheduled_at, a.status, a.from_email as from, a.to_addresses as to,
+    a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
+    a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
+    case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,
+    a.template_id, a.agent_context`;
+}
+
+/**
+ * One page of the caller's audit rows, newest first, after `query.cursor` (run inside withUser).
+ * Keyset pagination on (created_at, id): a row shows up once however many arrive meanwhile.
+ */
+export async function listMessages(
+  tx: Tx,
+  query: MessagesQuery,
+): Promise<{ messages: MessageRow[]; next_cursor: string | null }> {
+  const { from, to, configId, templateId } = await resolveFilters(tx, query);
+  const after = (cursor: MessageCursor) =>
+    tx`and (a.created_at, a.id) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`;
+  const rows = await tx<MessageRow[]>`
+    select ${messageColumns(tx)}
+      from public.email_audit_log a
+      left join public.user_smtp_configs c on c.id = a.config_id
+     where a.created_at >= ${from}::timestamptz and a.created_at < ${to}::timestamptz
+       ${configId ? tx`and a.config_id = ${configId}::uuid` : tx``}
+       ${query.statuses ? tx`and a.status = any (${query.statuses}::text[])` : tx``}
+       ${query.batchId ? tx`and a.batch_id = ${query.batchId}::uuid` : tx``}
+       ${templateId ? tx`and a.template_id = ${templateId}::uuid` : tx``}
+       ${query.cursor ? after(query.cursor) : tx``}
+     order by a.created_at desc, a.id desc
+     limit ${query.limit + 1}`;
+  const page = rows.slice(0, query.limit);
+  const last = page.at(-1);
+  return {
+    messages: page,
+    next_cursor: rows.length > query.limit && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
+  };
+}
+
+/** One of the caller's audit rows, else 404 `message_not_found`. */
+export async function getMessage(tx: Tx, id: string): Promise<MessageRow> {
+  if (!isUuid(id)) throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
+  const [row] = await tx<MessageRow[]>`
+    select ${messageColumns(tx)}
+      from public.email_audit_log a
+      left join public.user_smtp_configs c on c.id = a.config_id
+     where a.id = ${id}::uuid`;
+  if (!row) throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
+  return row;
+}

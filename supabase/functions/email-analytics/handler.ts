@@ -1,0 +1,36 @@
+// /email-analytics: what the caller's agents sent, computed in Postgres in the caller's RLS
+// context (never by loading rows into the function).
+//
+//   GET /email-analytics                 totals, success rate, latency, series, breakdowns
+//   GET /email-analytics/messages        the audit rows, newest first, keyset-paginated
+//   GET /email-analytics/messages/:id    one of them
+//
+// Filters (all optional, on both lists): from, to (date or timestamp; default the last 30
+// days), tz (IANA, default UTC), config (id or name), status (comma-separated), batch_id,
+// template (id or name). The summary also takes interval (hour, day) and group_by.
+import { bearerToken } from "../_shared/auth.ts";
+import type { AppContext } from "../_shared/context.ts";
+import { withUser } from "../_shared/db.ts";
+import { ApiError, type Handler, json, routeSegments, serveJson } from "../_shared/http.ts";
+import { parseMessagesQuery, parseSummaryQuery } from "../_shared/analytics/params.ts";
+import { analyticsSummary, getMessage, listMessages } from "../_shared/analytics/store.ts";
+
+/** Build the email-analytics handler over a shared context. */
+export function createEmailAnalyticsHandler(ctx: AppContext): Handler {
+  return serveJson(async (req) => {
+    const claims = await ctx.verifyToken(bearerToken(req));
+    const [resource, id, ...rest] = routeSegments(req, "email-analytics");
+    if (req.method !== "GET") {
+      throw new ApiError(405, "method_not_allowed", "Use GET", undefined, { allow: "GET, OPTIONS" });
+    }
+    const params = new URL(req.url).searchParams;
+    if (resource === undefined) {
+      const query = parseSummaryQuery(params);
+      return json(await withUser(ctx.sql, claims, (tx) => analyticsSummary(tx, query)));
+    }
+    if (resource !== "messages" || rest.length > 0) throw new ApiError(404, "route_not_found", "No such route");
+    if (id !== undefined) return json(await withUser(ctx.sql, claims, (tx) => getMessage(tx, id)));
+    const query = parseMessagesQuery(params);
+    return json(await withUser(ctx.sql, claims, (tx) => listMessages(tx, query)));
+  });
+}
