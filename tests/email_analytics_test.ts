@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { errorCode, startTestStack, type TestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
+import { createClient } from "@supabase/supabase-js";
 import { encodeCursor } from "../supabase/functions/_shared/analytics/params.ts";
 
 interface Summary {
@@ -179,6 +180,20 @@ Deno.test({
           { start: "2026-06-02T00:00:00+00:00", total: 3, sent: 1, failed: 2, unknown: 0 },
           { start: "2026-06-03T00:00:00+00:00", total: 3, sent: 0, failed: 0, unknown: 1 },
         ]);
+      });
+
+      await t.step("supabase.functions.invoke reads it with a query string, as the README shows", async () => {
+        const supabase = createClient(stack.url, stack.anonKey, {
+          auth: { persistSession: false, autoRefreshToken: false },
+        });
+        const { data, error } = await supabase.functions.invoke(`email-analytics?${JUNE}&tz=Europe/Paris`, {
+          method: "GET",
+          headers: { Authorization: `Bearer ${alice.token}` },
+        });
+        assert.equal(error, null);
+        assert.equal(data.total, 8);
+        assert.equal(data.range.tz, "Europe/Paris");
+        assert.equal(data.series[0].start, "2026-06-01T00:00:00+02:00");
       });
 
       await t.step("every breakdown is exact, largest first", async () => {
