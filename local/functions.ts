@@ -6,6 +6,7 @@ import { createSendEmailHandler } from "../supabase/functions/send-email/handler
 import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/handler.ts";
 import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
 import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
+import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -14,4 +15,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "smtp-configs": createSmtpConfigsHandler,
   "process-outbox": createProcessOutboxHandler,
   "email-analytics": createEmailAnalyticsHandler,
+  templates: createTemplatesHandler,
 };

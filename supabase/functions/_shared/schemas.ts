@@ -338,3 +338,50 @@ export const sendBulkRequest = z.object({
 
 /** A validated send-bulk request (entries not yet validated). */
 export type SendBulkRequest = z.infer<typeof sendBulkRequest>;
+
+const templateName = z.string().trim().min(1).max(64)
+  .regex(/^[\p{L}\p{N}][\p{L}\p{N} ._@+-]*$/u, "use letters, digits, spaces and . _ @ + -")
+  .refine((name) => !isUuid(name), "must not look like an id");
+
+const templateVariables = z.union([
+  z.array(z.string().min(1).max(200)).max(200),
+  z.object({
+    required: z.array(z.string().min(1).max(200)).max(200).optional(),
+    properties: z.record(
+      z.string().min(1).max(200),
+      z.object({ type: z.string().max(64).optional(), description: z.string().max(1000).optional() }).strict(),
+    ).optional(),
+  }).strict(),
+]);
+
+const templateFields = {
+  name: templateName,
+  description: z.string().max(1000).nullable(),
+  subject: z.string().max(998).nullable(),
+  html: z.string().nullable(),
+  text: z.string().nullable(),
+  variables: templateVariables.nullable(),
+};
+
+/** Body of `POST /templates`: Mustache parts (html escaped), at least one of html and text. */
+export const createTemplateRequest = z.object({
+  name: templateFields.name,
+  description: templateFields.description.optional(),
+  subject: templateFields.subject.optional(),
+  html: templateFields.html.optional(),
+  text: templateFields.text.optional(),
+  variables: templateFields.variables.optional(),
+}).strict().refine((t) => (t.html ?? null) !== null || (t.text ?? null) !== null, {
+  message: "a template needs html or text",
+});
+export type CreateTemplateRequest = z.infer<typeof createTemplateRequest>;
+
+/** Body of `PATCH /templates/:ref`: any of the fields; null clears an optional one. */
+export const updateTemplateRequest = z.object(templateFields).partial().strict()
+  .refine((t) => Object.keys(t).length > 0, { message: "nothing to update" });
+export type UpdateTemplateRequest = z.infer<typeof updateTemplateRequest>;
+
+/** Body of `POST /templates/:ref/preview`. */
+export const previewTemplateRequest = z.object({
+  data: z.record(z.string(), z.unknown()).optional(),
+}).strict();

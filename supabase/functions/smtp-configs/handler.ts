@@ -1,5 +1,5 @@
 // /smtp-configs: create, list, read, update, delete, make default, (de)activate and
-// verify the caller's SMTP configurations.
+// verify the caller's SMTP configurations, and list a config's verifications (GET /:ref/verifications).
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
@@ -13,7 +13,7 @@ import {
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
-import { finishVerification, startVerification } from "../_shared/store/verifications.ts";
+import { finishVerification, listVerifications, startVerification } from "../_shared/store/verifications.ts";
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import {
   type ConfigWarning,
@@ -161,6 +161,15 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
       if (method === "DELETE") return json(await withUser(ctx.sql, claims, (tx) => deleteConfig(tx, ref)));
       methodNotAllowed("GET, PATCH, DELETE");
     }
+    if (action === "verifications") {
+      if (method !== "GET") methodNotAllowed("GET");
+      return json(
+        await withUser(ctx.sql, claims, async (tx) => {
+          const config = await findConfig(tx, ref);
+          return { config_id: config.id, verifications: await listVerifications(tx, config.id) };
+        }),
+      );
+    }
     if (method !== "POST") methodNotAllowed("POST");
     switch (action) {
       case "verify":
@@ -175,7 +184,7 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
     throw new ApiError(
       404,
       "route_not_found",
-      `No action ${JSON.stringify(action)}; use verify, default, activate or deactivate`,
+      `No action ${JSON.stringify(action)}; use verify, verifications, default, activate or deactivate`,
     );
   });
 }

@@ -56,3 +56,30 @@ export async function finishVerification(
     }));
   }
 }
+
+/** One verification as the history lists it. */
+export interface VerificationRecord {
+  id: string;
+  ok: boolean;
+  error_class: string | null;
+  latency_ms: number | null;
+  server_banner: string | null;
+  created_at: string;
+}
+
+/** Most verifications one history page holds. */
+export const MAX_VERIFICATIONS_LISTED = 50;
+
+/**
+ * The caller's verifications of `configId`, newest first (at most {@linkcode MAX_VERIFICATIONS_LISTED}).
+ * RLS shows only the caller's own; one still running has ok false and error_class "pending".
+ */
+export async function listVerifications(tx: Tx, configId: string): Promise<VerificationRecord[]> {
+  return await tx<VerificationRecord[]>`
+    select v.id, v.ok, v.error_class, v.latency_ms, v.server_banner,
+           to_char(v.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at
+      from public.smtp_config_verifications v
+     where v.config_id = ${configId}::uuid
+     order by v.created_at desc, v.id desc
+     limit ${MAX_VERIFICATIONS_LISTED}`;
+}
