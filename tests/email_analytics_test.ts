@@ -54,8 +54,8 @@ async function load(
         (user_id, config_id, from_email, to_addresses, status, created_at, completed_at, error_class, batch_id,
          template_id, agent_context)
       values (${userId}, ${row.config}, 'sender@example.com', ${row.to ?? ["someone@alpha.example"]}, ${row.status},
-              ${row.created}::timestamptz,
-              ${row.latencyMs === undefined ? null : row.created}::timestamptz
+              ${row.created}::text::timestamptz,
+              ${row.latencyMs === undefined ? null : row.created}::text::timestamptz
                 + make_interval(secs => ${(row.latencyMs ?? 0) / 1000}),
               ${row.error ?? null}, ${row.batch ?? null}, ${row.template ?? null},
               ${row.agent ? stack.sql.json(row.agent as never) : null})
@@ -295,6 +295,27 @@ Deno.test({
           ["2026-11-01T01:00:00-05:00", 0, 1],
         ]);
 
+        // A skipped midnight (Santiago, 2026-09-06 starts at 01:00): the days after start at midnight again.
+        await load(
+          stack,
+          alice.id,
+          [5, 6, 7, 8].map((day) => ({ config: other, status: "sent", created: `2026-09-0${day}T16:00:00Z` })),
+        );
+        const santiago = await get<Summary>(
+          stack,
+          alice.token,
+          "?from=2026-09-04&to=2026-09-10&tz=America/Santiago&interval=day",
+        );
+        assert.equal(santiago.total, 4);
+        assert.deepEqual(santiago.series.map((b) => [b.start, b.total]), [
+          ["2026-09-04T00:00:00-04:00", 0],
+          ["2026-09-05T00:00:00-04:00", 1],
+          ["2026-09-06T01:00:00-03:00", 1],
+          ["2026-09-07T00:00:00-03:00", 1],
+          ["2026-09-08T00:00:00-03:00", 1],
+          ["2026-09-09T00:00:00-03:00", 0],
+        ]);
+
         // Half-hour offsets: 2026-03-07T19:00Z is 00:30 on 03-08 in Kolkata.
         await load(stack, alice.id, [{ config: other, status: "sent", created: "2026-03-07T19:00:00Z" }]);
         const kolkata = await get<Summary>(
@@ -302,6 +323,7 @@ Deno.test({
           alice.token,
           "?from=2026-03-07&to=2026-03-09&tz=Asia/Kolkata&interval=day",
         );
+        assert.equal(kolkata.range.tz, "Asia/Kolkata", "the zone as given, not an alias");
         assert.deepEqual(kolkata.series.map((b) => [b.start, b.total]), [
           ["2026-03-07T00:00:00+05:30", 0],
           ["2026-03-08T00:00:00+05:30", 3],
@@ -340,6 +362,38 @@ Deno.test({
           [...original, ...late].sort(),
           "every row that was older than the cursor, once",
         );
+      });
+
+      await t.step("rows sharing a millisecond (one bulk insert) page exactly, microseconds kept", async () => {
+        // What one send-bulk transaction writes: every row the same now(), with microseconds.
+        const same = await load(
+          stack,
+          alice.id,
+          Array.from(
+            { length: 12 },
+            () => ({ config: main, status: "queued", created: "2026-07-01T12:00:00.123456Z" }),
+          ),
+        );
+        const close = await load(
+          stack,
+          alice.id,
+          [1, 2, 3, 4].map((us) => ({ config: main, status: "queued", created: `2026-07-01T12:00:00.12346${us}Z` })),
+        );
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const query: string = `/messages?from=2026-07-01&to=2026-07-02&limit=5${cursor ? `&cursor=${cursor}` : ""}`;
+          const body: Page = await get<Page>(stack, alice.token, query);
+          seen.push(...body.messages.map((m) => m.id));
+          cursor = body.next_cursor;
+        } while (cursor);
+        assert.deepEqual([...seen].sort(), [...same, ...close].sort(), "all 16, once each");
+        const narrow = await get<Summary>(
+          stack,
+          alice.token,
+          "?from=2026-07-01T12:00:00.123462Z&to=2026-07-01T12:00:00.123464Z",
+        );
+        assert.equal(narrow.total, 2, "from and to keep their microseconds");
       });
 
       await t.step("a message has its recipients, outcome, config and context; real sends included", async () => {
@@ -428,9 +482,22 @@ Deno.test({
           ["?group_by=agent_context", "invalid_group_by"],
           ["?group_by=agent_context.a';drop", "invalid_group_by"],
           ["?group_by=user_id", "invalid_group_by"],
+          [
+            `?group_by=${Array(9).fill("config").join(",")},${
+              Array.from({ length: 8 }, (_, i) => `agent_context.k${i}`)
+            }`,
+            "invalid_group_by",
+          ],
           ["?interval=week", "invalid_interval"],
           ["?tz=Mars/Olympus", "invalid_timezone"],
           ["?tz=UTC';select", "invalid_timezone"],
+          ["?tz=%2B05", "invalid_timezone"],
+          ["?tz=UTC&tz=Europe/Paris", "duplicate_parameter"],
+          ["/messages?limit=1&limit=500", "duplicate_parameter"],
+          [
+            `/messages?cursor=${encodeCursor({ createdAt: "2026-02-30T00:00:00.000000Z", id: crypto.randomUUID() })}`,
+            "invalid_cursor",
+          ],
           ["?status=delivered", "invalid_status"],
           ["?batch_id=42", "invalid_batch_id"],
           ["/messages?cursor=not-a-cursor", "invalid_cursor"],

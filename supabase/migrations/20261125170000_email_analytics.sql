@@ -195,7 +195,13 @@ begin
       select coalesce(json_agg(json_build_object(
                'start', s.start, 'total', coalesce(c.total, 0), 'sent', coalesce(c.sent, 0),
                'failed', coalesce(c.failed, 0), 'unknown', coalesce(c.unknown, 0)) order by s.start), '[]')
-        from generate_series(date_trunc(p_interval, p_from), p_to, ('1 ' || p_interval)::interval) s (start)
+        -- Each bucket counted from the first (not from the one before): after a skipped local
+        -- midnight (America/Santiago) the next days still start at their own midnight.
+        from (
+          select date_trunc(p_interval, p_from) + n * ('1 ' || p_interval)::interval as start
+            from generate_series(0, (extract(epoch from (p_to - date_trunc(p_interval, p_from)))
+                                     / case p_interval when 'hour' then 3600 else 82800 end)::integer) n
+        ) s
         left join (
           select date_trunc(p_interval, f.created_at) as start, count(*)::integer as total,
                  (count(*) filter (where f.status = 'sent'))::integer as sent,

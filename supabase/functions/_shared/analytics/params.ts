@@ -82,13 +82,29 @@ function dateParam(params: URLSearchParams, name: "from" | "to"): string | undef
   refuse("invalid_date", `${name} must be a date (2026-11-01) or a timestamp with a zone (2026-11-01T09:00:00Z)`);
 }
 
-/** The canonical IANA name of `tz`, or a 400 `invalid_timezone`. */
+/**
+ * `tz` when it is an IANA time zone name, or a 400 `invalid_timezone`. Offsets (`+05`) are
+ * refused: Intl reads them as UTC+5 and Postgres as POSIX UTC-5. The name is kept as given
+ * (Intl would turn Asia/Kolkata into its legacy alias Asia/Calcutta).
+ */
 export function canonicalTimeZone(tz: string): string {
-  if (tz.length > 64 || !/^[A-Za-z0-9_+\-/]+$/.test(tz)) refuse("invalid_timezone", "tz must be an IANA time zone");
+  if (tz.length > 64 || !/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(tz)) {
+    refuse("invalid_timezone", "tz must be an IANA time zone name such as Europe/Paris");
+  }
   try {
-    return new Intl.DateTimeFormat("en-US", { timeZone: tz }).resolvedOptions().timeZone;
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return tz;
   } catch {
     refuse("invalid_timezone", `Unknown time zone ${JSON.stringify(tz)}; use an IANA name such as Europe/Paris`);
+  }
+}
+
+/** Parameters that take one value: a second one is refused rather than silently ignored. */
+const SINGLE_VALUED = ["from", "to", "tz", "interval", "config", "batch_id", "template", "limit", "cursor"];
+
+function refuseRepeats(params: URLSearchParams): void {
+  for (const name of SINGLE_VALUED) {
+    if (params.getAll(name).length > 1) refuse("duplicate_parameter", `${name} may be given once`);
   }
 }
 
@@ -98,6 +114,7 @@ function listParam(params: URLSearchParams, name: string): string[] | undefined 
 }
 
 function filters(params: URLSearchParams): AnalyticsFilters {
+  refuseRepeats(params);
   const statuses = listParam(params, "status");
   for (const status of statuses ?? []) {
     if (!(AUDIT_STATUSES as readonly string[]).includes(status)) {
@@ -143,7 +160,8 @@ export function parseSummaryQuery(params: URLSearchParams): SummaryQuery {
   if (interval !== undefined && interval !== "hour" && interval !== "day") {
     refuse("invalid_interval", "interval must be hour or day");
   }
-  const groupBy = listParam(params, "group_by");
+  const listed = listParam(params, "group_by");
+  const groupBy = listed && [...new Set(listed)];
   if (groupBy && groupBy.length > MAX_BREAKDOWNS) {
     refuse("invalid_group_by", `group_by takes at most ${MAX_BREAKDOWNS} breakdowns`);
   }
@@ -158,7 +176,7 @@ export function parseSummaryQuery(params: URLSearchParams): SummaryQuery {
   return {
     ...filters(params),
     interval,
-    breakdowns: [...new Set(groupBy ?? DEFAULT_BREAKDOWNS)],
+    breakdowns: groupBy ?? [...DEFAULT_BREAKDOWNS],
   };
 }
 

@@ -62,7 +62,9 @@ export interface MessageRow {
   agent_context: unknown;
 }
 
-// UTC with microseconds: exact, and what the cursor carries.
+// UTC with microseconds: exact, and what the cursor carries. Timestamps go back into SQL as
+// text (`::text::timestamptz`): postgres.js would send a timestamptz parameter through a JS
+// Date, dropping the microseconds (rows sharing a millisecond would fall between pages).
 function iso(tx: Tx, column: string) {
   return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 }
@@ -100,7 +102,7 @@ export async function analyticsSummary(tx: Tx, query: SummaryQuery): Promise<Ana
   const interval = query.interval ?? (Date.parse(to) - Date.parse(from) <= 2 * 86_400_000 ? "hour" : "day");
   const [{ summary }] = await tx<{ summary: Omit<AnalyticsSummary, "range"> }[]>`
     select private.email_analytics(
-      ${from}::timestamptz, ${to}::timestamptz, ${interval}, ${query.tz}, ${query.breakdowns}::text[],
+      ${from}::text::timestamptz, ${to}::text::timestamptz, ${interval}, ${query.tz}, ${query.breakdowns}::text[],
       ${configId}::uuid, ${query.statuses ?? null}::text[], ${query.batchId ?? null}::uuid, ${templateId}::uuid
     ) as summary`;
   return { range: { from, to, interval, tz: query.tz }, ...summary };
@@ -125,13 +127,28 @@ export async function listMessages(
   query: MessagesQuery,
 ): Promise<{ messages: MessageRow[]; next_cursor: string | null }> {
   const { from, to, configId, templateId } = await resolveFilters(tx, query);
+  const rows = await pageOf(tx, query, { from, to, configId, templateId });
+  const page = rows.slice(0, query.limit);
+  const last = page.at(-1);
+  return {
+    messages: page,
+    next_cursor: rows.length > query.limit && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
+  };
+}
+
+async function pageOf(
+  tx: Tx,
+  query: MessagesQuery,
+  { from, to, configId, templateId }: ResolvedFilters,
+): Promise<MessageRow[]> {
   const after = (cursor: MessageCursor) =>
-    tx`and (a.created_at, a.id) < (${cursor.createdAt}::timestamptz, ${cursor.id}::uuid)`;
-  const rows = await tx<MessageRow[]>`
+    tx`and (a.created_at, a.id) < (${cursor.createdAt}::text::timestamptz, ${cursor.id}::uuid)`;
+  try {
+    return await tx<MessageRow[]>`
     select ${messageColumns(tx)}
       from public.email_audit_log a
       left join public.user_smtp_configs c on c.id = a.config_id
-     where a.created_at >= ${from}::timestamptz and a.created_at < ${to}::timestamptz
+     where a.created_at >= ${from}::text::timestamptz and a.created_at < ${to}::text::timestamptz
        ${configId ? tx`and a.config_id = ${configId}::uuid` : tx``}
        ${query.statuses ? tx`and a.status = any (${query.statuses}::text[])` : tx``}
        ${query.batchId ? tx`and a.batch_id = ${query.batchId}::uuid` : tx``}
@@ -139,12 +156,13 @@ export async function listMessages(
        ${query.cursor ? after(query.cursor) : tx``}
      order by a.created_at desc, a.id desc
      limit ${query.limit + 1}`;
-  const page = rows.slice(0, query.limit);
-  const last = page.at(-1);
-  return {
-    messages: page,
-    next_cursor: rows.length > query.limit && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
-  };
+  } catch (error) {
+    // A cursor whose timestamp the calendar does not have (only a crafted one can).
+    if (query.cursor && String((error as { code?: string })?.code ?? "").startsWith("22")) {
+      throw new ApiError(400, "invalid_cursor", "cursor must be the next_cursor of a previous page, unchanged");
+    }
+    throw error;
+  }
 }
 
 /** One of the caller's audit rows, else 404 `message_not_found`. */

@@ -116,7 +116,7 @@ export async function listBatches(
   options: { before?: string; limit?: number } = {},
 ): Promise<{ batches: BatchStatus[]; next_before: string | null }> {
   const limit = Math.min(options.limit ?? MAX_BATCHES_PER_PAGE, MAX_BATCHES_PER_PAGE);
-  const before = options.before === undefined ? tx`` : tx`where b.created_at < ${options.before}::timestamptz`;
+  const before = options.before === undefined ? tx`` : tx`where b.created_at < ${options.before}::text::timestamptz`;
   const rows = await tx<{ status: BatchStatus }[]>`
     select ${summary(tx)} ${before} order by b.created_at desc, b.id desc limit ${limit}`;
   const batches = rows.map((row) => row.status);
