@@ -7,6 +7,7 @@ import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/han
 import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
 import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
+import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -16,4 +17,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "process-outbox": createProcessOutboxHandler,
   "email-analytics": createEmailAnalyticsHandler,
   templates: createTemplatesHandler,
+  mcp: createMcpFunctionHandler,
 };

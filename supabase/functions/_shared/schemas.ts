@@ -79,23 +79,31 @@ export const scheduledAt = z.string().max(64).refine(
 
 /** Body of `POST /send-email`. */
 export const sendEmailRequest = z.object({
-  to: recipientList.refine((list) => list.length > 0, "at least one recipient is required"),
-  cc: recipientList.optional(),
-  bcc: recipientList.optional(),
-  reply_to: recipientList.optional(),
-  subject: noHeaderBreakers("subject").optional(),
-  text: z.string().optional(),
-  html: z.string().optional(),
-  template: z.string().min(1).max(64).optional(),
-  data: z.record(z.string(), z.unknown()).optional(),
-  from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).optional(),
-  headers: z.record(z.string(), z.string()).optional(),
+  to: recipientList.refine((list) => list.length > 0, "at least one recipient is required").describe(
+    'Recipient(s): "a@example.com", "Ada <a@example.com>", {email, name?}, or a list of them',
+  ),
+  cc: recipientList.optional().describe("Cc recipient(s), as `to`"),
+  bcc: recipientList.optional().describe("Bcc recipient(s), as `to`; not shown to the others"),
+  reply_to: recipientList.optional().describe("Reply-To address(es)"),
+  subject: noHeaderBreakers("subject").optional().describe("Subject (a template's subject when omitted)"),
+  text: z.string().optional().describe("Plain-text body"),
+  html: z.string().optional().describe("HTML body (a text part is derived from it when text is omitted)"),
+  template: z.string().min(1).max(64).optional().describe("A template's name or id, instead of subject/text/html"),
+  data: z.record(z.string(), z.unknown()).optional().describe("The template's variables"),
+  from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).optional().describe(
+    "Sender display name (the address is always the SMTP config's)",
+  ),
+  headers: z.record(z.string(), z.string()).optional().describe("Extra headers (X-*, List-Unsubscribe, ...)"),
   attachments: z.array(
     z.object({ filename: z.string(), content: z.string(), content_type: z.string().optional() }).strict(),
-  ).optional(),
-  config: z.string().min(1).max(64).optional(),
-  agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional(),
-  scheduled_at: scheduledAt.optional(),
+  ).optional().describe("Files, each {filename, content (base64), content_type?}"),
+  config: z.string().min(1).max(64).optional().describe("SMTP config by name or id; the default one when omitted"),
+  agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional().describe(
+    "Free-form context stored with the audit row (who asked, which run)",
+  ),
+  scheduled_at: scheduledAt.optional().describe(
+    "Send later: an ISO 8601 time with a zone, at most 30 days ahead (the answer is then `scheduled`)",
+  ),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],

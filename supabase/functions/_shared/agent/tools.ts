@@ -1,0 +1,308 @@
+// The tools agents get, defined once: name, description written for a model, input schema
+// (built from the zod schemas the functions validate with), annotations, and the function
+// call each tool stands for. The MCP endpoint runs these calls in-process through the
+// functions' own handlers, so a tool validates, limits, audits and fails exactly like the
+// HTTP API; other clients can make the same calls over HTTP.
+import { z } from "zod";
+import { ApiError } from "../http.ts";
+import { sendBulkRequest, sendEmailRequest } from "../schemas.ts";
+import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "../analytics/params.ts";
+
+/** One call of a mailroom function. */
+export interface FunctionCall {
+  fn: string;
+  method: "GET" | "POST";
+  path?: string;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+  idempotencyKey?: string;
+}
+
+/** MCP tool annotations (hints for clients deciding what needs the user's approval). */
+export interface ToolAnnotations {
+  readOnlyHint?: boolean;
+  destructiveHint?: boolean;
+  idempotentHint?: boolean;
+  openWorldHint?: boolean;
+}
+
+/** A tool: what a model sees, and the call it makes. */
+export interface AgentTool {
+  name: string;
+  title: string;
+  description: string;
+  input: z.ZodObject;
+  annotations: ToolAnnotations;
+  /** Does the tool send mail (its calls get `agent_context.via`, `tool` and `client`)? */
+  sends: boolean;
+  call(args: Record<string, unknown>): FunctionCall;
+  /** A short text for the model about a successful result. */
+  summarize(result: Record<string, unknown>): string;
+}
+
+const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/).optional().describe(
+  "Any unique string (e.g. a UUID) for this send. Retrying with the same key and arguments returns the first " +
+    "result instead of sending again; reuse it whenever you retry after a timeout or an unclear answer.",
+);
+const uuid = (what: string) => z.string().uuid().describe(what);
+
+const READ: ToolAnnotations = {
+  readOnlyHint: true,
+  destructiveHint: false,
+  idempotentHint: true,
+  openWorldHint: false,
+};
+const SEND: ToolAnnotations = {
+  readOnlyHint: false,
+  destructiveHint: true,
+  idempotentHint: false,
+  openWorldHint: true,
+};
+
+function withoutKey(args: Record<string, unknown>): Record<string, unknown> {
+  const { idempotency_key: _key, ...rest } = args;
+  return rest;
+}
+
+const list = (values: unknown) => Array.isArray(values) ? values.join(",") : undefined;
+const text = (value: unknown) => value === undefined || value === null ? undefined : String(value);
+
+const OUTCOMES = "A result of `sent` means the SMTP server accepted the message for at least one recipient " +
+  "(`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out " +
+  "later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may " +
+  "have been delivered: do not resend it without asking the user.";
+
+/** Every tool, in the order clients list them. */
+export const AGENT_TOOLS: AgentTool[] = [
+  {
+    name: "send_email",
+    title: "Send an email",
+    description: "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP " +
+      "server, from the address of their SMTP config (the default one unless `config` names another). Give " +
+      "`subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them " +
+      "and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. " +
+      OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`.",
+    input: z.object({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
+    annotations: SEND,
+    sends: true,
+    call: (args) => ({
+      fn: "send-email",
+      method: "POST",
+      body: withoutKey(args),
+      idempotencyKey: text(args.idempotency_key),
+    }),
+    summarize: (r) =>
+      r.status === "sent"
+        ? `Sent (id ${r.id}, Message-ID ${r.message_id}). Accepted: ${list(r.accepted) || "none"}.` +
+          ((r.rejected as string[])?.length ? ` Rejected: ${list(r.rejected)}.` : "") +
+          ((r.deferred as string[])?.length ? ` Deferred: ${list(r.deferred)}.` : "")
+        : `${String(r.status)[0].toUpperCase()}${String(r.status).slice(1)} for ${r.scheduled_at} (id ${r.id}).`,
+  },
+  {
+    name: "send_bulk_email",
+    title: "Send an email to many recipients",
+    description: "Queue up to 10,000 personalised emails in one call: `recipients` (each an address or " +
+      "{email, name?, data?}, its data merged over the shared `data`) with shared content (`template` + `data`, or " +
+      "`subject` + `text`/`html`), or `messages` (complete send_email bodies). Everything is checked first; bad " +
+      "entries are listed by index (or skipped with `skip_invalid: true`). The messages are `queued` (or " +
+      "`scheduled` with `scheduled_at`) and go out in the background within the SMTP config's limits: follow " +
+      "them with get_batch_status, stop them with cancel.",
+    input: z.object({ ...sendBulkRequest.shape, idempotency_key: idempotencyKey }),
+    annotations: SEND,
+    sends: true,
+    call: (args) => ({
+      fn: "send-bulk",
+      method: "POST",
+      body: withoutKey(args),
+      idempotencyKey: text(args.idempotency_key),
+    }),
+    summarize: (r) =>
+      `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
+      (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
+      ((r.skipped as unknown[])?.length ? `; skipped ${(r.skipped as unknown[]).length} invalid entries` : "") +
+      ". Use get_batch_status to follow it.",
+  },
+  {
+    name: "get_batch_status",
+    title: "Follow a bulk send",
+    description: "Progress of a batch from send_bulk_email: messages per status (queued, sending, sent, failed, " +
+      "unknown, cancelled, ...), first and last send time, rate per minute and the most frequent errors.",
+    input: z.object({ batch_id: uuid("The batch_id send_bulk_email returned") }),
+    annotations: READ,
+    sends: false,
+    call: (args) => ({ fn: "send-bulk", method: "GET", path: `/${args.batch_id}` }),
+    summarize: (r) => `Batch ${r.batch_id}: ${r.total} messages, ${JSON.stringify(r.counts)}.`,
+  },
+  {
+    name: "cancel",
+    title: "Cancel a scheduled or queued send",
+    description: "Cancel what has not started: one scheduled or queued message (`id`, from send_email) or every " +
+      "message of a batch that has not started (`batch_id`). A message already being sent or finished cannot be " +
+      "cancelled (`not_cancellable`).",
+    input: z.object({
+      id: uuid("The id of a scheduled or queued message").optional(),
+      batch_id: uuid("The batch_id of a bulk send").optional(),
+    }),
+    annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    sends: false,
+    call: (args) => {
+      if ((args.id === undefined) === (args.batch_id === undefined)) {
+        throw new ApiError(400, "invalid_request", "Give either id (a message) or batch_id (a bulk send)");
+      }
+      return args.batch_id !== undefined
+        ? { fn: "send-bulk", method: "POST", path: `/${args.batch_id}/cancel` }
+        : { fn: "send-email", method: "POST", path: `/${args.id}/cancel` };
+    },
+    summarize: (r) =>
+      r.batch_id ? `Cancelled ${r.cancelled} message(s) of batch ${r.batch_id}.` : `Cancelled message ${r.id}.`,
+  },
+  {
+    name: "list_smtp_configs",
+    title: "List SMTP configs",
+    description: "The user's SMTP configurations (the servers mail goes out through): name, sender address, " +
+      "whether it is the default, active, and `needs_attention` when its credentials were refused. Passwords are " +
+      "never shown.",
+    input: z.object({}),
+    annotations: READ,
+    sends: false,
+    call: () => ({ fn: "smtp-configs", method: "GET" }),
+    summarize: (r) =>
+      ((r.configs as Record<string, unknown>[]) ?? []).map((c) =>
+        `${c.name} <${c.from_email}>${c.is_default ? " (default)" : ""}${c.is_active ? "" : " (inactive)"}` +
+        (c.needs_attention ? ` needs attention: ${c.needs_attention}` : "")
+      ).join("; ") || "No SMTP configs yet.",
+  },
+  {
+    name: "verify_smtp_config",
+    title: "Check an SMTP config",
+    description: "Connect to a config's SMTP server, negotiate TLS and log in, then quit; nothing is sent. Use it " +
+      "when sends fail with connection or authentication errors. Limited to 10 per minute.",
+    input: z.object({ config: z.string().min(1).max(64).describe("The config's name or id") }),
+    annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+    sends: false,
+    call: (args) => ({
+      fn: "smtp-configs",
+      method: "POST",
+      path: `/${encodeURIComponent(String(args.config))}/verify`,
+    }),
+    summarize: (r) => `The server answered: TLS ${r.tls ? "on" : "off"}, login ${r.auth ? "accepted" : "not needed"}.`,
+  },
+  {
+    name: "list_email_templates",
+    title: "List email templates",
+    description: "The templates send_email and send_bulk_email can use (the user's own and shared starter ones), " +
+      "with the variables each declares; pass a template's name as `template` and its variables in `data`.",
+    input: z.object({}),
+    annotations: READ,
+    sends: false,
+    call: () => ({ fn: "templates", method: "GET" }),
+    summarize: (r) =>
+      ((r.templates as Record<string, unknown>[]) ?? []).map((t) =>
+        `${t.name}${t.starter ? " (starter)" : ""}${t.description ? `: ${t.description}` : ""}`
+      ).join("; ") || "No templates.",
+  },
+  {
+    name: "get_email_analytics",
+    title: "Email analytics",
+    description: "What was sent over a period: totals per status, success rate, delivery latency, a series per " +
+      "hour or day, and breakdowns (by config, recipient domain, error code, batch, or agent_context.<key>). " +
+      "Defaults to the last 30 days in UTC.",
+    input: z.object({
+      from: z.string().optional().describe("Start: a date (2026-11-01) or a timestamp with a zone"),
+      to: z.string().optional().describe("End (exclusive); now when omitted"),
+      tz: z.string().optional().describe("IANA time zone for dates and buckets, e.g. Europe/Paris"),
+      interval: z.enum(["hour", "day"]).optional(),
+      group_by: z.array(z.string()).max(8).optional().describe(
+        `Breakdowns: ${DEFAULT_BREAKDOWNS.join(", ")} or agent_context.<key>`,
+      ),
+      config: z.string().optional().describe("Only this SMTP config (name or id)"),
+      status: z.array(z.enum(AUDIT_STATUSES)).optional(),
+      batch_id: z.string().uuid().optional(),
+      template: z.string().optional().describe("Only sends of this template (name or id)"),
+    }),
+    annotations: READ,
+    sends: false,
+    call: (args) => ({
+      fn: "email-analytics",
+      method: "GET",
+      query: {
+        from: text(args.from),
+        to: text(args.to),
+        tz: text(args.tz),
+        interval: text(args.interval),
+        group_by: list(args.group_by),
+        config: text(args.config),
+        status: list(args.status),
+        batch_id: text(args.batch_id),
+        template: text(args.template),
+      },
+    }),
+    summarize: (r) =>
+      `${r.total} sends from ${(r.range as Record<string, string>)?.from} to ${
+        (r.range as Record<string, string>)?.to
+      }: ${JSON.stringify(r.totals)}; success rate ${r.success_rate ?? "n/a"}.`,
+  },
+  {
+    name: "list_sent_messages",
+    title: "List sent messages",
+    description: "The user's sent, failed, queued and scheduled messages, newest first, with recipients, subject, " +
+      "status, error code and message id. Pass `cursor` from the previous page to read further.",
+    input: z.object({
+      from: z.string().optional(),
+      to: z.string().optional(),
+      status: z.array(z.enum(AUDIT_STATUSES)).optional(),
+      config: z.string().optional(),
+      batch_id: z.string().uuid().optional(),
+      template: z.string().optional(),
+      limit: z.number().int().min(1).max(MAX_PAGE_SIZE).optional(),
+      cursor: z.string().optional().describe("next_cursor of the previous page"),
+    }),
+    annotations: READ,
+    sends: false,
+    call: (args) => ({
+      fn: "email-analytics",
+      method: "GET",
+      path: "/messages",
+      query: {
+        from: text(args.from),
+        to: text(args.to),
+        status: list(args.status),
+        config: text(args.config),
+        batch_id: text(args.batch_id),
+        template: text(args.template),
+        limit: text(args.limit),
+        cursor: text(args.cursor),
+      },
+    }),
+    summarize: (r) =>
+      ((r.messages as Record<string, unknown>[]) ?? []).map((m) =>
+          `${m.created_at} ${m.status} to ${list(m.to)}: ${m.subject ?? "(no subject)"}` +
+          (m.error_code ? ` [${m.error_code}]` : "")
+        ).join("\n") + (r.next_cursor ? `\nMore: cursor ${r.next_cursor}` : "") || "No messages.",
+  },
+];
+
+/**
+ * A tool's input as JSON Schema (what the functions accept, from the same zod schemas). A
+ * recipient field takes one recipient or a list (a preprocess in zod, which JSON Schema would
+ * otherwise show as the list only).
+ */
+export function toolInputJsonSchema(tool: AgentTool): Record<string, unknown> {
+  const generated = z.toJSONSchema(tool.input, {
+    io: "input",
+    unrepresentable: "any",
+    override: (ctx) => {
+      const def =
+        (ctx.zodSchema as unknown as { _zod: { def: { type: string; in?: { _zod: { def: { type: string } } } } } })
+          ._zod.def;
+      const schema = ctx.jsonSchema as Record<string, unknown>;
+      if (def.type === "pipe" && def.in?._zod.def.type === "transform" && schema.type === "array" && schema.items) {
+        const list = { ...schema };
+        for (const key of Object.keys(schema)) delete schema[key];
+        schema.anyOf = [list.items, list];
+      }
+    },
+  }) as Record<string, unknown>;
+  const { $schema: _dialect, ...schema } = generated;
+  return schema;
+}

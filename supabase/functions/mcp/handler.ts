@@ -1,0 +1,187 @@
+// /mcp: mailroom as an MCP server (Streamable HTTP, stateless: any instance answers any
+// request). Built on the official TypeScript SDK v2 (`@modelcontextprotocol/server`,
+// `createMcpHandler`): it speaks the current stateless revision (2026-07-28) and, through its
+// legacy stateless fallback, the 2025 revisions that SDK 1.x clients and
+// `@langchain/mcp-adapters` 1.x still use.
+//
+// Authorization as the MCP spec asks: the endpoint is an OAuth 2.1 protected resource whose
+// authorization server is the project's Supabase Auth. A request without a valid Supabase
+// access token gets 401 with `WWW-Authenticate: Bearer resource_metadata=...`, and the
+// metadata (RFC 9728) is served at /functions/v1/mcp/.well-known/oauth-protected-resource.
+// Tokens are verified exactly as every other function verifies them.
+//
+// Each tool (see _shared/agent/tools.ts) is one call of a mailroom function, run in-process
+// through that function's own handler with the caller's token: same validation, limits, RLS,
+// idempotency and audit as over HTTP. Sends record agent_context {via: "mcp", tool, client}.
+import { createMcpHandler, fromJsonSchema, McpServer } from "@modelcontextprotocol/server";
+import { bearerToken, type UserClaims } from "../_shared/auth.ts";
+import type { AppContext } from "../_shared/context.ts";
+import { ApiError, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
+import { AGENT_TOOLS, type AgentTool, type FunctionCall, toolInputJsonSchema } from "../_shared/agent/tools.ts";
+import { createEmailAnalyticsHandler } from "../email-analytics/handler.ts";
+import { createSendBulkHandler } from "../send-bulk/handler.ts";
+import { createSendEmailHandler } from "../send-email/handler.ts";
+import { createSmtpConfigsHandler } from "../smtp-configs/handler.ts";
+import { createTemplatesHandler } from "../templates/handler.ts";
+
+/** The server's name and version as MCP clients see them. */
+export const MCP_SERVER_INFO = { name: "mailroom", version: "0.1.0" };
+
+const INSTRUCTIONS = "mailroom sends email for the signed-in user through their own SMTP server. Sends are " +
+  "real and audited: confirm recipients and content with the user before calling send_email or " +
+  "send_bulk_email, pass an idempotency_key so a retry never sends twice, and never resend a message whose " +
+  "status is `unknown` without asking.";
+
+interface Caller {
+  token: string;
+  claims: UserClaims;
+  /** Who is calling: the OAuth client_id claim, else the HTTP User-Agent. */
+  client: string;
+}
+
+/** The public URL of this function and of its protected-resource metadata. */
+function urls(ctx: AppContext) {
+  const resource = `${ctx.config.supabaseUrl}/functions/v1/mcp`;
+  return { resource, metadata: `${resource}/.well-known/oauth-protected-resource` };
+}
+
+function challenge(ctx: AppContext, error: unknown, requestId: string): Response {
+  const res = errorResponse(error, requestId);
+  const invalid = error instanceof ApiError && error.code !== "missing_token" ? ', error="invalid_token"' : "";
+  res.headers.set("www-authenticate", `Bearer resource_metadata="${urls(ctx).metadata}"${invalid}`);
+  return res;
+}
+
+/** Build the mcp handler over a shared context. */
+export function createMcpFunctionHandler(ctx: AppContext): Handler {
+  const functions: Record<string, Handler> = {
+    "send-email": createSendEmailHandler(ctx),
+    "send-bulk": createSendBulkHandler(ctx),
+    "smtp-configs": createSmtpConfigsHandler(ctx),
+    templates: createTemplatesHandler(ctx),
+    "email-analytics": createEmailAnalyticsHandler(ctx),
+  };
+  const mcp = createMcpHandler(({ authInfo }) => buildServer(functions, ctx, authInfo?.extra?.caller as Caller));
+
+  return async (req) => {
+    const requestId = crypto.randomUUID();
+    if (req.method === "OPTIONS") {
+      return new Response(null, {
+        status: 204,
+        headers: {
+          ...corsHeaders,
+          "access-control-allow-headers": `${
+            corsHeaders["access-control-allow-headers"]
+          }, mcp-protocol-version, mcp-session-id, last-event-id`,
+          "access-control-expose-headers": "www-authenticate, mcp-session-id",
+        },
+      });
+    }
+    const path = new URL(req.url).pathname.replace(/\/+$/, "");
+    if (path.endsWith("/.well-known/oauth-protected-resource")) {
+      const { resource } = urls(ctx);
+      return json(
+        {
+          resource,
+          authorization_servers: [`${ctx.config.supabaseUrl}/auth/v1`],
+          bearer_methods_supported: ["header"],
+          scopes_supported: [],
+          resource_name: "mailroom",
+          resource_documentation: "https://github.com/supabase-community/mailroom#use-from-an-agent",
+        },
+        200,
+        { "access-control-allow-origin": "*", "cache-control": "public, max-age=300" },
+      );
+    }
+    let caller: Caller;
+    try {
+      const token = bearerToken(req);
+      const claims = await ctx.verifyToken(token);
+      const clientId = typeof claims.client_id === "string" ? claims.client_id : undefined;
+      caller = { token, claims, client: (clientId ?? req.headers.get("user-agent") ?? "unknown").slice(0, 200) };
+    } catch (error) {
+      return challenge(ctx, error, requestId);
+    }
+    const res = await mcp.fetch(req, {
+      authInfo: {
+        token: caller.token,
+        clientId: caller.client,
+        scopes: [],
+        expiresAt: typeof caller.claims.exp === "number" ? caller.claims.exp : undefined,
+        extra: { caller },
+      },
+    });
+    res.headers.set("x-request-id", requestId);
+    for (const [name, value] of Object.entries(corsHeaders)) res.headers.set(name, value);
+    return res;
+  };
+}
+
+function buildServer(functions: Record<string, Handler>, ctx: AppContext, caller: Caller): McpServer {
+  const server = new McpServer(MCP_SERVER_INFO, { instructions: INSTRUCTIONS });
+  for (const tool of AGENT_TOOLS) {
+    server.registerTool(tool.name, {
+      title: tool.title,
+      description: tool.description,
+      inputSchema: fromJsonSchema(toolInputJsonSchema(tool) as never),
+      annotations: tool.annotations,
+    }, async (args: unknown) => await runTool(functions, ctx, caller, tool, (args ?? {}) as Record<string, unknown>));
+  }
+  return server;
+}
+
+/** A tool's result: short text for the model, the function's JSON as structuredContent. */
+async function runTool(
+  functions: Record<string, Handler>,
+  ctx: AppContext,
+  caller: Caller,
+  tool: AgentTool,
+  args: Record<string, unknown>,
+) {
+  try {
+    const call = tool.call(args);
+    if (tool.sends && call.body && typeof call.body === "object") {
+      const body = call.body as Record<string, unknown>;
+      const own = body.agent_context && typeof body.agent_context === "object" ? body.agent_context : {};
+      call.body = { ...body, agent_context: { ...own, via: "mcp", tool: tool.name, client: caller.client } };
+    }
+    const res = await functions[call.fn](requestFor(ctx, caller, call));
+    const result = await res.json() as Record<string, unknown>;
+    if (!res.ok) return toolError(res.status, result);
+    return { content: [{ type: "text" as const, text: tool.summarize(result) }], structuredContent: result };
+  } catch (error) {
+    if (error instanceof ApiError) {
+      return toolError(error.status, { error: { code: error.code, message: error.message, details: error.details } });
+    }
+    throw error;
+  }
+}
+
+function requestFor(ctx: AppContext, caller: Caller, call: FunctionCall): Request {
+  const url = new URL(`${ctx.config.supabaseUrl}/functions/v1/${call.fn}${call.path ?? ""}`);
+  for (const [name, value] of Object.entries(call.query ?? {})) {
+    if (value !== undefined && value !== "") url.searchParams.set(name, value);
+  }
+  const headers: Record<string, string> = { authorization: `Bearer ${caller.token}` };
+  if (call.idempotencyKey) headers["idempotency-key"] = call.idempotencyKey;
+  if (call.body !== undefined) headers["content-type"] = "application/json";
+  return new Request(url, {
+    method: call.method,
+    headers,
+    body: call.body === undefined ? undefined : JSON.stringify(call.body),
+  });
+}
+
+/** A failed call as a tool error the model can read: the stable code first, then what to do. */
+function toolError(status: number, body: Record<string, unknown>) {
+  const error = (body.error ?? {}) as { code?: string; message?: string; details?: Record<string, unknown> };
+  const retry = error.details?.retryable === true ? " It can be retried later." : "";
+  return {
+    isError: true,
+    content: [{
+      type: "text" as const,
+      text: `${error.code ?? "error"} (HTTP ${status}): ${error.message ?? ""}${retry}`,
+    }],
+    structuredContent: { status, ...body },
+  };
+}

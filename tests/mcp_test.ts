@@ -1,0 +1,256 @@
+// The MCP endpoint with real third-party clients over real HTTP: the official TypeScript
+// client v2 on the current revision (2026-07-28) and on its 2025 handshake, the SDK 1.x
+// client, and LangChain's MCP adapter. Mail goes to a real SMTP server (the local catcher).
+import assert from "node:assert/strict";
+import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from "@modelcontextprotocol/client";
+import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport as TransportV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { MultiServerMCPClient } from "@langchain/mcp-adapters";
+import { simpleParser } from "mailparser";
+import { startTestStack } from "./harness.ts";
+import { startScriptedSmtp } from "./scripted_smtp.ts";
+import { sendWithMcp } from "../examples/mcp_send.ts";
+
+const TOOLS = [
+  "send_email",
+  "send_bulk_email",
+  "get_batch_status",
+  "cancel",
+  "list_smtp_configs",
+  "verify_smtp_config",
+  "list_email_templates",
+  "get_email_analytics",
+  "list_sent_messages",
+];
+
+type ToolResult = { isError?: boolean; content: { type: string; text?: string }[]; structuredContent?: unknown };
+
+Deno.test({
+  name: "mcp endpoint",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const smtp = await startScriptedSmtp({
+      rcpt: (address) => address.startsWith("gone@") ? "550 5.1.1 no such user" : "250 2.1.5 ok",
+    });
+    const endpoint = new URL(`${stack.url}/functions/v1/mcp`);
+    const alice = await stack.createUser();
+    const bob = await stack.createUser();
+    await stack.createConfig(alice, { name: "work", port: smtp.port, security: "none", username: null });
+    await stack.createConfig(bob, { name: "bobs", port: smtp.port, security: "none", username: null });
+    const auth = (token: string) => ({ requestInit: { headers: { Authorization: `Bearer ${token}` } } });
+    const text = (r: ToolResult) => r.content.map((c) => c.text ?? "").join("\n");
+    try {
+      await t.step(
+        "the official client v2 on the current revision lists the tools with schemas and hints",
+        async () => {
+          const client = new ClientV2({ name: "test-v2", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+          await client.connect(new TransportV2(endpoint, auth(alice.token)));
+          assert.equal(client.getNegotiatedProtocolVersion(), "2026-07-28");
+          const { tools } = await client.listTools();
+          assert.deepEqual(tools.map((x) => x.name), TOOLS);
+          const send = tools.find((x) => x.name === "send_email")!;
+          assert.equal(send.annotations?.destructiveHint, true);
+          assert.equal(send.annotations?.idempotentHint, false);
+          assert.equal(tools.find((x) => x.name === "list_sent_messages")!.annotations?.readOnlyHint, true);
+          const schema = send.inputSchema as { properties: Record<string, unknown> };
+          for (const field of ["to", "subject", "text", "template", "data", "scheduled_at", "idempotency_key"]) {
+            assert.ok(field in schema.properties, `send_email takes ${field}`);
+          }
+          assert.match(send.description ?? "", /unknown/);
+          await client.close();
+        },
+      );
+
+      await t.step("send_email from a 2025-era SDK 1.x client delivers, audited with the agent context", async () => {
+        const client = new ClientV1({ name: "test-v1", version: "1.0.0" });
+        await client.connect(new TransportV1(endpoint, auth(alice.token)));
+        const result = await client.callTool({
+          name: "send_email",
+          arguments: {
+            to: "jane@example.com",
+            subject: "From an agent",
+            text: "Hello Jane",
+            agent_context: { run: "r-1" },
+            idempotency_key: "mcp-test-1",
+          },
+        }) as ToolResult;
+        assert.equal(result.isError, undefined, text(result));
+        assert.match(text(result), /^Sent \(id /);
+        const { id, message_id } = result.structuredContent as { id: string; message_id: string };
+        const delivered = smtp.messages().at(-1)!;
+        const parsed = await simpleParser(delivered.data);
+        assert.equal(parsed.subject, "From an agent");
+        assert.equal(parsed.messageId, message_id);
+        const [row] = await stack.sql<{ user_id: string; agent_context: Record<string, unknown> }[]>`
+          select user_id, agent_context from public.email_audit_log where id = ${id}`;
+        assert.equal(row.user_id, alice.id);
+        assert.deepEqual(row.agent_context, {
+          run: "r-1",
+          via: "mcp",
+          tool: "send_email",
+          client: row.agent_context.client,
+        });
+        assert.ok(String(row.agent_context.client).length > 0);
+
+        // The same idempotency key replays: no second mail.
+        const count = smtp.messages().length;
+        const again = await client.callTool({
+          name: "send_email",
+          arguments: {
+            to: "jane@example.com",
+            subject: "From an agent",
+            text: "Hello Jane",
+            agent_context: { run: "r-1" },
+            idempotency_key: "mcp-test-1",
+          },
+        }) as ToolResult;
+        assert.equal((again.structuredContent as { id: string }).id, id);
+        assert.equal(smtp.messages().length, count);
+        await client.close();
+      });
+
+      await t.step("errors come back as tool errors carrying the code", async () => {
+        const client = new ClientV2({ name: "test-v2", version: "1.0.0" });
+        await client.connect(new TransportV2(endpoint, auth(alice.token)));
+        const missing = await client.callTool({
+          name: "send_email",
+          arguments: { to: "jane@example.com", template: "welcome", data: { name: "Jane" } },
+        }) as ToolResult;
+        assert.equal(missing.isError, true);
+        assert.match(text(missing), /^template_data_missing \(HTTP 422\)/);
+        const refused = await client.callTool({
+          name: "send_email",
+          arguments: { to: "gone@example.com", subject: "x", text: "x" },
+        }) as ToolResult;
+        assert.equal(refused.isError, true);
+        assert.match(text(refused), /^smtp_recipients_rejected \(HTTP 502\)/);
+        const neither = await client.callTool({ name: "cancel", arguments: {} }) as ToolResult;
+        assert.match(text(neither), /^invalid_request/);
+        await client.close();
+      });
+
+      await t.step(
+        "bulk, batch status, cancel, configs, templates, analytics and messages through the tools",
+        async () => {
+          const client = new ClientV2({ name: "test-v2", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+          await client.connect(new TransportV2(endpoint, auth(alice.token)));
+          const call = async (name: string, args: Record<string, unknown> = {}) => {
+            const result = await client.callTool({ name, arguments: args }) as ToolResult;
+            assert.equal(result.isError, undefined, `${name}: ${text(result)}`);
+            return result;
+          };
+          const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
+          const bulk = await call("send_bulk_email", {
+            recipients: ["a@example.com", { email: "b@example.com", data: { name: "B" } }],
+            subject: "News",
+            text: "Hello",
+            scheduled_at: tomorrow,
+          });
+          const { batch_id } = bulk.structuredContent as { batch_id: string };
+          const status = await call("get_batch_status", { batch_id });
+          assert.equal((status.structuredContent as { counts: { scheduled: number } }).counts.scheduled, 2);
+          const cancelled = await call("cancel", { batch_id });
+          assert.match(text(cancelled), /Cancelled 2 message/);
+          const configs = await call("list_smtp_configs");
+          assert.match(text(configs), /^work </);
+          assert.doesNotMatch(JSON.stringify(configs.structuredContent), /password"\s*:\s*"/);
+          const templates = await call("list_email_templates");
+          assert.match(text(templates), /welcome \(starter\)/);
+          const verified = await call("verify_smtp_config", { config: "work" });
+          assert.match(text(verified), /The server answered/);
+          const analytics = await call("get_email_analytics", { group_by: ["agent_context.tool"] });
+          const summary = analytics.structuredContent as {
+            breakdowns: Record<string, { key: string; total: number }[]>;
+          };
+          assert.ok(summary.breakdowns["agent_context.tool"].some((e) => e.key === "send_email"));
+          const messages = await call("list_sent_messages", { status: ["sent"], limit: 5 });
+          assert.match(text(messages), /sent to jane@example\.com: From an agent/);
+          await client.close();
+        },
+      );
+
+      await t.step("another user's ids are invisible through every tool", async () => {
+        const [alicesRow] = await stack.sql<{ id: string }[]>`
+          select id from public.email_audit_log where user_id = ${alice.id} limit 1`;
+        const client = new ClientV2({ name: "bob", version: "1.0.0" });
+        await client.connect(new TransportV2(endpoint, auth(bob.token)));
+        const attempt = async (name: string, args: Record<string, unknown>) =>
+          text(await client.callTool({ name, arguments: args }) as ToolResult);
+        assert.match(await attempt("verify_smtp_config", { config: "work" }), /^config_not_found/);
+        assert.match(
+          await attempt("send_email", { to: "x@example.com", text: "x", config: "work" }),
+          /^config_not_found/,
+        );
+        assert.match(await attempt("cancel", { id: alicesRow.id }), /^message_not_found/);
+        const [batch] = await stack.sql<
+          { id: string }[]
+        >`select id from public.email_batches where user_id = ${alice.id}`;
+        assert.match(await attempt("get_batch_status", { batch_id: batch.id }), /^batch_not_found/);
+        assert.match(await attempt("list_sent_messages", {}), /^No messages\.$/);
+        assert.match(await attempt("list_smtp_configs", {}), /^bobs </);
+        await client.close();
+      });
+
+      await t.step("without a token: 401 pointing at protected-resource metadata that parses", async () => {
+        const res = await fetch(endpoint, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+          body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+        });
+        assert.equal(res.status, 401);
+        await res.body?.cancel();
+        const header = res.headers.get("www-authenticate") ?? "";
+        const url = /resource_metadata="([^"]+)"/.exec(header)?.[1];
+        assert.ok(url, header);
+        const metadata = await (await fetch(url)).json();
+        assert.equal(metadata.resource, endpoint.href);
+        assert.deepEqual(metadata.authorization_servers, [`${stack.url}/auth/v1`]);
+        const bad = await fetch(endpoint, {
+          method: "POST",
+          headers: { authorization: "Bearer not-a-token", "content-type": "application/json" },
+          body: "{}",
+        });
+        assert.equal(bad.status, 401);
+        assert.match(bad.headers.get("www-authenticate") ?? "", /error="invalid_token"/);
+        await bad.body?.cancel();
+        // The official client surfaces it as an authorization failure, not a hang.
+        const client = new ClientV2({ name: "anon", version: "1.0.0" });
+        await assert.rejects(client.connect(new TransportV2(endpoint)));
+      });
+
+      await t.step("the README's script example (examples/mcp_send.ts) delivers", async () => {
+        const before = smtp.messages().length;
+        assert.match(
+          await sendWithMcp(stack.url, alice.token, "script@example.com"),
+          /^Sent \(id .+Accepted: script@example\.com\.$/,
+        );
+        assert.deepEqual(smtp.messages().slice(before).map((m) => m.rcptTo), [["script@example.com"]]);
+      });
+
+      await t.step("LangChain's MCP adapter loads the tools and a call delivers", async () => {
+        const mcp = new MultiServerMCPClient({
+          mcpServers: {
+            mailroom: { transport: "http", url: endpoint.href, headers: { Authorization: `Bearer ${alice.token}` } },
+          },
+        });
+        try {
+          const tools = await mcp.getTools();
+          assert.deepEqual(tools.map((x) => x.name).sort(), [...TOOLS].sort());
+          const send = tools.find((x) => x.name === "send_email")!;
+          const before = smtp.messages().length;
+          const output = await send.invoke({ to: "lc@example.com", subject: "Via LangChain", text: "hi" });
+          assert.match(JSON.stringify(output), /Sent \(id /);
+          assert.equal(smtp.messages().length, before + 1);
+          assert.deepEqual(smtp.messages().at(-1)!.rcptTo, ["lc@example.com"]);
+        } finally {
+          await mcp.close();
+        }
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
