@@ -229,6 +229,49 @@ Deno.test({
         assert.deepEqual(smtp.messages().slice(before).map((m) => m.rcptTo), [["script@example.com"]]);
       });
 
+      await t.step("tags cannot be spoofed, retries survive a client upgrade, browsers can connect", async () => {
+        const callAs = async (userAgent: string, name: string, args: Record<string, unknown>) => {
+          const client = new ClientV2({ name: "ua", version: "1.0.0" });
+          await client.connect(
+            new TransportV2(endpoint, {
+              requestInit: { headers: { Authorization: `Bearer ${alice.token}`, "User-Agent": userAgent } },
+            }),
+          );
+          try {
+            return await client.callTool({ name, arguments: args }) as ToolResult;
+          } finally {
+            await client.close();
+          }
+        };
+        // Each bulk message's own agent_context gets the tags too.
+        const bulk = await callAs("agent/1.0", "send_bulk_email", {
+          messages: [{ to: "m1@example.com", subject: "m", text: "x", agent_context: { via: "http", tool: "fake" } }],
+          scheduled_at: new Date(Date.now() + 3_600_000).toISOString(),
+        });
+        const { batch_id } = bulk.structuredContent as { batch_id: string };
+        const [row] = await stack.sql<{ agent_context: Record<string, unknown> }[]>`
+          select agent_context from public.email_audit_log where batch_id = ${batch_id}`;
+        assert.deepEqual(row.agent_context, { via: "mcp", tool: "send_bulk_email", client: "agent" });
+        // The same key from an upgraded client replays the first result.
+        const args = { to: "ua@example.com", subject: "ua", text: "x", idempotency_key: "mcp-ua-1" };
+        const first = await callAs("agent/1.0", "send_email", args);
+        const second = await callAs("agent/2.0", "send_email", args);
+        assert.equal(second.isError, undefined, text(second));
+        assert.equal((second.structuredContent as { id: string }).id, (first.structuredContent as { id: string }).id);
+        // Dots are not path steps.
+        assert.match(text(await callAs("agent/1.0", "verify_smtp_config", { config: ".." })), /^invalid_request/);
+
+        const preflight = await fetch(endpoint, {
+          method: "OPTIONS",
+          headers: { origin: "https://app.example", "access-control-request-headers": "mcp-method, mcp-name" },
+        });
+        await preflight.body?.cancel();
+        assert.match(preflight.headers.get("access-control-allow-headers") ?? "", /mcp-method, mcp-name/);
+        const unauthorized = await fetch(endpoint, { method: "POST", headers: { origin: "https://app.example" } });
+        await unauthorized.body?.cancel();
+        assert.match(unauthorized.headers.get("access-control-expose-headers") ?? "", /www-authenticate/);
+      });
+
       await t.step("LangChain's MCP adapter loads the tools and a call delivers", async () => {
         const mcp = new MultiServerMCPClient({
           mcpServers: {

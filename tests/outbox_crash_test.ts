@@ -63,7 +63,10 @@ Deno.test({
         await leasesRunOut();
       }
       const last = worker();
+      // A worker that never finishes (a busy loop) fails the test instead of hanging CI.
+      const watchdog = setTimeout(() => last.kill("SIGKILL"), 120_000);
       const status = await last.status;
+      clearTimeout(watchdog);
       assert.ok(status.success, "the last worker drained the outbox and exited");
 
       const rows = await stack.sql<{ status: string; message_id: string }[]>`

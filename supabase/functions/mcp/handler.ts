@@ -17,12 +17,20 @@ import { createMcpHandler, fromJsonSchema, McpServer } from "@modelcontextprotoc
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { ApiError, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
-import { AGENT_TOOLS, type AgentTool, type FunctionCall, toolInputJsonSchema } from "../_shared/agent/tools.ts";
+import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
+import { type FunctionCall, functionCall, tagAgentContext, ToolArgumentError } from "../_shared/agent/calls.ts";
 import { createEmailAnalyticsHandler } from "../email-analytics/handler.ts";
 import { createSendBulkHandler } from "../send-bulk/handler.ts";
 import { createSendEmailHandler } from "../send-email/handler.ts";
 import { createSmtpConfigsHandler } from "../smtp-configs/handler.ts";
 import { createTemplatesHandler } from "../templates/handler.ts";
+
+/** Largest MCP request: the largest function body plus room for the JSON-RPC envelope. */
+const MAX_REQUEST_BYTES = 17 * 1024 * 1024;
+
+/** Headers MCP clients send and read, for browsers (CORS). */
+const MCP_ALLOW_HEADERS = "mcp-protocol-version, mcp-session-id, mcp-method, mcp-name, last-event-id";
+const MCP_EXPOSE_HEADERS = "www-authenticate, mcp-protocol-version, mcp-session-id";
 
 /** The server's name and version as MCP clients see them. */
 export const MCP_SERVER_INFO = { name: "mailroom", version: "0.1.0" };
@@ -45,8 +53,19 @@ function urls(ctx: AppContext) {
   return { resource, metadata: `${resource}/.well-known/oauth-protected-resource` };
 }
 
+function withCors(res: Response, preflight = false): Response {
+  for (const [name, value] of Object.entries(corsHeaders)) {
+    if (!(preflight && name === "access-control-allow-headers")) res.headers.set(name, value);
+  }
+  res.headers.set(
+    "access-control-expose-headers",
+    `${corsHeaders["access-control-expose-headers"]}, ${MCP_EXPOSE_HEADERS}`,
+  );
+  return res;
+}
+
 function challenge(ctx: AppContext, error: unknown, requestId: string): Response {
-  const res = errorResponse(error, requestId);
+  const res = withCors(errorResponse(error, requestId));
   const invalid = error instanceof ApiError && error.code !== "missing_token" ? ', error="invalid_token"' : "";
   res.headers.set("www-authenticate", `Bearer resource_metadata="${urls(ctx).metadata}"${invalid}`);
   return res;
@@ -61,21 +80,23 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
     templates: createTemplatesHandler(ctx),
     "email-analytics": createEmailAnalyticsHandler(ctx),
   };
-  const mcp = createMcpHandler(({ authInfo }) => buildServer(functions, ctx, authInfo?.extra?.caller as Caller));
+  const mcp = createMcpHandler(({ authInfo }) => buildServer(functions, ctx, authInfo?.extra?.caller as Caller), {
+    // send-bulk takes up to 16 MiB, send-email 15 MiB (attachments): a tool call may be as large.
+    maxRequestBodySize: MAX_REQUEST_BYTES,
+  });
 
   return async (req) => {
     const requestId = crypto.randomUUID();
     if (req.method === "OPTIONS") {
-      return new Response(null, {
-        status: 204,
-        headers: {
-          ...corsHeaders,
-          "access-control-allow-headers": `${
-            corsHeaders["access-control-allow-headers"]
-          }, mcp-protocol-version, mcp-session-id, last-event-id`,
-          "access-control-expose-headers": "www-authenticate, mcp-session-id",
-        },
-      });
+      return withCors(
+        new Response(null, {
+          status: 204,
+          headers: {
+            "access-control-allow-headers": `${corsHeaders["access-control-allow-headers"]}, ${MCP_ALLOW_HEADERS}`,
+          },
+        }),
+        true,
+      );
     }
     const path = new URL(req.url).pathname.replace(/\/+$/, "");
     if (path.endsWith("/.well-known/oauth-protected-resource")) {
@@ -98,7 +119,10 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
       const token = bearerToken(req);
       const claims = await ctx.verifyToken(token);
       const clientId = typeof claims.client_id === "string" ? claims.client_id : undefined;
-      caller = { token, claims, client: (clientId ?? req.headers.get("user-agent") ?? "unknown").slice(0, 200) };
+      // The OAuth client, else the client's product name (the User-Agent without its version, so
+      // an upgraded client's retry still matches its idempotency key).
+      const product = /^[^\s/]+/.exec(req.headers.get("user-agent") ?? "")?.[0];
+      caller = { token, claims, client: (clientId ?? product ?? "unknown").slice(0, 200) };
     } catch (error) {
       return challenge(ctx, error, requestId);
     }
@@ -112,8 +136,7 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
       },
     });
     res.headers.set("x-request-id", requestId);
-    for (const [name, value] of Object.entries(corsHeaders)) res.headers.set(name, value);
-    return res;
+    return withCors(res);
   };
 }
 
@@ -139,19 +162,17 @@ async function runTool(
   args: Record<string, unknown>,
 ) {
   try {
-    const call = tool.call(args);
-    if (tool.sends && call.body && typeof call.body === "object") {
-      const body = call.body as Record<string, unknown>;
-      const own = body.agent_context && typeof body.agent_context === "object" ? body.agent_context : {};
-      call.body = { ...body, agent_context: { ...own, via: "mcp", tool: tool.name, client: caller.client } };
+    const call = functionCall(tool.calls, args);
+    if (tool.sends && call.body) {
+      call.body = tagAgentContext(call.body, { via: "mcp", tool: tool.name, client: caller.client });
     }
     const res = await functions[call.fn](requestFor(ctx, caller, call));
     const result = await res.json() as Record<string, unknown>;
     if (!res.ok) return toolError(res.status, result);
     return { content: [{ type: "text" as const, text: tool.summarize(result) }], structuredContent: result };
   } catch (error) {
-    if (error instanceof ApiError) {
-      return toolError(error.status, { error: { code: error.code, message: error.message, details: error.details } });
+    if (error instanceof ToolArgumentError) {
+      return toolError(400, { error: { code: "invalid_request", message: error.message } });
     }
     throw error;
   }

@@ -4,19 +4,9 @@
 // functions' own handlers, so a tool validates, limits, audits and fails exactly like the
 // HTTP API; other clients can make the same calls over HTTP.
 import { z } from "zod";
-import { ApiError } from "../http.ts";
+import type { CallSpec } from "./calls.ts";
 import { sendBulkRequest, sendEmailRequest } from "../schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "../analytics/params.ts";
-
-/** One call of a mailroom function. */
-export interface FunctionCall {
-  fn: string;
-  method: "GET" | "POST";
-  path?: string;
-  query?: Record<string, string | undefined>;
-  body?: unknown;
-  idempotencyKey?: string;
-}
 
 /** MCP tool annotations (hints for clients deciding what needs the user's approval). */
 export interface ToolAnnotations {
@@ -35,7 +25,8 @@ export interface AgentTool {
   annotations: ToolAnnotations;
   /** Does the tool send mail (its calls get `agent_context.via`, `tool` and `client`)? */
   sends: boolean;
-  call(args: Record<string, unknown>): FunctionCall;
+  /** The function call(s) it makes (see calls.ts). */
+  calls: CallSpec[];
   /** A short text for the model about a successful result. */
   summarize(result: Record<string, unknown>): string;
 }
@@ -59,13 +50,7 @@ const SEND: ToolAnnotations = {
   openWorldHint: true,
 };
 
-function withoutKey(args: Record<string, unknown>): Record<string, unknown> {
-  const { idempotency_key: _key, ...rest } = args;
-  return rest;
-}
-
 const list = (values: unknown) => Array.isArray(values) ? values.join(",") : undefined;
-const text = (value: unknown) => value === undefined || value === null ? undefined : String(value);
 
 const OUTCOMES = "A result of `sent` means the SMTP server accepted the message for at least one recipient " +
   "(`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out " +
@@ -82,15 +67,10 @@ export const AGENT_TOOLS: AgentTool[] = [
       "`subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them " +
       "and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. " +
       OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`.",
-    input: z.object({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
+    input: z.strictObject({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
-    call: (args) => ({
-      fn: "send-email",
-      method: "POST",
-      body: withoutKey(args),
-      idempotencyKey: text(args.idempotency_key),
-    }),
+    calls: [{ fn: "send-email", method: "POST", body: true }],
     summarize: (r) =>
       r.status === "sent"
         ? `Sent (id ${r.id}, Message-ID ${r.message_id}). Accepted: ${list(r.accepted) || "none"}.` +
@@ -107,15 +87,10 @@ export const AGENT_TOOLS: AgentTool[] = [
       "entries are listed by index (or skipped with `skip_invalid: true`). The messages are `queued` (or " +
       "`scheduled` with `scheduled_at`) and go out in the background within the SMTP config's limits: follow " +
       "them with get_batch_status, stop them with cancel.",
-    input: z.object({ ...sendBulkRequest.shape, idempotency_key: idempotencyKey }),
+    input: z.strictObject({ ...sendBulkRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
-    call: (args) => ({
-      fn: "send-bulk",
-      method: "POST",
-      body: withoutKey(args),
-      idempotencyKey: text(args.idempotency_key),
-    }),
+    calls: [{ fn: "send-bulk", method: "POST", body: true }],
     summarize: (r) =>
       `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
       (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
@@ -127,10 +102,10 @@ export const AGENT_TOOLS: AgentTool[] = [
     title: "Follow a bulk send",
     description: "Progress of a batch from send_bulk_email: messages per status (queued, sending, sent, failed, " +
       "unknown, cancelled, ...), first and last send time, rate per minute and the most frequent errors.",
-    input: z.object({ batch_id: uuid("The batch_id send_bulk_email returned") }),
+    input: z.strictObject({ batch_id: uuid("The batch_id send_bulk_email returned") }),
     annotations: READ,
     sends: false,
-    call: (args) => ({ fn: "send-bulk", method: "GET", path: `/${args.batch_id}` }),
+    calls: [{ fn: "send-bulk", method: "GET", path: "/{batch_id}" }],
     summarize: (r) => `Batch ${r.batch_id}: ${r.total} messages, ${JSON.stringify(r.counts)}.`,
   },
   {
@@ -139,20 +114,16 @@ export const AGENT_TOOLS: AgentTool[] = [
     description: "Cancel what has not started: one scheduled or queued message (`id`, from send_email) or every " +
       "message of a batch that has not started (`batch_id`). A message already being sent or finished cannot be " +
       "cancelled (`not_cancellable`).",
-    input: z.object({
+    input: z.strictObject({
       id: uuid("The id of a scheduled or queued message").optional(),
       batch_id: uuid("The batch_id of a bulk send").optional(),
     }),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     sends: false,
-    call: (args) => {
-      if ((args.id === undefined) === (args.batch_id === undefined)) {
-        throw new ApiError(400, "invalid_request", "Give either id (a message) or batch_id (a bulk send)");
-      }
-      return args.batch_id !== undefined
-        ? { fn: "send-bulk", method: "POST", path: `/${args.batch_id}/cancel` }
-        : { fn: "send-email", method: "POST", path: `/${args.id}/cancel` };
-    },
+    calls: [
+      { fn: "send-bulk", method: "POST", path: "/{batch_id}/cancel", when: "batch_id" },
+      { fn: "send-email", method: "POST", path: "/{id}/cancel", when: "id" },
+    ],
     summarize: (r) =>
       r.batch_id ? `Cancelled ${r.cancelled} message(s) of batch ${r.batch_id}.` : `Cancelled message ${r.id}.`,
   },
@@ -162,10 +133,10 @@ export const AGENT_TOOLS: AgentTool[] = [
     description: "The user's SMTP configurations (the servers mail goes out through): name, sender address, " +
       "whether it is the default, active, and `needs_attention` when its credentials were refused. Passwords are " +
       "never shown.",
-    input: z.object({}),
+    input: z.strictObject({}),
     annotations: READ,
     sends: false,
-    call: () => ({ fn: "smtp-configs", method: "GET" }),
+    calls: [{ fn: "smtp-configs", method: "GET" }],
     summarize: (r) =>
       ((r.configs as Record<string, unknown>[]) ?? []).map((c) =>
         `${c.name} <${c.from_email}>${c.is_default ? " (default)" : ""}${c.is_active ? "" : " (inactive)"}` +
@@ -177,14 +148,10 @@ export const AGENT_TOOLS: AgentTool[] = [
     title: "Check an SMTP config",
     description: "Connect to a config's SMTP server, negotiate TLS and log in, then quit; nothing is sent. Use it " +
       "when sends fail with connection or authentication errors. Limited to 10 per minute.",
-    input: z.object({ config: z.string().min(1).max(64).describe("The config's name or id") }),
+    input: z.strictObject({ config: z.string().min(1).max(64).describe("The config's name or id") }),
     annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
     sends: false,
-    call: (args) => ({
-      fn: "smtp-configs",
-      method: "POST",
-      path: `/${encodeURIComponent(String(args.config))}/verify`,
-    }),
+    calls: [{ fn: "smtp-configs", method: "POST", path: "/{config}/verify" }],
     summarize: (r) => `The server answered: TLS ${r.tls ? "on" : "off"}, login ${r.auth ? "accepted" : "not needed"}.`,
   },
   {
@@ -192,10 +159,10 @@ export const AGENT_TOOLS: AgentTool[] = [
     title: "List email templates",
     description: "The templates send_email and send_bulk_email can use (the user's own and shared starter ones), " +
       "with the variables each declares; pass a template's name as `template` and its variables in `data`.",
-    input: z.object({}),
+    input: z.strictObject({}),
     annotations: READ,
     sends: false,
-    call: () => ({ fn: "templates", method: "GET" }),
+    calls: [{ fn: "templates", method: "GET" }],
     summarize: (r) =>
       ((r.templates as Record<string, unknown>[]) ?? []).map((t) =>
         `${t.name}${t.starter ? " (starter)" : ""}${t.description ? `: ${t.description}` : ""}`
@@ -207,7 +174,7 @@ export const AGENT_TOOLS: AgentTool[] = [
     description: "What was sent over a period: totals per status, success rate, delivery latency, a series per " +
       "hour or day, and breakdowns (by config, recipient domain, error code, batch, or agent_context.<key>). " +
       "Defaults to the last 30 days in UTC.",
-    input: z.object({
+    input: z.strictObject({
       from: z.string().optional().describe("Start: a date (2026-11-01) or a timestamp with a zone"),
       to: z.string().optional().describe("End (exclusive); now when omitted"),
       tz: z.string().optional().describe("IANA time zone for dates and buckets, e.g. Europe/Paris"),
@@ -222,21 +189,11 @@ export const AGENT_TOOLS: AgentTool[] = [
     }),
     annotations: READ,
     sends: false,
-    call: (args) => ({
+    calls: [{
       fn: "email-analytics",
       method: "GET",
-      query: {
-        from: text(args.from),
-        to: text(args.to),
-        tz: text(args.tz),
-        interval: text(args.interval),
-        group_by: list(args.group_by),
-        config: text(args.config),
-        status: list(args.status),
-        batch_id: text(args.batch_id),
-        template: text(args.template),
-      },
-    }),
+      query: ["from", "to", "tz", "interval", "group_by", "config", "status", "batch_id", "template"],
+    }],
     summarize: (r) =>
       `${r.total} sends from ${(r.range as Record<string, string>)?.from} to ${
         (r.range as Record<string, string>)?.to
@@ -247,7 +204,7 @@ export const AGENT_TOOLS: AgentTool[] = [
     title: "List sent messages",
     description: "The user's sent, failed, queued and scheduled messages, newest first, with recipients, subject, " +
       "status, error code and message id. Pass `cursor` from the previous page to read further.",
-    input: z.object({
+    input: z.strictObject({
       from: z.string().optional(),
       to: z.string().optional(),
       status: z.array(z.enum(AUDIT_STATUSES)).optional(),
@@ -259,21 +216,12 @@ export const AGENT_TOOLS: AgentTool[] = [
     }),
     annotations: READ,
     sends: false,
-    call: (args) => ({
+    calls: [{
       fn: "email-analytics",
       method: "GET",
       path: "/messages",
-      query: {
-        from: text(args.from),
-        to: text(args.to),
-        status: list(args.status),
-        config: text(args.config),
-        batch_id: text(args.batch_id),
-        template: text(args.template),
-        limit: text(args.limit),
-        cursor: text(args.cursor),
-      },
-    }),
+      query: ["from", "to", "status", "config", "batch_id", "template", "limit", "cursor"],
+    }],
     summarize: (r) =>
       ((r.messages as Record<string, unknown>[]) ?? []).map((m) =>
           `${m.created_at} ${m.status} to ${list(m.to)}: ${m.subject ?? "(no subject)"}` +
@@ -297,8 +245,9 @@ export function toolInputJsonSchema(tool: AgentTool): Record<string, unknown> {
           ._zod.def;
       const schema = ctx.jsonSchema as Record<string, unknown>;
       if (def.type === "pipe" && def.in?._zod.def.type === "transform" && schema.type === "array" && schema.items) {
-        const list = { ...schema };
+        const { description, ...list } = schema;
         for (const key of Object.keys(schema)) delete schema[key];
+        if (description !== undefined) schema.description = description;
         schema.anyOf = [list.items, list];
       }
     },

@@ -353,12 +353,10 @@ function createRecorder(run: Run): Recorder {
   let pending = new Map<string, { owner: UserClaims; attempts: Attempt[] }>();
   let waiting = 0;
   let recording = 0;
+  let closing = false;
   let flushing: Promise<void> | null = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let closing = false;
   const flush = async () => {
-    clearTimeout(timer);
-    timer = undefined;
     do {
       const batch = pending;
       pending = new Map();
@@ -367,11 +365,17 @@ function createRecorder(run: Run): Recorder {
       for (const { owner, attempts } of batch.values()) await record(run, owner, attempts);
       recording = 0;
     } while (waiting >= RECORD_BATCH || (closing && waiting > 0));
-    flushing = null;
-    if (waiting > 0) timer ??= setTimeout(start, RECORD_DELAY_MS);
   };
+  // `flushing` is set before the flush can finish and cleared only after it did (in finally),
+  // so nobody ever waits on a flush that will not clear it.
   const start = () => {
-    flushing ??= flush();
+    clearTimeout(timer);
+    timer = undefined;
+    if (flushing || waiting === 0) return;
+    flushing = flush().finally(() => {
+      flushing = null;
+      if (waiting > 0) timer = setTimeout(start, RECORD_DELAY_MS);
+    });
   };
   return {
     add(owner, attempt) {
@@ -385,13 +389,17 @@ function createRecorder(run: Run): Recorder {
     async room() {
       while (waiting + recording >= MAX_UNRECORDED) {
         start();
+        if (!flushing) return;
         await flushing;
       }
     },
     async settled() {
       closing = true;
-      if (waiting > 0) start();
-      while (flushing) await flushing;
+      start();
+      while (flushing) {
+        await flushing;
+        start();
+      }
       clearTimeout(timer);
     },
   };

@@ -1,0 +1,262 @@
+// @mailroom/client: a small typed client for mailroom's functions, over plain fetch with a
+// user's access token or over supabase-js (`supabase.functions.invoke`, which sends the
+// signed-in user's session). Every failure is one MailroomError carrying the server's stable
+// `code`, the HTTP status and the details.
+import type { FunctionCall } from "./generated/calls.ts";
+import type * as T from "./types.ts";
+
+export type * from "./types.ts";
+export { functionCall } from "./generated/calls.ts";
+export type { CallSpec, FunctionCall } from "./generated/calls.ts";
+export { type ToolDefinition, TOOLS } from "./generated/tools.ts";
+
+/** The API version this client is written against (the server's `/functions/v1`). */
+export const API_VERSION = "v1";
+
+/** What the server answered with instead of a result. */
+export class MailroomError extends Error {
+  override name = "MailroomError";
+  constructor(
+    /** The HTTP status (0 when the request never got an answer). */
+    readonly status: number,
+    /** The stable error code, e.g. `template_data_missing`, `rate_limited`, `smtp_recipients_rejected`. */
+    readonly code: string,
+    message: string,
+    /** Whatever the server added: `retryable`, `retry_after_seconds`, `recipients`, `issues`, ... */
+    readonly details: Record<string, unknown> = {},
+    /** The server's request id, for its logs. */
+    readonly requestId?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The minimal part of a supabase-js client this one uses (`supabase.functions.invoke`). */
+export interface SupabaseLike {
+  functions: {
+    // deno-lint-ignore no-explicit-any
+    invoke(name: string, options?: any): Promise<{ data: unknown; error: unknown }>;
+  };
+}
+
+/** How to reach mailroom: a project URL and a token, or a signed-in supabase-js client. */
+export type MailroomClientOptions =
+  | {
+    /** The project URL (`https://<ref>.supabase.co`, or `http://127.0.0.1:54321` locally). */
+    url: string;
+    /** The user's access token, or a function returning the current one. */
+    accessToken: string | (() => string | Promise<string>);
+    /** A fetch to use instead of the global one. */
+    fetch?: typeof fetch;
+  }
+  | { supabase: SupabaseLike };
+
+type Method = "GET" | "POST" | "PATCH" | "DELETE";
+
+interface Call {
+  fn: string;
+  method: Method;
+  path?: string;
+  query?: Record<string, string | number | string[] | undefined>;
+  body?: unknown;
+  idempotencyKey?: string;
+}
+
+const segment = (value: string) => `/${encodeURIComponent(value)}`;
+
+/** A typed client for every mailroom function. */
+export class MailroomClient {
+  constructor(private readonly options: MailroomClientOptions) {}
+
+  /** Make one function call (what the typed methods and the agent tools use). */
+  async call<R = unknown>(call: Call | FunctionCall): Promise<R> {
+    const query = new URLSearchParams();
+    for (const [name, value] of Object.entries(call.query ?? {})) {
+      if (value === undefined || value === "") continue;
+      query.set(name, Array.isArray(value) ? value.join(",") : String(value));
+    }
+    const target = `${call.fn}${call.path ?? ""}${query.size > 0 ? `?${query}` : ""}`;
+    const headers: Record<string, string> = {};
+    if (call.idempotencyKey) headers["idempotency-key"] = call.idempotencyKey;
+    if ("supabase" in this.options) return await this.viaSupabase<R>(target, call, headers);
+
+    const token = typeof this.options.accessToken === "function"
+      ? await this.options.accessToken()
+      : this.options.accessToken;
+    if (call.body !== undefined) headers["content-type"] = "application/json";
+    let res: Response;
+    try {
+      res = await (this.options.fetch ?? fetch)(`${this.options.url.replace(/\/+$/, "")}/functions/v1/${target}`, {
+        method: call.method,
+        headers: { ...headers, authorization: `Bearer ${token}` },
+        body: call.body === undefined ? undefined : JSON.stringify(call.body),
+      });
+    } catch (error) {
+      throw new MailroomError(0, "network_error", `Could not reach mailroom: ${(error as Error).message}`);
+    }
+    return await this.result<R>(res);
+  }
+
+  private async viaSupabase<R>(target: string, call: Call | FunctionCall, headers: Record<string, string>) {
+    const { supabase } = this.options as { supabase: SupabaseLike };
+    const { data, error } = await supabase.functions.invoke(target, {
+      method: call.method,
+      body: call.body,
+      headers,
+    });
+    if (!error) return data as R;
+    const context = (error as { context?: unknown }).context;
+    if (context instanceof Response) return await this.result<R>(context);
+    throw new MailroomError(0, "network_error", (error as Error).message ?? "The function could not be called");
+  }
+
+  private async result<R>(res: Response): Promise<R> {
+    const text = await res.text();
+    let body: unknown = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      // Not JSON: described below.
+    }
+    if (res.ok) return body as R;
+    const error = (body as { error?: { code?: string; message?: string; details?: Record<string, unknown> } })?.error;
+    throw new MailroomError(
+      res.status,
+      error?.code ?? "http_error",
+      error?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`,
+      error?.details ?? {},
+      res.headers.get("x-request-id") ?? undefined,
+    );
+  }
+
+  /** Send now (200) or at `scheduled_at` (202 `scheduled`); `idempotencyKey` makes a retry safe. */
+  send(request: T.SendEmailRequest, options: { idempotencyKey?: string } = {}): Promise<T.SendResult> {
+    return this.call({ fn: "send-email", method: "POST", body: request, idempotencyKey: options.idempotencyKey });
+  }
+
+  /** Cancel a scheduled or queued send that has not started. */
+  cancel(id: string): Promise<{ id: string; status: "cancelled" }> {
+    return this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/cancel` });
+  }
+
+  /** SMTP configurations. */
+  readonly configs = {
+    list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),
+    get: (ref: string) => this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
+    create: (config: T.CreateConfigRequest) =>
+      this.call<T.SmtpConfig & { warnings: T.Warning[] }>({ fn: "smtp-configs", method: "POST", body: config }),
+    update: (ref: string, change: Partial<T.CreateConfigRequest>) =>
+      this.call<T.SmtpConfig & { warnings: T.Warning[] }>({
+        fn: "smtp-configs",
+        method: "PATCH",
+        path: segment(ref),
+        body: change,
+      }),
+    delete: (ref: string) =>
+      this.call<{ id: string; deleted: true }>({ fn: "smtp-configs", method: "DELETE", path: segment(ref) }),
+    verify: (ref: string) =>
+      this.call<T.Verification>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/verify` }),
+    verifications: (ref: string) =>
+      this.call<{ config_id: string; verifications: T.VerificationRecord[] }>({
+        fn: "smtp-configs",
+        method: "GET",
+        path: `${segment(ref)}/verifications`,
+      }).then((r) => r.verifications),
+    setDefault: (ref: string) =>
+      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/default` }),
+    activate: (ref: string) =>
+      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/activate` }),
+    deactivate: (ref: string) =>
+      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/deactivate` }),
+  };
+
+  /** Bulk sends through the outbox. */
+  readonly bulk = {
+    send: (request: T.SendBulkRequest, options: { idempotencyKey?: string } = {}) =>
+      this.call<T.BulkAccepted>({
+        fn: "send-bulk",
+        method: "POST",
+        body: request,
+        idempotencyKey: options.idempotencyKey,
+      }),
+    status: (batchId: string) => this.call<T.BatchStatus>({ fn: "send-bulk", method: "GET", path: segment(batchId) }),
+    list: (options: { before?: string; limit?: number } = {}) =>
+      this.call<{ batches: T.BatchStatus[]; next_before: string | null }>({
+        fn: "send-bulk",
+        method: "GET",
+        query: options,
+      }),
+    cancel: (batchId: string) =>
+      this.call<{ batch_id: string; cancelled: number }>({
+        fn: "send-bulk",
+        method: "POST",
+        path: `${segment(batchId)}/cancel`,
+      }),
+    /**
+     * The batch's status every `intervalMs` (default 2 s) until nothing is left to send:
+     * `for await (const status of client.bulk.progress(id)) console.log(status.counts)`.
+     */
+    progress: (batchId: string, options: { intervalMs?: number; signal?: AbortSignal } = {}) =>
+      this.progress(batchId, options),
+  };
+
+  private async *progress(
+    batchId: string,
+    { intervalMs = 2000, signal }: { intervalMs?: number; signal?: AbortSignal },
+  ): AsyncGenerator<T.BatchStatus> {
+    while (true) {
+      const status = await this.bulk.status(batchId);
+      yield status;
+      const { queued, scheduled, sending } = status.counts;
+      if (queued + scheduled + sending === 0 || signal?.aborted) return;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+
+  /** What was sent, computed by the server. */
+  readonly analytics = {
+    summary: (query: T.AnalyticsQuery = {}) =>
+      this.call<T.AnalyticsSummary>({ fn: "email-analytics", method: "GET", query: { ...query } }),
+    messages: (query: T.MessagesQuery = {}) =>
+      this.call<{ messages: T.Message[]; next_cursor: string | null }>({
+        fn: "email-analytics",
+        method: "GET",
+        path: "/messages",
+        query: { ...query },
+      }),
+    message: (id: string) =>
+      this.call<T.Message>({ fn: "email-analytics", method: "GET", path: `/messages${segment(id)}` }),
+  };
+
+  /** Email templates. */
+  readonly templates = {
+    list: () => this.call<{ templates: T.Template[] }>({ fn: "templates", method: "GET" }).then((r) => r.templates),
+    get: (ref: string) => this.call<T.Template>({ fn: "templates", method: "GET", path: segment(ref) }),
+    create: (template: T.CreateTemplateRequest) =>
+      this.call<T.Template>({ fn: "templates", method: "POST", body: template }),
+    update: (ref: string, change: Partial<T.CreateTemplateRequest>) =>
+      this.call<T.Template>({ fn: "templates", method: "PATCH", path: segment(ref), body: change }),
+    delete: (ref: string) =>
+      this.call<{ id: string; deleted: true }>({ fn: "templates", method: "DELETE", path: segment(ref) }),
+    preview: (ref: string, data: Record<string, unknown> = {}) =>
+      this.call<T.TemplatePreview>({
+        fn: "templates",
+        method: "POST",
+        path: `${segment(ref)}/preview`,
+        body: { data },
+      }),
+  };
+}
+
+/**
+ * A client for mailroom's functions.
+ *
+ * @example
+ * ```ts
+ * const mailroom = createMailroomClient({ supabase }); // a signed-in supabase-js client
+ * await mailroom.send({ to: "jane@example.com", subject: "Hi", text: "Hello" }, { idempotencyKey: crypto.randomUUID() });
+ * ```
+ */
+export function createMailroomClient(options: MailroomClientOptions): MailroomClient {
+  return new MailroomClient(options);
+}

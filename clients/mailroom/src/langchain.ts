@@ -1,0 +1,57 @@
+// LangChain.js tools for mailroom: the same tools, descriptions and input schemas the MCP
+// endpoint lists (generated from the server's definitions), built with `tool()` and zod
+// schemas (`z.fromJSONSchema`), each making its call through a MailroomClient. A refusal
+// comes back to the model as text starting with the stable code, so it can correct itself.
+import { tool } from "@langchain/core/tools";
+import { z } from "zod";
+import { type MailroomClient, MailroomError } from "./index.ts";
+import { functionCall, tagAgentContext, ToolArgumentError } from "./generated/calls.ts";
+import { TOOLS } from "./generated/tools.ts";
+
+/** Options of {@linkcode createMailroomTools}. */
+export interface MailroomToolsOptions {
+  /** Only these tools (by name); all by default. */
+  only?: string[];
+  /** Recorded as `agent_context.client` with every send (default "langchain"). */
+  client?: string;
+}
+
+/**
+ * The mailroom tools for a LangChain agent.
+ *
+ * @example
+ * ```ts
+ * const agent = createAgent({ model, tools: createMailroomTools(createMailroomClient({ supabase })) });
+ * ```
+ */
+export function createMailroomTools(client: MailroomClient, options: MailroomToolsOptions = {}) {
+  return TOOLS.filter((t) => !options.only || options.only.includes(t.name)).map((definition) =>
+    tool(
+      async (args: Record<string, unknown>) => {
+        try {
+          const call = functionCall(definition.calls, args);
+          if (definition.sends && call.body) {
+            call.body = tagAgentContext(call.body, {
+              via: "langchain",
+              tool: definition.name,
+              client: options.client ?? "langchain",
+            });
+          }
+          return JSON.stringify(await client.call(call));
+        } catch (error) {
+          if (error instanceof MailroomError) {
+            return `${error.code} (HTTP ${error.status}): ${error.message}` +
+              (Object.keys(error.details).length ? ` ${JSON.stringify(error.details)}` : "");
+          }
+          if (error instanceof ToolArgumentError) return `invalid_request: ${error.message}`;
+          throw error;
+        }
+      },
+      {
+        name: definition.name,
+        description: definition.description,
+        schema: z.fromJSONSchema(definition.inputSchema as never) as z.ZodObject,
+      },
+    )
+  );
+}

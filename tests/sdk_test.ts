@@ -1,0 +1,166 @@
+// The TypeScript SDK (clients/mailroom) against the local stack, every method, over plain
+// fetch with a token and over supabase-js; failures are MailroomErrors with the server's code.
+import assert from "node:assert/strict";
+import { createClient } from "@supabase/supabase-js";
+import { createMailroomClient, MailroomError } from "../clients/mailroom/src/index.ts";
+import { startTestStack } from "./harness.ts";
+import { startScriptedSmtp } from "./scripted_smtp.ts";
+
+async function rejectsWith(promise: Promise<unknown>, status: number, code: string): Promise<MailroomError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof MailroomError, String(error));
+    assert.deepEqual([error.status, error.code], [status, code], error.message);
+    return error;
+  }
+  assert.fail(`expected ${status} ${code}`);
+}
+
+Deno.test({
+  name: "sdk",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const smtp = await startScriptedSmtp();
+    const user = await stack.createUser();
+    const mailroom = createMailroomClient({ url: stack.url, accessToken: () => user.token });
+    try {
+      await t.step(
+        "configs: create, get, list, update, verify, verifications, default, (de)activate, delete",
+        async () => {
+          const created = await mailroom.configs.create({
+            name: "relay",
+            host: "localhost",
+            port: smtp.port,
+            security: "none",
+            from_email: user.email,
+          });
+          assert.equal(created.name, "relay");
+          assert.equal((await mailroom.configs.get("relay")).id, created.id);
+          assert.deepEqual((await mailroom.configs.list()).map((c) => c.name), ["relay"]);
+          assert.equal((await mailroom.configs.update("relay", { from_name: "Agent" })).from_name, "Agent");
+          assert.equal((await mailroom.configs.verify("relay")).ok, true);
+          assert.equal((await mailroom.configs.verifications("relay")).length, 1);
+          assert.equal((await mailroom.configs.setDefault("relay")).is_default, true);
+          assert.equal((await mailroom.configs.deactivate("relay")).is_active, false);
+          await rejectsWith(mailroom.send({ to: "x@example.com", text: "x" }), 409, "config_inactive");
+          assert.equal((await mailroom.configs.activate("relay")).is_active, true);
+          const spare = await mailroom.configs.create({
+            name: "spare",
+            host: "localhost",
+            port: smtp.port,
+            security: "none",
+            from_email: user.email,
+          });
+          assert.deepEqual(await mailroom.configs.delete("spare"), { id: spare.id, deleted: true });
+          await rejectsWith(mailroom.configs.get("spare"), 404, "config_not_found");
+        },
+      );
+
+      await t.step("send, idempotent retry, schedule and cancel", async () => {
+        const key = crypto.randomUUID();
+        const sent = await mailroom.send({ to: "jane@example.com", subject: "SDK", text: "hi" }, {
+          idempotencyKey: key,
+        });
+        assert.equal(sent.status, "sent");
+        const again = await mailroom.send({ to: "jane@example.com", subject: "SDK", text: "hi" }, {
+          idempotencyKey: key,
+        });
+        assert.equal(again.id, sent.id);
+        assert.equal(smtp.messages().length, 1);
+        const later = await mailroom.send({
+          to: "jane@example.com",
+          text: "later",
+          scheduled_at: new Date(Date.now() + 3_600_000).toISOString(),
+        });
+        assert.equal(later.status, "scheduled");
+        assert.deepEqual(await mailroom.cancel(later.id), { id: later.id, status: "cancelled" });
+        const error = await rejectsWith(mailroom.cancel(later.id), 409, "not_cancellable");
+        assert.equal(error.details.status, "cancelled");
+        await rejectsWith(mailroom.send({ to: "not an address", text: "x" }), 400, "invalid_request");
+      });
+
+      await t.step("templates: create, get, list, update, preview, delete", async () => {
+        const template = await mailroom.templates.create({
+          name: "hello",
+          subject: "Hi {{name}}",
+          text: "Hello {{name}}",
+        });
+        assert.equal((await mailroom.templates.get("hello")).id, template.id);
+        assert.ok((await mailroom.templates.list()).some((x) => x.name === "hello"));
+        assert.equal(
+          (await mailroom.templates.update("hello", { variables: ["name"] })).required_variables?.[0],
+          "name",
+        );
+        assert.equal((await mailroom.templates.preview("hello", { name: "Ann" })).text, "Hello Ann");
+        const missing = await rejectsWith(mailroom.templates.preview("hello"), 422, "template_data_missing");
+        assert.deepEqual(missing.details.missing, ["name"]);
+        await mailroom.templates.delete("hello");
+        await rejectsWith(mailroom.templates.get("hello"), 404, "template_not_found");
+      });
+
+      await t.step("bulk: send, progress until done, list, status, cancel", async () => {
+        const accepted = await mailroom.bulk.send({ recipients: ["a@example.com", "b@example.com"], text: "news" });
+        assert.equal(accepted.queued, 2);
+        const seen: number[] = [];
+        let drained = false;
+        for await (const status of mailroom.bulk.progress(accepted.batch_id, { intervalMs: 50 })) {
+          seen.push(status.counts.sent);
+          if (!drained) {
+            drained = true;
+            await stack.drainOutbox();
+          }
+        }
+        assert.equal(seen.at(-1), 2, "the iterator ends once everything is sent");
+        assert.equal((await mailroom.bulk.status(accepted.batch_id)).counts.sent, 2);
+        assert.equal((await mailroom.bulk.list()).batches[0].batch_id, accepted.batch_id);
+        const later = await mailroom.bulk.send({
+          recipients: ["c@example.com"],
+          text: "later",
+          scheduled_at: new Date(Date.now() + 3_600_000).toISOString(),
+        });
+        assert.deepEqual(await mailroom.bulk.cancel(later.batch_id), { batch_id: later.batch_id, cancelled: 1 });
+        await rejectsWith(mailroom.bulk.status(crypto.randomUUID()), 404, "batch_not_found");
+      });
+
+      await t.step("analytics: summary, messages, message", async () => {
+        const summary = await mailroom.analytics.summary({ status: ["sent"], group_by: ["config"] });
+        assert.equal(summary.totals.sent, 3);
+        assert.equal(summary.breakdowns.config[0].name, "relay");
+        const page = await mailroom.analytics.messages({ limit: 2 });
+        assert.equal(page.messages.length, 2);
+        assert.ok(page.next_cursor);
+        const next = await mailroom.analytics.messages({ limit: 2, cursor: page.next_cursor! });
+        assert.notEqual(next.messages[0].id, page.messages[0].id);
+        assert.equal((await mailroom.analytics.message(page.messages[0].id)).id, page.messages[0].id);
+        await rejectsWith(mailroom.analytics.summary({ tz: "Mars/Olympus" }), 400, "invalid_timezone");
+      });
+
+      await t.step("over supabase-js: the same methods, the same typed errors", async () => {
+        const supabase = createClient(stack.url, stack.anonKey, {
+          auth: { persistSession: false, autoRefreshToken: false },
+          global: { headers: { Authorization: `Bearer ${user.token}` } },
+        });
+        const viaSupabase = createMailroomClient({ supabase });
+        assert.deepEqual((await viaSupabase.configs.list()).map((c) => c.name), ["relay"]);
+        const sent = await viaSupabase.send({ to: "js@example.com", text: "via supabase-js" });
+        assert.equal(sent.status, "sent");
+        assert.equal((await viaSupabase.analytics.summary({ status: ["sent"] })).total, 4);
+        await rejectsWith(viaSupabase.templates.get("nope"), 404, "template_not_found");
+        await rejectsWith(viaSupabase.analytics.messages({ cursor: "bad" }), 400, "invalid_cursor");
+      });
+
+      await t.step("a bad token is a MailroomError too", async () => {
+        const anonymous = createMailroomClient({ url: stack.url, accessToken: "not-a-token" });
+        await rejectsWith(anonymous.configs.list(), 401, "invalid_token");
+        const unreachable = createMailroomClient({ url: "http://127.0.0.1:9", accessToken: "x" });
+        await rejectsWith(unreachable.configs.list(), 0, "network_error");
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
