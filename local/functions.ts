@@ -8,6 +8,7 @@ import { createProcessOutboxHandler } from "../supabase/functions/process-outbox
 import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
+import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -18,4 +19,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "email-analytics": createEmailAnalyticsHandler,
   templates: createTemplatesHandler,
   mcp: createMcpFunctionHandler,
+  openapi: createOpenApiHandler,
 };

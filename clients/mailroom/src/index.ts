@@ -145,7 +145,7 @@ export class MailroomClient {
     get: (ref: string) => this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
     create: (config: T.CreateConfigRequest) =>
       this.call<T.SmtpConfig & { warnings: T.Warning[] }>({ fn: "smtp-configs", method: "POST", body: config }),
-    update: (ref: string, change: Partial<T.CreateConfigRequest>) =>
+    update: (ref: string, change: T.UpdateConfigRequest) =>
       this.call<T.SmtpConfig & { warnings: T.Warning[] }>({
         fn: "smtp-configs",
         method: "PATCH",
@@ -234,7 +234,7 @@ export class MailroomClient {
     get: (ref: string) => this.call<T.Template>({ fn: "templates", method: "GET", path: segment(ref) }),
     create: (template: T.CreateTemplateRequest) =>
       this.call<T.Template>({ fn: "templates", method: "POST", body: template }),
-    update: (ref: string, change: Partial<T.CreateTemplateRequest>) =>
+    update: (ref: string, change: T.UpdateTemplateRequest) =>
       this.call<T.Template>({ fn: "templates", method: "PATCH", path: segment(ref), body: change }),
     delete: (ref: string) =>
       this.call<{ id: string; deleted: true }>({ fn: "templates", method: "DELETE", path: segment(ref) }),

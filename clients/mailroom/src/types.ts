@@ -1,26 +1,19 @@
-// Request and response types of mailroom's functions (API v1), as the README documents them.
+// Request and response types of mailroom's functions (API v1). Requests come from the OpenAPI
+// document (generated/api.ts, from the server's zod schemas: they cannot drift); responses are
+// written here as the README documents them.
+import type { components } from "./generated/api.ts";
+
+type Schemas = components["schemas"];
+export type SendEmailRequest = Schemas["SendEmailRequest"];
+export type SendBulkRequest = Schemas["SendBulkRequest"];
+export type CreateConfigRequest = Schemas["CreateConfigRequest"];
+export type UpdateConfigRequest = Schemas["UpdateConfigRequest"];
+export type CreateTemplateRequest = Schemas["CreateTemplateRequest"];
+export type UpdateTemplateRequest = Schemas["UpdateTemplateRequest"];
 
 /** A recipient: "a@example.com", "Ada <a@example.com>" or {email, name?}. */
 export type Recipient = string | { email: string; name?: string };
 export type Recipients = Recipient | Recipient[];
-
-export interface SendEmailRequest {
-  to: Recipients;
-  cc?: Recipients;
-  bcc?: Recipients;
-  reply_to?: Recipients;
-  subject?: string;
-  text?: string;
-  html?: string;
-  template?: string;
-  data?: Record<string, unknown>;
-  from_name?: string;
-  headers?: Record<string, string>;
-  attachments?: { filename: string; content: string; content_type?: string }[];
-  config?: string;
-  agent_context?: Record<string, unknown>;
-  scheduled_at?: string;
-}
 
 export interface RecipientOutcome {
   address: string;
@@ -43,23 +36,6 @@ export type SendResult =
     recipients: RecipientOutcome[];
   }
   | { id: string; status: "scheduled" | "queued"; scheduled_at: string; message_id: string };
-
-export interface SendBulkRequest {
-  recipients?: (Recipient | { email: string; name?: string; data?: Record<string, unknown> })[];
-  messages?: Omit<SendEmailRequest, "scheduled_at" | "config">[];
-  subject?: string;
-  text?: string;
-  html?: string;
-  template?: string;
-  data?: Record<string, unknown>;
-  headers?: Record<string, string>;
-  from_name?: string;
-  reply_to?: Recipients;
-  config?: string;
-  agent_context?: Record<string, unknown>;
-  scheduled_at?: string;
-  skip_invalid?: boolean;
-}
 
 export interface BulkAccepted {
   batch_id: string;
@@ -105,20 +81,6 @@ export interface SmtpConfig {
   needs_attention: string | null;
   created_at: string;
   updated_at: string;
-}
-
-export interface CreateConfigRequest {
-  name: string;
-  host: string;
-  port?: number;
-  security: "tls" | "starttls" | "none";
-  username?: string | null;
-  password?: string;
-  from_email: string;
-  from_name?: string | null;
-  is_default?: boolean;
-  is_active?: boolean;
-  limits?: { per_minute?: number; per_day?: number };
 }
 
 export interface Warning {
@@ -223,15 +185,6 @@ export interface Template {
   required_variables?: string[];
   created_at: string;
   updated_at: string;
-}
-
-export interface CreateTemplateRequest {
-  name: string;
-  description?: string | null;
-  subject?: string | null;
-  html?: string | null;
-  text?: string | null;
-  variables?: Template["variables"];
 }
 
 export interface TemplatePreview {

@@ -5,6 +5,7 @@
 // HTTP API; other clients can make the same calls over HTTP.
 import { z } from "zod";
 import type { CallSpec } from "./calls.ts";
+import { inputJsonSchema } from "../json_schema.ts";
 import { sendBulkRequest, sendEmailRequest } from "../schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "../analytics/params.ts";
 
@@ -230,28 +231,7 @@ export const AGENT_TOOLS: AgentTool[] = [
   },
 ];
 
-/**
- * A tool's input as JSON Schema (what the functions accept, from the same zod schemas). A
- * recipient field takes one recipient or a list (a preprocess in zod, which JSON Schema would
- * otherwise show as the list only).
- */
+/** A tool's input as JSON Schema (what the functions accept, from the same zod schemas). */
 export function toolInputJsonSchema(tool: AgentTool): Record<string, unknown> {
-  const generated = z.toJSONSchema(tool.input, {
-    io: "input",
-    unrepresentable: "any",
-    override: (ctx) => {
-      const def =
-        (ctx.zodSchema as unknown as { _zod: { def: { type: string; in?: { _zod: { def: { type: string } } } } } })
-          ._zod.def;
-      const schema = ctx.jsonSchema as Record<string, unknown>;
-      if (def.type === "pipe" && def.in?._zod.def.type === "transform" && schema.type === "array" && schema.items) {
-        const { description, ...list } = schema;
-        for (const key of Object.keys(schema)) delete schema[key];
-        if (description !== undefined) schema.description = description;
-        schema.anyOf = [list.items, list];
-      }
-    },
-  }) as Record<string, unknown>;
-  const { $schema: _dialect, ...schema } = generated;
-  return schema;
+  return inputJsonSchema(tool.input);
 }

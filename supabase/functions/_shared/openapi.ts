@@ -1,0 +1,233 @@
+// The OpenAPI 3.1 document of mailroom's functions, built from the zod schemas the functions
+// validate with (no second, hand-written copy of a request). Served by the `openapi` function
+// and written to openapi.json by `deno task generate`, which also derives the SDK's request
+// types from it (a test fails when either drifts).
+import type { z } from "zod";
+import { inputJsonSchema } from "./json_schema.ts";
+import {
+  createConfigRequest,
+  createTemplateRequest,
+  previewTemplateRequest,
+  sendBulkRequest,
+  sendEmailRequest,
+  updateConfigRequest,
+  updateTemplateRequest,
+} from "./schemas.ts";
+import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
+
+/** The API's version (the path prefix is /functions/v1). */
+export const API_VERSION = "1.0.0";
+
+type Json = Record<string, unknown>;
+
+const REQUESTS: Record<string, z.ZodType> = {
+  SendEmailRequest: sendEmailRequest,
+  SendBulkRequest: sendBulkRequest,
+  CreateConfigRequest: createConfigRequest,
+  UpdateConfigRequest: updateConfigRequest,
+  CreateTemplateRequest: createTemplateRequest,
+  UpdateTemplateRequest: updateTemplateRequest,
+  PreviewTemplateRequest: previewTemplateRequest,
+};
+
+const ERROR_SCHEMA: Json = {
+  type: "object",
+  required: ["error"],
+  properties: {
+    error: {
+      type: "object",
+      required: ["code", "message"],
+      properties: {
+        code: { type: "string", description: "Stable snake_case code, e.g. template_data_missing" },
+        message: { type: "string" },
+        details: { type: "object", additionalProperties: true },
+      },
+    },
+  },
+};
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const body = (name: string) => ({ required: true, content: { "application/json": { schema: ref(name) } } });
+const ok = (description: string, status = "200") => ({
+  [status]: { description, content: { "application/json": { schema: { type: "object" } } } },
+});
+const errors = { default: { description: "An error", content: { "application/json": { schema: ref("Error") } } } };
+const pathParam = (name: string, description: string) => ({
+  name,
+  in: "path",
+  required: true,
+  description,
+  schema: { type: "string" },
+});
+const query = (name: string, description: string, schema: Json = { type: "string" }) => ({
+  name,
+  in: "query",
+  required: false,
+  description,
+  schema,
+});
+const idempotencyKey = {
+  name: "Idempotency-Key",
+  in: "header",
+  required: false,
+  description: "Repeat a request safely for 24 h: the same key and body replay the first response",
+  schema: { type: "string", maxLength: 255 },
+};
+
+function op(summary: string, responses: Json, extra: Json = {}): Json {
+  return { summary, ...extra, responses: { ...responses, ...errors } };
+}
+
+const FILTERS = [
+  query("from", "Start: a date (local midnight in tz) or a timestamp with a zone; default 30 days before to"),
+  query("to", "End (exclusive); default now"),
+  query("tz", "IANA time zone, default UTC"),
+  query("config", "SMTP config id or name"),
+  query("status", "Comma-separated statuses", {
+    type: "string",
+    description: `Any of ${AUDIT_STATUSES.join(", ")}`,
+  }),
+  query("batch_id", "A batch's id", { type: "string", format: "uuid" }),
+  query("template", "Template id or name"),
+];
+
+/**
+ * The OpenAPI document for a project at `projectUrl` (its functions at `<projectUrl>/functions/v1`).
+ *
+ * @example
+ * ```ts
+ * const doc = openApiDocument("https://abc.supabase.co");
+ * ```
+ */
+export function openApiDocument(projectUrl: string): Json {
+  const config = pathParam("ref", "Config id or name");
+  const template = pathParam("ref", "Template id or name");
+  const batch = pathParam("batch_id", "Batch id");
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "mailroom",
+      version: API_VERSION,
+      description: "Email for AI agents through each user's own SMTP server. Authenticate with the user's Supabase " +
+        "access token. Errors are {error: {code, message, details}} with a stable code.",
+    },
+    servers: [{ url: `${projectUrl.replace(/\/+$/, "")}/functions/v1` }],
+    security: [{ supabaseUser: [] }],
+    components: {
+      securitySchemes: {
+        supabaseUser: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "Supabase access token" },
+        secretKey: { type: "apiKey", in: "header", name: "apikey", description: "Supabase secret API key" },
+      },
+      schemas: {
+        ...Object.fromEntries(Object.entries(REQUESTS).map(([name, schema]) => [name, inputJsonSchema(schema)])),
+        Error: ERROR_SCHEMA,
+      },
+    },
+    paths: {
+      "/send-email": {
+        post: op("Send an email now, or schedule it", {
+          ...ok("Sent: accepted, rejected, deferred and unknown recipients"),
+          ...ok("Scheduled or queued", "202"),
+        }, { requestBody: body("SendEmailRequest"), parameters: [idempotencyKey] }),
+      },
+      "/send-email/{id}/cancel": {
+        post: op("Cancel a scheduled or queued send", ok("Cancelled"), {
+          parameters: [pathParam("id", "The send's id")],
+        }),
+      },
+      "/send-bulk": {
+        post: op("Queue up to 10,000 messages", ok("Queued: {batch_id, queued, scheduled_at?, skipped?}", "202"), {
+          requestBody: body("SendBulkRequest"),
+          parameters: [idempotencyKey],
+        }),
+        get: op("Your batches, newest first (or one with ?batch_id=)", ok("{batches, next_before}"), {
+          parameters: [
+            query("batch_id", "One batch's progress instead of the list", { type: "string", format: "uuid" }),
+            query("before", "created_at of the last batch of the previous page"),
+            query("limit", "1-50", { type: "integer", minimum: 1, maximum: 50 }),
+          ],
+        }),
+      },
+      "/send-bulk/{batch_id}": {
+        get: op("A batch's progress", ok("Counts by status, times, rate, top errors"), { parameters: [batch] }),
+      },
+      "/send-bulk/{batch_id}/cancel": {
+        post: op("Cancel a batch's messages that have not started", ok("{batch_id, cancelled}"), {
+          parameters: [batch],
+        }),
+      },
+      "/smtp-configs": {
+        get: op("Your SMTP configs", ok("{configs}")),
+        post: op("Create a config (its password goes to Vault)", ok("The config and warnings", "201"), {
+          requestBody: body("CreateConfigRequest"),
+        }),
+      },
+      "/smtp-configs/{ref}": {
+        get: op("One config", ok("The config"), { parameters: [config] }),
+        patch: op("Change a config", ok("The config and warnings"), {
+          parameters: [config],
+          requestBody: body("UpdateConfigRequest"),
+        }),
+        delete: op("Delete a config and its Vault secret", ok("{id, deleted}"), { parameters: [config] }),
+      },
+      ...Object.fromEntries(
+        [["verify", "Connect, TLS, log in, quit; nothing is sent"], ["default", "Make it the default"], [
+          "activate",
+          "Allow sending through it",
+        ], ["deactivate", "Refuse sending through it"]].map(([action, summary]) => [
+          `/smtp-configs/{ref}/${action}`,
+          { post: op(summary, ok("Result"), { parameters: [config] }) },
+        ]),
+      ),
+      "/smtp-configs/{ref}/verifications": {
+        get: op("The config's last 50 verifications", ok("{config_id, verifications}"), { parameters: [config] }),
+      },
+      "/templates": {
+        get: op("Your templates and the starter ones", ok("{templates}")),
+        post: op("Create a template", ok("The template", "201"), { requestBody: body("CreateTemplateRequest") }),
+      },
+      "/templates/{ref}": {
+        get: op("One template with its bodies", ok("The template"), { parameters: [template] }),
+        patch: op("Change your template", ok("The template"), {
+          parameters: [template],
+          requestBody: body("UpdateTemplateRequest"),
+        }),
+        delete: op("Delete your template", ok("{id, deleted}"), { parameters: [template] }),
+      },
+      "/templates/{ref}/preview": {
+        post: op("Render with data, send nothing", ok("{template, subject, text, html}"), {
+          parameters: [template],
+          requestBody: body("PreviewTemplateRequest"),
+        }),
+      },
+      "/email-analytics": {
+        get: op("Totals, success rate, latency, series and breakdowns", ok("The summary"), {
+          parameters: [
+            ...FILTERS,
+            query("interval", "hour or day", { type: "string", enum: ["hour", "day"] }),
+            query("group_by", `Comma-separated: ${DEFAULT_BREAKDOWNS.join(", ")}, agent_context.<key>`),
+          ],
+        }),
+      },
+      "/email-analytics/messages": {
+        get: op("Your audit rows, newest first", ok("{messages, next_cursor}"), {
+          parameters: [
+            ...FILTERS,
+            query("limit", `1-${MAX_PAGE_SIZE}`, { type: "integer", minimum: 1, maximum: MAX_PAGE_SIZE }),
+            query("cursor", "next_cursor of the previous page"),
+          ],
+        }),
+      },
+      "/email-analytics/messages/{id}": {
+        get: op("One audit row", ok("The message"), { parameters: [pathParam("id", "The message's id")] }),
+      },
+      "/mcp": {
+        post: op("The MCP endpoint (Streamable HTTP, JSON-RPC)", ok("A JSON-RPC response or an event stream")),
+      },
+      "/process-outbox": {
+        post: op("Drain the outbox (server to server)", ok("The drain report"), { security: [{ secretKey: [] }] }),
+      },
+      "/openapi": { get: op("This document", ok("OpenAPI 3.1"), { security: [] }) },
+    },
+  };
+}
