@@ -9,6 +9,7 @@ import { ensureUser } from "./users.ts";
 import { loadOrCreateCertificates } from "./certs.ts";
 import { MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
 import { startInbox } from "./inbox.ts";
+import { startApiReference } from "./api_reference.ts";
 import { LOCAL_DIR, LOCAL_PORTS, localApiUrl } from "./ports.ts";
 
 /** SMTP account the catcher accepts; the demo config stores it in Vault. */
@@ -109,6 +110,8 @@ async function main(): Promise<void> {
   stops.push(implicitTls.close);
   const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
   stops.push(inbox.close);
+  const docs = await startApiReference(LOCAL_PORTS.docs, `${localApiUrl()}/functions/v1/openapi`);
+  stops.push(docs.close);
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
   const secretKey = loadOrCreateSecretKey(`${LOCAL_DIR}/keys/secret-key.txt`);
@@ -158,6 +161,7 @@ mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" 
   Database   ${dbUrl}
   SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}
   Inbox      http://127.0.0.1:${LOCAL_PORTS.inbox}
+  API docs   http://127.0.0.1:${LOCAL_PORTS.docs}   (OpenAPI: ${apiUrl}/functions/v1/openapi)
   Anon key   ${anonKey}
 
 Demo user ${DEMO_EMAIL} (config "local-inbox" is its default), token valid 24 h:

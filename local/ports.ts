@@ -6,6 +6,7 @@ export const LOCAL_PORTS = {
   api: 54321,
   db: 54322,
   inbox: 54324,
+  docs: 54326,
   smtp: 54325,
   smtps: 54465,
 } as const;

@@ -2,6 +2,8 @@
 // function, with request schemas that accept what the functions accept.
 import assert from "node:assert/strict";
 import { functionHandlers } from "../local/functions.ts";
+import { startApiReference } from "../local/api_reference.ts";
+import { freePort } from "../local/postgres.ts";
 import { startTestStack } from "./harness.ts";
 
 Deno.test({
@@ -32,6 +34,24 @@ Deno.test({
       const post = await fetch(`${stack.url}/functions/v1/openapi`, { method: "POST" });
       assert.equal(post.status, 405);
       await post.body?.cancel();
+
+      // The dev stack's reference page: Swagger UI's own files, pointed at this document.
+      const docs = await startApiReference(freePort(), `${stack.url}/functions/v1/openapi`);
+      try {
+        const page = await (await fetch(`http://127.0.0.1:${docs.port}/`)).text();
+        assert.match(page, new RegExp(`url: "${stack.url}/functions/v1/openapi"`));
+        const bundle = await fetch(`http://127.0.0.1:${docs.port}/swagger-ui-bundle.js`);
+        assert.equal(bundle.status, 200);
+        assert.match(await bundle.text(), /SwaggerUIBundle/);
+        const css = await fetch(`http://127.0.0.1:${docs.port}/swagger-ui.css`);
+        assert.match(css.headers.get("content-type") ?? "", /text\/css/);
+        await css.body?.cancel();
+        const other = await fetch(`http://127.0.0.1:${docs.port}/../deno.json`);
+        assert.equal(other.status, 404);
+        await other.body?.cancel();
+      } finally {
+        await docs.close();
+      }
     } finally {
       await stack.close();
     }
