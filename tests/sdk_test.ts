@@ -5,6 +5,44 @@ import { createClient } from "@supabase/supabase-js";
 import { createMailroomClient, MailroomError } from "../clients/mailroom/src/index.ts";
 import { startTestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
+import { welcomeAndAnnounce } from "../examples/sdk_send.ts";
+import { openApiDocument } from "../supabase/functions/_shared/openapi.ts";
+import { type ResponseName, RESPONSES } from "../supabase/functions/_shared/responses.ts";
+
+/**
+ * A fetch that checks every successful answer against the response schema the OpenAPI
+ * document names for its route and status (strict: undocumented fields fail).
+ */
+function contractFetch(projectUrl: string, checked: Set<string>): typeof fetch {
+  const doc = openApiDocument(projectUrl) as {
+    paths: Record<
+      string,
+      Record<string, { responses: Record<string, { content?: Record<string, { schema: { $ref?: string } }> }> }>
+    >;
+  };
+  const routes = Object.entries(doc.paths).map(([path, methods]) => ({
+    pattern: new RegExp(`^${path.replace(/\{[^}]+\}/g, "[^/]+")}$`),
+    methods,
+  }));
+  return async (input, init) => {
+    const res = await fetch(input, init);
+    if (!res.ok) return res;
+    const url = new URL(String(input));
+    const path = url.pathname.replace(/^\/functions\/v1/, "");
+    const method = (init?.method ?? "GET").toLowerCase();
+    const route = routes.find((r) => r.pattern.test(path) && r.methods[method]);
+    const ref = route?.methods[method].responses[String(res.status)]?.content?.["application/json"]?.schema.$ref;
+    assert.ok(ref, `${method.toUpperCase()} ${path} ${res.status} has a documented response`);
+    const name = ref.split("/").at(-1) as ResponseName;
+    const body = await res.clone().json();
+    // GET /send-bulk?batch_id= answers one batch: documented as such.
+    const schema = name === "BatchList" && url.searchParams.has("batch_id") ? RESPONSES.BatchStatus : RESPONSES[name];
+    const parsed = schema.safeParse(body);
+    assert.ok(parsed.success, `${method.toUpperCase()} ${path}: ${name}: ${JSON.stringify(parsed.error?.issues)}`);
+    checked.add(name);
+    return res;
+  };
+}
 
 async function rejectsWith(promise: Promise<unknown>, status: number, code: string): Promise<MailroomError> {
   try {
@@ -25,7 +63,12 @@ Deno.test({
     const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
     const smtp = await startScriptedSmtp();
     const user = await stack.createUser();
-    const mailroom = createMailroomClient({ url: stack.url, accessToken: () => user.token });
+    const checked = new Set<string>();
+    const mailroom = createMailroomClient({
+      url: stack.url,
+      accessToken: () => user.token,
+      fetch: contractFetch(stack.url, checked),
+    });
     try {
       await t.step(
         "configs: create, get, list, update, verify, verifications, default, (de)activate, delete",
@@ -138,6 +181,14 @@ Deno.test({
         await rejectsWith(mailroom.analytics.summary({ tz: "Mars/Olympus" }), 400, "invalid_timezone");
       });
 
+      await t.step("every answer matched the response schema the OpenAPI document names", () => {
+        assert.deepEqual(
+          [...checked].sort(),
+          Object.keys(RESPONSES).sort(),
+          "each documented response schema was checked against a real answer",
+        );
+      });
+
       await t.step("over supabase-js: the same methods, the same typed errors", async () => {
         const supabase = createClient(stack.url, stack.anonKey, {
           auth: { persistSession: false, autoRefreshToken: false },
@@ -150,6 +201,28 @@ Deno.test({
         assert.equal((await viaSupabase.analytics.summary({ status: ["sent"] })).total, 4);
         await rejectsWith(viaSupabase.templates.get("nope"), 404, "template_not_found");
         await rejectsWith(viaSupabase.analytics.messages({ cursor: "bad" }), 400, "invalid_cursor");
+      });
+
+      await t.step("the README's example (examples/sdk_send.ts) runs", async () => {
+        const before = smtp.messages().length;
+        const draining = (async () => {
+          for (let i = 0; i < 20 && smtp.messages().length < before + 3; i++) {
+            await stack.drainOutbox();
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        })();
+        const progress = await welcomeAndAnnounce(
+          { url: stack.url, accessToken: user.token },
+          "jane@example.com",
+          ["x@example.com", "y@example.com"],
+        );
+        await draining;
+        assert.equal(progress.at(-1)!.sent, 2);
+        assert.deepEqual(smtp.messages().slice(before).map((m) => m.rcptTo[0]).sort(), [
+          "jane@example.com",
+          "x@example.com",
+          "y@example.com",
+        ]);
       });
 
       await t.step("a bad token is a MailroomError too", async () => {

@@ -144,9 +144,9 @@ export class MailroomClient {
     list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),
     get: (ref: string) => this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
     create: (config: T.CreateConfigRequest) =>
-      this.call<T.SmtpConfig & { warnings: T.Warning[] }>({ fn: "smtp-configs", method: "POST", body: config }),
+      this.call<T.SmtpConfigWithWarnings>({ fn: "smtp-configs", method: "POST", body: config }),
     update: (ref: string, change: T.UpdateConfigRequest) =>
-      this.call<T.SmtpConfig & { warnings: T.Warning[] }>({
+      this.call<T.SmtpConfigWithWarnings>({
         fn: "smtp-configs",
         method: "PATCH",
         path: segment(ref),
@@ -181,7 +181,7 @@ export class MailroomClient {
       }),
     status: (batchId: string) => this.call<T.BatchStatus>({ fn: "send-bulk", method: "GET", path: segment(batchId) }),
     list: (options: { before?: string; limit?: number } = {}) =>
-      this.call<{ batches: T.BatchStatus[]; next_before: string | null }>({
+      this.call<T.BatchList>({
         fn: "send-bulk",
         method: "GET",
         query: options,
@@ -218,7 +218,7 @@ export class MailroomClient {
     summary: (query: T.AnalyticsQuery = {}) =>
       this.call<T.AnalyticsSummary>({ fn: "email-analytics", method: "GET", query: { ...query } }),
     messages: (query: T.MessagesQuery = {}) =>
-      this.call<{ messages: T.Message[]; next_cursor: string | null }>({
+      this.call<T.MessagePage>({
         fn: "email-analytics",
         method: "GET",
         path: "/messages",

@@ -31,3 +31,12 @@ export function inputJsonSchema(schema: z.ZodType): Record<string, unknown> {
   const { $schema: _dialect, ...rest } = generated;
   return rest;
 }
+
+/** The output JSON Schema of `schema` (what a response holds), without `$schema`. */
+export function outputJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: "output", unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
+  return rest;
+}

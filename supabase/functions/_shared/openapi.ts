@@ -3,7 +3,8 @@
 // and written to openapi.json by `deno task generate`, which also derives the SDK's request
 // types from it (a test fails when either drifts).
 import type { z } from "zod";
-import { inputJsonSchema } from "./json_schema.ts";
+import { inputJsonSchema, outputJsonSchema } from "./json_schema.ts";
+import { type ResponseName, RESPONSES } from "./responses.ts";
 import {
   createConfigRequest,
   createTemplateRequest,
@@ -48,8 +49,11 @@ const ERROR_SCHEMA: Json = {
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const body = (name: string) => ({ required: true, content: { "application/json": { schema: ref(name) } } });
-const ok = (description: string, status = "200") => ({
-  [status]: { description, content: { "application/json": { schema: { type: "object" } } } },
+const ok = (name: ResponseName | null, description: string, status = "200") => ({
+  [status]: {
+    description,
+    content: { "application/json": { schema: name ? ref(name) : { type: "object" } } },
+  },
 });
 const errors = { default: { description: "An error", content: { "application/json": { schema: ref("Error") } } } };
 const pathParam = (name: string, description: string) => ({
@@ -120,55 +124,66 @@ export function openApiDocument(projectUrl: string): Json {
       },
       schemas: {
         ...Object.fromEntries(Object.entries(REQUESTS).map(([name, schema]) => [name, inputJsonSchema(schema)])),
+        ...Object.fromEntries(Object.entries(RESPONSES).map(([name, schema]) => [name, outputJsonSchema(schema)])),
         Error: ERROR_SCHEMA,
       },
     },
     paths: {
       "/send-email": {
         post: op("Send an email now, or schedule it", {
-          ...ok("Sent: accepted, rejected, deferred and unknown recipients"),
-          ...ok("Scheduled or queued", "202"),
+          ...ok("SendResult", "Sent: accepted, rejected, deferred and unknown recipients"),
+          ...ok("SendResult", "Scheduled or queued", "202"),
         }, { requestBody: body("SendEmailRequest"), parameters: [idempotencyKey] }),
       },
       "/send-email/{id}/cancel": {
-        post: op("Cancel a scheduled or queued send", ok("Cancelled"), {
+        post: op("Cancel a scheduled or queued send", ok("Cancelled", "Cancelled"), {
           parameters: [pathParam("id", "The send's id")],
         }),
       },
       "/send-bulk": {
-        post: op("Queue up to 10,000 messages", ok("Queued: {batch_id, queued, scheduled_at?, skipped?}", "202"), {
+        post: op("Queue up to 10,000 messages", ok("BulkAccepted", "Queued", "202"), {
           requestBody: body("SendBulkRequest"),
           parameters: [idempotencyKey],
         }),
-        get: op("Your batches, newest first (or one with ?batch_id=)", ok("{batches, next_before}"), {
-          parameters: [
-            query("batch_id", "One batch's progress instead of the list", { type: "string", format: "uuid" }),
-            query("before", "created_at of the last batch of the previous page"),
-            query("limit", "1-50", { type: "integer", minimum: 1, maximum: 50 }),
-          ],
-        }),
+        get: op(
+          "Your batches, newest first (or one with ?batch_id=)",
+          ok("BatchList", "The batches (with ?batch_id=: one BatchStatus)"),
+          {
+            parameters: [
+              query("batch_id", "One batch's progress instead of the list", { type: "string", format: "uuid" }),
+              query("before", "created_at of the last batch of the previous page"),
+              query("limit", "1-50", { type: "integer", minimum: 1, maximum: 50 }),
+            ],
+          },
+        ),
       },
       "/send-bulk/{batch_id}": {
-        get: op("A batch's progress", ok("Counts by status, times, rate, top errors"), { parameters: [batch] }),
+        get: op("A batch's progress", ok("BatchStatus", "Counts by status, times, rate, top errors"), {
+          parameters: [batch],
+        }),
       },
       "/send-bulk/{batch_id}/cancel": {
-        post: op("Cancel a batch's messages that have not started", ok("{batch_id, cancelled}"), {
+        post: op("Cancel a batch's messages that have not started", ok("BatchCancelled", "How many were cancelled"), {
           parameters: [batch],
         }),
       },
       "/smtp-configs": {
-        get: op("Your SMTP configs", ok("{configs}")),
-        post: op("Create a config (its password goes to Vault)", ok("The config and warnings", "201"), {
-          requestBody: body("CreateConfigRequest"),
-        }),
+        get: op("Your SMTP configs", ok("ConfigList", "Default first")),
+        post: op(
+          "Create a config (its password goes to Vault)",
+          ok("SmtpConfigWithWarnings", "The config and warnings", "201"),
+          {
+            requestBody: body("CreateConfigRequest"),
+          },
+        ),
       },
       "/smtp-configs/{ref}": {
-        get: op("One config", ok("The config"), { parameters: [config] }),
-        patch: op("Change a config", ok("The config and warnings"), {
+        get: op("One config", ok("SmtpConfig", "The config"), { parameters: [config] }),
+        patch: op("Change a config", ok("SmtpConfigWithWarnings", "The config and warnings"), {
           parameters: [config],
           requestBody: body("UpdateConfigRequest"),
         }),
-        delete: op("Delete a config and its Vault secret", ok("{id, deleted}"), { parameters: [config] }),
+        delete: op("Delete a config and its Vault secret", ok("Deleted", "Deleted"), { parameters: [config] }),
       },
       ...Object.fromEntries(
         [["verify", "Connect, TLS, log in, quit; nothing is sent"], ["default", "Make it the default"], [
@@ -176,32 +191,38 @@ export function openApiDocument(projectUrl: string): Json {
           "Allow sending through it",
         ], ["deactivate", "Refuse sending through it"]].map(([action, summary]) => [
           `/smtp-configs/{ref}/${action}`,
-          { post: op(summary, ok("Result"), { parameters: [config] }) },
+          {
+            post: op(summary, ok(action === "verify" ? "Verification" : "SmtpConfig", "Result"), {
+              parameters: [config],
+            }),
+          },
         ]),
       ),
       "/smtp-configs/{ref}/verifications": {
-        get: op("The config's last 50 verifications", ok("{config_id, verifications}"), { parameters: [config] }),
+        get: op("The config's last 50 verifications", ok("VerificationList", "Newest first"), { parameters: [config] }),
       },
       "/templates": {
-        get: op("Your templates and the starter ones", ok("{templates}")),
-        post: op("Create a template", ok("The template", "201"), { requestBody: body("CreateTemplateRequest") }),
+        get: op("Your templates and the starter ones", ok("TemplateList", "By name, without bodies")),
+        post: op("Create a template", ok("Template", "The template", "201"), {
+          requestBody: body("CreateTemplateRequest"),
+        }),
       },
       "/templates/{ref}": {
-        get: op("One template with its bodies", ok("The template"), { parameters: [template] }),
-        patch: op("Change your template", ok("The template"), {
+        get: op("One template with its bodies", ok("Template", "The template"), { parameters: [template] }),
+        patch: op("Change your template", ok("Template", "The template"), {
           parameters: [template],
           requestBody: body("UpdateTemplateRequest"),
         }),
-        delete: op("Delete your template", ok("{id, deleted}"), { parameters: [template] }),
+        delete: op("Delete your template", ok("Deleted", "Deleted"), { parameters: [template] }),
       },
       "/templates/{ref}/preview": {
-        post: op("Render with data, send nothing", ok("{template, subject, text, html}"), {
+        post: op("Render with data, send nothing", ok("TemplatePreview", "The rendered parts"), {
           parameters: [template],
           requestBody: body("PreviewTemplateRequest"),
         }),
       },
       "/email-analytics": {
-        get: op("Totals, success rate, latency, series and breakdowns", ok("The summary"), {
+        get: op("Totals, success rate, latency, series and breakdowns", ok("AnalyticsSummary", "The summary"), {
           parameters: [
             ...FILTERS,
             query("interval", "hour or day", { type: "string", enum: ["hour", "day"] }),
@@ -210,7 +231,7 @@ export function openApiDocument(projectUrl: string): Json {
         }),
       },
       "/email-analytics/messages": {
-        get: op("Your audit rows, newest first", ok("{messages, next_cursor}"), {
+        get: op("Your audit rows, newest first", ok("MessagePage", "One page"), {
           parameters: [
             ...FILTERS,
             query("limit", `1-${MAX_PAGE_SIZE}`, { type: "integer", minimum: 1, maximum: MAX_PAGE_SIZE }),
@@ -219,15 +240,17 @@ export function openApiDocument(projectUrl: string): Json {
         }),
       },
       "/email-analytics/messages/{id}": {
-        get: op("One audit row", ok("The message"), { parameters: [pathParam("id", "The message's id")] }),
+        get: op("One audit row", ok("Message", "The message"), { parameters: [pathParam("id", "The message's id")] }),
       },
       "/mcp": {
-        post: op("The MCP endpoint (Streamable HTTP, JSON-RPC)", ok("A JSON-RPC response or an event stream")),
+        post: op("The MCP endpoint (Streamable HTTP, JSON-RPC)", ok(null, "A JSON-RPC response or an event stream")),
       },
       "/process-outbox": {
-        post: op("Drain the outbox (server to server)", ok("The drain report"), { security: [{ secretKey: [] }] }),
+        post: op("Drain the outbox (server to server)", ok(null, "The drain report"), {
+          security: [{ secretKey: [] }],
+        }),
       },
-      "/openapi": { get: op("This document", ok("OpenAPI 3.1"), { security: [] }) },
+      "/openapi": { get: op("This document", ok(null, "OpenAPI 3.1"), { security: [] }) },
     },
   };
 }

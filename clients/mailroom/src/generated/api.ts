@@ -32,7 +32,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SendResult"];
                     };
                 };
                 /** @description Scheduled or queued */
@@ -41,7 +41,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SendResult"];
                     };
                 };
                 /** @description An error */
@@ -89,7 +89,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Cancelled"];
                     };
                 };
                 /** @description An error */
@@ -133,13 +133,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {batches, next_before} */
+                /** @description The batches (with ?batch_id=: one BatchStatus) */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["BatchList"];
                     };
                 };
                 /** @description An error */
@@ -171,13 +171,13 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Queued: {batch_id, queued, scheduled_at?, skipped?} */
+                /** @description Queued */
                 202: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["BulkAccepted"];
                     };
                 };
                 /** @description An error */
@@ -223,7 +223,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["BatchStatus"];
                     };
                 };
                 /** @description An error */
@@ -267,13 +267,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {batch_id, cancelled} */
+                /** @description How many were cancelled */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["BatchCancelled"];
                     };
                 };
                 /** @description An error */
@@ -310,13 +310,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {configs} */
+                /** @description Default first */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["ConfigList"];
                     };
                 };
                 /** @description An error */
@@ -351,7 +351,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfigWithWarnings"];
                     };
                 };
                 /** @description An error */
@@ -397,7 +397,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfig"];
                     };
                 };
                 /** @description An error */
@@ -426,13 +426,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {id, deleted} */
+                /** @description Deleted */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Deleted"];
                     };
                 };
                 /** @description An error */
@@ -471,7 +471,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfigWithWarnings"];
                     };
                 };
                 /** @description An error */
@@ -515,7 +515,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Verification"];
                     };
                 };
                 /** @description An error */
@@ -563,7 +563,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfig"];
                     };
                 };
                 /** @description An error */
@@ -611,7 +611,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfig"];
                     };
                 };
                 /** @description An error */
@@ -659,7 +659,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["SmtpConfig"];
                     };
                 };
                 /** @description An error */
@@ -699,13 +699,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {config_id, verifications} */
+                /** @description Newest first */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["VerificationList"];
                     };
                 };
                 /** @description An error */
@@ -744,13 +744,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {templates} */
+                /** @description By name, without bodies */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["TemplateList"];
                     };
                 };
                 /** @description An error */
@@ -785,7 +785,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Template"];
                     };
                 };
                 /** @description An error */
@@ -831,7 +831,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Template"];
                     };
                 };
                 /** @description An error */
@@ -860,13 +860,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {id, deleted} */
+                /** @description Deleted */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Deleted"];
                     };
                 };
                 /** @description An error */
@@ -905,7 +905,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Template"];
                     };
                 };
                 /** @description An error */
@@ -947,13 +947,13 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description {template, subject, text, html} */
+                /** @description The rendered parts */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["TemplatePreview"];
                     };
                 };
                 /** @description An error */
@@ -1015,7 +1015,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["AnalyticsSummary"];
                     };
                 };
                 /** @description An error */
@@ -1073,13 +1073,13 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description {messages, next_cursor} */
+                /** @description One page */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["MessagePage"];
                     };
                 };
                 /** @description An error */
@@ -1127,7 +1127,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>;
+                        "application/json": components["schemas"]["Message"];
                     };
                 };
                 /** @description An error */
@@ -1470,6 +1470,393 @@ export interface components {
             data?: {
                 [key: string]: unknown;
             };
+        };
+        SendResult: {
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            status: "sent";
+            message_id: string;
+            accepted: string[];
+            rejected: string[];
+            deferred: string[];
+            unknown: string[];
+            recipients: {
+                address: string;
+                /** @enum {string} */
+                status: "accepted" | "rejected" | "deferred" | "unknown";
+                smtp_code: number | null;
+                enhanced_code: string | null;
+                response: string | null;
+            }[];
+        } | {
+            /** Format: uuid */
+            id: string;
+            /** @enum {string} */
+            status: "scheduled" | "queued";
+            /** @description ISO 8601 */
+            scheduled_at: string;
+            message_id: string;
+        };
+        Cancelled: {
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            status: "cancelled";
+        };
+        BulkAccepted: {
+            /** Format: uuid */
+            batch_id: string;
+            queued: number;
+            /** @description ISO 8601 */
+            scheduled_at?: string;
+            skipped?: {
+                index: number;
+                reason: string;
+            }[];
+        };
+        BatchStatus: {
+            /** Format: uuid */
+            batch_id: string;
+            /** @description ISO 8601 */
+            created_at: string;
+            scheduled_at: string | null;
+            total: number;
+            counts: {
+                queued: number;
+                scheduled: number;
+                sending: number;
+                sent: number;
+                deferred: number;
+                failed: number;
+                unknown: number;
+                cancelled: number;
+            };
+            first_sent_at: string | null;
+            last_sent_at: string | null;
+            rate_per_minute: number | null;
+            top_errors: {
+                error_class: string;
+                count: number;
+            }[];
+        };
+        BatchList: {
+            batches: {
+                /** Format: uuid */
+                batch_id: string;
+                /** @description ISO 8601 */
+                created_at: string;
+                scheduled_at: string | null;
+                total: number;
+                counts: {
+                    queued: number;
+                    scheduled: number;
+                    sending: number;
+                    sent: number;
+                    deferred: number;
+                    failed: number;
+                    unknown: number;
+                    cancelled: number;
+                };
+                first_sent_at: string | null;
+                last_sent_at: string | null;
+                rate_per_minute: number | null;
+                top_errors: {
+                    error_class: string;
+                    count: number;
+                }[];
+            }[];
+            next_before: string | null;
+        };
+        BatchCancelled: {
+            /** Format: uuid */
+            batch_id: string;
+            cancelled: number;
+        };
+        SmtpConfig: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            host: string;
+            port: number;
+            /** @enum {string} */
+            security: "tls" | "starttls" | "none";
+            auth_type: string;
+            username: string | null;
+            from_email: string;
+            from_name: string | null;
+            is_default: boolean;
+            is_active: boolean;
+            limits: {
+                per_minute: number;
+                per_day: number;
+            };
+            has_password: boolean;
+            /** @description Why the outbox paused this config's queue, until fixed */
+            needs_attention: string | null;
+            /** @description ISO 8601 */
+            created_at: string;
+            /** @description ISO 8601 */
+            updated_at: string;
+        };
+        SmtpConfigWithWarnings: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            host: string;
+            port: number;
+            /** @enum {string} */
+            security: "tls" | "starttls" | "none";
+            auth_type: string;
+            username: string | null;
+            from_email: string;
+            from_name: string | null;
+            is_default: boolean;
+            is_active: boolean;
+            limits: {
+                per_minute: number;
+                per_day: number;
+            };
+            has_password: boolean;
+            /** @description Why the outbox paused this config's queue, until fixed */
+            needs_attention: string | null;
+            /** @description ISO 8601 */
+            created_at: string;
+            /** @description ISO 8601 */
+            updated_at: string;
+            warnings: {
+                code: string;
+                message: string;
+            }[];
+        };
+        ConfigList: {
+            configs: {
+                /** Format: uuid */
+                id: string;
+                name: string;
+                host: string;
+                port: number;
+                /** @enum {string} */
+                security: "tls" | "starttls" | "none";
+                auth_type: string;
+                username: string | null;
+                from_email: string;
+                from_name: string | null;
+                is_default: boolean;
+                is_active: boolean;
+                limits: {
+                    per_minute: number;
+                    per_day: number;
+                };
+                has_password: boolean;
+                /** @description Why the outbox paused this config's queue, until fixed */
+                needs_attention: string | null;
+                /** @description ISO 8601 */
+                created_at: string;
+                /** @description ISO 8601 */
+                updated_at: string;
+            }[];
+        };
+        Deleted: {
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            deleted: true;
+        };
+        Verification: {
+            /** @constant */
+            ok: true;
+            tls: boolean;
+            auth: boolean;
+            latency_ms: number;
+            server_banner: string | null;
+        };
+        VerificationList: {
+            /** Format: uuid */
+            config_id: string;
+            verifications: {
+                /** Format: uuid */
+                id: string;
+                ok: boolean;
+                error_class: string | null;
+                latency_ms: number | null;
+                server_banner: string | null;
+                /** @description ISO 8601 */
+                created_at: string;
+            }[];
+        };
+        Template: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            description: string | null;
+            subject: string | null;
+            html?: string | null;
+            text?: string | null;
+            variables: (string[] | {
+                required?: string[];
+                properties?: {
+                    [key: string]: unknown;
+                };
+            }) | null;
+            /** @description A shared starter template: read-only */
+            starter: boolean;
+            required_variables?: string[];
+            /** @description ISO 8601 */
+            created_at: string;
+            /** @description ISO 8601 */
+            updated_at: string;
+        };
+        TemplateList: {
+            templates: {
+                /** Format: uuid */
+                id: string;
+                name: string;
+                description: string | null;
+                subject: string | null;
+                html?: string | null;
+                text?: string | null;
+                variables: (string[] | {
+                    required?: string[];
+                    properties?: {
+                        [key: string]: unknown;
+                    };
+                }) | null;
+                /** @description A shared starter template: read-only */
+                starter: boolean;
+                required_variables?: string[];
+                /** @description ISO 8601 */
+                created_at: string;
+                /** @description ISO 8601 */
+                updated_at: string;
+            }[];
+        };
+        TemplatePreview: {
+            template: {
+                /** Format: uuid */
+                id: string;
+                name: string;
+            };
+            subject: string | null;
+            text: string | null;
+            html: string | null;
+        };
+        AnalyticsSummary: {
+            range: {
+                /** @description ISO 8601 */
+                from: string;
+                /** @description ISO 8601 */
+                to: string;
+                /** @enum {string} */
+                interval: "hour" | "day";
+                tz: string;
+            };
+            total: number;
+            totals: {
+                [key: string]: number;
+            };
+            success_rate: number | null;
+            latency_ms: {
+                count: number;
+                p50: number | null;
+                p90: number | null;
+                p99: number | null;
+            };
+            series: {
+                /** @description ISO 8601 */
+                start: string;
+                total: number;
+                sent: number;
+                failed: number;
+                unknown: number;
+            }[];
+            breakdowns: {
+                [key: string]: {
+                    key: string | null;
+                    name: string | null;
+                    total: number;
+                    sent: number;
+                    failed: number;
+                    unknown: number;
+                }[];
+            };
+        };
+        Message: {
+            /** Format: uuid */
+            id: string;
+            /** @description ISO 8601 */
+            created_at: string;
+            completed_at: string | null;
+            scheduled_at: string | null;
+            status: string;
+            from: string;
+            to: string[];
+            cc_count: number;
+            bcc_count: number;
+            subject: string | null;
+            recipients: {
+                address: string;
+                /** @enum {string} */
+                status: "accepted" | "rejected" | "deferred" | "unknown";
+                smtp_code?: number | null;
+                enhanced_code?: string | null;
+                response?: string | null;
+            }[] | null;
+            error_code: string | null;
+            error_message: string | null;
+            smtp_response_code: number | null;
+            message_id: string | null;
+            attempts: number;
+            batch_id: string | null;
+            config: {
+                /** Format: uuid */
+                id: string;
+                name: string | null;
+            } | null;
+            template_id: string | null;
+            agent_context: {
+                [key: string]: unknown;
+            } | null;
+        };
+        MessagePage: {
+            messages: {
+                /** Format: uuid */
+                id: string;
+                /** @description ISO 8601 */
+                created_at: string;
+                completed_at: string | null;
+                scheduled_at: string | null;
+                status: string;
+                from: string;
+                to: string[];
+                cc_count: number;
+                bcc_count: number;
+                subject: string | null;
+                recipients: {
+                    address: string;
+                    /** @enum {string} */
+                    status: "accepted" | "rejected" | "deferred" | "unknown";
+                    smtp_code?: number | null;
+                    enhanced_code?: string | null;
+                    response?: string | null;
+                }[] | null;
+                error_code: string | null;
+                error_message: string | null;
+                smtp_response_code: number | null;
+                message_id: string | null;
+                attempts: number;
+                batch_id: string | null;
+                config: {
+                    /** Format: uuid */
+                    id: string;
+                    name: string | null;
+                } | null;
+                template_id: string | null;
+                agent_context: {
+                    [key: string]: unknown;
+                } | null;
+            }[];
+            next_cursor: string | null;
         };
         Error: {
             error: {

@@ -1,0 +1,19 @@
+// The SDK in a few lines: send with a template, fall back when data is missing, queue a bulk
+// send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
+// { url, accessToken }.
+import { createMailroomClient, type MailroomClientOptions, MailroomError } from "../clients/mailroom/src/index.ts";
+
+export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: string, recipients: string[]) {
+  const mailroom = createMailroomClient(connection);
+  try {
+    await mailroom.send({ to, template: "welcome", data: { name: "Jane" } }, { idempotencyKey: crypto.randomUUID() });
+  } catch (error) {
+    if (!(error instanceof MailroomError && error.code === "template_data_missing")) throw error;
+    console.log("missing:", error.details.missing); // ["product", "login_url"]
+    await mailroom.send({ to, subject: "Welcome!", text: "Hello Jane" });
+  }
+  const { batch_id } = await mailroom.bulk.send({ recipients, subject: "News", text: "Hello" });
+  const progress = [];
+  for await (const status of mailroom.bulk.progress(batch_id, { intervalMs: 500 })) progress.push(status.counts);
+  return progress;
+}

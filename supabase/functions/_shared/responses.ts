@@ -1,0 +1,211 @@
+// What the functions answer, as zod schemas: the OpenAPI document's response schemas (and so
+// the SDK's response types, generated from it), and the contract the tests check real
+// responses against (strict objects: a field the server adds without documenting it fails).
+import { z } from "zod";
+
+const timestamp = z.string().describe("ISO 8601");
+const uuid = z.string().uuid();
+
+export const recipientOutcome = z.strictObject({
+  address: z.string(),
+  status: z.enum(["accepted", "rejected", "deferred", "unknown"]),
+  smtp_code: z.number().int().nullable(),
+  enhanced_code: z.string().nullable(),
+  response: z.string().nullable(),
+});
+
+export const sendResult = z.union([
+  z.strictObject({
+    id: uuid,
+    status: z.literal("sent"),
+    message_id: z.string(),
+    accepted: z.array(z.string()),
+    rejected: z.array(z.string()),
+    deferred: z.array(z.string()),
+    unknown: z.array(z.string()),
+    recipients: z.array(recipientOutcome),
+  }),
+  z.strictObject({
+    id: uuid,
+    status: z.enum(["scheduled", "queued"]),
+    scheduled_at: timestamp,
+    message_id: z.string(),
+  }),
+]);
+
+export const cancelled = z.strictObject({ id: uuid, status: z.literal("cancelled") });
+
+export const bulkAccepted = z.strictObject({
+  batch_id: uuid,
+  queued: z.number().int(),
+  scheduled_at: timestamp.optional(),
+  skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
+});
+
+export const batchStatus = z.strictObject({
+  batch_id: uuid,
+  created_at: timestamp,
+  scheduled_at: timestamp.nullable(),
+  total: z.number().int(),
+  counts: z.strictObject({
+    queued: z.number().int(),
+    scheduled: z.number().int(),
+    sending: z.number().int(),
+    sent: z.number().int(),
+    deferred: z.number().int(),
+    failed: z.number().int(),
+    unknown: z.number().int(),
+    cancelled: z.number().int(),
+  }),
+  first_sent_at: timestamp.nullable(),
+  last_sent_at: timestamp.nullable(),
+  rate_per_minute: z.number().nullable(),
+  top_errors: z.array(z.strictObject({ error_class: z.string(), count: z.number().int() })),
+});
+
+export const batchList = z.strictObject({ batches: z.array(batchStatus), next_before: timestamp.nullable() });
+export const batchCancelled = z.strictObject({ batch_id: uuid, cancelled: z.number().int() });
+
+export const smtpConfig = z.strictObject({
+  id: uuid,
+  name: z.string(),
+  host: z.string(),
+  port: z.number().int(),
+  security: z.enum(["tls", "starttls", "none"]),
+  auth_type: z.string(),
+  username: z.string().nullable(),
+  from_email: z.string(),
+  from_name: z.string().nullable(),
+  is_default: z.boolean(),
+  is_active: z.boolean(),
+  limits: z.strictObject({ per_minute: z.number().int(), per_day: z.number().int() }),
+  has_password: z.boolean(),
+  needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
+  created_at: timestamp,
+  updated_at: timestamp,
+});
+
+const warning = z.strictObject({ code: z.string(), message: z.string() });
+export const smtpConfigWithWarnings = smtpConfig.extend({ warnings: z.array(warning) });
+export const configList = z.strictObject({ configs: z.array(smtpConfig) });
+export const deleted = z.strictObject({ id: uuid, deleted: z.literal(true) });
+
+export const verification = z.strictObject({
+  ok: z.literal(true),
+  tls: z.boolean(),
+  auth: z.boolean(),
+  latency_ms: z.number(),
+  server_banner: z.string().nullable(),
+});
+
+export const verificationList = z.strictObject({
+  config_id: uuid,
+  verifications: z.array(z.strictObject({
+    id: uuid,
+    ok: z.boolean(),
+    error_class: z.string().nullable(),
+    latency_ms: z.number().int().nullable(),
+    server_banner: z.string().nullable(),
+    created_at: timestamp,
+  })),
+});
+
+const templateVariables = z.union([
+  z.array(z.string()),
+  z.object({ required: z.array(z.string()).optional(), properties: z.record(z.string(), z.unknown()).optional() }),
+]).nullable();
+
+export const template = z.strictObject({
+  id: uuid,
+  name: z.string(),
+  description: z.string().nullable(),
+  subject: z.string().nullable(),
+  html: z.string().nullable().optional(),
+  text: z.string().nullable().optional(),
+  variables: templateVariables,
+  starter: z.boolean().describe("A shared starter template: read-only"),
+  required_variables: z.array(z.string()).optional(),
+  created_at: timestamp,
+  updated_at: timestamp,
+});
+export const templateList = z.strictObject({ templates: z.array(template) });
+export const templatePreview = z.strictObject({
+  template: z.strictObject({ id: uuid, name: z.string() }),
+  subject: z.string().nullable(),
+  text: z.string().nullable(),
+  html: z.string().nullable(),
+});
+
+const counts = {
+  total: z.number().int(),
+  sent: z.number().int(),
+  failed: z.number().int(),
+  unknown: z.number().int(),
+};
+
+export const analyticsSummary = z.strictObject({
+  range: z.strictObject({ from: timestamp, to: timestamp, interval: z.enum(["hour", "day"]), tz: z.string() }),
+  total: z.number().int(),
+  totals: z.record(z.string(), z.number().int()),
+  success_rate: z.number().nullable(),
+  latency_ms: z.strictObject({
+    count: z.number().int(),
+    p50: z.number().nullable(),
+    p90: z.number().nullable(),
+    p99: z.number().nullable(),
+  }),
+  series: z.array(z.strictObject({ start: timestamp, ...counts })),
+  breakdowns: z.record(
+    z.string(),
+    z.array(z.strictObject({ key: z.string().nullable(), name: z.string().nullable(), ...counts })),
+  ),
+});
+
+export const message = z.strictObject({
+  id: uuid,
+  created_at: timestamp,
+  completed_at: timestamp.nullable(),
+  scheduled_at: timestamp.nullable(),
+  status: z.string(),
+  from: z.string(),
+  to: z.array(z.string()),
+  cc_count: z.number().int(),
+  bcc_count: z.number().int(),
+  subject: z.string().nullable(),
+  recipients: z.array(recipientOutcome.partial({ smtp_code: true, enhanced_code: true, response: true }))
+    .nullable(),
+  error_code: z.string().nullable(),
+  error_message: z.string().nullable(),
+  smtp_response_code: z.number().int().nullable(),
+  message_id: z.string().nullable(),
+  attempts: z.number().int(),
+  batch_id: uuid.nullable(),
+  config: z.strictObject({ id: uuid, name: z.string().nullable() }).nullable(),
+  template_id: uuid.nullable(),
+  agent_context: z.record(z.string(), z.unknown()).nullable(),
+});
+export const messagePage = z.strictObject({ messages: z.array(message), next_cursor: z.string().nullable() });
+
+/** Every documented response schema, by the name the OpenAPI document gives it. */
+export const RESPONSES = {
+  SendResult: sendResult,
+  Cancelled: cancelled,
+  BulkAccepted: bulkAccepted,
+  BatchStatus: batchStatus,
+  BatchList: batchList,
+  BatchCancelled: batchCancelled,
+  SmtpConfig: smtpConfig,
+  SmtpConfigWithWarnings: smtpConfigWithWarnings,
+  ConfigList: configList,
+  Deleted: deleted,
+  Verification: verification,
+  VerificationList: verificationList,
+  Template: template,
+  TemplateList: templateList,
+  TemplatePreview: templatePreview,
+  AnalyticsSummary: analyticsSummary,
+  Message: message,
+  MessagePage: messagePage,
+} as const;
+
+export type ResponseName = keyof typeof RESPONSES;
