@@ -7,7 +7,10 @@ import { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import { AIMessage, type BaseMessage, ToolMessage } from "@langchain/core/messages";
 import type { ChatResult } from "@langchain/core/outputs";
 import { simpleParser } from "mailparser";
+import { convertToOpenAITool } from "@langchain/core/utils/function_calling";
 import { createMailAgent } from "../examples/langchain_agent.ts";
+import { createMailroomClient } from "../clients/mailroom/src/index.ts";
+import { createMailroomTools } from "../clients/mailroom/src/langchain.ts";
 import { startTestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
 
@@ -45,6 +48,19 @@ Deno.test({
     await stack.createConfig(user, { name: "work", port: smtp.port, security: "none", username: null });
     const connection = { url: stack.url, accessToken: user.token };
     try {
+      await t.step("every tool converts to a model's tool format (what bindTools sends to a real model)", () => {
+        const tools = createMailroomTools(createMailroomClient(connection));
+        assert.equal(tools.length, 9);
+        for (const tool of tools) {
+          const converted = convertToOpenAITool(tool);
+          assert.equal(converted.function.name, tool.name);
+          assert.equal((converted.function.parameters as { type?: string }).type, "object", tool.name);
+        }
+        const send = convertToOpenAITool(tools.find((t) => t.name === "send_email")!);
+        const properties = (send.function.parameters as { properties: Record<string, unknown> }).properties;
+        assert.ok("to" in properties && "idempotency_key" in properties && "data" in properties);
+      });
+
       await t.step("'send the welcome template to jane@example.com' lands a rendered mail", async () => {
         const model = new ScriptedToolCallingModel([
           call("list_email_templates", {}, "c1"),

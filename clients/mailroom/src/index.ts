@@ -62,7 +62,13 @@ interface Call {
   idempotencyKey?: string;
 }
 
-const segment = (value: string) => `/${encodeURIComponent(value)}`;
+/** One path segment (an id or a name); empty, "." and ".." would address another route. */
+function segment(value: string): string {
+  if (value === "" || value === "." || value === "..") {
+    throw new MailroomError(0, "invalid_request", `${JSON.stringify(value)} is not an id or a name`);
+  }
+  return `/${encodeURIComponent(value)}`;
+}
 
 /** A typed client for every mailroom function. */
 export class MailroomClient {
@@ -80,9 +86,14 @@ export class MailroomClient {
     if (call.idempotencyKey) headers["idempotency-key"] = call.idempotencyKey;
     if ("supabase" in this.options) return await this.viaSupabase<R>(target, call, headers);
 
-    const token = typeof this.options.accessToken === "function"
-      ? await this.options.accessToken()
-      : this.options.accessToken;
+    let token: string;
+    try {
+      token = typeof this.options.accessToken === "function"
+        ? await this.options.accessToken()
+        : this.options.accessToken;
+    } catch (error) {
+      throw new MailroomError(0, "token_unavailable", `Could not get an access token: ${(error as Error).message}`);
+    }
     if (call.body !== undefined) headers["content-type"] = "application/json";
     let res: Response;
     try {
@@ -92,7 +103,9 @@ export class MailroomClient {
         body: call.body === undefined ? undefined : JSON.stringify(call.body),
       });
     } catch (error) {
-      throw new MailroomError(0, "network_error", `Could not reach mailroom: ${(error as Error).message}`);
+      const failure = new MailroomError(0, "network_error", `Could not reach mailroom: ${(error as Error).message}`);
+      (failure as { cause?: unknown }).cause = error;
+      throw failure;
     }
     return await this.result<R>(res);
   }
@@ -105,9 +118,18 @@ export class MailroomClient {
       headers,
     });
     if (!error) return data as R;
-    const context = (error as { context?: unknown }).context;
-    if (context instanceof Response) return await this.result<R>(context);
-    throw new MailroomError(0, "network_error", (error as Error).message ?? "The function could not be called");
+    // A Response (whichever fetch made it) when the function answered; else a fetch failure.
+    const context = (error as { context?: { status?: unknown; text?: unknown } }).context;
+    if (typeof context?.status === "number" && typeof context.text === "function") {
+      return await this.result<R>(context as unknown as Response);
+    }
+    const failure = new MailroomError(
+      0,
+      "network_error",
+      (error as Error).message ?? "The function could not be called",
+    );
+    (failure as { cause?: unknown }).cause = context ?? error;
+    throw failure;
   }
 
   private async result<R>(res: Response): Promise<R> {
@@ -135,39 +157,40 @@ export class MailroomClient {
   }
 
   /** Cancel a scheduled or queued send that has not started. */
-  cancel(id: string): Promise<{ id: string; status: "cancelled" }> {
-    return this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/cancel` });
+  async cancel(id: string): Promise<{ id: string; status: "cancelled" }> {
+    return await this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/cancel` });
   }
 
   /** SMTP configurations. */
   readonly configs = {
     list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),
-    get: (ref: string) => this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
+    get: async (ref: string) =>
+      await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
     create: (config: T.CreateConfigRequest) =>
       this.call<T.SmtpConfigWithWarnings>({ fn: "smtp-configs", method: "POST", body: config }),
-    update: (ref: string, change: T.UpdateConfigRequest) =>
-      this.call<T.SmtpConfigWithWarnings>({
+    update: async (ref: string, change: T.UpdateConfigRequest) =>
+      await this.call<T.SmtpConfigWithWarnings>({
         fn: "smtp-configs",
         method: "PATCH",
         path: segment(ref),
         body: change,
       }),
-    delete: (ref: string) =>
-      this.call<{ id: string; deleted: true }>({ fn: "smtp-configs", method: "DELETE", path: segment(ref) }),
-    verify: (ref: string) =>
-      this.call<T.Verification>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/verify` }),
-    verifications: (ref: string) =>
-      this.call<{ config_id: string; verifications: T.VerificationRecord[] }>({
+    delete: async (ref: string) =>
+      await this.call<{ id: string; deleted: true }>({ fn: "smtp-configs", method: "DELETE", path: segment(ref) }),
+    verify: async (ref: string) =>
+      await this.call<T.Verification>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/verify` }),
+    verifications: async (ref: string) =>
+      await this.call<{ config_id: string; verifications: T.VerificationRecord[] }>({
         fn: "smtp-configs",
         method: "GET",
         path: `${segment(ref)}/verifications`,
       }).then((r) => r.verifications),
-    setDefault: (ref: string) =>
-      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/default` }),
-    activate: (ref: string) =>
-      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/activate` }),
-    deactivate: (ref: string) =>
-      this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/deactivate` }),
+    setDefault: async (ref: string) =>
+      await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/default` }),
+    activate: async (ref: string) =>
+      await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/activate` }),
+    deactivate: async (ref: string) =>
+      await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/deactivate` }),
   };
 
   /** Bulk sends through the outbox. */
@@ -179,15 +202,16 @@ export class MailroomClient {
         body: request,
         idempotencyKey: options.idempotencyKey,
       }),
-    status: (batchId: string) => this.call<T.BatchStatus>({ fn: "send-bulk", method: "GET", path: segment(batchId) }),
+    status: async (batchId: string) =>
+      await this.call<T.BatchStatus>({ fn: "send-bulk", method: "GET", path: segment(batchId) }),
     list: (options: { before?: string; limit?: number } = {}) =>
       this.call<T.BatchList>({
         fn: "send-bulk",
         method: "GET",
         query: options,
       }),
-    cancel: (batchId: string) =>
-      this.call<{ batch_id: string; cancelled: number }>({
+    cancel: async (batchId: string) =>
+      await this.call<{ batch_id: string; cancelled: number }>({
         fn: "send-bulk",
         method: "POST",
         path: `${segment(batchId)}/cancel`,
@@ -204,12 +228,21 @@ export class MailroomClient {
     batchId: string,
     { intervalMs = 2000, signal }: { intervalMs?: number; signal?: AbortSignal },
   ): AsyncGenerator<T.BatchStatus> {
-    while (true) {
+    while (!signal?.aborted) {
       const status = await this.bulk.status(batchId);
       yield status;
       const { queued, scheduled, sending } = status.counts;
-      if (queued + scheduled + sending === 0 || signal?.aborted) return;
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      if (queued + scheduled + sending === 0) return;
+      // Wait, but wake as soon as the caller aborts.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, intervalMs);
+        function done() {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        }
+        signal?.addEventListener("abort", done, { once: true });
+      });
     }
   }
 
@@ -224,22 +257,22 @@ export class MailroomClient {
         path: "/messages",
         query: { ...query },
       }),
-    message: (id: string) =>
-      this.call<T.Message>({ fn: "email-analytics", method: "GET", path: `/messages${segment(id)}` }),
+    message: async (id: string) =>
+      await this.call<T.Message>({ fn: "email-analytics", method: "GET", path: `/messages${segment(id)}` }),
   };
 
   /** Email templates. */
   readonly templates = {
     list: () => this.call<{ templates: T.Template[] }>({ fn: "templates", method: "GET" }).then((r) => r.templates),
-    get: (ref: string) => this.call<T.Template>({ fn: "templates", method: "GET", path: segment(ref) }),
+    get: async (ref: string) => await this.call<T.Template>({ fn: "templates", method: "GET", path: segment(ref) }),
     create: (template: T.CreateTemplateRequest) =>
       this.call<T.Template>({ fn: "templates", method: "POST", body: template }),
-    update: (ref: string, change: T.UpdateTemplateRequest) =>
-      this.call<T.Template>({ fn: "templates", method: "PATCH", path: segment(ref), body: change }),
-    delete: (ref: string) =>
-      this.call<{ id: string; deleted: true }>({ fn: "templates", method: "DELETE", path: segment(ref) }),
-    preview: (ref: string, data: Record<string, unknown> = {}) =>
-      this.call<T.TemplatePreview>({
+    update: async (ref: string, change: T.UpdateTemplateRequest) =>
+      await this.call<T.Template>({ fn: "templates", method: "PATCH", path: segment(ref), body: change }),
+    delete: async (ref: string) =>
+      await this.call<{ id: string; deleted: true }>({ fn: "templates", method: "DELETE", path: segment(ref) }),
+    preview: async (ref: string, data: Record<string, unknown> = {}) =>
+      await this.call<T.TemplatePreview>({
         fn: "templates",
         method: "POST",
         path: `${segment(ref)}/preview`,

@@ -8,6 +8,18 @@ import { type MailroomClient, MailroomError } from "./index.ts";
 import { functionCall, tagAgentContext, ToolArgumentError } from "./generated/calls.ts";
 import { TOOLS } from "./generated/tools.ts";
 
+/**
+ * The schema without `propertyNames` (zod writes it for records; `z.fromJSONSchema` turns it
+ * into a transform, which LangChain cannot hand to a model as JSON Schema again).
+ */
+function forModels(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(forModels);
+  if (!schema || typeof schema !== "object") return schema;
+  return Object.fromEntries(
+    Object.entries(schema).filter(([key]) => key !== "propertyNames").map(([key, value]) => [key, forModels(value)]),
+  );
+}
+
 /** Options of {@linkcode createMailroomTools}. */
 export interface MailroomToolsOptions {
   /** Only these tools (by name); all by default. */
@@ -50,7 +62,7 @@ export function createMailroomTools(client: MailroomClient, options: MailroomToo
       {
         name: definition.name,
         description: definition.description,
-        schema: z.fromJSONSchema(definition.inputSchema as never) as z.ZodObject,
+        schema: z.fromJSONSchema(forModels(definition.inputSchema) as never) as z.ZodObject,
       },
     )
   );

@@ -49,10 +49,14 @@ const ERROR_SCHEMA: Json = {
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const body = (name: string) => ({ required: true, content: { "application/json": { schema: ref(name) } } });
-const ok = (name: ResponseName | null, description: string, status = "200") => ({
+const ok = (name: ResponseName | ResponseName[] | null, description: string, status = "200") => ({
   [status]: {
     description,
-    content: { "application/json": { schema: name ? ref(name) : { type: "object" } } },
+    content: {
+      "application/json": {
+        schema: Array.isArray(name) ? { oneOf: name.map(ref) } : name ? ref(name) : { type: "object" },
+      },
+    },
   },
 });
 const errors = { default: { description: "An error", content: { "application/json": { schema: ref("Error") } } } };
@@ -104,6 +108,18 @@ const FILTERS = [
  * ```
  */
 export function openApiDocument(projectUrl: string): Json {
+  const document = buildDocument(projectUrl);
+  // Stable operation ids for code generators: the method and the path, e.g. getSmtpConfigsRefVerifications.
+  for (const [path, methods] of Object.entries(document.paths as Record<string, Record<string, Json>>)) {
+    for (const [method, operation] of Object.entries(methods)) {
+      operation.operationId = method + path.split(/[^A-Za-z0-9]+/).filter(Boolean)
+        .map((word) => word[0].toUpperCase() + word.slice(1)).join("");
+    }
+  }
+  return document;
+}
+
+function buildDocument(projectUrl: string): Json {
   const config = pathParam("ref", "Config id or name");
   const template = pathParam("ref", "Template id or name");
   const batch = pathParam("batch_id", "Batch id");
@@ -112,6 +128,7 @@ export function openApiDocument(projectUrl: string): Json {
     info: {
       title: "mailroom",
       version: API_VERSION,
+      license: { name: "MIT", identifier: "MIT" },
       description: "Email for AI agents through each user's own SMTP server. Authenticate with the user's Supabase " +
         "access token. Errors are {error: {code, message, details}} with a stable code.",
     },
@@ -147,7 +164,7 @@ export function openApiDocument(projectUrl: string): Json {
         }),
         get: op(
           "Your batches, newest first (or one with ?batch_id=)",
-          ok("BatchList", "The batches (with ?batch_id=: one BatchStatus)"),
+          ok(["BatchList", "BatchStatus"], "The batches, or with ?batch_id= one BatchStatus"),
           {
             parameters: [
               query("batch_id", "One batch's progress instead of the list", { type: "string", format: "uuid" }),
@@ -241,6 +258,11 @@ export function openApiDocument(projectUrl: string): Json {
       },
       "/email-analytics/messages/{id}": {
         get: op("One audit row", ok("Message", "The message"), { parameters: [pathParam("id", "The message's id")] }),
+      },
+      "/mcp/.well-known/oauth-protected-resource": {
+        get: op("The MCP endpoint's protected-resource metadata (RFC 9728)", ok(null, "The metadata"), {
+          security: [],
+        }),
       },
       "/mcp": {
         post: op("The MCP endpoint (Streamable HTTP, JSON-RPC)", ok(null, "A JSON-RPC response or an event stream")),
