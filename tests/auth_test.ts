@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as jose from "jose";
-import { bearerToken, createTokenVerifier } from "../supabase/functions/_shared/auth.ts";
+import { bearerToken, cachedVerifier, createTokenVerifier } from "../supabase/functions/_shared/auth.ts";
 import { ApiError } from "../supabase/functions/_shared/http.ts";
 import { generateSigningKey, jwks, mintToken } from "../local/jwt.ts";
 
@@ -132,4 +132,39 @@ Deno.test("bearerToken reads the Authorization header", async (t) => {
       assert.throws(() => bearerToken(req), (e: unknown) => e instanceof ApiError && e.code === "missing_token");
     }
   });
+});
+
+Deno.test("verified tokens are remembered until they expire, failures never", async () => {
+  const key = await generateSigningKey();
+  let checks = 0;
+  const inner = createTokenVerifier({ jwks: jwks(key), jwksUrl: "unused", issuer });
+  const verify = cachedVerifier((token) => {
+    checks++;
+    return inner(token);
+  }, 2);
+  const token = await mintToken(key, { issuer, sub });
+  assert.equal((await verify(token)).sub, sub);
+  assert.equal((await verify(token)).sub, sub);
+  assert.equal(checks, 1, "the second call is served from the cache");
+
+  // Expiring in 2 s: served until then, checked (and refused) after.
+  const shortLived = await mintToken(key, { issuer, sub, expiresIn: "2s" });
+  await verify(shortLived);
+  await new Promise((r) => setTimeout(r, 2100));
+  await rejectsWith(verify(shortLived), "token_expired");
+
+  // A bad token is checked every time.
+  const before = checks;
+  await rejectsWith(verify("not-a-token"), "invalid_token");
+  await rejectsWith(verify("not-a-token"), "invalid_token");
+  assert.equal(checks, before + 2);
+
+  // Bounded: the oldest goes first.
+  const a = await mintToken(key, { issuer, sub, email: "a@example.com" });
+  const b = await mintToken(key, { issuer, sub, email: "b@example.com" });
+  await verify(a);
+  await verify(b);
+  const count = checks;
+  await verify(token);
+  assert.equal(checks, count + 1, "evicted tokens are verified again");
 });

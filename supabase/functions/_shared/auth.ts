@@ -22,6 +22,34 @@ function unauthorized(code: string, message: string): ApiError {
   return new ApiError(401, code, message, undefined, { "www-authenticate": "Bearer" });
 }
 
+/** Verified tokens kept per function instance (each about 1 KiB). */
+export const TOKEN_CACHE_ENTRIES = 1000;
+
+/**
+ * A verifier that remembers tokens it verified until they expire, so an agent's burst of
+ * calls pays for one signature check (an ES256 verify is most of a small request's CPU).
+ * Bounded (oldest out first); a failure is never remembered. A session revoked before its
+ * token expires stays usable here until then, exactly as with any stateless JWT check: that
+ * is Supabase Auth's contract (short-lived access tokens), not something a function can see.
+ *
+ * @example
+ * ```ts
+ * const verify = cachedVerifier(createTokenVerifier(config.jwt));
+ * ```
+ */
+export function cachedVerifier(verify: TokenVerifier, entries = TOKEN_CACHE_ENTRIES): TokenVerifier {
+  const cache = new Map<string, UserClaims>();
+  return async (token) => {
+    const hit = cache.get(token);
+    if (hit && typeof hit.exp === "number" && hit.exp > Date.now() / 1000) return hit;
+    cache.delete(token);
+    const claims = await verify(token);
+    if (cache.size >= entries) cache.delete(cache.keys().next().value!);
+    cache.set(token, claims);
+    return claims;
+  };
+}
+
 /**
  * Create a verifier for the project's tokens.
  *

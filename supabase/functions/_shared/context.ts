@@ -1,6 +1,6 @@
 // What a function instance builds once at start-up and every request shares.
 import { type Config, loadConfig } from "./config.ts";
-import { createTokenVerifier, type TokenVerifier } from "./auth.ts";
+import { cachedVerifier, createTokenVerifier, type TokenVerifier } from "./auth.ts";
 import { createSql, type Sql } from "./db.ts";
 
 /** Shared per-instance state: configuration, the connection pool, the token verifier. */
@@ -20,5 +20,5 @@ export interface AppContext {
  */
 export function createContext(env: Record<string, string | undefined>): AppContext {
   const config = loadConfig(env);
-  return { config, sql: createSql(config), verifyToken: createTokenVerifier(config.jwt) };
+  return { config, sql: createSql(config), verifyToken: cachedVerifier(createTokenVerifier(config.jwt)) };
 }
