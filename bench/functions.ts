@@ -8,6 +8,7 @@ import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { FUNCTION_MEMORY_MB } from "../local/function_processes.ts";
 import nodemailer from "nodemailer";
 import { benchAnalytics } from "./analytics.ts";
+import { benchSideBySide } from "./side_by_side.ts";
 
 const args = Deno.args;
 const requests = Number(args[args.indexOf("--requests") + 1]) || 1000;
@@ -164,6 +165,7 @@ try {
       }x |`,
     );
   }
+  const sideBySide = await benchSideBySide(stack, user, smtp.port, requests);
   const analytics = await benchAnalytics(stack, {
     rows: analyticsRows,
     users: Math.max(10, Math.min(1_000, Math.round(analyticsRows / 1_000))),
@@ -172,7 +174,7 @@ try {
   if (jsonPath) {
     await Deno.writeTextFile(
       jsonPath,
-      JSON.stringify({ requests, concurrency: CONCURRENCY, rows, smtp: smtpRows, analytics }, null, 2),
+      JSON.stringify({ requests, concurrency: CONCURRENCY, rows, smtp: smtpRows, sideBySide, analytics }, null, 2),
     );
   }
 } finally {
