@@ -1,0 +1,35 @@
+// The benchmark in smoke mode (small counts), so it cannot rot: it runs end to end and
+// reports every case. Speed is not asserted here; `deno task bench` is where it is measured.
+import assert from "node:assert/strict";
+import { ROOT } from "../local/postgres.ts";
+
+Deno.test({
+  name: "deno task bench runs in smoke mode and reports every case",
+  sanitizeResources: false,
+  fn: async () => {
+    const json = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "bench/functions.ts", "--requests", "20", "--analytics-rows", "10000", "--json", json],
+        cwd: ROOT,
+        env: { DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.ok(out.success, text.slice(-2000));
+      const report = JSON.parse(await Deno.readTextFile(json));
+      const names = report.rows.map((r: { function: string }) => r.function.split(" ")[0]);
+      for (const fn of ["smtp-configs", "send-email", "send-bulk", "process-outbox", "email-analytics", "mcp"]) {
+        assert.ok(names.includes(fn), `${fn} is measured`);
+      }
+      assert.ok(report.rows.every((r: { failed: number }) => r.failed === 0), "no request failed");
+      assert.equal(report.smtp.length, 3, "the drain is compared with nodemailer pooled and per connection");
+      assert.ok(report.sideBySide.configs.direct_rps > 0 && report.sideBySide.configs.function_rps > 0);
+      assert.ok(report.sideBySide.sendLatency.function.p50 > 0);
+      assert.equal(report.analytics.rows.length, 4, "analytics: summary, SQL, page, seed's approach");
+    } finally {
+      await Deno.remove(json);
+    }
+  },
+});
