@@ -12,7 +12,6 @@ import {
   type Outcome,
   outcomeOf,
   type PreparedSend,
-  prepareSend,
   prepareSendGroup,
   refusalOutcome,
   settleLogin,
@@ -140,8 +139,8 @@ interface Group {
   owner: UserClaims;
   configId: string | null;
   rows: OutboxRow[];
-  /** Each row's prepared send or why it cannot be sent; null: prepare them one by one at send time. */
-  prepared: (PreparedSend | { error: ApiError })[] | null;
+  /** Each row's prepared send or why it cannot be sent (empty when the group was not prepared). */
+  prepared: (PreparedSend | { error: ApiError })[];
   /** Why none of the rows can be sent now (the config or the database), when so. */
   failure?: unknown;
 }
@@ -163,34 +162,50 @@ async function claimAndPrepare(run: Run): Promise<Group[] | null> {
   run.report.claimed += rows.length;
   const groups: Group[] = [];
   for (const rowsOfGroup of groupsOf(rows)) {
-    const group: Group = {
-      owner: { sub: rowsOfGroup[0].user_id, role: "authenticated" },
-      configId: rowsOfGroup[0].config_id,
-      rows: rowsOfGroup,
-      prepared: null,
-    };
-    groups.push(group);
-    if (group.configId && run.paused.has(group.configId)) continue;
-    try {
-      group.prepared = await withUser(ctx.sql, group.owner, (tx) =>
-        prepareSendGroup(
-          ctx,
-          tx,
-          group.configId ?? undefined,
-          group.rows.map((row) => ({
-            request: async (tx) => parseBody(sendEmailRequest, await requestOf(tx, row, run.batches)),
-            messageId: row.message_id,
-            date: row.created_at,
-          })),
-        ));
-    } catch (error) {
-      // The budget cannot take the whole group now: it goes one by one, as far as it goes.
-      if (!(error instanceof ApiError && error.code === "rate_limited" && group.rows.length > 1)) {
-        group.failure = error;
-      }
-    }
+    const owner: UserClaims = { sub: rowsOfGroup[0].user_id, role: "authenticated" };
+    const configId = rowsOfGroup[0].config_id;
+    // A paused config's rows are not prepared: sendGroup puts them back.
+    if (configId && run.paused.has(configId)) groups.push({ owner, configId, rows: rowsOfGroup, prepared: [] });
+    else groups.push(...await prepareGroup(run, { owner, configId, rows: rowsOfGroup, prepared: [] }));
   }
   return groups;
+}
+
+/**
+ * Prepare a group in one transaction as its owner. When the config's budget cannot take the
+ * whole group, it becomes single-message groups, as many as the budget takes; the rest wait.
+ */
+async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
+  const { ctx } = run;
+  try {
+    const prepared = await withUser(ctx.sql, group.owner, (tx) =>
+      prepareSendGroup(
+        ctx,
+        tx,
+        group.configId ?? undefined,
+        group.rows.map((row) => ({
+          request: async (tx) => parseBody(sendEmailRequest, await requestOf(tx, row, run.batches)),
+          messageId: row.message_id,
+          date: row.created_at,
+        })),
+      ));
+    return [{ ...group, prepared }];
+  } catch (error) {
+    if (!(error instanceof ApiError && error.code === "rate_limited" && group.rows.length > 1)) {
+      return [{ ...group, failure: error }];
+    }
+    const singles: Group[] = [];
+    for (const [i, row] of group.rows.entries()) {
+      const [single] = await prepareGroup(run, { ...group, rows: [row] });
+      singles.push(single);
+      if (single.failure !== undefined) {
+        const rest = group.rows.slice(i + 1);
+        if (rest.length > 0) singles.push({ ...group, rows: rest, failure: single.failure });
+        break;
+      }
+    }
+    return singles;
+  }
 }
 
 /** Claimed rows by owner and config, in the (fair) order the claim returned them. */
@@ -222,8 +237,7 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
     return result;
   }
   const pausedAlready = group.configId !== null && run.paused.has(group.configId);
-  if (group.prepared === null && !pausedAlready) return await sendOneByOne(run, group);
-  const prepared = group.prepared ?? [];
+  const { prepared } = group;
   const config = (prepared.find((item) => !("error" in item)) as PreparedSend | undefined)?.config;
   // Paused meanwhile (here or by another worker): the messages wait for the config to be fixed.
   let pausedFor = pausedAlready ? "paused" : config?.needs_attention ?? undefined;
@@ -276,53 +290,6 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
       );
       run.paused.add(config.id);
     }
-  }
-  return result;
-}
-
-/** A group whose config's budget could not take it whole: each row prepared and sent on its own. */
-async function sendOneByOne(run: Run, group: Group): Promise<GroupResult> {
-  const { ctx } = run;
-  const result: GroupResult = { later: [], retryAfterSeconds: 0 };
-  for (const [i, row] of group.rows.entries()) {
-    if (Date.now() >= run.deadline || (group.configId && run.paused.has(group.configId))) {
-      result.later.push(...group.rows.slice(i).map((r) => r.id));
-      break;
-    }
-    let prepared: PreparedSend;
-    try {
-      prepared = await withUser(ctx.sql, group.owner, async (tx) => {
-        const request = parseBody(sendEmailRequest, await requestOf(tx, row, run.batches));
-        return await prepareSend(ctx, tx, request, { messageId: row.message_id, date: row.created_at });
-      });
-    } catch (error) {
-      if (error instanceof ApiError && (error.status === 429 || error.status >= 500)) {
-        // Over the limit now: this row and the rest wait.
-        result.later.push(...group.rows.slice(i).map((r) => r.id));
-        result.retryAfterSeconds = retryAfter(error);
-        break;
-      }
-      if (await startRow(run, row.id)) {
-        run.recorder.add(group.owner, { id: row.id, outcome: failedOutcome(row, error, "internal_error") });
-      }
-      continue;
-    }
-    if (!await startRow(run, row.id)) continue;
-    const outcome = await sendPrepared(run, row, prepared);
-    await settleLogin(ctx, group.owner, prepared.config.login, [
-      outcome.status === "sent" ? undefined : outcome.error_class,
-    ]);
-    if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
-      await withUser(
-        ctx.sql,
-        group.owner,
-        (tx) => tx`select private.pause_config_queue(${prepared.config.id}::uuid, ${outcome.error_class!})`,
-      );
-      run.paused.add(prepared.config.id);
-      result.later.push(...group.rows.slice(i).map((r) => r.id));
-      break;
-    }
-    run.recorder.add(group.owner, { id: row.id, outcome });
   }
   return result;
 }
