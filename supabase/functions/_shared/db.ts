@@ -59,6 +59,15 @@ export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => 
 /** The `authenticated` role's statement timeout on Supabase (`alter role authenticated set statement_timeout`). */
 export const AUTHENTICATED_STATEMENT_TIMEOUT = "8s";
 
+/**
+ * A timestamptz column as ISO 8601 in UTC with microseconds (`2026-11-25T16:31:50.123456Z`):
+ * exact, so it can come back as a cursor or `?before=` (sent as text: postgres.js would pass a
+ * timestamptz parameter through a JS Date and drop the microseconds), and without a `+`.
+ */
+export function isoUtc(tx: Tx, column: string) {
+  return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
 

@@ -147,13 +147,15 @@ export const analyticsSummary = z.strictObject({
   range: z.strictObject({ from: timestamp, to: timestamp, interval: z.enum(["hour", "day"]), tz: z.string() }),
   total: z.number().int(),
   totals: z.record(z.string(), z.number().int()),
-  success_rate: z.number().nullable(),
+  success_rate: z.number().nullable().describe(
+    "sent / (sent + failed + unknown + deferred); null when nothing finished",
+  ),
   latency_ms: z.strictObject({
     count: z.number().int(),
     p50: z.number().nullable(),
     p90: z.number().nullable(),
     p99: z.number().nullable(),
-  }),
+  }).describe("From due (scheduled or requested) to the server's acceptance, over sent messages"),
   series: z.array(z.strictObject({ start: timestamp, ...counts })),
   breakdowns: z.record(
     z.string(),

@@ -852,7 +852,9 @@ export interface components {
             totals: {
                 [key: string]: number;
             };
+            /** @description sent / (sent + failed + unknown + deferred); null when nothing finished */
             success_rate: number | null;
+            /** @description From due (scheduled or requested) to the server's acceptance, over sent messages */
             latency_ms: {
                 count: number;
                 p50: number | null;

@@ -2,7 +2,9 @@
 // (see its migration for the plan it relies on), the message list one keyset query. Both run
 // inside withUser, so RLS decides which rows exist; config and template filters are resolved
 // the same way (another user's config is a 404, like a missing one).
-import type { Tx } from "../db.ts";
+import type { z } from "zod";
+import { isoUtc, type Tx } from "../db.ts";
+import type { analyticsSummary as summarySchema, message as messageSchema } from "../responses.ts";
 import { ApiError, isUuid } from "../http.ts";
 import { findConfig } from "../store/smtp_configs.ts";
 import { findTemplate } from "../store/templates.ts";
@@ -14,60 +16,13 @@ import {
   type SummaryQuery,
 } from "./params.ts";
 
-/** Counts of one breakdown entry. */
-export interface BreakdownEntry {
-  key: string | null;
-  /** The config's name (config breakdown). */
-  name?: string | null;
-  total: number;
-  sent: number;
-  failed: number;
-  unknown: number;
-}
-
-/** What GET /email-analytics answers. */
-export interface AnalyticsSummary {
-  range: { from: string; to: string; interval: "hour" | "day"; tz: string };
-  total: number;
-  totals: Record<string, number>;
-  /** sent / (sent + failed + unknown + deferred); null when nothing finished. */
-  success_rate: number | null;
-  /** From due (scheduled or created) to the server's acceptance, over sent messages. */
-  latency_ms: { count: number; p50: number | null; p90: number | null; p99: number | null };
-  series: { start: string; total: number; sent: number; failed: number; unknown: number }[];
-  breakdowns: Record<string, BreakdownEntry[]>;
-}
+/** What GET /email-analytics answers (the schema is the OpenAPI document's). */
+export type AnalyticsSummary = z.infer<typeof summarySchema>;
 
 /** One audit row as the message list shows it. */
-export interface MessageRow {
-  id: string;
-  created_at: string;
-  completed_at: string | null;
-  scheduled_at: string | null;
-  status: string;
-  from: string;
-  to: string[];
-  cc_count: number;
-  bcc_count: number;
-  subject: string | null;
-  recipients: unknown;
-  error_code: string | null;
-  error_message: string | null;
-  smtp_response_code: number | null;
-  message_id: string | null;
-  attempts: number;
-  batch_id: string | null;
-  config: { id: string; name: string | null } | null;
-  template_id: string | null;
-  agent_context: unknown;
-}
+export type MessageRow = z.infer<typeof messageSchema>;
 
-// UTC with microseconds: exact, and what the cursor carries. Timestamps go back into SQL as
-// text (`::text::timestamptz`): postgres.js would send a timestamptz parameter through a JS
-// Date, dropping the microseconds (rows sharing a millisecond would fall between pages).
-function iso(tx: Tx, column: string) {
-  return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-}
+// Timestamps come out with isoUtc and go back into SQL as text (`::text::timestamptz`).
 
 interface ResolvedFilters {
   from: string;
@@ -81,7 +36,7 @@ async function resolveFilters(tx: Tx, filters: AnalyticsFilters): Promise<Resolv
   const templateId = filters.template === undefined ? null : (await findTemplate(tx, filters.template)).id;
   try {
     const [range] = await tx<{ from: string; to: string }[]>`
-      select ${iso(tx, "r.range_from")} as from, ${iso(tx, "r.range_to")} as to
+      select ${isoUtc(tx, "r.range_from")} as from, ${isoUtc(tx, "r.range_to")} as to
         from private.analytics_range(${filters.from ?? null}, ${filters.to ?? null}, ${filters.tz}) r`;
     return { ...range, configId, templateId };
   } catch (error) {
@@ -110,8 +65,8 @@ export async function analyticsSummary(tx: Tx, query: SummaryQuery): Promise<Ana
 
 function messageColumns(tx: Tx) {
   return tx`
-    a.id, ${iso(tx, "a.created_at")} as created_at, ${iso(tx, "a.completed_at")} as completed_at,
-    ${iso(tx, "a.scheduled_at")} as scheduled_at, a.status, a.from_email as from, a.to_addresses as to,
+    a.id, ${isoUtc(tx, "a.created_at")} as created_at, ${isoUtc(tx, "a.completed_at")} as completed_at,
+    ${isoUtc(tx, "a.scheduled_at")} as scheduled_at, a.status, a.from_email as from, a.to_addresses as to,
     a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
     a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
     case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,

@@ -1,7 +1,7 @@
 // A user's batches as send-bulk shows them: progress computed in SQL over the batch's audit
 // rows, the list newest first, and cancelling what has not started. Everything runs in the
 // caller's RLS context, so another user's batch is simply not there (404).
-import type { Tx } from "../db.ts";
+import { isoUtc, type Tx } from "../db.ts";
 import { ApiError, isUuid } from "../http.ts";
 
 /** Messages of a batch by status. */
@@ -38,24 +38,19 @@ function notFound(id: string): ApiError {
   return new ApiError(404, "batch_not_found", `No batch ${JSON.stringify(id)}`);
 }
 
-// Microseconds and a `Z`: the value round-trips as `?before=` without losing precision or its `+`.
-function iso(tx: Tx, column: string) {
-  return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-}
-
 /** One jsonb document per batch `b`, with its counts over its audit rows. */
 function summary(tx: Tx) {
   return tx`
     jsonb_build_object(
       'batch_id', b.id,
-      'created_at', ${iso(tx, "b.created_at")},
-      'scheduled_at', ${iso(tx, "b.scheduled_at")},
+      'created_at', ${isoUtc(tx, "b.created_at")},
+      'scheduled_at', ${isoUtc(tx, "b.scheduled_at")},
       'total', b.total,
       'counts', jsonb_build_object(
         'queued', s.queued, 'scheduled', s.scheduled, 'sending', s.sending, 'sent', s.sent,
         'deferred', s.deferred, 'failed', s.failed, 'unknown', s.unknown, 'cancelled', s.cancelled),
-      'first_sent_at', ${iso(tx, "s.first_sent_at")},
-      'last_sent_at', ${iso(tx, "s.last_sent_at")},
+      'first_sent_at', ${isoUtc(tx, "s.first_sent_at")},
+      'last_sent_at', ${isoUtc(tx, "s.last_sent_at")},
       'rate_per_minute', case when s.last_sent_at > s.first_sent_at
         then round((s.sent / (extract(epoch from s.last_sent_at - s.first_sent_at) / 60))::numeric, 1) end,
       'top_errors', (

@@ -1,5 +1,7 @@
 // Finding the template a send names: the caller's own first, then a starter template.
-import type { Tx } from "../db.ts";
+import type { z } from "zod";
+import { isoUtc, type Tx } from "../db.ts";
+import type { template } from "../responses.ts";
 import { ApiError, isUuid } from "../http.ts";
 import type { EmailTemplate } from "../mail/templates.ts";
 
@@ -23,24 +25,13 @@ export async function findTemplate(tx: Tx, ref: string): Promise<StoredTemplate>
 }
 
 /** A template as the templates function shows it (`starter`: shared, read-only). */
-export interface TemplateRecord {
-  id: string;
-  name: string;
-  description: string | null;
-  subject: string | null;
-  html?: string | null;
-  text?: string | null;
-  variables: unknown;
-  starter: boolean;
-  created_at: string;
-  updated_at: string;
-}
+export type TemplateRecord = Omit<z.infer<typeof template>, "required_variables">;
 
 function recordColumns(tx: Tx, withBodies: boolean) {
   return tx`t.id, t.name, t.description, t.subject, ${withBodies ? tx`t.html, t.text,` : tx``} t.variables,
             t.user_id is null as starter,
-            to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at,
-            to_char(t.updated_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as updated_at`;
+            ${isoUtc(tx, "t.created_at")} as created_at,
+            ${isoUtc(tx, "t.updated_at")} as updated_at`;
 }
 
 /** The caller's templates and the starter ones, by name (bodies left out: GET one for them). */

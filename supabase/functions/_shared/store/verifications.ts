@@ -1,8 +1,10 @@
 // SMTP config verifications: started as pending before any network I/O by a database
 // function that counts them per user over events a config's deletion cannot reset, then
 // settled with the outcome, together with what the session said about the login.
+import type { z } from "zod";
 import type { UserClaims } from "../auth.ts";
-import { type Sql, type Tx, withUser } from "../db.ts";
+import type { verificationList } from "../responses.ts";
+import { isoUtc, type Sql, type Tx, withUser } from "../db.ts";
 import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./credential_guard.ts";
 
 /** How a verification ended. */
@@ -58,14 +60,7 @@ export async function finishVerification(
 }
 
 /** One verification as the history lists it. */
-export interface VerificationRecord {
-  id: string;
-  ok: boolean;
-  error_class: string | null;
-  latency_ms: number | null;
-  server_banner: string | null;
-  created_at: string;
-}
+export type VerificationRecord = z.infer<typeof verificationList>["verifications"][number];
 
 /** Most verifications one history page holds. */
 export const MAX_VERIFICATIONS_LISTED = 50;
@@ -77,7 +72,7 @@ export const MAX_VERIFICATIONS_LISTED = 50;
 export async function listVerifications(tx: Tx, configId: string): Promise<VerificationRecord[]> {
   return await tx<VerificationRecord[]>`
     select v.id, v.ok, v.error_class, v.latency_ms, v.server_banner,
-           to_char(v.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at
+           ${isoUtc(tx, "v.created_at")} as created_at
       from public.smtp_config_verifications v
      where v.config_id = ${configId}::uuid
      order by v.created_at desc, v.id desc
