@@ -238,24 +238,18 @@ export interface PreparedSend {
  *
  * @throws ApiError 4xx for config, template and composition problems, 429 over the limits.
  */
-export async function prepareSend(
-  ctx: AppContext,
-  tx: Tx,
-  req: SendEmailRequest,
-  options: { messageId?: string; date?: Date } = {},
-): Promise<PreparedSend> {
-  const config = await resolveConfig(tx, req.config);
-  checkServerStatically(ctx.config.egress, config);
-  const { message, subject, templateId } = await compose(ctx, tx, config, req, options);
-  await reserveSendCapacity(tx, config);
-  return { config, message, subject, templateId };
+export async function prepareSend(ctx: AppContext, tx: Tx, req: SendEmailRequest): Promise<PreparedSend> {
+  const [prepared] = await prepareSendGroup(ctx, tx, req.config, [{ request: () => Promise.resolve(req) }]);
+  if ("error" in prepared) throw prepared.error;
+  return prepared;
 }
 
 /** One send of a group: its request (read lazily, in the transaction) and its fixed identity. */
 export interface GroupedSend {
   request: (tx: Tx) => Promise<SendEmailRequest>;
-  messageId: string;
-  date: Date;
+  /** Fixed when the outbox stamped them at enqueue time; new otherwise. */
+  messageId?: string;
+  date?: Date;
 }
 
 /**
