@@ -9,8 +9,8 @@ import { ApiError } from "./http.ts";
 
 /** A postgres.js client. */
 export type Sql = postgres.Sql;
-/** A transaction handle inside `withUser`. */
-export type Tx = postgres.TransactionSql;
+/** A transaction handle inside `withUser` (a connection reserved for the transaction). */
+export type Tx = postgres.Sql;
 
 /** Create the connection pool (lazy: connects on first query). */
 export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): Sql {
@@ -28,6 +28,10 @@ export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): 
 /**
  * Run `fn` in one transaction as the user: RLS policies and `auth.uid()` apply.
  *
+ * `begin`, the claims and `fn`'s first statement go down the connection together
+ * (postgres.js pipelines what is sent before an answer comes), so a one-statement request
+ * costs two round trips (that batch, then `commit`) where `sql.begin` takes four.
+ *
  * @throws ApiError 503 `database_unavailable` (with Retry-After) when Postgres cannot be
  *   reached, 401 `user_not_found` when the token's user no longer exists, 409
  *   `concurrent_update` on a deadlock or serialization failure, and whatever a database
@@ -38,21 +42,40 @@ export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): 
  * ```
  */
 export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  let tx: postgres.ReservedSql;
   try {
-    return await sql.begin(async (tx) => {
-      // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
-      // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
-      // PostgREST also applies the role's statement_timeout per request (8 s for
-      // `authenticated` on Supabase): a slow query fails here as it would through the Data API.
-      await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
-                      set_config('request.jwt.claim.sub', ${claims.sub}, true),
-                      set_config('request.jwt.claim.role', 'authenticated', true),
-                      set_config('role', 'authenticated', true),
-                      set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`;
-      return await fn(tx);
-    }) as T;
+    tx = await sql.reserve();
   } catch (error) {
     throw databaseApiError(error) ?? error;
+  }
+  try {
+    // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
+    // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
+    // PostgREST also applies the role's statement_timeout per request (8 s for
+    // `authenticated` on Supabase): a slow query fails here as it would through the Data API.
+    const begin = tx`begin`.execute();
+    const setup = tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                    set_config('request.jwt.claim.sub', ${claims.sub}, true),
+                    set_config('request.jwt.claim.role', 'authenticated', true),
+                    set_config('role', 'authenticated', true),
+                    set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`.execute();
+    // Settled, not raced: nothing may reach the connection after `rollback` (it would run outside
+    // the transaction), so a failed `begin` or setup waits for `fn`, whose statements then fail too.
+    const [began, set, done] = await Promise.allSettled([begin, setup, fn(tx)]);
+    const failed = [began, set, done].find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) {
+      await tx`rollback`.catch(() => {});
+      throw failed.reason;
+    }
+    // A statement that failed inside `fn` and was caught there still aborted the transaction:
+    // Postgres then answers `commit` with ROLLBACK, and so must we.
+    const committed = await tx`commit`;
+    if (committed.command !== "COMMIT") throw new Error(`transaction ended with ${committed.command}`);
+    return (done as PromiseFulfilledResult<T>).value;
+  } catch (error) {
+    throw databaseApiError(error) ?? error;
+  } finally {
+    tx.release();
   }
 }
 

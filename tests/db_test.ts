@@ -1,0 +1,107 @@
+// withUser: the pipelined transaction every request runs in. Real Postgres: runs as the
+// user, commits only what fully succeeded, and hands the connection back clean.
+import assert from "node:assert/strict";
+import { startTestStack } from "./harness.ts";
+import { createSql, withUser } from "../supabase/functions/_shared/db.ts";
+
+Deno.test({
+  name: "withUser",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const stack = await startTestStack();
+    const sql = createSql({ dbUrl: stack.dbUrl, dbPooled: false }, 2);
+    try {
+      const [ada, bob] = [await stack.createUser(), await stack.createUser()];
+      const as = (user: { id: string }) => ({ sub: user.id, role: "authenticated" as const });
+      const templateCount = async (user: { id: string }) =>
+        (await stack.sql<
+          { n: number }[]
+        >`select count(*)::int as n from public.email_templates where user_id = ${user.id}`)[0].n;
+
+      await t.step("runs as the user: auth.uid() and the authenticated role, in one transaction", async () => {
+        const [row, xids] = await withUser(sql, as(ada), async (tx) => {
+          const [row] = await tx<{ uid: string; role: string; xid: string }[]>`
+            select auth.uid()::text as uid, current_user as role, txid_current()::text as xid`;
+          const [again] = await tx<{ xid: string }[]>`select txid_current()::text as xid`;
+          return [row, [row.xid, again.xid]] as const;
+        });
+        assert.equal(row.uid, ada.id);
+        assert.equal(row.role, "authenticated");
+        assert.equal(xids[0], xids[1]);
+      });
+
+      await t.step("concurrent requests on a small pool each see only their own user", async () => {
+        const users = [ada, bob];
+        const seen = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            withUser(sql, as(users[i % 2]), async (tx) => {
+              const [first] = await tx<{ uid: string }[]>`select auth.uid()::text as uid`;
+              const [second] = await tx<{ uid: string }[]>`select auth.uid()::text as uid`;
+              return [users[i % 2].id, first.uid, second.uid];
+            })),
+        );
+        for (const [expected, first, second] of seen) assert.deepEqual([first, second], [expected, expected]);
+      });
+
+      await t.step("commits what fn wrote when it returns", async () => {
+        await withUser(sql, as(ada), (tx) => tx`insert into public.email_templates (name, text) values ('kept', 'x')`);
+        assert.equal(await templateCount(ada), 1);
+      });
+
+      await t.step("rolls back when fn throws", async () => {
+        await assert.rejects(
+          withUser(sql, as(ada), async (tx) => {
+            await tx`insert into public.email_templates (name, text) values ('thrown', 'x')`;
+            throw new Error("boom");
+          }),
+          /boom/,
+        );
+        assert.equal(await templateCount(ada), 1);
+      });
+
+      await t.step("a statement that failed inside fn and was caught there still fails the whole request", async () => {
+        await assert.rejects(
+          withUser(sql, as(ada), async (tx) => {
+            await tx`insert into public.email_templates (name, text) values ('caught', 'x')`;
+            await tx`select 1/0`.catch(() => {});
+            return "fn thinks it succeeded";
+          }),
+          /transaction ended with ROLLBACK/,
+        );
+        assert.equal(await templateCount(ada), 1);
+      });
+
+      await t.step("RLS holds: bob cannot see or change ada's rows", async () => {
+        const rows = await withUser(
+          sql,
+          as(bob),
+          (tx) => tx`select id from public.email_templates where user_id = ${ada.id}`,
+        );
+        assert.equal(rows.length, 0);
+        const updated = await withUser(
+          sql,
+          as(bob),
+          (tx) => tx`update public.email_templates set name = 'x' returning id`,
+        );
+        assert.equal(updated.length, 0);
+      });
+
+      await t.step("the connection goes back to the pool without the user's claims or role", async () => {
+        await withUser(sql, as(ada), (tx) => tx`select 1`);
+        await assert.rejects(withUser(sql, as(ada), (tx) => tx`select 1/0`), /division by zero/);
+        const rows = await Promise.all([1, 2, 3, 4].map(() =>
+          sql<{ role: string; claims: string | null }[]>`
+            select current_user as role, nullif(current_setting('request.jwt.claims', true), '') as claims`
+        ));
+        for (const [row] of rows) {
+          assert.notEqual(row.role, "authenticated");
+          assert.equal(row.claims, null);
+        }
+      });
+    } finally {
+      await sql.end({ timeout: 2 });
+      await stack.close();
+    }
+  },
+});
