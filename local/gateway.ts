@@ -85,7 +85,14 @@ function inlineBackends(env: Record<string, string | undefined>): Backends {
   const handlers = Object.fromEntries(
     Object.entries(functionHandlers).map(([name, factory]) => [name, factory(ctx)]),
   );
-  return { handlers, processes: [], close: () => ctx.sql.end({ timeout: 2 }) };
+  return {
+    handlers,
+    processes: [],
+    close: () => {
+      ctx.smtpPool?.close();
+      return ctx.sql.end({ timeout: 2 });
+    },
+  };
 }
 
 async function processBackends(env: Record<string, string | undefined>): Promise<Backends> {

@@ -25,8 +25,16 @@ Deno.test({
       }
       assert.ok(report.rows.every((r: { failed: number }) => r.failed === 0), "no request failed");
       assert.equal(report.smtp.length, 3, "the drain is compared with nodemailer pooled and per connection");
-      assert.ok(report.sideBySide.configs.direct_rps > 0 && report.sideBySide.configs.function_rps > 0);
-      assert.ok(report.sideBySide.sendLatency.function.p50 > 0);
+      assert.ok(report.configs.direct_rps > 0 && report.configs.function_rps > 0);
+      assert.deepEqual(report.sendEmail.runs.map((r: { clients: number }) => r.clients), [1, 4, 16, 64]);
+      for (const run of report.sendEmail.runs) {
+        for (const path of ["send_email", "seed_style", "nodemailer_new_connection", "nodemailer_pooled"]) {
+          assert.ok(run[path].rate > 0 && run[path].p50 > 0, `${path} at ${run.clients} clients is measured`);
+        }
+      }
+      assert.ok(report.sendEmail.cpu.send_email.function_ms > 0, "CPU per send is measured");
+      assert.equal(report.bulkAccept.recipients, 200);
+      assert.ok(report.bulkAccept.median_ms > 0);
       assert.equal(report.analytics.rows.length, 4, "analytics: summary, SQL, page, seed's approach");
     } finally {
       await Deno.remove(json);

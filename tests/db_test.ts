@@ -2,7 +2,7 @@
 // user, commits only what fully succeeded, and hands the connection back clean.
 import assert from "node:assert/strict";
 import { startTestStack } from "./harness.ts";
-import { createSql, withUser } from "../supabase/functions/_shared/db.ts";
+import { createSql, withUser, withUserEndingWith } from "../supabase/functions/_shared/db.ts";
 
 Deno.test({
   name: "withUser",
@@ -70,6 +70,36 @@ Deno.test({
           /transaction ended with ROLLBACK/,
         );
         assert.equal(await templateCount(ada), 1);
+      });
+
+      await t.step(
+        "withUserEndingWith: the last statement runs in the transaction, as the user, before commit",
+        async () => {
+          const { value, last } = await withUserEndingWith(
+            sql,
+            as(ada),
+            async (tx) => (await tx<{ xid: string }[]>`select txid_current()::text as xid`)[0].xid,
+            (tx) =>
+              tx<{ uid: string; xid: string }[]>`
+              insert into public.email_templates (name, text) values ('last', 'x')
+              returning auth.uid()::text as uid, txid_current()::text as xid`,
+          );
+          assert.deepEqual([...last], [{ uid: ada.id, xid: value }]);
+          assert.equal(await templateCount(ada), 2);
+        },
+      );
+
+      await t.step("withUserEndingWith: a failing last statement undoes fn's writes and is the error", async () => {
+        await assert.rejects(
+          withUserEndingWith(
+            sql,
+            as(ada),
+            (tx) => tx`insert into public.email_templates (name, text) values ('undone', 'x')`,
+            (tx) => tx`select 1/0`,
+          ),
+          /division by zero/,
+        );
+        assert.equal(await templateCount(ada), 2);
       });
 
       await t.step("RLS holds: bob cannot see or change ada's rows", async () => {

@@ -57,6 +57,12 @@ export interface ScriptedSmtp {
   transcript(): string[];
   /** How many connections were opened. */
   connections(): number;
+  /** How many connections are open now. */
+  openConnections(): number;
+  /** The most connections that were open at the same time. */
+  peakConnections(): number;
+  /** Hang up every open connection now (as a server that drops idle clients does). */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -67,8 +73,10 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
   const transcript: string[] = [];
   const messages: ScriptedMessage[] = [];
   let connections = 0;
+  let peak = 0;
   const server = net.createServer((socket) => {
     connections++;
+    peak = Math.max(peak, sockets.size + 1);
     let confirmed = 0;
     // Replies go out at once (no Nagle delay), as a real MTA's do: the peer is never the bottleneck.
     socket.setNoDelay(true);
@@ -194,6 +202,11 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         messages: () => [...messages],
         transcript: () => [...transcript],
         connections: () => connections,
+        openConnections: () => sockets.size,
+        peakConnections: () => peak,
+        dropConnections: () => {
+          for (const socket of sockets) socket.destroy();
+        },
         close: () =>
           new Promise<void>((done) => {
             for (const socket of sockets) socket.destroy();

@@ -2,6 +2,7 @@
 import { type EgressPolicy, loadEgressPolicy } from "./smtp/egress.ts";
 import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts";
 import type { SmtpSettings } from "./smtp/session.ts";
+import { DEFAULT_POOL_OPTIONS, type PoolOptions } from "./smtp/pool.ts";
 import { type BulkLimits, loadBulkLimits } from "./outbox/limits.ts";
 import ipaddr from "ipaddr.js";
 
@@ -25,6 +26,8 @@ export interface Config {
   };
   /** Timeouts, trust and the EHLO name of every SMTP session. */
   smtp: SmtpSettings;
+  /** Reuse of SMTP connections across a function instance's sends; null: a new one per send. */
+  smtpPool: PoolOptions | null;
   /** Where SMTP connections may go. */
   egress: EgressPolicy;
   /** Size and count limits of a message. */
@@ -168,6 +171,11 @@ export function loadConfig(env: Env): Config {
       sessionTimeoutMs: positiveInt(env, "MAILROOM_SMTP_SESSION_TIMEOUT_MS", 120_000),
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
       ehloName: ehloName(env.MAILROOM_SMTP_EHLO_NAME, supabaseUrl),
+    },
+    smtpPool: env.MAILROOM_SMTP_REUSE_CONNECTIONS?.trim() === "false" ? null : {
+      maxPerKey: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_CONNECTIONS", DEFAULT_POOL_OPTIONS.maxPerKey),
+      idleMs: positiveInt(env, "MAILROOM_SMTP_POOL_IDLE_MS", DEFAULT_POOL_OPTIONS.idleMs),
+      maxMessages: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_MESSAGES", DEFAULT_POOL_OPTIONS.maxMessages),
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
     limits: orConfigError(() => loadCompositionLimits(env)),

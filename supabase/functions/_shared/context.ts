@@ -2,12 +2,15 @@
 import { type Config, loadConfig } from "./config.ts";
 import { cachedVerifier, createTokenVerifier, type TokenVerifier } from "./auth.ts";
 import { createSql, type Sql } from "./db.ts";
+import { createSessionPool, type SessionPool } from "./smtp/pool.ts";
 
-/** Shared per-instance state: configuration, the connection pool, the token verifier. */
+/** Shared per-instance state: configuration, the connection pools, the token verifier. */
 export interface AppContext {
   config: Config;
   sql: Sql;
   verifyToken: TokenVerifier;
+  /** SMTP sessions send-email reuses across requests (absent when reuse is off). */
+  smtpPool?: SessionPool;
 }
 
 /**
@@ -20,5 +23,10 @@ export interface AppContext {
  */
 export function createContext(env: Record<string, string | undefined>): AppContext {
   const config = loadConfig(env);
-  return { config, sql: createSql(config), verifyToken: cachedVerifier(createTokenVerifier(config.jwt)) };
+  return {
+    config,
+    sql: createSql(config),
+    verifyToken: cachedVerifier(createTokenVerifier(config.jwt)),
+    smtpPool: config.smtpPool ? createSessionPool(config.smtpPool) : undefined,
+  };
 }

@@ -41,7 +41,43 @@ export function createSql(config: Pick<Config, "dbUrl" | "dbPooled">, max = 5): 
  * const rows = await withUser(sql, claims, (tx) => tx`select * from public.user_smtp_configs`);
  * ```
  */
-export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  return transaction(sql, claims, fn);
+}
+
+/**
+ * As {@linkcode withUser}, but the transaction ends with `last`, sent with `commit` right
+ * behind it instead of after its answer: the row locks `last` takes (a config's send budget)
+ * are held for no round trip to this process, however busy its event loop is, so
+ * concurrent requests that need the same lock do not queue behind each other's network
+ * waits. Resolves to what `fn` returned and `last`'s rows.
+ *
+ * @example
+ * ```ts
+ * const { value, last } = await withUserEndingWith(sql, claims, prepare, (tx, p) =>
+ *   tx`select private.reserve_send_slots(${p.configId}::uuid, 1)`);
+ * ```
+ */
+export async function withUserEndingWith<T, R extends readonly postgres.MaybeRow[]>(
+  sql: Sql,
+  claims: UserClaims,
+  fn: (tx: Tx) => Promise<T>,
+  last: (tx: Tx, value: T) => postgres.PendingQuery<R>,
+): Promise<{ value: T; last: postgres.RowList<R> }> {
+  let rows: postgres.RowList<R> | undefined;
+  const value = await transaction(sql, claims, fn, (tx, value) => {
+    const query = last(tx, value).execute();
+    return query.then((result) => void (rows = result));
+  });
+  return { value, last: rows! };
+}
+
+async function transaction<T>(
+  sql: Sql,
+  claims: UserClaims,
+  fn: (tx: Tx) => Promise<T>,
+  last?: (tx: Tx, value: T) => Promise<void>,
+): Promise<T> {
   let tx: postgres.ReservedSql;
   try {
     tx = await sql.reserve();
@@ -67,11 +103,17 @@ export async function withUser<T>(sql: Sql, claims: UserClaims, fn: (tx: Tx) => 
       await tx`rollback`.catch(() => {});
       throw failed.reason;
     }
-    // A statement that failed inside `fn` and was caught there still aborted the transaction:
-    // Postgres then answers `commit` with ROLLBACK, and so must we.
-    const committed = await tx`commit`;
-    if (committed.command !== "COMMIT") throw new Error(`transaction ended with ${committed.command}`);
-    return (done as PromiseFulfilledResult<T>).value;
+    const value = (done as PromiseFulfilledResult<T>).value;
+    // `last`'s statement is executed before `commit` is, so both go down the wire in that order;
+    // a failed `last` aborts the transaction, and Postgres answers that `commit` with ROLLBACK.
+    const ended = last ? last(tx, value) : undefined;
+    const commit = tx`commit`.execute();
+    const [lastDone, committed] = await Promise.allSettled([ended, commit]);
+    if (lastDone.status === "rejected") throw lastDone.reason;
+    if (committed.status === "rejected") throw committed.reason;
+    // A statement that failed inside `fn` and was caught there still aborted the transaction.
+    if (committed.value.command !== "COMMIT") throw new Error(`transaction ended with ${committed.value.command}`);
+    return value;
   } catch (error) {
     throw databaseApiError(error) ?? error;
   } finally {

@@ -3,7 +3,7 @@
 // in-flight audit row in one transaction, talk SMTP, record the outcome.
 import type { UserClaims } from "./auth.ts";
 import type { AppContext } from "./context.ts";
-import { type Tx, withUser } from "./db.ts";
+import { type Tx, withUser, withUserEndingWith } from "./db.ts";
 import { ApiError } from "./http.ts";
 import type { SendEmailRequest } from "./schemas.ts";
 import {
@@ -234,12 +234,14 @@ export interface PreparedSend {
 
 /**
  * In the user's transaction: resolve the config (and its credentials, guarded), check where it
- * may connect, build the exact message and reserve the config's budget.
+ * may connect and build the exact message. The config's budget is the caller's to reserve, in
+ * the statement that writes the audit row (see {@linkcode sendEmail}).
  *
- * @throws ApiError 4xx for config, template and composition problems, 429 over the limits.
+ * @throws ApiError 4xx for config, template and composition problems.
  */
 export async function prepareSend(ctx: AppContext, tx: Tx, req: SendEmailRequest): Promise<PreparedSend> {
-  const [prepared] = await prepareSendGroup(ctx, tx, req.config, [{ request: () => Promise.resolve(req) }]);
+  const sends = [{ request: () => Promise.resolve(req) }];
+  const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, { reserve: false });
   if ("error" in prepared) throw prepared.error;
   return prepared;
 }
@@ -266,6 +268,7 @@ export async function prepareSendGroup(
   tx: Tx,
   ref: string | undefined,
   sends: GroupedSend[],
+  options: { reserve?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   const config = await resolveConfig(tx, ref);
   checkServerStatically(ctx.config.egress, config);
@@ -283,7 +286,7 @@ export async function prepareSendGroup(
     }
   }
   const ready = results.filter((r) => !("error" in r)).length;
-  if (ready > 0) await reserveSendCapacity(tx, config, ready);
+  if (ready > 0 && options.reserve !== false) await reserveSendCapacity(tx, config, ready);
   return results;
 }
 
@@ -362,24 +365,33 @@ export async function sendEmail(
   req: SendEmailRequest,
   options: { idempotencyKey?: string } = {},
 ): Promise<SendResult> {
-  const { prepared, auditId } = await withUser(ctx.sql, claims, async (tx) => {
-    const prepared = await prepareSend(ctx, tx, req);
-    const { config, message, subject, templateId } = prepared;
-    const { to, cc, bcc } = message.recipients;
-    const [audit] = await tx<{ id: string }[]>`
-      insert into public.email_audit_log
-        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-         idempotency_key)
-      values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
-              ${cc.length}, ${bcc.length}, ${subject ?? null}, 'sending',
-              ${req.agent_context ? tx.json(req.agent_context as never) : null},
-              ${options.idempotencyKey ?? null})
-      returning id`;
-    return { prepared, auditId: audit.id };
-  });
+  // The budget is reserved by the statement that writes the audit row, the transaction's last:
+  // the budget's row lock serialises a config's concurrent sends, so it is taken last and
+  // released by the commit that follows it down the wire.
+  const { value: prepared, last: [audit] } = await withUserEndingWith(
+    ctx.sql,
+    claims,
+    (tx) => prepareSend(ctx, tx, req),
+    (tx, { config, message, subject, templateId }) => {
+      const { to, cc, bcc } = message.recipients;
+      return tx<{ id: string }[]>`
+        with budget as (select private.reserve_send_slots(${config.id}::uuid, 1))
+        insert into public.email_audit_log
+          (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+           idempotency_key)
+        select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
+               ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer,
+               ${subject ?? null}::text, 'sending',
+               ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
+               ${options.idempotencyKey ?? null}::text
+          from budget
+        returning id`;
+    },
+  );
+  const auditId = audit.id;
   const { message } = prepared;
 
-  const transmission = await transmit(ctx, claims, prepared);
+  const transmission = await transmit(ctx, claims, prepared, undefined, ctx.smtpPool);
   if ("refused" in transmission) {
     // Refused before any SMTP (egress policy, DNS): nothing reached a server.
     const { httpStatus, failure, details } = transmission.refused;

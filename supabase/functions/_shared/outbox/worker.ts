@@ -89,7 +89,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     batches: new Map(),
     paused: new Set(),
     // One connection per config and credentials for the whole run, closed at the end.
-    pool: createSessionPool(),
+    pool: createSessionPool({ ...ctx.config.smtpPool, maxPerKey: 1 }),
     recorder: undefined!,
   };
   run.recorder = createRecorder(run);

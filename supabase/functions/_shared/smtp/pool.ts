@@ -1,46 +1,158 @@
-// SMTP sessions kept open within one worker run, one per server and credentials, so a
-// config's queued messages share a connection (and its TLS handshake and login) instead of
-// opening one each. Sessions never cross configs or credentials: the key is the config, the
-// checked address and the exact credentials. Everything is closed at the end of the run.
+// SMTP sessions kept open and reused, so a config's messages share a connection (and its TLS
+// handshake and login) instead of opening one each: within one outbox worker run, and across
+// send-email requests within one function instance.
+//
+// Sessions never cross configs or credentials: the key is the config, the checked address and
+// the exact credentials (held in this process's memory only, as the open session itself is).
+// A config's changed password or destination makes a new key, and the config's sessions under
+// any other key are closed at once; a deactivated or deleted config sends nothing more, and
+// its idle sessions close after `idleMs`. At most `maxPerKey` connections per key are open at
+// once (providers limit concurrent connections: Gmail about 15, Microsoft 365 about 3-10 per
+// mailbox); more senders wait for one to come back. A session is retired after `maxMessages`.
 import type { ResolvedTarget } from "./egress.ts";
 import type { SmtpServer, SmtpSession, SmtpSettings } from "./session.ts";
 
+/** A session's pool identity: its config (what stale sessions are closed by) and the full key. */
+export interface PoolKey {
+  config: string;
+  id: string;
+}
+
 /** Where `deliver` takes its session from when given a pool. */
 export interface SessionPool {
-  /** An open session for this server, reused when one is idle and still alive. */
-  take(key: string, open: () => Promise<SmtpSession>): Promise<{ session: SmtpSession; reused: boolean }>;
-  /** Give a healthy session back for the next message, or drop a broken one. */
-  give(key: string, session: SmtpSession, healthy: boolean): void;
-  /** Quit every session. */
+  /** An open session for this key, reused when one is idle and still alive. */
+  take(key: PoolKey, open: () => Promise<SmtpSession>): Promise<{ session: SmtpSession; reused: boolean }>;
+  /** Give a session back for the next message (`healthy`), or drop a broken one. */
+  give(key: PoolKey, session: SmtpSession, healthy: boolean): void;
+  /** Quit every idle session; sessions in use are quit when given back. */
   close(): void;
 }
 
-/** The pool key of a server as a config reaches it: never shared across credentials. */
-export function poolKey(configId: string, server: SmtpServer, target: ResolvedTarget): string {
-  return JSON.stringify([configId, target.address, server.port, server.security, server.username, server.password]);
+/** How a pool treats its sessions. */
+export interface PoolOptions {
+  /** Most connections open at once per key; more takers wait. */
+  maxPerKey: number;
+  /** An idle session is closed after this long unused. */
+  idleMs: number;
+  /** A session is closed after this many messages (nodemailer's pool default: 100). */
+  maxMessages: number;
 }
 
-/** A pool for one sequential worker run. */
-export function createSessionPool(): SessionPool {
-  const idle = new Map<string, SmtpSession>();
+/** The defaults: 5 connections per key (nodemailer's pool default), 30 s idle, 100 messages. */
+export const DEFAULT_POOL_OPTIONS: PoolOptions = { maxPerKey: 5, idleMs: 30_000, maxMessages: 100 };
+
+/** The pool key of a server as a config reaches it: never shared across configs or credentials. */
+export function poolKey(configId: string, server: SmtpServer, target: ResolvedTarget): PoolKey {
+  return {
+    config: configId,
+    id: JSON.stringify([configId, target.address, server.port, server.security, server.username, server.password]),
+  };
+}
+
+interface Entry {
+  config: string;
+  idle: { session: SmtpSession; timer: ReturnType<typeof setTimeout> }[];
+  /** Sessions of this key that exist: idle, in use, or being opened. */
+  open: number;
+  waiters: (() => void)[];
+}
+
+/** A pool of SMTP sessions (see the module comment). */
+export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPool {
+  const { maxPerKey, idleMs, maxMessages } = { ...DEFAULT_POOL_OPTIONS, ...options };
+  const entries = new Map<string, Entry>();
+  const uses = new WeakMap<SmtpSession, number>();
+  let closed = false;
+
+  const entryOf = (key: PoolKey): Entry => {
+    let entry = entries.get(key.id);
+    if (!entry) {
+      entry = { config: key.config, idle: [], open: 0, waiters: [] };
+      entries.set(key.id, entry);
+    }
+    return entry;
+  };
+  const forget = (id: string, entry: Entry) => {
+    if (entry.open === 0 && entry.waiters.length === 0 && entries.get(id) === entry) entries.delete(id);
+  };
+  const retire = (id: string, entry: Entry, session: SmtpSession) => {
+    session.quit();
+    entry.open--;
+    entry.waiters.shift()?.();
+    forget(id, entry);
+  };
+  // The config's sessions under another key (an old password, an old address) are never used again.
+  const closeStale = (key: PoolKey) => {
+    for (const [id, entry] of entries) {
+      if (entry.config !== key.config || id === key.id) continue;
+      for (const { session, timer } of entry.idle.splice(0)) {
+        clearTimeout(timer);
+        retire(id, entry, session);
+      }
+    }
+  };
+
   return {
     async take(key, open) {
-      const session = idle.get(key);
-      idle.delete(key);
-      if (session && await session.prepareForReuse()) return { session, reused: true };
-      session?.quit();
-      return { session: await open(), reused: false };
+      closeStale(key);
+      while (true) {
+        // Looked up again after each wait: the entry may have been dropped and made anew meanwhile.
+        const entry = entryOf(key);
+        const idle = entry.idle.pop();
+        if (idle) {
+          clearTimeout(idle.timer);
+          if (await idle.session.prepareForReuse()) return { session: idle.session, reused: true };
+          retire(key.id, entry, idle.session);
+          continue;
+        }
+        if (entry.open < maxPerKey) {
+          entry.open++;
+          try {
+            return { session: await open(), reused: false };
+          } catch (error) {
+            entry.open--;
+            entry.waiters.shift()?.();
+            forget(key.id, entry);
+            throw error;
+          }
+        }
+        await new Promise<void>((resolve) => entry.waiters.push(resolve));
+      }
     },
     give(key, session, healthy) {
-      if (!healthy || !session.alive) return session.quit();
-      idle.get(key)?.quit();
-      idle.set(key, session);
+      const entry = entryOf(key);
+      const used = (uses.get(session) ?? 0) + 1;
+      uses.set(session, used);
+      if (closed || !healthy || !session.alive || used >= maxMessages) return retire(key.id, entry, session);
+      session.rest();
+      const timer = setTimeout(() => {
+        const at = entry.idle.findIndex((i) => i.session === session);
+        if (at >= 0) {
+          entry.idle.splice(at, 1);
+          retire(key.id, entry, session);
+        }
+      }, idleMs);
+      unref(timer);
+      entry.idle.push({ session, timer });
+      entry.waiters.shift()?.();
     },
     close() {
-      for (const session of idle.values()) session.quit();
-      idle.clear();
+      closed = true;
+      for (const [id, entry] of entries) {
+        for (const { session, timer } of entry.idle.splice(0)) {
+          clearTimeout(timer);
+          retire(id, entry, session);
+        }
+        for (const wake of entry.waiters.splice(0)) wake();
+      }
     },
   };
+}
+
+/** An idle session does not keep the process alive (where the runtime can say so). */
+function unref(timer: unknown): void {
+  if (typeof timer === "number" && typeof Deno.unrefTimer === "function") Deno.unrefTimer(timer);
+  else (timer as { unref?: () => void }).unref?.();
 }
 
 export type { SmtpSettings };

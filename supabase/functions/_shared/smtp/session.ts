@@ -217,6 +217,11 @@ export class SmtpSession {
     }
   }
 
+  /** Stop the session's deadline while it waits unused in a pool; `prepareForReuse` restarts it. */
+  rest(): void {
+    clearTimeout(this.#deadline);
+  }
+
   /** Say QUIT and close; never throws. */
   quit(): void {
     clearTimeout(this.#deadline);

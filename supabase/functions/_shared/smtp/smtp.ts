@@ -4,7 +4,7 @@ import type { BuiltMessage } from "../mail/message.ts";
 import { needsSmtpUtf8 } from "../mail/addresses.ts";
 import type { ResolvedTarget } from "./egress.ts";
 import { type CertificateFacts, probeCertificate } from "./certificate.ts";
-import type { SessionPool } from "./pool.ts";
+import type { PoolKey, SessionPool } from "./pool.ts";
 import { ApiError } from "../http.ts";
 import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettings } from "./session.ts";
 
@@ -46,7 +46,7 @@ export async function deliver(
   target: ResolvedTarget,
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: SmtpSettings,
-  pooled?: { pool: SessionPool; key: string },
+  pooled?: { pool: SessionPool; key: PoolKey },
 ): Promise<DeliveryReport> {
   const { envelope } = message;
   const outcomes = new Map<string, RecipientOutcome>();

@@ -1,0 +1,148 @@
+// send-email reuses SMTP connections within a function instance: real Postgres, a real SMTP
+// server over real sockets (the scripted one, counting connections and logins).
+import assert from "node:assert/strict";
+import { body, startTestStack, type TestStack, type TestUser } from "./harness.ts";
+import { type ScriptedSmtp, startScriptedSmtp } from "./scripted_smtp.ts";
+
+const IDLE_MS = 1_500;
+
+async function send(stack: TestStack, user: TestUser, to = "friend@example.com"): Promise<Response> {
+  return await stack.invoke("send-email", { token: user.token, body: { to, subject: "pooled", text: "hi" } });
+}
+
+async function sendOk(stack: TestStack, user: TestUser, to?: string): Promise<void> {
+  const res = await send(stack, user, to);
+  const answer = await body(res);
+  assert.equal(res.status, 200, JSON.stringify(answer));
+}
+
+const logins = (smtp: ScriptedSmtp) => smtp.transcript().filter((line) => /^AUTH /i.test(line)).length;
+
+async function until(check: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test({
+  name: "send-email reuses SMTP connections per config within an instance",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const stack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "2",
+      MAILROOM_SMTP_POOL_IDLE_MS: String(IDLE_MS),
+    });
+    // Any login is accepted, so a changed password shows as a new AUTH, not as a refusal.
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING", "AUTH PLAIN"], authReply: () => "235 2.7.0 ok" });
+    try {
+      const alice = await stack.createUser();
+      const bob = await stack.createUser();
+      const aliceConfig = await stack.createConfig(alice, {
+        port: smtp.port,
+        security: "none",
+        username: "mailer",
+        password: "first",
+      });
+      await stack.createConfig(bob, { port: smtp.port, security: "none", username: "mailer", password: "first" });
+
+      await t.step("consecutive sends through one config share one connection and one login", async () => {
+        for (let i = 0; i < 5; i++) await sendOk(stack, alice, `seq${i}@example.com`);
+        assert.equal(smtp.connections(), 1);
+        assert.equal(logins(smtp), 1);
+        assert.equal(smtp.messages().length, 5);
+      });
+
+      await t.step("concurrent sends open at most MAILROOM_SMTP_POOL_MAX_CONNECTIONS; each goes out once", async () => {
+        const results = await Promise.all(
+          Array.from({ length: 12 }, (_, i) => send(stack, alice, `burst${i}@example.com`)),
+        );
+        for (const res of results) assert.equal(res.status, 200, await res.text());
+        assert.ok(smtp.peakConnections() <= 2, `peak ${smtp.peakConnections()} connections`);
+        const burst = smtp.messages().flatMap((m) => m.rcptTo).filter((r) => r.startsWith("burst"));
+        assert.equal(burst.length, 12);
+        assert.equal(new Set(burst).size, 12);
+      });
+
+      await t.step(
+        "another user's config to the same server, with the same login, gets its own connection",
+        async () => {
+          const before = smtp.connections();
+          await sendOk(stack, bob, "from-bob@example.com");
+          assert.equal(smtp.connections(), before + 1);
+          const last = smtp.messages().at(-1)!;
+          assert.equal(last.mailFrom, bob.email);
+          // And alice's next send does not go over bob's session.
+          await sendOk(stack, alice, "from-alice@example.com");
+          assert.equal(smtp.messages().at(-1)!.mailFrom, alice.email);
+        },
+      );
+
+      await t.step("a new password: the next send logs in afresh and the old connections are closed", async () => {
+        const quitsBefore = smtp.transcript().filter((l) => l === "QUIT").length;
+        const loginsBefore = logins(smtp);
+        const patched = await stack.invoke(`smtp-configs/${aliceConfig}`, {
+          token: alice.token,
+          method: "PATCH",
+          body: { password: "second" },
+        });
+        assert.equal(patched.status, 200, await patched.text());
+        await sendOk(stack, alice, "after-rotation@example.com");
+        assert.equal(logins(smtp), loginsBefore + 1);
+        const auth = smtp.transcript().filter((line) => /^AUTH /i.test(line)).at(-1)!;
+        const decoded = atob(auth.split(" ").at(-1)!);
+        assert.equal(decoded, "\0mailer\0second");
+        // alice's sessions under the old password (up to 2) said QUIT.
+        await until(() => smtp.transcript().filter((l) => l === "QUIT").length > quitsBefore);
+      });
+
+      await t.step(
+        "a connection the server dropped while idle: the next send goes out once, on a fresh one",
+        async () => {
+          smtp.dropConnections();
+          await until(() => smtp.openConnections() === 0);
+          const connections = smtp.connections();
+          await sendOk(stack, alice, "after-drop@example.com");
+          assert.equal(smtp.connections(), connections + 1);
+          const copies = smtp.messages().filter((m) => m.rcptTo.includes("after-drop@example.com"));
+          assert.equal(copies.length, 1);
+        },
+      );
+
+      await t.step("an idle connection is closed after MAILROOM_SMTP_POOL_IDLE_MS, with QUIT", async () => {
+        await sendOk(stack, alice, "before-idle@example.com");
+        assert.ok(smtp.openConnections() >= 1);
+        await until(() => smtp.openConnections() === 0, IDLE_MS + 3_000);
+        assert.equal(smtp.transcript().at(-1), "QUIT");
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "MAILROOM_SMTP_REUSE_CONNECTIONS=false: send-email opens a connection per send",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const stack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_SMTP_REUSE_CONNECTIONS: "false",
+    });
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      for (let i = 0; i < 3; i++) await sendOk(stack, user);
+      assert.equal(smtp.connections(), 3);
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
