@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  cachedResolver,
   checkHostStatically,
   checkServerStatically,
   loadEgressPolicy,
@@ -159,6 +160,48 @@ Deno.test("egress policy", async (t) => {
     assert.equal(code(() => checkHostStatically(local, "localhost", 54326)), "smtp_host_invalid");
     assert.equal(code(() => checkHostStatically(local, "127.0.0.1", 54325)), "smtp_host_forbidden");
   });
+
+  await t.step(
+    "the DNS cache keeps answers for its TTL, never failures, and every address is checked each time",
+    async () => {
+      // A stand-in DNS server scripted to change its answers on cue.
+      let lookups = 0;
+      let answers: string[] | Error = ["93.184.216.34"];
+      const dns = cachedResolver((host) => {
+        lookups++;
+        return answers instanceof Error ? Promise.reject(answers) : Promise.resolve(host ? [...answers] : []);
+      }, 200);
+      assert.equal((await resolveTarget(policy, "cached.example.com", 465, { resolve: dns })).address, "93.184.216.34");
+      await resolveTarget(policy, "cached.example.com", 465, { resolve: dns });
+      assert.equal(lookups, 1, "a second send within the TTL does not look up again");
+      // The name now points at a private address: once the TTL is over, the send is refused.
+      answers = ["10.0.0.7"];
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal(
+        await codeAsync(resolveTarget(policy, "cached.example.com", 465, { resolve: dns })),
+        "smtp_host_forbidden",
+      );
+      assert.equal(lookups, 2);
+      // ...and it stays refused while that answer is cached: the check runs on every send.
+      assert.equal(
+        await codeAsync(resolveTarget(policy, "cached.example.com", 465, { resolve: dns })),
+        "smtp_host_forbidden",
+      );
+      assert.equal(lookups, 2);
+      // A failed lookup is not kept: the next send asks again.
+      answers = new Error("SERVFAIL");
+      assert.equal(
+        await codeAsync(resolveTarget(policy, "failing.example.com", 465, { resolve: dns })),
+        "smtp_host_not_found",
+      );
+      answers = ["93.184.216.34"];
+      assert.equal(
+        (await resolveTarget(policy, "failing.example.com", 465, { resolve: dns })).address,
+        "93.184.216.34",
+      );
+      assert.equal(lookups, 4);
+    },
+  );
 
   await t.step("refuses a public-looking name that resolves to a private address", async () => {
     const dns = scriptedResolver({

@@ -95,24 +95,30 @@ async function transaction<T>(
                     set_config('request.jwt.claim.role', 'authenticated', true),
                     set_config('role', 'authenticated', true),
                     set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`.execute();
-    // Settled, not raced: nothing may reach the connection after `rollback` (it would run outside
-    // the transaction), so a failed `begin` or setup waits for `fn`, whose statements then fail too.
-    const [began, set, done] = await Promise.allSettled([begin, setup, fn(tx)]);
-    const failed = [began, set, done].find((s): s is PromiseRejectedResult => s.status === "rejected");
-    if (failed) {
+    // Their failures are read below; until then they must not count as unhandled.
+    begin.catch(() => {});
+    setup.catch(() => {});
+    let value: T;
+    try {
+      value = await fn(tx);
+    } catch (error) {
+      // fn has settled, so nothing of it reaches the connection after `rollback` (which would run
+      // outside the transaction). A failed setup is the real cause of fn's aborted statements.
       await tx`rollback`.catch(() => {});
-      throw failed.reason;
+      const [began, set] = await Promise.allSettled([begin, setup]);
+      throw [began, set].find((s): s is PromiseRejectedResult => s.status === "rejected")?.reason ?? error;
     }
-    const value = (done as PromiseFulfilledResult<T>).value;
-    // `last`'s statement is executed before `commit` is, so both go down the wire in that order;
-    // a failed `last` aborts the transaction, and Postgres answers that `commit` with ROLLBACK.
+    // `last`'s statement is executed before `commit` is, so both go down the wire in that order,
+    // right behind `begin` and the setup when fn sent nothing: one round trip for it all. A
+    // failed statement aborts the transaction, and Postgres answers that `commit` with ROLLBACK.
     const ended = last ? last(tx, value) : undefined;
     const commit = tx`commit`.execute();
-    const [lastDone, committed] = await Promise.allSettled([ended, commit]);
-    if (lastDone.status === "rejected") throw lastDone.reason;
-    if (committed.status === "rejected") throw committed.reason;
-    // A statement that failed inside `fn` and was caught there still aborted the transaction.
-    if (committed.value.command !== "COMMIT") throw new Error(`transaction ended with ${committed.value.command}`);
+    const settled = await Promise.allSettled([begin, setup, ended, commit]);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+    if (failed) throw failed.reason;
+    // A statement that failed inside fn and was caught there still aborted the transaction.
+    const committed = (settled[3] as PromiseFulfilledResult<postgres.RowList<postgres.Row[]>>).value;
+    if (committed.command !== "COMMIT") throw new Error(`transaction ended with ${committed.command}`);
     return value;
   } catch (error) {
     throw databaseApiError(error) ?? error;

@@ -18,13 +18,7 @@ import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
-import {
-  type Credentials,
-  findUsableConfig,
-  incomplete,
-  loadCredentials,
-  type SmtpConfig,
-} from "./store/smtp_configs.ts";
+import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate } from "./mail/templates.ts";
@@ -54,18 +48,41 @@ export interface SendResult {
   recipients: RecipientOutcome[];
 }
 
-/** Find the config the request names (id or name) or the default one; it must be usable. */
+/**
+ * Find the config the request names (id or name) or the default one; it must be usable. A
+ * config that logs in also gets its credentials: the credential guard's statement and the
+ * credentials' go down the connection together, the guard first (it share-locks the config
+ * until commit and may refuse: then the second fails unanswered). A config without a login
+ * costs one statement and no lock.
+ *
+ * @throws ApiError as {@linkcode findUsableConfig}; 429 from the guard; 409
+ *   `concurrent_update` when the server or login changed since the config was read.
+ */
 async function resolveConfig(
   tx: Tx,
   ref: string | undefined,
 ): Promise<SmtpConfig & Credentials & { login: LoginAttempt }> {
-  const config = await findUsableConfig(tx, ref);
-  // Checked (and the row locked) before the credentials are read: a password oracle is limited.
-  const login = await assertCanAuthenticate(tx, config.id);
-  const credentials = await loadCredentials(tx, config.id);
+  let config = await findUsableConfig(tx, ref);
+  if (!config.username) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
+  const guard = assertCanAuthenticate(tx, config.id);
+  const credentials = loadLogin(tx, config.id);
+  // The guard's refusal is the answer (the credentials' statement then fails as aborted).
+  credentials.catch(() => {});
+  const login = await guard;
+  const current = await credentials;
+  // A change that landed since the unlocked read (a new server and password in one PATCH): the
+  // config is read again, now that the guard's lock holds it still, so both reads agree.
+  const moved = (c: SmtpConfig) =>
+    !current || current.host !== c.host || current.port !== c.port || current.security !== c.security ||
+    current.username !== c.username;
+  if (moved(config)) config = await findUsableConfig(tx, config.id);
+  if (moved(config)) {
+    throw new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
+  }
+  if (!config.username) return { ...config, password: null, login };
   // The Vault secret may be gone although the config still points at it.
-  if (config.username && !credentials.password) throw incomplete(config);
-  return { ...config, ...credentials, login };
+  if (!current!.password) throw incomplete(config);
+  return { ...config, username: current!.username, password: current!.password, login };
 }
 
 /** Templates already read in this transaction, by reference (a group of sends often shares one). */
@@ -173,9 +190,11 @@ function failureColumns(failure: SmtpFailure): Partial<Outcome> {
 async function recordOutcome(ctx: AppContext, claims: UserClaims, auditId: string, outcome: Outcome): Promise<void> {
   for (let attempt = 1; attempt <= 2; attempt++) {
     try {
-      await withUser(
+      // One round trip: begin, the claims, the update and commit go down the wire together.
+      await withUserEndingWith(
         ctx.sql,
         claims,
+        () => Promise.resolve(),
         (tx) => tx`select private.record_email_outcome(${auditId}::uuid, ${tx.json(outcome as never)})`,
       );
       return;

@@ -38,6 +38,34 @@ export const systemResolver: Resolver = async (host) => {
   return answers.sort((a, b) => a.family - b.family).map((a) => a.address);
 };
 
+/** How long a name's addresses are reused (getaddrinfo gives no TTL; a short one keeps changes visible). */
+export const DNS_CACHE_MS = 10_000;
+const DNS_CACHE_ENTRIES = 1_000;
+
+/**
+ * `resolve` with its answers kept for `ttlMs` per name (at most 1,000 names, oldest dropped):
+ * a config that sends often pays one lookup per `ttlMs`, not one per message. Only answers
+ * are kept, never verdicts: every send still checks every address against the policy, and
+ * connects only to an address it checked. Failures are not kept.
+ */
+export function cachedResolver(resolve: Resolver, ttlMs = DNS_CACHE_MS): Resolver {
+  const cache = new Map<string, { answers: Promise<string[]>; expires: number }>();
+  return (host) => {
+    const now = Date.now();
+    const hit = cache.get(host);
+    if (hit && hit.expires > now) return hit.answers;
+    cache.delete(host);
+    if (cache.size >= DNS_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+    const answers = resolve(host);
+    cache.set(host, { answers, expires: now + ttlMs });
+    answers.catch(() => cache.get(host)?.answers === answers && cache.delete(host));
+    return answers;
+  };
+}
+
+/** The system resolver behind a short cache (see {@linkcode cachedResolver}). */
+export const cachedSystemResolver: Resolver = cachedResolver(systemResolver);
+
 function parseList(raw: string | undefined): string[] {
   return (raw ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 }
@@ -198,7 +226,7 @@ export async function resolveTarget(
   port: number,
   options: { resolve?: Resolver; timeoutMs?: number } = {},
 ): Promise<ResolvedTarget> {
-  const { resolve = systemResolver, timeoutMs = 10_000 } = options;
+  const { resolve = cachedSystemResolver, timeoutMs = 10_000 } = options;
   const parsed = checkHostStatically(policy, input, port);
   if (parsed.ip) return { address: parsed.ip.toString() };
   let answers: string[];

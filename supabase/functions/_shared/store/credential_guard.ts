@@ -31,8 +31,9 @@ export interface LoginAttempt {
  */
 export async function assertCanAuthenticate(tx: Tx, configId: string): Promise<LoginAttempt> {
   try {
+    // Executed now, so that a statement the caller issues next (the credentials) follows it.
     const [row] = await tx<{ attempt: string | null }[]>`
-      select private.begin_smtp_authentication(${configId}::uuid)::text as attempt`;
+      select private.begin_smtp_authentication(${configId}::uuid)::text as attempt`.execute();
     return { configId, attemptId: row.attempt };
   } catch (error) {
     if ((error as { code?: string })?.code !== "P0002") throw error;

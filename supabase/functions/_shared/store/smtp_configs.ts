@@ -58,13 +58,14 @@ function notFound(ref: string | undefined): ApiError {
 }
 
 /**
- * One of the caller's configs that a send can use, share-locked (see {@linkcode findConfig}):
- * active, and holding a password when it logs in. The password itself stays in Vault.
+ * One of the caller's configs that a send can use: active, and holding a password when it
+ * logs in. The password itself stays in Vault (see {@linkcode loadLogin}). Not locked: a
+ * sender that logs in pins the config when it reads the credentials.
  *
  * @throws ApiError 404 `config_not_found`, 409 `config_inactive`, 422 `config_incomplete`.
  */
 export async function findUsableConfig(tx: Tx, ref: string | undefined): Promise<SmtpConfig> {
-  const config = await findConfig(tx, ref, "share");
+  const config = await findConfig(tx, ref);
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
@@ -103,6 +104,27 @@ export async function loadCredentials(tx: Tx, configId: string): Promise<Credent
   const [row] = await tx<Credentials[]>`
     select username, password from private.smtp_config_credentials(${configId}::uuid)`;
   return row ?? { username: null, password: null };
+}
+
+/** A config's credentials and the destination they go to, read together. */
+export interface Login extends Credentials {
+  host: string;
+  port: number;
+  security: SmtpConfig["security"];
+}
+
+/**
+ * The config's credentials with the destination as it stands now, in one statement (one
+ * snapshot): the caller compares it with what it read before, so a password never goes to a
+ * host other than the one it was stored for. Sent at once (not awaited here), so it can follow
+ * the credential guard's statement down the connection: if the guard refuses, this one fails
+ * with the aborted transaction and no password leaves Postgres.
+ */
+export function loadLogin(tx: Tx, configId: string): Promise<Login | undefined> {
+  return tx<Login[]>`
+    select k.username, k.password, c.host, c.port, c.security
+      from public.user_smtp_configs c, private.smtp_config_credentials(c.id) k
+     where c.id = ${configId}::uuid`.execute().then((rows) => rows[0]);
 }
 
 /** Turn constraint violations into the API's conflict errors. */
