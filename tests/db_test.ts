@@ -102,6 +102,48 @@ Deno.test({
         assert.equal(await templateCount(ada), 2);
       });
 
+      await t.step("a query fn left running after the transaction ended throws; it never runs outside it", async () => {
+        let late: unknown;
+        await assert.rejects(
+          withUser(sql, as(ada), (tx) =>
+            Promise.all([
+              tx`select 1/0`,
+              (async () => {
+                await new Promise((r) => setTimeout(r, 30));
+                try {
+                  await tx`insert into public.email_templates (name, text) values ('late', 'x')`;
+                } catch (error) {
+                  late = error;
+                }
+              })(),
+            ])),
+          /division by zero/,
+        );
+        await new Promise((r) => setTimeout(r, 60));
+        assert.match(String(late), /after its transaction ended/);
+        assert.equal(await templateCount(ada), 2);
+      });
+
+      await t.step("a last statement that throws before it is sent: rolled back, nothing left open", async () => {
+        await assert.rejects(
+          withUserEndingWith(
+            sql,
+            as(ada),
+            (tx) => tx`insert into public.email_templates (name, text) values ('never', 'x')`,
+            () => {
+              throw new Error("thrown before any statement");
+            },
+          ),
+          /thrown before any statement/,
+        );
+        assert.equal(await templateCount(ada), 2);
+        const rows = await Promise.all([1, 2].map(() =>
+          sql<{ role: string; claims: string | null }[]>`
+            select current_user as role, nullif(current_setting('request.jwt.claims', true), '') as claims`
+        ));
+        for (const [row] of rows) assert.deepEqual([row.role === "authenticated", row.claims], [false, null]);
+      });
+
       await t.step("RLS holds: bob cannot see or change ada's rows", async () => {
         const rows = await withUser(
           sql,

@@ -3,6 +3,7 @@ import {
   cachedResolver,
   checkHostStatically,
   checkServerStatically,
+  ipLiteral,
   loadEgressPolicy,
   parseHost,
   portWarnings,
@@ -159,6 +160,27 @@ Deno.test("egress policy", async (t) => {
     assert.equal(code(() => checkHostStatically(local, "::1", 2525)), undefined);
     assert.equal(code(() => checkHostStatically(local, "localhost", 54326)), "smtp_host_invalid");
     assert.equal(code(() => checkHostStatically(local, "127.0.0.1", 54325)), "smtp_host_forbidden");
+  });
+
+  await t.step("ipLiteral tells addresses from host names, every IPv4 spelling included", () => {
+    for (const name of ["smtp.gmail.com", "localhost", "mail.example.co.uk", "xn--bcher-kva.example", "cafe.be"]) {
+      assert.equal(ipLiteral(name), null, name);
+    }
+    const spellings: [string, string][] = [
+      ["127.0.0.1", "127.0.0.1"],
+      ["127.1", "127.0.0.1"],
+      ["0x7f.0.0.1", "127.0.0.1"],
+      ["0177.0.0.1", "127.0.0.1"],
+      ["2130706433", "127.0.0.1"],
+      ["::1", "::1"],
+      ["::ffff:10.0.0.1", "::ffff:a00:1"],
+    ];
+    for (const [spelled, address] of spellings) assert.equal(ipLiteral(spelled)?.toString(), address, spelled);
+    // The same host parses the same each time; a bad one is refused each time.
+    assert.equal(parseHost("Mail.Example.com.").host, "mail.example.com");
+    assert.equal(parseHost("Mail.Example.com.").host, "mail.example.com");
+    assert.equal(code(() => parseHost("bad host")), "smtp_host_invalid");
+    assert.equal(code(() => parseHost("bad host")), "smtp_host_invalid");
   });
 
   await t.step(

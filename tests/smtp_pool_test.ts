@@ -35,6 +35,8 @@ Deno.test({
       MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
       MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "2",
       MAILROOM_SMTP_POOL_IDLE_MS: String(IDLE_MS),
+      // The same server under two names.
+      MAILROOM_EGRESS_ALLOWLIST: "localhost,127.0.0.1",
     });
     // Any login is accepted, so a changed password shows as a new AUTH, not as a refusal.
     const smtp = await startScriptedSmtp({ extensions: ["PIPELINING", "AUTH PLAIN"], authReply: () => "235 2.7.0 ok" });
@@ -97,6 +99,18 @@ Deno.test({
         assert.equal(decoded, "\0mailer\0second");
         // alice's sessions under the old password (up to 2) said QUIT.
         await until(() => smtp.transcript().filter((l) => l === "QUIT").length > quitsBefore);
+      });
+
+      await t.step("the same address under a new host name is a new connection (its TLS name differs)", async () => {
+        const connections = smtp.connections();
+        const patched = await stack.invoke(`smtp-configs/${aliceConfig}`, {
+          token: alice.token,
+          method: "PATCH",
+          body: { host: "127.0.0.1", password: "second" },
+        });
+        assert.equal(patched.status, 200, await patched.text());
+        await sendOk(stack, alice, "renamed@example.com");
+        assert.equal(smtp.connections(), connections + 1);
       });
 
       await t.step(

@@ -78,23 +78,30 @@ async function transaction<T>(
   fn: (tx: Tx) => Promise<T>,
   last?: (tx: Tx, value: T) => Promise<void>,
 ): Promise<T> {
-  let tx: postgres.ReservedSql;
+  let conn: postgres.ReservedSql;
   try {
-    tx = await sql.reserve();
+    conn = await sql.reserve();
   } catch (error) {
     throw databaseApiError(error) ?? error;
   }
+  // What fn and last get: the connection while the transaction is open. A query issued after
+  // that (from a branch fn left running) throws, instead of running outside the transaction
+  // or inside the next request's on the same connection.
+  let open = true;
+  const tx = guarded(conn, () => open);
+  // Whether commit or rollback was sent; if neither, the connection is rolled back before release.
+  let ended = false;
   try {
     // Supabase's auth.uid() reads the legacy request.jwt.claim.sub before request.jwt.claims:
     // set both, transaction-local, so nothing a pooled session left behind can stand in for ours.
     // PostgREST also applies the role's statement_timeout per request (8 s for
     // `authenticated` on Supabase): a slow query fails here as it would through the Data API.
-    const begin = tx`begin`.execute();
-    const setup = tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
-                    set_config('request.jwt.claim.sub', ${claims.sub}, true),
-                    set_config('request.jwt.claim.role', 'authenticated', true),
-                    set_config('role', 'authenticated', true),
-                    set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`.execute();
+    const begin = conn`begin`.execute();
+    const setup = conn`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                      set_config('request.jwt.claim.sub', ${claims.sub}, true),
+                      set_config('request.jwt.claim.role', 'authenticated', true),
+                      set_config('role', 'authenticated', true),
+                      set_config('statement_timeout', ${AUTHENTICATED_STATEMENT_TIMEOUT}, true)`.execute();
     // Their failures are read below; until then they must not count as unhandled.
     begin.catch(() => {});
     setup.catch(() => {});
@@ -102,18 +109,21 @@ async function transaction<T>(
     try {
       value = await fn(tx);
     } catch (error) {
-      // fn has settled, so nothing of it reaches the connection after `rollback` (which would run
-      // outside the transaction). A failed setup is the real cause of fn's aborted statements.
-      await tx`rollback`.catch(() => {});
+      open = false;
+      ended = true;
+      await conn`rollback`.catch(() => {});
+      // A failed setup is the real cause of fn's aborted statements.
       const [began, set] = await Promise.allSettled([begin, setup]);
       throw [began, set].find((s): s is PromiseRejectedResult => s.status === "rejected")?.reason ?? error;
     }
     // `last`'s statement is executed before `commit` is, so both go down the wire in that order,
     // right behind `begin` and the setup when fn sent nothing: one round trip for it all. A
     // failed statement aborts the transaction, and Postgres answers that `commit` with ROLLBACK.
-    const ended = last ? last(tx, value) : undefined;
-    const commit = tx`commit`.execute();
-    const settled = await Promise.allSettled([begin, setup, ended, commit]);
+    const lastDone = last ? last(tx, value) : undefined;
+    open = false;
+    const commit = conn`commit`.execute();
+    ended = true;
+    const settled = await Promise.allSettled([begin, setup, lastDone, commit]);
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
     if (failed) throw failed.reason;
     // A statement that failed inside fn and was caught there still aborted the transaction.
@@ -123,8 +133,34 @@ async function transaction<T>(
   } catch (error) {
     throw databaseApiError(error) ?? error;
   } finally {
-    tx.release();
+    open = false;
+    // Something threw between fn and commit: the transaction must not go back to the pool open.
+    if (!ended) await conn`rollback`.catch(() => {});
+    conn.release();
   }
+}
+
+/** `conn` for as long as `isOpen()`; afterwards every query (tagged, `unsafe`, `file`) throws. */
+function guarded(conn: postgres.ReservedSql, isOpen: () => boolean): Tx {
+  const refuse = () => {
+    throw new Error("A query was issued after its transaction ended: await every statement inside withUser");
+  };
+  return new Proxy(conn, {
+    apply(target, thisArg, args) {
+      if (!isOpen()) refuse();
+      return Reflect.apply(target, thisArg, args);
+    },
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if ((property === "unsafe" || property === "file") && typeof value === "function") {
+        return (...args: unknown[]) => {
+          if (!isOpen()) refuse();
+          return value.apply(target, args);
+        };
+      }
+      return value;
+    },
+  }) as unknown as Tx;
 }
 
 /** The `authenticated` role's statement timeout on Supabase (`alter role authenticated set statement_timeout`). */

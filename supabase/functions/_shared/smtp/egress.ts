@@ -137,6 +137,29 @@ function invalidHost(host: string, why: string): ApiError {
  * spelling (decimal, hex, octal, short forms) and IPv6 (bracketed or not) recognised.
  */
 export function parseHost(input: string): ParsedHost {
+  // Pure, and asked for the same few hosts on every send: remembered (failures are not).
+  const known = parsedHosts.get(input);
+  if (known) return known;
+  const parsed = parseHostOnce(input);
+  if (parsedHosts.size >= PARSED_HOSTS) parsedHosts.delete(parsedHosts.keys().next().value!);
+  parsedHosts.set(input, Object.freeze(parsed));
+  return parsed;
+}
+
+const PARSED_HOSTS = 1_000;
+const parsedHosts = new Map<string, ParsedHost>();
+
+/**
+ * The address `s` spells, or null. Every IPv4 spelling is made of digits, hex digits, `x` and
+ * dots, and every IPv6 one has a colon: anything else is a host name, told apart without
+ * asking ipaddr.js (whose `isValid` answers a host name by throwing and catching inside).
+ */
+export function ipLiteral(s: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  if (!s.includes(":") && !/^[0-9a-fx.]+$/i.test(s)) return null;
+  return ipaddr.isValid(s) ? ipaddr.parse(s) : null;
+}
+
+function parseHostOnce(input: string): ParsedHost {
   const raw = input.trim();
   if (!raw || raw.length > 253) throw invalidHost(input, "must be 1 to 253 characters");
   if (/[\s/\\@?#]/.test(raw) || /^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
@@ -144,7 +167,8 @@ export function parseHost(input: string): ParsedHost {
   }
   const unbracketed = raw.startsWith("[") && raw.endsWith("]") ? raw.slice(1, -1) : raw;
   if (unbracketed.includes("%")) throw invalidHost(input, "must not carry an IPv6 zone");
-  if (ipaddr.isValid(unbracketed)) return { host: unbracketed.toLowerCase(), ip: ipaddr.parse(unbracketed) };
+  const literal = ipLiteral(unbracketed);
+  if (literal) return { host: unbracketed.toLowerCase(), ip: literal };
   if (unbracketed !== raw) throw invalidHost(input, "is not a valid IPv6 address");
 
   let ascii: string;
@@ -154,7 +178,8 @@ export function parseHost(input: string): ParsedHost {
     throw invalidHost(input, "is not a valid host name");
   }
   // The URL parser turns numeric spellings into dotted quads; those are IP literals.
-  if (ipaddr.isValid(ascii)) return { host: ascii, ip: ipaddr.parse(ascii) };
+  const spelled = ipLiteral(ascii);
+  if (spelled) return { host: ascii, ip: spelled };
   const labels = ascii.split(".");
   if (!labels.every((l) => LABEL.test(l)) || /^\d+$/.test(labels[labels.length - 1])) {
     throw invalidHost(input, "is not a valid host name");
@@ -250,7 +275,8 @@ export async function resolveTarget(
   }
   if (!allowlisted(policy, parsed.host, port)) {
     for (const answer of answers) {
-      const range = ipaddr.isValid(answer) ? forbiddenRange(ipaddr.parse(answer)) : "unparseable";
+      const address = ipLiteral(answer);
+      const range = address ? forbiddenRange(address) : "unparseable";
       if (range) throw forbidden(parsed.host, `it resolves to a ${range} address`);
     }
   }

@@ -2,8 +2,8 @@
 // handshake and login) instead of opening one each: within one outbox worker run, and across
 // send-email requests within one function instance.
 //
-// Sessions never cross configs or credentials: the key is the config, the checked address and
-// the exact credentials (held in this process's memory only, as the open session itself is).
+// Sessions never cross configs or credentials: the key is the config, the host name, the checked
+// address and the exact credentials (held in this process's memory only, as the open session itself is).
 // A config's changed password or destination makes a new key, and the config's sessions under
 // any other key are closed at once; a deactivated or deleted config sends nothing more, and
 // its idle sessions close after `idleMs`. At most `maxPerKey` connections per key are open at
@@ -41,11 +41,20 @@ export interface PoolOptions {
 /** The defaults: 5 connections per key (nodemailer's pool default), 30 s idle, 100 messages. */
 export const DEFAULT_POOL_OPTIONS: PoolOptions = { maxPerKey: 5, idleMs: 30_000, maxMessages: 100 };
 
-/** The pool key of a server as a config reaches it: never shared across configs or credentials. */
+/** The pool key of a server as a config reaches it: never shared across configs, names, addresses or credentials. */
 export function poolKey(configId: string, server: SmtpServer, target: ResolvedTarget): PoolKey {
   return {
     config: configId,
-    id: JSON.stringify([configId, target.address, server.port, server.security, server.username, server.password]),
+    id: JSON.stringify([
+      configId,
+      // The name too: a session's TLS was verified for it, and one address can serve several names.
+      target.servername ?? server.host,
+      target.address,
+      server.port,
+      server.security,
+      server.username,
+      server.password,
+    ]),
   };
 }
 
