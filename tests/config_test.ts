@@ -30,6 +30,21 @@ Deno.test("configuration from the environment", async (t) => {
     assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "-5" }), ConfigError);
   });
 
+  await t.step("reads the SMTP connection reuse settings and refuses bad ones", () => {
+    assert.deepEqual(loadConfig(base).smtpPool, { maxPerKey: 5, idleMs: 30_000, maxMessages: 100 });
+    const tuned = loadConfig({
+      ...base,
+      MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "2",
+      MAILROOM_SMTP_POOL_IDLE_MS: "5000",
+      MAILROOM_SMTP_POOL_MAX_MESSAGES: "20",
+    });
+    assert.deepEqual(tuned.smtpPool, { maxPerKey: 2, idleMs: 5_000, maxMessages: 20 });
+    assert.equal(loadConfig({ ...base, MAILROOM_SMTP_REUSE_CONNECTIONS: "FALSE" }).smtpPool, null);
+    assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_REUSE_CONNECTIONS: "no" }), /true or false/);
+    assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "0" }), ConfigError);
+    assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_POOL_IDLE_MS: "1.5" }), ConfigError);
+  });
+
   await t.step("reads the bulk limit, the worker's keys and the EHLO name", () => {
     const config = loadConfig({
       ...base,

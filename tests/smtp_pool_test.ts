@@ -160,3 +160,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a reused connection carries refusals per recipient and at DATA, then the next message",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const smtp = await startScriptedSmtp({
+      extensions: ["PIPELINING"],
+      rcpt: (address) =>
+        address.startsWith("busy")
+          ? "450 4.2.1 mailbox busy"
+          : address.startsWith("gone")
+          ? "550 5.1.1 no such user"
+          : "250 2.1.5 ok",
+      dataReply: (index) => index === 2 ? "554 5.7.1 message refused" : "250 2.0.0 queued",
+    });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      const post = (to: string[]) =>
+        stack.invoke("send-email", { token: user.token, body: { to, subject: "pooled", text: "hi" } });
+
+      const first = await post(["one@example.com"]);
+      assert.equal(first.status, 200, await first.text());
+
+      const mixed = await post(["two@example.com", "busy@example.com", "gone@example.com"]);
+      const mixedBody = await body<{ accepted: string[]; deferred: string[]; rejected: string[] }>(mixed);
+      assert.equal(mixed.status, 200);
+      assert.deepEqual([mixedBody.accepted, mixedBody.deferred, mixedBody.rejected], [
+        ["two@example.com"],
+        ["busy@example.com"],
+        ["gone@example.com"],
+      ]);
+
+      const refusedAtData = await post(["three@example.com"]);
+      assert.equal(refusedAtData.status, 502);
+      assert.equal((await body<{ error: { code: string } }>(refusedAtData)).error.code, "smtp_message_rejected");
+
+      const everyoneGone = await post(["gone-a@example.com", "gone-b@example.com"]);
+      assert.equal(everyoneGone.status, 502);
+      assert.equal((await body<{ error: { code: string } }>(everyoneGone)).error.code, "smtp_recipients_rejected");
+
+      const after = await post(["four@example.com"]);
+      assert.equal(after.status, 200, await after.text());
+      assert.deepEqual(
+        smtp.messages().map((m) => m.rcptTo),
+        [["one@example.com"], ["two@example.com"], ["three@example.com"], ["four@example.com"]],
+        "each message reached the server once, with only its own accepted recipients",
+      );
+      assert.equal(smtp.connections(), 1, "one connection carried all five");
+      assert.ok(smtp.transcript().includes("RSET"), "a failed transaction is reset before the next");
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});

@@ -65,6 +65,14 @@ function positiveInt(env: Env, name: string, fallback: number): number {
   return value;
 }
 
+/** `true` or `false` (any case), else `fallback` when unset. */
+function flag(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (!raw) return fallback;
+  if (raw !== "true" && raw !== "false") throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+  return raw === "true";
+}
+
 function parseJwks(raw: string | undefined): Config["jwt"]["jwks"] {
   if (!raw?.trim()) return undefined;
   try {
@@ -172,7 +180,7 @@ export function loadConfig(env: Env): Config {
       caCerts: env.MAILROOM_SMTP_CA_CERTS?.trim() || undefined,
       ehloName: ehloName(env.MAILROOM_SMTP_EHLO_NAME, supabaseUrl),
     },
-    smtpPool: env.MAILROOM_SMTP_REUSE_CONNECTIONS?.trim() === "false" ? null : {
+    smtpPool: !flag(env, "MAILROOM_SMTP_REUSE_CONNECTIONS", true) ? null : {
       maxPerKey: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_CONNECTIONS", DEFAULT_POOL_OPTIONS.maxPerKey),
       idleMs: positiveInt(env, "MAILROOM_SMTP_POOL_IDLE_MS", DEFAULT_POOL_OPTIONS.idleMs),
       maxMessages: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_MESSAGES", DEFAULT_POOL_OPTIONS.maxMessages),
