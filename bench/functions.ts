@@ -8,7 +8,7 @@ import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { FUNCTION_MEMORY_MB } from "../local/function_processes.ts";
 import nodemailer from "nodemailer";
 import { benchAnalytics } from "./analytics.ts";
-import { benchConfigs } from "./side_by_side.ts";
+import { benchConfigs } from "./configs.ts";
 import { benchSendEmail } from "./send_email.ts";
 
 const args = Deno.args;

@@ -40,7 +40,7 @@ export interface SendEmailBench {
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 
-async function run(count: number, clients: number, one: (i: number) => Promise<void>): Promise<Distribution> {
+export async function run(count: number, clients: number, one: (i: number) => Promise<void>): Promise<Distribution> {
   const times: number[] = [];
   let next = 0;
   const started = performance.now();

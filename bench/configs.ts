@@ -1,17 +1,14 @@
-// Side-by-side case of `deno task bench`: GET /smtp-configs against the same RLS transaction
+// `deno task bench` (configs case): GET /smtp-configs against the same RLS transaction
 // issued straight to Postgres as the Data API would (begin; the claims and role; the list
 // query; commit), measured in the same run.
 import type { TestStack, TestUser } from "../tests/harness.ts";
 import type { FunctionProcess } from "../local/function_processes.ts";
 import { listConfigs } from "../supabase/functions/_shared/store/smtp_configs.ts";
+import { run } from "./send_email.ts";
 
+/** Requests per second of `count` calls of `one`, `concurrency` at a time. */
 async function rate(count: number, concurrency: number, one: () => Promise<unknown>): Promise<number> {
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next++ < count) await one();
-  }));
-  return count / ((performance.now() - started) / 1000);
+  return (await run(count, concurrency, async () => void await one())).rate;
 }
 
 export interface ConfigsBench {
