@@ -236,6 +236,29 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("one user's big batch does not hold back another user's mail queued after it", async () => {
+        const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+        const big = await stack.createUser();
+        const small = await stack.createUser();
+        for (const owner of [big, small]) {
+          const id = await stack.createConfig(owner, { port: smtp.port, security: "none", username: null });
+          await stack
+            .sql`update public.user_smtp_configs set max_per_minute = 1000, max_per_day = 10000 where id = ${id}`;
+        }
+        const queue = async (owner: TestUser, recipients: string[]) => {
+          const res = await stack.invoke("send-bulk", { token: owner.token, body: { text: "x", recipients } });
+          assert.equal(res.status, 202, await res.text());
+        };
+        await queue(big, Array.from({ length: 600 }, (_, i) => `big${i}@example.com`));
+        await queue(small, ["small@example.com"]);
+        const report = await stack.drainOutbox();
+        assert.equal(report.sent, 601, JSON.stringify(report));
+        const order = smtp.messages().map((m) => m.rcptTo[0]);
+        const position = order.indexOf("small@example.com");
+        assert.ok(position >= 0 && position < 30, `the small user's mail went out as message ${position + 1} of 601`);
+        await smtp.close();
+      });
+
       await t.step("a row inserted through the Data API records what was really sent", async () => {
         const { smtp, name } = await withServer();
         const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${name}`;

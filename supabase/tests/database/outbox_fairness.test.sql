@@ -1,0 +1,94 @@
+-- The claim is fair whatever the size of anyone's queue: a user whose 1,000 messages were
+-- queued first does not hold back another user's single mail queued after them; owners whose
+-- rows are all scheduled for later, leased or paused get nothing; and the owners found are
+-- each probed once (the claim finds them by an index by owner, not by reading every row).
+begin;
+create extension if not exists pgtap with schema extensions;
+set local search_path = public, extensions;
+
+select plan(8);
+
+insert into auth.users (id, email) values
+  ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
+  ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'bob@example.test'),
+  ('cccccccc-cccc-4ccc-8ccc-cccccccccccc', 'carol@example.test'),
+  ('dddddddd-dddd-4ddd-8ddd-dddddddddddd', 'dave@example.test');
+insert into public.user_smtp_configs (id, user_id, name, host, port, from_email) values
+  ('a1a1a1a1-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'work', 'smtp.work.example', 465,
+   'alice@work.example'),
+  ('b1b1b1b1-0000-4000-8000-000000000001', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'bob', 'smtp.bob.example', 465,
+   'bob@bob.example'),
+  ('c1c1c1c1-0000-4000-8000-000000000001', 'cccccccc-cccc-4ccc-8ccc-cccccccccccc', 'carol', 'smtp.carol.example', 465,
+   'carol@carol.example'),
+  ('d1d1d1d1-0000-4000-8000-000000000001', 'dddddddd-dddd-4ddd-8ddd-dddddddddddd', 'dave', 'smtp.dave.example', 465,
+   'dave@dave.example');
+
+-- Alice's 1,000 messages, due a minute ago; Bob's one, due now.
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+select 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example',
+       array['r' || i || '@example.test'], 'queued', '{}'
+  from generate_series(1, 1000) i;
+update public.email_audit_log set next_attempt_at = now() - interval '1 minute'
+ where user_id = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
+insert into public.email_audit_log (id, user_id, config_id, from_email, to_addresses, status, payload)
+values ('b0000000-0000-4000-8000-000000000001', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb',
+        'b1b1b1b1-0000-4000-8000-000000000001', 'bob@bob.example', array['b@example.test'], 'queued', '{}');
+-- Carol's mail is for tomorrow; Dave's config is paused.
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload, scheduled_at)
+values ('cccccccc-cccc-4ccc-8ccc-cccccccccccc', 'c1c1c1c1-0000-4000-8000-000000000001', 'carol@carol.example',
+        array['c@example.test'], 'scheduled', '{}', now() + interval '1 day');
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+values ('dddddddd-dddd-4ddd-8ddd-dddddddddddd', 'd1d1d1d1-0000-4000-8000-000000000001', 'dave@dave.example',
+        array['d@example.test'], 'queued', '{}');
+update public.user_smtp_configs set needs_attention = 'smtp_auth_failed'
+ where id = 'd1d1d1d1-0000-4000-8000-000000000001';
+
+select is(
+  (select array_agg(distinct user_id::text) from private.claim_outbox('w1', 2, 60)),
+  array['aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb'],
+  'a claim of two serves Alice and Bob: her 1,000 older messages do not hold his back'
+);
+select is(
+  (select count(*)::int from private.claim_outbox('w2', 25, 60)), 25,
+  'the next claim fills up with Alice''s messages (Bob''s is leased, Carol''s not due, Dave''s paused)'
+);
+select is(
+  (select count(*)::int from public.email_audit_log where leased_by = 'w2' and user_id <> 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa'),
+  0, 'nobody else''s'
+);
+select is(
+  (select count(*)::int from public.email_audit_log where leased_by = 'w2'
+     and next_attempt_at > (select min(next_attempt_at) from public.email_audit_log
+                             where user_id = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa' and leased_by is null)),
+  0, 'Alice''s oldest messages first'
+);
+
+-- Many owners waiting: every claim serves at most p_limit of them, not always the same ones.
+insert into auth.users (id, email)
+select ('e0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'e' || i || '@example.test'
+  from generate_series(1, 40) i;
+insert into public.user_smtp_configs (id, user_id, name, host, port, from_email)
+select ('e1000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+       ('e0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'e', 'smtp.e.example', 465, 'e@e.example'
+  from generate_series(1, 40) i;
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+select ('e0000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+       ('e1000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'e@e.example', array['x@example.test'],
+       'queued', '{}'
+  from generate_series(1, 40) i, generate_series(1, 3) j;
+
+select is(cardinality(private.outbox_due_owners(10)), 10, 'ten owners asked for, ten found');
+select is(cardinality(private.outbox_due_owners(100)), 43,
+  'all 43 owners with something due (Alice, Bob and Dave, whose rows the claim then skips, and the 40), '
+  'not Carol (later) nor anyone twice');
+select ok(
+  (select count(distinct o) from generate_series(1, 20) g, unnest(private.outbox_due_owners(5 + 0 * g)) o) > 5,
+  'different claims start at different owners'
+);
+select is(
+  (select count(distinct user_id)::int from private.claim_outbox('w3', 20, 60)), 20,
+  'a claim of 20 among 41 owners with claimable rows serves 20 of them, one message each'
+);
+
+select * from finish();
+rollback;
