@@ -5,6 +5,7 @@
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
+import { setImmediate } from "node:timers";
 import type { ResolvedTarget } from "./egress.ts";
 import type { CertificateFacts } from "./certificate.ts";
 
@@ -152,6 +153,9 @@ export class SmtpSession {
           connection.login({ user: server.username!, pass: server.password ?? "" }, (e) => done(e ?? null))
         );
       }
+      // The server's lines were needed for the greeting only. From here nodemailer's debug mode
+      // would copy every message through a logging stream and format every reply for nothing.
+      (connection as unknown as { options: { debug?: boolean } }).options.debug = false;
       return opened;
     } catch (error) {
       connection.close();
@@ -194,6 +198,13 @@ export class SmtpSession {
     const body = new Readable({
       read: () => {
         this.#stage = "data";
+        // The body and the final dot leave in one write, not two: the socket buffers both and
+        // sends them once this turn of the event loop is done.
+        const socket = (this.connection as unknown as { _socket?: { cork?(): void; uncork?(): void } })._socket;
+        if (socket?.cork && socket.uncork) {
+          socket.cork();
+          setImmediate(() => socket.uncork!());
+        }
         body.push(raw);
         body.push(null);
       },
