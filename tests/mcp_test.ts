@@ -128,6 +128,30 @@ Deno.test({
         assert.match(text(refused), /^smtp_recipients_rejected \(HTTP 502\)/);
         const neither = await client.callTool({ name: "cancel", arguments: {} }) as ToolResult;
         assert.match(text(neither), /^invalid_request/);
+        // Arguments of the wrong type or unknown ones: our code and the field, not the SDK's generic text.
+        const wrongType = await client.callTool({
+          name: "send_email",
+          arguments: { to: "wrong-type@example.com", subject: 7, text: "x" },
+        }) as ToolResult;
+        assert.equal(wrongType.isError, true);
+        assert.match(text(wrongType), /^invalid_request \(HTTP 400\): subject: /);
+        const wrongTypeBody = wrongType.structuredContent as {
+          error: { code: string; details: { issues: unknown[] } };
+        };
+        assert.equal(wrongTypeBody.error.code, "invalid_request");
+        assert.deepEqual(wrongTypeBody.error.details.issues.map((i) => (i as { path: string }).path), ["subject"]);
+        const unknownArgument = await client.callTool({
+          name: "get_batch_status",
+          arguments: { batch_id: "6a4f2c7e-8d5b-4c3a-9e1f-0b2d4c6e8a10", verbose: true },
+        }) as ToolResult;
+        assert.match(text(unknownArgument), /^invalid_request \(HTTP 400\): .*verbose/);
+        const notAnId = await client.callTool({ name: "get_batch_status", arguments: { batch_id: 42 } }) as ToolResult;
+        assert.match(text(notAnId), /^invalid_request \(HTTP 400\): batch_id: /);
+        assert.equal(
+          smtp.messages().filter((m) => m.rcptTo.includes("wrong-type@example.com")).length,
+          0,
+          "nothing sent",
+        );
         await client.close();
       });
 

@@ -13,11 +13,12 @@
 // Each tool (see _shared/agent/tools.ts) is one call of a mailroom function, run in-process
 // through that function's own handler with the caller's token: same validation, limits, RLS,
 // idempotency and audit as over HTTP. Sends record agent_context {via: "mcp", tool, client}.
-import { createMcpHandler, fromJsonSchema, McpServer } from "@modelcontextprotocol/server";
+import { createMcpHandler, McpServer, type StandardSchemaWithJSON } from "@modelcontextprotocol/server";
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { ApiError, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
 import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
+import { parseBody } from "../_shared/schemas.ts";
 import { type FunctionCall, functionCall, tagAgentContext, ToolArgumentError } from "../_shared/agent/calls.ts";
 import { createEmailAnalyticsHandler } from "../email-analytics/handler.ts";
 import { createSendBulkHandler } from "../send-bulk/handler.ts";
@@ -146,11 +147,28 @@ function buildServer(functions: Record<string, Handler>, ctx: AppContext, caller
     server.registerTool(tool.name, {
       title: tool.title,
       description: tool.description,
-      inputSchema: fromJsonSchema(toolInputJsonSchema(tool) as never),
+      inputSchema: advertised(toolInputJsonSchema(tool)),
       annotations: tool.annotations,
     }, async (args: unknown) => await runTool(functions, ctx, caller, tool, (args ?? {}) as Record<string, unknown>));
   }
   return server;
+}
+
+/**
+ * A tool's input schema as clients see it, without the SDK's own validation: runTool checks the
+ * arguments with the tool's zod schema (the one the function itself uses), so a bad argument
+ * comes back as a tool error with our stable code and the field's path, exactly as over HTTP,
+ * instead of the SDK's generic "Input validation error" text.
+ */
+function advertised(schema: Record<string, unknown>): StandardSchemaWithJSON<Record<string, unknown>> {
+  return {
+    "~standard": {
+      version: 1,
+      vendor: "mailroom",
+      jsonSchema: { input: () => schema, output: () => schema },
+      validate: (value: unknown) => ({ value: (value ?? {}) as Record<string, unknown> }),
+    },
+  };
 }
 
 /** A tool's result: short text for the model, the function's JSON as structuredContent. */
@@ -162,6 +180,7 @@ async function runTool(
   args: Record<string, unknown>,
 ) {
   try {
+    parseBody(tool.input, args);
     const call = functionCall(tool.calls, args);
     if (tool.sends && call.body) {
       call.body = tagAgentContext(call.body, { via: "mcp", tool: tool.name, client: caller.client });
@@ -173,6 +192,11 @@ async function runTool(
   } catch (error) {
     if (error instanceof ToolArgumentError) {
       return toolError(400, { error: { code: "invalid_request", message: error.message } });
+    }
+    if (error instanceof ApiError) {
+      return toolError(error.status, {
+        error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
+      });
     }
     throw error;
   }
