@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { body, startTestStack, type TestStack, type TestUser } from "./harness.ts";
 import { type ScriptedSmtp, startScriptedSmtp } from "./scripted_smtp.ts";
+import { createSessionPool } from "../supabase/functions/_shared/smtp/pool.ts";
+import { SmtpSession } from "../supabase/functions/_shared/smtp/session.ts";
 
 const IDLE_MS = 1_500;
 
@@ -215,6 +217,52 @@ Deno.test({
     } finally {
       await smtp.close();
       await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "the pool serves waiting senders first come, first served",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    const pool = createSessionPool({ maxPerKey: 1 });
+    const key = { config: "c1", id: "c1-key" };
+    const open = () =>
+      SmtpSession.open({ host: "127.0.0.1", port: smtp.port, security: "none" }, { address: "127.0.0.1" }, {
+        connectTimeoutMs: 5_000,
+        greetingTimeoutMs: 5_000,
+        socketTimeoutMs: 5_000,
+        ehloName: "mailroom.test",
+      });
+    try {
+      const first = await pool.take(key, open);
+      const served: string[] = [];
+      const waiting = pool.take(key, open).then((taken) => {
+        served.push("waiting");
+        return taken;
+      });
+      // Let the second taker reach the queue, then give the session back and, in the same turn,
+      // ask again: the one that waited gets it, not the one that just arrived.
+      await new Promise((r) => setTimeout(r, 20));
+      pool.give(key, first.session, true);
+      const latecomer = pool.take(key, open).then((taken) => {
+        served.push("latecomer");
+        return taken;
+      });
+      // Whoever got it first gives it back, so the other is served too whatever the order.
+      const second = await Promise.race([waiting, latecomer]);
+      pool.give(key, second.session, true);
+      const third = await (served[0] === "waiting" ? latecomer : waiting);
+      pool.give(key, third.session, true);
+      assert.deepEqual(served, ["waiting", "latecomer"]);
+      assert.equal(second.session, first.session, "the waiting sender got the session given back");
+      assert.equal(second.reused, true);
+      assert.equal(smtp.connections(), 1, "never more than the one connection");
+    } finally {
+      pool.close();
+      await smtp.close();
     }
   },
 });

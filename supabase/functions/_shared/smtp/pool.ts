@@ -63,7 +63,11 @@ interface Entry {
   idle: { session: SmtpSession; timer: ReturnType<typeof setTimeout> }[];
   /** Sessions of this key that exist: idle, in use, or being opened. */
   open: number;
-  waiters: (() => void)[];
+  /**
+   * Takers waiting, first come first served: a session given back goes straight to the first
+   * (so a taker arriving meanwhile cannot take it first); `null` says a slot freed up instead.
+   */
+  waiters: ((handed: SmtpSession | null) => void)[];
 }
 
 /** A pool of SMTP sessions (see the module comment). */
@@ -87,7 +91,7 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
   const retire = (id: string, entry: Entry, session: SmtpSession) => {
     session.quit();
     entry.open--;
-    entry.waiters.shift()?.();
+    entry.waiters.shift()?.(null);
     forget(id, entry);
   };
   // The config's sessions under another key (an old password, an old address) are never used again.
@@ -120,12 +124,16 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
             return { session: await open(), reused: false };
           } catch (error) {
             entry.open--;
-            entry.waiters.shift()?.();
+            entry.waiters.shift()?.(null);
             forget(key.id, entry);
             throw error;
           }
         }
-        await new Promise<void>((resolve) => entry.waiters.push(resolve));
+        const handed = await new Promise<SmtpSession | null>((resolve) => entry.waiters.push(resolve));
+        if (handed) {
+          if (await handed.prepareForReuse()) return { session: handed, reused: true };
+          retire(key.id, entry, handed);
+        }
       }
     },
     give(key, session, healthy) {
@@ -134,6 +142,8 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
       uses.set(session, used);
       if (closed || !healthy || !session.alive || used >= maxMessages) return retire(key.id, entry, session);
       session.rest();
+      const waiter = entry.waiters.shift();
+      if (waiter) return waiter(session);
       const timer = setTimeout(() => {
         const at = entry.idle.findIndex((i) => i.session === session);
         if (at >= 0) {
@@ -143,7 +153,6 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
       }, idleMs);
       unref(timer);
       entry.idle.push({ session, timer });
-      entry.waiters.shift()?.();
     },
     close() {
       closed = true;
@@ -152,7 +161,7 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
           clearTimeout(timer);
           retire(id, entry, session);
         }
-        for (const wake of entry.waiters.splice(0)) wake();
+        for (const wake of entry.waiters.splice(0)) wake(null);
       }
     },
   };
