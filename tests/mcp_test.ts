@@ -145,6 +145,13 @@ Deno.test({
           arguments: { batch_id: "6a4f2c7e-8d5b-4c3a-9e1f-0b2d4c6e8a10", verbose: true },
         }) as ToolResult;
         assert.match(text(unknownArgument), /^invalid_request \(HTTP 400\): .*verbose/);
+        let deep: unknown = "leaf";
+        for (let i = 0; i < 5_000; i++) deep = [deep];
+        const tooDeep = await client.callTool({
+          name: "send_email",
+          arguments: { to: "wrong-type@example.com", template: "welcome", data: { deep } },
+        }) as ToolResult;
+        assert.match(text(tooDeep), /^json_too_deep \(HTTP 400\)/, "bounded as every function bounds its body");
         const notAnId = await client.callTool({ name: "get_batch_status", arguments: { batch_id: 42 } }) as ToolResult;
         assert.match(text(notAnId), /^invalid_request \(HTTP 400\): batch_id: /);
         assert.equal(

@@ -195,6 +195,28 @@ function checkJsonDepth(text: string): void {
   }
 }
 
+/**
+ * Refuse an already parsed value (an MCP tool's arguments) whose arrays and objects nest deeper
+ * than {@linkcode MAX_JSON_DEPTH}, as readJson refuses such a body; walked without recursion.
+ *
+ * @throws ApiError 400 `json_too_deep` (`details.limit`).
+ */
+export function checkValueDepth(value: unknown): void {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!;
+    if (current === null || typeof current !== "object") continue;
+    if (depth + 1 > MAX_JSON_DEPTH) {
+      throw new ApiError(400, "json_too_deep", `Arguments nest arrays and objects deeper than ${MAX_JSON_DEPTH}`, {
+        limit: MAX_JSON_DEPTH,
+      });
+    }
+    for (const inner of Object.values(current)) {
+      if (inner !== null && typeof inner === "object") stack.push([inner, depth + 1]);
+    }
+  }
+}
+
 /** Dotted path of the first string or key with a lone surrogate, or null. Depth is bounded before this runs. */
 function loneSurrogatePath(value: unknown, path = ""): string | null {
   const join = (key: string) => (path ? `${path}.${key}` : key);

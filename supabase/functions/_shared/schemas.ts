@@ -145,18 +145,24 @@ function withinAgentContextLimits(context: Record<string, unknown>): boolean {
 }
 
 /** Path of the first string (or key) holding a NUL character, which Postgres text cannot store. */
-function nulPath(value: unknown, path: string[] = []): string | null {
-  if (typeof value === "string") return value.includes("\0") ? path.join(".") : null;
+function nulPath(value: unknown): string | null {
+  const found = findNul(value);
+  return found === null ? null : found.reverse().join(".");
+}
+
+/** The path to the first NUL, innermost step first (built only once one is found), or null. */
+function findNul(value: unknown): string[] | null {
+  if (typeof value === "string") return value.includes("\0") ? [] : null;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = nulPath(value[i], [...path, String(i)]);
-      if (found !== null) return found;
+      const found = findNul(value[i]);
+      if (found !== null) return (found.push(String(i)), found);
     }
   } else if (value && typeof value === "object") {
     for (const [key, inner] of Object.entries(value)) {
-      if (key.includes("\0")) return [...path, key.replace(/\0/g, "")].join(".");
-      const found = nulPath(inner, [...path, key]);
-      if (found !== null) return found;
+      if (key.includes("\0")) return [key.replace(/\0/g, "")];
+      const found = findNul(inner);
+      if (found !== null) return (found.push(key), found);
     }
   }
   return null;

@@ -16,7 +16,7 @@
 import { createMcpHandler, McpServer, type StandardSchemaWithJSON } from "@modelcontextprotocol/server";
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
-import { ApiError, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
+import { ApiError, checkValueDepth, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
 import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
 import { parseBody } from "../_shared/schemas.ts";
 import { type FunctionCall, functionCall, tagAgentContext, ToolArgumentError } from "../_shared/agent/calls.ts";
@@ -180,6 +180,8 @@ async function runTool(
   args: Record<string, unknown>,
 ) {
   try {
+    // Bounded first, as every function's body reader bounds its body: the walks below recurse.
+    checkValueDepth(args);
     parseBody(tool.input, args);
     const call = functionCall(tool.calls, args);
     if (tool.sends && call.body) {
