@@ -40,6 +40,10 @@ Deno.test("send-email request validation", async (t) => {
       issuesOf({ to: "a@example.com", text: "x", agent_context: { run: { id: "x\0" } } })[0].path,
       "agent_context.run.id",
     );
+    assert.equal(
+      issuesOf({ to: "a@example.com", template: "t", data: { list: ["ok", { ["k\0ey"]: 1 }] } })[0].path,
+      "data.list.1.key",
+    );
   });
 
   await t.step("requires text or html", () => {
