@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(7);
+select plan(9);
 
 insert into auth.users (id, email) values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test');
 insert into public.user_smtp_configs (id, user_id, name, host, port, from_email) values
@@ -82,6 +82,26 @@ select is(
   array['Hi there', '1', 'z@example.test,b@example.test'],
   'what was sent'
 );
+
+-- The same id twice in one call: the first entry counts, the second is `lost`, as row by row.
+reset role;
+insert into public.email_audit_log (id, user_id, config_id, from_email, to_addresses, status, payload)
+values ('c0000000-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa',
+        'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example', array['q@example.test'], 'queued', '{}');
+select private.claim_outbox('w', 10, 60);
+select private.start_outbox_sends(array['c0000000-0000-4000-8000-000000000001']::uuid[], 'w', 60);
+set local role authenticated;
+select is(
+  (select array_agg(r.status) from private.record_outbox_attempts(jsonb_build_array(
+     jsonb_build_object('id', 'c0000000-0000-4000-8000-000000000001', 'outcome', (select outcome from cases where n = 1)),
+     jsonb_build_object('id', 'c0000000-0000-4000-8000-000000000001', 'outcome', (select outcome from cases where n = 2))
+   )) r),
+  array['sent', 'lost'],
+  'an id given twice: the first entry counts, the second is lost'
+);
+select is((select status from public.email_audit_log where id = 'c0000000-0000-4000-8000-000000000001'), 'sent',
+  'and the row has the first entry''s outcome');
+reset role;
 
 select * from finish();
 rollback;
