@@ -20,8 +20,8 @@ export interface ScriptOptions {
   extensions?: string[];
   /** The reply to `RCPT TO` for an address (as sent, between the brackets) and its index; `null` hangs up. */
   rcpt?: (address: string, index: number) => string | null;
-  /** The reply to `MAIL FROM`. */
-  mail?: (line: string) => string;
+  /** The reply to `MAIL FROM`; `null` sends none (a server that stopped answering). */
+  mail?: (line: string) => string | null;
   /** The greeting (default `220 scripted.example ESMTP`). */
   greeting?: string;
   /** The reply to an AUTH command, instead of checking `users` (e.g. one that echoes the command). */
@@ -125,7 +125,9 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         return reply(ok ? "235 2.7.0 Authentication successful" : "535 5.7.8 Authentication credentials invalid");
       }
       if (verb === "MAIL") {
-        const answer = options.mail?.(line) ?? "250 2.1.0 OK";
+        const scripted = options.mail ? options.mail(line) : "250 2.1.0 OK";
+        if (scripted === null) return;
+        const answer = scripted;
         if (answer.startsWith("250")) {
           current = { mailFrom: between(line), rcptTo: [], data: "" };
           rcptIndex = 0;

@@ -266,3 +266,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a reused connection whose server stopped answering is not retried: one timeout, not two",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const stack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "400",
+    });
+    let mails = 0;
+    // Answers the first message, then never answers MAIL FROM again (on any connection). No
+    // PIPELINING, so the client waits for that answer.
+    const smtp = await startScriptedSmtp({ extensions: [], mail: () => ++mails === 1 ? "250 OK" : null });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      await sendOk(stack, user, "first@example.com");
+      const res = await send(stack, user, "second@example.com");
+      const answer = await body<{ error: { code: string } }>(res);
+      assert.equal(res.status, 502, JSON.stringify(answer));
+      assert.equal(answer.error.code, "smtp_timeout");
+      assert.equal(smtp.connections(), 1, "no second connection: the timeout was not retried");
+      assert.equal(mails, 2);
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});

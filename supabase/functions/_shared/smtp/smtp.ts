@@ -107,11 +107,12 @@ export async function deliver(
       } catch (error) {
         const state = session.envelopeState();
         if (
-          reused && error instanceof SessionFailure && error.stage !== "data" &&
+          reused && error instanceof SessionFailure && error.stage !== "data" && !timedOut(error) &&
           state.accepted.length === 0 && state.rejected.length === 0
         ) {
           // A pooled connection that died (or was closed by the server) between messages, with
-          // nothing of this one sent: once more, on a fresh connection.
+          // nothing of this one sent: once more, on a fresh connection. Not when the server
+          // stopped answering: that one already took its timeout, and a retry would double it.
           session.quit();
           reused = false;
           try {
@@ -149,6 +150,11 @@ export async function deliver(
     if (pooled) pooled.pool.give(pooled.key, session, healthy);
     else session.quit();
   }
+}
+
+/** The session ended because the server (or the whole session) took too long, not because it closed. */
+function timedOut(failure: SessionFailure): boolean {
+  return (failure.cause as { code?: string } | undefined)?.code === "ETIMEDOUT";
 }
 
 /**
