@@ -1,5 +1,5 @@
 // Send an email through mailroom's MCP endpoint with the official MCP TypeScript client.
-// Usage: MAILROOM_URL=http://127.0.0.1:54321 TOKEN=<user access token> deno run -A examples/mcp_send.ts jane@example.com
+// Usage: MAILROOM_URL=http://127.0.0.1:54321 TOKEN=<user access token> npm run deno -- run -A examples/mcp_send.ts jane@example.com
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 
 export async function sendWithMcp(baseUrl: string, token: string, to: string): Promise<string> {

@@ -1,6 +1,8 @@
 // The SDK in a few lines: send with a template, fall back when data is missing, queue a bulk
 // send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
 // { url, accessToken }.
+// Usage: MAILROOM_URL=http://127.0.0.1:54321 TOKEN=<user access token> npm run deno -- run -A examples/sdk_send.ts \
+//   jane@example.com ann@example.com bob@example.com
 import { createMailroomClient, type MailroomClientOptions, MailroomError } from "../clients/mailroom/src/index.ts";
 
 export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: string, recipients: string[]) {
@@ -16,4 +18,10 @@ export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: 
   const progress = [];
   for await (const status of mailroom.bulk.progress(batch_id, { intervalMs: 500 })) progress.push(status.counts);
   return progress;
+}
+
+if (import.meta.main) {
+  const [to, ...recipients] = Deno.args;
+  const connection = { url: Deno.env.get("MAILROOM_URL")!, accessToken: () => Deno.env.get("TOKEN")! };
+  console.log(await welcomeAndAnnounce(connection, to, recipients.length ? recipients : [to]));
 }

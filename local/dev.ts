@@ -50,6 +50,33 @@ function loadOrCreateSecretKey(path: string): string {
   }
 }
 
+/** Where the function processes' pids are kept while the stack runs. */
+const PIDS_FILE = `${LOCAL_DIR}/function-pids.json`;
+
+/**
+ * Stop function processes a previous run left behind (it was killed with SIGKILL, so it could
+ * not stop them): only pids that are still Deno running one of our functions.
+ */
+function stopLeftoverFunctions(): void {
+  let pids: number[];
+  try {
+    pids = JSON.parse(Deno.readTextFileSync(PIDS_FILE));
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+      if (!cmdline.includes(`${ROOT}/supabase/functions/`)) continue;
+      Deno.kill(pid, "SIGTERM");
+      console.log(`Stopped function process ${pid} left by a previous run.`);
+    } catch {
+      // Gone already, or not ours to stop.
+    }
+  }
+  Deno.removeSync(PIDS_FILE);
+}
+
 /** Call process-outbox every `intervalMs`, one run at a time; returns its stop. */
 function startScheduler(url: string, secretKey: string, intervalMs: number): () => Promise<void> {
   let stopped = false;
@@ -79,6 +106,7 @@ function startScheduler(url: string, secretKey: string, intervalMs: number): () 
 
 async function main(): Promise<void> {
   Deno.mkdirSync(LOCAL_DIR, { recursive: true });
+  stopLeftoverFunctions();
   const stops: (() => Promise<void>)[] = [];
   const shutdown = async () => {
     console.log("\nStopping mailroom local stack...");
@@ -133,6 +161,8 @@ async function main(): Promise<void> {
     },
   });
   stops.push(gateway.close);
+  Deno.writeTextFileSync(PIDS_FILE, JSON.stringify(gateway.processes.map((p) => p.pid)));
+  stops.push(() => Promise.resolve(Deno.removeSync(PIDS_FILE)));
   // The scheduler: what pg_cron + pg_net do on Supabase, a POST to process-outbox every few seconds.
   stops.push(startScheduler(`${apiUrl}/functions/v1/process-outbox`, secretKey, SCHEDULER_INTERVAL_MS));
 

@@ -12,7 +12,7 @@ async function main(): Promise<void> {
   try {
     userId = await ensureUser(sql, email);
   } catch (error) {
-    console.error(`Cannot reach the local database (${(error as Error).message}). Start it with: deno task dev`);
+    console.error(`Cannot reach the local database (${(error as Error).message}). Start it with: npm run dev`);
     Deno.exit(1);
   } finally {
     await sql.end({ timeout: 1 });
