@@ -4,9 +4,15 @@ import postgres from "postgres";
 import { loadOrCreateSigningKey, mintToken } from "./jwt.ts";
 import { ensureUser } from "./users.ts";
 import { LOCAL_DIR, localApiUrl, localDatabaseUrl } from "./ports.ts";
+import { canonicalAddress } from "../supabase/functions/_shared/mail/addresses.ts";
 
 async function main(): Promise<void> {
   const email = Deno.args[0] ?? "demo@mailroom.local";
+  // What GoTrue would refuse at sign-up, refused here too (the user's address is their sender identity).
+  if (typeof canonicalAddress(email) !== "string") {
+    console.error(`Not an email address: ${JSON.stringify(email)}. Usage: npm run token -- [email]`);
+    Deno.exit(2);
+  }
   const sql = postgres(localDatabaseUrl(), { max: 1, connect_timeout: 3, onnotice: () => {} });
   let userId: string;
   try {
