@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { body, type ErrorBody, startTestStack, type TestStack, type TestUser } from "./harness.ts";
 import { type ScriptOptions, startScriptedSmtp } from "./scripted_smtp.ts";
+import postgres from "postgres";
 
 const inAnHour = () => new Date(Date.now() + 3_600_000).toISOString();
 
@@ -257,6 +258,37 @@ Deno.test({
         const position = order.indexOf("small@example.com");
         assert.ok(position >= 0 && position < 30, `the small user's mail went out as message ${position + 1} of 601`);
         await smtp.close();
+      });
+
+      await t.step("eight workers claiming at once each get a full chunk, and no row twice", async () => {
+        const owner = await stack.createUser();
+        const configId = await stack.createConfig(owner, { port: 2525, security: "none", username: null });
+        await stack.sql`
+          insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+          select ${owner.id}, ${configId}, ${owner.email}, array['c' || i || '@example.com'], 'queued', '{}'
+            from generate_series(1, 400) i`;
+        // Eight connections, so the claims really run at the same time.
+        const workers = postgres(stack.dbUrl, { max: 8, onnotice: () => {} });
+        try {
+          for (let round = 0; round < 2; round++) {
+            const claims = await Promise.all(
+              Array.from(
+                { length: 8 },
+                (_, i) =>
+                  workers<{ id: string }[]>`select id from private.claim_outbox(${`race-${round}-${i}`}, 25, 60)`,
+              ),
+            );
+            assert.deepEqual(claims.map((rows) => rows.length), Array(8).fill(25), `round ${round}`);
+            const ids = claims.flat().map((row) => row.id);
+            assert.equal(new Set(ids).size, 200, "no row claimed twice");
+          }
+        } finally {
+          await workers.end();
+          await stack.sql`delete from public.email_audit_log where user_id = ${owner.id}`;
+          // Anything else these claims leased goes back to the queue for the next steps.
+          await stack.sql`update public.email_audit_log set lease_until = null, leased_by = null
+                           where leased_by like 'race-%'`;
+        }
       });
 
       await t.step("a row inserted through the Data API records what was really sent", async () => {

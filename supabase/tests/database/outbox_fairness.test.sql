@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(7);
+select plan(14);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -127,6 +127,69 @@ select ok(
     where c.id = 'b0000000-0000-4000-8000-000000000002') = 1,
   'the newcomer''s message is claimed within the first ten claims of 25, once'
 );
+
+-- Owners with nothing due now are passed over cheaply and do not crowd out a newcomer: 900
+-- owners with mail for tomorrow, Alice's 1,000 older messages, and Bob's one.
+delete from public.email_audit_log;
+insert into auth.users (id, email)
+select ('90000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'g' || i || '@example.test'
+  from generate_series(1, 900) i;
+insert into public.user_smtp_configs (id, user_id, name, host, port, from_email)
+select ('91000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+       ('90000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'g', 'smtp.g.example', 465, 'g@g.example'
+  from generate_series(1, 900) i;
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload, scheduled_at)
+select ('90000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+       ('91000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'g@g.example', array['x@example.test'],
+       'queued', '{}', now() + interval '1 day'
+  from generate_series(1, 900) i;
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+select 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example',
+       array['r' || i || '@example.test'], 'queued', '{}'
+  from generate_series(1, 1000) i;
+update public.email_audit_log set next_attempt_at = now() - interval '1 minute'
+ where user_id = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
+insert into public.email_audit_log (id, user_id, config_id, from_email, to_addresses, status, payload)
+values ('b0000000-0000-4000-8000-000000000003', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb',
+        'b1b1b1b1-0000-4000-8000-000000000001', 'bob@bob.example', array['b@example.test'], 'queued', '{}');
+select is(
+  (select count(*)::int from private.claim_outbox('w6', 25, 60) where id = 'b0000000-0000-4000-8000-000000000003'), 1,
+  'among 900 owners with mail for tomorrow, the first claim finds the newcomer'
+);
+
+-- A paused config's waiting rows are out of the claim's reach until it is fixed.
+delete from public.email_audit_log;
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload)
+select 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example',
+       array['p' || i || '@example.test'], 'queued', '{}'
+  from generate_series(1, 3) i;
+insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload, scheduled_at)
+values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example',
+        array['later@example.test'], 'queued', '{}', now() + interval '2 days');
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select private.pause_config_queue('a1a1a1a1-0000-4000-8000-000000000001', 'smtp_auth_failed');
+insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+values ('a1a1a1a1-0000-4000-8000-000000000001', 'alice@work.example', array['new@example.test'], 'queued', '{}');
+reset role;
+select is(
+  (select count(*)::int from public.email_audit_log
+    where config_id = 'a1a1a1a1-0000-4000-8000-000000000001' and next_attempt_at = 'infinity'),
+  5, 'pausing moves the config''s waiting rows out of reach, and rows queued meanwhile start there'
+);
+select is((select count(*)::int from private.claim_outbox('w7', 25, 60)), 0, 'nothing of them is claimed');
+set local role authenticated;
+select private.set_smtp_config_password('a1a1a1a1-0000-4000-8000-000000000001', 'fixed');
+reset role;
+select is(
+  (select array[count(*) filter (where next_attempt_at <= now()), count(*) filter (where next_attempt_at > now() + interval '1 day')]::int[]
+     from public.email_audit_log where config_id = 'a1a1a1a1-0000-4000-8000-000000000001'),
+  array[4, 1], 'a new password resumes the queue: due at once, the scheduled one at its time'
+);
+select is((select count(*)::int from private.claim_outbox('w8', 25, 60)), 4, 'and they are claimed again');
+
+select throws_ok($$select * from private.claim_outbox('w', null, 60)$$, '22023', null, 'a claim needs a limit');
+select throws_ok($$select * from private.claim_outbox('w', 25, 0)$$, '22023', null, 'and a positive lease');
 
 select * from finish();
 rollback;
