@@ -260,6 +260,43 @@ Deno.test({
         await smtp.close();
       });
 
+      await t.step("deleting a config cancels what it still had waiting; nothing goes out another way", async () => {
+        const owner = await stack.createUser();
+        const fallback = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+        const doomed = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+        await stack.createConfig(owner, { name: "personal", port: fallback.port, security: "none", username: null });
+        await stack.createConfig(owner, {
+          name: "work",
+          port: doomed.port,
+          security: "none",
+          username: null,
+          is_default: false,
+        });
+        const scheduled = await stack.invoke("send-email", {
+          token: owner.token,
+          body: { config: "work", to: "x@example.com", text: "via work only", scheduled_at: inAnHour() },
+        });
+        const { id } = await body<{ id: string }>(scheduled);
+        assert.equal(scheduled.status, 202);
+        const bulk = await stack.invoke("send-bulk", {
+          token: owner.token,
+          body: { config: "work", text: "bulk via work", recipients: ["y@example.com", "z@example.com"] },
+        });
+        assert.equal(bulk.status, 202, await bulk.text());
+        const removed = await stack.invoke("smtp-configs/work", { token: owner.token, method: "DELETE" });
+        assert.equal(removed.status, 200, await removed.text());
+        await stack.sql`update public.email_audit_log set next_attempt_at = now() where user_id = ${owner.id}`;
+        await stack.drainOutbox();
+        assert.equal(fallback.messages().length + doomed.messages().length, 0, "nothing was sent");
+        const rows = await stack
+          .sql`select status, error_class from public.email_audit_log where user_id = ${owner.id}`;
+        assert.deepEqual(rows.map((r) => [r.status, r.error_class]), Array(3).fill(["cancelled", "config_deleted"]));
+        const status = await stack.invoke(`send-email/${id}/cancel`, { token: owner.token, body: {} });
+        assert.equal(status.status, 409, "already cancelled");
+        await fallback.close();
+        await doomed.close();
+      });
+
       await t.step("eight workers claiming at once each get a full chunk, and no row twice", async () => {
         const owner = await stack.createUser();
         const configId = await stack.createConfig(owner, { port: 2525, security: "none", username: null });
