@@ -118,6 +118,49 @@ Deno.test({
         }
       });
 
+      await t.step(
+        "a key whose request was interrupted (its instance died) says so instead of 409 for 24 h",
+        async () => {
+          // As if the function instance had died after sending, before storing the response.
+          const interrupt = (key: string) =>
+            stack.sql`update private.idempotency_keys
+                       set state = 'in_progress', response_status = null, response_body = null,
+                           created_at = now() - interval '11 minutes'
+                     where key = ${key}`;
+          const payload = { to: "a@example.com", subject: "crash", text: "x" };
+          const first = await send("crash-1", payload);
+          const { id } = await body<{ id: string }>(first);
+          await interrupt("crash-1");
+          const retry = await send("crash-1", payload);
+          const answer = await body<ErrorBody & { error: { details: Record<string, unknown> } }>(retry);
+          assert.equal(retry.status, 409);
+          assert.equal(answer.error.code, "request_interrupted");
+          assert.equal(answer.error.details.retryable, false);
+          assert.equal(answer.error.details.id, id, "names the audit row the first request started");
+          assert.equal(answer.error.details.status, "sent");
+          const sent = smtp.messages().filter((m) => /^Subject: crash\r?$/m.test(m.raw)).length;
+          assert.equal(sent, 1, "the retry sent nothing");
+
+          const bulkBody = { text: "x", recipients: ["b1@example.com"] };
+          const bulk = await stack.invoke("send-bulk", {
+            token: user.token,
+            body: bulkBody,
+            headers: { "idempotency-key": "crash-2" },
+          });
+          assert.equal(bulk.status, 202, await bulk.text());
+          await interrupt("crash-2");
+          const bulkRetry = await stack.invoke("send-bulk", {
+            token: user.token,
+            body: bulkBody,
+            headers: { "idempotency-key": "crash-2" },
+          });
+          assert.equal(bulkRetry.status, 409);
+          assert.equal((await body<ErrorBody>(bulkRetry)).error.code, "request_interrupted");
+          const stillInProgress = await send("crash-3", payload);
+          assert.equal(stillInProgress.status, 200, "a fresh key is unaffected");
+        },
+      );
+
       await t.step("an expired key (24 h) runs again; a malformed key is 400", async () => {
         await stack.sql`update private.idempotency_keys set expires_at = now() - interval '1 minute'
                          where key = 'order-42-receipt'`;

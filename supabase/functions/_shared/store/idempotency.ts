@@ -43,7 +43,8 @@ export async function fingerprint(body: unknown): Promise<string> {
  * was audited (a result, or an error that names an audit row); a request refused before
  * anything was sent gives the key back so that a retry runs afresh.
  *
- * @throws ApiError 422 `idempotency_key_reused` (another body), 409 `request_in_progress`.
+ * @throws ApiError 422 `idempotency_key_reused` (another body), 409 `request_in_progress`, 409
+ *   `request_interrupted` (taken over 10 minutes ago and never finished).
  * @example
  * ```ts
  * return await onceForKey(sql, claims, idempotencyKey(req), body, async () => ({ status: 200, body: await send() }));
@@ -79,6 +80,17 @@ export async function onceForKey(
     throw new ApiError(409, "request_in_progress", "A request with this Idempotency-Key is still being processed", {
       retryable: true,
     }, { "retry-after": "1" });
+  }
+  if (started.outcome === "interrupted") {
+    // The first request's instance stopped mid-way: it may or may not have sent.
+    const audit = started.response_body as { id: string; status: string; message_id: string | null } | null;
+    throw new ApiError(
+      409,
+      "request_interrupted",
+      "The first request with this Idempotency-Key was interrupted before it finished and may or may not have " +
+        "sent: look it up (its audit row, or your batches) instead of retrying; a new key sends again",
+      { retryable: false, ...(audit ? { id: audit.id, status: audit.status, message_id: audit.message_id } : {}) },
+    );
   }
   if (started.outcome === "replay") {
     return json(started.response_body, started.response_status ?? 200, { "idempotent-replayed": "true" });
