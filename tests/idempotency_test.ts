@@ -37,6 +37,12 @@ Deno.test({
         assert.equal(audit.idempotency_key, "order-42-receipt");
       });
 
+      await t.step("the same body with its fields in another order replays", async () => {
+        const again = await send("order-42-receipt", { text: "only once", subject: "once", to: "a@example.com" });
+        assert.equal(again.status, 200);
+        assert.equal(again.headers.get("idempotent-replayed"), "true");
+      });
+
       await t.step("the same key with another body is 422 idempotency_key_reused", async () => {
         const res = await send("order-42-receipt", { to: "a@example.com", subject: "changed", text: "x" });
         assert.equal(res.status, 422);

@@ -32,10 +32,19 @@ export function idempotencyKey(req: Request): string | undefined {
   return key;
 }
 
-/** A fingerprint of the request body: the same body gives the same one. */
+/**
+ * A fingerprint of the request body: the same body gives the same one, whatever the order of
+ * its keys (a client may serialise a retry differently).
+ */
 export async function fingerprint(body: unknown): Promise<string> {
-  const bytes = new TextEncoder().encode(JSON.stringify(body));
+  const bytes = new TextEncoder().encode(JSON.stringify(body, sortedKeys));
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)).toHex();
+}
+
+/** JSON.stringify replacer: objects with their keys in sorted order (arrays keep theirs). */
+function sortedKeys(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**
