@@ -5,6 +5,8 @@
 -- rest (retries, deferred recipients, rows no longer in flight) through record_outbox_attempt
 -- as before. Measured: the recording was the largest share of the database's time per drained
 -- message (0.27 of 0.69 ms).
+-- An id given more than once in one call goes row by row, in order: the first counts, the
+-- others are `lost` (as before).
 
 create or replace function private.record_outbox_attempts(p_attempts jsonb)
 returns table (id uuid, status text)
@@ -17,11 +19,16 @@ declare
   v_recorded jsonb := '{}'::jsonb;
 begin
   -- First attempts that end their message, all at once.
-  with attempt as (
+  with entry as (
+    select e, count(*) over (partition by e ->> 'id') as times from jsonb_array_elements(p_attempts) e
+  ),
+  attempt as (
     select (e ->> 'id')::uuid as id, e -> 'outcome' as outcome,
            coalesce(e -> 'outcome' -> 'recipients', '[]'::jsonb) as recipients
-      from jsonb_array_elements(p_attempts) e
+      from entry
      where jsonb_typeof(e) = 'object'
+       -- An id given more than once goes row by row, in order: the first counts, the others are `lost`.
+       and times = 1
   ),
   final as (
     select t.id, t.outcome,
