@@ -2,7 +2,6 @@
 // cannot time out idle or slow connections and node:http can: the local gateway closes
 // connections the way the platform's front does instead of holding them forever.
 import http from "node:http";
-import { Readable } from "node:stream";
 
 /** Connection timeouts, in milliseconds. */
 export interface Timeouts {
@@ -75,8 +74,60 @@ function toRequest(req: http.IncomingMessage, hostname: string): Request {
   const init: RequestInit & { duplex?: "half" } = {
     method: req.method,
     headers,
-    body: hasBody ? Readable.toWeb(req) as ReadableStream<Uint8Array> : null,
+    body: hasBody ? bodyOf(req) : null,
     duplex: "half",
   };
   return new Request(`http://${req.headers.host ?? hostname}${req.url ?? "/"}`, init);
+}
+
+/**
+ * A request's body as a web stream, pulled as the handler reads it. Written by hand instead of
+ * `Readable.toWeb(req)`: Deno's adapter enqueues into a controller the reader has already
+ * cancelled when a chunked body keeps arriving after a function stopped reading it (at its
+ * body limit), and that TypeError escapes every handler and ends the process. Here every
+ * callback checks whether the stream is still open, so nothing can throw outside the handler,
+ * and a cancelled body is read on and dropped (the answer still reaches the client; the
+ * connection's idle timeout bounds a client that never stops).
+ */
+export function bodyOf(req: http.IncomingMessage): ReadableStream<Uint8Array> {
+  let open = true;
+  const stop = () => {
+    open = false;
+    req.removeAllListeners("data");
+    req.on("data", () => {});
+    req.resume();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      req.pause();
+      req.on("data", (chunk: Uint8Array | string) => {
+        if (!open) return;
+        const bytes = typeof chunk === "string" ? new TextEncoder().encode(chunk) : new Uint8Array(chunk);
+        controller.enqueue(bytes);
+        if ((controller.desiredSize ?? 0) <= 0) req.pause();
+      });
+      req.on("end", () => {
+        if (!open) return;
+        open = false;
+        controller.close();
+      });
+      req.on("error", (error) => {
+        if (!open) return;
+        open = false;
+        controller.error(error);
+      });
+      // Closed before the end: the client went away mid-body.
+      req.on("close", () => {
+        if (!open) return;
+        open = false;
+        controller.error(new Error("The client closed the request before its body ended"));
+      });
+    },
+    pull() {
+      if (open) req.resume();
+    },
+    cancel() {
+      stop();
+    },
+  }, { highWaterMark: 256 * 1024, size: (chunk) => chunk.byteLength });
 }
