@@ -1,18 +1,23 @@
 // Each function in a process of its own, started from its `index.ts` with the import map
 // `supabase/config.toml` names for it, as `supabase functions serve` runs one worker per
 // function: a broken entry point or import map fails here as it would there. V8's heap is
-// capped at the platform's 256 MB.
+// capped at the platform's 256 MB. A process that dies (out of memory, a crash) is started
+// again, as the Edge Runtime starts a fresh worker for the next request, and the log says so.
 import { ROOT } from "./postgres.ts";
 
 /** A running function process. */
 export interface FunctionProcess {
   name: string;
-  /** Where its Deno.serve listens (loopback). */
-  url: string;
-  pid: number;
+  /** Where its Deno.serve listens (loopback); changes when it was restarted. */
+  readonly url: string;
+  readonly pid: number;
+  /** Resolves once the process listens (at once, unless it is being restarted). */
+  ready(): Promise<void>;
+  /** How often it died and was started again. */
+  readonly restarts: number;
   /** Milliseconds from spawn until it listened. */
   coldStartMs: number;
-  /** Its peak resident memory so far, in bytes (Linux), or null. */
+  /** The current process's peak resident memory so far, in bytes (Linux), or null. */
   peakRssBytes(): number | null;
   close(): Promise<void>;
 }
@@ -54,12 +59,76 @@ export function importMapOf(name: string, configToml = Deno.readTextFileSync(`${
   return `${ROOT}/supabase/${importMap[1]}`.replace(/\/[^/]+\/\.\.\//g, "/");
 }
 
-/** Start `supabase/functions/<name>/index.ts` in its own Deno process with `env`. */
+/** Start `supabase/functions/<name>/index.ts` in its own Deno process with `env`, restarted when it dies. */
 export async function startFunctionProcess(
   name: string,
   env: Record<string, string | undefined>,
 ): Promise<FunctionProcess> {
   const started = performance.now();
+  let current = await spawnFunction(name, env);
+  const coldStartMs = Math.round(performance.now() - started);
+  let closing = false;
+  let restarts = 0;
+  let restarting: Promise<void> = Promise.resolve();
+  const supervise = (child: Deno.ChildProcess) => {
+    child.status.then((status) => {
+      if (closing) return;
+      restarts++;
+      console.error(
+        `[${name}] exited (code ${status.code}${status.signal ? `, ${status.signal}` : ""}); ` +
+          "starting it again, as the Edge Runtime starts a fresh worker for the next request",
+      );
+      restarting = (async () => {
+        for (let attempt = 1;; attempt++) {
+          try {
+            current = await spawnFunction(name, env);
+            supervise(current.child);
+            console.error(`[${name}] started again (pid ${current.child.pid})`);
+            return;
+          } catch (error) {
+            if (closing || attempt >= 5) {
+              console.error(`[${name}] could not be started again: ${(error as Error).message}`);
+              return;
+            }
+            await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+          }
+        }
+      })();
+    });
+  };
+  supervise(current.child);
+  return {
+    name,
+    get url() {
+      return `http://127.0.0.1:${current.port}`;
+    },
+    get pid() {
+      return current.child.pid;
+    },
+    get restarts() {
+      return restarts;
+    },
+    ready: () => restarting,
+    coldStartMs,
+    peakRssBytes: () => peakRss(current.child.pid),
+    close: async () => {
+      closing = true;
+      await restarting;
+      try {
+        current.child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      await current.child.status;
+    },
+  };
+}
+
+/** One Deno process running the function; resolves once it listens. */
+async function spawnFunction(
+  name: string,
+  env: Record<string, string | undefined>,
+): Promise<{ child: Deno.ChildProcess; port: number }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -126,21 +195,7 @@ export async function startFunctionProcess(
     });
   });
 
-  return {
-    name,
-    url: `http://127.0.0.1:${port}`,
-    pid: child.pid,
-    coldStartMs: Math.round(performance.now() - started),
-    peakRssBytes: () => peakRss(child.pid),
-    close: async () => {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // already gone
-      }
-      await child.status;
-    },
-  };
+  return { child, port };
 }
 
 function peakRss(pid: number): number | null {

@@ -120,6 +120,8 @@ function proxyTo(process: FunctionProcess): Handler {
       redirect: "manual",
     };
     try {
+      // A process that died is being started again: the request waits for it, as the platform's does.
+      await process.ready();
       return await fetch(`${process.url}${url.pathname}${url.search}`, init);
     } catch {
       return json(

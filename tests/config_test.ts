@@ -31,14 +31,14 @@ Deno.test("configuration from the environment", async (t) => {
   });
 
   await t.step("reads the SMTP connection reuse settings and refuses bad ones", () => {
-    assert.deepEqual(loadConfig(base).smtpPool, { maxPerKey: 5, idleMs: 30_000, maxMessages: 100 });
+    assert.deepEqual(loadConfig(base).smtpPool, { maxPerKey: 5, idleMs: 30_000, maxMessages: 100, busyWaitMs: 30_000 });
     const tuned = loadConfig({
       ...base,
       MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "2",
       MAILROOM_SMTP_POOL_IDLE_MS: "5000",
       MAILROOM_SMTP_POOL_MAX_MESSAGES: "20",
     });
-    assert.deepEqual(tuned.smtpPool, { maxPerKey: 2, idleMs: 5_000, maxMessages: 20 });
+    assert.deepEqual(tuned.smtpPool, { maxPerKey: 2, idleMs: 5_000, maxMessages: 20, busyWaitMs: 30_000 });
     assert.equal(loadConfig({ ...base, MAILROOM_SMTP_REUSE_CONNECTIONS: "FALSE" }).smtpPool, null);
     assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_REUSE_CONNECTIONS: "no" }), /true or false/);
     assert.throws(() => loadConfig({ ...base, MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "0" }), ConfigError);

@@ -24,6 +24,8 @@ export interface ScriptOptions {
   mail?: (line: string) => string | null;
   /** The greeting (default `220 scripted.example ESMTP`). */
   greeting?: string;
+  /** Connections served at once; one more is greeted with 421 and closed (as Postfix's connection limit does). */
+  maxConnections?: number;
   /** The reply to an AUTH command, instead of checking `users` (e.g. one that echoes the command). */
   authReply?: (line: string) => string;
   /** The reply to the DATA command itself (default 354, or 554 without accepted recipients). */
@@ -57,6 +59,8 @@ export interface ScriptedSmtp {
   transcript(): string[];
   /** How many connections were opened. */
   connections(): number;
+  /** How many connections were refused with 421 for the connection limit. */
+  refusedConnections(): number;
   /** How many connections are open now. */
   openConnections(): number;
   /** The most connections that were open at the same time. */
@@ -74,8 +78,14 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
   const messages: ScriptedMessage[] = [];
   let connections = 0;
   let peak = 0;
+  let refused = 0;
   const server = net.createServer((socket) => {
     connections++;
+    if (options.maxConnections !== undefined && sockets.size >= options.maxConnections) {
+      refused++;
+      socket.on("error", () => {});
+      return void socket.end("421 4.7.0 scripted.example Error: too many connections from your host\r\n");
+    }
     peak = Math.max(peak, sockets.size + 1);
     let confirmed = 0;
     // Replies go out at once (no Nagle delay), as a real MTA's do: the peer is never the bottleneck.
@@ -204,6 +214,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         messages: () => [...messages],
         transcript: () => [...transcript],
         connections: () => connections,
+        refusedConnections: () => refused,
         openConnections: () => sockets.size,
         peakConnections: () => peak,
         dropConnections: () => {

@@ -129,6 +129,17 @@ Deno.test({
         assert.deepEqual(await mailroom.cancel(later.id), { id: later.id, status: "cancelled" });
         const error = await rejectsWith(mailroom.cancel(later.id), 409, "not_cancellable");
         assert.equal(error.details.status, "cancelled");
+        // A message the outbox set aside (its workers died holding it) is sent again on request.
+        const aside = await mailroom.send({
+          to: "jane@example.com",
+          text: "aside",
+          scheduled_at: new Date(Date.now() + 3_600_000).toISOString(),
+        });
+        await stack.sql`update public.email_audit_log set error_class = 'worker_crashed', next_attempt_at = 'infinity'
+                         where id = ${aside.id}`;
+        assert.deepEqual(await mailroom.retry(aside.id), { id: aside.id, status: "queued" });
+        await rejectsWith(mailroom.retry(aside.id), 409, "not_retryable");
+        await mailroom.cancel(aside.id);
         await rejectsWith(mailroom.send({ to: "not an address", text: "x" }), 400, "invalid_request");
       });
 

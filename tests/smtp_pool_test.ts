@@ -296,3 +296,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "send-email within a server's connection limit and the config's max_connections",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    try {
+      await t.step("10 concurrent sends to a server that serves 1 connection: all sent once it frees", async () => {
+        // A slow final reply keeps the first session busy while the others arrive.
+        const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"], maxConnections: 1, dataReplyDelayMs: 50 });
+        const user = await stack.createUser();
+        const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+        await stack.sql`update public.user_smtp_configs set max_connections = 5 where id = ${config}`;
+        const answers = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => send(stack, user, `c${i}@example.com`)),
+        );
+        const statuses = await Promise.all(
+          answers.map(async (res) => `${res.status} ${(await res.text()).slice(0, 120)}`),
+        );
+        assert.ok(statuses.every((s) => s.startsWith("200 ")), statuses.join("\n"));
+        assert.equal(smtp.messages().length, 10, "each went out once");
+        assert.ok(smtp.refusedConnections() >= 1, "the server did refuse the extra connections");
+        assert.equal(smtp.peakConnections(), 1);
+        await smtp.close();
+      });
+
+      await t.step("the pool opens no more connections per config than its max_connections (default 2)", async () => {
+        const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"], dataReplyDelayMs: 50 });
+        const user = await stack.createUser();
+        const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+        const [{ max_connections }] = await stack.sql`select max_connections from public.user_smtp_configs
+                                                       where id = ${config}`;
+        assert.equal(max_connections, 2);
+        const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => send(stack, user, `d${i}@example.com`)));
+        assert.deepEqual(answers.map((res) => res.status), Array(8).fill(200));
+        await Promise.all(answers.map((res) => res.body?.cancel()));
+        assert.ok(smtp.peakConnections() <= 2, `peak ${smtp.peakConnections()}`);
+        assert.equal(smtp.messages().length, 8);
+        await smtp.close();
+      });
+    } finally {
+      await stack.close();
+    }
+  },
+});

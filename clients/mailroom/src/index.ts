@@ -161,6 +161,11 @@ export class MailroomClient {
     return await this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/cancel` });
   }
 
+  /** Send again a message the outbox set aside after a worker died holding it (`error_class: worker_crashed`). */
+  async retry(id: string): Promise<{ id: string; status: "queued" }> {
+    return await this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/retry` });
+  }
+
   /** SMTP configurations. */
   readonly configs = {
     list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),

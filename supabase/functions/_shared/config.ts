@@ -184,6 +184,7 @@ export function loadConfig(env: Env): Config {
       maxPerKey: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_CONNECTIONS", DEFAULT_POOL_OPTIONS.maxPerKey),
       idleMs: positiveInt(env, "MAILROOM_SMTP_POOL_IDLE_MS", DEFAULT_POOL_OPTIONS.idleMs),
       maxMessages: positiveInt(env, "MAILROOM_SMTP_POOL_MAX_MESSAGES", DEFAULT_POOL_OPTIONS.maxMessages),
+      busyWaitMs: DEFAULT_POOL_OPTIONS.busyWaitMs,
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
     limits: orConfigError(() => loadCompositionLimits(env)),

@@ -157,6 +157,11 @@ function buildDocument(projectUrl: string): Json {
           parameters: [pathParam("id", "The send's id")],
         }),
       },
+      "/send-email/{id}/retry": {
+        post: op("Send again a message the outbox set aside (error_class worker_crashed)", ok("Retried", "Queued"), {
+          parameters: [pathParam("id", "The send's id")],
+        }),
+      },
       "/send-bulk": {
         post: op("Queue up to 10,000 messages", ok("BulkAccepted", "Queued", "202"), {
           requestBody: body("SendBulkRequest"),

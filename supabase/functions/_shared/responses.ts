@@ -24,6 +24,12 @@ export const sendResult = z.union([
     deferred: z.array(z.string()),
     unknown: z.array(z.string()),
     recipients: z.array(recipientOutcome),
+    retry: z.strictObject({
+      next_attempt_at: timestamp.describe("When the outbox tries the deferred recipients again"),
+      recipients: z.array(z.string()).describe("The deferred recipients it will try (only those)"),
+    }).optional().describe(
+      "Present when some recipients were deferred (4xx): the message waits in the outbox for them, same Message-ID",
+    ),
   }),
   z.strictObject({
     id: uuid,
@@ -34,6 +40,7 @@ export const sendResult = z.union([
 ]);
 
 export const cancelled = z.strictObject({ id: uuid, status: z.literal("cancelled") });
+export const retried = z.strictObject({ id: uuid, status: z.literal("queued") });
 
 export const bulkAccepted = z.strictObject({
   batch_id: uuid,
@@ -78,7 +85,11 @@ export const smtpConfig = z.strictObject({
   from_name: z.string().nullable(),
   is_default: z.boolean(),
   is_active: z.boolean(),
-  limits: z.strictObject({ per_minute: z.number().int(), per_day: z.number().int() }),
+  limits: z.strictObject({
+    per_minute: z.number().int(),
+    per_day: z.number().int(),
+    max_connections: z.number().int().describe("SMTP connections one instance holds at once to this server"),
+  }),
   has_password: z.boolean(),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
   created_at: timestamp,
@@ -192,6 +203,7 @@ export const messagePage = z.strictObject({ messages: z.array(message), next_cur
 export const RESPONSES = {
   SendResult: sendResult,
   Cancelled: cancelled,
+  Retried: retried,
   BulkAccepted: bulkAccepted,
   BatchStatus: batchStatus,
   BatchList: batchList,

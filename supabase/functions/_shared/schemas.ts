@@ -104,6 +104,9 @@ export const sendEmailRequest = z.object({
   scheduled_at: scheduledAt.optional().describe(
     "Send later: an ISO 8601 time with a zone, at most 30 days ahead (the answer is then `scheduled`)",
   ),
+  retry_deferred: z.boolean().optional().describe(
+    "Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself",
+  ),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
@@ -212,6 +215,9 @@ const fromEmail = z.string().max(320).transform((value, ctx) => {
 const configLimits = z.object({
   per_minute: z.number().int().min(1).max(10_000).optional(),
   per_day: z.number().int().min(1).max(1_000_000).optional(),
+  max_connections: z.number().int().min(1).max(20).optional().describe(
+    "SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3)",
+  ),
 }).strict();
 
 const configFields = {

@@ -46,6 +46,8 @@ export interface SendResult {
   unknown: string[];
   /** Every recipient with the server's code, enhanced code and reply. */
   recipients: RecipientOutcome[];
+  /** The deferred recipients the outbox will try again, and when (unless `retry_deferred: false`). */
+  retry?: { next_attempt_at: string; recipients: string[] };
 }
 
 /**
@@ -157,7 +159,7 @@ export interface Outcome {
   /** The server's "try again in N s" hint, for the outbox's backoff. */
   retry_after_seconds?: number;
   /** What was actually sent (queued sends: the row then shows it, not what was inserted). */
-  sent?: { to: string[]; cc_count: number; bcc_count: number; subject?: string };
+  sent?: { to: string[]; cc_count: number; bcc_count: number; subject?: string | null };
 }
 
 export function outcomeOf(report: DeliveryReport): Outcome {
@@ -350,7 +352,7 @@ export async function transmitOnly(
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
-    const pooled = pool ? { pool, key: poolKey(config.id, server, target) } : undefined;
+    const pooled = pool ? { pool, key: poolKey(config.id, server, target, config.limits.max_connections) } : undefined;
     return { report: await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled) };
   } catch (error) {
     return { refused: describeFailure(error, server) };
@@ -382,7 +384,11 @@ export async function sendEmail(
   ctx: AppContext,
   claims: UserClaims,
   req: SendEmailRequest,
-  options: { idempotencyKey?: string } = {},
+  options: {
+    idempotencyKey?: string;
+    /** The request as received: the outbox keeps it to retry deferred recipients (send.ts: sendEmail). */
+    raw?: Record<string, unknown>;
+  } = {},
 ): Promise<SendResult> {
   // The budget is reserved by the statement that writes the audit row, the transaction's last:
   // the budget's row lock serialises a config's concurrent sends, so it is taken last and
@@ -424,9 +430,15 @@ export async function sendEmail(
     });
   }
   const { report } = transmission;
-  await recordOutcome(ctx, claims, auditId, outcomeOf(report));
   const byStatus = (status: RecipientOutcome["status"]) =>
     report.recipients.filter((r) => r.status === status).map((r) => r.address);
+  // Some recipients accepted, some deferred: the deferred ones are retried through the outbox
+  // (unless the caller opted out), the same message under the same Message-ID.
+  const deferred = byStatus("deferred");
+  const retryAt = report.status === "sent" && deferred.length > 0 && req.retry_deferred !== false && options.raw
+    ? await retryDeferred(ctx, claims, auditId, outcomeOf(report), options.raw)
+    : null;
+  if (!retryAt) await recordOutcome(ctx, claims, auditId, outcomeOf(report));
   if (report.status !== "sent") {
     const failure = report.failure!;
     throw new ApiError(502, failure.code, failure.message, {
@@ -443,10 +455,39 @@ export async function sendEmail(
     message_id: report.messageId,
     accepted: byStatus("accepted"),
     rejected: byStatus("rejected"),
-    deferred: byStatus("deferred"),
+    deferred,
     unknown: byStatus("unknown"),
     recipients: report.recipients,
+    ...(retryAt ? { retry: { next_attempt_at: retryAt.toISOString(), recipients: deferred } } : {}),
   };
+}
+
+/**
+ * Hand a partly delivered send to the outbox for its deferred recipients; when it will try
+ * them, or null when it could not (the outcome is then recorded as it stands).
+ */
+async function retryDeferred(
+  ctx: AppContext,
+  claims: UserClaims,
+  auditId: string,
+  outcome: Outcome,
+  raw: Record<string, unknown>,
+): Promise<Date | null> {
+  const { scheduled_at: _when, config: _config, ...request } = raw;
+  try {
+    return await withUser(ctx.sql, claims, async (tx) => {
+      const [{ next }] = await tx<{ next: Date | null }[]>`
+        select private.retry_deferred_recipients(${auditId}::uuid, ${tx.json(outcome as never)},
+                                                 ${tx.json({ kind: "request", request } as never)}) as next`;
+      return next;
+    });
+  } catch (error) {
+    const e = error as { name?: string; code?: string };
+    console.error(
+      JSON.stringify({ level: "error", msg: "could not queue deferred recipients", error: e?.name, code: e?.code }),
+    );
+    return null;
+  }
 }
 
 /** The 202 response of a scheduled (or queued) send. */

@@ -1,11 +1,13 @@
 // POST /send-email: validate, authenticate, send now (or queue it for `scheduled_at`), answer
-// with the outcome. POST /send-email/:id/cancel cancels a scheduled send.
+// with the outcome. POST /send-email/:id/cancel cancels a scheduled send; POST
+// /send-email/:id/retry sends again a message the outbox set aside after a worker crash.
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
 import { cancelEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
+import { retrySetAside } from "../_shared/outbox/set_aside.ts";
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
 export const MAX_BODY_BYTES = 15 * 1024 * 1024;
@@ -19,10 +21,14 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const claims = await ctx.verifyToken(bearerToken(req));
     const [id, action, ...rest] = routeSegments(req, "send-email");
     if (id !== undefined) {
-      if (action !== "cancel" || rest.length > 0 || !isUuid(id)) {
-        throw new ApiError(404, "route_not_found", "No such route; POST /send-email or /send-email/:id/cancel");
+      if ((action !== "cancel" && action !== "retry") || rest.length > 0 || !isUuid(id)) {
+        throw new ApiError(
+          404,
+          "route_not_found",
+          "No such route; POST /send-email, /send-email/:id/cancel or /send-email/:id/retry",
+        );
       }
-      return json(await cancelEmail(ctx, claims, id));
+      return json(action === "cancel" ? await cancelEmail(ctx, claims, id) : await retrySetAside(ctx, claims, id));
     }
     const key = idempotencyKey(req);
     const raw = await readJson(req, MAX_BODY_BYTES);
@@ -42,6 +48,9 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
             },
           ),
         }
-        : { status: 200, body: await sendEmail(ctx, claims, body, { idempotencyKey: key }) });
+        : {
+          status: 200,
+          body: await sendEmail(ctx, claims, body, { idempotencyKey: key, raw: raw as Record<string, unknown> }),
+        });
   });
 }

@@ -34,6 +34,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/send-email/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send again a message the outbox set aside (error_class worker_crashed) */
+        post: operations["postSendEmailIdRetry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/send-bulk": {
         parameters: {
             query?: never;
@@ -450,6 +467,8 @@ export interface components {
             };
             /** @description Send later: an ISO 8601 time with a zone, at most 30 days ahead (the answer is then `scheduled`) */
             scheduled_at?: string;
+            /** @description Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself */
+            retry_deferred?: boolean;
         };
         SendBulkRequest: {
             /** @description Who gets the shared content, one message each: "a@example.com", "Ada <a@example.com>" or {email, name?, data?}. Each entry is validated on its own. */
@@ -512,6 +531,8 @@ export interface components {
             limits?: {
                 per_minute?: number;
                 per_day?: number;
+                /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
+                max_connections?: number;
             };
         };
         UpdateConfigRequest: {
@@ -529,6 +550,8 @@ export interface components {
             limits?: {
                 per_minute?: number;
                 per_day?: number;
+                /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
+                max_connections?: number;
             };
         };
         CreateTemplateRequest: {
@@ -586,6 +609,13 @@ export interface components {
                 enhanced_code: string | null;
                 response: string | null;
             }[];
+            /** @description Present when some recipients were deferred (4xx): the message waits in the outbox for them, same Message-ID */
+            retry?: {
+                /** @description When the outbox tries the deferred recipients again */
+                next_attempt_at: string;
+                /** @description The deferred recipients it will try (only those) */
+                recipients: string[];
+            };
         } | {
             /** Format: uuid */
             id: string;
@@ -600,6 +630,12 @@ export interface components {
             id: string;
             /** @constant */
             status: "cancelled";
+        };
+        Retried: {
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            status: "queued";
         };
         BulkAccepted: {
             /** Format: uuid */
@@ -687,6 +723,8 @@ export interface components {
             limits: {
                 per_minute: number;
                 per_day: number;
+                /** @description SMTP connections one instance holds at once to this server */
+                max_connections: number;
             };
             has_password: boolean;
             /** @description Why the outbox paused this config's queue, until fixed */
@@ -713,6 +751,8 @@ export interface components {
             limits: {
                 per_minute: number;
                 per_day: number;
+                /** @description SMTP connections one instance holds at once to this server */
+                max_connections: number;
             };
             has_password: boolean;
             /** @description Why the outbox paused this config's queue, until fixed */
@@ -744,6 +784,8 @@ export interface components {
                 limits: {
                     per_minute: number;
                     per_day: number;
+                    /** @description SMTP connections one instance holds at once to this server */
+                    max_connections: number;
                 };
                 has_password: boolean;
                 /** @description Why the outbox paused this config's queue, until fixed */
@@ -1040,6 +1082,38 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Cancelled"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postSendEmailIdRetry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The send's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Queued */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Retried"];
                 };
             };
             /** @description An error */

@@ -349,6 +349,10 @@ export const TOOLS: ToolDefinition[] = [
           "type": "string",
           "maxLength": 64
         },
+        "retry_deferred": {
+          "description": "Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself",
+          "type": "boolean"
+        },
         "idempotency_key": {
           "description": "Any unique string (e.g. a UUID) for this send. Retrying with the same key and arguments returns the first result instead of sending again; reuse it whenever you retry after a timeout or an unclear answer.",
           "type": "string",

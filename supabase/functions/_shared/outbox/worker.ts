@@ -3,11 +3,16 @@
 // workers may run at once; rows are claimed with FOR UPDATE SKIP LOCKED (see the outbox
 // migration). Workers have no user JWT: for each row they act with the same claims withUser
 // sets for that row's user, so RLS and auth.uid() hold exactly as for the user's own request.
+//
+// Each config's rows go through a lane of their own: lanes run concurrently, each sends its
+// groups one after another over the run's one session to that server, so a slow, refusing or
+// rate-limited server holds only its own mail. What the run holds is bounded by rows and by
+// payload bytes (the claim's bound), so no user's payloads can exhaust the instance's memory.
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
-import { parseBody, sendEmailRequest } from "../schemas.ts";
+import { parseBody, recipientList, sendEmailRequest } from "../schemas.ts";
 import {
   type Outcome,
   outcomeOf,
@@ -31,8 +36,14 @@ interface OutboxRow {
   batch_id: string | null;
   message_id: string;
   created_at: Date;
+  first_attempt_at: Date | null;
   payload: unknown;
+  payload_bytes: number | null;
+  /** Times a worker died holding this row: a suspect (more than 0) is claimed and sent alone. */
+  lease_losses: number;
   recipients: RecipientOutcome[] | null;
+  /** For a row that fails before it is built: the recipients and subject its payload names. */
+  intended?: NonNullable<Outcome["sent"]>;
 }
 
 /** How one drain went. */
@@ -45,6 +56,12 @@ export interface DrainReport {
   postponed: number;
   swept: number;
   duration_ms: number;
+  /**
+   * The most memory the run was seen to hold, in MiB: V8's used heap plus external memory (the
+   * two the Edge Runtime adds up against a worker's 256 MB), sampled after each claim, each
+   * preparation and each send.
+   */
+  peak_memory_mib: number;
 }
 
 /** How a worker runs. */
@@ -57,17 +74,22 @@ export interface DrainOptions {
   batchSize?: number;
   /** How long a claimed row stays ours without renewal. */
   leaseSeconds?: number;
+  /** Payload bytes claimed per round trip (the first row always; see private.claim_outbox). */
+  maxClaimBytes?: number;
 }
+
+/** Payload bytes per claim by default: two claims in hand stay far below a function's 256 MB. */
+export const DEFAULT_CLAIM_BYTES = 8 * 1024 * 1024;
 
 /**
  * Drain the outbox until it is empty or the time budget is spent.
  *
- * Three stages overlap: while one chunk's messages go out over the pooled SMTP session, the
- * next chunk is claimed and prepared, and the previous chunk's outcomes are recorded. Each
- * message is marked `sending` (committed) before any byte of it is sent; the mark of the
- * next message is made while the current one is on the wire, so a worker killed mid-send
- * leaves at most two rows `sending` (the sweep marks them unknown): the one on the wire and
- * the next, which was not sent.
+ * Three stages overlap: while chunks' messages go out (each config in its lane, over its
+ * pooled SMTP session), the next chunk is claimed and prepared, and earlier outcomes are
+ * recorded. Each message is marked `sending` (committed) before any byte of it is sent; the
+ * mark of a lane's next message is made while the current one is on the wire, so a worker
+ * killed mid-send leaves at most two rows `sending` per lane (the sweep marks them unknown):
+ * the one on the wire and the next, which was not sent.
  *
  * @example
  * ```ts
@@ -82,12 +104,24 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     workerId: options.workerId,
     deadline: Date.now() + options.budgetMs,
     chunkSize: options.batchSize ?? DEFAULT_CHUNK,
+    maxClaimBytes: options.maxClaimBytes ?? DEFAULT_CLAIM_BYTES,
     lease,
     // A message in flight keeps its lease for longer than its SMTP session can last.
     inFlightLease: Math.max(lease, Math.ceil((ctx.config.smtp.sessionTimeoutMs ?? 0) / 1000) + 30),
-    report: { claimed: 0, sent: 0, queued: 0, failed: 0, unknown: 0, postponed: 0, swept: 0, duration_ms: 0 },
+    report: {
+      claimed: 0,
+      sent: 0,
+      queued: 0,
+      failed: 0,
+      unknown: 0,
+      postponed: 0,
+      swept: 0,
+      duration_ms: 0,
+      peak_memory_mib: 0,
+    },
     batches: new Map(),
     paused: new Set(),
+    backedOff: new Map(),
     // One connection per config and credentials for the whole run, closed at the end.
     pool: createSessionPool({ ...ctx.config.smtpPool, maxPerKey: 1 }),
     recorder: undefined!,
@@ -96,22 +130,120 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`select private.sweep_outbox() as swept`;
   run.report.swept = swept;
   try {
-    let next: Promise<Group[] | null> = claimAndPrepare(run);
-    while (true) {
-      const groups = await next;
-      if (groups === null) break;
-      next = Date.now() < run.deadline ? claimAndPrepare(run) : Promise.resolve(null);
-      for (const group of groups) {
-        const { later, retryAfterSeconds } = await sendGroup(run, group);
-        if (later.length > 0) await postpone(run, later, retryAfterSeconds);
-      }
-    }
+    await runLanes(run);
   } finally {
     await run.recorder.settled();
     run.pool.close();
+    // What is still claimed and not started goes back now, not when its lease runs out (a
+    // lease that runs out counts as a worker's death against its rows).
+    await ctx.sql`select private.release_outbox_leases(${run.workerId})`.catch((error) =>
+      logError("could not release outbox leases", error)
+    );
   }
   run.report.duration_ms = Math.round(performance.now() - started);
   return run.report;
+}
+
+/** The groups of one config (or of one owner's default), sent one after another. */
+interface Lane {
+  groups: Group[];
+  rows: number;
+  bytes: number;
+  running: Promise<void> | null;
+}
+
+/**
+ * Claim while there is time and room, hand each group to its config's lane, and wait for the
+ * lanes. Room: at most two claims' worth of rows and one claim's worth of payload bytes in
+ * hand (a large row is prepared only once the one before it has gone), and a config whose lane
+ * already holds a full chunk is left out of the next claim (named busy). A claim holding a
+ * suspect row (its last worker died holding it) is sent before anything else is claimed, so
+ * should it kill this worker too, no other row is charged with it.
+ */
+async function runLanes(run: Run): Promise<void> {
+  const lanes = new Map<string, Lane>();
+  let changed = signal();
+  const waitForChange = async () => {
+    await changed.wait;
+    changed = signal();
+  };
+  const drive = (key: string, lane: Lane) => {
+    lane.running = (async () => {
+      while (lane.groups.length > 0) {
+        const group = lane.groups[0];
+        try {
+          const { later, retryAfterSeconds } = await sendGroup(run, group);
+          if (later.length > 0) await postpone(run, later, retryAfterSeconds);
+        } catch (error) {
+          // Its rows stay claimed; release_outbox_leases gives them back when the run ends.
+          logError("outbox group failed", error);
+        }
+        lane.groups.shift();
+        lane.rows -= group.rows.length;
+        lane.bytes -= bytesOf(group.rows);
+        changed.fire();
+      }
+      lanes.delete(key);
+      changed.fire();
+    })();
+  };
+  const lanesDone = () => Promise.all([...lanes.values()].map((lane) => lane.running));
+
+  while (Date.now() < run.deadline) {
+    let rows = 0, bytes = 0;
+    for (const lane of lanes.values()) {
+      rows += lane.rows;
+      bytes += lane.bytes;
+    }
+    if (rows >= 2 * run.chunkSize || bytes >= run.maxClaimBytes) {
+      await waitForChange();
+      continue;
+    }
+    const busy = [...lanes.entries()]
+      .filter(([key, lane]) => lane.rows >= run.chunkSize && !key.startsWith("owner:"))
+      .map(([key]) => key);
+    const groups = await claimAndPrepare(run, busy);
+    if (groups === null) {
+      if (lanes.size === 0) break;
+      // Nothing to claim now: wait for a lane to move (it may free a busy config), then look again.
+      await waitForChange();
+      continue;
+    }
+    for (const group of groups) {
+      const key = group.configId ?? `owner:${group.owner.sub}`;
+      let lane = lanes.get(key);
+      if (!lane) lanes.set(key, lane = { groups: [], rows: 0, bytes: 0, running: null });
+      lane.groups.push(group);
+      lane.rows += group.rows.length;
+      lane.bytes += bytesOf(group.rows);
+      if (!lane.running) drive(key, lane);
+    }
+    if (groups.some((group) => group.rows.some((row) => row.lease_losses > 0))) await lanesDone();
+  }
+  await lanesDone();
+}
+
+/** A promise to wait on and the function that resolves it. */
+function signal(): { wait: Promise<void>; fire: () => void } {
+  let fire!: () => void;
+  const wait = new Promise<void>((resolve) => fire = resolve);
+  return { wait, fire };
+}
+
+function bytesOf(rows: OutboxRow[]): number {
+  return rows.reduce((sum, row) => sum + (row.payload_bytes ?? 0), 0);
+}
+
+/** Note the memory held now, as the Edge Runtime counts it (used heap + external). */
+function sampleMemory(run: Run): void {
+  const usage = Deno.memoryUsage();
+  const mib = Math.round((usage.heapUsed + usage.external) / 1048576);
+  if (mib > run.report.peak_memory_mib) run.report.peak_memory_mib = mib;
+}
+
+function logError(msg: string, error: unknown): void {
+  const e = error as { name?: string; code?: string };
+  console.error(JSON.stringify({ level: "error", msg, error: e?.name, code: e?.code }));
 }
 
 /** Rows claimed per round trip. */
@@ -123,6 +255,7 @@ interface Run {
   workerId: string;
   deadline: number;
   chunkSize: number;
+  maxClaimBytes: number;
   lease: number;
   inFlightLease: number;
   report: DrainReport;
@@ -130,6 +263,8 @@ interface Run {
   batches: Map<string, Record<string, unknown>>;
   /** Configs whose queue is paused for attention. */
   paused: Set<string>;
+  /** Configs whose server pushed back in this run, and for how many seconds. */
+  backedOff: Map<string, number>;
   pool: SessionPool;
   recorder: Recorder;
 }
@@ -153,12 +288,15 @@ interface GroupResult {
 }
 
 /** Claim the next chunk and prepare it, one transaction per owner and config; null when nothing is due. */
-async function claimAndPrepare(run: Run): Promise<Group[] | null> {
+async function claimAndPrepare(run: Run, busyConfigs: string[]): Promise<Group[] | null> {
   const { ctx } = run;
   const rows = await ctx.sql<OutboxRow[]>`
-    select id, user_id, config_id, batch_id, message_id, created_at, payload, recipients
-      from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease})`;
+    select id, user_id, config_id, batch_id, message_id, created_at, first_attempt_at, payload, payload_bytes,
+           lease_losses, recipients
+      from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease}, ${run.maxClaimBytes},
+                                ${busyConfigs}::uuid[])`;
   if (rows.length === 0) return null;
+  sampleMemory(run);
   run.report.claimed += rows.length;
   const groups: Group[] = [];
   for (const rowsOfGroup of groupsOf(rows)) {
@@ -186,12 +324,24 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
         group.rows.map((row) => ({
           request: async (tx) => parseBody(sendEmailRequest, await requestOf(tx, row, run.batches)),
           messageId: row.message_id,
-          date: row.created_at,
+          // The Date of its first attempt (the claim stamps it once; retries keep it).
+          date: row.first_attempt_at ?? new Date(),
         })),
       ));
+    // The payloads were read into the prepared messages: let them go before anything is sent
+    // (a row that cannot be built keeps only what its audit row should say it was for).
+    for (const [i, row] of group.rows.entries()) {
+      if ("error" in prepared[i]) row.intended = intendedOf(row, run.batches);
+      row.payload = null;
+    }
+    sampleMemory(run);
     return [{ ...group, prepared }];
   } catch (error) {
     if (!(error instanceof ApiError && error.code === "rate_limited" && group.rows.length > 1)) {
+      for (const row of group.rows) {
+        row.intended = intendedOf(row, run.batches);
+        row.payload = null;
+      }
       return [{ ...group, failure: error }];
     }
     const singles: Group[] = [];
@@ -239,6 +389,10 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
   const pausedAlready = group.configId !== null && run.paused.has(group.configId);
   const { prepared } = group;
   const config = (prepared.find((item) => !("error" in item)) as PreparedSend | undefined)?.config;
+  // Its server pushed back earlier in this run: the rest waits out the backoff, untried.
+  const backedOffFor = config ? run.backedOff.get(config.id) : undefined;
+  if (backedOffFor !== undefined) return { later: group.rows.map((row) => row.id), retryAfterSeconds: backedOffFor };
+  let backOff: { seconds: number; reason: string } | undefined;
   // Paused meanwhile (here or by another worker): the messages wait for the config to be fixed.
   let pausedFor = pausedAlready ? "paused" : config?.needs_attention ?? undefined;
   if (config?.needs_attention) run.paused.add(config.id);
@@ -278,8 +432,28 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
       continue;
     }
     run.recorder.add(group.owner, { id: row.id, outcome });
+    if (config && pushedBack(outcome)) {
+      // The server refused the session or the sender for now (too many connections, a rate
+      // limit): this message's attempt counts, the rest wait out the backoff untried and
+      // uncharged, and the config is left alone meanwhile (by every worker).
+      backOff = { seconds: backoffSeconds(outcome), reason: pushbackReason(outcome) };
+      run.backedOff.set(config.id, backOff.seconds);
+      if (marking) await marking;
+      marking = null;
+      result.later.push(...sendable.slice(i + 1).map((r) => r.id));
+      result.retryAfterSeconds = backOff.seconds;
+      break;
+    }
   }
   if (marking) await marking;
+  if (config && backOff) {
+    const { seconds, reason } = backOff;
+    await withUser(
+      run.ctx.sql,
+      group.owner,
+      (tx) => tx`select private.back_off_config(${config.id}::uuid, ${seconds}, ${reason})`,
+    );
+  }
   if (config) {
     await settleLogin(run.ctx, group.owner, config.login, failureCodes);
     if (pauseNow) {
@@ -398,6 +572,7 @@ async function sendPrepared(run: Run, row: OutboxRow, prepared: PreparedSend): P
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
   const transmission = await transmitOnly(run.ctx, prepared, pending, run.pool);
+  sampleMemory(run);
   const { to, cc, bcc } = prepared.message.recipients;
   return {
     ...("refused" in transmission
@@ -411,9 +586,49 @@ function retryAfter(error: ApiError): number {
   return Number(error.details?.retry_after_seconds ?? error.headers?.["retry-after"] ?? 30);
 }
 
-// The server refused the config's credentials (or they cannot be used): nothing queued
-// through it can succeed until the user fixes the config.
-const PAUSES_CONFIG = new Set(["smtp_auth_failed", "smtp_auth_required", "smtp_auth_unavailable"]);
+// The server refused the config's credentials (or they cannot be used), or its TLS cannot be
+// trusted or negotiated: nothing queued through it can succeed until the user fixes the
+// config (or verifies it again), so its queue waits instead of failing message by message.
+const PAUSES_CONFIG = new Set([
+  "smtp_auth_failed",
+  "smtp_auth_required",
+  "smtp_auth_unavailable",
+  "smtp_tls_failed",
+  "smtp_tls_untrusted",
+  "smtp_tls_name_mismatch",
+  "smtp_tls_certificate_expired",
+]);
+
+// The server pushed back on the session or the sender, or could not be reached: every message
+// through the config would meet the same now, so the config backs off instead of each row
+// spending an attempt. (421 may come at any command; 450/451 at MAIL FROM.)
+const PUSHBACK = new Set([
+  "smtp_service_unavailable",
+  "smtp_sender_deferred",
+  "smtp_connect_failed",
+  "smtp_connect_timeout",
+]);
+
+/** Backoff when the server gives no hint, and the bounds of one it gives. */
+const DEFAULT_BACKOFF_SECONDS = 60;
+const MIN_BACKOFF_SECONDS = 10;
+const MAX_BACKOFF_SECONDS = 3600;
+
+function pushedBack(outcome: Outcome): boolean {
+  if (outcome.status === "sent" || outcome.status === "unknown") return false;
+  return outcome.smtp_response_code === 421 || PUSHBACK.has(outcome.error_class ?? "");
+}
+
+function backoffSeconds(outcome: Outcome): number {
+  const hint = outcome.retry_after_seconds;
+  if (!hint) return DEFAULT_BACKOFF_SECONDS;
+  return Math.min(Math.max(Math.ceil(hint), MIN_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS);
+}
+
+function pushbackReason(outcome: Outcome): string {
+  const reply = outcome.smtp_response ? `: ${outcome.smtp_response}` : "";
+  return `${outcome.error_class ?? "smtp_deferred"}${reply}`.slice(0, 300);
+}
 
 /** The send-email request a row stands for: its own, or its batch's content for its recipient. */
 async function requestOf(
@@ -447,6 +662,32 @@ function failedOutcome(row: OutboxRow, error: unknown, fallback: string): Outcom
     error_class: known ? error.code : fallback,
     error_message: known ? error.message : "The message could not be prepared",
     retryable: false,
+    // Whatever the row was inserted with, it records what its payload named (nothing went out).
+    sent: row.intended ?? { to: [], cc_count: 0, bcc_count: 0, subject: null },
+  };
+}
+
+/**
+ * The recipients (canonical addresses) and subject a payload names, as far as they can be read:
+ * what the audit row of a message that failed before it was built should show, instead of the
+ * columns it was inserted with (the Data API can insert anything there).
+ */
+function intendedOf(row: OutboxRow, batches: Map<string, Record<string, unknown>>): NonNullable<Outcome["sent"]> {
+  const payload = (row.payload ?? {}) as { kind?: string; request?: Record<string, unknown>; to?: unknown };
+  const request = payload.kind === "request" && typeof payload.request === "object" && payload.request !== null
+    ? payload.request
+    : payload.kind === "recipient"
+    ? { ...(row.batch_id ? batches.get(row.batch_id) : undefined), to: payload.to }
+    : {};
+  const addresses = (value: unknown): string[] => {
+    const parsed = recipientList.safeParse(value ?? []);
+    return parsed.success ? parsed.data.map((a) => a.address) : [];
+  };
+  return {
+    to: addresses(request.to),
+    cc_count: addresses(request.cc).length,
+    bcc_count: addresses(request.bcc).length,
+    subject: typeof request.subject === "string" ? request.subject.slice(0, 998) : null,
   };
 }
 

@@ -7,15 +7,20 @@
 // A config's changed password or destination makes a new key, and the config's sessions under
 // any other key are closed at once; a deactivated or deleted config sends nothing more, and
 // its idle sessions close after `idleMs`. At most `maxPerKey` connections per key are open at
-// once (providers limit concurrent connections: Gmail about 15, Microsoft 365 about 3-10 per
-// mailbox); more senders wait for one to come back. A session is retired after `maxMessages`.
+// once, fewer when the config says so (providers limit concurrent connections: Gmail about 15,
+// Microsoft 365 about 3 per mailbox); more senders wait for one to come back. A server that
+// answers a new connection with 421 while we hold others ("too many connections") has told us
+// its limit: that key opens no more than it holds, and the sender waits for one of them instead
+// of failing. A session is retired after `maxMessages`.
 import type { ResolvedTarget } from "./egress.ts";
-import type { SmtpServer, SmtpSession, SmtpSettings } from "./session.ts";
+import { refusedForLoad, type SmtpServer, type SmtpSession, type SmtpSettings } from "./session.ts";
 
 /** A session's pool identity: its config (what stale sessions are closed by) and the full key. */
 export interface PoolKey {
   config: string;
   id: string;
+  /** The config's own limit on connections at once (below the pool's `maxPerKey`). */
+  maxConnections?: number;
 }
 
 /** Where `deliver` takes its session from when given a pool. */
@@ -36,15 +41,23 @@ export interface PoolOptions {
   idleMs: number;
   /** A session is closed after this many messages (nodemailer's pool default: 100). */
   maxMessages: number;
+  /** How long a sender waits for a session after the server refused another connection (421). */
+  busyWaitMs: number;
 }
 
-/** The defaults: 5 connections per key (nodemailer's pool default), 30 s idle, 100 messages. */
-export const DEFAULT_POOL_OPTIONS: PoolOptions = { maxPerKey: 5, idleMs: 30_000, maxMessages: 100 };
+/** The defaults: 5 connections per key (nodemailer's pool default), 30 s idle, 100 messages, 30 s wait. */
+export const DEFAULT_POOL_OPTIONS: PoolOptions = { maxPerKey: 5, idleMs: 30_000, maxMessages: 100, busyWaitMs: 30_000 };
 
 /** The pool key of a server as a config reaches it: never shared across configs, names, addresses or credentials. */
-export function poolKey(configId: string, server: SmtpServer, target: ResolvedTarget): PoolKey {
+export function poolKey(
+  configId: string,
+  server: SmtpServer,
+  target: ResolvedTarget,
+  maxConnections?: number,
+): PoolKey {
   return {
     config: configId,
+    maxConnections,
     id: JSON.stringify([
       configId,
       // The name too: a session's TLS was verified for it, and one address can serve several names.
@@ -63,6 +76,8 @@ interface Entry {
   idle: { session: SmtpSession; timer: ReturnType<typeof setTimeout> }[];
   /** Sessions of this key that exist: idle, in use, or being opened. */
   open: number;
+  /** What the server showed its limit to be (it refused one more with 421), while this entry lives. */
+  learnedLimit?: number;
   /**
    * Takers waiting, first come first served: a session given back goes straight to the first
    * (so a taker arriving meanwhile cannot take it first); `null` says a slot freed up instead.
@@ -72,7 +87,7 @@ interface Entry {
 
 /** A pool of SMTP sessions (see the module comment). */
 export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPool {
-  const { maxPerKey, idleMs, maxMessages } = { ...DEFAULT_POOL_OPTIONS, ...options };
+  const { maxPerKey, idleMs, maxMessages, busyWaitMs } = { ...DEFAULT_POOL_OPTIONS, ...options };
   const entries = new Map<string, Entry>();
   const uses = new WeakMap<SmtpSession, number>();
   let closed = false;
@@ -118,12 +133,22 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
           retire(key.id, entry, idle.session);
           continue;
         }
-        if (entry.open < maxPerKey) {
+        const limit = Math.min(maxPerKey, key.maxConnections ?? maxPerKey, entry.learnedLimit ?? maxPerKey);
+        if (entry.open < Math.max(1, limit)) {
           entry.open++;
           try {
             return { session: await open(), reused: false };
           } catch (error) {
             entry.open--;
+            if (refusedForLoad(error) && entry.open > 0) {
+              // The server takes no more connections from us than we hold: wait for one of ours.
+              entry.learnedLimit = entry.open;
+              const handed = await waitForSession(entry, busyWaitMs);
+              if (handed === "timeout") throw error;
+              if (handed && !(await handed.prepareForReuse())) retire(key.id, entry, handed);
+              else if (handed) return { session: handed, reused: true };
+              continue;
+            }
             entry.waiters.shift()?.(null);
             forget(key.id, entry);
             throw error;
@@ -165,6 +190,22 @@ export function createSessionPool(options: Partial<PoolOptions> = {}): SessionPo
       }
     },
   };
+}
+
+/** Wait in line for a session given back (or a freed slot: null), at most `ms`. */
+function waitForSession(entry: Entry, ms: number): Promise<SmtpSession | null | "timeout"> {
+  return new Promise((resolve) => {
+    const waiter = (handed: SmtpSession | null) => {
+      clearTimeout(timer);
+      resolve(handed);
+    };
+    const timer = setTimeout(() => {
+      const at = entry.waiters.indexOf(waiter);
+      if (at >= 0) entry.waiters.splice(at, 1);
+      resolve("timeout");
+    }, ms);
+    entry.waiters.push(waiter);
+  });
 }
 
 /** An idle session does not keep the process alive (where the runtime can say so). */

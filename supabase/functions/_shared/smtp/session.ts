@@ -9,6 +9,11 @@ import { setImmediate } from "node:timers";
 import type { ResolvedTarget } from "./egress.ts";
 import type { CertificateFacts } from "./certificate.ts";
 
+/** A message up to this size goes to the socket in one write with its final dot. */
+const WHOLE_WRITE_BYTES = 256 * 1024;
+/** Larger messages go in slices of this size. */
+const SLICE_BYTES = 64 * 1024;
+
 /** How to reach and authenticate to an SMTP server. */
 export interface SmtpServer {
   host: string;
@@ -50,6 +55,15 @@ export class SessionFailure extends Error {
   ) {
     super("SMTP session failed");
   }
+}
+
+/**
+ * Whether opening a session failed because the server is at its limit for us now: a 421 at the
+ * greeting or any command before a transaction ("too many connections", "service not available").
+ */
+export function refusedForLoad(error: unknown): boolean {
+  const cause = error instanceof SessionFailure ? error.cause : error;
+  return (cause as { responseCode?: unknown } | null)?.responseCode === 421;
 }
 
 /** One recipient's reply as nodemailer reports it. */
@@ -195,17 +209,26 @@ export class SmtpSession {
     this.#stage = "session";
     // The body is handed over as a stream that nodemailer reads only once the server has
     // accepted DATA: the first read is the moment the message can have been delivered.
+    // A large message goes in slices, so dot-stuffing and the socket hold a slice at a time
+    // rather than another copy of the whole message.
+    let offset = 0;
     const body = new Readable({
       read: () => {
         this.#stage = "data";
-        // The body and the final dot leave in one write, not two: the socket buffers both and
-        // sends them once this turn of the event loop is done.
+        if (raw.length - offset > WHOLE_WRITE_BYTES) {
+          const end = Math.min(offset + SLICE_BYTES, raw.length);
+          body.push(raw.subarray(offset, end));
+          offset = end;
+          return;
+        }
+        // The body (or its last slice) and the final dot leave in one write, not two: the
+        // socket buffers both and sends them once this turn of the event loop is done.
         const socket = (this.connection as unknown as { _socket?: { cork?(): void; uncork?(): void } })._socket;
         if (socket?.cork && socket.uncork) {
           socket.cork();
           setImmediate(() => socket.uncork!());
         }
-        body.push(raw);
+        body.push(offset === 0 ? raw : raw.subarray(offset));
         body.push(null);
       },
     });

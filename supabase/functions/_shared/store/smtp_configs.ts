@@ -18,7 +18,7 @@ export interface SmtpConfig {
   from_name: string | null;
   is_default: boolean;
   is_active: boolean;
-  limits: { per_minute: number; per_day: number };
+  limits: { per_minute: number; per_day: number; max_connections: number };
   has_password: boolean;
   /** Why the outbox paused this config's queue (e.g. `smtp_auth_failed`), until fixed or verified. */
   needs_attention: string | null;
@@ -41,7 +41,8 @@ export interface ConfigWarning {
 function columns(tx: Tx) {
   return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.username, c.from_email, c.from_name,
             c.is_default, c.is_active,
-            json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day) as limits,
+            json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
+                              'max_connections', c.max_connections) as limits,
             c.password_secret_id is not null as has_password, c.needs_attention, c.created_at, c.updated_at`;
 }
 
@@ -172,11 +173,12 @@ export async function createConfig(tx: Tx, req: CreateConfigRequest & { host: st
   try {
     const [row] = await tx<{ id: string }[]>`
       insert into public.user_smtp_configs
-        (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day)
+        (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day,
+         max_connections)
       values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
               ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
       req.limits?.per_day ?? 500
-    })
+    }, ${req.limits?.max_connections ?? 2})
       returning id`;
     if (req.password !== undefined) {
       await tx`select private.set_smtp_config_password(${row.id}::uuid, ${req.password})`;
@@ -208,6 +210,7 @@ export async function updateConfig(
   }
   if (req.limits?.per_minute !== undefined) changes.max_per_minute = req.limits.per_minute;
   if (req.limits?.per_day !== undefined) changes.max_per_day = req.limits.per_day;
+  if (req.limits?.max_connections !== undefined) changes.max_connections = req.limits.max_connections;
   if (req.is_default === false) changes.is_default = false;
   try {
     if (Object.keys(changes).length > 0) {
