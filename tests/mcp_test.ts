@@ -7,7 +7,8 @@ import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport as TransportV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { MultiServerMCPClient } from "@langchain/mcp-adapters";
 import { simpleParser } from "mailparser";
-import { startTestStack } from "./harness.ts";
+import { errorCode, startTestStack } from "./harness.ts";
+import { ConfigError, loadConfig } from "../supabase/functions/_shared/config.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
 import { sendWithMcp } from "../examples/mcp_send.ts";
 
@@ -30,7 +31,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    // The browser app the operator allows (MAILROOM_ALLOWED_ORIGINS); any other page is refused.
+    const APP = "https://app.example";
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true", MAILROOM_ALLOWED_ORIGINS: APP });
     const smtp = await startScriptedSmtp({
       rcpt: (address) => address.startsWith("gone@") ? "550 5.1.1 no such user" : "250 2.1.5 ok",
     });
@@ -251,6 +254,125 @@ Deno.test({
         await assert.rejects(client.connect(new TransportV2(endpoint)));
       });
 
+      await t.step(
+        "browser origins: none or a configured one passes, any other gets 403 before the token",
+        async () => {
+          const initialize = JSON.stringify({
+            jsonrpc: "2.0",
+            id: 1,
+            method: "initialize",
+            params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "raw", version: "1.0.0" } },
+          });
+          const call = (origin: string | undefined, init: { method?: string; token?: string | null } = {}) => {
+            const headers: Record<string, string> = {
+              "content-type": "application/json",
+              accept: "application/json, text/event-stream",
+            };
+            if (init.token !== null) headers.authorization = `Bearer ${init.token ?? alice.token}`;
+            if (origin !== undefined) headers.origin = origin;
+            const method = init.method ?? "POST";
+            return fetch(endpoint, { method, headers, body: method === "POST" ? initialize : undefined });
+          };
+
+          const serverSide = await call(undefined);
+          await serverSide.body?.cancel();
+          assert.equal(serverSide.status, 200, "a client that sends no Origin (not a browser) is not refused");
+          assert.equal(serverSide.headers.get("access-control-allow-origin"), null);
+
+          const app = await call(APP);
+          await app.body?.cancel();
+          assert.equal(app.status, 200);
+          assert.equal(app.headers.get("access-control-allow-origin"), APP, "the allowed origin is echoed, not *");
+          assert.match(app.headers.get("vary") ?? "", /origin/i);
+
+          const refused = [
+            "http://evil.example", // the rebinding page
+            "null", // sandboxed frames, file:// pages
+            "http://app.example", // the allowed host over another scheme
+            "https://app.example:8443", // or another port
+            "https://app.example.evil.example",
+            stack.url, // the server's own origin is not implied
+            "http://localhost:6274", // nor is localhost (the MCP Inspector's origin, when listed, passes)
+            `${APP}, https://other.example`, // two Origin headers, joined
+          ];
+          for (const origin of refused) {
+            const res = await call(origin);
+            assert.equal(await errorCode(res, 403), "origin_not_allowed", origin);
+            assert.equal(res.headers.get("access-control-allow-origin"), null, origin);
+            assert.equal(res.headers.get("www-authenticate"), null, `${origin}: decided before the token`);
+          }
+          const body = await (await call("http://evil.example")).json();
+          assert.deepEqual(body.error.details, { origin: "http://evil.example" });
+          assert.match(body.error.message, /MAILROOM_ALLOWED_ORIGINS/);
+          for (const method of ["GET", "DELETE"]) {
+            assert.equal(
+              await errorCode(await call("http://evil.example", { method }), 403),
+              "origin_not_allowed",
+              method,
+            );
+          }
+          assert.equal(
+            await errorCode(await call("http://evil.example", { token: null }), 403),
+            "origin_not_allowed",
+            "without a token too: the page learns nothing about authorization",
+          );
+
+          const preflight = (origin: string) =>
+            fetch(endpoint, {
+              method: "OPTIONS",
+              headers: {
+                origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization, content-type, mcp-protocol-version",
+              },
+            });
+          const evilPreflight = await preflight("http://evil.example");
+          assert.equal(await errorCode(evilPreflight, 403), "origin_not_allowed");
+          assert.equal(
+            evilPreflight.headers.get("access-control-allow-origin"),
+            null,
+            "a refused origin is never echoed",
+          );
+          const appPreflight = await preflight(APP);
+          await appPreflight.body?.cancel();
+          assert.equal(appPreflight.status, 204);
+          assert.equal(appPreflight.headers.get("access-control-allow-origin"), APP);
+          assert.match(
+            appPreflight.headers.get("access-control-allow-headers") ?? "",
+            /authorization.*mcp-protocol-version/,
+          );
+          assert.match(appPreflight.headers.get("vary") ?? "", /origin/i);
+
+          // The protected-resource metadata is public: any page may read it to find Supabase Auth.
+          const metadataUrl = `${endpoint.href}/.well-known/oauth-protected-resource`;
+          const metadata = await fetch(metadataUrl, { headers: { origin: "http://evil.example" } });
+          assert.equal(metadata.status, 200);
+          assert.equal((await metadata.json()).resource, endpoint.href);
+          assert.equal(metadata.headers.get("access-control-allow-origin"), "*");
+          const metadataPreflight = await fetch(metadataUrl, {
+            method: "OPTIONS",
+            headers: { origin: "http://evil.example", "access-control-request-headers": "mcp-protocol-version" },
+          });
+          await metadataPreflight.body?.cancel();
+          assert.equal(metadataPreflight.status, 204);
+          assert.equal(metadataPreflight.headers.get("access-control-allow-origin"), "*");
+
+          // The official client, as a browser app on the allowed origin would run it, and on another.
+          const withOrigin = (origin: string) =>
+            new TransportV2(endpoint, {
+              requestInit: { headers: { Authorization: `Bearer ${alice.token}`, Origin: origin } },
+            });
+          const client = new ClientV2({ name: "browser-app", version: "1.0.0" }, {
+            versionNegotiation: { mode: "auto" },
+          });
+          await client.connect(withOrigin(APP));
+          assert.deepEqual((await client.listTools()).tools.map((x) => x.name), TOOLS);
+          await client.close();
+          const evil = new ClientV2({ name: "evil", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+          await assert.rejects(evil.connect(withOrigin("http://evil.example")));
+        },
+      );
+
       await t.step("the README's script example (examples/mcp_send.ts) delivers", async () => {
         const before = smtp.messages().length;
         assert.match(
@@ -327,4 +449,37 @@ Deno.test({
       await stack.close();
     }
   },
+});
+
+Deno.test("MAILROOM_ALLOWED_ORIGINS: exact origins, normalised; wildcards and null refused at startup", () => {
+  const load = (value: string) =>
+    loadConfig({
+      SUPABASE_URL: "http://127.0.0.1:54321",
+      SUPABASE_DB_URL: "postgres://x",
+      MAILROOM_ALLOWED_ORIGINS: value,
+    })
+      .allowedOrigins;
+  assert.deepEqual(load(""), [], "by default no browser origin is allowed");
+  assert.deepEqual(
+    load(" https://App.Example.com:443/ , http://127.0.0.1:6274,https://app.example.com,http://[::1]:3000"),
+    ["https://app.example.com", "http://127.0.0.1:6274", "http://[::1]:3000"],
+  );
+  for (
+    const bad of [
+      "*",
+      "https://*.example.com",
+      "null",
+      "app.example.com",
+      "https://app.example.com/mcp",
+      "ftp://a.example",
+    ]
+  ) {
+    assert.throws(
+      () => load(bad),
+      (e: unknown) => e instanceof ConfigError && /MAILROOM_ALLOWED_ORIGINS/.test(String(e)),
+      bad,
+    );
+  }
+  assert.throws(() => load("*"), /wildcard/);
+  assert.throws(() => load("null"), /opaque origin/);
 });

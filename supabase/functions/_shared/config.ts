@@ -40,6 +40,8 @@ export interface Config {
   outboxBudgetMs: number;
   /** Limits of one send-bulk request (MAILROOM_BULK_MAX_RECIPIENTS). */
   bulk: BulkLimits;
+  /** Browser origins the MCP endpoint accepts (MAILROOM_ALLOWED_ORIGINS), e.g. `https://app.example.com`. */
+  allowedOrigins: string[];
 }
 
 /** Raised when the environment cannot produce a usable configuration. */
@@ -137,6 +139,32 @@ function workerKeys(env: Env): string[] {
   return keys;
 }
 
+/**
+ * MAILROOM_ALLOWED_ORIGINS: comma-separated exact origins (`scheme://host[:port]`, http or https),
+ * normalised as browsers send them (`https://A.example:443` is `https://a.example`). No `*`, no
+ * wildcards, no `null`: a request without Origin (a server-side client) needs no entry.
+ */
+function allowedOrigins(env: Env): string[] {
+  const origins = new Set<string>();
+  for (const entry of (env.MAILROOM_ALLOWED_ORIGINS ?? "").split(",").map((e) => e.trim()).filter(Boolean)) {
+    const refuse = (why: string) =>
+      new ConfigError(
+        `MAILROOM_ALLOWED_ORIGINS: "${entry}" ${why}; list exact origins such as https://app.example.com`,
+      );
+    if (entry.toLowerCase() === "null") throw refuse("is the opaque origin any sandboxed frame or file:// page sends");
+    if (entry.includes("*")) throw refuse("is a wildcard, which would let any web page call the MCP endpoint");
+    if (!/^https?:\/\/[^/?#@\s]+\/?$/i.test(entry)) throw refuse("is not an http(s) origin (scheme://host[:port])");
+    let origin: string;
+    try {
+      origin = new URL(entry).origin;
+    } catch {
+      throw refuse("is not an http(s) origin (scheme://host[:port])");
+    }
+    origins.add(origin);
+  }
+  return [...origins];
+}
+
 function orConfigError<T>(load: () => T): T {
   try {
     return load();
@@ -193,5 +221,6 @@ export function loadConfig(env: Env): Config {
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
     bulk: orConfigError(() => loadBulkLimits(env)),
+    allowedOrigins: allowedOrigins(env),
   };
 }

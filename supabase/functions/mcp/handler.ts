@@ -10,6 +10,10 @@
 // metadata (RFC 9728) is served at /functions/v1/mcp/.well-known/oauth-protected-resource.
 // Tokens are verified exactly as every other function verifies them.
 //
+// Before the token, the Origin (origin.ts): a browser page whose origin the operator has not
+// listed gets 403 origin_not_allowed on every method, preflight included. The metadata stays
+// readable from any origin: it is public, and browser clients read it to find Supabase Auth.
+//
 // Each tool (see _shared/agent/tools.ts) is one call of a mailroom function, run in-process
 // through that function's own handler with the caller's token: same validation, limits, RLS,
 // idempotency and audit as over HTTP. Sends record agent_context {via: "mcp", tool, client}.
@@ -17,6 +21,7 @@ import { createMcpHandler, McpServer, type StandardSchemaWithJSON } from "@model
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { ApiError, checkValueDepth, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
+import { allowedOrigin } from "./origin.ts";
 import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
 import { parseBody } from "../_shared/schemas.ts";
 import { type FunctionCall, functionCall, tagAgentContext, ToolArgumentError } from "../_shared/agent/calls.ts";
@@ -54,7 +59,12 @@ function urls(ctx: AppContext) {
   return { resource, metadata: `${resource}/.well-known/oauth-protected-resource` };
 }
 
-function withCors(res: Response, preflight = false): Response {
+/**
+ * CORS headers, with `allowOrigin` as Access-Control-Allow-Origin: the caller's allowed origin
+ * (then `Vary: Origin`, since the answer depends on it), `*` for public metadata, or nothing
+ * when the request had no Origin or a refused one.
+ */
+function withCors(res: Response, allowOrigin: string | undefined, preflight = false): Response {
   for (const [name, value] of Object.entries(corsHeaders)) {
     if (!(preflight && name === "access-control-allow-headers")) res.headers.set(name, value);
   }
@@ -62,11 +72,14 @@ function withCors(res: Response, preflight = false): Response {
     "access-control-expose-headers",
     `${corsHeaders["access-control-expose-headers"]}, ${MCP_EXPOSE_HEADERS}`,
   );
+  if (allowOrigin) res.headers.set("access-control-allow-origin", allowOrigin);
+  else res.headers.delete("access-control-allow-origin");
+  if (allowOrigin !== "*") res.headers.append("vary", "origin");
   return res;
 }
 
-function challenge(ctx: AppContext, error: unknown, requestId: string): Response {
-  const res = withCors(errorResponse(error, requestId));
+function challenge(ctx: AppContext, error: unknown, requestId: string, origin: string | undefined): Response {
+  const res = withCors(errorResponse(error, requestId), origin);
   const invalid = error instanceof ApiError && error.code !== "missing_token" ? ', error="invalid_token"' : "";
   res.headers.set("www-authenticate", `Bearer resource_metadata="${urls(ctx).metadata}"${invalid}`);
   return res;
@@ -86,35 +99,35 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
     maxRequestBodySize: MAX_REQUEST_BYTES,
   });
 
+  const allowedOrigins: ReadonlySet<string> = new Set(ctx.config.allowedOrigins);
+  const preflight = (origin: string | undefined) =>
+    withCors(
+      new Response(null, {
+        status: 204,
+        headers: {
+          "access-control-allow-headers": `${corsHeaders["access-control-allow-headers"]}, ${MCP_ALLOW_HEADERS}`,
+        },
+      }),
+      origin,
+      true,
+    );
+
   return async (req) => {
     const requestId = crypto.randomUUID();
-    if (req.method === "OPTIONS") {
-      return withCors(
-        new Response(null, {
-          status: 204,
-          headers: {
-            "access-control-allow-headers": `${corsHeaders["access-control-allow-headers"]}, ${MCP_ALLOW_HEADERS}`,
-          },
-        }),
-        true,
-      );
-    }
     const path = new URL(req.url).pathname.replace(/\/+$/, "");
     if (path.endsWith("/.well-known/oauth-protected-resource")) {
-      const { resource } = urls(ctx);
-      return json(
-        {
-          resource,
-          authorization_servers: [`${ctx.config.supabaseUrl}/auth/v1`],
-          bearer_methods_supported: ["header"],
-          scopes_supported: [],
-          resource_name: "mailroom",
-          resource_documentation: "https://github.com/supabase-community/mailroom#use-from-an-agent",
-        },
-        200,
-        { "access-control-allow-origin": "*", "cache-control": "public, max-age=300" },
-      );
+      // Public metadata, the same for everyone: any origin may read it (no Origin check).
+      return req.method === "OPTIONS" ? preflight("*") : withCors(metadata(ctx), "*");
     }
+    let origin: string | undefined;
+    try {
+      origin = allowedOrigin(req, allowedOrigins);
+    } catch (error) {
+      // Decided before the token and the MCP handler, on every method (preflight too), and
+      // without Access-Control-Allow-Origin: the refused page cannot even read the answer.
+      return withCors(errorResponse(error, requestId), undefined);
+    }
+    if (req.method === "OPTIONS") return preflight(origin);
     let caller: Caller;
     try {
       const token = bearerToken(req);
@@ -125,7 +138,7 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
       const product = /^[^\s/]+/.exec(req.headers.get("user-agent") ?? "")?.[0];
       caller = { token, claims, client: (clientId ?? product ?? "unknown").slice(0, 200) };
     } catch (error) {
-      return challenge(ctx, error, requestId);
+      return challenge(ctx, error, requestId, origin);
     }
     const res = await mcp.fetch(req, {
       authInfo: {
@@ -137,8 +150,25 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
       },
     });
     res.headers.set("x-request-id", requestId);
-    return withCors(res);
+    return withCors(res, origin);
   };
+}
+
+/** The RFC 9728 protected-resource metadata: where clients get a token for this resource. */
+function metadata(ctx: AppContext): Response {
+  const { resource } = urls(ctx);
+  return json(
+    {
+      resource,
+      authorization_servers: [`${ctx.config.supabaseUrl}/auth/v1`],
+      bearer_methods_supported: ["header"],
+      scopes_supported: [],
+      resource_name: "mailroom",
+      resource_documentation: "https://github.com/supabase-community/mailroom#use-from-an-agent",
+    },
+    200,
+    { "cache-control": "public, max-age=300" },
+  );
 }
 
 function buildServer(functions: Record<string, Handler>, ctx: AppContext, caller: Caller): McpServer {
