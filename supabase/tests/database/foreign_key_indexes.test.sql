@@ -1,12 +1,12 @@
--- Every foreign key has an index its `on delete` check can use (20261206130000). The checks
--- that a delete really goes through the index run with sequential scans disabled: on tables
--- this small the planner would scan them anyway, but only an index it can use for the foreign
--- key's query lets it avoid that.
+-- Every foreign key has an index its `on delete` check can use (20261206130000), and the batch
+-- progress index lists read (20261206130100). The checks that a delete really goes through the
+-- index run with sequential scans disabled: on tables this small the planner would scan them
+-- anyway, but only an index it can use for the foreign key's query lets it avoid that.
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(7);
+select plan(10);
 
 -- Catalog -----------------------------------------------------------------------------------
 -- Supabase's advisor (lint 0001 unindexed_foreign_keys): a foreign key is covered when an index's
@@ -37,6 +37,30 @@ select has_index(
   'public', 'email_batches', 'email_batches_template', array['template_id'],
   'email_batches.template_id is indexed'
 );
+-- Key columns (p_included false) or INCLUDE columns (true) of an index, in order.
+create function pg_temp.index_columns(p_index regclass, p_included boolean) returns text[] language sql as $$
+  select array_agg(a.attname::text order by k.n)
+    from pg_catalog.pg_index i
+    cross join lateral unnest(i.indkey::smallint[]) with ordinality k (attnum, n)
+    join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+   where i.indexrelid = p_index
+     and (k.n > i.indnkeyatts) = p_included
+$$;
+select is(
+  pg_temp.index_columns('public.email_audit_log_batch_progress', false),
+  array['batch_id', 'status', 'error_class'],
+  'a batch''s progress is one range of email_audit_log_batch_progress (batch_id, status, error_class)'
+);
+select is(
+  pg_temp.index_columns('public.email_audit_log_batch_progress', true),
+  array['completed_at', 'user_id'],
+  'it also carries completed_at and user_id (the RLS column), so the counts need no heap'
+);
+select hasnt_index(
+  'public', 'email_audit_log', 'email_audit_log_batch',
+  'the batch_id index it extends is gone'
+);
+
 -- Deletes find their referencing rows through the indexes ---------------------------------
 insert into auth.users (id, email) values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test');
 insert into public.user_smtp_configs (id, user_id, name, host, port, username, from_email)
