@@ -97,9 +97,109 @@ export async function batchStatus(tx: Tx, id: string): Promise<BatchStatus> {
   return row.status;
 }
 
+/** Most messages one page of the list counts: a page stops before the batch that would pass it (but always holds one). */
+export const MAX_MESSAGES_PER_PAGE = 100_000;
+
+/** A batch the list may show: what choosing a page needs, before any counting. */
+export interface ListCandidate {
+  id: string;
+  created_at: string;
+  total: number;
+}
+
+/**
+ * Which of `candidates` (newest first, up to `limit + 1` of them) one page shows, and whether
+ * batches remain after it. A page holds at most `limit` batches and stops before the batch that
+ * would take its message count past `budget`, so one request counts a bounded number of audit
+ * rows however many a user has. It never ends between two batches created at the same instant
+ * (`before` is a timestamp and could not resume between them), unless they fill the page.
+ *
+ * @example
+ * ```ts
+ * choosePage([{ id: "a", created_at: "2026-12-06T10:00:00.000000Z", total: 80_000 },
+ *             { id: "b", created_at: "2026-12-05T10:00:00.000000Z", total: 80_000 }], 50, 100_000);
+ * // { page: [a], more: true }
+ * ```
+ */
+export function choosePage<T extends ListCandidate>(
+  candidates: T[],
+  limit: number,
+  budget: number,
+): { page: T[]; more: boolean } {
+  let page: T[] = [];
+  let messages = 0;
+  for (const candidate of candidates.slice(0, limit)) {
+    if (page.length > 0 && messages + candidate.total > budget) break;
+    page.push(candidate);
+    messages += candidate.total;
+  }
+  const next = candidates[page.length];
+  if (next === undefined) return { page, more: false };
+  const untied = page.filter((c) => c.created_at !== next.created_at);
+  if (untied.length > 0) page = untied;
+  return { page, more: true };
+}
+
+/**
+ * The progress documents of the batches `ids`, newest first: the same document as
+ * {@linkcode batchStatus}, with each batch's rows read once through the index-only scan of
+ * email_audit_log_batch_progress (batch_id, status, error_class; see its migration) and grouped
+ * by status and error class before anything else is derived.
+ */
+function pageSummaries(tx: Tx, ids: string[]) {
+  return tx<{ status: BatchStatus }[]>`
+    select jsonb_build_object(
+             'batch_id', b.id,
+             'created_at', ${isoUtc(tx, "b.created_at")},
+             'scheduled_at', ${isoUtc(tx, "b.scheduled_at")},
+             'total', b.total,
+             'counts', s.counts,
+             'first_sent_at', ${isoUtc(tx, "s.first_sent_at")},
+             'last_sent_at', ${isoUtc(tx, "s.last_sent_at")},
+             'rate_per_minute', case when s.last_sent_at > s.first_sent_at
+               then round((s.sent / (extract(epoch from s.last_sent_at - s.first_sent_at) / 60))::numeric, 1) end,
+             'top_errors', s.top_errors
+           ) as status
+      from public.email_batches b
+      cross join lateral (
+        with g as (
+          select a.status, a.error_class, count(*) as n,
+                 min(a.completed_at) as first_completed_at, max(a.completed_at) as last_completed_at
+            from public.email_audit_log a
+           where a.batch_id = b.id
+           group by a.status, a.error_class
+        )
+        select (select jsonb_build_object(
+                         'queued', coalesce(sum(g.n) filter (where g.status = 'queued'), 0),
+                         'scheduled', coalesce(sum(g.n) filter (where g.status = 'scheduled'), 0),
+                         'sending', coalesce(sum(g.n) filter (where g.status = 'sending'), 0),
+                         'sent', coalesce(sum(g.n) filter (where g.status = 'sent'), 0),
+                         'deferred', coalesce(sum(g.n) filter (where g.status = 'deferred'), 0),
+                         'failed', coalesce(sum(g.n) filter (where g.status = 'failed'), 0),
+                         'unknown', coalesce(sum(g.n) filter (where g.status = 'unknown'), 0),
+                         'cancelled', coalesce(sum(g.n) filter (where g.status = 'cancelled'), 0))
+                  from g) as counts,
+               (select coalesce(sum(g.n), 0) from g where g.status = 'sent') as sent,
+               (select min(g.first_completed_at) from g where g.status = 'sent') as first_sent_at,
+               (select max(g.last_completed_at) from g where g.status = 'sent') as last_sent_at,
+               (select coalesce(jsonb_agg(jsonb_build_object('error_class', e.error_class, 'count', e.n)
+                                          order by e.n desc, e.error_class), '[]'::jsonb)
+                  from (select g.error_class, sum(g.n) as n
+                          from g
+                         where g.error_class is not null
+                         group by g.error_class
+                         order by n desc, g.error_class
+                         limit 5) e) as top_errors
+      ) s
+     where b.id = any (${ids}::uuid[])
+     order by b.created_at desc, b.id desc`;
+}
+
 /**
  * The caller's batches, newest first, each with its progress; `before` (a `created_at` from an
- * earlier page) pages back.
+ * earlier page, `next_before`) pages back. A page holds at most `limit` (50) batches and
+ * {@linkcode MAX_MESSAGES_PER_PAGE} of their messages, so it may be shorter than `limit` while
+ * more remain: `next_before` is null only on the last page.
  *
  * @example
  * ```ts
@@ -112,11 +212,17 @@ export async function listBatches(
 ): Promise<{ batches: BatchStatus[]; next_before: string | null }> {
   const limit = Math.min(options.limit ?? MAX_BATCHES_PER_PAGE, MAX_BATCHES_PER_PAGE);
   const before = options.before === undefined ? tx`` : tx`where b.created_at < ${options.before}::text::timestamptz`;
-  const rows = await tx<{ status: BatchStatus }[]>`
-    select ${summary(tx)} ${before} order by b.created_at desc, b.id desc limit ${limit}`;
-  const batches = rows.map((row) => row.status);
-  const last = batches.at(-1);
-  return { batches, next_before: batches.length === limit && last ? last.created_at : null };
+  // The page is chosen from the batches' own rows (one index range), then only its batches are counted.
+  const candidates = await tx<ListCandidate[]>`
+    select b.id, ${isoUtc(tx, "b.created_at")} as created_at, b.total
+      from public.email_batches b
+      ${before}
+     order by b.created_at desc, b.id desc
+     limit ${limit + 1}`;
+  const { page, more } = choosePage(candidates, limit, MAX_MESSAGES_PER_PAGE);
+  if (page.length === 0) return { batches: [], next_before: null };
+  const rows = await pageSummaries(tx, page.map((c) => c.id));
+  return { batches: rows.map((row) => row.status), next_before: more ? page[page.length - 1].created_at : null };
 }
 
 /**
