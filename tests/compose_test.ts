@@ -9,6 +9,7 @@ import {
   MAX_HTML_DEPTH,
   MAX_HTML_INDENT,
   MAX_HTML_TAGS,
+  scanHtml,
 } from "../supabase/functions/_shared/mail/html.ts";
 import { canonicalAddress, countRecipients, dedupeRecipients } from "../supabase/functions/_shared/mail/addresses.ts";
 import {
@@ -176,6 +177,27 @@ Deno.test("plain-text bodies from hostile HTML", async (t) => {
     for (const unit of closesHidden) {
       assert.ok(htmlShape(unit.repeat(MAX_HTML_DEPTH + 1)).depth > MAX_HTML_DEPTH, unit);
     }
+  });
+
+  await t.step("reports the runs of plain text: not tags, comments, declarations or raw text", () => {
+    const runs = (html: string) => {
+      const found: string[] = [];
+      scanHtml(html, { textRun: (start, end) => found.push(html.slice(start, end)) });
+      return found;
+    };
+    // A run ends with the "<" that starts what follows it (the document starts in text).
+    assert.deepEqual(runs('a<b c="d>e">f<!-- g -->h<style>i</style>j<!doctype x>k< l'), [
+      "a<",
+      "f<",
+      "h<",
+      "j<",
+      // "<" and a space is no tag: the text goes on (as a run of its own).
+      "k<",
+      " l",
+    ]);
+    assert.deepEqual(runs("<title>a<b>c</title>d<textarea>e</textarea>"), ["<", "d<"]);
+    assert.deepEqual(runs("no tags at all"), ["no tags at all"]);
+    assert.deepEqual(runs("<p>"), ["<"]);
   });
 
   await t.step("measures the depth and size of the tree html-to-text builds (property)", () => {
