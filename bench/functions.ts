@@ -98,9 +98,11 @@ try {
     for (let run = 0; run < 3; run++) {
       const owner = await stack.createUser();
       await stack.createConfig(owner, { port: smtp.port, security: "none", username: null });
+      // Per-recipient data needs a template (without one it would be sent as written): the
+      // starter "welcome" one, rendered for every recipient at accept.
       const body = JSON.stringify({
-        subject: "Hello {{name}}",
-        text: "Hi {{name}}",
+        template: "welcome",
+        data: { product: "Bench", login_url: "https://example.com/login" },
         recipients: Array.from(
           { length: recipients },
           (_, i) => ({ email: `a${i}@example.com`, data: { name: `n${i}` } }),

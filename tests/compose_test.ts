@@ -9,11 +9,13 @@ import {
   MAX_HTML_DEPTH,
   MAX_HTML_INDENT,
   MAX_HTML_TAGS,
+  scanHtml,
 } from "../supabase/functions/_shared/mail/html.ts";
 import { canonicalAddress, countRecipients, dedupeRecipients } from "../supabase/functions/_shared/mail/addresses.ts";
 import {
   type AttachmentInput,
   bodies,
+  checkContent,
   decodeAttachments,
   DEFAULT_LIMITS,
   loadCompositionLimits,
@@ -176,6 +178,27 @@ Deno.test("plain-text bodies from hostile HTML", async (t) => {
     for (const unit of closesHidden) {
       assert.ok(htmlShape(unit.repeat(MAX_HTML_DEPTH + 1)).depth > MAX_HTML_DEPTH, unit);
     }
+  });
+
+  await t.step("reports the runs of plain text: not tags, comments, declarations or raw text", () => {
+    const runs = (html: string) => {
+      const found: string[] = [];
+      scanHtml(html, { textRun: (start, end) => found.push(html.slice(start, end)) });
+      return found;
+    };
+    // A run ends with the "<" that starts what follows it (the document starts in text).
+    assert.deepEqual(runs('a<b c="d>e">f<!-- g -->h<style>i</style>j<!doctype x>k< l'), [
+      "a<",
+      "f<",
+      "h<",
+      "j<",
+      // "<" and a space is no tag: the text goes on (as a run of its own).
+      "k<",
+      " l",
+    ]);
+    assert.deepEqual(runs("<title>a<b>c</title>d<textarea>e</textarea>"), ["<", "d<"]);
+    assert.deepEqual(runs("no tags at all"), ["no tags at all"]);
+    assert.deepEqual(runs("<p>"), ["<"]);
   });
 
   await t.step("measures the depth and size of the tree html-to-text builds (property)", () => {
@@ -493,6 +516,45 @@ Deno.test("attachments", async (t) => {
     }
   });
 
+  await t.step("rejects line and paragraph separators and every other character that renders as nothing", () => {
+    const refused: [string, string][] = [
+      ["\u2028", "a line separator"],
+      ["\u2029", "a paragraph separator"],
+      ["\u0085", "a control character"],
+      ["\u000B", "a control character"],
+      ["\u202E", "a bidirectional control"],
+      ["\u2066", "a bidirectional control"],
+      ["\u180E", "an invisible character"],
+      ["\uFE0F", "an invisible character"],
+      ["\u180B", "an invisible character"],
+      ["\u{E0041}", "an invisible character"],
+      ["\u{E0100}", "an invisible character"],
+      ["\u2064", "an invisible character"],
+      ["\uFFF0", "an invisible character"],
+    ];
+    for (const [character, kind] of refused) {
+      const code = `U+${character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+      const error = apiError(
+        () =>
+          decodeAttachments(
+            [{ filename: "ok.txt", content: "" }, { filename: `report${character}.pdf`, content: "" }],
+            LIMITS,
+          ),
+        400,
+        "invalid_attachment",
+      );
+      assert.deepEqual(error.details, { index: 1, field: "filename" }, code);
+      assert.ok(
+        error.message.startsWith(`attachments.1.filename: filename contains ${code} (${kind}) at position 6;`),
+        error.message,
+      );
+    }
+    // Variation selectors after an emoji, and keycaps, are what they are meant for.
+    for (const filename of ["❤️ notes.txt", "1️⃣ first.txt", "☺︎.txt", "👨‍👩‍👧‍👦 family.jpg"]) {
+      assert.equal(decodeAttachments([{ filename, content: "" }], LIMITS)[0].filename, filename);
+    }
+  });
+
   await t.step("requires content_type to be type/subtype", () => {
     for (const content_type of ["text", "text/plain; charset=utf-8", "text/plain\r\nX: y", "/plain", "a/b/c", ""]) {
       const error = apiError(
@@ -632,4 +694,27 @@ Deno.test("recipients", async (t) => {
       assert.ok(typeof canonicalAddress(address) !== "string", address);
     }
   });
+});
+
+Deno.test("content accepted now and built later", async (t) => {
+  await t.step(
+    "refuses what building the message would: subject and HTML size, HTML no text part can come from",
+    () => {
+      const limits = { maxSubjectChars: 10, maxHtmlBytes: 13 };
+      checkContent({ subject: "0123456789", html: "<p>ééé</p>" }, limits);
+      assert.deepEqual(
+        apiError(() => checkContent({ subject: "01234567890" }, limits), 422, "subject_too_long").details,
+        { limit: 10 },
+      );
+      assert.deepEqual(
+        apiError(() => checkContent({ html: "<p>éééé</p>" }, limits), 413, "html_too_large").details,
+        { limit_bytes: 13 },
+      );
+      const deep = "<div>".repeat(MAX_HTML_DEPTH + 1);
+      apiError(() => checkContent({ html: deep }, DEFAULT_LIMITS), 422, "html_too_complex");
+      // With a text part, or when the caller has checked the shape, nothing is generated from it.
+      checkContent({ html: deep, text: "plain" }, DEFAULT_LIMITS);
+      checkContent({ html: deep }, DEFAULT_LIMITS, { checkShape: false });
+    },
+  );
 });

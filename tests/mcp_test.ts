@@ -177,7 +177,7 @@ Deno.test({
           };
           const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
           const bulk = await call("send_bulk_email", {
-            recipients: ["a@example.com", { email: "b@example.com", data: { name: "B" } }],
+            recipients: ["a@example.com", { email: "b@example.com", name: "B" }],
             subject: "News",
             text: "Hello",
             scheduled_at: tomorrow,

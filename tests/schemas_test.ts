@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
-import { parseBody, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
+import { parseBody, sendBulkRequest, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
 import { ApiError } from "../supabase/functions/_shared/http.ts";
 
-function issuesOf(value: unknown, code = "invalid_request"): { path: string; message: string }[] {
+function issuesOf(
+  value: unknown,
+  code = "invalid_request",
+  schema: typeof sendEmailRequest | typeof sendBulkRequest = sendEmailRequest,
+): { path: string; message: string }[] {
   try {
-    parseBody(sendEmailRequest, value);
+    parseBody(schema, value);
   } catch (error) {
     assert.ok(error instanceof ApiError);
     assert.equal(error.status, 400);
@@ -86,5 +90,34 @@ Deno.test("send-email request validation", async (t) => {
   await t.step("rejects unqualified domains and over-long local parts", () => {
     assert.equal(issuesOf({ to: "root@localhost", text: "x" })[0].path, "to.0");
     assert.equal(issuesOf({ to: `${"a".repeat(65)}@example.com`, text: "x" })[0].path, "to.0");
+  });
+});
+
+Deno.test("send-bulk request validation", async (t) => {
+  const bulkIssues = (value: unknown) => issuesOf(value, "invalid_request", sendBulkRequest);
+
+  await t.step("takes data, shared or a recipient's own, only with a template, naming each recipient", () => {
+    parseBody(sendBulkRequest, {
+      recipients: [{ email: "a@example.com", data: { n: 1 } }, "b@example.com"],
+      template: "welcome",
+      data: { shop: "Acme" },
+    });
+    const recipients = [{ email: "a@example.com", data: { n: 1 } }, "b@example.com", {
+      email: "c@example.com",
+      data: {},
+    }];
+    const issues = bulkIssues({ recipients, subject: "Bulk {{n}}", text: "Bulk {{n}}" });
+    assert.deepEqual(issues, [
+      { path: "recipients.0.data", message: "data is only used with a template" },
+      { path: "recipients.2.data", message: "data is only used with a template" },
+    ]);
+    assert.equal(bulkIssues({ recipients: ["a@example.com"], text: "x", data: { n: 1 } })[0].path, "data");
+  });
+
+  await t.step("names at most twenty recipients however many there are", () => {
+    const recipients = Array.from({ length: 5_000 }, (_, n) => ({ email: `r${n}@example.com`, data: { n } }));
+    const issues = bulkIssues({ recipients, text: "Bulk {{n}}" });
+    assert.equal(issues.length, 20);
+    assert.equal(issues[19].path, "recipients.19.data");
   });
 });

@@ -1,10 +1,14 @@
 // send-bulk end to end: batches validated and queued over HTTP, checked in the database
-// (rows, payloads, statuses), their progress, listing and cancelling. Delivery is the outbox
-// worker's business and is tested there; nothing here talks SMTP.
+// (rows, payloads, statuses), their progress, listing and cancelling; what cannot render is
+// refused at accept, as every other path that takes a template refuses it. Delivery is the
+// outbox worker's business and is tested there; nothing here talks SMTP.
 import assert from "node:assert/strict";
 import { body, type ErrorBody, errorCode, startTestStack, type TestStack, type TestUser } from "./harness.ts";
 import { parseBody, sendEmailRequest } from "../supabase/functions/_shared/schemas.ts";
 import { MAX_BODY_BYTES } from "../supabase/functions/send-bulk/handler.ts";
+import { MAX_HTML_DEPTH } from "../supabase/functions/_shared/mail/html.ts";
+import { MAX_RENDER_STEPS } from "../supabase/functions/_shared/mail/templates.ts";
+import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 
 interface Accepted {
   batch_id: string;
@@ -48,6 +52,10 @@ Deno.test({
       insert into public.email_templates (user_id, name, subject, html, variables)
       values (${alice.id}, 'order-shipped', 'Order {{order.id}} shipped', '<p>Hi {{first_name}}</p>',
               '["first_name", "order.id"]'::jsonb)`;
+    // No required variables: recipients' data is optional.
+    await stack.sql`
+      insert into public.email_templates (user_id, name, text)
+      values (${alice.id}, 'plain', 'Hi {{first_name}}')`;
 
     const post = (payload: unknown, who = alice, headers: Record<string, string> = {}) =>
       stack.invoke("send-bulk", { token: who.token, body: payload, headers });
@@ -151,7 +159,7 @@ Deno.test({
 
       await t.step("refuses a batch with invalid entries, naming each by index, and queues nothing", async () => {
         const before = await batchCount(alice);
-        const details = await entryErrors(await post({ recipients: mixed, subject: "s", text: "t" }));
+        const details = await entryErrors(await post({ recipients: mixed, subject: "s", template: "plain" }));
         assert.equal(details.invalid_count, 5);
         assert.deepEqual(details.errors.map((e) => e.index), [1, 2, 3, 4, 6]);
         assert.match(details.errors[0].reason, /"not-an-address" is not a valid email address/);
@@ -163,7 +171,9 @@ Deno.test({
       });
 
       await t.step("with skip_invalid queues the valid entries and reports the skipped ones", async () => {
-        const result = await accepted(await post({ recipients: mixed, subject: "s", text: "t", skip_invalid: true }));
+        const result = await accepted(
+          await post({ recipients: mixed, subject: "s", template: "plain", skip_invalid: true }),
+        );
         assert.equal(result.queued, 2);
         assert.deepEqual(result.skipped?.map((s) => s.index), [1, 2, 3, 4, 6]);
         const rows = await stack.sql`
@@ -212,6 +222,191 @@ Deno.test({
           ]);
           const res = await post({ recipients: ["x@example.com"], template: "no-such-template" });
           assert.equal(await errorCode(res, 404), "template_not_found");
+        },
+      );
+
+      // Unbounded, this is 10^12 rendering steps for every recipient (see stall_test.ts).
+      const bomb = "{{#a}}".repeat(4) + "{{/a}}".repeat(4);
+      const thousand = Array.from({ length: 1_000 }, (_, i) => i);
+      await stack.sql`
+        insert into public.email_templates (user_id, name, subject, html, text)
+        values (${alice.id}, 'bomb', 'Hi', '<p>Hi</p>', ${bomb}),
+               (${alice.id}, 'card', 'For {{name}}', '<p><a href="{{link}}">{{name}}</a></p>',
+                '{{#items}}{{#items}}{{#items}}{{.}}{{/items}}{{/items}}{{/items}}')`;
+      const queuedRows = async () =>
+        (await stack.sql`
+        select count(*)::int as n from public.email_audit_log where user_id = ${alice.id}`)[0].n;
+
+      await t.step("recipients' own data without a template is refused, naming each entry", async () => {
+        const before = await queuedRows();
+        const recipients = Array.from({ length: 1_000 }, (_, n) => ({ email: `n${n}@example.com`, data: { n } }));
+        recipients[1] = { email: "plain@example.com" } as (typeof recipients)[number];
+        const res = await post({ recipients, subject: "Bulk {{n}}", text: "Bulk {{n}}" });
+        const error = (await body<ErrorBody>(res)).error;
+        assert.equal(res.status, 400, JSON.stringify(error));
+        assert.equal(error.code, "invalid_request");
+        const paths = (error.details as { issues: { path: string }[] }).issues.map((i) => i.path);
+        assert.deepEqual(paths.slice(0, 3), ["recipients.0.data", "recipients.2.data", "recipients.3.data"]);
+        assert.match(error.message, /data is only used with a template/);
+        // Even skip_invalid: the batch's text was meant as a template.
+        const skipping = await post({ recipients, text: "Bulk {{n}}", skip_invalid: true });
+        assert.equal(await errorCode(skipping, 400), "invalid_request");
+        assert.equal(await queuedRows(), before, "nothing was queued");
+      });
+
+      await t.step("a template that cannot render with the shared data is refused once, with its code", async () => {
+        const before = await queuedRows();
+        const recipients = Array.from({ length: 2_000 }, (_, i) => `r${i}@example.com`);
+        for (const skip_invalid of [false, true]) {
+          const res = await post({ recipients, template: "bomb", data: { a: thousand }, skip_invalid });
+          const error = (await body<ErrorBody>(res)).error;
+          assert.equal(res.status, 422, JSON.stringify(error));
+          assert.equal(error.code, "template_too_complex");
+          assert.deepEqual(error.details, { limit_steps: MAX_RENDER_STEPS });
+          assert.match(error.message, /^With the batch's shared data: /);
+        }
+        const unsafe = await post({ recipients, template: "card", data: { link: "javascript:alert(1)" } });
+        const unsafeError = (await body<ErrorBody>(unsafe)).error;
+        assert.equal(unsafe.status, 422);
+        assert.equal(unsafeError.code, "template_data_unsafe_url");
+        assert.deepEqual(unsafeError.details, { part: "html", variable: "link", attribute: "href" });
+        // Saved before data was kept out of style attributes: refused for what it is.
+        await stack.sql`
+          insert into public.email_templates (user_id, name, html)
+          values (${alice.id}, 'styled', '<p style="color: {{color}}">Hi</p>')`;
+        const styled = await post({ recipients, template: "styled", data: { color: "red" } });
+        const styledError = (await body<ErrorBody>(styled)).error;
+        assert.equal(styled.status, 422);
+        assert.equal(styledError.code, "template_invalid");
+        assert.deepEqual(styledError.details, { part: "html", position: 17, context: "style_attribute" });
+        // Without a template: HTML that no text part can be generated from.
+        const deep = await post({ recipients, subject: "s", html: "<div>".repeat(MAX_HTML_DEPTH + 1) });
+        assert.equal(await errorCode(deep, 422), "html_too_complex");
+        assert.equal(await queuedRows(), before, "nothing was queued");
+      });
+
+      await t.step(
+        "what one recipient's own data cannot render is named by index, with the render's code",
+        async () => {
+          const recipients = [
+            { email: "fine@example.com", data: { name: "Fine", link: "https://example.com/a" } },
+            { email: "script@example.com", data: { name: "Script", link: "java\tscript:alert(1)" } },
+            { email: "header@example.com", data: { name: "Two\r\nBcc: x@example.com" } },
+            { email: "lists@example.com", data: { name: "Lists", items: Array.from({ length: 150 }, (_, i) => i) } },
+            { email: "none@example.com" },
+          ];
+          const details = await entryErrors(await post({ recipients, template: "card", data: { link: "/home" } }));
+          assert.deepEqual(details.errors.map((e) => [e.index, e.reason.split(":")[0]]), [
+            [1, "template_data_unsafe_url"],
+            [2, "template_data_invalid"],
+            [3, "template_too_complex"],
+          ]);
+          assert.equal(details.invalid_count, 3);
+          const result = await accepted(
+            await post({ recipients, template: "card", data: { link: "/home" }, skip_invalid: true }),
+          );
+          assert.equal(result.queued, 2);
+          assert.deepEqual(result.skipped?.map((s) => s.index), [1, 2, 3]);
+        },
+      );
+
+      await t.step("messages mode renders each message's template with its data, naming what fails", async () => {
+        const messages = [
+          { to: "ok@example.com", template: "card", data: { name: "Ok", link: "mailto:ok@example.com" } },
+          { to: "bomb@example.com", template: "bomb", data: { a: thousand } },
+          { to: "url@example.com", template: "card", data: { name: "U", link: "data:text/html,x" } },
+          { to: "deep@example.com", subject: "s", html: "<div>".repeat(MAX_HTML_DEPTH + 1) },
+          { to: "given-text@example.com", subject: "s", html: "<div>".repeat(MAX_HTML_DEPTH + 1), text: "plain" },
+        ];
+        const result = await accepted(await post({ messages, skip_invalid: true }));
+        assert.equal(result.queued, 2);
+        assert.deepEqual(result.skipped?.map((s) => [s.index, s.reason.split(":")[0]]), [
+          [1, "template_too_complex"],
+          [2, "template_data_unsafe_url"],
+          [3, "html_too_complex"],
+        ]);
+      });
+
+      await t.step("rendering stops at the accept budget: a clean batch is queued, a failing one refused", async () => {
+        // Data in an unquoted attribute: every render is read as HTML, about 700 steps for 11 KB.
+        const row = '<tr><td class="c">Lorem ipsum dolor sit amet, consectetur adipiscing elit.</td></tr>\n';
+        const html = `<table><tr><td class={{name}}>Hi</td></tr>${row.repeat(150)}</table>`;
+        await stack.sql`
+          insert into public.email_templates (user_id, name, subject, html, text)
+          values (${alice.id}, 'long', 'Hi', ${html}, 'Hi {{name}}'),
+                 (${alice.id}, 'cube', 'Hi', ${html}, '{{#a}}{{#a}}{{#a}}{{/a}}{{/a}}{{/a}}')`;
+        const many = Array.from(
+          { length: 10_000 },
+          (_, i) => ({ email: `b${i}@example.com`, data: { name: `n${i}` } }),
+        );
+        const clean = await accepted(await post({ recipients: many, template: "long" }));
+        assert.equal(clean.queued, 10_000);
+        // Each of these costs the whole per-render limit: the budget is spent after a few.
+        const heavy = many.map((r) => ({ ...r, data: { a: Array.from({ length: 101 }, (_, i) => i) } }));
+        const res = await post({ recipients: heavy, template: "cube", skip_invalid: true });
+        const error = (await body<ErrorBody>(res)).error;
+        assert.equal(res.status, 422, JSON.stringify(error).slice(0, 300));
+        assert.equal(error.code, "invalid_recipients");
+        const failed = (error.details as unknown as EntryErrors).errors;
+        assert.ok(failed.length >= 1 && failed.length < 10, `${failed.length} rendered before the budget ran out`);
+        assert.ok(failed.every((e) => e.reason.startsWith("template_too_complex: ")));
+        assert.match(error.message, /rendering every entry would take more than \d+ steps; it stopped at entry \d+/);
+      });
+
+      await t.step("every path that accepts a send refuses an unrenderable template the same way", async () => {
+        const later = new Date(Date.now() + 3_600_000).toISOString();
+        const scheduled = await stack.invoke("send-email", {
+          token: alice.token,
+          body: { to: "s@example.com", template: "bomb", data: { a: thousand }, scheduled_at: later },
+        });
+        assert.equal(await errorCode(scheduled, 422), "template_too_complex");
+        const preview = await stack.invoke("templates/bomb/preview", {
+          token: alice.token,
+          body: { data: { a: thousand } },
+        });
+        assert.equal(await errorCode(preview, 422), "template_too_complex");
+        const client = new Client({ name: "bulk-test", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+        await client.connect(
+          new StreamableHTTPClientTransport(new URL(`${stack.url}/functions/v1/mcp`), {
+            requestInit: { headers: { Authorization: `Bearer ${alice.token}` } },
+          }),
+        );
+        try {
+          const result = await client.callTool({
+            name: "send_bulk_email",
+            arguments: { recipients: ["m1@example.com", "m2@example.com"], template: "bomb", data: { a: thousand } },
+          }) as { isError?: boolean; content: { text?: string }[] };
+          assert.equal(result.isError, true);
+          assert.match(result.content.map((c) => c.text ?? "").join("\n"), /^template_too_complex\b/);
+        } finally {
+          await client.close();
+        }
+      });
+
+      await t.step(
+        "counts are checked before any entry: 10,000 messages of 50 recipients are refused at once",
+        async () => {
+          const before = await queuedRows();
+          const to = (i: number) => Array.from({ length: 50 }, (_, j) => `r${i}x${j}@example.com`);
+          const messages = Array.from({ length: 10_000 }, (_, i) => ({ to: to(i), text: "x" }));
+          // The last message is invalid too: it is never reached.
+          messages[9_999] = { to: ["not an address"], text: "x" };
+          const res = await post({ messages });
+          const error = (await body<ErrorBody>(res)).error;
+          assert.equal(res.status, 422, JSON.stringify(error).slice(0, 300));
+          assert.equal(error.code, "too_many_recipients");
+          assert.deepEqual(error.details, { limit: 10_000, count: 499_951, bound: "message_recipients" });
+          assert.match(error.message, /at most 10000 recipients per request; these messages have 499951/i);
+          const split = await post({
+            messages: [{ to: ["a@example.com", "b@example.com"], cc: "c@example.com", bcc: [], text: "x" }],
+          });
+          assert.equal((await accepted(split)).queued, 1);
+          const tooManyMessages = await post({
+            messages: Array.from({ length: 10_001 }, () => ({ to: "a@example.com" })),
+          });
+          const tooManyError = (await body<ErrorBody>(tooManyMessages)).error;
+          assert.deepEqual(tooManyError.details, { limit: 10_000, count: 10_001, bound: "messages" });
+          assert.equal(await queuedRows(), before + 1);
         },
       );
 
@@ -482,7 +677,7 @@ Deno.test({
         const tooManyBody = await body<ErrorBody>(tooMany);
         assert.equal(tooMany.status, 422);
         assert.equal(tooManyBody.error.code, "too_many_recipients");
-        assert.deepEqual(tooManyBody.error.details, { limit: 10_000, count: 10_001 });
+        assert.deepEqual(tooManyBody.error.details, { limit: 10_000, count: 10_001, bound: "recipients" });
         // Answered before the body is read; a client of its own, so its unfinished upload holds up nothing else.
         const client = Deno.createHttpClient({});
         try {

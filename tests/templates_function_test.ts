@@ -65,6 +65,44 @@ Deno.test({
         );
       });
 
+      await t.step("a variable where data could style, script or redirect is refused at save", async () => {
+        const cases: [string, string][] = [
+          ['<p style="color: {{color}}">x</p>', "style_attribute"],
+          ['<a ONCLICK="{{js}}">x</a>', "event_handler_attribute"],
+          ["<style>p { color: {{color}} }</style>", "style_element"],
+          ['<meta http-equiv="Refresh" content="0; url={{link}}">', "meta_refresh"],
+        ];
+        for (const [html, context] of cases) {
+          const res = await call(alice, "", "POST", { name: `ctx ${context}`, html });
+          const error = (await res.json()).error;
+          assert.equal(res.status, 422, html);
+          assert.equal(error.code, "template_invalid");
+          assert.deepEqual(error.details, { part: "html", position: html.indexOf("{{"), context });
+        }
+        const patched = await call(alice, "/order%20shipped", "PATCH", { html: '<a onmouseover="{{js}}">x</a>' });
+        assert.equal(await errorCode(patched, 422), "template_invalid");
+        const kept = await (await call(alice, "/order%20shipped")).json();
+        assert.match(kept.html, /track it/, "the template is unchanged");
+      });
+
+      await t.step("preview refuses data that reaches such a place, naming variable and context", async () => {
+        const res = await call(alice, "", "POST", { name: "attr", html: '<a {{attr}}="alert(1)">x</a>' });
+        assert.equal(res.status, 201);
+        const ok = await call(alice, "/attr/preview", "POST", { data: { attr: "title" } });
+        assert.equal((await ok.json()).html, '<a title="alert(1)">x</a>');
+        const refused = await call(alice, "/attr/preview", "POST", { data: { attr: "OnClick" } });
+        assert.equal(refused.status, 422);
+        const error = (await refused.json()).error;
+        assert.equal(error.code, "template_data_unsafe_context");
+        assert.deepEqual(error.details, {
+          part: "html",
+          variable: "attr",
+          context: "event_handler_attribute",
+          attribute: "onclick",
+        });
+        assert.equal(smtp.messages().length, 0);
+      });
+
       await t.step("preview renders exactly as a send would, and sends nothing", async () => {
         const res = await call(alice, "/order%20shipped/preview", "POST", {
           data: { name: "<Ann>", order: { id: 42 }, tracking_url: "https://t.example/42" },

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import Mustache from "mustache";
 import { apiError } from "./api_error.ts";
 import {
+  compileTemplate,
   type EmailTemplate,
   MAX_DATA_DEPTH,
   MAX_DATA_VALUES,
@@ -9,7 +11,9 @@ import {
   MAX_SECTION_DEPTH,
   MAX_TEMPLATE_PART_CHARS,
   MAX_VARIABLE_NAME,
+  mergeTemplateData,
   missingVariables,
+  prepareTemplateData,
   referencedVariables,
   renderTemplate,
   requiredVariables,
@@ -476,4 +480,228 @@ Deno.test("missingVariables resolves dotted names through own properties, as ren
     ["order.id", "nested.inherited", "absent"],
   );
   assert.deepEqual(missingVariables([], data), []);
+});
+
+Deno.test("places template data may not go", async (t) => {
+  const saved = (source: string) =>
+    apiError(() => validateTemplateSource(template({ html: source })), 422, "template_invalid");
+  const refused = (source: string, data: Record<string, unknown>) =>
+    apiError(() => renderTemplate(template({ html: source }), data), 422, "template_data_unsafe_context");
+
+  await t.step("refuses a template that puts a variable there, naming the context, in any spelling", () => {
+    const cases: [string, string][] = [
+      ['<p style="color: {{color}}">x</p>', "style_attribute"],
+      ["<p STYLE='{{color}}'>x</p>", "style_attribute"],
+      ["<p sTyLe = {{color}}>x</p>", "style_attribute"],
+      ['<p\n\tstyle\n=\n"{{color}}">x</p>', "style_attribute"],
+      ['<svg><rect style="fill:{{color}}"/></svg>', "style_attribute"],
+      ['<a onclick="{{js}}">x</a>', "event_handler_attribute"],
+      ["<img src=x ONERROR={{js}}>", "event_handler_attribute"],
+      ['<a/onmouseover="{{js}}">x</a>', "event_handler_attribute"],
+      ['<body onLoad="go({{id}})">', "event_handler_attribute"],
+      ["<style>p { color: {{color}} }</style>", "style_element"],
+      ['<STYLE type="text/css">{{css}}</STYLE>', "style_element"],
+      ["<style >a{}</style ><style\n>{{css}}", "style_element"],
+      ["<script>var id = '{{id}}';</script>", "script_element"],
+      ['<SCRIPT type="module">{{js}}</script >', "script_element"],
+      ['<iframe srcdoc="{{page}}"></iframe>', "srcdoc_attribute"],
+      ['<meta http-equiv="refresh" content="0; url={{link}}">', "meta_refresh"],
+      ['<META HTTP-EQUIV="Refresh" CONTENT="{{seconds}}">', "meta_refresh"],
+      ['<meta content="0;url={{link}}" http-equiv=" refresh\t">', "meta_refresh"],
+      ['<meta http-equiv="&#82;efresh" content="{{link}}">', "meta_refresh"],
+      ['<meta http-equiv="&#x72;&#x65;fresh" content="{{link}}">', "meta_refresh"],
+      ['<meta http-equiv="{{what}}" content="0; url=https://example.com">', "meta_http_equiv"],
+    ];
+    for (const [source, context] of cases) {
+      const error = saved(source);
+      assert.equal(error.details?.context, context, source);
+      assert.equal(error.details?.part, "html", source);
+      assert.equal(error.details?.position, source.indexOf("{{"), source);
+    }
+  });
+
+  await t.step("leaves data in text, other attributes and look-alikes alone, and the template's own styles", () => {
+    const allowed = [
+      '<p title="{{a}}" class="{{b}}" data-style="{{c}}" data-onclick="{{d}}">{{e}}</p>',
+      '<style>p { color: red }</style><p style="color: red">{{a}}</p><script>go()</script>',
+      '<meta name="description" content="{{a}}"><meta http-equiv="content-language" content="{{b}}">',
+      "<styles>{{a}}</styles><scripts>{{b}}</scripts><p>style={{c}}</p>",
+      '<p {{#bold}}style="font-weight: bold"{{/bold}}>{{a}}</p>',
+      "<!-- <style>{{a}}</style> --><textarea>{{b}}</textarea><title>{{c}}</title>",
+    ];
+    for (const source of allowed) {
+      validateTemplateSource(template({ html: source }));
+      renderTemplate(template({ html: source }), {
+        a: "color: red",
+        b: "alert(1)",
+        c: "x",
+        d: "y",
+        e: "z",
+        bold: true,
+      });
+    }
+  });
+
+  await t.step("refuses data that gets there when rendered: names it spells, sections that open a style", () => {
+    const cases: [string, Record<string, unknown>, string, string | undefined][] = [
+      ['<p {{attr}}="color: red">x</p>', { attr: "style" }, "style_attribute", "style"],
+      ['<p {{attr}}="color: red">x</p>', { attr: "STYLE" }, "style_attribute", "style"],
+      ['<a {{attr}}="alert(1)">x</a>', { attr: "onClick" }, "event_handler_attribute", "onclick"],
+      ['<a on{{event}}="alert(1)">x</a>', { event: "mouseover" }, "event_handler_attribute", "onmouseover"],
+      [
+        '<meta {{attr}}="refresh" content="0;url=https://e.com">',
+        { attr: "http-equiv" },
+        "meta_http_equiv",
+        "http-equiv",
+      ],
+      ["<style>{{#open}}</style>{{/open}}<p>{{color}}</p>", { open: false, color: "red" }, "style_element", undefined],
+      ["<script>{{^closed}}</script>{{/closed}}{{x}}", { closed: true, x: "1" }, "script_element", undefined],
+    ];
+    for (const [source, data, context, attribute] of cases) {
+      const error = refused(source, data);
+      const expected = {
+        part: "html",
+        variable: error.details?.variable,
+        context,
+        ...(attribute ? { attribute } : {}),
+      };
+      assert.deepEqual(error.details, expected, source);
+      assert.ok(Object.keys(data).includes(String(error.details?.variable)), source);
+    }
+    // A valueless attribute runs nothing; a closed style element holds no data.
+    assert.equal(renderTemplate(template({ html: "<a {{attr}}>x</a>" }), { attr: "onclick" }).html, "<a onclick>x</a>");
+    assert.equal(
+      renderTemplate(template({ html: "<style>{{#open}}</style>{{/open}}<p>{{color}}</p>" }), {
+        open: true,
+        color: "red",
+      })
+        .html,
+      "<style></style><p>red</p>",
+    );
+  });
+
+  await t.step("the preview and every send refuse what the save refuses, for templates stored before", () => {
+    // A template saved before the check reaches renderTemplate as it is stored.
+    const error = apiError(
+      () => renderTemplate(template({ html: '<p style="color: {{c}}">x</p>' }), { c: "red" }),
+      422,
+      "template_invalid",
+    );
+    assert.equal(error.details?.context, "style_attribute");
+  });
+});
+
+Deno.test("compiled templates", async (t) => {
+  await t.step("render many data with one parse, exactly as renderTemplate does", () => {
+    const source = template({
+      subject: "Order {{order.id}} for {{name}}",
+      html: '<p>Hi {{name}}</p>{{#items}}<a href="{{url}}" title="{{name}}">{{label}}</a>{{/items}}',
+      text: "Hi {{name}}",
+      variables: ["name"],
+    });
+    const compiled = compileTemplate(source);
+    const shared = prepareTemplateData({ order: { id: 7 }, items: [{ url: "https://e.com/a", label: "A" }] });
+    for (const name of ["Ada", "Tom & <Jerry>", ""]) {
+      const merged = mergeTemplateData(shared, prepareTemplateData({ name }));
+      assert.deepEqual(
+        compiled.render(merged),
+        renderTemplate(source, { order: { id: 7 }, items: shared.root.items, name }),
+      );
+    }
+    assert.ok(compiled.steps > 0);
+    assert.equal(compiled.htmlShapeVaries, true);
+    assert.equal(compileTemplate(template({ html: "<p>{{a}}</p>" })).htmlShapeVaries, false);
+  });
+
+  await t.step("check URLs in quoted attributes wherever sections repeat them, as a full scan does", () => {
+    const source = template({
+      html: "{{#links}}<a title='{{t}}' href='{{u}}'>{{t}}</a><img srcset=\"{{u}} 1x, {{v}} 2x\">{{/links}}",
+    });
+    const ok = { t: "x", u: "https://e.com/a", v: "/b.png" };
+    const html = renderTemplate(source, { links: [ok, ok] }).html!;
+    assert.ok(!/[\uFDD0-\uFDD2]/.test(html), "no markers are left");
+    assert.equal(html.split("https:&#x2F;&#x2F;e.com&#x2F;a").length, 5);
+    for (
+      const [bad, attribute] of [
+        [{ u: "javascript:alert(1)" }, "href"],
+        [{ v: "data:image/png,x" }, "srcset"],
+        [{ u: "java\tscript:x" }, "href"],
+      ] as const
+    ) {
+      const error = apiError(
+        () => renderTemplate(source, { links: [ok, { ...ok, ...bad }] }),
+        422,
+        "template_data_unsafe_url",
+      );
+      // The attribute's first variable is named, as a full scan names it.
+      assert.deepEqual(error.details, { part: "html", variable: "u", attribute });
+    }
+    // Data in a title may say anything.
+    renderTemplate(source, { links: [{ ...ok, t: "javascript:alert(1)" }] });
+  });
+
+  await t.step("decide as a full scan of every render does, whatever the data (property)", () => {
+    const source = '<p title="{{t}}">{{t}}</p>{{#links}}<a href="{{u}}{{t}}" class=\'{{t}}\'>{{t}}</a>' +
+      '<a href="java{{u}}">x</a><img srcset="{{u}} 1x, {{t}} 2x">{{/links}}<img src="x/{{u}}">';
+    // A Mustache comment inside an HTML comment is outside plain text: that forces the full scan
+    // (on a line of its own, so that it changes nothing about standalone tags below).
+    const scanned = "<!--{{! scan }}-->\n";
+    const outcome = (html: string, data: Record<string, unknown>) => {
+      try {
+        const out = renderTemplate(template({ html }), data).html!;
+        return html.startsWith(scanned) ? out.slice("<!---->\n".length) : out;
+      } catch (error) {
+        return JSON.stringify([(error as { code: string }).code, (error as { details: unknown }).details]);
+      }
+    };
+    const value = fc.constantFrom(
+      "https://e.com/a",
+      "/b",
+      "javascript:alert(1)",
+      " JAVASCRIPT:x",
+      "java\tscript:x",
+      "data:text/html,x",
+      "mailto:a@e.com",
+      "a b",
+      "",
+      "x:y",
+      "script:alert(1)",
+      "&#106;avascript:x",
+    );
+    fc.assert(fc.property(value, fc.array(fc.record({ u: value, t: value }), { maxLength: 3 }), (t, links) => {
+      const data = { t, u: t, links };
+      assert.equal(outcome(source, data), outcome(scanned + source, data));
+    }));
+  });
+
+  await t.step("merge data over shared data as {...shared, ...own} would be prepared (property)", () => {
+    const json = fc.dictionary(
+      fc.constantFrom("a", "b", "c", "d"),
+      fc.oneof(
+        fc.string(),
+        fc.integer(),
+        fc.constant(null),
+        fc.array(fc.integer(), { maxLength: 4 }),
+        fc.dictionary(fc.string(), fc.boolean(), { maxKeys: 3 }),
+      ),
+    );
+    fc.assert(fc.property(json, json, (shared, own) => {
+      const merged = mergeTemplateData(prepareTemplateData(shared), prepareTemplateData(own));
+      const direct = prepareTemplateData({ ...shared, ...own });
+      assert.deepEqual({ ...merged.root }, { ...direct.root });
+      assert.equal(merged.total, direct.total);
+    }));
+  });
+
+  await t.step("refuse a merge over the value limit, as the merged data would be refused", () => {
+    const half = Array.from({ length: MAX_DATA_VALUES / 2 }, (_, i) => i);
+    const shared = prepareTemplateData({ a: half });
+    mergeTemplateData(shared, prepareTemplateData({ a: half, b: half.slice(0, 10) }));
+    const error = apiError(
+      () => mergeTemplateData(shared, prepareTemplateData({ b: half })),
+      422,
+      "template_data_invalid",
+    );
+    assert.deepEqual(error.details, { limit: MAX_DATA_VALUES });
+  });
 });

@@ -351,8 +351,16 @@ export const sendBulkRequest = z.object({
   if (body.text === undefined && body.html === undefined && body.template === undefined) {
     ctx.addIssue({ code: "custom", message: "give text, html, both, or a template", path: ["text"] });
   }
-  if (body.data !== undefined && body.template === undefined) {
+  if (body.template !== undefined) return;
+  if (body.data !== undefined) {
     ctx.addIssue({ code: "custom", message: "data is only used with a template", path: ["data"] });
+  }
+  // Without a template nothing would use it, and text like "Hi {{name}}" would go out as written.
+  let reported = 0;
+  for (const [index, entry] of (body.recipients ?? []).entries()) {
+    if (entry === null || typeof entry !== "object" || (entry as { data?: unknown }).data === undefined) continue;
+    ctx.addIssue({ code: "custom", message: "data is only used with a template", path: ["recipients", index, "data"] });
+    if (++reported === MAX_REPORTED_ISSUES) return;
   }
 });
 

@@ -11,7 +11,7 @@ import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { batchStatus, cancelBatch, listBatches, MAX_BATCHES_PER_PAGE } from "../_shared/outbox/batches.ts";
-import { type BulkLimits, enqueueBulk } from "../_shared/outbox/enqueue.ts";
+import { type BulkLimits, checkBulkBounds, enqueueBulk } from "../_shared/outbox/enqueue.ts";
 import { parseBody, sendBulkRequest } from "../_shared/schemas.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { kickOutbox } from "../_shared/outbox/kick.ts";
@@ -30,6 +30,8 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request, limits:
   const key = idempotencyKey(req);
   const raw = await readJson(req, MAX_BODY_BYTES);
   const body = parseBody(sendBulkRequest, raw);
+  // Counts before anything that reads every entry (the idempotency fingerprint included).
+  checkBulkBounds(body, limits);
   const response = await onceForKey(ctx.sql, claims, key, raw, async () => ({
     status: 202,
     body: await enqueueBulk(ctx, claims, body, limits),

@@ -1,7 +1,7 @@
 // Turning a validated send request into nodemailer message fields: bodies, allowed extra headers
 // and in-memory attachments, within size limits.
 import { Buffer } from "node:buffer";
-import { htmlToText } from "./html.ts";
+import { checkHtmlComplexity, htmlToText } from "./html.ts";
 import { ApiError } from "../http.ts";
 
 /** Size limits of one message. */
@@ -94,6 +94,40 @@ export function bodies(input: { text?: string; html?: string }): { text?: string
     if (out.text === undefined) out.text = htmlToText(input.html);
   }
   return out;
+}
+
+/**
+ * Refuse content that building the message would refuse, without building it: for a message
+ * accepted now and built later (a queued or scheduled one). The subject must fit
+ * `maxSubjectChars` and the HTML `maxHtmlBytes` (as buildMessage checks them), and HTML without
+ * a text part must be simple enough to generate one from (as {@linkcode htmlToText} checks it;
+ * `checkShape: false` skips that when the caller knows the shape was already checked).
+ *
+ * @throws ApiError 422 `subject_too_long` (`details.limit`), 413 `html_too_large`
+ *   (`details.limit_bytes`), 422 `html_too_complex`.
+ * @example
+ * ```ts
+ * checkContent({ subject: "Hi", html: "<p>Hi</p>" }, DEFAULT_LIMITS); // passes
+ * ```
+ */
+export function checkContent(
+  content: { subject?: string; text?: string; html?: string },
+  limits: Pick<CompositionLimits, "maxSubjectChars" | "maxHtmlBytes">,
+  options: { checkShape?: boolean } = {},
+): void {
+  if (content.subject !== undefined && content.subject.length > limits.maxSubjectChars) {
+    throw new ApiError(422, "subject_too_long", `The subject exceeds ${limits.maxSubjectChars} characters`, {
+      limit: limits.maxSubjectChars,
+    });
+  }
+  if (content.html === undefined) return;
+  // UTF-16 length <= UTF-8 length <= 3 x UTF-16 length: most bodies need no encoding.
+  if (content.html.length * 3 > limits.maxHtmlBytes && Buffer.byteLength(content.html) > limits.maxHtmlBytes) {
+    throw new ApiError(413, "html_too_large", `The HTML body exceeds ${limits.maxHtmlBytes} bytes`, {
+      limit_bytes: limits.maxHtmlBytes,
+    });
+  }
+  if (content.text === undefined && options.checkShape !== false) checkHtmlComplexity(content.html);
 }
 
 /** Most extra headers a message may carry. */
@@ -218,16 +252,23 @@ const MAX_FILENAME = 255;
  *
  * - `content`: standard base64 (RFC 4648 alphabet, `=` padding required, zero padding bits);
  *   line breaks are ignored so MIME-wrapped base64 is accepted; anything else is rejected.
- * - `filename`: 1 to 255 characters, no control characters, no `/` or `\`, not `.` or `..`, and
- *   no bidirectional controls or invisible format characters (U+202E and friends, zero-width
- *   characters, Hangul fillers), which can make `invoice\u202Efdp.exe` read as `invoiceexe.pdf`.
+ * - `filename`: 1 to 255 characters, no `/` or `\`, not `.` or `..`, and none of the characters
+ *   that break or disguise a name: controls (C0, DEL, C1 including NEL U+0085), the line and
+ *   paragraph separators U+2028 and U+2029 (line breaks to many renderers and to JavaScript
+ *   source), bidirectional controls (U+202A-E, U+2066-9, U+200E/F, U+061C: U+202E makes
+ *   `invoice\u202Efdp.exe` read as `invoiceexe.pdf`), and every other format or
+ *   default-ignorable character, which renders as nothing (zero-width characters, soft hyphen,
+ *   Hangul fillers, variation selectors, tag characters). The zero-width joiner inside an emoji
+ *   sequence and a variation selector after an emoji are what they are meant for and stay.
  * - `content_type`: `type/subtype` without parameters; stored lower-case. When absent,
  *   nodemailer guesses it from the filename.
  *
  * Limits are checked before decoding, so oversized input is never allocated.
  *
  * @throws ApiError 413 `too_many_attachments` (`details.limit`), 413 `attachments_too_large`
- *   (`details.limit_bytes`), 400 `invalid_attachment` (`details.index`, `details.field`).
+ *   (`details.limit_bytes`), 400 `invalid_attachment` (`details.index`, `details.field`; the
+ *   message starts with the field's path, e.g. `attachments.0.filename:`, and names a refused
+ *   character by its code point, e.g. `U+2028 (a line separator) at position 7`).
  * @example
  * ```ts
  * decodeAttachments([{ filename: "hi.txt", content: "aGk=" }], { maxCount: 10, maxTotalBytes: 1024 });
@@ -277,28 +318,48 @@ function decodedLength(base64: string): number {
   return (base64.length / 4) * 3 - padding;
 }
 
-// Unicode format characters (Cf: bidi controls U+200E/F, U+202A-E, U+2066-9, U+061C, zero-width
-// characters, soft hyphen, ...) and letters that render as nothing (Hangul fillers, the combining
-// grapheme joiner): in a file name they only serve to disguise it.
-const INVISIBLE = /[\p{Cf}\u034F\u115F\u1160\u3164\uFFA0]/u;
-// Except the zero-width joiner inside an emoji sequence (👨‍👩‍👧), where it is what it is meant for.
+// What breaks or disguises a file name: controls (Cc, tab included), format characters (Cf: bidi
+// controls, zero-width characters, soft hyphen, tags, ...), line and paragraph separators (Zl,
+// Zp), and default-ignorable code points, which render as nothing (Hangul fillers, the combining
+// grapheme joiner, variation selectors, ...).
+const NOT_IN_FILENAME = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/u;
+// Except the zero-width joiner inside an emoji sequence (👨‍👩‍👧) and a variation selector right after
+// an emoji (❤️, 1️⃣), where they are what they are meant for.
 const EMOJI_JOINER = /(?<=[\p{Extended_Pictographic}\p{Emoji_Modifier}]\uFE0F?)\u200D(?=\p{Extended_Pictographic})/gu;
+const EMOJI_VARIATION = /(?<=\p{Emoji})[\uFE0E\uFE0F]/gu;
+const BIDI_CONTROL = /\p{Bidi_Control}/u;
 
 function checkFilename(filename: unknown, index: number): string {
-  if (
-    typeof filename !== "string" || filename.length === 0 || filename.length > MAX_FILENAME ||
-    CONTROL.test(filename) || INVISIBLE.test(filename.replace(EMOJI_JOINER, "")) || /[\t/\\]/.test(filename) ||
-    filename === "." ||
-    filename === ".."
-  ) {
+  const shape = `filename must be 1 to ${MAX_FILENAME} characters, without "/" or "\\", and not "." or ".."`;
+  if (typeof filename !== "string" || filename.length === 0 || filename.length > MAX_FILENAME) {
+    throw invalidAttachment(index, "filename", shape);
+  }
+  if (/[/\\]/.test(filename) || filename === "." || filename === "..") {
+    throw invalidAttachment(index, "filename", shape);
+  }
+  // Emoji joiners and variation selectors are blanked, not removed, so positions stay the same.
+  const visible = filename.replace(EMOJI_JOINER, " ").replace(EMOJI_VARIATION, " ");
+  const at = visible.search(NOT_IN_FILENAME);
+  if (at >= 0) {
+    const code = filename.codePointAt(at)!;
+    const character = `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
     throw invalidAttachment(
       index,
       "filename",
-      `filename must be 1 to ${MAX_FILENAME} characters without control, bidirectional or invisible ` +
-        `format characters, "/" or "\\"`,
+      `filename contains ${character} (${characterKind(String.fromCodePoint(code))}) at position ${at}; ` +
+        "file names may not hold control, line-separator, bidirectional or invisible characters",
     );
   }
   return filename;
+}
+
+/** What a refused file name character is, in words. */
+function characterKind(character: string): string {
+  if (/\p{Cc}/u.test(character)) return "a control character";
+  if (character === "\u2028") return "a line separator";
+  if (character === "\u2029") return "a paragraph separator";
+  if (BIDI_CONTROL.test(character)) return "a bidirectional control";
+  return "an invisible character";
 }
 
 function checkContentType(contentType: unknown, index: number): string | undefined {
@@ -309,6 +370,7 @@ function checkContentType(contentType: unknown, index: number): string | undefin
   return contentType.toLowerCase();
 }
 
+// The message leads with the field's path; details keep {index, field}, which clients read.
 function invalidAttachment(index: number, field: string, reason: string): ApiError {
-  return new ApiError(400, "invalid_attachment", `Attachment ${index}: ${reason}`, { index, field });
+  return new ApiError(400, "invalid_attachment", `attachments.${index}.${field}: ${reason}`, { index, field });
 }

@@ -134,7 +134,17 @@ export function htmlShape(
   return shape;
 }
 
-function checkHtmlComplexity(html: string): void {
+/**
+ * Refuse HTML that {@linkcode htmlToText} would refuse, without converting it: one linear pass.
+ * For callers that accept now what is converted later (a queued send's generated text part).
+ *
+ * @throws ApiError 422 `html_too_complex`, as {@linkcode htmlToText}.
+ * @example
+ * ```ts
+ * checkHtmlComplexity("<div>".repeat(300)); // throws html_too_complex (limit_depth)
+ * ```
+ */
+export function checkHtmlComplexity(html: string): void {
   const shape = htmlShape(html, { maxDepth: MAX_HTML_DEPTH, maxTags: MAX_HTML_TAGS, maxIndent: MAX_HTML_INDENT });
   if (shape.over === "indent") {
     throw new ApiError(
@@ -164,14 +174,21 @@ function checkHtmlComplexity(html: string): void {
 
 /** What {@linkcode scanHtml} reports, in document order, with htmlparser2's names and positions. */
 export interface HtmlTokenHandler {
-  /** A start tag's name, lower-cased, as soon as the name ends. */
-  openTagName?(name: string): void;
+  /** A start tag's name, lower-cased, as soon as the name ends (`start`: where the name begins). */
+  openTagName?(name: string, start: number): void;
   /** An attribute of the current start tag; `valueStart` is -1 when it has no value. */
   attribute?(nameStart: number, nameEnd: number, valueStart: number, valueEnd: number): void;
-  /** The current start tag ends, with `/>` or `>`. */
-  openTagEnd?(selfClosing: boolean): void;
-  /** An end tag's name, lower-cased. */
-  closeTag?(name: string): void;
+  /** The current start tag ends, with `/>` or `>` (`end`: the position of that `>`). */
+  openTagEnd?(selfClosing: boolean, end: number): void;
+  /** An end tag's name, lower-cased (`start`: where the name begins, after `</`). */
+  closeTag?(name: string, start: number): void;
+  /**
+   * A run of positions `[start, end)` where the tokenizer is in plain text: a character there
+   * is content, not part of a tag, comment, declaration or raw-text element (script, style,
+   * title, textarea, xmp). Runs are reported in order; a `<` that starts no tag ends one run
+   * and the text after it is the next.
+   */
+  textRun?(start: number, end: number): void;
 }
 
 enum S {
@@ -249,9 +266,13 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
   };
   const attribute = (valueStart: number, valueEnd: number) =>
     handler.attribute?.(attributeStart, attributeEnd, valueStart, valueEnd);
+  // Text runs cost a comparison per character, so they are only tracked when asked for.
+  const textRun = handler.textRun;
+  let runStart = 0;
 
   for (; i < length; i++) {
     const c = html.charCodeAt(i);
+    const wasText = state === S.Text;
     switch (state) {
       case S.Text:
         if (c === LT) {
@@ -284,7 +305,7 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
         break;
       case S.InTagName:
         if (isEndOfTagSection(c)) {
-          handler.openTagName?.(html.slice(sectionStart, i).toLowerCase());
+          handler.openTagName?.(html.slice(sectionStart, i).toLowerCase(), sectionStart);
           state = S.BeforeAttributeName;
           i--;
         }
@@ -299,7 +320,7 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
         break;
       case S.InClosingTagName:
         if (c === GT || isWhitespace(c)) {
-          handler.closeTag?.(html.slice(sectionStart, i).toLowerCase());
+          handler.closeTag?.(html.slice(sectionStart, i).toLowerCase(), sectionStart);
           state = S.AfterClosingTagName;
           i--;
         }
@@ -312,7 +333,7 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
         break;
       case S.BeforeAttributeName:
         if (c === GT) {
-          handler.openTagEnd?.(false);
+          handler.openTagEnd?.(false, i);
           state = isSpecial ? S.InSpecialTag : S.Text;
           sequenceIndex = 0;
         } else if (c === SLASH) {
@@ -324,7 +345,7 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
         break;
       case S.InSelfClosingTag:
         if (c === GT) {
-          handler.openTagEnd?.(true);
+          handler.openTagEnd?.(true, i);
           state = S.Text;
           isSpecial = false;
         } else if (!isWhitespace(c)) {
@@ -479,7 +500,13 @@ export function scanHtml(html: string, handler: HtmlTokenHandler): void {
         }
         break;
     }
+    // The state now applies from position i + 1 on (after a fast-forward or a step back too).
+    if (textRun && wasText !== (state === S.Text)) {
+      if (wasText) textRun(runStart, i + 1);
+      else runStart = i + 1;
+    }
   }
+  if (textRun && state === S.Text && runStart < length) textRun(runStart, length);
 }
 
 // htmlparser2's tree-building rules (Parser.ts): which start tags close which open ones,

@@ -1,16 +1,26 @@
 // User email templates rendered with logic-less Mustache: the user owns the template, the agent
 // supplies the data, so data can neither execute, reach prototypes, emit raw HTML, break headers,
-// put a script URL into a link, nor hold the server for long (the rendering work is metered).
+// put a script URL into a link, style or script the message, nor hold the server for long (the
+// rendering work is metered).
 //
-// URLs from data: the HTML part is escaped, so data cannot add tags or attributes, but it can
-// still fill a URL attribute (`<a href="{{link}}">`). After rendering, every URL attribute
-// (href, src, srcset, action, formaction, background, poster, ...) whose name or value holds
-// data must resolve to http:, https:, mailto:, tel:, cid: or a relative URL; anything else
-// (javascript:, vbscript:, data:, ...; whatever the case, entities, tabs or control characters)
-// is refused with 422 `template_data_unsafe_url` naming the variable. The template's own
-// static URLs are the user's business and are left alone.
+// Where data lands in the html part (data_contexts.ts): the html part is escaped, so data cannot
+// add tags or attributes, but it can still fill a URL attribute (`<a href="{{link}}">`). After
+// rendering, every URL attribute (href, src, srcset, action, formaction, background, poster, ...)
+// whose name or value holds data must resolve to http:, https:, mailto:, tel:, cid: or a relative
+// URL; anything else (javascript:, vbscript:, data:, ...; whatever the case, entities, tabs or
+// control characters) is refused with 422 `template_data_unsafe_url` naming the variable. Data
+// may not go at all into a style or on* attribute, a <style> or <script> element, an iframe's
+// srcdoc or a <meta http-equiv> (refresh included): a template that puts a variable there is
+// refused when it is saved (422 `template_invalid`, `details.context`), and data that gets there
+// anyway (spelling an attribute's name, or through sections) when it is rendered (422
+// `template_data_unsafe_context`). The template's own static URLs, styles and scripts are the
+// user's business and are left alone.
+//
+// A bulk send renders one template for many recipients: compileTemplate parses it once and
+// prepareTemplateData/mergeTemplateData copy the shared data once.
 import Mustache from "mustache";
 import { ApiError } from "../http.ts";
+import { type DataRange, findUnsafeData, isSafeUrlValue, isUrlAttribute, type UnsafeContext } from "./data_contexts.ts";
 import { scanHtml } from "./html.ts";
 
 /**
@@ -153,12 +163,18 @@ writer.renderTokens = function (this: MustacheWriter, ...args: unknown[]): strin
   return out;
 };
 
-// The variable whose value is being escaped, for naming it in template_data_unsafe_url.
+// The variable whose value is being escaped, for naming it in errors.
 let currentVariable = "";
+// While an html part renders under a `urls` plan: its URL attributes' variable tags, by position.
+let urlTags: Map<number, UrlTag> | undefined;
 const escapedValue = mustache.Writer.prototype.escapedValue;
 writer.escapedValue = function (this: MustacheWriter, token: Token, ...args: unknown[]): string | undefined {
   currentVariable = token[1];
-  return escapedValue.call(this, token, ...args);
+  const out = escapedValue.call(this, token, ...args);
+  // Called for every variable tag, absent values too, so a slot never keeps an older value.
+  const tag = urlTags?.get(token[2]);
+  if (tag) fillUrlSlot(tag, out ?? "");
+  return out;
 };
 
 /**
@@ -261,10 +277,49 @@ export function validateTemplateSource(template: EmailTemplate): void {
   checkedParts(template);
 }
 
+/** A part parsed and checked; for html, how its renders are checked (see analyzeHtml). */
+interface CheckedPart {
+  part: Part;
+  tokens: Token[];
+  plan?: HtmlPlan;
+}
+
+/**
+ * How much of a rendered html part must be checked, as the template's source decides:
+ *
+ * - `none`: data lands only in text, where escaping is enough;
+ * - `urls`: data lands only in text and in quoted attribute values, so where it lands is the
+ *   same in every render, and no section is inside an attribute; only the values of URL
+ *   attributes holding data are checked, each assembled from its static pieces and its
+ *   variables' values as they are escaped (`tags`: those variable tags, by position);
+ * - `scan`: anything else (data in attribute names or unquoted values, sections inside tags):
+ *   the whole render is marked and read as HTML (data_contexts.ts).
+ */
+type HtmlPlan =
+  | { check: "none" }
+  | { check: "urls"; tags: Map<number, UrlTag> }
+  | { check: "scan" };
+
+/** A URL attribute whose value holds variables: its static pieces and a slot per variable. */
+interface UrlAttribute {
+  name: string;
+  /** The value as written: static text, and slot numbers where variables go. */
+  pieces: (string | number)[];
+  /** The variables' names and their escaped values in the render in progress. */
+  variables: string[];
+  values: string[];
+}
+
+/** A variable tag in a URL attribute. */
+interface UrlTag {
+  attribute: UrlAttribute;
+  slot: number;
+}
+
 /** Every part the template has, validated and parsed once. */
-function checkedParts(template: EmailTemplate): { part: Part; tokens: Token[] }[] {
+function checkedParts(template: EmailTemplate): CheckedPart[] {
   validateVariables(template.variables);
-  const parts: { part: Part; tokens: Token[] }[] = [];
+  const parts: CheckedPart[] = [];
   for (const part of PARTS) {
     const source = template[part];
     if (source === null || source === undefined) continue;
@@ -275,16 +330,285 @@ function checkedParts(template: EmailTemplate): { part: Part; tokens: Token[] }[
     }
     const tokens = parsePart(part, source);
     checkTokens(part, tokens);
-    parts.push({ part, tokens });
+    parts.push(part === "html" ? { part, tokens, plan: analyzeHtml(source, tokens) } : { part, tokens });
   }
   return parts;
+}
+
+/**
+ * A template's html source read as HTML, with its `{{tags}}` standing for the data to come.
+ * Refuses (422 `template_invalid`, `details.context`) a variable placed where data may not go
+ * (see data_contexts.ts: style and event handler attributes, style and script elements, srcdoc,
+ * meta http-equiv and refresh), and decides how renders are checked (see {@linkcode HtmlPlan}).
+ *
+ * Why a plan other than `scan` is exact: when every tag outside plain text is a variable inside
+ * a quoted attribute value, each stretch of the source between two section tags starts and ends
+ * in plain text, and escaped values hold no `<` or quote to leave the text or value they are in;
+ * so however sections repeat or drop stretches, every value lands where its tag is.
+ */
+function analyzeHtml(source: string, tokens: Token[]): HtmlPlan {
+  // The source with Mustache's syntax (everything outside text tokens) spelled as letters:
+  // letters keep the tokenizer in whatever state it is in, as long as they last.
+  const text = new Uint8Array(source.length);
+  const variables: DataRange[] = [];
+  // Where each piece of syntax starts: every tag (a section's closing one too), and every run
+  // of characters outside text tokens (whitespace Mustache strips around standalone tags).
+  const starts = new Set<number>();
+  const walk = (list: Token[]) => {
+    for (const token of list) {
+      const [type, value, start, end, children] = token;
+      if (type === "text") text.fill(1, start, end);
+      else starts.add(start);
+      if (type === "name") variables.push({ start, end, name: value });
+      if (Array.isArray(children)) {
+        starts.add((token as unknown as number[])[5]);
+        walk(children);
+      }
+    }
+  };
+  walk(tokens);
+  let skeleton = "";
+  for (let i = 0, from = 0; i <= source.length; i++) {
+    if (i < source.length && text[i] === text[from]) continue;
+    if (text[from] === 1) skeleton += source.slice(from, i);
+    else {
+      skeleton += "x".repeat(i - from);
+      starts.add(from);
+    }
+    from = i;
+  }
+  const syntax: { start: number; inText: boolean; quoted?: boolean }[] = [...starts].sort((x, y) => x - y)
+    .map((start) => ({ start, inText: false }));
+  variables.sort((x, y) => x.start - y.start);
+
+  let next = 0;
+  const unsafe = findUnsafeData(skeleton, variables, {
+    urls: false,
+    attributeNames: false,
+    textRun(start, end) {
+      for (; next < syntax.length && syntax[next].start < end; next++) {
+        syntax[next].inText = syntax[next].start >= start;
+      }
+    },
+  });
+  if (unsafe?.kind === "context") {
+    throw invalid(
+      "html",
+      `{{${unsafe.variable}}} at position ${unsafe.position} is in ${CONTEXT_NAMES[unsafe.context]}, where ` +
+        "template data could restyle, script or redirect the message; write that part into the template itself",
+      { position: unsafe.position, context: unsafe.context },
+    );
+  }
+  if (syntax.every((chunk) => chunk.inText)) return { check: "none" };
+
+  // Which syntax sits inside a quoted attribute value, and the URL attributes that hold variables.
+  const variableAt = new Map(variables.map((v) => [v.start, v]));
+  const tags = new Map<number, UrlTag>();
+  let cursor = 0;
+  scanHtml(skeleton, {
+    attribute(nameStart, nameEnd, valueStart, valueEnd) {
+      const quote = skeleton[valueStart - 1];
+      if (valueStart < 0 || (quote !== '"' && quote !== "'")) return;
+      while (cursor < syntax.length && syntax[cursor].start < valueStart) cursor++;
+      const inside: number[] = [];
+      for (; cursor < syntax.length && syntax[cursor].start < valueEnd; cursor++) {
+        syntax[cursor].quoted = true;
+        if (variableAt.has(syntax[cursor].start)) inside.push(syntax[cursor].start);
+      }
+      const name = skeleton.slice(nameStart, nameEnd).toLowerCase();
+      if (inside.length === 0 || !isUrlAttribute(name)) return;
+      const attribute: UrlAttribute = { name, pieces: [], variables: [], values: [] };
+      let from = valueStart;
+      for (const start of inside) {
+        const variable = variableAt.get(start)!;
+        attribute.pieces.push(source.slice(from, start), attribute.variables.length);
+        tags.set(start, { attribute, slot: attribute.variables.length });
+        attribute.variables.push(variable.name);
+        from = variable.end;
+      }
+      attribute.pieces.push(source.slice(from, valueEnd));
+    },
+  });
+  // Anything but a variable in a quoted value, outside plain text, needs the full scan.
+  const fixed = syntax.every((chunk) => chunk.inText || (chunk.quoted && variableAt.has(chunk.start)));
+  return fixed ? { check: "urls", tags } : { check: "scan" };
+}
+
+/** How a message names each context. */
+const CONTEXT_NAMES: Record<UnsafeContext, string> = {
+  style_attribute: "a style attribute",
+  event_handler_attribute: "an event handler attribute",
+  srcdoc_attribute: "a srcdoc attribute",
+  meta_http_equiv: "a <meta http-equiv>",
+  meta_refresh: 'the content of a <meta http-equiv="refresh">',
+  style_element: "a <style> element",
+  script_element: "a <script> element",
+};
+
+/**
+ * Template data checked and copied once (see {@linkcode prepareTemplateData}), to render with,
+ * or to merge with another's (see {@linkcode mergeTemplateData}).
+ */
+export interface TemplateData {
+  /** The copy rendering reads: prototype-less objects, arrays and JSON scalars. */
+  readonly root: Record<string, unknown>;
+  /** Values per top-level key (objects, arrays and scalars, counted as the limit counts them). */
+  readonly counts: ReadonlyMap<string, number>;
+  /** Values in all, the root object included. */
+  readonly total: number;
+}
+
+/**
+ * Check and copy caller data for rendering: a JSON object at most {@linkcode MAX_DATA_DEPTH}
+ * deep with at most {@linkcode MAX_DATA_VALUES} values. See {@linkcode renderTemplate} for what
+ * the copy keeps.
+ *
+ * @throws ApiError 422 `template_data_invalid`.
+ * @example
+ * ```ts
+ * prepareTemplateData({ name: "Ada", tags: ["a", "b"] }).total; // 5
+ * ```
+ */
+export function prepareTemplateData(data: unknown): TemplateData {
+  if (!isPlainObject(data)) {
+    throw new ApiError(422, "template_data_invalid", "Template data must be a JSON object");
+  }
+  let count = 1;
+  const root: Record<string, unknown> = Object.create(null);
+  const counts = new Map<string, number>();
+  for (const key of Object.keys(data)) {
+    if (key === "__proto__") continue;
+    const before = count;
+    const item = copyValue(data[key], 1, () => ++count);
+    if (item !== undefined) root[key] = item;
+    counts.set(key, count - before);
+  }
+  return { root, counts, total: count };
+}
+
+/**
+ * The data `over` merged over `base` at the top level, as `{...base, ...over}` would be
+ * prepared (a bulk recipient's data over the batch's), without copying either again: the work
+ * is one assignment per top-level key of `base` when `over` has any key.
+ *
+ * @throws ApiError 422 `template_data_invalid` when the merge has more than {@linkcode MAX_DATA_VALUES} values.
+ * @example
+ * ```ts
+ * mergeTemplateData(prepareTemplateData({ a: 1, b: 2 }), prepareTemplateData({ b: 3 })).root; // { a: 1, b: 3 }
+ * ```
+ */
+export function mergeTemplateData(base: TemplateData, over: TemplateData): TemplateData {
+  if (over.counts.size === 0) return base;
+  if (base.counts.size === 0) return over;
+  let total = base.total + over.total - 1;
+  for (const key of over.counts.keys()) total -= base.counts.get(key) ?? 0;
+  if (total > MAX_DATA_VALUES) throw tooManyValues();
+  const root = Object.assign(Object.create(null), base.root, over.root);
+  // A key `over` dropped (a function, say) must not show `base`'s value through.
+  for (const key of over.counts.keys()) if (!(key in over.root)) delete root[key];
+  return { root, counts: new Map([...base.counts, ...over.counts]), total };
+}
+
+/** A template checked and parsed once, for rendering with many data (see {@linkcode compileTemplate}). */
+export interface CompiledTemplate {
+  /** The template it was compiled from. */
+  readonly template: EmailTemplate;
+  /**
+   * Render as {@linkcode renderTemplate} does. `requireVariables: false` skips the required
+   * variables check (a batch's shared data, whose recipients bring the rest).
+   */
+  render(data: TemplateData, options?: { requireVariables?: boolean }): RenderedTemplate;
+  /** Rendering steps spent by every render so far, failed ones included (each is capped on its own). */
+  readonly steps: number;
+  /**
+   * Whether renders of the html part can differ in their tags: only sections can repeat or drop
+   * them (escaped data adds none), so without sections every render has the same elements.
+   */
+  readonly htmlShapeVaries: boolean;
+}
+
+/**
+ * Check and parse a template once, to render it many times: a bulk send renders the same
+ * template for every recipient, and parsing (about 0.5 µs per character) costs far more than
+ * rendering.
+ *
+ * @throws ApiError 422 `template_invalid` (see {@linkcode validateTemplateSource}).
+ * @example
+ * ```ts
+ * const compiled = compileTemplate({ subject: "Hi {{name}}", html: null, text: "Hi {{name}}", variables: ["name"] });
+ * compiled.render(prepareTemplateData({ name: "Ada" })).subject; // "Hi Ada"
+ * ```
+ */
+export function compileTemplate(template: EmailTemplate): CompiledTemplate {
+  const parts = checkedParts(template);
+  const required = requiredVariables(template);
+  const html = parts.find((p) => p.part === "html");
+  const htmlShapeVaries = html !== undefined && hasSections(html.tokens);
+  let steps = 0;
+  return {
+    template,
+    htmlShapeVaries,
+    get steps() {
+      return steps;
+    },
+    render(data, options = {}) {
+      if (options.requireVariables !== false) {
+        const missing = missingVariables(required, data.root);
+        if (missing.length > 0) {
+          throw new ApiError(422, "template_data_missing", `Template data is missing ${missing.join(", ")}`, {
+            missing,
+          });
+        }
+      }
+      try {
+        return renderParts(template, parts, data.root);
+      } finally {
+        steps += MAX_RENDER_STEPS - Math.max(meter.steps, 0);
+      }
+    },
+  };
+}
+
+function hasSections(tokens: Token[]): boolean {
+  return tokens.some(([type]) => type === "#" || type === "^");
+}
+
+function renderParts(template: EmailTemplate, parts: CheckedPart[], root: Record<string, unknown>): RenderedTemplate {
+  const rendered: RenderedTemplate = {};
+  meter.steps = MAX_RENDER_STEPS;
+  meter.chars = MAX_RENDERED_CHARS;
+  markedNames = [];
+  try {
+    for (const { part, tokens, plan } of parts) {
+      const scan = plan?.check === "scan";
+      const escape = part === "subject"
+        ? subjectValue
+        : part === "text"
+        ? textValue
+        : scan
+        ? markedHtmlValue
+        : htmlValue;
+      urlTags = plan?.check === "urls" ? plan.tags : undefined;
+      const out = writer.renderTokens(tokens, new DataContext(root), undefined, template[part], { tags: TAGS, escape });
+      urlTags = undefined;
+      rendered[part] = scan ? checkDataContexts(out) : out;
+    }
+  } finally {
+    urlTags = undefined;
+    markedNames = [];
+  }
+  // The template's own subject was checked above; this guards the combination.
+  if (rendered.subject !== undefined && HEADER_BREAKERS.test(rendered.subject)) throw multiLineSubject();
+  return rendered;
 }
 
 /**
  * Render a template with caller data.
  *
  * - `html`: every `{{name}}` is HTML-escaped; unescaped tags are rejected, so data cannot add markup.
- *   A URL attribute that data fills must stay http(s), mailto, tel, cid or relative (see the module comment).
+ *   A URL attribute that data fills must stay http(s), mailto, tel, cid or relative (see the module comment);
+ *   data may not fill a style or event handler attribute, a style or script element, an iframe's
+ *   srcdoc, or a meta http-equiv or refresh (see data_contexts.ts).
  * - `subject` and `text`: values are inserted as they are (no HTML entities); a value that would put
  *   CR, LF or NUL into the subject is rejected, so data cannot start a new header line.
  * - Data is copied into prototype-less objects; lookups see only its own properties, functions are
@@ -296,12 +620,15 @@ function checkedParts(template: EmailTemplate): { part: Part; tokens: Token[] }[
  * - The work is metered: at most {@linkcode MAX_RENDER_STEPS} steps and
  *   {@linkcode MAX_RENDERED_CHARS} characters of output.
  *
+ * To render one template with many data, see {@linkcode compileTemplate}.
+ *
  * @throws ApiError 422 `template_invalid` (see {@linkcode validateTemplateSource}),
  *   422 `template_data_missing` with `details.missing` listing every missing variable,
  *   422 `template_data_invalid` for data that is not an object, too deep or too large, or a
  *   multi-line subject value, 422 `template_data_unsafe_url` (`details.variable`,
- *   `details.attribute`), 422 `template_too_complex` (`details.limit_steps`),
- *   422 `template_output_too_large` (`details.limit_chars`).
+ *   `details.attribute`), 422 `template_data_unsafe_context` (`details.variable`,
+ *   `details.context`, `details.attribute` for an attribute), 422 `template_too_complex`
+ *   (`details.limit_steps`), 422 `template_output_too_large` (`details.limit_chars`).
  * @example
  * ```ts
  * renderTemplate(
@@ -312,26 +639,8 @@ function checkedParts(template: EmailTemplate): { part: Part; tokens: Token[] }[
  * ```
  */
 export function renderTemplate(template: EmailTemplate, data: Record<string, unknown>): RenderedTemplate {
-  const parts = checkedParts(template);
-  const root = sanitizeData(data);
-  const missing = missingVariables(requiredVariables(template), root);
-  if (missing.length > 0) {
-    throw new ApiError(422, "template_data_missing", `Template data is missing ${missing.join(", ")}`, { missing });
-  }
-
-  const rendered: RenderedTemplate = {};
-  meter.steps = MAX_RENDER_STEPS;
-  meter.chars = MAX_RENDERED_CHARS;
-  markedNames = [];
-  for (const { part, tokens } of parts) {
-    const escape = part === "html" ? markedHtmlValue : part === "subject" ? subjectValue : textValue;
-    const out = writer.renderTokens(tokens, new DataContext(root), undefined, template[part], { tags: TAGS, escape });
-    rendered[part] = part === "html" ? checkDataUrls(out) : out;
-  }
-  markedNames = [];
-  // The template's own subject was checked above; this guards the combination.
-  if (rendered.subject !== undefined && HEADER_BREAKERS.test(rendered.subject)) throw multiLineSubject();
-  return rendered;
+  const compiled = compileTemplate(template);
+  return compiled.render(prepareTemplateData(data));
 }
 
 /**
@@ -361,7 +670,23 @@ function parsePart(part: Part, source: string): Token[] {
     throw invalid(part, (error as Error).message);
   }
   checkNesting(part, tokens);
+  flattenText(tokens);
   return tokens;
+}
+
+/**
+ * Mustache builds each text token by appending one character at a time, a string of thousands
+ * of pieces that every render would walk again (about 3 µs per KiB). Replace each with a
+ * contiguous copy once, so that rendering a template many times (a batch) stays cheap.
+ */
+function flattenText(tokens: Token[]): void {
+  const pending = [tokens];
+  for (let list = pending.pop(); list; list = pending.pop()) {
+    for (const token of list) {
+      if (token[0] === "text") token[1] = Array.from(token[1]).join("");
+      if (Array.isArray(token[4])) pending.push(token[4]);
+    }
+  }
 }
 
 /** Refuse sections nested deeper than the limit, without recursion (the tree may be deep). */
@@ -433,7 +758,11 @@ function validateVariables(variables: unknown): void {
   }
 }
 
-function invalid(part: Part | "variables", reason: string, details: Record<string, number> = {}): ApiError {
+function invalid(
+  part: Part | "variables",
+  reason: string,
+  details: Record<string, number | string> = {},
+): ApiError {
   return new ApiError(422, "template_invalid", `Template ${part}: ${reason}`, { part, ...details });
 }
 
@@ -479,182 +808,126 @@ const MARKERS = /[\uFDD0-\uFDD2]/;
 let markedNames: string[] = [];
 
 function markedHtmlValue(value: unknown): string {
-  let text = escapeHtml(toText(value));
-  if (MARKERS.test(text)) text = text.replace(/[\uFDD0-\uFDD2]/g, (c) => `&#x${c.charCodeAt(0).toString(16)};`);
-  spendChars(text.length);
+  const text = htmlValue(value);
   if (text === "") return "";
-  // Marking and the URL check below cost a few steps' worth per value.
+  // Marking and the checks below cost a few steps' worth per value.
   spendSteps(HTML_VALUE_STEPS);
   markedNames.push(currentVariable);
   return DATA_START + (markedNames.length - 1) + DATA_NAME_END + text + DATA_END;
 }
 
-// Costs of the URL check in steps, measured against rendering (a step is roughly 0.1-0.25 µs).
+// The markers are escaped even where nothing is marked: noncharacters have no place in a message.
+function htmlValue(value: unknown): string {
+  let text = escapeHtml(toText(value));
+  if (MARKERS.test(text)) text = text.replace(/[\uFDD0-\uFDD2]/g, (c) => `&#x${c.charCodeAt(0).toString(16)};`);
+  spendChars(text.length);
+  return text;
+}
+
+// Costs of the checks in steps, measured against rendering (a step is roughly 0.1-0.25 µs).
 const HTML_VALUE_STEPS = 3;
 const URL_CHECK_STEPS = 4;
 const SCANNED_CHARS_PER_STEP = 16;
 
-// Attributes whose value is fetched or followed as a URL (HTML, SVG and legacy ones).
-const URL_ATTRIBUTES = new Set([
-  "href",
-  "src",
-  "srcset",
-  "imagesrcset",
-  "action",
-  "formaction",
-  "background",
-  "poster",
-  "cite",
-  "longdesc",
-  "lowsrc",
-  "dynsrc",
-  "usemap",
-  "data",
-  "codebase",
-  "classid",
-  "archive",
-  "manifest",
-  "icon",
-  "profile",
-  "ping",
-  "xlink:href",
-]);
-const SAFE_SCHEMES = new Set(["http", "https", "mailto", "tel", "cid"]);
-
 /**
- * Strip the data markers from rendered HTML and refuse it when data fills a URL attribute (its
- * name or value) that does not resolve to a safe scheme.
+ * Strip the data markers from rendered HTML and refuse it when data is where it may not be: a
+ * URL attribute (its name or value) that does not resolve to a safe scheme, or a place where no
+ * data may go (see data_contexts.ts).
  */
-function checkDataUrls(marked: string): string {
-  if (!marked.includes(DATA_START)) return marked;
-  const ranges: { start: number; end: number; name: string }[] = [];
-  let html = "";
+function checkDataContexts(marked: string): string {
+  let at = marked.indexOf(DATA_START);
+  if (at < 0) return marked;
+  const ranges: DataRange[] = [];
+  // Joined once: a flat string scans faster than one built by concatenation.
+  const chunks: string[] = [];
+  let length = 0;
   let from = 0;
-  for (let at = marked.indexOf(DATA_START); at >= 0; at = marked.indexOf(DATA_START, from)) {
+  for (; at >= 0; at = marked.indexOf(DATA_START, from)) {
     const nameEnd = marked.indexOf(DATA_NAME_END, at);
     const end = marked.indexOf(DATA_END, nameEnd);
-    html += marked.slice(from, at);
-    const start = html.length;
-    html += marked.slice(nameEnd + 1, end);
-    ranges.push({ start, end: html.length, name: markedNames[Number(marked.slice(at + 1, nameEnd))] });
+    chunks.push(marked.slice(from, at), marked.slice(nameEnd + 1, end));
+    const start = length + at - from;
+    length = start + end - nameEnd - 1;
+    ranges.push({ start, end: length, name: markedNames[Number(marked.slice(at + 1, nameEnd))] });
     from = end + 1;
   }
-  html += marked.slice(from);
-  // Scanning is linear but not free: it is paid from the same budget, before it starts.
-  spendSteps(Math.ceil(html.length / SCANNED_CHARS_PER_STEP));
+  chunks.push(marked.slice(from));
+  const html = chunks.join("");
+  // Scanning is linear but not free: it is paid from the same budget, before it starts (each
+  // range is at most one attribute to check).
+  spendSteps(Math.ceil(html.length / SCANNED_CHARS_PER_STEP) + ranges.length * URL_CHECK_STEPS);
 
-  // Attributes arrive in document order and ranges are sorted, so one cursor serves all lookups.
-  let cursor = 0;
-  const dataIn = (start: number, end: number): string | undefined => {
-    while (cursor < ranges.length && ranges[cursor].end <= start) cursor++;
-    return cursor < ranges.length && ranges[cursor].start < end ? ranges[cursor].name : undefined;
-  };
-  scanHtml(html, {
-    attribute(nameStart, nameEnd, valueStart, valueEnd) {
-      const fromName = dataIn(nameStart, nameEnd);
-      const fromValue = valueStart < 0 ? undefined : dataIn(valueStart, valueEnd);
-      const variable = fromName ?? fromValue;
-      if (variable === undefined || valueStart < 0) return;
-      const attribute = html.slice(nameStart, nameEnd).toLowerCase();
-      if (!URL_ATTRIBUTES.has(attribute)) return;
-      spendSteps(URL_CHECK_STEPS);
-      const value = decodeCharacterReferences(html.slice(valueStart, valueEnd));
-      const urls = attribute.endsWith("srcset") ? value.split(",").map((c) => c.trim().split(/\s+/)[0]) : [value];
-      if (urls.every(isSafeUrl)) return;
-      throw new ApiError(
-        422,
-        "template_data_unsafe_url",
-        `Template data "${variable}" makes the ${attribute} attribute a URL that is not http(s), mailto, tel, cid or relative`,
-        { part: "html", variable, attribute },
-      );
+  const unsafe = findUnsafeData(html, ranges, { urls: true, attributeNames: true });
+  if (unsafe === null) return html;
+  if (unsafe.kind === "url") throw unsafeUrl(unsafe.variable, unsafe.attribute);
+  throw new ApiError(
+    422,
+    "template_data_unsafe_context",
+    `Template data "${unsafe.variable}" lands in ${CONTEXT_NAMES[unsafe.context]}, where data could restyle, ` +
+      "script or redirect the message; the template must not let data reach it",
+    {
+      part: "html",
+      variable: unsafe.variable,
+      context: unsafe.context,
+      ...(unsafe.attribute === undefined ? {} : { attribute: unsafe.attribute }),
     },
-  });
-  return html;
+  );
 }
 
-// Named references that can spell a URL scheme or hide one; letters have no named references.
-const NAMED_REFERENCES: Record<string, string> = {
-  amp: "&",
-  lt: "<",
-  gt: ">",
-  quot: '"',
-  apos: "'",
-  colon: ":",
-  Tab: "\t",
-  NewLine: "\n",
-  plus: "+",
-  period: ".",
-  sol: "/",
-  num: "#",
-  quest: "?",
-};
+/**
+ * Under a `urls` plan: keep a URL attribute's variable value, and once its last one is in,
+ * check the value it makes, as a full scan would: only when data is in it (a value is not
+ * empty), naming the first variable that is not.
+ */
+function fillUrlSlot({ attribute, slot }: UrlTag, text: string): void {
+  attribute.values[slot] = text;
+  if (slot !== attribute.variables.length - 1) return;
+  const first = attribute.values.findIndex((value) => value !== "");
+  if (first < 0) return;
+  const value = attribute.pieces.map((piece) => typeof piece === "number" ? attribute.values[piece] : piece).join("");
+  spendSteps(URL_CHECK_STEPS + Math.ceil(value.length / SCANNED_CHARS_PER_STEP));
+  if (!isSafeUrlValue(attribute.name, value)) throw unsafeUrl(attribute.variables[first], attribute.name);
+}
 
-// These four are also read without the semicolon.
-const LEGACY_REFERENCES = new Set(["amp", "lt", "gt", "quot"]);
+function unsafeUrl(variable: string, attribute: string): ApiError {
+  return new ApiError(
+    422,
+    "template_data_unsafe_url",
+    `Template data "${variable}" makes the ${attribute} attribute a URL that is not http(s), mailto, tel, cid or relative`,
+    { part: "html", variable, attribute },
+  );
+}
 
-/** Decode numeric character references and the named ones a scheme could be spelled with. */
-function decodeCharacterReferences(value: string): string {
-  return value.replace(/&(#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*)(;?)/g, (match, ref: string, semi: string) => {
-    if (ref.startsWith("#")) {
-      const code = ref[1] === "x" || ref[1] === "X" ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
-      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : "\uFFFD";
-    }
-    const named = NAMED_REFERENCES[ref];
-    return named !== undefined && (semi || LEGACY_REFERENCES.has(ref)) ? named : match;
+function tooManyValues(): ApiError {
+  return new ApiError(422, "template_data_invalid", `Template data has more than ${MAX_DATA_VALUES} values`, {
+    limit: MAX_DATA_VALUES,
   });
 }
 
 /**
- * Whether a URL resolves to a safe scheme or is relative. As URL parsers do, leading and trailing
- * controls and spaces and every tab and newline are ignored; beyond that, controls and spaces
- * inside the scheme are dropped too, and a leftover `&` (an unknown reference) before the first
- * colon counts as unsafe.
+ * Copy one value into a shape Mustache cannot misuse: prototype-less objects with own
+ * enumerable keys only, arrays of the same, and JSON scalars. Everything else is dropped
+ * (undefined). `count` is called once per value seen and returns the running total.
  */
-function isSafeUrl(url: string): boolean {
-  const end = url.search(/[/?#:]/);
-  if (end < 0 || url[end] !== ":") return true;
-  const prefix = url.slice(0, end);
-  if (prefix.includes("&")) return false;
-  // deno-lint-ignore no-control-regex
-  const scheme = prefix.replace(/[\x00-\x20]/g, "").toLowerCase();
-  if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) return true;
-  return SAFE_SCHEMES.has(scheme);
-}
-
-/**
- * Copy caller data into a shape Mustache cannot misuse: prototype-less objects with own
- * enumerable keys only, arrays of the same, and JSON scalars. Everything else is dropped.
- */
-function sanitizeData(data: unknown): Record<string, unknown> {
-  if (!isPlainObject(data)) {
-    throw new ApiError(422, "template_data_invalid", "Template data must be a JSON object");
+function copyValue(value: unknown, depth: number, count: () => number): unknown {
+  if (count() > MAX_DATA_VALUES) throw tooManyValues();
+  if (value === null || ["string", "number", "boolean"].includes(typeof value)) return value;
+  if (!Array.isArray(value) && !isPlainObject(value)) return undefined;
+  if (depth >= MAX_DATA_DEPTH) {
+    throw new ApiError(422, "template_data_invalid", `Template data is nested deeper than ${MAX_DATA_DEPTH}`, {
+      limit: MAX_DATA_DEPTH,
+    });
   }
-  let count = 0;
-  const copy = (value: unknown, depth: number): unknown => {
-    if (++count > MAX_DATA_VALUES) {
-      throw new ApiError(422, "template_data_invalid", `Template data has more than ${MAX_DATA_VALUES} values`, {
-        limit: MAX_DATA_VALUES,
-      });
-    }
-    if (value === null || ["string", "number", "boolean"].includes(typeof value)) return value;
-    if (!Array.isArray(value) && !isPlainObject(value)) return undefined;
-    if (depth >= MAX_DATA_DEPTH) {
-      throw new ApiError(422, "template_data_invalid", `Template data is nested deeper than ${MAX_DATA_DEPTH}`, {
-        limit: MAX_DATA_DEPTH,
-      });
-    }
-    if (Array.isArray(value)) {
-      return value.map((item) => copy(item, depth + 1)).filter((item) => item !== undefined);
-    }
-    const out: Record<string, unknown> = Object.create(null);
-    for (const key of Object.keys(value)) {
-      if (key === "__proto__") continue;
-      const item = copy(value[key], depth + 1);
-      if (item !== undefined) out[key] = item;
-    }
-    return out;
-  };
-  return copy(data, 0) as Record<string, unknown>;
+  if (Array.isArray(value)) {
+    return value.map((item) => copyValue(item, depth + 1, count)).filter((item) => item !== undefined);
+  }
+  const out: Record<string, unknown> = Object.create(null);
+  for (const key of Object.keys(value)) {
+    if (key === "__proto__") continue;
+    const item = copyValue(value[key], depth + 1, count);
+    if (item !== undefined) out[key] = item;
+  }
+  return out;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

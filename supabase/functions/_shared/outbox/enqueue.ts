@@ -3,6 +3,11 @@
 // statement for all the rows. Nothing is sent here and no password is read: the worker
 // (outbox/worker.ts) sends the rows and validates each payload again at send time.
 //
+// Validation goes from cheap to dear and stops at the first bound passed: counts first (entries,
+// and in messages mode the recipients of all messages together), then each entry on its own,
+// then the template rendered for it (render_at_accept.ts), so that what could never be sent is
+// refused here rather than failing row by row in the worker.
+//
 // What a row carries (the worker's contract):
 // - recipients mode: payload `{kind: "recipient", to: {email, name?}, data?}`; the shared content
 //   is the batch's `content` `{subject?, text?, html?, template?, data?, headers?, from_name?,
@@ -14,8 +19,9 @@ import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
 import { type Address, countRecipients, dedupeRecipients, recipientKey } from "../mail/addresses.ts";
-import { type CompositionLimits, decodeAttachments, sanitizeHeaders } from "../mail/compose.ts";
+import { checkContent, type CompositionLimits, decodeAttachments, sanitizeHeaders } from "../mail/compose.ts";
 import { MAX_DATA_DEPTH, missingVariables, requiredVariables } from "../mail/templates.ts";
+import { checkBatchContent, messageRenderer, RenderBudget, stoppedEarly } from "./render_at_accept.ts";
 import {
   type BulkRecipient,
   bulkRecipient,
@@ -62,16 +68,70 @@ interface BatchPlan {
   rows: OutboxRow[];
 }
 
+/** Where planning records why entries were refused: all of them, and how many failed to render. */
+interface EntryErrors {
+  list: EntryError[];
+  renderFailures: number;
+}
+
 /**
- * Validate a bulk request as the user and queue its messages.
+ * Refuse a bulk request over its bounds before any entry is looked at: at most
+ * `limits.maxEntries` recipients, or messages, and in messages mode at most as many
+ * recipients in all messages together (to, cc and bcc entries as given). Counting costs one
+ * look at each entry, so a request of 10,000 messages with 50 recipients each is refused in a
+ * few milliseconds rather than after its 500,000 addresses are parsed.
  *
- * @throws ApiError 422 `too_many_recipients`, 404 `config_not_found` / `template_not_found`,
- *   409 `config_inactive`, 422 `config_incomplete`, the send-email content errors for shared
- *   content (400 header errors, 422 `subject_too_long`, 413 `html_too_large`, 422
- *   `template_empty`), 413 `content_too_large`, and 422 `invalid_recipients`
+ * @throws ApiError 422 `too_many_recipients` with `details.limit`, `details.count` and
+ *   `details.bound`: `recipients`, `messages` or `message_recipients`.
+ * @example
+ * ```ts
+ * checkBulkBounds({ messages: [{ to: ["a@example.com", "b@example.com"], text: "x" }] }, { maxEntries: 1 });
+ * // throws too_many_recipients, bound "message_recipients"
+ * ```
+ */
+export function checkBulkBounds(req: Pick<SendBulkRequest, "recipients" | "messages">, limits: BulkLimits): void {
+  const entries = req.recipients ?? req.messages ?? [];
+  const bound = req.recipients ? "recipients" : "messages";
+  if (entries.length > limits.maxEntries) {
+    throw new ApiError(422, "too_many_recipients", `At most ${limits.maxEntries} ${bound} per request`, {
+      limit: limits.maxEntries,
+      count: entries.length,
+      bound,
+    });
+  }
+  if (!req.messages) return;
+  let count = 0;
+  for (const message of req.messages) {
+    if (message === null || typeof message !== "object") continue;
+    const { to, cc, bcc } = message as Record<string, unknown>;
+    for (const field of [to, cc, bcc]) count += Array.isArray(field) ? field.length : field === undefined ? 0 : 1;
+  }
+  if (count > limits.maxEntries) {
+    throw new ApiError(
+      422,
+      "too_many_recipients",
+      `At most ${limits.maxEntries} recipients per request; these messages have ${count} (to, cc and bcc together)`,
+      { limit: limits.maxEntries, count, bound: "message_recipients" },
+    );
+  }
+}
+
+/**
+ * Validate a bulk request as the user and queue its messages. The template is rendered at
+ * accept (see render_at_accept.ts): with the shared data for the batch, and with each entry's
+ * own data, within `ACCEPT_RENDER_STEPS`.
+ *
+ * @throws ApiError 422 `too_many_recipients` (see {@linkcode checkBulkBounds}), 404
+ *   `config_not_found` / `template_not_found`, 409 `config_inactive`, 422 `config_incomplete`,
+ *   the send-email content errors for shared content (400 header errors, 422 `subject_too_long`,
+ *   413 `html_too_large`, 422 `html_too_complex`, 422 `template_empty`), the template's errors
+ *   with the shared data (422 `template_invalid`, `template_too_complex`,
+ *   `template_output_too_large`, `template_data_invalid`, `template_data_unsafe_url`,
+ *   `template_data_unsafe_context`), 413 `content_too_large`, and 422 `invalid_recipients`
  *   (`details.errors: [{index, reason}]`, at most {@linkcode MAX_LISTED_ERRORS}, and
- *   `details.invalid_count`) when an entry is invalid and `skip_invalid` is not set, or when
- *   no entry is valid.
+ *   `details.invalid_count`) when an entry is invalid and `skip_invalid` is not set, when no
+ *   entry is valid, or when rendering stopped at the budget after some entry failed to render.
+ *   A reason from rendering starts with the render's code (`template_too_complex: ...`).
  * @example
  * ```ts
  * await enqueueBulk(ctx, claims, { recipients: ["a@example.com"], text: "Hi" }, { maxEntries: 10_000 });
@@ -84,25 +144,20 @@ export async function enqueueBulk(
   req: SendBulkRequest,
   limits: BulkLimits,
 ): Promise<BulkAccepted> {
+  checkBulkBounds(req, limits);
   const entries = req.recipients ?? req.messages ?? [];
-  if (entries.length > limits.maxEntries) {
-    throw new ApiError(
-      422,
-      "too_many_recipients",
-      `At most ${limits.maxEntries} ${req.recipients ? "recipients" : "messages"} per request`,
-      { limit: limits.maxEntries, count: entries.length },
-    );
-  }
-  const errors: EntryError[] = [];
+  const errors: EntryErrors = { list: [], renderFailures: 0 };
+  const budget = new RenderBudget();
 
   return await withUser(ctx.sql, claims, async (tx) => {
     const config = await usableConfig(ctx, tx, req.config);
     const plan = req.recipients
-      ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors)
-      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors);
-    errors.sort((a, b) => a.index - b.index);
-    if (plan.rows.length === 0 || (errors.length > 0 && !req.skip_invalid)) {
-      throw invalidRecipients(errors, entries.length, plan.rows.length === 0);
+      ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors, budget)
+      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors, budget);
+    errors.list.sort((a, b) => a.index - b.index);
+    const stopped = budget.stoppedAt !== undefined && errors.renderFailures > 0;
+    if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
+      throw invalidRecipients(errors.list, entries.length, plan.rows.length === 0, stopped ? budget : undefined);
     }
 
     const [batch] = await tx<{ id: string; scheduled_at: Date | null }[]>`
@@ -116,7 +171,7 @@ export async function enqueueBulk(
       batch_id: batch.id,
       queued: inserted,
       ...(batch.scheduled_at ? { scheduled_at: batch.scheduled_at.toISOString() } : {}),
-      ...(errors.length > 0 ? { skipped: errors } : {}),
+      ...(errors.list.length > 0 ? { skipped: errors.list } : {}),
     };
   });
 }
@@ -149,11 +204,15 @@ async function insertRows(tx: Tx, batchId: string, config: SmtpConfig, plan: Bat
   return result.count;
 }
 
-function invalidRecipients(errors: EntryError[], total: number, noneValid: boolean): ApiError {
+function invalidRecipients(errors: EntryError[], total: number, noneValid: boolean, stopped?: RenderBudget): ApiError {
   const listed = errors.slice(0, MAX_LISTED_ERRORS);
   const first = listed[0] ? `; entry ${listed[0].index}: ${listed[0].reason}` : "";
   const message = noneValid
     ? `None of the ${total} entries can be queued${first}`
+    : stopped
+    ? `${errors.length} of ${total} entries are invalid${first}; ${
+      stoppedEarly(stopped)
+    }: fix them or send fewer per batch`
     : `${errors.length} of ${total} entries are invalid${first}; fix them or set skip_invalid: true`;
   return new ApiError(422, "invalid_recipients", message, { errors: listed, invalid_count: errors.length });
 }
@@ -165,12 +224,15 @@ async function planRecipients(
   tx: Tx,
   req: SendBulkRequest,
   entries: unknown[],
-  errors: EntryError[],
+  errors: EntryErrors,
+  budget: RenderBudget,
 ): Promise<BatchPlan> {
   const headers = sanitizeHeaders(req.headers);
-  checkContentSize(limits, req);
+  // The sizes first: cheap, and they need no template.
+  checkContent(req, limits, { checkShape: false });
   const template = req.template === undefined ? undefined : await findTemplate(tx, req.template);
   if (template) checkTemplateHasBody(template, req);
+  const renders = checkBatchContent(template, req, limits, budget);
   const content = sharedContent(req, headers);
   const contentBytes = utf8Length(JSON.stringify(content));
   if (contentBytes > MAX_BATCH_CONTENT_BYTES) {
@@ -188,13 +250,19 @@ async function planRecipients(
   for (const [index, entry] of entries.entries()) {
     const parsed = bulkRecipient.safeParse(entry);
     if (!parsed.success) {
-      errors.push({ index, reason: issuesText(parsed.error) });
+      errors.list.push({ index, reason: issuesText(parsed.error) });
       continue;
     }
     const recipient = parsed.data;
     const reason = recipientProblem(recipient, index, seen, required, req.data);
     if (reason !== null) {
-      errors.push({ index, reason });
+      errors.list.push({ index, reason });
+      continue;
+    }
+    const renderReason = renders(index, recipient.data);
+    if (renderReason !== null) {
+      errors.list.push({ index, reason: renderReason });
+      errors.renderFailures++;
       continue;
     }
     rows.push({
@@ -247,20 +315,6 @@ function sharedContent(req: SendBulkRequest, headers: Record<string, string>): R
   return content;
 }
 
-/** The send-email limits that content alone decides (buildMessage checks them again at send time). */
-function checkContentSize(limits: CompositionLimits, content: { subject?: string; html?: string }): void {
-  if (content.subject !== undefined && content.subject.length > limits.maxSubjectChars) {
-    throw new ApiError(422, "subject_too_long", `The subject exceeds ${limits.maxSubjectChars} characters`, {
-      limit: limits.maxSubjectChars,
-    });
-  }
-  if (content.html !== undefined && utf8Length(content.html) > limits.maxHtmlBytes) {
-    throw new ApiError(413, "html_too_large", `The HTML body exceeds ${limits.maxHtmlBytes} bytes`, {
-      limit_bytes: limits.maxHtmlBytes,
-    });
-  }
-}
-
 function checkTemplateHasBody(template: StoredTemplate, content: { text?: string; html?: string }): void {
   if (template.text === null && template.html === null && content.text === undefined && content.html === undefined) {
     throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
@@ -292,14 +346,16 @@ async function planMessages(
   limits: CompositionLimits,
   tx: Tx,
   entries: unknown[],
-  errors: EntryError[],
+  errors: EntryErrors,
+  budget: RenderBudget,
 ): Promise<BatchPlan> {
   const valid: { index: number; request: SendEmailRequest; recipients: Recipients }[] = [];
   for (const [index, entry] of entries.entries()) {
     const checked = checkMessage(limits, entry);
-    if ("reason" in checked) errors.push({ index, reason: checked.reason });
+    if ("reason" in checked) errors.list.push({ index, reason: checked.reason });
     else valid.push({ index, ...checked });
   }
+  const render = messageRenderer(limits, budget);
 
   // Each template is looked up once; a missing one invalidates the messages that name it.
   const templates = new Map<string, StoredTemplate | null>();
@@ -311,19 +367,25 @@ async function planMessages(
   for (const { index, request, recipients } of valid) {
     const template = request.template === undefined ? undefined : templates.get(request.template);
     if (template === null) {
-      errors.push({ index, reason: `template ${JSON.stringify(request.template)} not found` });
+      errors.list.push({ index, reason: `template ${JSON.stringify(request.template)} not found` });
       continue;
     }
     if (template) {
       if (
         template.text === null && template.html === null && request.text === undefined && request.html === undefined
       ) {
-        errors.push({ index, reason: "the template has neither an HTML nor a text part" });
+        errors.list.push({ index, reason: "the template has neither an HTML nor a text part" });
         continue;
       }
       const missing = missingVariables(requiredVariables(template), request.data ?? {});
       if (missing.length > 0) {
-        errors.push({ index, reason: `template data is missing ${missing.join(", ")}` });
+        errors.list.push({ index, reason: `template data is missing ${missing.join(", ")}` });
+        continue;
+      }
+      const reason = render(index, request, template);
+      if (reason !== null) {
+        errors.list.push({ index, reason });
+        errors.renderFailures++;
         continue;
       }
     }
@@ -354,7 +416,8 @@ function checkMessage(
     if (request.scheduled_at !== undefined) return { reason: "scheduled_at applies to the whole batch; set it there" };
     if (request.config !== undefined) return { reason: "config applies to the whole batch; set it there" };
     sanitizeHeaders(request.headers);
-    checkContentSize(limits, request);
+    // A templated message's text part may come from its template: its shape is checked once rendered.
+    checkContent(request, limits, { checkShape: request.template === undefined });
     const recipients = dedupeRecipients({ to: request.to, cc: request.cc, bcc: request.bcc });
     if (countRecipients(recipients) > limits.maxRecipients) {
       return { reason: `at most ${limits.maxRecipients} recipients per message` };
@@ -365,8 +428,9 @@ function checkMessage(
     });
     return { request, recipients };
   } catch (error) {
-    // The content checks (and an oversized agent_context) throw ApiErrors: per entry, a reason.
-    if (error instanceof ApiError) return { reason: error.message };
+    // The content checks (and an oversized agent_context) throw ApiErrors: per entry, a reason
+    // that starts with the code, as a render's does.
+    if (error instanceof ApiError) return { reason: `${error.code}: ${error.message}` };
     throw error;
   }
 }
