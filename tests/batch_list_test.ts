@@ -115,7 +115,9 @@ Deno.test({
         const { batches } = await list(ada, { limit: 5 });
         for (const entry of batches) {
           const status = await withUser(sql, claims(ada), (tx) => batchStatus(tx, entry.batch_id));
-          assert.deepEqual(entry, status);
+          // The waiting reasons and recipient totals are one batch's progress only (the list stays cheap).
+          const { waiting: _waiting, recipients: _recipients, ...shared } = status;
+          assert.deepEqual(entry, shared);
         }
         assert.deepEqual(batches[0].counts, {
           queued: 0,

@@ -5,6 +5,8 @@ import { body, type ErrorBody, errorCode, startTestStack, type TestStack, userWi
 import { MAX_BODY_BYTES } from "../supabase/functions/send-email/handler.ts";
 import { MAX_JSON_DEPTH } from "../supabase/functions/_shared/http.ts";
 import { MAX_AGENT_CONTEXT_BYTES, MAX_AGENT_CONTEXT_DEPTH } from "../supabase/functions/_shared/schemas.ts";
+import { startScriptedSmtp } from "./scripted_smtp.ts";
+import { Buffer } from "node:buffer";
 
 const MiB = 1024 * 1024;
 
@@ -175,6 +177,53 @@ Deno.test({
         const [audit] = await stack.sql`select agent_context from public.email_audit_log where id = ${sent.id}`;
         assert.deepEqual(audit.agent_context, agent_context);
       });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "admission by bytes: concurrent large bodies beyond an instance's budget wait, then get 503 server_busy",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // A 12 MiB budget, and a server whose final reply takes 5 s: the first large send holds its
+    // share for longer than the others may wait (2 s).
+    const stack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_BODY_BUDGET_BYTES: String(12 * MiB),
+      MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "10000",
+    });
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"], dataReplyDelayMs: 5_000 });
+    try {
+      const user = await stack.createUser();
+      await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      const content = Buffer.from(new Uint8Array(6 * MiB).fill(7)).toString("base64");
+      const large = (i: number) =>
+        stack.invoke("send-email", {
+          token: user.token,
+          body: { to: `big${i}@example.com`, text: "big", attachments: [{ filename: `${i}.bin`, content }] },
+        });
+      const first = large(0);
+      // The others arrive while the first is held.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const others = await Promise.all([large(1), large(2)]);
+      for (const res of others) {
+        assert.equal(res.status, 503);
+        assert.equal(res.headers.get("retry-after"), "2");
+        assert.equal((await body<ErrorBody>(res)).error.code, "server_busy");
+      }
+      const firstAnswer = await first;
+      assert.equal(firstAnswer.status, 200, await firstAnswer.clone().text());
+      // Nothing was queued or sent for the refused ones.
+      assert.equal(smtp.messages().length, 1);
+      const [{ n }] = await stack.sql`select count(*)::int as n from public.email_audit_log where user_id = ${user.id}`;
+      assert.equal(n, 1);
+      // Room again: the next one goes.
+      const again = await large(3);
+      assert.equal(again.status, 200, await again.text());
     } finally {
       await smtp.close();
       await stack.close();

@@ -161,6 +161,14 @@ Deno.test({
         assert.ok(Date.parse(sent.retry!.next_attempt_at) > Date.now(), "the next attempt is ahead");
         assert.equal((await rowsOf([sent.id]))[0].status, "queued", "the row waits for its deferred recipient");
 
+        const waiting = await body<{ waiting: { reason: string; detail: string | null } | null }>(
+          await stack.invoke(`email-analytics/messages/${sent.id}`, { token: user.token, method: "GET" }),
+        );
+        assert.equal(waiting.waiting?.reason, "deferred_by_server");
+        assert.match(waiting.waiting?.detail ?? "", /Greylisted/);
+        const [partly] = await stack.sql`select accepted, deferred from public.email_audit_log where id = ${sent.id}`;
+        assert.deepEqual([partly.accepted, partly.deferred], [["now@example.com"], ["later@example.com"]]);
+
         await stack.sql`update public.email_audit_log set next_attempt_at = now() where id = ${sent.id}`;
         await stack.drainOutbox();
         const messages = server.smtp.messages();
@@ -181,6 +189,63 @@ Deno.test({
         assert.equal(own.status, 200);
         assert.equal(ownBody.retry, undefined);
         assert.equal((await rowsOf([ownBody.id]))[0].status, "sent");
+        await server.smtp.close();
+      });
+
+      await t.step("progress says why mail waits: budget, paused config, deferred by the server", async () => {
+        const user = await stack.createUser();
+        const server = await withServer(user);
+        await stack.sql`update public.user_smtp_configs set max_per_day = 3 where id = ${server.id}`;
+        const name = (await stack.sql`select name from public.user_smtp_configs where id = ${server.id}`)[0].name;
+        const accepted = await stack.invoke("send-bulk", {
+          token: user.token,
+          body: {
+            recipients: [1, 2, 3, 4, 5].map((i) => ({ email: `b${i}@example.com` })),
+            subject: "s",
+            text: "t",
+            config: name,
+          },
+        });
+        const batch = await body<{ batch_id: string; warnings?: { code: string; message: string }[] }>(accepted);
+        assert.equal(accepted.status, 202, JSON.stringify(batch));
+        assert.deepEqual(batch.warnings?.map((w) => w.code), ["exceeds_daily_budget"], "warned at accept");
+        await stack.drainOutbox();
+        assert.equal(server.smtp.messages().length, 3);
+        type Progress = {
+          counts: { queued: number; sent: number };
+          waiting: { reason: string; count: number; next_attempt_at: string | null; detail: string | null }[];
+          recipients: { accepted: number };
+        };
+        const progress = await body<Progress>(
+          await stack.invoke(`send-bulk/${batch.batch_id}`, { token: user.token, method: "GET" }),
+        );
+        assert.equal(progress.counts.queued, 2);
+        assert.equal(progress.recipients.accepted, 3);
+        assert.equal(progress.waiting.length, 1, JSON.stringify(progress.waiting));
+        assert.equal(progress.waiting[0].reason, "rate_limited");
+        assert.equal(progress.waiting[0].count, 2);
+        assert.ok(progress.waiting[0].next_attempt_at && Date.parse(progress.waiting[0].next_attempt_at) > Date.now());
+        assert.match(progress.waiting[0].detail ?? "", /per day/);
+
+        // The config is paused: that is the reason now, and no next attempt until it is fixed.
+        await stack
+          .sql`update public.user_smtp_configs set needs_attention = 'smtp_auth_failed' where id = ${server.id}`;
+        const paused = await body<Progress>(
+          await stack.invoke(`send-bulk/${batch.batch_id}`, { token: user.token, method: "GET" }),
+        );
+        assert.deepEqual(
+          paused.waiting.map((w) => [w.reason, w.count, w.next_attempt_at, w.detail]),
+          [["config_paused", 2, null, "smtp_auth_failed"]],
+        );
+        const [{ id: one }] = await stack.sql`select id from public.email_audit_log
+                                               where batch_id = ${batch.batch_id} and status = 'queued' limit 1`;
+        const message = await body<{ waiting: { reason: string; detail: string | null } | null }>(
+          await stack.invoke(`email-analytics/messages/${one}`, { token: user.token, method: "GET" }),
+        );
+        assert.deepEqual(message.waiting && [message.waiting.reason, message.waiting.detail], [
+          "config_paused",
+          "smtp_auth_failed",
+        ]);
         await server.smtp.close();
       });
 

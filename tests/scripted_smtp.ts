@@ -95,6 +95,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
     socket.on("error", () => {});
     let inData = false;
     let buffer = Buffer.alloc(0);
+    let scanned = 0;
     let current: ScriptedMessage | null = null;
     let rcptIndex = 0;
     let upgrading = false;
@@ -178,8 +179,14 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
       buffer = Buffer.concat([buffer, chunk]);
       while (buffer.length > 0) {
         if (inData) {
-          const end = buffer.indexOf("\r\n.\r\n");
-          if (end < 0) return;
+          // Only the new bytes (and the four before them) can complete the terminator: a large
+          // message is searched once, not again at every chunk.
+          const end = buffer.indexOf("\r\n.\r\n", scanned);
+          if (end < 0) {
+            scanned = Math.max(0, buffer.length - 4);
+            return;
+          }
+          scanned = 0;
           const message = current ?? { mailFrom: "", rcptTo: [], data: "" };
           message.data = buffer.subarray(0, end).toString("utf8");
           messages.push(message);

@@ -290,8 +290,16 @@ end
 $$;
 
 -- Put claimed or started rows back without counting an attempt; a row never tried loses the
--- Date it was given at its claim.
-create or replace function private.postpone_outbox_sends(p_audit_ids uuid[], p_worker text, p_seconds integer)
+-- Date it was given at its claim. With a reason (e.g. `rate_limited`), the row says why it
+-- waits (error_class and error_message, until its next attempt records another outcome).
+drop function private.postpone_outbox_sends(uuid[], text, integer);
+create function private.postpone_outbox_sends(
+  p_audit_ids uuid[],
+  p_worker text,
+  p_seconds integer,
+  p_reason text default null,
+  p_message text default null
+)
 returns void
 language sql
 security definer
@@ -303,6 +311,8 @@ as $$
          first_attempt_at = case
            when (case when a.status = 'sending' then greatest(a.attempts - 1, 0) else a.attempts end) = 0 then null
            else a.first_attempt_at end,
+         error_class = coalesce(left(p_reason, 64), a.error_class),
+         error_message = case when p_reason is null then a.error_message else left(p_message, 1000) end,
          next_attempt_at = now() + make_interval(secs => greatest(p_seconds, 0)),
          lease_until = null, leased_by = null
    where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled', 'sending');
@@ -393,7 +403,7 @@ $$;
 revoke all on function private.prepare_outbox_row() from public, anon, authenticated;
 revoke all on function private.claim_outbox(text, integer, integer, bigint, uuid[]) from public, anon, authenticated;
 revoke all on function private.sweep_outbox() from public, anon, authenticated;
-revoke all on function private.postpone_outbox_sends(uuid[], text, integer) from public, anon, authenticated;
+revoke all on function private.postpone_outbox_sends(uuid[], text, integer, text, text) from public, anon, authenticated;
 revoke all on function private.release_outbox_leases(text) from public, anon, authenticated;
 revoke all on function private.retry_set_aside_messages(uuid[]) from public, anon, authenticated;
 revoke all on function private.back_off_config(uuid, integer, text) from public, anon, authenticated;

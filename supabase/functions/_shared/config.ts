@@ -4,6 +4,7 @@ import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts
 import type { SmtpSettings } from "./smtp/session.ts";
 import { DEFAULT_POOL_OPTIONS, type PoolOptions } from "./smtp/pool.ts";
 import { type BulkLimits, loadBulkLimits } from "./outbox/limits.ts";
+import { DEFAULT_BODY_BUDGET_BYTES } from "./admission.ts";
 import ipaddr from "ipaddr.js";
 
 /** Everything the functions need from their environment. */
@@ -38,6 +39,8 @@ export interface Config {
   workerKeys: string[];
   /** How long one process-outbox run keeps claiming. */
   outboxBudgetMs: number;
+  /** Request bodies one instance holds at once (admission by bytes). */
+  bodyBudgetBytes: number;
   /** Limits of one send-bulk request (MAILROOM_BULK_MAX_RECIPIENTS). */
   bulk: BulkLimits;
   /** Browser origins the MCP endpoint accepts (MAILROOM_ALLOWED_ORIGINS), e.g. `https://app.example.com`. */
@@ -220,6 +223,7 @@ export function loadConfig(env: Env): Config {
     workerKeys: workerKeys(env),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
+    bodyBudgetBytes: positiveInt(env, "MAILROOM_BODY_BUDGET_BYTES", DEFAULT_BODY_BUDGET_BYTES),
     bulk: orConfigError(() => loadBulkLimits(env)),
     allowedOrigins: allowedOrigins(env),
   };

@@ -3,6 +3,7 @@ import { type Config, loadConfig } from "./config.ts";
 import { cachedVerifier, createTokenVerifier, type TokenVerifier } from "./auth.ts";
 import { createSql, type Sql } from "./db.ts";
 import { createSessionPool, type SessionPool } from "./smtp/pool.ts";
+import { setBodyBudget } from "./http.ts";
 
 /** Shared per-instance state: configuration, the connection pools, the token verifier. */
 export interface AppContext {
@@ -23,6 +24,7 @@ export interface AppContext {
  */
 export function createContext(env: Record<string, string | undefined>): AppContext {
   const config = loadConfig(env);
+  setBodyBudget(config.bodyBudgetBytes);
   return {
     config,
     sql: createSql(config),

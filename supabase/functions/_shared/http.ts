@@ -1,5 +1,6 @@
 // HTTP plumbing shared by every function: the one error type, JSON responses, CORS and
 // the wrapper that renders errors in the contract's shape.
+import { AdmissionRefused, ByteBudget, DEFAULT_BODY_BUDGET_BYTES, type Release } from "./admission.ts";
 
 /** CORS headers for browser callers (supabase-js sends these request headers). */
 export const corsHeaders: Record<string, string> = {
@@ -69,8 +70,46 @@ export function serveJson(handler: Handler): Handler {
       return res;
     } catch (error) {
       return errorResponse(error, requestId);
+    } finally {
+      admitted.get(req)?.();
+      admitted.delete(req);
     }
   };
+}
+
+/** How long a request waits for room before 503 `server_busy`. */
+export const BODY_ADMISSION_WAIT_MS = 2_000;
+
+let bodyBudget = new ByteBudget(DEFAULT_BODY_BUDGET_BYTES, BODY_ADMISSION_WAIT_MS);
+/** Each request's share of the budget, given back when serveJson's handler is done with it. */
+const admitted = new WeakMap<Request, Release>();
+
+/** Set this instance's body budget (createContext does, from the configuration). */
+export function setBodyBudget(limitBytes: number, waitMs = BODY_ADMISSION_WAIT_MS): void {
+  bodyBudget = new ByteBudget(limitBytes, waitMs);
+}
+
+/**
+ * Hold the body's bytes in the instance's budget until the request is answered: the declared
+ * length, or `maxBytes` for a body without one (chunked). Waits briefly for room.
+ *
+ * @throws ApiError 503 `server_busy` with Retry-After when no room came.
+ */
+async function admitBody(req: Request, declared: number, maxBytes: number): Promise<void> {
+  if (req.body === null || admitted.has(req)) return;
+  try {
+    admitted.set(req, await bodyBudget.admit(declared > 0 ? declared : maxBytes));
+  } catch (error) {
+    if (!(error instanceof AdmissionRefused)) throw error;
+    req.body.cancel().catch(() => {});
+    throw new ApiError(
+      503,
+      "server_busy",
+      "This instance is holding as many request bodies as it can; retry shortly",
+      { retry_after_seconds: error.retryAfterSeconds },
+      { "retry-after": String(error.retryAfterSeconds) },
+    );
+  }
 }
 
 /** Deepest nesting of objects and arrays a JSON request body may have (`json_too_deep`). */
@@ -97,6 +136,7 @@ export const MAX_JSON_DEPTH = 64;
 export async function readJson(req: Request, maxBytes: number): Promise<unknown> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > maxBytes) throw payloadTooLarge(maxBytes);
+  await admitBody(req, declared, maxBytes);
   const bytes = await readBody(req, maxBytes);
   let text: string;
   try {

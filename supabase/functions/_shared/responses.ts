@@ -47,6 +47,9 @@ export const bulkAccepted = z.strictObject({
   queued: z.number().int(),
   scheduled_at: timestamp.optional(),
   skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
+  warnings: z.array(z.strictObject({ code: z.string(), message: z.string() })).optional().describe(
+    "Accepted, but: exceeds_daily_budget (more waits for the config than its per-day limit still allows)",
+  ),
 });
 
 export const batchStatus = z.strictObject({
@@ -68,6 +71,18 @@ export const batchStatus = z.strictObject({
   last_sent_at: timestamp.nullable(),
   rate_per_minute: z.number().nullable(),
   top_errors: z.array(z.strictObject({ error_class: z.string(), count: z.number().int() })),
+  waiting: z.array(z.strictObject({
+    reason: z.string().describe(
+      "set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due",
+    ),
+    count: z.number().int(),
+    next_attempt_at: timestamp.nullable().describe("The earliest next attempt; null while it waits for you"),
+    detail: z.string().nullable().describe("Why, in the server's or the config's words"),
+  })).optional().describe("Why the batch's queued and scheduled messages wait (one batch's progress only)"),
+  recipients: z.strictObject({ accepted: z.number().int(), rejected: z.number().int(), deferred: z.number().int() })
+    .optional().describe(
+      "Recipients by outcome so far, partly delivered messages included (one batch's progress only)",
+    ),
 });
 
 export const batchList = z.strictObject({ batches: z.array(batchStatus), next_before: timestamp.nullable() });
@@ -196,6 +211,13 @@ export const message = z.strictObject({
   config: z.strictObject({ id: uuid, name: z.string().nullable() }).nullable(),
   template_id: uuid.nullable(),
   agent_context: z.record(z.string(), z.unknown()).nullable(),
+  waiting: z.strictObject({
+    reason: z.string().describe(
+      "set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due",
+    ),
+    detail: z.string().nullable(),
+    next_attempt_at: timestamp.nullable().describe("null while it waits for you (set aside, paused config)"),
+  }).nullable().describe("Why a queued or scheduled message waits; null otherwise"),
 });
 export const messagePage = z.strictObject({ messages: z.array(message), next_cursor: z.string().nullable() });
 

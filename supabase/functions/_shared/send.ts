@@ -531,7 +531,9 @@ export async function scheduleEmail(
     return {
       id: row.id,
       status: row.status,
-      scheduled_at: row.next_attempt_at.toISOString(),
+      // A paused config's rows wait at 'infinity' (no time yet): the answer keeps the time asked for.
+      scheduled_at: (Number.isFinite(row.next_attempt_at.getTime()) ? row.next_attempt_at : new Date(req.scheduled_at))
+        .toISOString(),
       message_id: row.message_id,
     };
   });

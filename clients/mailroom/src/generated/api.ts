@@ -647,6 +647,11 @@ export interface components {
                 index: number;
                 reason: string;
             }[];
+            /** @description Accepted, but: exceeds_daily_budget (more waits for the config than its per-day limit still allows) */
+            warnings?: {
+                code: string;
+                message: string;
+            }[];
         };
         BatchStatus: {
             /** Format: uuid */
@@ -672,6 +677,22 @@ export interface components {
                 error_class: string;
                 count: number;
             }[];
+            /** @description Why the batch's queued and scheduled messages wait (one batch's progress only) */
+            waiting?: {
+                /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
+                reason: string;
+                count: number;
+                /** @description The earliest next attempt; null while it waits for you */
+                next_attempt_at: string | null;
+                /** @description Why, in the server's or the config's words */
+                detail: string | null;
+            }[];
+            /** @description Recipients by outcome so far, partly delivered messages included (one batch's progress only) */
+            recipients?: {
+                accepted: number;
+                rejected: number;
+                deferred: number;
+            };
         };
         BatchList: {
             batches: {
@@ -698,6 +719,22 @@ export interface components {
                     error_class: string;
                     count: number;
                 }[];
+                /** @description Why the batch's queued and scheduled messages wait (one batch's progress only) */
+                waiting?: {
+                    /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
+                    reason: string;
+                    count: number;
+                    /** @description The earliest next attempt; null while it waits for you */
+                    next_attempt_at: string | null;
+                    /** @description Why, in the server's or the config's words */
+                    detail: string | null;
+                }[];
+                /** @description Recipients by outcome so far, partly delivered messages included (one batch's progress only) */
+                recipients?: {
+                    accepted: number;
+                    rejected: number;
+                    deferred: number;
+                };
             }[];
             next_before: string | null;
         };
@@ -958,6 +995,14 @@ export interface components {
             agent_context: {
                 [key: string]: unknown;
             } | null;
+            /** @description Why a queued or scheduled message waits; null otherwise */
+            waiting: {
+                /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
+                reason: string;
+                detail: string | null;
+                /** @description null while it waits for you (set aside, paused config) */
+                next_attempt_at: string | null;
+            } | null;
         };
         MessagePage: {
             messages: {
@@ -995,6 +1040,14 @@ export interface components {
                 template_id: string | null;
                 agent_context: {
                     [key: string]: unknown;
+                } | null;
+                /** @description Why a queued or scheduled message waits; null otherwise */
+                waiting: {
+                    /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
+                    reason: string;
+                    detail: string | null;
+                    /** @description null while it waits for you (set aside, paused config) */
+                    next_attempt_at: string | null;
                 } | null;
             }[];
             next_cursor: string | null;

@@ -10,6 +10,7 @@ import type { analyticsSummary as summarySchema, message as messageSchema } from
 import { ApiError, isUuid } from "../http.ts";
 import { findConfig } from "../store/smtp_configs.ts";
 import { findTemplate } from "../store/templates.ts";
+import { waiting } from "../outbox/waiting.ts";
 import {
   type AnalyticsFilters,
   encodeCursor,
@@ -127,7 +128,7 @@ function messageColumns(tx: Tx) {
     a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
     a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
     case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,
-    a.template_id, a.agent_context`;
+    a.template_id, a.agent_context, ${waiting(tx)} as waiting`;
 }
 
 /**

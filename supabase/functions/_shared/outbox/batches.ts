@@ -3,6 +3,7 @@
 // caller's RLS context, so another user's batch is simply not there (404).
 import { isoUtc, type Tx } from "../db.ts";
 import { ApiError, isUuid } from "../http.ts";
+import { nextAttempt, waitReason } from "./waiting.ts";
 
 /** Messages of a batch by status. */
 export interface BatchCounts {
@@ -29,6 +30,13 @@ export interface BatchStatus {
   rate_per_minute: number | null;
   /** The most frequent error classes over the batch's messages, at most five. */
   top_errors: { error_class: string; count: number }[];
+  /**
+   * Only in one batch's progress (not in the list): why its queued and scheduled messages
+   * wait, by reason, with the earliest next attempt (null: it waits for you) and one detail.
+   */
+  waiting?: { reason: string; count: number; next_attempt_at: string | null; detail: string | null }[];
+  /** Only in one batch's progress: recipients by outcome so far, partly delivered messages included. */
+  recipients?: { accepted: number; rejected: number; deferred: number };
 }
 
 /** Most batches one page of the list holds. */
@@ -61,7 +69,22 @@ function summary(tx: Tx) {
                  where a.batch_id = b.id and a.error_class is not null
                  group by a.error_class
                  order by n desc, a.error_class
-                 limit 5) e)
+                 limit 5) e),
+      'waiting', (
+        select coalesce(jsonb_agg(jsonb_build_object('reason', w.reason, 'count', w.n,
+                                                     'next_attempt_at', w.next_attempt_at, 'detail', w.detail)
+                                  order by w.n desc, w.reason), '[]'::jsonb)
+          from (select r.reason, count(*) as n, min(r.next_attempt_at) as next_attempt_at, min(r.detail) as detail
+                  from (select ${waitReason(tx)} as reason, ${nextAttempt(tx)} as next_attempt_at,
+                               case when a.error_class = 'worker_crashed' then null
+                                    when c.needs_attention is not null then c.needs_attention
+                                    when c.backoff_until > now() then c.backoff_reason
+                                    else coalesce(a.smtp_response, a.error_message) end as detail
+                          from public.email_audit_log a
+                          left join public.user_smtp_configs c on c.id = a.config_id
+                         where a.batch_id = b.id and a.status in ('queued', 'scheduled')) r
+                 group by r.reason) w),
+      'recipients', jsonb_build_object('accepted', s.accepted, 'rejected', s.rejected, 'deferred', s.deferred_recipients)
     ) as status
     from public.email_batches b
     cross join lateral (
@@ -74,7 +97,10 @@ function summary(tx: Tx) {
              count(*) filter (where a.status = 'unknown') as unknown,
              count(*) filter (where a.status = 'cancelled') as cancelled,
              min(a.completed_at) filter (where a.status = 'sent') as first_sent_at,
-             max(a.completed_at) filter (where a.status = 'sent') as last_sent_at
+             max(a.completed_at) filter (where a.status = 'sent') as last_sent_at,
+             coalesce(sum(cardinality(a.accepted)), 0) as accepted,
+             coalesce(sum(cardinality(a.rejected)), 0) as rejected,
+             coalesce(sum(cardinality(a.deferred)), 0) as deferred_recipients
         from public.email_audit_log a
        where a.batch_id = b.id
     ) s`;

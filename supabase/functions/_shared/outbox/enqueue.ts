@@ -47,6 +47,8 @@ export interface BulkAccepted {
   queued: number;
   scheduled_at?: string;
   skipped?: EntryError[];
+  /** Accepted, but: e.g. `exceeds_daily_budget`. */
+  warnings?: { code: string; message: string }[];
 }
 
 /** One audit row to insert; shared columns are statement parameters. */
@@ -167,13 +169,44 @@ export async function enqueueBulk(
               ${req.scheduled_at ?? null}::timestamptz)
       returning id, scheduled_at`;
     const inserted = await insertRows(tx, batch.id, config, plan, req);
+    const warning = await dailyBudgetWarning(tx, config, batch.scheduled_at);
     return {
       batch_id: batch.id,
       queued: inserted,
       ...(batch.scheduled_at ? { scheduled_at: batch.scheduled_at.toISOString() } : {}),
       ...(errors.list.length > 0 ? { skipped: errors.list } : {}),
+      ...(warning ? { warnings: [warning] } : {}),
     };
   });
+}
+
+/**
+ * A warning when what waits for the config in the coming day (this batch included) exceeds
+ * what its per-day limit still allows: the rest is sent as the budget frees up, not lost, and
+ * the batch's progress says `rate_limited` meanwhile. Not for a batch scheduled a day or more ahead.
+ */
+async function dailyBudgetWarning(
+  tx: Tx,
+  config: SmtpConfig,
+  scheduledAt: Date | null,
+): Promise<{ code: string; message: string } | null> {
+  if (scheduledAt && scheduledAt.getTime() > Date.now() + 86_400_000) return null;
+  const [{ remaining }] = await tx<{ remaining: number }[]>`
+    select private.remaining_daily_sends(${config.id}::uuid) as remaining`;
+  // Counted only as far as it matters (one more than the budget allows).
+  const [{ waiting }] = await tx<{ waiting: number }[]>`
+    select count(*)::integer as waiting from (
+      select 1 from public.email_audit_log a
+       where a.config_id = ${config.id}::uuid and a.status in ('queued', 'scheduled')
+         and a.next_attempt_at < now() + interval '24 hours'
+       limit ${remaining + 1}) w`;
+  if (waiting <= remaining) return null;
+  return {
+    code: "exceeds_daily_budget",
+    message: `SMTP config ${JSON.stringify(config.name)} may send ${remaining} more of its ${config.limits.per_day} ` +
+      "messages per day now, and more than that waits for it: the rest goes out as the budget frees up " +
+      "(raise limits.per_day on the config to send faster)",
+  };
 }
 
 /** The config the request names (or the default), usable and at a destination the deployment allows. */

@@ -172,8 +172,8 @@ async function runLanes(run: Run): Promise<void> {
       while (lane.groups.length > 0) {
         const group = lane.groups[0];
         try {
-          const { later, retryAfterSeconds } = await sendGroup(run, group);
-          if (later.length > 0) await postpone(run, later, retryAfterSeconds);
+          const { later, retryAfterSeconds, reason } = await sendGroup(run, group);
+          if (later.length > 0) await postpone(run, later, retryAfterSeconds, reason);
         } catch (error) {
           // Its rows stay claimed; release_outbox_leases gives them back when the run ends.
           logError("outbox group failed", error);
@@ -285,6 +285,8 @@ interface GroupResult {
   /** Rows to put back (not started, or started and kept for later). */
   later: string[];
   retryAfterSeconds: number;
+  /** Why they wait, when the rows should say so (a spent budget). */
+  reason?: { code: string; message: string };
 }
 
 /** Claim the next chunk and prepare it, one transaction per owner and config; null when nothing is due. */
@@ -377,7 +379,11 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
   if (failure !== undefined) {
     if (failure instanceof ApiError && (failure.status === 429 || failure.status >= 500)) {
       // Over a limit, or the database is unreachable: back to the queue, no attempt counted.
-      return { later: group.rows.map((row) => row.id), retryAfterSeconds: retryAfter(failure) };
+      return {
+        later: group.rows.map((row) => row.id),
+        retryAfterSeconds: retryAfter(failure),
+        ...(failure.code === "rate_limited" ? { reason: { code: failure.code, message: failure.message } } : {}),
+      };
     }
     // The config is gone or unusable (or a bug): every message of the group fails, once.
     const started = await startRows(run, group.rows.map((row) => row.id));
@@ -717,8 +723,14 @@ async function record(run: Run, owner: UserClaims, attempts: Attempt[]): Promise
   }
 }
 
-async function postpone(run: Run, ids: string[], seconds: number): Promise<void> {
+async function postpone(
+  run: Run,
+  ids: string[],
+  seconds: number,
+  reason?: { code: string; message: string },
+): Promise<void> {
   await run.ctx.sql`
-    select private.postpone_outbox_sends(${ids}::uuid[], ${run.workerId}, ${Math.max(0, Math.ceil(seconds))})`;
+    select private.postpone_outbox_sends(${ids}::uuid[], ${run.workerId}, ${Math.max(0, Math.ceil(seconds))},
+                                         ${reason?.code ?? null}, ${reason?.message ?? null})`;
   run.report.postponed += ids.length;
 }
