@@ -36,6 +36,12 @@ Deno.test({
       assert.equal(report.bulkAccept.recipients, 200);
       assert.ok(report.bulkAccept.median_ms > 0);
       assert.equal(report.analytics.rows.length, 4, "analytics: summary, SQL, page, seed's approach");
+      // Memory under large bodies: every load reported; the worker stays inside what the Edge
+      // Runtime allows a worker (used heap + external, 256 MB) and no function process died.
+      assert.equal(report.memory.length, 4, "send-bulk at two concurrencies, send-email, process-outbox");
+      const worker = report.memory.at(-1);
+      assert.ok(worker.worker_peak_memory_mib > 0 && worker.worker_peak_memory_mib < 256, JSON.stringify(worker));
+      assert.ok(report.memory.every((r: { peak_rss_mb: number }) => r.peak_rss_mb > 0), "peak RSS is reported");
     } finally {
       await Deno.remove(json);
     }

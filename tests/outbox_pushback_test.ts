@@ -124,6 +124,16 @@ Deno.test({
         const rows = await rowsOf(ids);
         assert.ok(rows.every((row) => row.status === "queued" && row.attempts === 0), JSON.stringify(rows));
         assert.equal(server.smtp.messages().length, 0);
+        // Scheduling through the paused config is accepted; it waits with the rest.
+        const when = new Date(Date.now() + 3_600_000).toISOString();
+        const name = (await stack.sql`select name from public.user_smtp_configs where id = ${server.id}`)[0].name;
+        const scheduled = await stack.invoke("send-email", {
+          token: user.token,
+          body: { to: "later@example.com", text: "x", config: name, scheduled_at: when },
+        });
+        const answer = await body<{ status: string; scheduled_at: string }>(scheduled);
+        assert.equal(scheduled.status, 202, JSON.stringify(answer));
+        assert.equal(Date.parse(answer.scheduled_at), Date.parse(when));
         // The user fixes it (this test server speaks plaintext only).
         const res = await stack.invoke(`smtp-configs/${server.id}`, {
           token: user.token,

@@ -107,6 +107,10 @@ export const smtpConfig = z.strictObject({
   }),
   has_password: z.boolean(),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
+  backoff_until: timestamp.nullable().describe(
+    "The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then",
+  ),
+  backoff_reason: z.string().nullable().describe("The server's words when it pushed back"),
   created_at: timestamp,
   updated_at: timestamp,
 });

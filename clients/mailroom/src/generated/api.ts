@@ -766,6 +766,10 @@ export interface components {
             has_password: boolean;
             /** @description Why the outbox paused this config's queue, until fixed */
             needs_attention: string | null;
+            /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
+            backoff_until: string | null;
+            /** @description The server's words when it pushed back */
+            backoff_reason: string | null;
             /** @description ISO 8601 */
             created_at: string;
             /** @description ISO 8601 */
@@ -794,6 +798,10 @@ export interface components {
             has_password: boolean;
             /** @description Why the outbox paused this config's queue, until fixed */
             needs_attention: string | null;
+            /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
+            backoff_until: string | null;
+            /** @description The server's words when it pushed back */
+            backoff_reason: string | null;
             /** @description ISO 8601 */
             created_at: string;
             /** @description ISO 8601 */
@@ -827,6 +835,10 @@ export interface components {
                 has_password: boolean;
                 /** @description Why the outbox paused this config's queue, until fixed */
                 needs_attention: string | null;
+                /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
+                backoff_until: string | null;
+                /** @description The server's words when it pushed back */
+                backoff_reason: string | null;
                 /** @description ISO 8601 */
                 created_at: string;
                 /** @description ISO 8601 */

@@ -1,7 +1,7 @@
 // SMTP configurations as the API shows them, and every change to them, run inside the
 // caller's RLS context. Passwords go straight into Vault and never come back out here,
 // except to the sending paths through `loadCredentials`.
-import type { Tx } from "../db.ts";
+import { isoUtc, type Tx } from "../db.ts";
 import { ApiError, isUuid } from "../http.ts";
 import type { CreateConfigRequest, UpdateConfigRequest } from "../schemas.ts";
 
@@ -22,6 +22,9 @@ export interface SmtpConfig {
   has_password: boolean;
   /** Why the outbox paused this config's queue (e.g. `smtp_auth_failed`), until fixed or verified. */
   needs_attention: string | null;
+  /** Until when the outbox leaves the config alone after its server pushed back (ISO 8601), or null. */
+  backoff_until: string | null;
+  backoff_reason: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -43,7 +46,10 @@ function columns(tx: Tx) {
             c.is_default, c.is_active,
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
                               'max_connections', c.max_connections) as limits,
-            c.password_secret_id is not null as has_password, c.needs_attention, c.created_at, c.updated_at`;
+            c.password_secret_id is not null as has_password, c.needs_attention,
+            case when c.backoff_until > now() then ${isoUtc(tx, "c.backoff_until")} end as backoff_until,
+            case when c.backoff_until > now() then c.backoff_reason end as backoff_reason,
+            c.created_at, c.updated_at`;
 }
 
 /** Where-clause for a config named by id or name, or the default one when `ref` is undefined. */
