@@ -151,7 +151,9 @@ export async function readJson(req: Request, maxBytes: number): Promise<unknown>
   } catch {
     throw new ApiError(400, "invalid_json", "Request body is not valid JSON");
   }
-  const path = loneSurrogatePath(value);
+  // Valid UTF-8 cannot carry a lone surrogate: only a `\uD800`-`\uDFFF` escape can, so a body
+  // without one (nearly all) is not walked.
+  const path = SURROGATE_ESCAPE.test(text) ? loneSurrogatePath(value) : null;
   if (path !== null) {
     throw new ApiError(
       400,
@@ -201,8 +203,10 @@ async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
-const OPENERS = new Set([0x5b, 0x7b]); // [ {
-const CLOSERS = new Set([0x5d, 0x7d]); // ] }
+const OPEN_BRACKET = 0x5b; // [
+const OPEN_BRACE = 0x7b; // {
+const CLOSE_BRACKET = 0x5d; // ]
+const CLOSE_BRACE = 0x7d; // }
 
 /**
  * Refuse text whose arrays and objects nest deeper than {@linkcode MAX_JSON_DEPTH}, counting
@@ -218,7 +222,7 @@ function checkJsonDepth(text: string): void {
       else if (c === QUOTE) inString = false;
     } else if (c === QUOTE) {
       inString = true;
-    } else if (OPENERS.has(c)) {
+    } else if (c === OPEN_BRACKET || c === OPEN_BRACE) {
       if (++depth > MAX_JSON_DEPTH) {
         throw new ApiError(
           400,
@@ -229,7 +233,7 @@ function checkJsonDepth(text: string): void {
           },
         );
       }
-    } else if (CLOSERS.has(c)) {
+    } else if (c === CLOSE_BRACKET || c === CLOSE_BRACE) {
       depth--;
     }
   }
@@ -258,19 +262,26 @@ export function checkValueDepth(value: unknown): void {
 }
 
 /** Dotted path of the first string or key with a lone surrogate, or null. Depth is bounded before this runs. */
-function loneSurrogatePath(value: unknown, path = ""): string | null {
-  const join = (key: string) => (path ? `${path}.${key}` : key);
-  if (typeof value === "string") return value.isWellFormed() ? null : path;
+const SURROGATE_ESCAPE = /\\u[dD][89abcdefABCDEF]/;
+
+function loneSurrogatePath(value: unknown): string | null {
+  const found = loneSurrogateSteps(value);
+  return found === null ? null : found.reverse().join(".");
+}
+
+/** The steps to the first ill-formed string or key, innermost first (built only once one is found). */
+function loneSurrogateSteps(value: unknown): string[] | null {
+  if (typeof value === "string") return value.isWellFormed() ? null : [];
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = loneSurrogatePath(value[i], join(String(i)));
-      if (found !== null) return found;
+      const found = loneSurrogateSteps(value[i]);
+      if (found !== null) return [...found, String(i)];
     }
   } else if (value !== null && typeof value === "object") {
     for (const [key, inner] of Object.entries(value)) {
-      if (!key.isWellFormed()) return join(key.toWellFormed());
-      const found = loneSurrogatePath(inner, join(key));
-      if (found !== null) return found;
+      if (!key.isWellFormed()) return [key.toWellFormed()];
+      const found = loneSurrogateSteps(inner);
+      if (found !== null) return [...found, key];
     }
   }
   return null;
