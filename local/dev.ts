@@ -161,8 +161,13 @@ async function main(): Promise<void> {
     },
   });
   stops.push(gateway.close);
-  Deno.writeTextFileSync(PIDS_FILE, JSON.stringify(gateway.processes.map((p) => p.pid)));
+  // Kept current: a function process that died is started again under a new pid.
+  const writePids = () => Deno.writeTextFileSync(PIDS_FILE, JSON.stringify(gateway.processes.map((p) => p.pid)));
+  writePids();
+  const pidsTimer = setInterval(writePids, 5_000);
+  // Stops run in reverse: the timer stops before the file goes.
   stops.push(() => Promise.resolve(Deno.removeSync(PIDS_FILE)));
+  stops.push(() => Promise.resolve(clearInterval(pidsTimer)));
   // The scheduler: what pg_cron + pg_net do on Supabase, a POST to process-outbox every few seconds.
   stops.push(startScheduler(`${apiUrl}/functions/v1/process-outbox`, secretKey, SCHEDULER_INTERVAL_MS));
 

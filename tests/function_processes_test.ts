@@ -39,6 +39,34 @@ Deno.test({
         assert.equal((await body<{ error: { code: string } }>(res)).error.code, "invalid_request");
         assert.ok(res.headers.get("x-request-id"));
       });
+
+      await t.step(
+        "a function process that dies is started again for the next request, and the log says so",
+        async () => {
+          const configs = stack.processes.find((p) => p.name === "smtp-configs")!;
+          const before = configs.pid;
+          const logged: string[] = [];
+          const original = console.error;
+          console.error = (...args: unknown[]) => void logged.push(args.map(String).join(" "));
+          try {
+            Deno.kill(before, "SIGKILL");
+            // The next request waits for the fresh process instead of failing.
+            let res = await stack.invoke("smtp-configs", { token: user.token, method: "GET" });
+            for (let i = 0; res.status === 502 && i < 50; i++) {
+              // Sent before the death was noticed: the platform answers such a request with an error too.
+              await res.body?.cancel();
+              await new Promise((resolve) => setTimeout(resolve, 100));
+              res = await stack.invoke("smtp-configs", { token: user.token, method: "GET" });
+            }
+            assert.equal(res.status, 200, await res.text());
+          } finally {
+            console.error = original;
+          }
+          assert.notEqual(configs.pid, before, "a new process");
+          assert.equal(configs.restarts, 1);
+          assert.ok(logged.some((line) => /\[smtp-configs\] exited .*starting it again/.test(line)), logged.join("\n"));
+        },
+      );
     } finally {
       await smtp.close();
       await stack.close();
