@@ -185,6 +185,35 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a body that trickles in is cut off with 408 body_timeout instead of holding its share",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const stack = await startTestStack();
+    try {
+      const user = await stack.createUser();
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(stack.url).port) });
+      try {
+        // 1,000 bytes declared (5 s of grace at least), 20 sent, then nothing.
+        const head = `POST /functions/v1/send-email HTTP/1.1\r\nhost: 127.0.0.1\r\n` +
+          `authorization: Bearer ${user.token}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n` +
+          `{"to": "a@example.com`;
+        await conn.write(new TextEncoder().encode(head));
+        const buffer = new Uint8Array(4096);
+        const n = await conn.read(buffer);
+        const answer = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+        assert.match(answer, /^HTTP\/1\.1 408 /);
+        assert.match(answer, /body_timeout/);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
   name: "admission by bytes: concurrent large bodies beyond an instance's budget wait, then get 503 server_busy",
   sanitizeOps: false,
   sanitizeResources: false,

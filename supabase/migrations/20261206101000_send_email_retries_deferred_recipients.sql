@@ -19,7 +19,7 @@ declare
 begin
   update public.email_audit_log a
      set payload = p_payload,
-         payload_bytes = pg_column_size(p_payload),
+         payload_bytes = octet_length(p_payload::text),
          attempts = 1,
          message_id = coalesce(a.message_id, p_outcome ->> 'message_id'),
          first_attempt_at = coalesce(a.first_attempt_at, a.created_at)

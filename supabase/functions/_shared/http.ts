@@ -71,8 +71,7 @@ export function serveJson(handler: Handler): Handler {
     } catch (error) {
       return errorResponse(error, requestId);
     } finally {
-      admitted.get(req)?.();
-      admitted.delete(req);
+      releaseBody(req);
     }
   };
 }
@@ -80,9 +79,39 @@ export function serveJson(handler: Handler): Handler {
 /** How long a request waits for room before 503 `server_busy`. */
 export const BODY_ADMISSION_WAIT_MS = 2_000;
 
+/**
+ * The slowest a body may arrive (after a 5 s start): a client that trickles its body is cut
+ * off (408 `body_timeout`) instead of holding its share of the budget for the platform's 150 s.
+ */
+export const MIN_BODY_BYTES_PER_SECOND = 256 * 1024;
+const BODY_GRACE_MS = 5_000;
+
 let bodyBudget = new ByteBudget(DEFAULT_BODY_BUDGET_BYTES, BODY_ADMISSION_WAIT_MS);
 /** Each request's share of the budget, given back when serveJson's handler is done with it. */
-const admitted = new WeakMap<Request, Release>();
+const admitted = new WeakMap<Request, { release: Release; owner?: string; bytes: number }>();
+/** What each caller (the token's subject) holds of the budget in this instance. */
+const heldByOwner = new Map<string, number>();
+
+function releaseBody(req: Request): void {
+  const entry = admitted.get(req);
+  if (!entry) return;
+  admitted.delete(req);
+  entry.release();
+  if (entry.owner === undefined) return;
+  const left = (heldByOwner.get(entry.owner) ?? 0) - entry.bytes;
+  if (left > 0) heldByOwner.set(entry.owner, left);
+  else heldByOwner.delete(entry.owner);
+}
+
+function serverBusy(retryAfterSeconds: number): ApiError {
+  return new ApiError(
+    503,
+    "server_busy",
+    "This instance is holding as many request bodies as it can; retry shortly",
+    { retry_after_seconds: retryAfterSeconds },
+    { "retry-after": String(retryAfterSeconds) },
+  );
+}
 
 /** Set this instance's body budget (createContext does, from the configuration). */
 export function setBodyBudget(limitBytes: number, waitMs = BODY_ADMISSION_WAIT_MS): void {
@@ -95,20 +124,28 @@ export function setBodyBudget(limitBytes: number, waitMs = BODY_ADMISSION_WAIT_M
  *
  * @throws ApiError 503 `server_busy` with Retry-After when no room came.
  */
-async function admitBody(req: Request, declared: number, maxBytes: number): Promise<void> {
+async function admitBody(req: Request, declared: number, maxBytes: number, owner?: string): Promise<void> {
   if (req.body === null || admitted.has(req)) return;
+  const bytes = declared > 0 ? declared : maxBytes;
+  const retryAfter = Math.max(1, Math.ceil(bodyBudget.waitMs / 1000));
+  // One caller holds at most half the budget (one body always): nobody's uploads hold everyone out.
+  const mine = owner === undefined ? 0 : heldByOwner.get(owner) ?? 0;
+  if (mine > 0 && mine + bytes > bodyBudget.limitBytes / 2) {
+    req.body.cancel().catch(() => {});
+    throw serverBusy(retryAfter);
+  }
+  if (owner !== undefined) heldByOwner.set(owner, mine + bytes);
   try {
-    admitted.set(req, await bodyBudget.admit(declared > 0 ? declared : maxBytes));
+    admitted.set(req, { release: await bodyBudget.admit(bytes), owner, bytes });
   } catch (error) {
+    if (owner !== undefined) {
+      const left = (heldByOwner.get(owner) ?? 0) - bytes;
+      if (left > 0) heldByOwner.set(owner, left);
+      else heldByOwner.delete(owner);
+    }
     if (!(error instanceof AdmissionRefused)) throw error;
     req.body.cancel().catch(() => {});
-    throw new ApiError(
-      503,
-      "server_busy",
-      "This instance is holding as many request bodies as it can; retry shortly",
-      { retry_after_seconds: error.retryAfterSeconds },
-      { "retry-after": String(error.retryAfterSeconds) },
-    );
+    throw serverBusy(error.retryAfterSeconds);
   }
 }
 
@@ -133,11 +170,13 @@ export const MAX_JSON_DEPTH = 64;
  * const body = await readJson(req, 64 * 1024);
  * ```
  */
-export async function readJson(req: Request, maxBytes: number): Promise<unknown> {
+export async function readJson(req: Request, maxBytes: number, owner?: string): Promise<unknown> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > maxBytes) throw payloadTooLarge(maxBytes);
-  await admitBody(req, declared, maxBytes);
-  const bytes = await readBody(req, maxBytes);
+  await admitBody(req, declared, maxBytes, owner);
+  const deadlineMs = BODY_GRACE_MS +
+    Math.ceil(((declared > 0 ? declared : maxBytes) / MIN_BODY_BYTES_PER_SECOND) * 1000);
+  const bytes = await readBody(req, maxBytes, deadlineMs);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -171,15 +210,33 @@ function payloadTooLarge(maxBytes: number): ApiError {
   return new ApiError(413, "payload_too_large", `Request body exceeds ${maxBytes} bytes`, { limit_bytes: maxBytes });
 }
 
-/** The whole body, or 413 as soon as it passes `maxBytes` (the rest is never read). */
-async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
+/**
+ * The whole body, or 413 as soon as it passes `maxBytes` (the rest is never read), or 408 when
+ * it has not all arrived within `deadlineMs`.
+ */
+async function readBody(req: Request, maxBytes: number, deadlineMs: number): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array();
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, deadlineMs);
   try {
     for (;;) {
       const { done, value } = await reader.read();
+      if (timedOut) {
+        throw new ApiError(
+          408,
+          "body_timeout",
+          `The request body did not arrive within ${Math.round(deadlineMs / 1000)} s`,
+          {
+            min_bytes_per_second: MIN_BODY_BYTES_PER_SECOND,
+          },
+        );
+      }
       if (done) break;
       total += value.byteLength;
       if (total > maxBytes) {
@@ -190,6 +247,7 @@ async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
       chunks.push(value);
     }
   } finally {
+    clearTimeout(timer);
     reader.releaseLock();
   }
   const bytes = new Uint8Array(total);

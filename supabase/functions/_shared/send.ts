@@ -527,7 +527,7 @@ export async function scheduleEmail(
               ${req.agent_context ? tx.json(req.agent_context as never) : null},
               ${options.idempotencyKey ?? null}, ${req.scheduled_at}::timestamptz,
               ${tx.json({ kind: "request", request } as never)})
-      returning id, status, next_attempt_at, message_id`;
+      returning id, status, next_attempt_at, message_id`.catch(payloadTooLargeForQueue);
     return {
       id: row.id,
       status: row.status,
@@ -537,6 +537,20 @@ export async function scheduleEmail(
       message_id: row.message_id,
     };
   });
+}
+
+/** The outbox keeps a request as jsonb, whose text form (the check's measure) is a little longer than the body. */
+function payloadTooLargeForQueue(error: unknown): never {
+  const e = error as { code?: string; constraint_name?: string };
+  if (e?.code === "23514" && e.constraint_name === "email_audit_log_payload_size") {
+    throw new ApiError(
+      413,
+      "payload_too_large",
+      "The request is too large to queue: the outbox keeps at most 15 MiB of it as JSON",
+      { limit_bytes: 15 * 1024 * 1024 },
+    );
+  }
+  throw error;
 }
 
 /**

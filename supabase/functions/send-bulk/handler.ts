@@ -28,7 +28,7 @@ function methodNotAllowed(allow: string): never {
 
 async function create(ctx: AppContext, claims: UserClaims, req: Request, limits: BulkLimits): Promise<Response> {
   const key = idempotencyKey(req);
-  const raw = await readJson(req, MAX_BODY_BYTES);
+  const raw = await readJson(req, MAX_BODY_BYTES, claims.sub);
   const body = parseBody(sendBulkRequest, raw);
   // Counts before anything that reads every entry (the idempotency fingerprint included).
   checkBulkBounds(body, limits);

@@ -31,7 +31,7 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
       return json(action === "cancel" ? await cancelEmail(ctx, claims, id) : await retrySetAside(ctx, claims, id));
     }
     const key = idempotencyKey(req);
-    const raw = await readJson(req, MAX_BODY_BYTES);
+    const raw = await readJson(req, MAX_BODY_BYTES, claims.sub);
     const body = parseBody(sendEmailRequest, raw);
     const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();
     return await onceForKey(ctx.sql, claims, key, raw, async () =>

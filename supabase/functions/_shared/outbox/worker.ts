@@ -188,39 +188,55 @@ async function runLanes(run: Run): Promise<void> {
     })();
   };
   const lanesDone = () => Promise.all([...lanes.values()].map((lane) => lane.running));
+  // A suspect is taken only with empty hands, and one per run: it never shares this worker's
+  // death with other rows, and never crowds them out of a claim.
+  let suspectTaken = false;
+  // Leases are renewed while this worker lives: only a death lets them run out.
+  const renewal = setInterval(() => {
+    run.ctx.sql`select private.renew_outbox_leases(${run.workerId}, ${run.lease})`.catch((error) =>
+      logError("could not renew outbox leases", error)
+    );
+  }, Math.max(1, Math.floor(run.lease / 3)) * 1000);
 
-  while (Date.now() < run.deadline) {
-    let rows = 0, bytes = 0;
-    for (const lane of lanes.values()) {
-      rows += lane.rows;
-      bytes += lane.bytes;
+  try {
+    while (Date.now() < run.deadline) {
+      let rows = 0, bytes = 0;
+      for (const lane of lanes.values()) {
+        rows += lane.rows;
+        bytes += lane.bytes;
+      }
+      if (rows >= 2 * run.chunkSize || bytes >= run.maxClaimBytes) {
+        await waitForChange();
+        continue;
+      }
+      const busy = [...lanes.entries()]
+        .filter(([key, lane]) => lane.rows >= run.chunkSize && !key.startsWith("owner:"))
+        .map(([key]) => key);
+      const groups = await claimAndPrepare(run, busy, lanes.size === 0 && !suspectTaken);
+      if (groups === null) {
+        if (lanes.size === 0) break;
+        // Nothing to claim now: wait for a lane to move (it may free a busy config), then look again.
+        await waitForChange();
+        continue;
+      }
+      for (const group of groups) {
+        const key = group.configId ?? `owner:${group.owner.sub}`;
+        let lane = lanes.get(key);
+        if (!lane) lanes.set(key, lane = { groups: [], rows: 0, bytes: 0, running: null });
+        lane.groups.push(group);
+        lane.rows += group.rows.length;
+        lane.bytes += bytesOf(group.rows);
+        if (!lane.running) drive(key, lane);
+      }
+      if (groups.some((group) => group.rows.some((row) => row.lease_losses > 0))) {
+        suspectTaken = true;
+        await lanesDone();
+      }
     }
-    if (rows >= 2 * run.chunkSize || bytes >= run.maxClaimBytes) {
-      await waitForChange();
-      continue;
-    }
-    const busy = [...lanes.entries()]
-      .filter(([key, lane]) => lane.rows >= run.chunkSize && !key.startsWith("owner:"))
-      .map(([key]) => key);
-    const groups = await claimAndPrepare(run, busy);
-    if (groups === null) {
-      if (lanes.size === 0) break;
-      // Nothing to claim now: wait for a lane to move (it may free a busy config), then look again.
-      await waitForChange();
-      continue;
-    }
-    for (const group of groups) {
-      const key = group.configId ?? `owner:${group.owner.sub}`;
-      let lane = lanes.get(key);
-      if (!lane) lanes.set(key, lane = { groups: [], rows: 0, bytes: 0, running: null });
-      lane.groups.push(group);
-      lane.rows += group.rows.length;
-      lane.bytes += bytesOf(group.rows);
-      if (!lane.running) drive(key, lane);
-    }
-    if (groups.some((group) => group.rows.some((row) => row.lease_losses > 0))) await lanesDone();
+    await lanesDone();
+  } finally {
+    clearInterval(renewal);
   }
-  await lanesDone();
 }
 
 /** A promise to wait on and the function that resolves it. */
@@ -290,13 +306,13 @@ interface GroupResult {
 }
 
 /** Claim the next chunk and prepare it, one transaction per owner and config; null when nothing is due. */
-async function claimAndPrepare(run: Run, busyConfigs: string[]): Promise<Group[] | null> {
+async function claimAndPrepare(run: Run, busyConfigs: string[], suspects: boolean): Promise<Group[] | null> {
   const { ctx } = run;
   const rows = await ctx.sql<OutboxRow[]>`
     select id, user_id, config_id, batch_id, message_id, created_at, first_attempt_at, payload, payload_bytes,
            lease_losses, recipients
       from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease}, ${run.maxClaimBytes},
-                                ${busyConfigs}::uuid[])`;
+                                ${busyConfigs}::uuid[], ${suspects})`;
   if (rows.length === 0) return null;
   sampleMemory(run);
   run.report.claimed += rows.length;
