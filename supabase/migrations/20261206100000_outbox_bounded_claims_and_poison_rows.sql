@@ -4,9 +4,11 @@
 -- worker died of V8's out-of-memory at its 256 MB heap, and after every restart the same rows
 -- were claimed again when their lease ran out: nobody's mail went out any more. Now:
 --
--- 1. A claim is bounded by bytes as well as rows (p_max_bytes of payload, the first row always
---    taken so a large one still goes, alone). Each queued row carries its payload's size
---    (payload_bytes, set on insert), so the bound costs no detoasting.
+-- 1. A claim is bounded by bytes as well as rows (p_max_bytes, the first row always taken so a
+--    large one still goes, alone). Each queued row carries the size of what the worker will
+--    hold for it (payload_bytes, set on insert): its payload as JSON text (jsonb's compact form
+--    would let `1e131071` stand for 131,072 digits) plus, for a batch's recipient, the batch's
+--    shared content (email_batches.content_bytes), which its message is built from.
 -- 2. Payloads agree with the API: at most 15 MiB as JSON text, send-email's body limit (the
 --    Data API allowed 16 MiB). NOT VALID: rows already queued are left as they are.
 -- 3. A claimed row whose lease ran out while it was still queued (its worker died before it
@@ -16,8 +18,11 @@
 --    `worker_crashed` at next_attempt_at 'infinity' (the way a paused config's rows wait), the
 --    owner sees why and retries (private.retry_set_aside_messages) or cancels it. A claim no
 --    longer takes a row whose lease merely ran out: the sweep (every drain starts with it)
---    counts and frees it first. Workers free their leases when a run ends
---    (private.release_outbox_leases), so only a death leaves one behind.
+--    counts and frees it first. Workers renew the leases of what they hold while they live
+--    (private.renew_outbox_leases) and free them when a run ends (private.release_outbox_leases),
+--    so only a death leaves one behind. A worker asks for a suspect (p_suspects) only with empty
+--    hands, once per run, so a suspect never pushes other rows out of a claim nor dies with
+--    them; a row that started sending is no longer a suspect.
 -- 4. A server that pushes back (421, or 450/451 at MAIL FROM) backs its config off for a while
 --    (user_smtp_configs.backoff_until, set by the worker as the owner); the claim passes over a
 --    backed-off config's rows, and over the configs a worker names as busy (p_skip_configs):
@@ -25,10 +30,10 @@
 -- 5. A queued message's Date is when it is first sent, not when it was accepted: the claim
 --    stamps first_attempt_at once (retries keep it; a row put back before it was ever tried
 --    loses it again), and the worker builds the message with it.
--- 7. A config says how many SMTP connections it takes at once (max_connections, default 2).
 -- 6. A queued row records the config it will be sent through: one inserted without a config
 --    (the Data API can) gets its owner's default config, so the sender and the Message-ID's
 --    domain are that config's, never the inserted from_email.
+-- 7. A config says how many SMTP connections it takes at once (max_connections, default 2).
 
 alter table public.email_audit_log
   add column payload_bytes integer,
@@ -57,8 +62,14 @@ grant insert (max_connections), update (max_connections) on public.user_smtp_con
 comment on column public.user_smtp_configs.backoff_until is
   'The server pushed back (421, or 450/451 at MAIL FROM): the outbox leaves this config alone until then.';
 
-update public.email_audit_log a set payload_bytes = pg_column_size(a.payload)
- where a.status in ('queued', 'scheduled') and a.payload is not null;
+alter table public.email_batches
+  add column content_bytes integer generated always as (octet_length(content::text)) stored;
+
+-- Rows already waiting: their size as the claim counts it.
+update public.email_audit_log a
+   set payload_bytes = coalesce(octet_length(a.payload::text), 0)
+       + coalesce((select b.content_bytes from public.email_batches b where b.id = a.batch_id), 0)
+ where a.status in ('queued', 'scheduled');
 
 -- Queued rows: their config (the owner's default when none is named), its sender, their size.
 create or replace function private.prepare_outbox_row() returns trigger
@@ -78,7 +89,10 @@ begin
     new.from_email := coalesce(v_config.from_email, new.from_email);
     new.attempts := 0;
     new.lease_losses := 0;
-    new.payload_bytes := pg_column_size(new.payload);
+    -- What the worker will hold for it: the payload as it arrives (text, never the compressed
+    -- or compact stored form) and, for a batch's recipient, the batch's shared content.
+    new.payload_bytes := coalesce(octet_length(new.payload::text), 0)
+      + coalesce((select b.content_bytes from public.email_batches b where b.id = new.batch_id), 0);
     new.message_id := '<' || new.id::text || '@' || lower(split_part(new.from_email, '@', 2)) || '>';
     new.status := case when new.scheduled_at > now() then 'scheduled' else 'queued' end;
     new.next_attempt_at := case
@@ -103,7 +117,8 @@ create function private.claim_outbox(
   p_limit integer,
   p_lease_seconds integer,
   p_max_bytes bigint default 16777216,
-  p_skip_configs uuid[] default '{}'
+  p_skip_configs uuid[] default '{}',
+  p_suspects boolean default true
 )
 returns setof public.email_audit_log
 language plpgsql
@@ -160,6 +175,7 @@ begin
       select 1 from public.email_audit_log a
        where a.user_id = v_owner and a.status in ('queued', 'scheduled') and a.next_attempt_at <= now()
          and a.lease_until is null
+         and (p_suspects or a.lease_losses = 0)
          and (a.config_id is null or a.config_id <> all (v_skip))
          and not exists (
            select 1 from public.user_smtp_configs c
@@ -183,6 +199,7 @@ begin
                 and a.status in ('queued', 'scheduled')
                 and a.next_attempt_at <= now()
                 and a.lease_until is null
+         and (p_suspects or a.lease_losses = 0)
                 and (a.config_id is null or a.config_id <> all (v_skip))
                 and not exists (
                   select 1 from public.user_smtp_configs c
@@ -203,6 +220,7 @@ begin
          and a.status in ('queued', 'scheduled')
          and a.next_attempt_at <= now()
          and a.lease_until is null
+         and (p_suspects or a.lease_losses = 0)
          and (a.config_id is null or a.config_id <> all (v_skip))
          and not exists (
            select 1 from public.user_smtp_configs c
@@ -217,6 +235,7 @@ begin
        where a.status in ('queued', 'scheduled')
          and a.next_attempt_at <= now()
          and a.lease_until is null
+         and (p_suspects or a.lease_losses = 0)
          and (a.config_id is null or a.config_id <> all (v_skip))
          and not exists (
            select 1 from public.user_smtp_configs c
@@ -318,6 +337,52 @@ as $$
    where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled', 'sending');
 $$;
 
+-- Starting a row's send ends its suspicion: it survived its preparation.
+create or replace function private.start_outbox_send(p_audit_id uuid, p_worker text, p_lease_seconds integer)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.email_audit_log a
+     set status = 'sending', attempts = a.attempts + 1, lease_losses = 0,
+         lease_until = now() + make_interval(secs => p_lease_seconds)
+   where a.id = p_audit_id and a.leased_by = p_worker and a.status in ('queued', 'scheduled');
+  return found;
+end
+$$;
+
+create or replace function private.start_outbox_sends(p_audit_ids uuid[], p_worker text, p_lease_seconds integer)
+returns setof uuid
+language sql
+security definer
+set search_path = ''
+as $$
+  update public.email_audit_log a
+     set status = 'sending', attempts = a.attempts + 1, lease_losses = 0,
+         lease_until = now() + make_interval(secs => p_lease_seconds)
+   where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled')
+  returning a.id;
+$$;
+
+-- A live worker keeps what it holds: only a death lets a lease run out.
+create function private.renew_outbox_leases(p_worker text, p_lease_seconds integer)
+returns integer
+language sql
+security definer
+set search_path = ''
+as $$
+  with renewed as (
+    update public.email_audit_log a
+       set lease_until = now() + make_interval(secs => p_lease_seconds)
+     where a.leased_by = p_worker and a.status in ('queued', 'scheduled')
+       and a.lease_until is not null and a.lease_until >= now()
+    returning 1
+  )
+  select count(*)::integer from renewed
+$$;
+
 -- A worker frees what it still holds when its run ends (rows it claimed and did not start).
 create function private.release_outbox_leases(p_worker text)
 returns integer
@@ -401,7 +466,10 @@ end
 $$;
 
 revoke all on function private.prepare_outbox_row() from public, anon, authenticated;
-revoke all on function private.claim_outbox(text, integer, integer, bigint, uuid[]) from public, anon, authenticated;
+revoke all on function private.claim_outbox(text, integer, integer, bigint, uuid[], boolean) from public, anon, authenticated;
+revoke all on function private.renew_outbox_leases(text, integer) from public, anon, authenticated;
+revoke all on function private.start_outbox_send(uuid, text, integer) from public, anon, authenticated;
+revoke all on function private.start_outbox_sends(uuid[], text, integer) from public, anon, authenticated;
 revoke all on function private.sweep_outbox() from public, anon, authenticated;
 revoke all on function private.postpone_outbox_sends(uuid[], text, integer, text, text) from public, anon, authenticated;
 revoke all on function private.release_outbox_leases(text) from public, anon, authenticated;
@@ -411,4 +479,4 @@ revoke all on function private.resume_paused_config_queue() from public, anon, a
 -- As the rows' owner (the functions and the worker act with the owner's claims):
 grant execute on function private.retry_set_aside_messages(uuid[]) to authenticated;
 grant execute on function private.back_off_config(uuid, integer, text) to authenticated;
--- claim/sweep/release: only the worker's own connection (postgres), never a user.
+-- claim/start/renew/sweep/release: only the worker's own connection (postgres), never a user.
