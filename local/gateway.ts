@@ -107,15 +107,22 @@ async function processBackends(env: Record<string, string | undefined>): Promise
   return { handlers, processes, close: async () => void await Promise.all(processes.map((p) => p.close())) };
 }
 
+/** The largest declared body the gateway hands on whole (the functions' own limits are below it). */
+const MAX_BUFFERED_BODY_BYTES = 20 * 1024 * 1024;
+
 /** Forward a request to a function process, streaming both ways. */
 function proxyTo(process: FunctionProcess): Handler {
   return async (req) => {
     const url = new URL(req.url);
     const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    // A declared body (what supabase-js and fetch send) is handed on whole, so the function sees
+    // its Content-Length as on the platform (fetch would send a stream chunked); others stream.
+    const declared = Number(req.headers.get("content-length") ?? "NaN");
+    const whole = hasBody && Number.isSafeInteger(declared) && declared <= MAX_BUFFERED_BODY_BYTES;
     const init: RequestInit & { duplex?: "half" } = {
       method: req.method,
       headers: req.headers,
-      body: hasBody ? req.body : null,
+      body: !hasBody ? null : whole ? await req.arrayBuffer().catch(() => null) : req.body,
       duplex: "half",
       redirect: "manual",
     };

@@ -22,7 +22,7 @@ export class AdmissionRefused extends Error {
 /** The instance's budget: `limitBytes` of bodies at once, waiting at most `waitMs` for room. */
 export class ByteBudget {
   #held = 0;
-  #waiters: { bytes: number; admit: (release: Release) => void }[] = [];
+  #waiters: { bytes: number; own: number; admit: (release: Release) => void }[] = [];
 
   constructor(readonly limitBytes: number, readonly waitMs: number) {}
 
@@ -32,7 +32,8 @@ export class ByteBudget {
   }
 
   /**
-   * Hold `bytes` (at once when they fit, or when nothing is held), waiting in line for room.
+   * Hold `bytes` (at once when they fit, or when nothing but the caller's own `own` bytes is
+   * held), waiting in line for room.
    *
    * @throws AdmissionRefused when no room came within `waitMs`.
    * @example
@@ -41,8 +42,8 @@ export class ByteBudget {
    * try { ... } finally { release(); }
    * ```
    */
-  admit(bytes: number): Promise<Release> {
-    if (this.#waiters.length === 0 && this.#fits(bytes)) return Promise.resolve(this.#take(bytes));
+  admit(bytes: number, own = 0): Promise<Release> {
+    if (this.#waiters.length === 0 && this.#fits(bytes, own)) return Promise.resolve(this.#take(bytes));
     return new Promise<Release>((resolve, reject) => {
       const timer = setTimeout(() => {
         const at = this.#waiters.indexOf(waiter);
@@ -51,6 +52,7 @@ export class ByteBudget {
       }, this.waitMs);
       const waiter = {
         bytes,
+        own,
         admit: (release: Release) => {
           clearTimeout(timer);
           resolve(release);
@@ -60,8 +62,8 @@ export class ByteBudget {
     });
   }
 
-  #fits(bytes: number): boolean {
-    return this.#held === 0 || this.#held + bytes <= this.limitBytes;
+  #fits(bytes: number, own = 0): boolean {
+    return this.#held - own === 0 || this.#held + bytes <= this.limitBytes;
   }
 
   /** Count `bytes` as held now; the release gives them back and lets the next in line in. */
@@ -73,7 +75,7 @@ export class ByteBudget {
       released = true;
       this.#held -= bytes;
       // First come, first served: those in line go, in order, while they fit.
-      while (this.#waiters.length > 0 && this.#fits(this.#waiters[0].bytes)) {
+      while (this.#waiters.length > 0 && this.#fits(this.#waiters[0].bytes, this.#waiters[0].own)) {
         const next = this.#waiters.shift()!;
         next.admit(this.#take(next.bytes));
       }

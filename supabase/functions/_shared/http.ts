@@ -76,6 +76,9 @@ export function serveJson(handler: Handler): Handler {
   };
 }
 
+/** A body of unknown length (chunked) is charged to the budget this much at a time, as it arrives. */
+const CHARGE_STEP_BYTES = 1024 * 1024;
+
 /** How long a request waits for room before 503 `server_busy`. */
 export const BODY_ADMISSION_WAIT_MS = 2_000;
 
@@ -88,7 +91,7 @@ const BODY_GRACE_MS = 5_000;
 
 let bodyBudget = new ByteBudget(DEFAULT_BODY_BUDGET_BYTES, BODY_ADMISSION_WAIT_MS);
 /** Each request's share of the budget, given back when serveJson's handler is done with it. */
-const admitted = new WeakMap<Request, { release: Release; owner?: string; bytes: number }>();
+const admitted = new WeakMap<Request, { releases: Release[]; owner?: string; bytes: number }>();
 /** What each caller (the token's subject) holds of the budget in this instance. */
 const heldByOwner = new Map<string, number>();
 
@@ -96,7 +99,7 @@ function releaseBody(req: Request): void {
   const entry = admitted.get(req);
   if (!entry) return;
   admitted.delete(req);
-  entry.release();
+  for (const release of entry.releases) release();
   if (entry.owner === undefined) return;
   const left = (heldByOwner.get(entry.owner) ?? 0) - entry.bytes;
   if (left > 0) heldByOwner.set(entry.owner, left);
@@ -119,32 +122,34 @@ export function setBodyBudget(limitBytes: number, waitMs = BODY_ADMISSION_WAIT_M
 }
 
 /**
- * Hold the body's bytes in the instance's budget until the request is answered: the declared
- * length, or `maxBytes` for a body without one (chunked). Waits briefly for room.
+ * Hold `bytes` of the body in the instance's budget until the request is answered: the
+ * declared length up front (so large bodies queue in order, not in pieces), or, for a body
+ * without one (chunked), each MiB as it arrives. Waits briefly for room.
  *
- * @throws ApiError 503 `server_busy` with Retry-After when no room came.
+ * @throws ApiError 503 `server_busy` with Retry-After when no room came, or at once when the
+ *   caller already holds half the budget.
  */
-async function admitBody(req: Request, declared: number, maxBytes: number, owner?: string): Promise<void> {
-  if (req.body === null || admitted.has(req)) return;
-  const bytes = declared > 0 ? declared : maxBytes;
+async function chargeBody(req: Request, bytes: number, owner?: string): Promise<void> {
+  let entry = admitted.get(req);
+  if (!entry) admitted.set(req, entry = { releases: [], owner, bytes: 0 });
   const retryAfter = Math.max(1, Math.ceil(bodyBudget.waitMs / 1000));
   // One caller holds at most half the budget (one body always): nobody's uploads hold everyone out.
+  // Counted before waiting, so two of a caller's requests arriving together see each other.
+  const own = entry.bytes;
   const mine = owner === undefined ? 0 : heldByOwner.get(owner) ?? 0;
-  if (mine > 0 && mine + bytes > bodyBudget.limitBytes / 2) {
-    req.body.cancel().catch(() => {});
-    throw serverBusy(retryAfter);
-  }
+  if (mine > own && mine + bytes > bodyBudget.limitBytes / 2) throw serverBusy(retryAfter);
+  entry.bytes += bytes;
   if (owner !== undefined) heldByOwner.set(owner, mine + bytes);
   try {
-    admitted.set(req, { release: await bodyBudget.admit(bytes), owner, bytes });
+    entry.releases.push(await bodyBudget.admit(bytes, own));
   } catch (error) {
+    entry.bytes -= bytes;
     if (owner !== undefined) {
       const left = (heldByOwner.get(owner) ?? 0) - bytes;
       if (left > 0) heldByOwner.set(owner, left);
       else heldByOwner.delete(owner);
     }
     if (!(error instanceof AdmissionRefused)) throw error;
-    req.body.cancel().catch(() => {});
     throw serverBusy(error.retryAfterSeconds);
   }
 }
@@ -173,10 +178,18 @@ export const MAX_JSON_DEPTH = 64;
 export async function readJson(req: Request, maxBytes: number, owner?: string): Promise<unknown> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > maxBytes) throw payloadTooLarge(maxBytes);
-  await admitBody(req, declared, maxBytes, owner);
+  if (declared > 0 && req.body !== null) {
+    await chargeBody(req, declared, owner).catch((error) => {
+      req.body?.cancel().catch(() => {});
+      throw error;
+    });
+  }
   const deadlineMs = BODY_GRACE_MS +
     Math.ceil(((declared > 0 ? declared : maxBytes) / MIN_BODY_BYTES_PER_SECOND) * 1000);
-  const bytes = await readBody(req, maxBytes, deadlineMs);
+  // A body of unknown length is charged as it arrives, without the caller's cap: a burst of
+  // such bodies from one caller would otherwise each hold a piece and refuse the others.
+  const charge = declared > 0 ? undefined : (bytes: number) => chargeBody(req, bytes);
+  const bytes = await readBody(req, maxBytes, deadlineMs, charge);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -214,12 +227,18 @@ function payloadTooLarge(maxBytes: number): ApiError {
  * The whole body, or 413 as soon as it passes `maxBytes` (the rest is never read), or 408 when
  * it has not all arrived within `deadlineMs`.
  */
-async function readBody(req: Request, maxBytes: number, deadlineMs: number): Promise<Uint8Array> {
+async function readBody(
+  req: Request,
+  maxBytes: number,
+  deadlineMs: number,
+  charge?: (bytes: number) => Promise<void>,
+): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array();
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   let timedOut = false;
+  let uncharged = 0;
   const timer = setTimeout(() => {
     timedOut = true;
     reader.cancel().catch(() => {});
@@ -245,7 +264,17 @@ async function readBody(req: Request, maxBytes: number, deadlineMs: number): Pro
         throw payloadTooLarge(maxBytes);
       }
       chunks.push(value);
+      // A body of unknown length is charged a MiB at a time, as it arrives.
+      uncharged += value.byteLength;
+      if (charge && uncharged >= CHARGE_STEP_BYTES) {
+        await charge(uncharged).catch((error) => {
+          reader.cancel().catch(() => {});
+          throw error;
+        });
+        uncharged = 0;
+      }
     }
+    if (charge && uncharged > 0) await charge(uncharged);
   } finally {
     clearTimeout(timer);
     reader.releaseLock();
