@@ -311,6 +311,7 @@ $$;
 -- Put claimed or started rows back without counting an attempt; a row never tried loses the
 -- Date it was given at its claim. With a reason (e.g. `rate_limited`), the row says why it
 -- waits (error_class and error_message, until its next attempt records another outcome).
+-- Returns how many it put back (rows no longer this worker's are not).
 drop function private.postpone_outbox_sends(uuid[], text, integer);
 create function private.postpone_outbox_sends(
   p_audit_ids uuid[],
@@ -319,22 +320,26 @@ create function private.postpone_outbox_sends(
   p_reason text default null,
   p_message text default null
 )
-returns void
+returns integer
 language sql
 security definer
 set search_path = ''
 as $$
-  update public.email_audit_log a
-     set status = 'queued',
-         attempts = case when a.status = 'sending' then greatest(a.attempts - 1, 0) else a.attempts end,
-         first_attempt_at = case
-           when (case when a.status = 'sending' then greatest(a.attempts - 1, 0) else a.attempts end) = 0 then null
-           else a.first_attempt_at end,
-         error_class = coalesce(left(p_reason, 64), a.error_class),
-         error_message = case when p_reason is null then a.error_message else left(p_message, 1000) end,
-         next_attempt_at = now() + make_interval(secs => greatest(p_seconds, 0)),
-         lease_until = null, leased_by = null
-   where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled', 'sending');
+  with postponed as (
+    update public.email_audit_log a
+       set status = 'queued',
+           attempts = case when a.status = 'sending' then greatest(a.attempts - 1, 0) else a.attempts end,
+           first_attempt_at = case
+             when (case when a.status = 'sending' then greatest(a.attempts - 1, 0) else a.attempts end) = 0 then null
+             else a.first_attempt_at end,
+           error_class = coalesce(left(p_reason, 64), a.error_class),
+           error_message = case when p_reason is null then a.error_message else left(p_message, 1000) end,
+           next_attempt_at = now() + make_interval(secs => greatest(p_seconds, 0)),
+           lease_until = null, leased_by = null
+     where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled', 'sending')
+    returning 1
+  )
+  select count(*)::integer from postponed
 $$;
 
 -- Starting a row's send ends its suspicion: it survived its preparation.

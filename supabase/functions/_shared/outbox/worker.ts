@@ -745,8 +745,8 @@ async function postpone(
   seconds: number,
   reason?: { code: string; message: string },
 ): Promise<void> {
-  await run.ctx.sql`
+  const [{ postponed }] = await run.ctx.sql<{ postponed: number }[]>`
     select private.postpone_outbox_sends(${ids}::uuid[], ${run.workerId}, ${Math.max(0, Math.ceil(seconds))},
-                                         ${reason?.code ?? null}, ${reason?.message ?? null})`;
-  run.report.postponed += ids.length;
+                                         ${reason?.code ?? null}, ${reason?.message ?? null}) as postponed`;
+  run.report.postponed += postponed;
 }
