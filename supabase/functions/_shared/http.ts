@@ -100,10 +100,14 @@ function releaseBody(req: Request): void {
   if (!entry) return;
   admitted.delete(req);
   for (const release of entry.releases) release();
-  if (entry.owner === undefined) return;
-  const left = (heldByOwner.get(entry.owner) ?? 0) - entry.bytes;
-  if (left > 0) heldByOwner.set(entry.owner, left);
-  else heldByOwner.delete(entry.owner);
+  giveBackOwnerBytes(entry.owner, entry.bytes);
+}
+
+function giveBackOwnerBytes(owner: string | undefined, bytes: number): void {
+  if (owner === undefined) return;
+  const left = (heldByOwner.get(owner) ?? 0) - bytes;
+  if (left > 0) heldByOwner.set(owner, left);
+  else heldByOwner.delete(owner);
 }
 
 function serverBusy(retryAfterSeconds: number): ApiError {
@@ -144,11 +148,7 @@ async function chargeBody(req: Request, bytes: number, owner?: string): Promise<
     entry.releases.push(await bodyBudget.admit(bytes, own));
   } catch (error) {
     entry.bytes -= bytes;
-    if (owner !== undefined) {
-      const left = (heldByOwner.get(owner) ?? 0) - bytes;
-      if (left > 0) heldByOwner.set(owner, left);
-      else heldByOwner.delete(owner);
-    }
+    giveBackOwnerBytes(owner, bytes);
     if (!(error instanceof AdmissionRefused)) throw error;
     throw serverBusy(error.retryAfterSeconds);
   }

@@ -3,7 +3,7 @@
 // caller's RLS context, so another user's batch is simply not there (404).
 import { isoUtc, type Tx } from "../db.ts";
 import { ApiError, isUuid } from "../http.ts";
-import { nextAttempt, waitReason } from "./waiting.ts";
+import { nextAttempt, waitDetail, waitReason } from "./waiting.ts";
 
 /** Messages of a batch by status. */
 export interface BatchCounts {
@@ -76,10 +76,7 @@ function summary(tx: Tx) {
                                   order by w.n desc, w.reason), '[]'::jsonb)
           from (select r.reason, count(*) as n, min(r.next_attempt_at) as next_attempt_at, min(r.detail) as detail
                   from (select ${waitReason(tx)} as reason, ${nextAttempt(tx)} as next_attempt_at,
-                               case when a.error_class = 'worker_crashed' then null
-                                    when c.needs_attention is not null then c.needs_attention
-                                    when c.backoff_until > now() then c.backoff_reason
-                                    else coalesce(a.smtp_response, a.error_message) end as detail
+                               ${waitDetail(tx)} as detail
                           from public.email_audit_log a
                           left join public.user_smtp_configs c on c.id = a.config_id
                          where a.batch_id = b.id and a.status in ('queued', 'scheduled')) r

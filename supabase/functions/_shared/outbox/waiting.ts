@@ -41,15 +41,20 @@ export function waitReason(tx: Tx) {
 export function waiting(tx: Tx) {
   return tx`case when a.status in ('queued', 'scheduled') then jsonb_build_object(
     'reason', ${waitReason(tx)},
-    'detail', case
-      when a.error_class = 'worker_crashed' then a.error_message
-      when c.needs_attention is not null then c.needs_attention
-      when c.backoff_until > now() then c.backoff_reason
-      when a.error_class = 'rate_limited' then a.error_message
-      when a.attempts > 0 and a.error_class is not null then coalesce(a.smtp_response, a.error_message)
-    end,
+    'detail', ${waitDetail(tx)},
     'next_attempt_at', ${nextAttempt(tx)}
   ) end`;
+}
+
+/** Why, in the words of the server, the config or the outbox (null when the reason says it all). */
+export function waitDetail(tx: Tx) {
+  return tx`case
+    when a.error_class = 'worker_crashed' then a.error_message
+    when c.needs_attention is not null then c.needs_attention
+    when c.backoff_until > now() then c.backoff_reason
+    when a.error_class = 'rate_limited' then a.error_message
+    when a.attempts > 0 and a.error_class is not null then coalesce(a.smtp_response, a.error_message)
+  end`;
 }
 
 /** When it is tried next: null while it waits for someone (paused, set aside). */
