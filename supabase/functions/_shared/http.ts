@@ -189,7 +189,7 @@ export async function readJson(req: Request, maxBytes: number, owner?: string): 
   // A body of unknown length is charged as it arrives, without the caller's cap: a burst of
   // such bodies from one caller would otherwise each hold a piece and refuse the others.
   const charge = declared > 0 ? undefined : (bytes: number) => chargeBody(req, bytes);
-  const bytes = await readBody(req, maxBytes, deadlineMs, charge);
+  const bytes = await readBody(req, maxBytes, deadlineMs, charge, declared > 0 ? declared : 0);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -232,10 +232,13 @@ async function readBody(
   maxBytes: number,
   deadlineMs: number,
   charge?: (bytes: number) => Promise<void>,
+  expectedBytes = 0,
 ): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array();
   const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
+  // One buffer, filled as chunks arrive (each chunk is garbage at once): a declared body is
+  // held once, not twice (chunks, then their concatenation).
+  let buffer = new Uint8Array(Math.min(expectedBytes || 64 * 1024, maxBytes));
   let total = 0;
   let timedOut = false;
   let uncharged = 0;
@@ -263,7 +266,12 @@ async function readBody(
         reader.cancel().catch(() => {});
         throw payloadTooLarge(maxBytes);
       }
-      chunks.push(value);
+      if (total > buffer.byteLength) {
+        const grown = new Uint8Array(Math.min(Math.max(total, buffer.byteLength * 2), maxBytes));
+        grown.set(buffer.subarray(0, total - value.byteLength));
+        buffer = grown;
+      }
+      buffer.set(value, total - value.byteLength);
       // A body of unknown length is charged a MiB at a time, as it arrives.
       uncharged += value.byteLength;
       if (charge && uncharged >= CHARGE_STEP_BYTES) {
@@ -279,13 +287,7 @@ async function readBody(
     clearTimeout(timer);
     reader.releaseLock();
   }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+  return total === buffer.byteLength ? buffer : buffer.subarray(0, total);
 }
 
 const QUOTE = 0x22;

@@ -217,8 +217,41 @@ async function usableConfig(ctx: AppContext, tx: Tx, ref: string | undefined): P
   return config;
 }
 
-/** All rows in one statement: the entries travel as one jsonb array. */
+/**
+ * Rows go in slices of about {@linkcode INSERT_SLICE_CHARS} of JSON, each one statement whose
+ * entries travel as one jsonb array: a 14 MB batch is never held as one more 14 MB string (and
+ * its wire copy) on top of the request it came from.
+ */
 async function insertRows(tx: Tx, batchId: string, config: SmtpConfig, plan: BatchPlan, req: SendBulkRequest) {
+  let inserted = 0;
+  let slice: string[] = [];
+  let chars = 0;
+  const flush = async () => {
+    inserted += await insertSlice(tx, batchId, config, plan, req, `[${slice.join(",")}]`);
+    slice = [];
+    chars = 0;
+  };
+  for (const row of plan.rows) {
+    const text = JSON.stringify(row);
+    slice.push(text);
+    chars += text.length;
+    if (chars >= INSERT_SLICE_CHARS) await flush();
+  }
+  if (slice.length > 0) await flush();
+  return inserted;
+}
+
+/** About a MiB of rows per insert statement. */
+const INSERT_SLICE_CHARS = 1024 * 1024;
+
+async function insertSlice(
+  tx: Tx,
+  batchId: string,
+  config: SmtpConfig,
+  plan: BatchPlan,
+  req: SendBulkRequest,
+  rowsJson: string,
+): Promise<number> {
   const result = await tx`
     insert into public.email_audit_log
       (batch_id, config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status,
@@ -232,7 +265,7 @@ async function insertRows(tx: Tx, batchId: string, config: SmtpConfig, plan: Bat
            ${req.scheduled_at ?? null}::timestamptz,
            coalesce(r.m -> 'agent_context', ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb),
            r.m -> 'payload'
-      from jsonb_array_elements(${tx.json(plan.rows as never)}::jsonb) with ordinality as r (m, n)
+      from jsonb_array_elements(${rowsJson}::text::jsonb) with ordinality as r (m, n)
      order by r.n`;
   return result.count;
 }
