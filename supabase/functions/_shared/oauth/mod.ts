@@ -1,0 +1,23 @@
+// OAuth 2.0 for mailboxes (Gmail / Google Workspace, Microsoft 365, or a custom provider): the
+// providers' endpoints and scopes, the refresh-token grant, and the per-instance token cache.
+export {
+  GOOGLE_TOKEN_URL,
+  microsoftTokenUrl,
+  type OAuthProvider,
+  type OAuthSettings,
+  type OAuthTransport,
+  refreshScopes,
+  REQUIRED_SCOPES,
+  tokenEndpoint,
+} from "./providers.ts";
+export {
+  OAuthError,
+  type OAuthFailureCode,
+  redactSecrets,
+  refreshAccessToken,
+  type RefreshedToken,
+  type RefreshOptions,
+  type RefreshRequest,
+  retryAfterSeconds,
+} from "./refresh.ts";
+export { AccessTokenCache, type CachedToken, EXPIRY_MARGIN_MS } from "./access_tokens.ts";
