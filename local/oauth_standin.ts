@@ -179,10 +179,28 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     return Response.json({ id: crypto.randomUUID().replaceAll("-", "").slice(0, 16), labelIds: ["SENT"] });
   }
 
+  async function gmailUpload(req: Request): Promise<Response> {
+    const grant = bearer(
+      req,
+      GMAIL_SCOPES,
+      (status, code) => Response.json({ error: { code: status, message: code } }, { status }),
+    );
+    if (grant instanceof Response) return grant;
+    if (
+      new URL(req.url).searchParams.get("uploadType") !== "media" ||
+      !(req.headers.get("content-type") ?? "").startsWith("message/rfc822")
+    ) {
+      return Response.json({ error: { code: 400, status: "INVALID_ARGUMENT" } }, { status: 400 });
+    }
+    await deliver("gmail", grant.mailbox, new Uint8Array(await req.arrayBuffer()));
+    return Response.json({ id: crypto.randomUUID().replaceAll("-", "").slice(0, 16), labelIds: ["SENT"] });
+  }
+
   const routes: Record<string, [StandinEndpoint, (req: Request) => Promise<Response>]> = {
     "/token": ["token", token],
     "/graph/v1.0/me/sendMail": ["graph", graph],
     "/gmail/gmail/v1/users/me/messages/send": ["gmail", gmail],
+    "/gmail/upload/gmail/v1/users/me/messages/send": ["gmail", gmailUpload],
   };
 
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
@@ -233,17 +251,26 @@ function base64Bytes(text: string, urlSafe = false): Uint8Array | null {
 
 /** The addresses of the To, Cc and Bcc headers, and the message without its Bcc header. */
 function recipientsOf(mime: Uint8Array): { rcptTo: string[]; withoutBcc: Uint8Array } {
-  const text = new TextDecoder("latin1").decode(mime);
-  const headerEnd = text.search(/\r?\n\r?\n/);
-  const head = headerEnd < 0 ? text : text.slice(0, headerEnd);
-  const fields = head.split(/\r?\n(?![ \t])/);
+  let end = mime.byteLength;
+  for (let i = 0; i + 3 < mime.byteLength; i++) {
+    if (mime[i] === 13 && mime[i + 1] === 10 && mime[i + 2] === 13 && mime[i + 3] === 10) {
+      end = i;
+      break;
+    }
+  }
+  const head = new TextDecoder("latin1").decode(mime.subarray(0, end));
+  const fields = head.split(/\r\n(?![ \t])/);
   const rcptTo: string[] = [];
   for (const field of fields) {
     const match = /^(to|cc|bcc):([\s\S]*)$/i.exec(field);
     if (!match) continue;
     for (const m of match[2].matchAll(/<([^<>\s]+@[^<>\s]+)>|([^\s,<>"]+@[^\s,<>"]+)/g)) rcptTo.push(m[1] ?? m[2]);
   }
-  const kept = fields.filter((f) => !/^bcc:/i.test(f)).join("\r\n");
-  const withoutBcc = headerEnd < 0 ? kept : kept + text.slice(headerEnd);
-  return { rcptTo, withoutBcc: Uint8Array.from(withoutBcc, (c) => c.charCodeAt(0)) };
+  const kept = fields.filter((f) => !/^bcc:/i.test(f));
+  if (kept.length === fields.length) return { rcptTo, withoutBcc: mime };
+  const keptHead = Uint8Array.from(kept.join("\r\n"), (c) => c.charCodeAt(0));
+  const withoutBcc = new Uint8Array(keptHead.byteLength + mime.byteLength - end);
+  withoutBcc.set(keptHead);
+  withoutBcc.set(mime.subarray(end), keptHead.byteLength);
+  return { rcptTo, withoutBcc };
 }
