@@ -98,6 +98,10 @@ export async function sendOverHttps(
   }
 }
 
+/** Failures that happen before a connection exists: nothing can have been sent. */
+const NOT_CONNECTED =
+  /connection refused|ECONNREFUSED|dns error|failed to lookup|Name or service not known|tcp connect error/i;
+
 type Answer =
   | { kind: "accepted"; status: number; id?: string }
   | { kind: "token_rejected"; status: number; text: string }
@@ -138,12 +142,11 @@ async function post(
     });
   } catch (error) {
     const e = error as Error & { cause?: unknown };
-    const text = `${e?.message ?? error}${e?.cause ? `: ${e.cause}` : ""}`.split(token).join("[redacted]").slice(0, 300);
+    const said = `${e?.message ?? error}${e?.cause ? `: ${e.cause}` : ""}`;
+    const text = said.split(token).join("[redacted]").slice(0, 300);
     // Refused before any byte left (no connection): nothing was sent. Otherwise the request may
     // have reached the provider, and resending could deliver twice.
-    return /connection refused|ECONNREFUSED|dns error|failed to lookup|Name or service not known|tcp connect error/i.test(text)
-      ? { kind: "unreachable", text }
-      : { kind: "no_answer", text };
+    return NOT_CONNECTED.test(text) ? { kind: "unreachable", text } : { kind: "no_answer", text };
   }
   const text = (await response.text().catch(() => "")).slice(0, 2_000);
   if (response.ok) {
