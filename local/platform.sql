@@ -3,17 +3,33 @@
 --
 -- It stands in for what the Supabase Postgres image provides and our migrations rely on,
 -- with the platform's owners and privileges (supabase/postgres init scripts and migrations,
--- GoTrue's auth schema, supabase_vault 0.3.x), so that what passes here passes there:
+-- supautils' settings, GoTrue's auth schema, supabase_vault 0.3.x), so that what passes
+-- here passes there, and what the platform refuses is refused here too:
 -- * `supabase_admin` is the superuser and owns the platform schemas; `postgres` is NOT a
---   superuser (NOSUPERUSER CREATEDB CREATEROLE REPLICATION BYPASSRLS) and is what
---   migrations, seed, tests and the functions use.
+--   superuser (NOSUPERUSER CREATEDB CREATEROLE REPLICATION BYPASSRLS), is a member of
+--   pg_read_all_data, pg_monitor and pg_signal_backend, has search_path
+--   "$user", public, extensions, and is what migrations, seed, tests and the functions use.
+-- * supautils' reserved roles (anon, authenticated, service_role, authenticator,
+--   supabase_auth_admin) cannot be altered by `postgres`. PG15 has one lever for that
+--   without supautils: CREATEROLE cannot alter a REPLICATION role. So they carry
+--   REPLICATION here, and the replication-slot functions, which check that attribute and
+--   are otherwise open to PUBLIC, are executable by `postgres` only, as the attribute
+--   allows on the platform. Renaming, dropping and granting membership in them (e.g.
+--   `grant authenticator to ...`) cannot be refused on PG15: the README lists it.
 -- * `auth` is owned by supabase_admin, `auth.users` by supabase_auth_admin, with the
---   columns GoTrue reads; postgres may use the tables but not create in the schema.
--- * Vault: postgres has only USAGE on the schema, SELECT and DELETE on the secrets and the
---   decrypted view, and EXECUTE on create_secret/update_secret. The encryption key is in a
---   table only the superuser can read. `decrypted_secret` has collation "C", as the real
---   view's `convert_from(..., 'utf8')` does.
--- * The API roles have the platform's statement timeouts (anon 3 s, authenticated 8 s).
+--   columns GoTrue reads and RLS enabled; postgres may use the tables (SELECT with grant
+--   option, as GoTrue grants it) but not create in the schema. auth.uid(), auth.role(),
+--   auth.email() and auth.jwt() read the request's claims as GoTrue's versions do.
+-- * Vault: only postgres reaches it (not service_role, not the API roles): USAGE on the
+--   schema, SELECT and DELETE on the secrets and the decrypted view, EXECUTE on
+--   create_secret, update_secret and the decrypting function, each with grant option.
+--   `create_secret` with a NULL description fails (23502) as the real one does.
+--   The encryption key is a file in the data directory that only superuser-owned
+--   functions read, so not even pg_read_all_data reaches it (the real key is outside the
+--   database). `decrypted_secret` has collation "C", as the real view's
+--   `convert_from(..., 'utf8')` does.
+-- * The API roles have the platform's statement timeouts (anon 3 s, authenticated 8 s);
+--   authenticator has statement_timeout and lock_timeout 8 s.
 --
 -- It is applied ONLY to a database that is not already a Supabase one (no `auth`
 -- schema). On `supabase start` and on hosted Supabase the real platform is used,
@@ -40,7 +56,7 @@ begin
     create role authenticator login noinherit;
   end if;
   if not exists (select 1 from pg_roles where rolname = 'supabase_auth_admin') then
-    create role supabase_auth_admin login noinherit createrole noreplication;
+    create role supabase_auth_admin login noinherit nocreaterole;
   end if;
 end
 $$;
@@ -49,12 +65,47 @@ alter role postgres nosuperuser createdb createrole login replication bypassrls;
 alter role anon inherit;
 alter role authenticated inherit;
 alter role service_role inherit;
+alter role supabase_auth_admin nocreaterole;
 grant anon, authenticated, service_role to authenticator;
 -- What lets the functions (and PostgREST's authenticator) act as a signed-in user.
 grant anon, authenticated, service_role to postgres;
+grant pg_read_all_data, pg_monitor, pg_signal_backend to postgres;
 
+alter role postgres set search_path = "$user", public, extensions;
+alter role supabase_auth_admin set search_path = auth;
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
+
+-- supautils' reserved roles: `postgres` may not alter them (see the header). Their settings
+-- stay changeable (ALTER ROLE ... SET), as supautils allows for the API roles.
+alter role anon replication;
+alter role authenticated replication;
+alter role service_role replication;
+alter role authenticator replication;
+alter role supabase_auth_admin replication;
+-- The attribute would open the replication-slot functions to them; keep those to the roles
+-- that hold REPLICATION on the platform (postgres; the superuser needs no grant).
+do $$
+declare
+  fn regprocedure;
+begin
+  for fn in
+    select p.oid::regprocedure from pg_catalog.pg_proc p
+     where p.pronamespace = 'pg_catalog'::regnamespace
+       and p.proname in (
+         'pg_create_physical_replication_slot', 'pg_create_logical_replication_slot',
+         'pg_drop_replication_slot', 'pg_replication_slot_advance',
+         'pg_copy_physical_replication_slot', 'pg_copy_logical_replication_slot',
+         'pg_logical_slot_get_changes', 'pg_logical_slot_peek_changes',
+         'pg_logical_slot_get_binary_changes', 'pg_logical_slot_peek_binary_changes')
+  loop
+    execute format('revoke execute on function %s from public', fn);
+    execute format('grant execute on function %s to postgres', fn);
+  end loop;
+end
+$$;
 
 grant all on database postgres to postgres;
 
@@ -126,7 +177,9 @@ create table auth.users (
 );
 create unique index users_email_partial_key on auth.users (email) where is_sso_user = false;
 alter table auth.users owner to supabase_auth_admin;
+alter table auth.users enable row level security;
 grant all on auth.users to postgres;
+grant select on auth.users to postgres with grant option;
 
 create function auth.jwt() returns jsonb
 language sql stable
@@ -155,47 +208,75 @@ as $$
   )::text
 $$;
 
+create function auth.email() returns text
+language sql stable
+as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.email', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
+  )::text
+$$;
+
 alter function auth.jwt() owner to supabase_auth_admin;
 alter function auth.uid() owner to supabase_auth_admin;
 alter function auth.role() owner to supabase_auth_admin;
-grant execute on function auth.jwt(), auth.uid(), auth.role() to anon, authenticated, service_role, postgres;
+alter function auth.email() owner to supabase_auth_admin;
+grant execute on function auth.jwt(), auth.uid(), auth.role(), auth.email()
+  to anon, authenticated, service_role, postgres;
 
 -- vault ---------------------------------------------------------------------------
 create schema vault;
 
--- Stands in for the key the real Vault keeps outside the database (pgsodium's server key).
-create table vault.root_key (
-  id boolean primary key default true check (id),
-  key bytea not null
-);
-insert into vault.root_key (key) values (extensions.gen_random_bytes(32));
-revoke all on vault.root_key from public;
+-- Stands in for the key the real Vault keeps outside the database: a file in the data
+-- directory, written once here and read only by the superuser-owned functions below.
+do $$
+begin
+  execute format(
+    'copy (select encode(extensions.gen_random_bytes(32), %L)) to %L',
+    'hex',
+    current_setting('data_directory') || '/vault_root_key'
+  );
+end
+$$;
+
+create function vault._root_key() returns text
+language sql stable security definer set search_path = ''
+as $$
+  select pg_catalog.btrim(pg_catalog.pg_read_file('vault_root_key'), E'\n')
+$$;
 
 create table vault.secrets (
   id uuid primary key default gen_random_uuid(),
-  name text unique,
+  name text,
   description text not null default '',
   secret text not null,
   key_id uuid,
   nonce bytea,
-  created_at timestamptz not null default now(),
-  updated_at timestamptz not null default now()
+  created_at timestamptz not null default current_timestamp,
+  updated_at timestamptz not null default current_timestamp
 );
+create unique index secrets_name_idx on vault.secrets (name) where name is not null;
 
 create function vault._encrypt(plaintext text) returns text
 language sql volatile security definer set search_path = ''
 as $$
-  select encode(extensions.pgp_sym_encrypt(plaintext, encode(k.key, 'hex')), 'base64')
-  from vault.root_key k
+  select encode(extensions.pgp_sym_encrypt(plaintext, vault._root_key()), 'base64')
+$$;
+
+-- What the real view calls to decrypt (vault._crypto_aead_det_decrypt); postgres may call it.
+create function vault._decrypt(ciphertext text) returns text
+language sql stable security definer set search_path = ''
+as $$
+  select extensions.pgp_sym_decrypt(decode(ciphertext, 'base64'), vault._root_key())
 $$;
 
 create view vault.decrypted_secrets as
   select s.id, s.name, s.description, s.secret,
-         extensions.pgp_sym_decrypt(decode(s.secret, 'base64'), encode(k.key, 'hex')) collate "C" as decrypted_secret,
+         vault._decrypt(s.secret) collate "C" as decrypted_secret,
          s.key_id, s.nonce, s.created_at, s.updated_at
-  from vault.secrets s
-  cross join vault.root_key k;
+  from vault.secrets s;
 
+-- As the real one: the description is inserted as given, so NULL violates NOT NULL.
 create function vault.create_secret(
   new_secret text,
   new_name text default null,
@@ -207,13 +288,14 @@ as $$
 declare
   new_id uuid;
 begin
-  insert into vault.secrets (secret, name, description, key_id)
-  values (vault._encrypt(new_secret), new_name, coalesce(new_description, ''), new_key_id)
+  insert into vault.secrets (secret, name, description)
+  values (vault._encrypt(new_secret), new_name, new_description)
   returning id into new_id;
   return new_id;
 end
 $$;
 
+-- As the real one: NULL leaves a field as it is; the key id is accepted and unused.
 create function vault.update_secret(
   secret_id uuid,
   new_secret text default null,
@@ -228,19 +310,20 @@ begin
      set secret = coalesce(vault._encrypt(new_secret), s.secret),
          name = coalesce(new_name, s.name),
          description = coalesce(new_description, s.description),
-         key_id = coalesce(new_key_id, s.key_id),
          updated_at = now()
    where s.id = secret_id;
 end
 $$;
 
--- As on Supabase: the API roles cannot reach Vault at all; postgres only through these.
-revoke all on schema vault from public, anon, authenticated;
-revoke all on all tables in schema vault from public, anon, authenticated;
-revoke all on all functions in schema vault from public, anon, authenticated;
-grant usage on schema vault to postgres, service_role;
-grant select, delete on vault.secrets, vault.decrypted_secrets to postgres, service_role;
+-- As on Supabase: only postgres reaches Vault (service_role and the API roles do not), with
+-- grant option, so a project may pass access on explicitly.
+revoke all on schema vault from public;
+revoke all on all tables in schema vault from public;
+revoke all on all functions in schema vault from public;
+grant usage on schema vault to postgres with grant option;
+grant select, delete on vault.secrets, vault.decrypted_secrets to postgres with grant option;
 grant execute on function vault.create_secret(text, text, text, uuid),
-                         vault.update_secret(uuid, text, text, text, uuid) to postgres, service_role;
+                         vault.update_secret(uuid, text, text, text, uuid),
+                         vault._decrypt(text) to postgres with grant option;
 
 commit;

@@ -4,6 +4,11 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { startTestStack } from "./harness.ts";
 
+/** Matches a Postgres error whose SQLSTATE is one of `codes`. */
+function sqlState(...codes: string[]): (e: { code?: string }) => boolean {
+  return (e) => codes.includes(e.code ?? "");
+}
+
 Deno.test({
   name: "platform stand-in",
   sanitizeOps: false,
@@ -14,13 +19,38 @@ Deno.test({
       await t.step(
         "the functions' database role is postgres, not a superuser, and cannot read the Vault key",
         async () => {
-          const dbUrl = stack.dbUrl;
-          const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+          const sql = postgres(stack.dbUrl, { max: 1, onnotice: () => {} });
           try {
             const [me] = await sql`select current_user as name, rolsuper from pg_roles where rolname = current_user`;
             assert.deepEqual({ ...me }, { name: "postgres", rolsuper: false });
-            await assert.rejects(sql`select key from vault.root_key`, (e: { code?: string }) => e.code === "42501");
-            await assert.rejects(sql`create table auth.sneaky (id int)`, (e: { code?: string }) => e.code === "42501");
+            // On Supabase there is no key table at all (42P01); a stand-in that kept one must refuse it (42501).
+            await assert.rejects(sql`select key from vault.root_key`, sqlState("42P01", "42501"));
+            // Here the key is a file in the data directory; on Supabase postgres cannot read server files either.
+            await assert.rejects(sql`select pg_read_file('vault_root_key')`, sqlState("42501"));
+            await assert.rejects(sql`create table auth.sneaky (id int)`, sqlState("42501"));
+          } finally {
+            await sql.end();
+          }
+        },
+      );
+
+      await t.step(
+        "refuses what the platform refuses: reserved roles, Vault for service_role, a NULL description",
+        async () => {
+          const sql = postgres(stack.dbUrl, { max: 1, onnotice: () => {} });
+          try {
+            await assert.rejects(sql`alter role anon login`, sqlState("42501"));
+            await assert.rejects(sql`alter role authenticator connection limit 1`, sqlState("42501"));
+            await assert.rejects(
+              sql.begin(async (tx) => {
+                await tx`set local role service_role`;
+                await tx`select decrypted_secret from vault.decrypted_secrets`;
+              }),
+              sqlState("42501"),
+            );
+            await assert.rejects(sql`select vault.create_secret('s3cret', null, null)`, sqlState("23502"));
+            const [row] = await sql`select vault.create_secret('s3cret') is not null as created`;
+            assert.equal(row.created, true);
           } finally {
             await sql.end();
           }
