@@ -343,6 +343,16 @@ Deno.test("message store persistence", async (t) => {
       assert.equal(reloaded.rawEncoding, "latin1");
     });
 
+    await t.step("remove() forgets one message and its files, and bumps the version", () => {
+      const store = new MessageStore({ dir });
+      const before = store.version;
+      assert.equal(store.remove("latin1-message"), true);
+      assert.equal(store.remove("latin1-message"), false);
+      assert.equal(store.version, before + 1);
+      assert.equal(new MessageStore({ dir }).get("latin1-message"), undefined);
+      assert.equal(new MessageStore({ dir }).size, store.size);
+    });
+
     await t.step("clear() deletes the stored files", async () => {
       new MessageStore({ dir }).clear();
       assert.equal(new MessageStore({ dir }).size, 0);

@@ -140,6 +140,15 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   template_data_unsafe_url: { status: 422, message: "data.link is not an http(s) URL" },
   template_output_too_large: { status: 422, message: "The rendered message exceeds 2 MB" },
   invalid_date: { status: 400, message: 'from: "yesterday" is not a date' },
+  invalid_timezone: { status: 400, message: 'tz: "Mars/Olympus" is not an IANA time zone' },
+  invalid_interval: { status: 400, message: "interval is hour or day" },
+  invalid_status: { status: 400, message: 'status: "lost" is not a status' },
+  invalid_group_by: { status: 400, message: 'group_by: "weather" cannot be grouped by' },
+  invalid_batch_id: { status: 400, message: "batch_id is not a UUID" },
+  invalid_config: { status: 400, message: "config is empty" },
+  invalid_template: { status: 400, message: "template is empty" },
+  invalid_limit: { status: 400, message: "limit is an integer from 1 to 200" },
+  duplicate_parameter: { status: 400, message: "tz is given twice" },
   invalid_cursor: { status: 400, message: "cursor is not one this API handed out" },
   analytics_timeout: { status: 503, message: "The summary took too long; narrow the range" },
 };
@@ -176,6 +185,15 @@ const COMPOSE = [
   "attachments_too_large",
   "too_many_attachments",
   "agent_context_too_large",
+];
+const ANALYTICS_PARAMS = [
+  "invalid_date",
+  "invalid_timezone",
+  "invalid_status",
+  "invalid_batch_id",
+  "invalid_config",
+  "invalid_template",
+  "duplicate_parameter",
 ];
 const TEMPLATE_DATA = ["template_not_found", "template_empty", "template_data_missing", "template_data_invalid"];
 
@@ -265,8 +283,8 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "template_data_unsafe_url",
     "template_output_too_large",
   ],
-  "get /email-analytics": ["invalid_request", "invalid_date", "config_not_found", "analytics_timeout"],
-  "get /email-analytics/messages": ["invalid_request", "invalid_date", "invalid_cursor", "config_not_found"],
+  "get /email-analytics": [...ANALYTICS_PARAMS, "invalid_interval", "invalid_group_by", "analytics_timeout"],
+  "get /email-analytics/messages": [...ANALYTICS_PARAMS, "invalid_limit", "invalid_cursor"],
   "get /email-analytics/messages/{id}": ["message_not_found"],
   "post /mcp": ["origin_not_allowed"],
   "post /process-outbox": ["missing_secret_key", "invalid_secret_key", "worker_not_configured"],

@@ -3984,7 +3984,7 @@ export interface operations {
                     "application/json": components["schemas"]["AnalyticsSummary"];
                 };
             };
-            /** @description Invalid input: `invalid_request`, `invalid_date` */
+            /** @description Invalid input: `invalid_date`, `invalid_timezone`, `invalid_status`, `invalid_batch_id`, `invalid_config`, `invalid_template`, `duplicate_parameter`, `invalid_interval`, `invalid_group_by` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4011,7 +4011,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not found: `config_not_found`, `route_not_found` */
+            /** @description Not found: `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4095,7 +4095,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessagePage"];
                 };
             };
-            /** @description Invalid input: `invalid_request`, `invalid_date`, `invalid_cursor` */
+            /** @description Invalid input: `invalid_date`, `invalid_timezone`, `invalid_status`, `invalid_batch_id`, `invalid_config`, `invalid_template`, `duplicate_parameter`, `invalid_limit`, `invalid_cursor` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4122,7 +4122,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not found: `config_not_found`, `route_not_found` */
+            /** @description Not found: `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
