@@ -1,15 +1,18 @@
 /**
- * A small web inbox over the SMTP catcher's store, so mail sent through the
- * local stack can be read in a browser. Message HTML is untrusted: it is shown
- * only inside a sandboxed iframe, under a CSP that allows no scripts at all.
+ * A small web inbox over the SMTP catcher's store, so mail sent through the local stack can
+ * be read in a browser, and a JSON API over the same store for scripts and tests. Message HTML
+ * is untrusted: it is shown only inside a sandboxed iframe, under a CSP that allows no
+ * scripts at all; the list page runs one same-origin script and nothing inline.
  *
  * @module
  */
 
 import { serveHttp } from "./http_server.ts";
-import { Buffer } from "node:buffer";
-import { type AddressObject, type ParsedMail, simpleParser } from "mailparser";
 import { type CaughtMessage, type MessageStore, rawBytes } from "./smtp_catcher.ts";
+import { addressText, InvalidCursor, MAX_PAGE_SIZE, MessageIndex, parseMessage } from "./inbox_index.ts";
+import { listPage, messagePage, page } from "./inbox_pages.ts";
+
+export type { MessagePage, MessageSummary } from "./inbox_index.ts";
 
 /** Options for {@linkcode startInbox}. */
 export interface InboxOptions {
@@ -30,12 +33,21 @@ export interface Inbox {
 }
 
 /**
- * Every page gets this policy: no scripts, no remote loads (tracking pixels
- * included), styles inline, images only as data: URLs (mailparser inlines
- * cid: images that way).
+ * The policy of every page that shows message content: no scripts, no remote loads (tracking
+ * pixels included), styles inline, images only as data: URLs (mailparser inlines cid: images
+ * that way).
  */
 export const INBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; " +
   "base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
+
+/** The list page's policy: the same, plus its one same-origin script and its calls to the JSON API. */
+export const INBOX_LIST_CSP = "default-src 'none'; script-src 'self'; connect-src 'self'; " +
+  "style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
+
+/** Attachments are downloaded, never rendered; should a browser render one anyway, it runs sandboxed. */
+const ATTACHMENT_CSP = "default-src 'none'; sandbox";
+
+const CLIENT_SCRIPT = new URL("./inbox_client.js", import.meta.url);
 
 /**
  * Serves the inbox at `http://host:port/`.
@@ -56,63 +68,165 @@ export async function startInbox(options: InboxOptions): Promise<Inbox> {
 }
 
 /**
- * The inbox as a fetch handler, for mounting elsewhere or testing without a
- * server. Routes: `GET /`, `GET /messages/:id`, `GET /messages/:id/raw`,
- * `GET /api/messages`, `DELETE /api/messages`.
+ * The inbox as a fetch handler, for mounting elsewhere or testing without a server.
+ *
+ * Pages: `GET /`, `GET /messages/:id`, `GET /messages/:id/raw`, `GET /messages/:id/attachments/:n`.
+ * JSON API: `GET /api/messages?q=&limit=&cursor=`, `DELETE /api/messages`,
+ * `GET /api/messages/:id`, `DELETE /api/messages/:id`, `GET /api/version`. Deleting takes the
+ * DELETE method only: a page on another origin cannot send one without a CORS preflight, which
+ * this server never grants.
  *
  * @example
  * ```ts
  * const handler = createInboxHandler(store);
- * const response = await handler(new Request("http://inbox/api/messages"));
+ * const response = await handler(new Request("http://inbox/api/messages?q=invoice"));
  * ```
  */
 export function createInboxHandler(
   store: MessageStore,
 ): (request: Request) => Promise<Response> {
-  const parsed = new WeakMap<CaughtMessage, Promise<ParsedMail>>();
-  // Messages never change once caught, so each is parsed at most once.
-  const parse = (message: CaughtMessage) => {
-    let result = parsed.get(message);
-    if (!result) {
-      result = simpleParser(Buffer.from(rawBytes(message)));
-      parsed.set(message, result);
-    }
-    return result;
-  };
-
+  const index = new MessageIndex(store);
   return async (request) => {
-    const { pathname } = new URL(request.url);
-    const method = request.method;
-
-    if (pathname === "/api/messages") {
-      if (method === "DELETE") {
-        store.clear();
-        return new Response(null, { status: 204 });
-      }
-      if (method !== "GET") return methodNotAllowed("GET, DELETE");
-      const summaries = await Promise.all(newestFirst(store).map(async (m) => summarize(m, await parse(m))));
-      return Response.json({ messages: summaries }, { headers: BASE_HEADERS });
-    }
-
-    if (method !== "GET") return methodNotAllowed("GET");
-    if (pathname === "/") {
-      const rows = await Promise.all(newestFirst(store).map(async (m) => listRow(m, await parse(m))));
-      return html(listPage(rows));
-    }
-
-    const match = pathname.match(/^\/messages\/([A-Za-z0-9-]+)(\/raw)?$/);
-    const message = match ? store.get(match[1]) : undefined;
-    if (!message) return html(page("Not found", "<p>No such message.</p>"), 404);
-    if (match?.[2]) {
-      return new Response(rawBytes(message), {
-        headers: {
-          ...BASE_HEADERS,
-          "content-type": `text/plain; charset=${message.rawEncoding === "utf8" ? "utf-8" : "iso-8859-1"}`,
-        },
-      });
-    }
-    return html(messagePage(message, await parse(message)));
+    const url = new URL(request.url);
+    if (url.pathname.startsWith("/api/")) return await api(store, index, request, url);
+    if (request.method !== "GET") return methodNotAllowed("GET");
+    return await pages(store, url.pathname);
   };
+}
+
+async function pages(store: MessageStore, pathname: string): Promise<Response> {
+  if (pathname === "/") return html(listPage(), 200, INBOX_LIST_CSP);
+  if (pathname === "/inbox.js") {
+    return new Response(await Deno.readFile(CLIENT_SCRIPT), {
+      headers: { ...BASE_HEADERS, "content-type": "text/javascript; charset=utf-8" },
+    });
+  }
+  const match = pathname.match(/^\/messages\/([A-Za-z0-9-]+)(\/raw|\/attachments\/(\d{1,4}))?$/);
+  const message = match ? store.get(match[1]) : undefined;
+  if (!match || !message) return html(page("Not found", "<p>No such message.</p>"), 404);
+  if (match[2] === "/raw") {
+    return new Response(rawBytes(message), {
+      headers: {
+        ...BASE_HEADERS,
+        "content-type": `text/plain; charset=${message.rawEncoding === "utf8" ? "utf-8" : "iso-8859-1"}`,
+      },
+    });
+  }
+  const mail = await parseMessage(message);
+  if (match[3] === undefined) return html(messagePage(message, mail));
+  const attachment = mail.attachments[Number(match[3])];
+  if (!attachment) return html(page("Not found", "<p>No such attachment.</p>"), 404);
+  return new Response(new Uint8Array(attachment.content), {
+    headers: {
+      ...BASE_HEADERS,
+      "content-security-policy": ATTACHMENT_CSP,
+      "content-type": safeContentType(attachment.contentType),
+      "content-disposition": contentDisposition(attachment.filename ?? "attachment"),
+    },
+  });
+}
+
+async function api(store: MessageStore, index: MessageIndex, request: Request, url: URL): Promise<Response> {
+  const method = request.method;
+  if (url.pathname === "/api/version") {
+    if (method !== "GET") return apiMethodNotAllowed("GET");
+    return json({ version: store.version, total: store.size });
+  }
+  if (url.pathname === "/api/messages") {
+    if (method === "DELETE") {
+      store.clear();
+      return new Response(null, { status: 204, headers: BASE_HEADERS });
+    }
+    if (method !== "GET") return apiMethodNotAllowed("GET, DELETE");
+    return await listMessages(store, index, url.searchParams);
+  }
+  const match = url.pathname.match(/^\/api\/messages\/([A-Za-z0-9-]+)$/);
+  if (!match) return apiError(404, "route_not_found", `No route ${url.pathname}`);
+  const message = store.get(match[1]);
+  if (!message) return apiError(404, "message_not_found", `No message ${match[1]}`);
+  if (method === "DELETE") {
+    store.remove(message.id);
+    return new Response(null, { status: 204, headers: BASE_HEADERS });
+  }
+  if (method !== "GET") return apiMethodNotAllowed("GET, DELETE");
+  return json(await messageDetail(message));
+}
+
+async function listMessages(store: MessageStore, index: MessageIndex, params: URLSearchParams): Promise<Response> {
+  const limitText = params.get("limit");
+  const limit = limitText === null ? undefined : Number(limitText);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= MAX_PAGE_SIZE)) {
+    return apiError(400, "invalid_limit", `limit must be an integer from 1 to ${MAX_PAGE_SIZE}`);
+  }
+  // Read before the page is built: a change while it is built shows on the next poll.
+  const version = store.version;
+  try {
+    const result = await index.page({
+      q: params.get("q") ?? undefined,
+      limit,
+      cursor: params.get("cursor") ?? undefined,
+    });
+    return json({ ...result, version });
+  } catch (error) {
+    if (error instanceof InvalidCursor) return apiError(400, "invalid_cursor", error.message);
+    throw error;
+  }
+}
+
+/** What `GET /api/messages/:id` returns. */
+export interface MessageDetail {
+  id: string;
+  receivedAt: string;
+  envelope: CaughtMessage["envelope"];
+  subject: string;
+  from: string;
+  to: string;
+  text: string | null;
+  html: string | null;
+  attachments: Array<{ filename: string | null; contentType: string; size: number; url: string }>;
+}
+
+async function messageDetail(message: CaughtMessage): Promise<MessageDetail> {
+  const mail = await parseMessage(message);
+  return {
+    id: message.id,
+    receivedAt: message.receivedAt,
+    envelope: message.envelope,
+    subject: mail.subject ?? "",
+    from: addressText(mail.from),
+    to: addressText(mail.to),
+    text: mail.text ?? null,
+    html: mail.html || null,
+    attachments: mail.attachments.map((a, i) => ({
+      filename: a.filename ?? null,
+      contentType: a.contentType,
+      size: a.size,
+      url: `/messages/${message.id}/attachments/${i}`,
+    })),
+  };
+}
+
+/**
+ * A `Content-Disposition: attachment` header for `filename` (RFC 6266): an ASCII `filename`
+ * for old clients and the exact name as UTF-8 in `filename*` (RFC 8187).
+ *
+ * @example
+ * ```ts
+ * contentDisposition("résumé.pdf"); // attachment; filename="r_sum_.pdf"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf
+ * ```
+ */
+export function contentDisposition(filename: string): string {
+  const fallback = filename.replace(/[^\x20-\x7e]|["\\]/g, "_");
+  const encoded = encodeURIComponent(filename).replace(
+    /['()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`;
+}
+
+/** The attachment's declared type when it is a plain `type/subtype`, else octet-stream. */
+function safeContentType(type: string): string {
+  return /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/i.test(type) ? type.toLowerCase() : "application/octet-stream";
 }
 
 const BASE_HEADERS: Record<string, string> = {
@@ -122,130 +236,22 @@ const BASE_HEADERS: Record<string, string> = {
   "cache-control": "no-store",
 };
 
-/** What `GET /api/messages` returns per message. */
-export interface MessageSummary {
-  /** The message id, as in `/messages/:id`. */
-  id: string;
-  /** When the catcher accepted it, ISO 8601. */
-  receivedAt: string;
-  /** The SMTP envelope. */
-  envelope: CaughtMessage["envelope"];
-  /** Who logged in to send it, if anyone. */
-  authUser?: string;
-  /** Whether it arrived over TLS. */
-  secure: boolean;
-  /** Size in bytes. */
-  size: number;
-  /** The decoded Subject header. */
-  subject: string;
-  /** The From header as text. */
-  from: string;
-  /** The To header(s) as text. */
-  to: string;
+function json(body: unknown, status = 200): Response {
+  return Response.json(body, { status, headers: BASE_HEADERS });
 }
 
-function summarize(message: CaughtMessage, mail: ParsedMail): MessageSummary {
-  return {
-    id: message.id,
-    receivedAt: message.receivedAt,
-    envelope: message.envelope,
-    authUser: message.authUser,
-    secure: message.secure,
-    size: message.size,
-    subject: mail.subject ?? "",
-    from: addresses(mail.from),
-    to: addresses(mail.to),
-  };
+function apiError(status: number, code: string, message: string, headers: Record<string, string> = {}): Response {
+  return Response.json({ error: { code, message } }, { status, headers: { ...BASE_HEADERS, ...headers } });
 }
 
-function newestFirst(store: MessageStore): CaughtMessage[] {
-  return store.list().reverse();
+function apiMethodNotAllowed(allow: string): Response {
+  return apiError(405, "method_not_allowed", `Use ${allow}`, { allow });
 }
 
-function listRow(message: CaughtMessage, mail: ParsedMail): string {
-  const href = `/messages/${message.id}`;
-  return `<tr><td>${escapeHtml(message.receivedAt)}</td>` +
-    `<td>${escapeHtml(addresses(mail.from) || message.envelope.mailFrom)}</td>` +
-    `<td>${escapeHtml(addresses(mail.to) || message.envelope.rcptTo.join(", "))}</td>` +
-    `<td><a href="${href}">${escapeHtml(mail.subject || "(no subject)")}</a></td></tr>`;
-}
-
-function listPage(rows: string[]): string {
-  const body = rows.length === 0 ? "<p>No messages yet.</p>" : `<table>
-<thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th></tr></thead>
-<tbody>${rows.join("\n")}</tbody>
-</table>`;
-  return page("Inbox", `<h1>Inbox</h1>\n${body}`);
-}
-
-function messagePage(message: CaughtMessage, mail: ParsedMail): string {
-  const fields: Array<[string, string]> = [
-    ["Subject", mail.subject ?? ""],
-    ["From", addresses(mail.from)],
-    ["To", addresses(mail.to)],
-    ["Cc", addresses(mail.cc)],
-    ["Date", mail.date?.toISOString() ?? ""],
-    ["Received", message.receivedAt],
-    ["Envelope from", message.envelope.mailFrom || "<>"],
-    ["Envelope to", message.envelope.rcptTo.join(", ")],
-    ["Authenticated as", message.authUser ?? "(none)"],
-    ["TLS", message.secure ? "yes" : "no"],
-    ["Size", `${message.size} bytes`],
-  ];
-  const summary = fields
-    .filter(([, value]) => value !== "")
-    .map(([name, value]) => `<tr><th>${escapeHtml(name)}</th><td>${escapeHtml(value)}</td></tr>`)
-    .join("\n");
-  const headerText = mail.headerLines.map((header) => header.line).join("\n");
-  const attachments = mail.attachments.map((a) =>
-    `<li>${escapeHtml(a.filename ?? "(unnamed)")} (${escapeHtml(a.contentType)}, ${a.size} bytes)</li>`
-  );
-
-  const sections = [
-    `<p><a href="/">&larr; Inbox</a> · <a href="/messages/${message.id}/raw">Raw</a></p>`,
-    `<h1>${escapeHtml(mail.subject || "(no subject)")}</h1>`,
-    `<table>${summary}</table>`,
-  ];
-  if (mail.html) {
-    // sandbox="" gives the message an opaque origin with no scripts, forms,
-    // popups or top navigation; srcdoc documents also inherit this page's CSP.
-    sections.push(
-      `<h2>HTML</h2>\n<iframe sandbox="" srcdoc="${escapeHtml(mail.html)}" title="HTML part"></iframe>`,
-    );
-  }
-  if (mail.text) sections.push(`<h2>Text</h2>\n<pre>${escapeHtml(mail.text)}</pre>`);
-  if (attachments.length > 0) {
-    sections.push(`<h2>Attachments</h2>\n<ul>${attachments.join("\n")}</ul>`);
-  }
-  sections.push(`<h2>Headers</h2>\n<pre>${escapeHtml(headerText)}</pre>`);
-  return page(mail.subject || "(no subject)", sections.join("\n"));
-}
-
-function page(title: string, body: string): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)} · mailroom inbox</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem auto; max-width: 70rem; padding: 0 1rem; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; vertical-align: top; padding: .3rem .6rem; border-bottom: 1px solid #ddd; }
-pre { background: #f6f6f6; padding: .8rem; overflow: auto; white-space: pre-wrap; }
-iframe { width: 100%; height: 32rem; border: 1px solid #ccc; background: #fff; }
-</style>
-</head>
-<body>
-${body}
-</body>
-</html>
-`;
-}
-
-function html(body: string, status = 200): Response {
+function html(body: string, status = 200, csp = INBOX_CSP): Response {
   return new Response(body, {
     status,
-    headers: { ...BASE_HEADERS, "content-type": "text/html; charset=utf-8" },
+    headers: { ...BASE_HEADERS, "content-security-policy": csp, "content-type": "text/html; charset=utf-8" },
   });
 }
 
@@ -254,19 +260,4 @@ function methodNotAllowed(allow: string): Response {
     status: 405,
     headers: { ...BASE_HEADERS, allow },
   });
-}
-
-function addresses(value: AddressObject | AddressObject[] | undefined): string {
-  if (!value) return "";
-  return (Array.isArray(value) ? value : [value]).map((a) => a.text).join(", ");
-}
-
-/** Escapes text for HTML element content and quoted attribute values alike. */
-function escapeHtml(text: string): string {
-  return text
-    .replaceAll("&", "&amp;")
-    .replaceAll("<", "&lt;")
-    .replaceAll(">", "&gt;")
-    .replaceAll('"', "&quot;")
-    .replaceAll("'", "&#39;");
 }

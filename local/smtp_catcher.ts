@@ -68,6 +68,7 @@ export class MessageStore {
   readonly #dir?: string;
   readonly #messages = new Map<string, CaughtMessage>();
   readonly #listeners = new Set<MessageListener>();
+  #version = 0;
 
   /** Creates a store; with `dir`, creates the directory and loads what it holds. */
   constructor(options: MessageStoreOptions = {}) {
@@ -85,6 +86,11 @@ export class MessageStore {
     return this.#messages.size;
   }
 
+  /** Goes up with every add, removal and clear: a cheap way for a page to see that anything changed. */
+  get version(): number {
+    return this.#version;
+  }
+
   /** Adds a message, persists it when the store has a directory, then notifies listeners. */
   add(message: CaughtMessage): void {
     if (!ID_PATTERN.test(message.id)) {
@@ -92,6 +98,7 @@ export class MessageStore {
     }
     if (this.#dir) persistMessage(this.#dir, message);
     this.#messages.set(message.id, message);
+    this.#version++;
     for (const listener of this.#listeners) listener(message);
   }
 
@@ -105,15 +112,22 @@ export class MessageStore {
     return this.#messages.get(id);
   }
 
+  /** Forgets one message, deleting its persisted files too; false when there was no such message. */
+  remove(id: string): boolean {
+    if (!this.#messages.has(id)) return false;
+    if (this.#dir) removeFiles(this.#dir, id);
+    this.#messages.delete(id);
+    this.#version++;
+    return true;
+  }
+
   /** Forgets every message, deleting persisted files too. */
   clear(): void {
     if (this.#dir) {
-      for (const id of this.#messages.keys()) {
-        removeIfPresent(join(this.#dir, `${id}.json`));
-        removeIfPresent(join(this.#dir, `${id}.eml`));
-      }
+      for (const id of this.#messages.keys()) removeFiles(this.#dir, id);
     }
     this.#messages.clear();
+    this.#version++;
   }
 
   /** Calls `listener` for each message added from now on; returns a function that stops it. */
@@ -475,6 +489,12 @@ function loadMessage(dir: string, id: string): CaughtMessage | undefined {
     console.warn(`Skipping stored message ${id}: ${String(error)}`);
     return undefined;
   }
+}
+
+function removeFiles(dir: string, id: string): void {
+  // The metadata file goes first: without it the pair is not loaded, even if the .eml stays.
+  removeIfPresent(join(dir, `${id}.json`));
+  removeIfPresent(join(dir, `${id}.eml`));
 }
 
 function removeIfPresent(path: string): void {

@@ -17,7 +17,7 @@ import {
   startSmtpCatcher,
   startStallingServer,
 } from "../local/smtp_catcher.ts";
-import { INBOX_CSP, startInbox } from "../local/inbox.ts";
+import { INBOX_CSP, INBOX_LIST_CSP, startInbox } from "../local/inbox.ts";
 
 const certs = await generateCertificates();
 const users = { alice: "correct horse battery staple" };
@@ -343,6 +343,16 @@ Deno.test("message store persistence", async (t) => {
       assert.equal(reloaded.rawEncoding, "latin1");
     });
 
+    await t.step("remove() forgets one message and its files, and bumps the version", () => {
+      const store = new MessageStore({ dir });
+      const before = store.version;
+      assert.equal(store.remove("latin1-message"), true);
+      assert.equal(store.remove("latin1-message"), false);
+      assert.equal(store.version, before + 1);
+      assert.equal(new MessageStore({ dir }).get("latin1-message"), undefined);
+      assert.equal(new MessageStore({ dir }).size, store.size);
+    });
+
     await t.step("clear() deletes the stored files", async () => {
       new MessageStore({ dir }).clear();
       assert.equal(new MessageStore({ dir }).size, 0);
@@ -391,13 +401,17 @@ Deno.test("web inbox", async (t) => {
     );
     const [caught] = await catcher.waitForMessages(1);
 
-    await t.step("GET / lists the message with its subject escaped", async () => {
+    await t.step("GET / is a shell whose only script is same-origin, none inline", async () => {
       const response = await fetch(`${base}/`);
       const body = await response.text();
       assert.equal(response.status, 200);
-      assert.equal(response.headers.get("content-security-policy"), INBOX_CSP);
-      assert.ok(body.includes("Inbox &lt;b&gt;subject&lt;/b&gt;"));
-      assert.ok(body.includes(`/messages/${caught.id}`));
+      assert.equal(response.headers.get("content-security-policy"), INBOX_LIST_CSP);
+      assert.match(INBOX_LIST_CSP, /script-src 'self';/);
+      assert.deepEqual([...body.matchAll(/<script[^>]*>/g)].map((m) => m[0]), ['<script src="/inbox.js" defer>']);
+      assert.match(body, /<script src="\/inbox.js" defer><\/script>/);
+      const script = await fetch(`${base}/inbox.js`);
+      assert.match(script.headers.get("content-type") ?? "", /^text\/javascript/);
+      assert.doesNotMatch(await script.text(), /innerHTML/);
     });
 
     await t.step(
@@ -407,6 +421,7 @@ Deno.test("web inbox", async (t) => {
         const body = await response.text();
         assert.equal(response.status, 200);
         const csp = response.headers.get("content-security-policy") ?? "";
+        assert.equal(csp, INBOX_CSP);
         assert.match(csp, /default-src 'none'/);
         assert.doesNotMatch(csp, /script-src/);
         assert.match(body, /<iframe sandbox="" srcdoc="/);

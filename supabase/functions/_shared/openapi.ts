@@ -15,6 +15,8 @@ import {
   updateTemplateRequest,
 } from "./schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
+import { COMMON_ERRORS, errorExamples, errorResponses, ROUTE_ERRORS, USER_AUTH_ERRORS } from "./openapi_errors.ts";
+import { REQUEST_EXAMPLES, RESPONSE_EXAMPLES } from "./openapi_examples.ts";
 
 /** The API's version (the path prefix is /functions/v1). */
 export const API_VERSION = "1.0.0";
@@ -46,6 +48,17 @@ const ERROR_SCHEMA: Json = {
     },
   },
 };
+
+const DESCRIPTION = `Email for AI agents through each user's own SMTP server.
+
+**Getting a token.** Every call except \`/openapi\` acts as a signed-in Supabase user: send the user's access token
+as \`Authorization: Bearer <token>\`. In an app, sign in with supabase-js and use
+\`(await supabase.auth.getSession()).data.session.access_token\` (\`supabase.functions.invoke\` sends it for you).
+On the local stack (\`npm run dev\`), \`npm run token [email]\` creates a user and prints a token valid for 24 h.
+Press **Authorize** above and paste it to try the operations here.
+
+**Errors** are \`{"error": {"code", "message", "details"}}\` with a stable snake_case \`code\`: branch on the code,
+not the message. Each operation lists the codes it can answer under its responses.`;
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const body = (name: string) => ({ required: true, content: { "application/json": { schema: ref(name) } } });
@@ -109,14 +122,69 @@ const FILTERS = [
  */
 export function openApiDocument(projectUrl: string): Json {
   const document = buildDocument(projectUrl);
-  // Stable operation ids for code generators: the method and the path, e.g. getSmtpConfigsRefVerifications.
   for (const [path, methods] of Object.entries(document.paths as Record<string, Record<string, Json>>)) {
     for (const [method, operation] of Object.entries(methods)) {
+      // Stable operation ids for code generators: the method and the path, e.g. getSmtpConfigsRefVerifications.
       operation.operationId = method + path.split(/[^A-Za-z0-9]+/).filter(Boolean)
         .map((word) => word[0].toUpperCase() + word.slice(1)).join("");
+      describeOperation(path, method, operation);
     }
   }
+  withoutSafeIntegerBounds(document.components);
   return document;
+}
+
+/** Each function's operations, in the order the reference shows them. */
+const TAGS = [
+  { name: "send-email", description: "Send one message now or later; cancel or retry it" },
+  { name: "send-bulk", description: "Queue up to 10,000 messages as a batch; follow and cancel it" },
+  { name: "smtp-configs", description: "Your SMTP servers: credentials in Vault, limits, verification" },
+  { name: "templates", description: "Mustache templates for subject, text and HTML" },
+  { name: "email-analytics", description: "What was sent: totals, series, breakdowns, the audit rows" },
+  { name: "mcp", description: "The same operations as MCP tools for agents" },
+  { name: "process-outbox", description: "The outbox worker (server to server, secret key)" },
+  { name: "openapi", description: "This document" },
+];
+
+/**
+ * Adds what a reader of one operation needs: its function's tag, the error codes it can answer
+ * (by status, each with an example), and realistic examples of its request and response bodies.
+ */
+function describeOperation(path: string, method: string, operation: Json): void {
+  operation.tags = [path.split("/")[1]];
+  const security = operation.security as unknown[] | undefined;
+  const codes = [
+    ...(security === undefined ? USER_AUTH_ERRORS : []),
+    ...(ROUTE_ERRORS[`${method} ${path}`] ?? []),
+    ...COMMON_ERRORS,
+  ];
+  const { default: fallback, ...responses } = operation.responses as Record<string, Json>;
+  operation.responses = { ...responses, ...errorResponses(codes), default: fallback };
+  exampleFor(operation.requestBody as Json | undefined, REQUEST_EXAMPLES);
+  for (const [status, response] of Object.entries(responses)) {
+    if (status.startsWith("2")) exampleFor(response, RESPONSE_EXAMPLES);
+  }
+}
+
+/** Puts the example of the body's schema (when it is a plain `$ref` with one) on its media type. */
+function exampleFor(body: Json | undefined, examples: Record<string, Json>): void {
+  const media = (body?.content as Record<string, Json> | undefined)?.["application/json"];
+  const schemaRef = (media?.schema as { $ref?: string } | undefined)?.$ref;
+  const example = schemaRef ? examples[schemaRef.split("/").pop()!] : undefined;
+  if (media && example) media.example = example;
+}
+
+/**
+ * zod writes `.int()` as ±Number.MAX_SAFE_INTEGER bounds, which say nothing to a reader and
+ * make generated samples show `port: -9007199254740991`; the real bounds stay.
+ */
+function withoutSafeIntegerBounds(node: unknown): void {
+  if (Array.isArray(node)) return node.forEach(withoutSafeIntegerBounds);
+  if (node === null || typeof node !== "object") return;
+  const object = node as Json;
+  if (object.minimum === Number.MIN_SAFE_INTEGER) delete object.minimum;
+  if (object.maximum === Number.MAX_SAFE_INTEGER) delete object.maximum;
+  Object.values(object).forEach(withoutSafeIntegerBounds);
 }
 
 function buildDocument(projectUrl: string): Json {
@@ -129,21 +197,33 @@ function buildDocument(projectUrl: string): Json {
       title: "mailroom",
       version: API_VERSION,
       license: { name: "MIT", identifier: "MIT" },
-      description: "Email for AI agents through each user's own SMTP server. Authenticate with the user's Supabase " +
-        "access token. Errors are {error: {code, message, details}} with a stable code.",
+      description: DESCRIPTION,
     },
+    tags: TAGS,
     servers: [{ url: `${projectUrl.replace(/\/+$/, "")}/functions/v1` }],
     security: [{ supabaseUser: [] }],
     components: {
       securitySchemes: {
-        supabaseUser: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "Supabase access token" },
-        secretKey: { type: "apiKey", in: "header", name: "apikey", description: "Supabase secret API key" },
+        supabaseUser: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description: "The signed-in user's Supabase access token: `(await supabase.auth.getSession())" +
+            ".data.session.access_token` in supabase-js; locally, `npm run token` prints one (valid 24 h).",
+        },
+        secretKey: {
+          type: "apiKey",
+          in: "header",
+          name: "apikey",
+          description: "A Supabase secret API key (`sb_secret_...`, Project Settings > API Keys); never in a browser.",
+        },
       },
       schemas: {
         ...Object.fromEntries(Object.entries(REQUESTS).map(([name, schema]) => [name, inputJsonSchema(schema)])),
         ...Object.fromEntries(Object.entries(RESPONSES).map(([name, schema]) => [name, outputJsonSchema(schema)])),
         Error: ERROR_SCHEMA,
       },
+      examples: errorExamples(),
     },
     paths: {
       "/send-email": {

@@ -1,0 +1,130 @@
+// Realistic examples for the OpenAPI document's request and response schemas, so the reference
+// shows a config on port 465 and a sent message, not `port: 0` or the generator's placeholders.
+// tests/openapi_errors_test.ts parses every example with the zod schema of the same name: an
+// example the functions would refuse, or a response they would not give, fails.
+
+type Json = Record<string, unknown>;
+
+const CONFIG_ID = "3f6c1f3e-8a0b-4d2e-9c51-2b7d6f1e0a42";
+const MESSAGE_ID = "0b1c9d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
+const BATCH_ID = "5f0e2a1b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+const TEMPLATE_ID = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d";
+
+const smtpConfig = {
+  id: CONFIG_ID,
+  name: "work",
+  host: "smtp.fastmail.com",
+  port: 465,
+  security: "tls",
+  auth_type: "password",
+  username: "ada@example.com",
+  from_email: "ada@example.com",
+  from_name: "Ada Lovelace",
+  is_default: true,
+  is_active: true,
+  limits: { per_minute: 60, per_day: 2000, max_connections: 3 },
+  has_password: true,
+  needs_attention: null,
+  backoff_until: null,
+  backoff_reason: null,
+  created_at: "2026-11-20T09:12:03.512Z",
+  updated_at: "2026-11-24T16:40:51.007Z",
+};
+
+const template = {
+  id: TEMPLATE_ID,
+  name: "welcome",
+  description: "Sent when a customer signs up",
+  subject: "Welcome, {{first_name}}",
+  html: "<p>Hi {{first_name}}, your workspace <b>{{workspace}}</b> is ready.</p>",
+  text: "Hi {{first_name}}, your workspace {{workspace}} is ready.",
+  variables: { required: ["first_name", "workspace"] },
+  starter: false,
+  created_at: "2026-11-21T10:00:00.000Z",
+  updated_at: "2026-11-21T10:00:00.000Z",
+};
+
+/** Request examples by schema name. */
+export const REQUEST_EXAMPLES: Record<string, Json> = {
+  SendEmailRequest: {
+    to: ["Grace Hopper <grace@example.org>"],
+    subject: "Your invoice for November",
+    text: "Hi Grace,\n\nyour invoice is attached.\n\nAda",
+    attachments: [{ filename: "invoice-2026-11.pdf", content: "JVBERi0xLjcK", content_type: "application/pdf" }],
+    config: "work",
+    agent_context: { agent: "billing-assistant", run_id: "run_8f2c" },
+  },
+  SendBulkRequest: {
+    recipients: [
+      { email: "grace@example.org", name: "Grace Hopper", data: { first_name: "Grace", workspace: "Navy" } },
+      { email: "alan@example.org", data: { first_name: "Alan", workspace: "Bletchley" } },
+    ],
+    template: "welcome",
+    config: "work",
+    scheduled_at: "2026-11-26T09:00:00Z",
+  },
+  CreateConfigRequest: {
+    name: "work",
+    host: "smtp.fastmail.com",
+    port: 465,
+    security: "tls",
+    username: "ada@example.com",
+    password: "app-specific-password",
+    from_email: "ada@example.com",
+    from_name: "Ada Lovelace",
+    is_default: true,
+    limits: { per_minute: 60, per_day: 2000 },
+  },
+  UpdateConfigRequest: { password: "new-app-specific-password", limits: { per_minute: 30 } },
+  CreateTemplateRequest: {
+    name: "welcome",
+    description: "Sent when a customer signs up",
+    subject: "Welcome, {{first_name}}",
+    html: "<p>Hi {{first_name}}, your workspace <b>{{workspace}}</b> is ready.</p>",
+    variables: { required: ["first_name", "workspace"] },
+  },
+  UpdateTemplateRequest: { subject: "Welcome aboard, {{first_name}}" },
+  PreviewTemplateRequest: { data: { first_name: "Grace", workspace: "Navy" } },
+};
+
+/** Response examples by schema name. */
+export const RESPONSE_EXAMPLES: Record<string, Json> = {
+  SendResult: {
+    id: MESSAGE_ID,
+    status: "sent",
+    message_id: "<0b1c9d2e.4f5a@example.com>",
+    accepted: ["grace@example.org"],
+    rejected: [],
+    deferred: [],
+    unknown: [],
+    recipients: [{
+      address: "grace@example.org",
+      status: "accepted",
+      smtp_code: 250,
+      enhanced_code: "2.0.0",
+      response: "250 2.0.0 Ok: queued as 4XyZ1",
+    }],
+  },
+  Cancelled: { id: MESSAGE_ID, status: "cancelled" },
+  Retried: { id: MESSAGE_ID, status: "queued" },
+  BulkAccepted: { batch_id: BATCH_ID, queued: 2, scheduled_at: "2026-11-26T09:00:00.000Z" },
+  BatchCancelled: { batch_id: BATCH_ID, cancelled: 2 },
+  SmtpConfig: smtpConfig,
+  SmtpConfigWithWarnings: { ...smtpConfig, warnings: [] },
+  ConfigList: { configs: [smtpConfig] },
+  Deleted: { id: CONFIG_ID, deleted: true },
+  Verification: {
+    ok: true,
+    tls: true,
+    auth: true,
+    latency_ms: 182,
+    server_banner: "220 smtp.fastmail.com ESMTP ready",
+  },
+  Template: template,
+  TemplatePreview: {
+    template: { id: TEMPLATE_ID, name: "welcome" },
+    subject: "Welcome, Grace",
+    text: "Hi Grace, your workspace Navy is ready.",
+    html: "<p>Hi Grace, your workspace <b>Navy</b> is ready.</p>",
+  },
+};
