@@ -52,25 +52,36 @@ export function runningStack(path = STATE_FILE): StackState | null {
 export type Claim = { claimed: true; leftovers: number[] } | { claimed: false; running: StackState };
 
 /**
- * Make `state` the stack's state unless a live stack holds it. The file is created exclusively,
- * so of two starts at once only one gets it. A dead run's file is replaced after its function
+ * Make `state` the stack's state unless a live stack holds it. The file is created exclusively
+ * and whole, so of two starts at once only one gets it and the other reads a complete state. A dead run's file is replaced after its function
  * processes are stopped (their pids come back in `leftovers`).
  */
 export function claimStackState(state: StackState, path = STATE_FILE): Claim {
   Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
-  for (let attempt = 0;; attempt++) {
-    try {
-      Deno.writeTextFileSync(path, JSON.stringify(state, null, 2), { createNew: true });
-      return { claimed: true, leftovers: [] };
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists) || attempt > 0) throw error;
-    }
-    const previous = readStackState(path);
-    if (previous && isLive(previous)) return { claimed: false, running: previous };
-    const leftovers = previous ? stopLeftoverFunctions(previous) : [];
-    Deno.removeSync(path);
-    const retried = claimStackState(state, path);
-    return retried.claimed ? { claimed: true, leftovers } : retried;
+  if (createWhole(path, state)) return { claimed: true, leftovers: [] };
+  const previous = readStackState(path);
+  if (previous && isLive(previous)) return { claimed: false, running: previous };
+  const leftovers = previous ? stopLeftoverFunctions(previous) : [];
+  Deno.removeSync(path);
+  if (createWhole(path, state)) return { claimed: true, leftovers };
+  // Another start claimed it between our removal and our retry.
+  const winner = readStackState(path);
+  if (winner) return { claimed: false, running: winner };
+  throw new Error(`cannot claim ${path}`);
+}
+
+/** Create `path` holding `state`, complete from its first moment (a hard link of a written file); false if it exists. */
+function createWhole(path: string, state: StackState): boolean {
+  const temporary = `${path}.${Deno.pid}.tmp`;
+  Deno.writeTextFileSync(temporary, JSON.stringify(state, null, 2));
+  try {
+    Deno.linkSync(temporary, path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw error;
+  } finally {
+    Deno.removeSync(temporary);
   }
 }
 
