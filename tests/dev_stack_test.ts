@@ -2,7 +2,7 @@
 // to a free one by environment variable and its state in a temporary folder, then a second
 // start, `status`, `token`, `stop`, and a start on a port something else holds.
 import assert from "node:assert/strict";
-import { freePort, ROOT } from "../local/postgres.ts";
+import { freePort, ROOT, stopCluster } from "../local/postgres.ts";
 import { PORT_SETTINGS, type PortName } from "../local/ports.ts";
 import { isPortFree } from "../local/port_owners.ts";
 import { isAlive } from "../local/processes.ts";
@@ -58,6 +58,15 @@ function spawnScript(script: string, env: Record<string, string>, args: string[]
   };
 }
 
+/** Wait until `condition` holds (10 s at most). */
+async function poll(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Run a local/ script to its end. */
 async function runScript(script: string, env: Record<string, string>, args: string[] = []) {
   const run = spawnScript(script, env, args);
@@ -67,7 +76,7 @@ async function runScript(script: string, env: Record<string, string>, args: stri
 }
 
 Deno.test({
-  name: "the dev stack's lifecycle: one running stack, status, token, stop, and a taken port",
+  name: "the dev stack's lifecycle: one running stack, status, token, stop, a taken port, and after kill -9",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
@@ -199,10 +208,31 @@ Deno.test({
           holder.close();
         }
       });
+
+      await t.step("after kill -9, stop stops what the run left: its function processes and its Postgres", async () => {
+        const killed = spawnScript("dev.ts", env, ["--quiet"]);
+        await killed.waitFor(/mailroom local stack is running/);
+        const left = JSON.parse(await Deno.readTextFile(`${localDir}/stack.json`)) as StackState;
+        killed.child.kill("SIGKILL");
+        await killed.ended;
+        assert.ok(left.functionPids.length > 0 && left.functionPids.every(isAlive), "orphaned function processes");
+        assert.ok(!isPortFree(ports.db), "its Postgres still runs");
+        const status = await runScript("status.ts", env);
+        assert.equal(status.code, 1);
+        assert.match(status.output, /a previous run was killed/);
+        const stopped = await runScript("stop.ts", env);
+        assert.equal(stopped.code, 0, stopped.output);
+        assert.match(stopped.output, new RegExp(`stopped what it left: ${left.functionPids.length} function process`));
+        assert.match(stopped.output, /and its Postgres/);
+        await poll(() => left.functionPids.every((pid) => !isAlive(pid)), "function processes to end");
+        for (const [name, port] of Object.entries(ports)) assert.ok(isPortFree(port), `${name} port ${port} in use`);
+        await assert.rejects(Deno.stat(`${localDir}/stack.json`), Deno.errors.NotFound);
+      });
     } finally {
       if (isAlive(stack.child.pid)) stack.child.kill("SIGTERM");
       await stack.child.status;
       for (const pid of state?.functionPids ?? []) if (isAlive(pid)) Deno.kill(pid, "SIGKILL");
+      await stopCluster(`${localDir}/postgres`);
       await Deno.remove(localDir, { recursive: true }).catch(() => {});
     }
   },
