@@ -22,6 +22,8 @@ function spawnScript(script: string, env: Record<string, string>, args: string[]
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", `local/${script}`, ...args],
     cwd: ROOT,
+    // Only what the test sets: a DATABASE_URL or MAILROOM_* of the caller's shell must not leak in.
+    clearEnv: true,
     env: { ...env, DENO_NO_PACKAGE_JSON: "1", NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
