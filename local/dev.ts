@@ -1,16 +1,20 @@
 // `deno task dev`: the Docker-free local stack. Postgres (or DATABASE_URL), the platform
 // bootstrap, migrations via the Supabase CLI, an SMTP catcher with a web inbox, and the
-// functions at the same URLs as `supabase functions serve`. Ctrl-C stops it all.
+// functions at the same URLs as `supabase functions serve`. Ctrl-C, SIGTERM or `npm run stop`
+// stops it all; a second start while one runs leaves the running one alone (stack_state.ts).
 import postgres from "postgres";
 import { bootstrapPlatform, type Cluster, pushMigrations, ROOT, startCluster } from "./postgres.ts";
 import { jwks, loadOrCreateSigningKey, mintToken } from "./jwt.ts";
-import { startGateway } from "./gateway.ts";
 import { ensureUser } from "./users.ts";
 import { loadOrCreateCertificates } from "./certs.ts";
 import { MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
 import { startInbox } from "./inbox.ts";
 import { startApiReference } from "./api_reference.ts";
-import { LOCAL_DIR, LOCAL_PORTS, localApiUrl } from "./ports.ts";
+import { formatRequestLine, startGateway } from "./gateway.ts";
+import { LOCAL_DIR, LOCAL_PORTS, localApiUrl, type PortName } from "./ports.ts";
+import { busyPorts, describeBusyPort } from "./port_owners.ts";
+import { isAlive } from "./processes.ts";
+import { claimStackState, releaseStackState, type StackState, updateStackState } from "./stack_state.ts";
 
 /** SMTP account the catcher accepts; the demo config stores it in Vault. */
 const CATCHER_USER = { username: "mailroom", password: "mailroom-local" };
@@ -37,6 +41,8 @@ async function ensureDemoConfig(dbUrl: string, userId: string): Promise<void> {
 }
 
 const SCHEDULER_INTERVAL_MS = 2_000;
+/** The scheduler's User-Agent: its calls every 2 s stay out of the request log. */
+const SCHEDULER_AGENT = "mailroom-local-scheduler";
 
 /** The local secret API key (`sb_secret_...`), made once and kept in .local. */
 function loadOrCreateSecretKey(path: string): string {
@@ -50,40 +56,13 @@ function loadOrCreateSecretKey(path: string): string {
   }
 }
 
-/** Where the function processes' pids are kept while the stack runs. */
-const PIDS_FILE = `${LOCAL_DIR}/function-pids.json`;
-
-/**
- * Stop function processes a previous run left behind (it was killed with SIGKILL, so it could
- * not stop them): only pids that are still Deno running one of our functions.
- */
-function stopLeftoverFunctions(): void {
-  let pids: number[];
-  try {
-    pids = JSON.parse(Deno.readTextFileSync(PIDS_FILE));
-  } catch {
-    return;
-  }
-  for (const pid of pids) {
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-      if (!cmdline.includes(`${ROOT}/supabase/functions/`)) continue;
-      Deno.kill(pid, "SIGTERM");
-      console.log(`Stopped function process ${pid} left by a previous run.`);
-    } catch {
-      // Gone already, or not ours to stop.
-    }
-  }
-  Deno.removeSync(PIDS_FILE);
-}
-
 /** Call process-outbox every `intervalMs`, one run at a time; returns its stop. */
 function startScheduler(url: string, secretKey: string, intervalMs: number): () => Promise<void> {
   let stopped = false;
   let running: Promise<void> = Promise.resolve();
   const tick = async () => {
     try {
-      const res = await fetch(url, { method: "POST", headers: { apikey: secretKey } });
+      const res = await fetch(url, { method: "POST", headers: { apikey: secretKey, "user-agent": SCHEDULER_AGENT } });
       const report = await res.json();
       if (res.status !== 200) console.error(`process-outbox: ${res.status} ${JSON.stringify(report)}`);
       else if (report.claimed > 0 || report.swept > 0) console.log(`process-outbox: ${JSON.stringify(report)}`);
@@ -104,26 +83,110 @@ function startScheduler(url: string, secretKey: string, intervalMs: number): () 
   };
 }
 
+/** What `npm run dev -- --help` prints. */
+const USAGE =
+  "Usage: npm run dev [-- --quiet]\n  --quiet  no line per request (the banner, worker reports and errors stay)";
+
+/** Set once a signal asked the stack to stop: startup ends at its next step, then everything stops. */
+class Stopping extends Error {}
+
 async function main(): Promise<void> {
-  Deno.mkdirSync(LOCAL_DIR, { recursive: true });
-  stopLeftoverFunctions();
+  const unknown = Deno.args.filter((arg) => arg !== "--quiet");
+  if (unknown.length > 0) {
+    console.error(`${unknown.includes("--help") ? "" : `Unknown argument: ${unknown[0]}\n`}${USAGE}`);
+    Deno.exit(unknown.includes("--help") ? 0 : 2);
+  }
+  const logRequests = !Deno.args.includes("--quiet");
+  const externalDb = Deno.env.get("DATABASE_URL");
+  const state: StackState = {
+    pid: Deno.pid,
+    startedAt: new Date().toISOString(),
+    phase: "starting",
+    ports: { ...LOCAL_PORTS },
+    apiUrl: localApiUrl(),
+    clusterDir: externalDb ? undefined : `${LOCAL_DIR}/postgres`,
+    functionPids: [],
+  };
+
+  // A live stack is left alone: claimed before anything listens, so two starts cannot both run.
+  const claim = claimStackState(state);
+  if (!claim.claimed) {
+    const running = claim.running;
+    console.error(
+      `mailroom local stack is already running (pid ${running.pid}, ${running.apiUrl}, started ${running.startedAt}).\n` +
+        "See it with: npm run status   Stop it with: npm run stop",
+    );
+    Deno.exit(1);
+  }
+  for (const pid of claim.leftovers) console.log(`Stopped function process ${pid} left by a run that was killed.`);
+
+  const busy = busyPorts(portsToCheck(externalDb !== undefined));
+  if (busy.length > 0) {
+    releaseStackState();
+    for (const port of busy) console.error(describeBusyPort(port));
+    Deno.exit(1);
+  }
+
   const stops: (() => Promise<void>)[] = [];
+  let stopping = false;
+  let startup: Promise<void> = Promise.resolve();
   const shutdown = async () => {
+    // Once, whichever signal came first and however often it comes.
+    if (stopping) return;
+    stopping = true;
     console.log("\nStopping mailroom local stack...");
+    await startup.catch(() => {});
     for (const stop of stops.reverse()) await stop().catch((e) => console.error(e));
+    releaseStackState();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", shutdown);
   Deno.addSignalListener("SIGTERM", shutdown);
 
-  let dbUrl = Deno.env.get("DATABASE_URL");
+  startup = startStack(state, { externalDb, logRequests }, (stop) => {
+    stops.push(stop);
+    if (stopping) throw new Stopping();
+  });
+  try {
+    await startup;
+  } catch (error) {
+    if (error instanceof Stopping) return;
+    console.error(error);
+    console.error("\nmailroom local stack could not start; stopping what did.");
+    for (const stop of stops.reverse()) await stop().catch((e) => console.error(e));
+    releaseStackState();
+    Deno.exit(1);
+  }
+}
+
+/** The ports to check before starting: Postgres's only when we start it and it is not already up. */
+function portsToCheck(externalDb: boolean): Partial<Record<PortName, number>> {
+  const { db, ...others } = LOCAL_PORTS;
+  let clusterUp = false;
+  try {
+    const pid = Number(Deno.readTextFileSync(`${LOCAL_DIR}/postgres/data/postmaster.pid`).split("\n")[0]);
+    clusterUp = isAlive(pid);
+  } catch {
+    // No cluster, or not running.
+  }
+  return externalDb || clusterUp ? others : { ...others, db };
+}
+
+/** Start every service in order; `onStarted` registers each one's stop (and throws once stopping). */
+async function startStack(
+  state: StackState,
+  options: { externalDb?: string; logRequests: boolean },
+  onStarted: (stop: () => Promise<void>) => void,
+): Promise<void> {
+  let dbUrl = options.externalDb;
   let bootstrapped = false;
   if (!dbUrl) {
     const cluster: Cluster = await startCluster({ dir: `${LOCAL_DIR}/postgres`, port: LOCAL_PORTS.db });
-    stops.push(cluster.stop);
+    onStarted(cluster.stop);
     bootstrapped = await bootstrapPlatform(cluster.adminUrl);
     dbUrl = cluster.url;
   }
+  updateStackState({ ...state, databaseUrl: dbUrl });
   await pushMigrations(dbUrl);
 
   const certs = await loadOrCreateCertificates(`${LOCAL_DIR}/certs`);
@@ -133,13 +196,13 @@ async function main(): Promise<void> {
   // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (README).
   const common = { tls, users, store, replyByAddress: true };
   const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
-  stops.push(starttls.close);
+  onStarted(starttls.close);
   const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", ...common });
-  stops.push(implicitTls.close);
+  onStarted(implicitTls.close);
   const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
-  stops.push(inbox.close);
+  onStarted(inbox.close);
   const docs = await startApiReference(LOCAL_PORTS.docs, `${localApiUrl()}/functions/v1/openapi`);
-  stops.push(docs.close);
+  onStarted(docs.close);
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
   const secretKey = loadOrCreateSecretKey(`${LOCAL_DIR}/keys/secret-key.txt`);
@@ -159,17 +222,19 @@ async function main(): Promise<void> {
         `localhost:${LOCAL_PORTS.smtp},localhost:${LOCAL_PORTS.smtps}`,
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     },
+    onRequest: options.logRequests
+      ? (entry) => entry.userAgent !== SCHEDULER_AGENT && console.log(formatRequestLine(entry))
+      : undefined,
   });
-  stops.push(gateway.close);
+  onStarted(gateway.close);
   // Kept current: a function process that died is started again under a new pid.
-  const writePids = () => Deno.writeTextFileSync(PIDS_FILE, JSON.stringify(gateway.processes.map((p) => p.pid)));
-  writePids();
-  const pidsTimer = setInterval(writePids, 5_000);
-  // Stops run in reverse: the timer stops before the file goes.
-  stops.push(() => Promise.resolve(Deno.removeSync(PIDS_FILE)));
-  stops.push(() => Promise.resolve(clearInterval(pidsTimer)));
+  const writeState = (phase: StackState["phase"]) =>
+    updateStackState({ ...state, phase, databaseUrl: dbUrl, functionPids: gateway.processes.map((p) => p.pid) });
+  writeState("starting");
+  const stateTimer = setInterval(() => writeState("running"), 5_000);
+  onStarted(() => Promise.resolve(clearInterval(stateTimer)));
   // The scheduler: what pg_cron + pg_net do on Supabase, a POST to process-outbox every few seconds.
-  stops.push(startScheduler(`${apiUrl}/functions/v1/process-outbox`, secretKey, SCHEDULER_INTERVAL_MS));
+  onStarted(startScheduler(`${apiUrl}/functions/v1/process-outbox`, secretKey, SCHEDULER_INTERVAL_MS));
 
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   const userId = await ensureUser(sql, DEMO_EMAIL);
@@ -184,6 +249,7 @@ async function main(): Promise<void> {
     template: "welcome",
     data: { name: "Jane", product: "Mailroom", login_url: "https://example.com/login", tips: ["Add a config"] },
   });
+  writeState("running");
 
   console.log(`
 mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" : ""}
@@ -200,19 +266,21 @@ mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" 
   Anon key   ${anonKey}
 
 Demo user ${DEMO_EMAIL} (config "local-inbox" is its default), token valid 24 h:
-  ${token}
+  export TOKEN=${token}
 
 Send a mail, then open the inbox:
   curl -sS ${apiUrl}/functions/v1/send-email \\
-    -H "Authorization: Bearer ${token}" \\
+    -H "Authorization: Bearer $TOKEN" \\
     -H 'content-type: application/json' \\
     -d '${body}'
 
 Or render the starter "welcome" template (also: "passwordless-notice", "newsletter"):
-  curl -sS ${apiUrl}/functions/v1/send-email -H "Authorization: Bearer ${token}" \\
+  curl -sS ${apiUrl}/functions/v1/send-email -H "Authorization: Bearer $TOKEN" \\
     -H 'content-type: application/json' -d '${templated}'
 
-Ctrl-C stops everything; data stays in ${LOCAL_DIR.replace(`${ROOT}/`, "")}/ for the next start.`);
+Ctrl-C (or npm run stop) stops everything; data stays in ${LOCAL_DIR.replace(`${ROOT}/`, "")}/ for the next start. ${
+    options.logRequests ? "One line per request follows (--quiet: none)." : ""
+  }`);
 }
 
 if (import.meta.main) await main();

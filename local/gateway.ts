@@ -34,6 +34,34 @@ export interface GatewayOptions {
   jwks: { keys: unknown[] };
   /** How the functions run (see the module comment); `inline` by default. */
   isolation?: "inline" | "process";
+  /** Called once per request when its response starts (the dev stack's request log). */
+  onRequest?: (entry: RequestLogEntry) => void;
+}
+
+/** One request through the gateway, as the request log shows it. */
+export interface RequestLogEntry {
+  method: string;
+  path: string;
+  status: number;
+  /** Milliseconds until the response started (a streamed body may go on after). */
+  ms: number;
+  /** The function's `x-request-id`, when it sent one. */
+  requestId: string | null;
+  userAgent: string | null;
+}
+
+/**
+ * The request log's line, e.g. `POST /functions/v1/send-email 200 41ms req 6f1c...`.
+ *
+ * @example
+ * ```ts
+ * formatRequestLine({ method: "GET", path: "/functions/v1/openapi", status: 200, ms: 3, requestId: null, userAgent: null });
+ * // "GET /functions/v1/openapi 200 3ms"
+ * ```
+ */
+export function formatRequestLine(entry: RequestLogEntry): string {
+  const line = `${entry.method} ${entry.path} ${entry.status} ${entry.ms}ms`;
+  return entry.requestId ? `${line} req ${entry.requestId}` : line;
 }
 
 const FUNCTION_PATH = /^\/functions\/v1\/([a-z0-9_-]+)(\/.*)?$/;
@@ -41,28 +69,42 @@ const FUNCTION_PATH = /^\/functions\/v1\/([a-z0-9_-]+)(\/.*)?$/;
 /** Serve every function, inline or each in its own process. */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const backends = options.isolation === "process" ? await processBackends(options.env) : inlineBackends(options.env);
-  const server = await serveHttp(
-    { port: options.port, hostname: options.hostname ?? "127.0.0.1" },
-    (req) => {
-      const url = new URL(req.url);
-      if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(options.jwks);
-      const match = FUNCTION_PATH.exec(url.pathname);
-      const handler = match && backends.handlers[match[1]];
-      if (!handler) {
-        return json({ error: { code: "function_not_found", message: `No function at ${url.pathname}` } }, 404);
-      }
-      // The Edge Runtime hands a function its path starting at the function's name.
-      const inner = new URL(`/${match[1]}${match[2] ?? ""}${url.search}`, url);
-      const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      const init: RequestInit & { duplex?: "half" } = {
+  const route = (req: Request): Response | Promise<Response> => {
+    const url = new URL(req.url);
+    if (url.pathname === "/auth/v1/.well-known/jwks.json") return json(options.jwks);
+    const match = FUNCTION_PATH.exec(url.pathname);
+    const handler = match && backends.handlers[match[1]];
+    if (!handler) {
+      return json({ error: { code: "function_not_found", message: `No function at ${url.pathname}` } }, 404);
+    }
+    // The Edge Runtime hands a function its path starting at the function's name.
+    const inner = new URL(`/${match[1]}${match[2] ?? ""}${url.search}`, url);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    const init: RequestInit & { duplex?: "half" } = {
+      method: req.method,
+      headers: req.headers,
+      body: hasBody ? req.body : null,
+      duplex: "half",
+    };
+    return handler(new Request(inner, init));
+  };
+  const onRequest = options.onRequest;
+  const logged = onRequest
+    ? async (req: Request) => {
+      const started = performance.now();
+      const res = await route(req);
+      onRequest({
         method: req.method,
-        headers: req.headers,
-        body: hasBody ? req.body : null,
-        duplex: "half",
-      };
-      return handler(new Request(inner, init));
-    },
-  );
+        path: new URL(req.url).pathname,
+        status: res.status,
+        ms: Math.round(performance.now() - started),
+        requestId: res.headers.get("x-request-id"),
+        userAgent: req.headers.get("user-agent"),
+      });
+      return res;
+    }
+    : route;
+  const server = await serveHttp({ port: options.port, hostname: options.hostname ?? "127.0.0.1" }, logged);
   return {
     url: `http://127.0.0.1:${server.port}`,
     port: server.port,

@@ -122,10 +122,15 @@ export async function startCluster(options: { dir: string; port: number; fast?: 
     adminUrl,
     port,
     dir,
-    stop: async () => {
-      await runPg(`${bin}/pg_ctl`, ["-D", dataDir, "-m", "fast", "-w", "stop"]).catch(() => {});
-    },
+    stop: async () => void await stopCluster(dir),
   };
+}
+
+/** Stop the cluster in `dir` if it runs (fast shutdown); true when one was stopped. */
+export async function stopCluster(dir: string): Promise<boolean> {
+  if (!existsSync(`${dir}/data/postmaster.pid`)) return false;
+  return await runPg(`${findBinDir()}/pg_ctl`, ["-D", `${dir}/data`, "-m", "fast", "-w", "stop"])
+    .then(() => true, () => false);
 }
 
 /**

@@ -4,6 +4,7 @@ import postgres from "postgres";
 import { loadOrCreateSigningKey, mintToken } from "./jwt.ts";
 import { ensureUser } from "./users.ts";
 import { LOCAL_DIR, localApiUrl, localDatabaseUrl } from "./ports.ts";
+import { runningStack } from "./stack_state.ts";
 import { canonicalAddress } from "../supabase/functions/_shared/mail/addresses.ts";
 
 async function main(): Promise<void> {
@@ -13,7 +14,11 @@ async function main(): Promise<void> {
     console.error(`Not an email address: ${JSON.stringify(email)}. Usage: npm run token -- [email]`);
     Deno.exit(2);
   }
-  const sql = postgres(localDatabaseUrl(), { max: 1, connect_timeout: 3, onnotice: () => {} });
+  // The running stack's database and issuer (it may run on DATABASE_URL or other ports), else the defaults.
+  const stack = runningStack();
+  const dbUrl = Deno.env.get("DATABASE_URL") ?? stack?.databaseUrl ?? localDatabaseUrl();
+  const apiUrl = stack?.apiUrl ?? localApiUrl();
+  const sql = postgres(dbUrl, { max: 1, connect_timeout: 3, onnotice: () => {} });
   let userId: string;
   try {
     userId = await ensureUser(sql, email);
@@ -24,7 +29,7 @@ async function main(): Promise<void> {
     await sql.end({ timeout: 1 });
   }
   const key = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
-  const token = await mintToken(key, { issuer: `${localApiUrl()}/auth/v1`, sub: userId, email, expiresIn: "24h" });
+  const token = await mintToken(key, { issuer: `${apiUrl}/auth/v1`, sub: userId, email, expiresIn: "24h" });
   console.log(token);
 }
 

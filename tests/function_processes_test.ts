@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { body, startTestStack, userWithCatcher } from "./harness.ts";
 import { functionNames, importMapOf } from "../local/function_processes.ts";
+import { ROOT } from "../local/postgres.ts";
 
 Deno.test({
   name: "functions in their own processes",
@@ -77,6 +78,20 @@ Deno.test({
 Deno.test("import maps come from supabase/config.toml, per function", async (t) => {
   await t.step("each function names one, and it exists", () => {
     for (const name of functionNames()) assert.ok(Deno.statSync(importMapOf(name)).isFile, name);
+  });
+  await t.step("it holds only what the functions import, at the root's ranges and locked versions", () => {
+    const root = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).imports as Record<string, string>;
+    const rootLock = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.lock`)).specifiers as Record<string, string>;
+    for (const path of new Set(functionNames().map((name) => importMapOf(name)))) {
+      assert.notEqual(path, `${ROOT}/deno.json`, "not the root map: it lists the tests' and tools' packages too");
+      const imports = JSON.parse(Deno.readTextFileSync(path)).imports as Record<string, string>;
+      for (const [name, target] of Object.entries(imports)) assert.equal(target, root[name], name);
+      for (const test of ["fast-check", "langchain", "@langchain/core", "smtp-server"]) {
+        assert.ok(!(test in imports), `${test} is not a function's import`);
+      }
+      const lock = JSON.parse(Deno.readTextFileSync(path.replace(/deno\.json$/, "deno.lock"))).specifiers;
+      for (const target of Object.values(imports)) assert.equal(lock[target], rootLock[target], target);
+    }
   });
   await t.step("a function without one is refused", () => {
     assert.throws(() => importMapOf("send-email", '[functions.other]\nimport_map = "../deno.json"\n'), /no import_map/);
