@@ -449,4 +449,7 @@ export type UpdateTemplateRequest = z.infer<typeof updateTemplateRequest>;
 /** Body of `POST /templates/:ref/preview`. */
 export const previewTemplateRequest = z.object({
   data: z.record(z.string(), z.unknown()).optional(),
+  subject: noHeaderBreakers("subject").optional().describe(
+    "The subject a send would give (it overrides the template's); needed to preview a template without one",
+  ),
 }).strict();
