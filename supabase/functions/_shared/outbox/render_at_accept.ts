@@ -92,10 +92,6 @@ export function checkBatchContent(
     checkContent(content, limits);
     return () => null;
   }
-  // A template without a subject fails every message alike: the batch is refused as a whole.
-  if (content.subject === undefined && !hasSubject(template)) {
-    throw subjectMissing(template.name, "template_has_no_subject");
-  }
   const { compiled, shared, sharedSubjectBlank } = renderShared(template, content, limits, budget);
   // Only sections can change the tags of the template's html (see htmlShapeVaries).
   const checkShape = compiled.htmlShapeVaries && content.html === undefined && content.text === undefined;
@@ -138,6 +134,10 @@ function renderShared(
   let compiled: CompiledTemplate | undefined;
   try {
     compiled = compileTemplate(template);
+    // A template without a subject fails every message alike: the batch is refused as a whole.
+    if (content.subject === undefined && !hasSubject(template)) {
+      throw subjectMissing(template.name, "template_has_no_subject");
+    }
     const shared = prepareTemplateData(content.data ?? {});
     // Recipients bring the required variables; the shared data alone must render all the same.
     const rendered = compiled.render(shared, { requireVariables: false });
@@ -147,7 +147,9 @@ function renderShared(
     return { compiled, shared, sharedSubjectBlank };
   } catch (error) {
     // The template itself is at fault there, whatever the data.
-    if (!(error instanceof ApiError) || error.code === "template_invalid") throw error;
+    if (!(error instanceof ApiError) || error.code === "template_invalid" || error.code === "subject_missing") {
+      throw error;
+    }
     throw new ApiError(error.status, error.code, `With the batch's shared data: ${error.message}`, error.details);
   } finally {
     budget.spend(compiled?.steps ?? 0);
