@@ -8,13 +8,17 @@ const issuer = "http://127.0.0.1:54321/auth/v1";
 const legacySecret = "super-secret-jwt-token-with-at-least-32-characters";
 const sub = "6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b";
 
-async function rejectsWith(promise: Promise<unknown>, code: string) {
+async function rejectsWith(promise: Promise<unknown>, code: string, reason?: string): Promise<ApiError> {
+  let refused: ApiError | undefined;
   await assert.rejects(promise, (error: unknown) => {
     assert.ok(error instanceof ApiError, `expected ApiError, got ${error}`);
     assert.equal(error.status, 401);
     assert.equal(error.code, code);
+    if (reason !== undefined) assert.equal(error.details?.reason, reason);
+    refused = error;
     return true;
   });
+  return refused!;
 }
 
 function hs256(claims: Record<string, unknown>, secret: string, exp: string | number = "1h") {
@@ -59,8 +63,26 @@ Deno.test("token verification", async (t) => {
     await rejectsWith(verify(token), "invalid_token");
   });
 
-  await t.step("rejects a token signed by a key outside the JWKS", async () => {
-    await rejectsWith(verify(await mintToken(otherKey, { issuer, sub })), "invalid_token");
+  await t.step(
+    "rejects a token signed by a key outside the JWKS, saying the keys changed and how to get a new one",
+    async () => {
+      const error = await rejectsWith(
+        verify(await mintToken(otherKey, { issuer, sub })),
+        "invalid_token",
+        "signing_key_unknown",
+      );
+      assert.match(error.message, new RegExp(`kid "${otherKey.privateJwk.kid}"`));
+      assert.match(error.message, /signing keys changed/);
+      assert.match(error.message, /\.local` was reset/);
+      assert.match(error.message, /npm run token/);
+    },
+  );
+
+  await t.step("a token with a known kid but a bad signature is not called a key change", async () => {
+    const token = await mintToken(key, { issuer, sub });
+    const forged = await mintToken(otherKey, { issuer, sub: "00000000-0000-4000-8000-000000000000" });
+    const spliced = `${token.split(".").slice(0, 2).join(".")}.${forged.split(".")[2]}`;
+    await rejectsWith(verify(spliced), "invalid_token", "signature_or_claims");
   });
 
   await t.step("rejects an expired token with token_expired", async () => {
@@ -77,8 +99,35 @@ Deno.test("token verification", async (t) => {
     await rejectsWith(verify(await mintToken(key, { issuer, role: "service_role", sub })), "invalid_token");
   });
 
+  await t.step("names the anon (publishable) key as such and says how to get a user's token", async () => {
+    const signedHere = await rejectsWith(
+      verify(await mintToken(key, { issuer, role: "anon" })),
+      "invalid_token",
+      "anon_key",
+    );
+    // A hosted project's legacy anon key is HS256 with the project's secret, which this verifier may not hold.
+    const legacy = await hs256({ role: "anon", iss: "supabase" }, "a-secret-this-verifier-does-not-know-at-all");
+    const hosted = await rejectsWith(verifyWithoutSecret(legacy), "invalid_token", "anon_key");
+    const publishable = await rejectsWith(verify("sb_publishable_abc123"), "invalid_token", "anon_key");
+    for (const error of [signedHere, hosted, publishable]) {
+      assert.match(error.message, /not a signed-in user's token/);
+      assert.match(error.message, /signInWithPassword/);
+      assert.match(error.message, /npm run token/);
+    }
+    assert.match(publishable.message, /publishable key/);
+  });
+
+  await t.step("names a secret key sent as a bearer token", async () => {
+    await rejectsWith(
+      verify(await mintToken(key, { issuer, role: "service_role", sub })),
+      "invalid_token",
+      "secret_key",
+    );
+    await rejectsWith(verify("sb_secret_abc123"), "invalid_token", "secret_key");
+  });
+
   await t.step("rejects a user token without a subject", async () => {
-    await rejectsWith(verify(await mintToken(key, { issuer })), "invalid_token");
+    await rejectsWith(verify(await mintToken(key, { issuer })), "invalid_token", "no_subject");
   });
 
   await t.step("rejects a token for another audience", async () => {
@@ -95,7 +144,7 @@ Deno.test("token verification", async (t) => {
   });
 
   await t.step("rejects garbage", async () => {
-    await rejectsWith(verify("not-a-jwt"), "invalid_token");
+    await rejectsWith(verify("not-a-jwt"), "invalid_token", "not_a_jwt");
   });
 
   await t.step("refuses anonymous sign-ins unless the deployment allows them", async () => {

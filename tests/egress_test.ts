@@ -275,6 +275,47 @@ Deno.test("egress policy", async (t) => {
     );
   });
 
+  await t.step("each refusal names the setting that would allow it (a local Mailpit on 1025, say)", () => {
+    const refusal = (fn: () => unknown): ApiError => {
+      try {
+        fn();
+      } catch (error) {
+        if (error instanceof ApiError) return error;
+        throw error;
+      }
+      throw new Error("not refused");
+    };
+    const unqualified = refusal(() => checkHostStatically(policy, "localhost", 1025));
+    assert.equal(unqualified.code, "smtp_host_invalid");
+    assert.match(unqualified.message, /MAILROOM_EGRESS_ALLOWLIST=localhost:1025/);
+    assert.equal(unqualified.details?.setting, "MAILROOM_EGRESS_ALLOWLIST");
+
+    const loopback = refusal(() => checkHostStatically(policy, "127.0.0.1", 1025));
+    assert.equal(loopback.code, "smtp_host_forbidden");
+    assert.match(loopback.message, /MAILROOM_EGRESS_ALLOWLIST=127\.0\.0\.1:1025/);
+    assert.equal(loopback.details?.setting, "MAILROOM_EGRESS_ALLOWLIST");
+
+    const port = refusal(() => checkHostStatically(policy, "smtp.example.com", 1025));
+    assert.equal(port.code, "smtp_port_not_allowed");
+    assert.match(port.message, /MAILROOM_SMTP_ALLOWED_PORTS=1025/);
+    assert.match(port.message, /MAILROOM_EGRESS_ALLOWLIST=smtp\.example\.com:1025/);
+
+    const plaintext = refusal(() => checkServerStatically(policy, { host: "localhost", port: 1025, security: "none" }));
+    assert.equal(plaintext.code, "plaintext_not_allowed");
+    assert.match(plaintext.message, /MAILROOM_ALLOW_PLAINTEXT_SMTP=true/);
+    assert.equal(plaintext.details?.setting, "MAILROOM_ALLOW_PLAINTEXT_SMTP");
+
+    // What the hint says works: with both settings, the same server passes.
+    const allowing = loadEgressPolicy({
+      MAILROOM_EGRESS_ALLOWLIST: "localhost:1025",
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+    });
+    assert.equal(
+      code(() => checkServerStatically(allowing, { host: "localhost", port: 1025, security: "none" })),
+      undefined,
+    );
+  });
+
   await t.step("refuses plaintext unless the deployment allows it", () => {
     const server = { host: "smtp.example.com", port: 25, security: "none" };
     assert.equal(code(() => checkServerStatically(policy, server)), "plaintext_not_allowed");

@@ -328,6 +328,47 @@ Deno.test({
         ]);
       });
 
+      await t.step("a template without a subject is refused at accept unless the batch gives one", async () => {
+        const before = await queuedRows();
+        await stack.sql`
+          insert into public.email_templates (user_id, name, subject, text)
+          values (${alice.id}, 'titled-by-data', '{{title}}', 'Hi')`;
+        const recipients = ["a@example.com", "b@example.com"];
+        const shared = await post({ recipients, template: "plain" });
+        const error = (await body<ErrorBody>(shared)).error;
+        assert.equal(shared.status, 422, JSON.stringify(error));
+        assert.equal(error.code, "subject_missing");
+        assert.deepEqual(error.details, { template: "plain", reason: "template_has_no_subject" });
+        assert.match(error.message, /^Template "plain" has no subject/);
+
+        // A subject the data gives: blank for one recipient, that recipient is named.
+        const details = await entryErrors(
+          await post({
+            recipients: [{ email: "t1@example.com", data: { title: "Yours" } }, {
+              email: "t2@example.com",
+              data: { title: "" },
+            }],
+            template: "titled-by-data",
+          }),
+        );
+        assert.deepEqual(details.errors.map((e) => [e.index, e.reason.split(":")[0]]), [[1, "subject_missing"]]);
+
+        const messages = [
+          { to: "m1@example.com", template: "plain", data: { first_name: "M" } },
+          { to: "m2@example.com", template: "plain", data: { first_name: "N" }, subject: "Given" },
+        ];
+        const listed = await entryErrors(await post({ messages }));
+        assert.deepEqual(listed.errors.map((e) => [e.index, e.reason.split(":")[0]]), [[0, "subject_missing"]]);
+        assert.equal(await queuedRows(), before, "nothing was queued");
+
+        const given = await accepted(await post({ recipients, template: "plain", subject: "Shared subject" }));
+        assert.equal(given.queued, 2);
+        const [row] = await stack.sql`
+          select subject from public.email_audit_log where batch_id = ${given.batch_id} limit 1`;
+        assert.equal(row.subject, "Shared subject");
+        await post({ messages: messages.slice(1) }).then(accepted);
+      });
+
       await t.step("rendering stops at the accept budget: a clean batch is queued, a failing one refused", async () => {
         // Data in an unquoted attribute: every render is read as HTML, about 700 steps for 11 KB.
         const row = '<tr><td class="c">Lorem ipsum dolor sit amet, consectetur adipiscing elit.</td></tr>\n';

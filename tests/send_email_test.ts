@@ -7,6 +7,7 @@ import { body, captureLogs, type ErrorBody, startTestStack, type TestStack, type
 import { type SmtpCatcher, startSmtpCatcher, startStallingServer } from "../local/smtp_catcher.ts";
 import { generateSelfSigned } from "../local/certs.ts";
 import { freePort } from "../local/postgres.ts";
+import { generateSigningKey, mintToken } from "../local/jwt.ts";
 
 const SMTP_USER = "mailer";
 const SMTP_PASSWORD = "s3cret-Pa55word-do-not-leak";
@@ -156,6 +157,61 @@ Deno.test({
         const anon = await stack.invoke("send-email", { token: stack.anonKey, body: message });
         assert.equal(anon.status, 401);
       });
+
+      await t.step(
+        "names the anon key and a token from keys the stack no longer has, and says what to do",
+        async () => {
+          const message = { to: "x@example.com", subject: "s", text: "t" };
+          // What supabase-js sends when no one is signed in: the anon key as the bearer token.
+          const supabase = createClient(stack.url, stack.anonKey, {
+            auth: { persistSession: false, autoRefreshToken: false },
+          });
+          const { error: invokeError } = await supabase.functions.invoke("send-email", { body: message });
+          const anon = (invokeError as { context: Response }).context;
+          assert.equal(anon.status, 401);
+          const anonError = (await body<ErrorBody>(anon)).error;
+          assert.equal(anonError.code, "invalid_token");
+          assert.equal(anonError.details?.reason, "anon_key");
+          assert.match(anonError.message, /anon key, not a signed-in user's token/);
+          assert.match(anonError.message, /signInWithPassword/);
+          assert.match(anonError.message, /npm run token/);
+
+          // A token minted before `.local` was reset: same issuer and subject, a signing key since replaced.
+          const oldKey = await generateSigningKey();
+          const stale = await mintToken(oldKey, { issuer: `${stack.url}/auth/v1`, sub: alice.id });
+          const res = await stack.invoke("send-email", { token: stale, body: message });
+          assert.equal(res.status, 401);
+          const staleError = (await body<ErrorBody>(res)).error;
+          assert.equal(staleError.code, "invalid_token");
+          assert.equal(staleError.details?.reason, "signing_key_unknown");
+          assert.match(staleError.message, /signing keys changed/);
+          assert.match(staleError.message, /npm run token/);
+        },
+      );
+
+      await t.step(
+        'explains "from": the sender is the config\'s from_email, chosen with config and from_name',
+        async () => {
+          const res = await stack.invoke("send-email", {
+            token: alice.token,
+            body: { from: "Alice <alice@example.com>", to: "x@example.com", subject: "s", text: "t", mode: 1 },
+          });
+          assert.equal(res.status, 400);
+          const error = (await body<ErrorBody>(res)).error;
+          assert.equal(error.code, "invalid_request");
+          const issues = error.details?.issues as { path: string; message: string }[];
+          const from = issues.find((i) => i.path === "from");
+          assert.ok(from, JSON.stringify(issues));
+          assert.match(from.message, /from_email/);
+          assert.match(from.message, /`config`/);
+          assert.match(from.message, /`from_name`/);
+          assert.ok(
+            issues.some((i) => i.path === "" && i.message === 'Unrecognized key: "mode"'),
+            JSON.stringify(issues),
+          );
+          assert.match(error.message, /^from: there is no "from"/);
+        },
+      );
 
       await t.step("answers 400 with field paths for a malformed body", async () => {
         const res = await fetch(`${stack.url}/functions/v1/send-email`, {
@@ -314,6 +370,121 @@ Deno.test({
         } finally {
           await untrusted.close();
         }
+      });
+
+      await t.step("GET /send-email/:id answers with the message view, only to its owner", async () => {
+        smtps.clear();
+        const sent = await body(
+          await stack.invoke("send-email", {
+            token: alice.token,
+            body: { to: "reader@example.com", subject: "Read me back", text: "x", config: "work" },
+          }),
+        );
+        assert.equal(sent.status, "sent");
+        const res = await stack.invoke(`send-email/${sent.id}`, { token: alice.token, method: "GET" });
+        assert.equal(res.status, 200);
+        const view = await body(res);
+        assert.equal(view.id, sent.id);
+        assert.equal(view.status, "sent");
+        assert.equal(view.subject, "Read me back");
+        assert.equal(view.message_id, sent.message_id);
+        assert.deepEqual(view.to, ["reader@example.com"]);
+        assert.deepEqual((view.config as { name: string }).name, "work");
+        // The same view email-analytics gives.
+        const analytics = await stack.invoke(`email-analytics/messages/${sent.id}`, {
+          token: alice.token,
+          method: "GET",
+        });
+        assert.deepEqual(await body(analytics), view);
+
+        for (const [path, token] of [[`send-email/${sent.id}`, bob.token], ["send-email/not-an-id", alice.token]]) {
+          const missing = await stack.invoke(path, { token, method: "GET" });
+          assert.equal(missing.status, 404, path);
+          assert.equal((await body<ErrorBody>(missing)).error.code, "message_not_found");
+        }
+        const unauthenticated = await stack.invoke(`send-email/${sent.id}`, { method: "GET" });
+        assert.equal(unauthenticated.status, 401);
+        await unauthenticated.body?.cancel();
+        const deleting = await stack.invoke(`send-email/${sent.id}`, { token: alice.token, method: "DELETE" });
+        assert.equal(deleting.status, 405);
+        assert.equal(deleting.headers.get("allow"), "GET, OPTIONS");
+        await deleting.body?.cancel();
+      });
+
+      await t.step("cancelling twice answers cancelled both times; a sent message is not cancellable", async () => {
+        const later = new Date(Date.now() + 3_600_000).toISOString();
+        const scheduled = await body(
+          await stack.invoke("send-email", {
+            token: alice.token,
+            body: { to: "later@example.com", subject: "Later", text: "x", scheduled_at: later },
+          }),
+        );
+        assert.equal(scheduled.status, "scheduled");
+        for (const attempt of ["first", "second"]) {
+          const res = await stack.invoke(`send-email/${scheduled.id}/cancel`, { token: alice.token });
+          assert.equal(res.status, 200, attempt);
+          assert.deepEqual(await body(res), { id: scheduled.id, status: "cancelled" }, attempt);
+        }
+        const view = await body(
+          await stack.invoke(`send-email/${scheduled.id}`, { token: alice.token, method: "GET" }),
+        );
+        assert.equal(view.status, "cancelled");
+
+        const [sent] = await stack.sql`
+          select id from public.email_audit_log where user_id = ${alice.id} and status = 'sent' limit 1`;
+        const refused = await stack.invoke(`send-email/${sent.id}/cancel`, { token: alice.token });
+        assert.equal(refused.status, 409);
+        const error = (await body<ErrorBody>(refused)).error;
+        assert.equal(error.code, "not_cancellable");
+        assert.equal(error.details?.status, "sent");
+        const others = await stack.invoke(`send-email/${scheduled.id}/cancel`, { token: bob.token });
+        assert.equal(others.status, 404);
+        assert.equal((await body<ErrorBody>(others)).error.code, "message_not_found");
+      });
+
+      await t.step("a template without a subject sends only when the request gives one", async () => {
+        await stack.asDataApi(alice, (tx) =>
+          tx`insert into public.email_templates (name, subject, text)
+             values ('no-subject', null, 'Body for {{name}}'), ('subject-from-data', '{{title}}', 'Body')`);
+        smtps.clear();
+        const refused = await stack.invoke("send-email", {
+          token: alice.token,
+          body: { to: "t@example.com", template: "no-subject", data: { name: "Ann" } },
+        });
+        assert.equal(refused.status, 422);
+        const error = (await body<ErrorBody>(refused)).error;
+        assert.equal(error.code, "subject_missing");
+        assert.deepEqual(error.details, { template: "no-subject", reason: "template_has_no_subject" });
+        assert.match(error.message, /add "subject" to the request/);
+
+        const later = new Date(Date.now() + 3_600_000).toISOString();
+        const scheduled = await stack.invoke("send-email", {
+          token: alice.token,
+          body: { to: "t@example.com", template: "no-subject", data: { name: "Ann" }, scheduled_at: later },
+        });
+        assert.equal(scheduled.status, 422, "refused when accepted, not when the outbox gets to it");
+        assert.equal((await body<ErrorBody>(scheduled)).error.code, "subject_missing");
+
+        const blank = await stack.invoke("send-email", {
+          token: alice.token,
+          body: { to: "t@example.com", template: "subject-from-data", data: { title: " " } },
+        });
+        assert.equal(blank.status, 422);
+        assert.equal((await body<ErrorBody>(blank)).error.details?.reason, "rendered_empty");
+
+        const given = await stack.invoke("send-email", {
+          token: alice.token,
+          body: { to: "t@example.com", template: "no-subject", data: { name: "Ann" }, subject: "Given here" },
+        });
+        assert.equal(given.status, 200);
+        await given.body?.cancel();
+        const [message] = await smtps.waitForMessages(1);
+        const mail = await simpleParser(message.raw);
+        assert.equal(mail.subject, "Given here");
+        assert.equal(mail.text?.trim(), "Body for Ann");
+        const [{ n }] = await stack.sql`
+          select count(*)::int as n from public.email_audit_log where user_id = ${alice.id} and to_addresses = '{t@example.com}'`;
+        assert.equal(n, 1, "the refused sends left no audit row");
       });
 
       await t.step("user B reads none of user A's audit rows through RLS", async () => {

@@ -185,6 +185,23 @@ Deno.test({
         }
       });
 
+      await t.step("a refused local Mailpit is told which setting allows it", async () => {
+        const mailpit = { name: "mailpit", port: 1025, username: null, password: undefined };
+        const plaintext = await call(alice, "POST", "", tlsConfig({ ...mailpit, host: "10.0.0.5", security: "none" }));
+        assert.equal(plaintext.json.error.code, "plaintext_not_allowed");
+        assert.match(plaintext.json.error.message, /MAILROOM_ALLOW_PLAINTEXT_SMTP=true/);
+        const address = await call(alice, "POST", "", tlsConfig({ ...mailpit, host: "10.0.0.5" }));
+        assert.equal(address.json.error.code, "smtp_host_forbidden");
+        assert.match(address.json.error.message, /MAILROOM_EGRESS_ALLOWLIST=10\.0\.0\.5:1025/);
+        const name = await call(alice, "POST", "", tlsConfig({ ...mailpit, host: "mailpit" }));
+        assert.equal(name.status, 400);
+        assert.equal(name.json.error.code, "smtp_host_invalid");
+        assert.match(name.json.error.message, /MAILROOM_EGRESS_ALLOWLIST=mailpit:1025/);
+        const port = await call(alice, "POST", "", tlsConfig({ ...mailpit, host: "smtp.example.com" }));
+        assert.equal(port.json.error.code, "smtp_port_not_allowed");
+        assert.match(port.json.error.message, /MAILROOM_SMTP_ALLOWED_PORTS=1025/);
+      });
+
       await t.step("verify reports precise failures", async () => {
         const hidden = await startSmtpCatcher({ mode: "starttls", tls, users, hideStartTls: true });
         const untrusted = await startSmtpCatcher({ mode: "tls", tls: await generateSelfSigned(), users });

@@ -88,7 +88,8 @@ Deno.test({
       await t.step("preview refuses data that reaches such a place, naming variable and context", async () => {
         const res = await call(alice, "", "POST", { name: "attr", html: '<a {{attr}}="alert(1)">x</a>' });
         assert.equal(res.status, 201);
-        const ok = await call(alice, "/attr/preview", "POST", { data: { attr: "title" } });
+        // The template has no subject: a send (and so a preview) gives one.
+        const ok = await call(alice, "/attr/preview", "POST", { data: { attr: "title" }, subject: "s" });
         assert.equal((await ok.json()).html, '<a title="alert(1)">x</a>');
         const refused = await call(alice, "/attr/preview", "POST", { data: { attr: "OnClick" } });
         assert.equal(refused.status, 422);
@@ -127,6 +128,23 @@ Deno.test({
           data: { name: "Ann", product: "Acme", login_url: "https://acme.example" },
         });
         assert.equal(starter.status, 200, "starter templates preview too");
+      });
+
+      await t.step("preview refuses a template without a subject as a send would, unless given one", async () => {
+        const created = await call(alice, "", "POST", { name: "signature", text: "Regards, {{name}}" });
+        assert.equal(created.status, 201);
+        await created.body?.cancel();
+        const refused = await call(alice, "/signature/preview", "POST", { data: { name: "Ann" } });
+        assert.equal(refused.status, 422);
+        const error = (await refused.json()).error;
+        assert.equal(error.code, "subject_missing");
+        assert.deepEqual(error.details, { template: "signature", reason: "template_has_no_subject" });
+        const given = await call(alice, "/signature/preview", "POST", { data: { name: "Ann" }, subject: "Hello" });
+        assert.equal(given.status, 200);
+        const preview = await given.json();
+        assert.equal(preview.subject, "Hello");
+        assert.equal(preview.text, "Regards, Ann");
+        assert.equal(smtp.messages().length, 0);
       });
 
       await t.step("update own, never a starter; delete own", async () => {

@@ -276,12 +276,13 @@ export class MailroomClient {
       await this.call<T.Template>({ fn: "templates", method: "PATCH", path: segment(ref), body: change }),
     delete: async (ref: string) =>
       await this.call<{ id: string; deleted: true }>({ fn: "templates", method: "DELETE", path: segment(ref) }),
-    preview: async (ref: string, data: Record<string, unknown> = {}) =>
+    /** Render as a send would; `subject` is the send's own (needed for a template without one). */
+    preview: async (ref: string, data: Record<string, unknown> = {}, options: { subject?: string } = {}) =>
       await this.call<T.TemplatePreview>({
         fn: "templates",
         method: "POST",
         path: `${segment(ref)}/preview`,
-        body: { data },
+        body: { data, ...options },
       }),
   };
 }

@@ -47,13 +47,39 @@ export function errorResponse(error: unknown, requestId: string): Response {
     const body = { error: { code: error.code, message: error.message, details: error.details } };
     return json(body, error.status, { ...headers, ...error.headers });
   }
-  // Only the error's class and code are logged: messages of foreign errors are not ours to trust.
-  const e = error as { name?: string; code?: string };
-  console.error(JSON.stringify({ level: "error", request_id: requestId, error: e?.name, code: e?.code }));
+  console.error(JSON.stringify(internalErrorLog(error, requestId)));
   const body = {
     error: { code: "internal_error", message: "Internal error", details: { request_id: requestId } },
   };
   return json(body, 500, headers);
+}
+
+/** Longest message and stack an internal error's log line carries. */
+const MAX_LOGGED_CHARS = 4000;
+
+/**
+ * The log line of an unexpected error: what the operator needs to find the bug (the error's
+ * class, code, message and stack, and the request id the caller was given). Never the request
+ * body or headers: only the thrown value is read. A driver's message may quote a value (a
+ * Postgres error names the offending input), so messages and stacks are cut short.
+ *
+ * @example
+ * ```ts
+ * internalErrorLog(new TypeError("x is undefined"), "3f2c…");
+ * // { level: "error", request_id: "3f2c…", error: "TypeError", message: "x is undefined", stack: "TypeError: …" }
+ * ```
+ */
+export function internalErrorLog(error: unknown, requestId: string): Record<string, unknown> {
+  const e = (error ?? {}) as { name?: unknown; code?: unknown; message?: unknown; stack?: unknown };
+  const cut = (value: unknown) => typeof value === "string" ? value.slice(0, MAX_LOGGED_CHARS) : undefined;
+  return {
+    level: "error",
+    request_id: requestId,
+    error: typeof e.name === "string" ? e.name : typeof error,
+    code: typeof e.code === "string" || typeof e.code === "number" ? e.code : undefined,
+    message: cut(e.message) ?? (typeof error === "string" ? cut(error) : undefined),
+    stack: cut(e.stack),
+  };
 }
 
 /** A request handler as `Deno.serve` takes it. */

@@ -232,8 +232,18 @@ function buildDocument(projectUrl: string): Json {
           ...ok("SendResult", "Scheduled or queued", "202"),
         }, { requestBody: body("SendEmailRequest"), parameters: [idempotencyKey] }),
       },
+      "/send-email/{id}": {
+        get: op(
+          "One of your sends: its status, recipients and outcome (as /email-analytics/messages/{id})",
+          ok(
+            "Message",
+            "The message",
+          ),
+          { parameters: [pathParam("id", "The send's id")] },
+        ),
+      },
       "/send-email/{id}/cancel": {
-        post: op("Cancel a scheduled or queued send", ok("Cancelled", "Cancelled"), {
+        post: op("Cancel a scheduled or queued send (again: answered as cancelled)", ok("Cancelled", "Cancelled"), {
           parameters: [pathParam("id", "The send's id")],
         }),
       },

@@ -173,6 +173,46 @@ function findNul(value: unknown): string[] | null {
 
 const MAX_REPORTED_ISSUES = 20;
 
+/** A validation problem as the API reports it: a dotted path and what is wrong there. */
+export interface BodyIssue {
+  path: string;
+  message: string;
+}
+
+/**
+ * Why `from` is refused: senders used to Resend or Postmark put the sender in every request,
+ * but here it belongs to the SMTP config (the server only accepts its own addresses).
+ */
+export const FROM_KEY_MESSAGE = 'there is no "from": the sender is always the SMTP config\'s from_email. Choose ' +
+  "the config that sends with `config` (its name or id; the default config otherwise) and the display name with " +
+  "`from_name`; to send from another address, create a config for it (POST /smtp-configs)";
+
+/**
+ * Zod's issues as the API reports them (at most `max`): dotted paths, and an unknown `from`
+ * key explained at its own path instead of folded into "Unrecognized key".
+ */
+export function bodyIssues(issues: readonly z.core.$ZodIssue[], max = MAX_REPORTED_ISSUES): BodyIssue[] {
+  const out: BodyIssue[] = [];
+  for (const issue of issues) {
+    const path = issue.path.map(String);
+    if (issue.code === "unrecognized_keys" && issue.keys.includes("from")) {
+      out.push({ path: [...path, "from"].join("."), message: FROM_KEY_MESSAGE });
+      const others = issue.keys.filter((key) => key !== "from");
+      if (others.length === 0) continue;
+      const quoted = others.map((key) => JSON.stringify(key)).join(", ");
+      out.push({ path: path.join("."), message: `Unrecognized key${others.length > 1 ? "s" : ""}: ${quoted}` });
+      continue;
+    }
+    out.push({ path: path.join("."), message: issue.message });
+  }
+  return out.slice(0, max);
+}
+
+/** Issues as one line: `path: message; ...`. */
+export function issuesSummary(issues: BodyIssue[]): string {
+  return issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
+}
+
 /** Validate `value`, turning failures into 400 `invalid_request` with field paths. */
 export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   const result = schema.safeParse(value);
@@ -186,11 +226,8 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
     return result.data;
   }
   // The first few issues say enough; a thousand bad entries need not come back a thousand times.
-  const issues = result.error.issues.slice(0, MAX_REPORTED_ISSUES).map((issue) => ({
-    path: issue.path.map(String).join("."),
-    message: issue.message,
-  }));
-  const summary = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
+  const issues = bodyIssues(result.error.issues);
+  const summary = issuesSummary(issues);
   const flagged = (param: { code: string }) =>
     result.error.issues.some((issue) => (issue as { params?: { code?: string } }).params?.code === param.code);
   if (flagged(TOO_MANY)) throw new ApiError(422, "too_many_recipients", summary, { issues });
@@ -412,4 +449,7 @@ export type UpdateTemplateRequest = z.infer<typeof updateTemplateRequest>;
 /** Body of `POST /templates/:ref/preview`. */
 export const previewTemplateRequest = z.object({
   data: z.record(z.string(), z.unknown()).optional(),
+  subject: noHeaderBreakers("subject").optional().describe(
+    "The subject a send would give (it overrides the template's); needed to preview a template without one",
+  ),
 }).strict();

@@ -21,7 +21,7 @@ import { reserveSendCapacity } from "./store/rate_limit.ts";
 import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
-import { renderTemplate } from "./mail/templates.ts";
+import { renderTemplate, templatedSubject } from "./mail/templates.ts";
 import { findTemplate, type StoredTemplate } from "./store/templates.ts";
 import {
   assertCanAuthenticate,
@@ -104,7 +104,7 @@ async function contentOf(
   }
   const rendered = renderTemplate(template, req.data ?? {});
   return {
-    subject: req.subject ?? rendered.subject,
+    subject: templatedSubject(req.subject, rendered.subject, template),
     text: req.text ?? rendered.text,
     html: req.html ?? rendered.html,
     templateId: template.id,
@@ -554,7 +554,8 @@ function payloadTooLargeForQueue(error: unknown): never {
 }
 
 /**
- * Cancel a queued or scheduled send that has not started.
+ * Cancel a queued or scheduled send that has not started. Idempotent: a message already
+ * cancelled answers `{id, status: "cancelled"}` again.
  *
  * @throws ApiError 404 `message_not_found`, 409 `not_cancellable` (already sending or done).
  */
@@ -569,13 +570,15 @@ export async function cancelEmail(
     const [{ cancelled }] = await tx<{ cancelled: number }[]>`
       select private.cancel_outbox_messages(array[${id}::uuid]) as cancelled`;
     if (cancelled === 0) {
+      // Cancelling twice is answered as the first time (the cancel tool promises idempotence),
+      // also when a concurrent cancel won: the row is read again after its update waited.
+      const [now] = await tx<{ status: string }[]>`select status from public.email_audit_log where id = ${id}::uuid`;
+      if (now?.status === "cancelled") return { id, status: "cancelled" };
       throw new ApiError(
         409,
         "not_cancellable",
-        `The message is ${row.status}; only queued or scheduled sends can be cancelled`,
-        {
-          status: row.status,
-        },
+        `The message is ${now?.status ?? row.status}; only queued or scheduled sends can be cancelled`,
+        { status: now?.status ?? row.status },
       );
     }
     return { id, status: "cancelled" };

@@ -1,8 +1,11 @@
 // POST /send-email: validate, authenticate, send now (or queue it for `scheduled_at`), answer
-// with the outcome. POST /send-email/:id/cancel cancels a scheduled send; POST
+// with the outcome. GET /send-email/:id reads the message back (the message view of
+// email-analytics); POST /send-email/:id/cancel cancels a scheduled send; POST
 // /send-email/:id/retry sends again a message the outbox set aside after a worker crash.
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
+import { withUser } from "../_shared/db.ts";
+import { getMessage } from "../_shared/analytics/store.ts";
 import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
@@ -15,17 +18,31 @@ export const MAX_BODY_BYTES = 15 * 1024 * 1024;
 /** Build the send-email handler over a shared context. */
 export function createSendEmailHandler(ctx: AppContext): Handler {
   return serveJson(async (req) => {
+    const [id, action, ...rest] = routeSegments(req, "send-email");
+    const reading = id !== undefined && action === undefined;
+    if (req.method === "GET" && reading) {
+      const claims = await ctx.verifyToken(bearerToken(req));
+      return json(await withUser(ctx.sql, claims, (tx) => getMessage(tx, id)));
+    }
     if (req.method !== "POST") {
-      throw new ApiError(405, "method_not_allowed", "Use POST", undefined, { allow: "POST, OPTIONS" });
+      const allow = reading ? "GET, OPTIONS" : "POST, OPTIONS";
+      throw new ApiError(
+        405,
+        "method_not_allowed",
+        reading
+          ? "Use GET to read a message (its cancel and retry are POST /send-email/:id/cancel and /retry)"
+          : "Use POST to send; GET /send-email/:id reads one message, GET /email-analytics/messages lists them",
+        undefined,
+        { allow },
+      );
     }
     const claims = await ctx.verifyToken(bearerToken(req));
-    const [id, action, ...rest] = routeSegments(req, "send-email");
     if (id !== undefined) {
       if ((action !== "cancel" && action !== "retry") || rest.length > 0 || !isUuid(id)) {
         throw new ApiError(
           404,
           "route_not_found",
-          "No such route; POST /send-email, /send-email/:id/cancel or /send-email/:id/retry",
+          "No such route; POST /send-email, GET /send-email/:id, POST /send-email/:id/cancel or /send-email/:id/retry",
         );
       }
       return json(action === "cancel" ? await cancelEmail(ctx, claims, id) : await retrySetAside(ctx, claims, id));

@@ -6,7 +6,7 @@
 //   GET    /templates/:ref          one, by id or name (own before starter), with its bodies
 //   PATCH  /templates/:ref          change own fields (null clears an optional one)
 //   DELETE /templates/:ref          delete own
-//   POST   /templates/:ref/preview  render with {data} exactly as a send would, send nothing
+//   POST   /templates/:ref/preview  render with {data, subject?} exactly as a send would, send nothing
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
@@ -15,6 +15,7 @@ import {
   type EmailTemplate,
   renderTemplate,
   requiredVariables,
+  templatedSubject,
   validateTemplateSource,
 } from "../_shared/mail/templates.ts";
 import { createTemplateRequest, parseBody, previewTemplateRequest, updateTemplateRequest } from "../_shared/schemas.ts";
@@ -81,12 +82,13 @@ export function createTemplatesHandler(ctx: AppContext): Handler {
       throw new ApiError(404, "route_not_found", `No action ${JSON.stringify(action)}; use preview`);
     }
     if (method !== "POST") methodNotAllowed("POST");
-    const { data } = parseBody(previewTemplateRequest, await readJson(req, MAX_BODY_BYTES));
+    const { data, subject } = parseBody(previewTemplateRequest, await readJson(req, MAX_BODY_BYTES));
     const template = await withUser(ctx.sql, claims, (tx) => getTemplate(tx, ref));
     const rendered = renderTemplate(template as unknown as EmailTemplate, data ?? {});
     return json({
       template: { id: template.id, name: template.name },
-      subject: rendered.subject ?? null,
+      // As a send would pick it, and refused as a send would refuse it (422 subject_missing).
+      subject: templatedSubject(subject, rendered.subject, template),
       text: rendered.text ?? null,
       html: rendered.html ?? null,
     });

@@ -17,6 +17,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/send-email/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One of your sends: its status, recipients and outcome (as /email-analytics/messages/{id}) */
+        get: operations["getSendEmailId"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/send-email/{id}/cancel": {
         parameters: {
             query?: never;
@@ -26,7 +43,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel a scheduled or queued send */
+        /** Cancel a scheduled or queued send (again: answered as cancelled) */
         post: operations["postSendEmailIdCancel"];
         delete?: never;
         options?: never;
@@ -590,6 +607,8 @@ export interface components {
             data?: {
                 [key: string]: unknown;
             };
+            /** @description The subject a send would give (it overrides the template's); needed to preview a template without one */
+            subject?: string;
         };
         SendResult: {
             /** Format: uuid */
@@ -1297,6 +1316,38 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSendEmailId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The send's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The message */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
                 };
             };
             /** @description An error */

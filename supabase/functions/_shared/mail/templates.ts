@@ -643,6 +643,47 @@ export function renderTemplate(template: EmailTemplate, data: Record<string, unk
   return compiled.render(prepareTemplateData(data));
 }
 
+/** Whether a template has a subject of its own (a send without `subject` needs one). */
+export function hasSubject(template: Pick<EmailTemplate, "subject">): boolean {
+  return template.subject !== null && template.subject.trim() !== "";
+}
+
+/**
+ * The subject of a message built from a template: the request's own when it gives one (an
+ * explicit `""` included: that was asked for), else the template's rendered subject, which
+ * must not be missing or blank: a message must not lose its subject without anyone asking.
+ *
+ * @throws ApiError 422 `subject_missing` (`details.template`, `details.reason`:
+ *   `template_has_no_subject` or `rendered_empty`).
+ * @example
+ * ```ts
+ * templatedSubject(undefined, "Order 42 shipped", { name: "order-shipped" }); // "Order 42 shipped"
+ * templatedSubject("Hello", undefined, { name: "signature" }); // "Hello"
+ * templatedSubject(undefined, undefined, { name: "signature" }); // throws 422 subject_missing
+ * ```
+ */
+export function templatedSubject(
+  requested: string | undefined,
+  rendered: string | undefined,
+  template: { name: string },
+): string {
+  if (requested !== undefined) return requested;
+  if (rendered === undefined) throw subjectMissing(template.name, "template_has_no_subject");
+  if (rendered.trim() === "") throw subjectMissing(template.name, "rendered_empty");
+  return rendered;
+}
+
+/** 422 `subject_missing` for a template's message that would go out without a subject. */
+export function subjectMissing(template: string, reason: "template_has_no_subject" | "rendered_empty"): ApiError {
+  const name = JSON.stringify(template);
+  const message = reason === "template_has_no_subject"
+    ? `Template ${name} has no subject and the request gives none: add "subject" to the request (it overrides ` +
+      `the template's), or give the template one (PATCH /templates/${encodeURIComponent(template)})`
+    : `Template ${name}'s subject renders empty with this data: give the variables it uses a value, or add ` +
+      `"subject" to the request`;
+  return new ApiError(422, "subject_missing", message, { template, reason });
+}
+
 /**
  * The `required` variables absent (or null) in `data`: dotted names resolved through own
  * properties only, as rendering resolves them.

@@ -23,8 +23,10 @@ import { checkContent, type CompositionLimits, decodeAttachments, sanitizeHeader
 import { MAX_DATA_DEPTH, missingVariables, requiredVariables } from "../mail/templates.ts";
 import { checkBatchContent, messageRenderer, RenderBudget, stoppedEarly } from "./render_at_accept.ts";
 import {
+  bodyIssues,
   type BulkRecipient,
   bulkRecipient,
+  issuesSummary,
   type SendBulkRequest,
   type SendEmailRequest,
   sendEmailRequest,
@@ -526,10 +528,8 @@ function recipientInput(address: Address): { email: string; name?: string } {
 }
 
 /** A zod failure as one line: the first few issues with their paths. */
-function issuesText(error: { issues: { path: PropertyKey[]; message: string }[] }): string {
-  return error.issues.slice(0, 3)
-    .map((issue) => (issue.path.length ? `${issue.path.map(String).join(".")}: ${issue.message}` : issue.message))
-    .join("; ");
+function issuesText(error: { issues: Parameters<typeof bodyIssues>[0] }): string {
+  return issuesSummary(bodyIssues(error.issues, 3));
 }
 
 const encoder = new TextEncoder();

@@ -5,11 +5,12 @@
 // - the template itself (template_invalid), and whatever the shared content and shared data
 //   fail on their own (a template too complex or too large with the shared data, a script URL
 //   or a multi-line subject value in the shared data, HTML too complex for a text part, a
-//   subject or HTML body over the limits): the batch is refused with the render's own code, as
-//   preview and send-email refuse it, after one render;
+//   subject or HTML body over the limits, a template without a subject when the batch gives
+//   none): the batch is refused with the render's own code, as preview and send-email refuse
+//   it, after one render;
 // - a recipient's own data (missing variables, its own lists making the render too complex,
 //   its own unsafe URL or multi-line subject value, its values making the subject or HTML too
-//   long): that recipient is named by index in `invalid_recipients` (or skipped).
+//   long, or the subject empty): that recipient is named by index in `invalid_recipients` (or skipped).
 //
 // Each recipient with its own data is rendered with {...shared data, ...own data}, as the worker
 // will. Parsing and copying are done once per batch, and a template whose data lands only in
@@ -23,10 +24,13 @@ import { checkContent, type CompositionLimits } from "../mail/compose.ts";
 import {
   type CompiledTemplate,
   compileTemplate,
+  hasSubject,
   mergeTemplateData,
   prepareTemplateData,
   type RenderedTemplate,
+  subjectMissing,
   type TemplateData,
+  templatedSubject,
 } from "../mail/templates.ts";
 import type { SendEmailRequest } from "../schemas.ts";
 import type { StoredTemplate } from "../store/templates.ts";
@@ -88,19 +92,24 @@ export function checkBatchContent(
     checkContent(content, limits);
     return () => null;
   }
-  const { compiled, shared } = renderShared(template, content, limits, budget);
+  const { compiled, shared, sharedSubjectBlank } = renderShared(template, content, limits, budget);
   // Only sections can change the tags of the template's html (see htmlShapeVaries).
   const checkShape = compiled.htmlShapeVaries && content.html === undefined && content.text === undefined;
 
   return (index, data) => {
     // Without data of its own a recipient's message is the one just rendered.
-    if (data === undefined || Object.keys(data).length === 0 || !budget.allows(index)) return null;
+    if (data === undefined || Object.keys(data).length === 0) {
+      return sharedSubjectBlank ? reasonOf(subjectMissing(template.name, "rendered_empty")) : null;
+    }
+    if (!budget.allows(index)) return null;
     budget.rendered++;
     const before = compiled.steps;
     try {
       const merged = mergeTemplateData(shared, prepareTemplateData(data));
       budget.spend(shared.counts.size);
-      const message = withOverrides(content, compiled.render(merged));
+      const rendered = compiled.render(merged);
+      templatedSubject(content.subject, rendered.subject, template);
+      const message = withOverrides(content, rendered);
       if (checkShape && message.text === undefined && message.html !== undefined) {
         budget.spend(htmlScanSteps(message.html));
       }
@@ -121,17 +130,26 @@ function renderShared(
   content: SharedContent,
   limits: CompositionLimits,
   budget: RenderBudget,
-): { compiled: CompiledTemplate; shared: TemplateData } {
+): { compiled: CompiledTemplate; shared: TemplateData; sharedSubjectBlank: boolean } {
   let compiled: CompiledTemplate | undefined;
   try {
     compiled = compileTemplate(template);
+    // A template without a subject fails every message alike: the batch is refused as a whole.
+    if (content.subject === undefined && !hasSubject(template)) {
+      throw subjectMissing(template.name, "template_has_no_subject");
+    }
     const shared = prepareTemplateData(content.data ?? {});
     // Recipients bring the required variables; the shared data alone must render all the same.
-    checkContent(withOverrides(content, compiled.render(shared, { requireVariables: false })), limits);
-    return { compiled, shared };
+    const rendered = compiled.render(shared, { requireVariables: false });
+    checkContent(withOverrides(content, rendered), limits);
+    // Blank with the shared data alone: a recipient without data of its own would get no subject.
+    const sharedSubjectBlank = content.subject === undefined && (rendered.subject ?? "").trim() === "";
+    return { compiled, shared, sharedSubjectBlank };
   } catch (error) {
     // The template itself is at fault there, whatever the data.
-    if (!(error instanceof ApiError) || error.code === "template_invalid") throw error;
+    if (!(error instanceof ApiError) || error.code === "template_invalid" || error.code === "subject_missing") {
+      throw error;
+    }
     throw new ApiError(error.status, error.code, `With the batch's shared data: ${error.message}`, error.details);
   } finally {
     budget.spend(compiled?.steps ?? 0);
@@ -168,11 +186,16 @@ export function messageRenderer(
       compiled.set(template.id, entry);
     }
     if (entry instanceof ApiError) return reasonOf(entry);
+    if (request.subject === undefined && !hasSubject(template)) {
+      return reasonOf(subjectMissing(template.name, "template_has_no_subject"));
+    }
     if (!budget.allows(index)) return null;
     budget.rendered++;
     const before = entry.steps;
     try {
-      const message = withOverrides(request, entry.render(prepareTemplateData(request.data ?? {})));
+      const rendered = entry.render(prepareTemplateData(request.data ?? {}));
+      templatedSubject(request.subject, rendered.subject, template);
+      const message = withOverrides(request, rendered);
       checkContent(message, limits, { checkShape: false });
       if (message.text !== undefined || message.html === undefined) return null;
       // The text part will be generated from this html: its shape must allow that.

@@ -207,10 +207,27 @@ function allowlisted(policy: EgressPolicy, host: string, port: number): boolean 
   return policy.allowlist.some((entry) => entry.host === host && (entry.port === undefined || entry.port === port));
 }
 
-function forbidden(host: string, why: string): ApiError {
-  return new ApiError(422, "smtp_host_forbidden", `SMTP host ${JSON.stringify(host)} is not allowed: ${why}`, {
-    host,
-  });
+/** The settings that loosen the policy, named in its refusals (they are the deployment's, not a user's). */
+export const EGRESS_SETTINGS = {
+  allowlist: "MAILROOM_EGRESS_ALLOWLIST",
+  ports: "MAILROOM_SMTP_ALLOWED_PORTS",
+  plaintext: "MAILROOM_ALLOW_PLAINTEXT_SMTP",
+} as const;
+
+/** How a deployment exempts one server, e.g. a Mailpit on its own network. */
+function allowlistHint(host: string, port: number): string {
+  return `A server on the deployment's own network (a local Mailpit, say) is allowed by listing it in the ` +
+    `functions' environment: ${EGRESS_SETTINGS.allowlist}=${host}:${port} (host or host:port, comma-separated; ` +
+    `\`npm run dev\` passes it through)`;
+}
+
+function forbidden(host: string, port: number, why: string): ApiError {
+  return new ApiError(
+    422,
+    "smtp_host_forbidden",
+    `SMTP host ${JSON.stringify(host)} is not allowed: ${why}. ${allowlistHint(host, port)}`,
+    { host, setting: EGRESS_SETTINGS.allowlist },
+  );
 }
 
 /** Check a port against the policy (config time and send time). */
@@ -220,8 +237,10 @@ export function checkPort(policy: EgressPolicy, host: string, port: number): voi
     throw new ApiError(
       422,
       "smtp_port_not_allowed",
-      `Port ${port} is not an SMTP port; use one of ${[...policy.allowedPorts].join(", ")}`,
-      { port, allowed_ports: [...policy.allowedPorts] },
+      `Port ${port} is not an SMTP port; use one of ${[...policy.allowedPorts].join(", ")}, or allow it on this ` +
+        `deployment with ${EGRESS_SETTINGS.ports}=${port} (comma-separated) or for this host alone with ` +
+        `${EGRESS_SETTINGS.allowlist}=${host}:${port}`,
+      { port, allowed_ports: [...policy.allowedPorts], settings: [EGRESS_SETTINGS.ports, EGRESS_SETTINGS.allowlist] },
     );
   }
 }
@@ -230,12 +249,19 @@ export function checkPort(policy: EgressPolicy, host: string, port: number): voi
 export function checkHostStatically(policy: EgressPolicy, input: string, port: number): ParsedHost {
   const parsed = parseHost(input);
   if (allowlisted(policy, parsed.host, port)) return parsed;
-  if (!parsed.ip && !parsed.host.includes(".")) throw invalidHost(input, "is not a fully qualified host name");
+  if (!parsed.ip && !parsed.host.includes(".")) {
+    throw new ApiError(
+      400,
+      "smtp_host_invalid",
+      `SMTP host ${JSON.stringify(input)} is not a fully qualified host name. ${allowlistHint(parsed.host, port)}`,
+      { host: input, setting: EGRESS_SETTINGS.allowlist },
+    );
+  }
   if (parsed.ip) {
     const range = forbiddenRange(parsed.ip);
-    if (range) throw forbidden(parsed.host, `${range} address`);
+    if (range) throw forbidden(parsed.host, port, `${range} address`);
   } else if (FORBIDDEN_NAMES.test(parsed.host)) {
-    throw forbidden(parsed.host, "reserved or internal name");
+    throw forbidden(parsed.host, port, "reserved or internal name");
   }
   checkPort(policy, parsed.host, port);
   return parsed;
@@ -277,7 +303,7 @@ export async function resolveTarget(
     for (const answer of answers) {
       const address = ipLiteral(answer);
       const range = address ? forbiddenRange(address) : "unparseable";
-      if (range) throw forbidden(parsed.host, `it resolves to a ${range} address`);
+      if (range) throw forbidden(parsed.host, port, `it resolves to a ${range} address`);
     }
   }
   return { address: answers[0], servername: parsed.host };
@@ -326,7 +352,11 @@ export function checkServerStatically(
     throw new ApiError(
       422,
       "plaintext_not_allowed",
-      'security "none" sends credentials and mail unencrypted and is disabled on this deployment; use tls or starttls',
+      'security "none" sends credentials and mail unencrypted and is disabled on this deployment; use tls or ' +
+        `starttls, or, for a server on the deployment's own network (a local Mailpit, say), set ` +
+        `${EGRESS_SETTINGS.plaintext}=true in the functions' environment (and list the server in ` +
+        `${EGRESS_SETTINGS.allowlist} when it is on a private address)`,
+      { setting: EGRESS_SETTINGS.plaintext },
     );
   }
   // A config on a blocked port is still saved (with a warning): it works elsewhere.
