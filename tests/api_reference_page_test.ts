@@ -42,7 +42,7 @@ Deno.test("API reference in headless Chromium", async (t) => {
       const sendEmail = page.locator(".opblock-tag-section").filter({ has: page.locator('[data-tag="send-email"]') });
       assert.deepEqual(
         (await sendEmail.locator(".opblock-summary-path").allTextContents()).map((p) => p.replace(/\u200b/g, "")),
-        ["/send-email", "/send-email/{id}/cancel", "/send-email/{id}/retry"],
+        ["/send-email", "/send-email/{id}", "/send-email/{id}/cancel", "/send-email/{id}/retry"],
       );
       const configs = page.locator(".opblock-tag-section").filter({ has: page.locator('[data-tag="smtp-configs"]') });
       assert.ok(await configs.locator(".opblock").count() >= 9);

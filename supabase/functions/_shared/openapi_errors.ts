@@ -17,22 +17,63 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   // Any route
   route_not_found: { status: 404, message: "No route POST /send-email/abc" },
   method_not_allowed: { status: 405, message: "Use POST" },
-  internal_error: { status: 500, message: "Internal error", details: { request_id: "7d3c3e0e-…" } },
-  database_unavailable: { status: 503, message: "The database is unavailable; retry shortly" },
+  internal_error: {
+    status: 500,
+    message: "Internal error",
+    details: { request_id: "7d3c3e0e-…" },
+  },
+  database_unavailable: {
+    status: 503,
+    message: "The database is unavailable; retry shortly",
+  },
   // Authentication
-  missing_token: { status: 401, message: "Send the user's access token as Authorization: Bearer <token>" },
-  invalid_token: { status: 401, message: "The token's signature or issuer is not this project's" },
-  token_expired: { status: 401, message: "The token has expired; refresh the session" },
-  user_not_found: { status: 401, message: "The user this token was issued to no longer exists" },
-  anonymous_user_not_allowed: { status: 403, message: "Anonymous sign-ins cannot send mail" },
-  auth_unavailable: { status: 503, message: "The project's signing keys could not be fetched; retry shortly" },
-  missing_secret_key: { status: 401, message: "Send a secret API key in the apikey header" },
-  invalid_secret_key: { status: 401, message: "This endpoint takes a secret API key, not a user token" },
-  worker_not_configured: { status: 503, message: "No secret key is configured for the worker" },
-  origin_not_allowed: { status: 403, message: "Origin https://evil.example is not allowed" },
+  missing_token: {
+    status: 401,
+    message: "Send the user's access token as Authorization: Bearer <token>",
+  },
+  invalid_token: {
+    status: 401,
+    message: "The token's signature or issuer is not this project's",
+  },
+  token_expired: {
+    status: 401,
+    message: "The token has expired; refresh the session",
+  },
+  user_not_found: {
+    status: 401,
+    message: "The user this token was issued to no longer exists",
+  },
+  anonymous_user_not_allowed: {
+    status: 403,
+    message: "Anonymous sign-ins cannot send mail",
+  },
+  auth_unavailable: {
+    status: 503,
+    message: "The project's signing keys could not be fetched; retry shortly",
+  },
+  missing_secret_key: {
+    status: 401,
+    message: "Send a secret API key in the apikey header",
+  },
+  invalid_secret_key: {
+    status: 401,
+    message: "This endpoint takes a secret API key, not a user token",
+  },
+  worker_not_configured: {
+    status: 503,
+    message: "No secret key is configured for the worker",
+  },
+  origin_not_allowed: {
+    status: 403,
+    message: "Origin https://evil.example is not allowed",
+  },
   // Request bodies
   invalid_json: { status: 400, message: "Request body is not valid JSON" },
-  json_too_deep: { status: 400, message: "JSON nests deeper than 64 levels", details: { limit: 64 } },
+  json_too_deep: {
+    status: 400,
+    message: "JSON nests deeper than 64 levels",
+    details: { limit: 64 },
+  },
   invalid_request: {
     status: 400,
     message: "to: Invalid email address",
@@ -44,46 +85,134 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "Request body exceeds 10485760 bytes",
     details: { limit_bytes: 10485760 },
   },
-  server_busy: { status: 503, message: "This instance is holding as many request bodies as it can; retry shortly" },
-  invalid_idempotency_key: { status: 400, message: "Idempotency-Key must be 1-255 printable ASCII characters" },
-  request_in_progress: { status: 409, message: "A request with this Idempotency-Key is still in progress" },
-  request_interrupted: { status: 409, message: "The first request with this Idempotency-Key did not finish" },
-  idempotency_key_reused: { status: 422, message: "This Idempotency-Key was used with a different body" },
+  server_busy: {
+    status: 503,
+    message:
+      "This instance is holding as many request bodies as it can; retry shortly",
+  },
+  invalid_idempotency_key: {
+    status: 400,
+    message: "Idempotency-Key must be 1-255 printable ASCII characters",
+  },
+  request_in_progress: {
+    status: 409,
+    message: "A request with this Idempotency-Key is still in progress",
+  },
+  request_interrupted: {
+    status: 409,
+    message: "The first request with this Idempotency-Key did not finish",
+  },
+  idempotency_key_reused: {
+    status: 422,
+    message: "This Idempotency-Key was used with a different body",
+  },
   // Composing a message
-  invalid_attachment: { status: 400, message: "attachments[0].content is not base64" },
-  invalid_header_value: { status: 400, message: "Header X-Campaign holds a line break" },
-  header_not_allowed: { status: 400, message: "Header Bcc cannot be set through headers" },
-  duplicate_header: { status: 400, message: "Header X-Campaign is given twice" },
+  invalid_attachment: {
+    status: 400,
+    message: "attachments[0].content is not base64",
+  },
+  invalid_header_value: {
+    status: 400,
+    message: "Header X-Campaign holds a line break",
+  },
+  header_not_allowed: {
+    status: 400,
+    message: "Header Bcc cannot be set through headers",
+  },
+  duplicate_header: {
+    status: 400,
+    message: "Header X-Campaign is given twice",
+  },
   too_many_headers: { status: 400, message: "At most 50 extra headers" },
-  too_many_recipients: { status: 422, message: "At most 50 recipients per message" },
-  subject_too_long: { status: 422, message: "The subject is longer than 998 characters" },
+  too_many_recipients: {
+    status: 422,
+    message: "At most 50 recipients per message",
+  },
+  subject_too_long: {
+    status: 422,
+    message: "The subject is longer than 998 characters",
+  },
   html_too_large: { status: 413, message: "The HTML body exceeds 2 MB" },
-  message_too_large: { status: 413, message: "The message exceeds the config's size limit" },
-  attachments_too_large: { status: 413, message: "Attachments exceed 10 MB in total" },
+  message_too_large: {
+    status: 413,
+    message: "The message exceeds the config's size limit",
+  },
+  attachments_too_large: {
+    status: 413,
+    message: "Attachments exceed 10 MB in total",
+  },
   too_many_attachments: { status: 413, message: "At most 20 attachments" },
-  agent_context_too_large: { status: 413, message: "agent_context exceeds 8 KB" },
-  content_too_large: { status: 413, message: "The batch's content exceeds what one batch may hold" },
-  invalid_recipients: { status: 422, message: "3 recipients are not valid addresses" },
+  agent_context_too_large: {
+    status: 413,
+    message: "agent_context exceeds 8 KB",
+  },
+  content_too_large: {
+    status: 413,
+    message: "The batch's content exceeds what one batch may hold",
+  },
+  invalid_recipients: {
+    status: 422,
+    message: "3 recipients are not valid addresses",
+  },
   // Configs and the egress policy
   config_not_found: { status: 404, message: 'No SMTP config named "work"' },
-  config_inactive: { status: 409, message: 'SMTP config "work" is deactivated' },
-  config_incomplete: { status: 422, message: 'SMTP config "work" has no password' },
-  config_invalid_sender: { status: 422, message: "from_email is not a valid address" },
-  config_name_taken: { status: 409, message: 'You already have a config named "work"' },
-  default_conflict: { status: 409, message: "Another config became the default at the same time; retry" },
-  concurrent_update: { status: 409, message: "The row changed while this request ran; retry" },
-  smtp_host_invalid: { status: 400, message: 'SMTP host "smtp..example.com" is not a host name' },
-  smtp_host_forbidden: { status: 422, message: "SMTP host resolves to a private address (10.0.0.5)" },
-  smtp_host_not_found: { status: 502, message: 'SMTP host "smtp.example.invalid" could not be resolved' },
-  smtp_port_not_allowed: { status: 422, message: "Port 8080 is not an SMTP port (25, 465, 587, 2525)" },
-  smtp_port_blocked_by_platform: { status: 422, message: "Supabase blocks outbound port 587; use 465" },
-  plaintext_not_allowed: { status: 422, message: 'security "none" is allowed only for the local catcher' },
+  config_inactive: {
+    status: 409,
+    message: 'SMTP config "work" is deactivated',
+  },
+  config_incomplete: {
+    status: 422,
+    message: 'SMTP config "work" has no password',
+  },
+  config_invalid_sender: {
+    status: 422,
+    message: "from_email is not a valid address",
+  },
+  config_name_taken: {
+    status: 409,
+    message: 'You already have a config named "work"',
+  },
+  default_conflict: {
+    status: 409,
+    message: "Another config became the default at the same time; retry",
+  },
+  concurrent_update: {
+    status: 409,
+    message: "The row changed while this request ran; retry",
+  },
+  smtp_host_invalid: {
+    status: 400,
+    message: 'SMTP host "smtp..example.com" is not a host name',
+  },
+  smtp_host_forbidden: {
+    status: 422,
+    message: "SMTP host resolves to a private address (10.0.0.5)",
+  },
+  smtp_host_not_found: {
+    status: 502,
+    message: 'SMTP host "smtp.example.invalid" could not be resolved',
+  },
+  smtp_port_not_allowed: {
+    status: 422,
+    message: "Port 8080 is not an SMTP port (25, 465, 587, 2525)",
+  },
+  smtp_port_blocked_by_platform: {
+    status: 422,
+    message: "Supabase blocks outbound port 587; use 465",
+  },
+  plaintext_not_allowed: {
+    status: 422,
+    message: 'security "none" is allowed only for the local catcher',
+  },
   rate_limited: {
     status: 429,
     message: 'SMTP config "work" allows 60 messages per minute',
     details: { limit: 60, per: "minute", retry_after_seconds: 12 },
   },
-  auth_attempts_exceeded: { status: 429, message: "Too many failed logins to this server; wait before retrying" },
+  auth_attempts_exceeded: {
+    status: 429,
+    message: "Too many failed logins to this server; wait before retrying",
+  },
   // SMTP outcomes (details.retryable says whether trying again can succeed)
   smtp_auth_failed: {
     status: 502,
@@ -95,13 +224,20 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "Connection refused by smtp.example.com:465",
     details: { retryable: true },
   },
-  smtp_connect_timeout: { status: 502, message: "No connection within 10 s", details: { retryable: true } },
+  smtp_connect_timeout: {
+    status: 502,
+    message: "No connection within 10 s",
+    details: { retryable: true },
+  },
   smtp_tls_untrusted: {
     status: 502,
     message: "The server's certificate is not trusted",
     details: { retryable: false },
   },
-  smtp_tls_name_mismatch: { status: 502, message: "The certificate is not for smtp.example.com" },
+  smtp_tls_name_mismatch: {
+    status: 502,
+    message: "The certificate is not for smtp.example.com",
+  },
   smtp_recipients_rejected: {
     status: 502,
     message: "550 5.1.1 User unknown",
@@ -112,50 +248,120 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "451 4.2.0 Try again later",
     details: { retryable: true, smtp_code: 451 },
   },
-  smtp_message_rejected: { status: 502, message: "554 5.7.1 Message refused", details: { retryable: false } },
-  smtp_message_deferred: { status: 502, message: "451 4.3.0 Try again later", details: { retryable: true } },
-  smtp_timeout: { status: 502, message: "The server stopped answering", details: { retryable: true } },
+  smtp_message_rejected: {
+    status: 502,
+    message: "554 5.7.1 Message refused",
+    details: { retryable: false },
+  },
+  smtp_message_deferred: {
+    status: 502,
+    message: "451 4.3.0 Try again later",
+    details: { retryable: true },
+  },
+  smtp_timeout: {
+    status: 502,
+    message: "The server stopped answering",
+    details: { retryable: true },
+  },
   smtp_outcome_unknown: {
     status: 502,
-    message: "The connection ended after the message was sent, before the server answered",
+    message:
+      "The connection ended after the message was sent, before the server answered",
     details: { retryable: false },
   },
   // Sends, batches, templates, analytics
   message_not_found: { status: 404, message: "No message 0b1c…" },
   not_cancellable: { status: 409, message: "The message was already sent" },
-  not_retryable: { status: 409, message: "Only a message the outbox set aside can be retried" },
+  not_retryable: {
+    status: 409,
+    message: "Only a message the outbox set aside can be retried",
+  },
   batch_not_found: { status: 404, message: "No batch 5f0e…" },
   template_not_found: { status: 404, message: 'No template named "welcome"' },
-  template_name_taken: { status: 409, message: 'You already have a template named "welcome"' },
-  template_read_only: { status: 403, message: "Starter templates are read-only; copy it under a new name" },
+  subject_missing: {
+    status: 422,
+    message:
+      'Template "welcome" has no subject and the request gives none; add "subject" to the request',
+    details: { template: "welcome", reason: "template_has_no_subject" },
+  },
+  template_name_taken: {
+    status: 409,
+    message: 'You already have a template named "welcome"',
+  },
+  template_read_only: {
+    status: 403,
+    message: "Starter templates are read-only; copy it under a new name",
+  },
   template_invalid: { status: 422, message: "Unclosed section {{#items}}" },
-  template_too_complex: { status: 422, message: "The template nests sections too deep" },
-  template_empty: { status: 422, message: "Give subject, text or html, or a template" },
+  template_too_complex: {
+    status: 422,
+    message: "The template nests sections too deep",
+  },
+  template_empty: {
+    status: 422,
+    message: "Give subject, text or html, or a template",
+  },
   template_data_missing: {
     status: 422,
     message: "The template needs first_name",
     details: { missing: ["first_name"] },
   },
   template_data_invalid: { status: 422, message: "data.items must be a list" },
-  template_data_unsafe_url: { status: 422, message: "data.link is not an http(s) URL" },
-  template_output_too_large: { status: 422, message: "The rendered message exceeds 2 MB" },
+  template_data_unsafe_url: {
+    status: 422,
+    message: "data.link is not an http(s) URL",
+  },
+  template_output_too_large: {
+    status: 422,
+    message: "The rendered message exceeds 2 MB",
+  },
   invalid_date: { status: 400, message: 'from: "yesterday" is not a date' },
-  invalid_timezone: { status: 400, message: 'tz: "Mars/Olympus" is not an IANA time zone' },
+  invalid_timezone: {
+    status: 400,
+    message: 'tz: "Mars/Olympus" is not an IANA time zone',
+  },
   invalid_interval: { status: 400, message: "interval is hour or day" },
   invalid_status: { status: 400, message: 'status: "lost" is not a status' },
-  invalid_group_by: { status: 400, message: 'group_by: "weather" cannot be grouped by' },
+  invalid_group_by: {
+    status: 400,
+    message: 'group_by: "weather" cannot be grouped by',
+  },
   invalid_batch_id: { status: 400, message: "batch_id is not a UUID" },
   invalid_config: { status: 400, message: "config is empty" },
   invalid_template: { status: 400, message: "template is empty" },
   invalid_limit: { status: 400, message: "limit is an integer from 1 to 200" },
   duplicate_parameter: { status: 400, message: "tz is given twice" },
-  invalid_cursor: { status: 400, message: "cursor is not one this API handed out" },
-  analytics_timeout: { status: 503, message: "The summary took too long; narrow the range" },
+  invalid_cursor: {
+    status: 400,
+    message: "cursor is not one this API handed out",
+  },
+  analytics_timeout: {
+    status: 503,
+    message: "The summary took too long; narrow the range",
+  },
 };
 
-const AUTH = ["missing_token", "invalid_token", "token_expired", "user_not_found", "anonymous_user_not_allowed"];
-const BODY = ["invalid_json", "json_too_deep", "invalid_request", "body_timeout", "payload_too_large", "server_busy"];
-const IDEMPOTENCY = ["invalid_idempotency_key", "request_in_progress", "request_interrupted", "idempotency_key_reused"];
+const AUTH = [
+  "missing_token",
+  "invalid_token",
+  "token_expired",
+  "user_not_found",
+  "anonymous_user_not_allowed",
+];
+const BODY = [
+  "invalid_json",
+  "json_too_deep",
+  "invalid_request",
+  "body_timeout",
+  "payload_too_large",
+  "server_busy",
+];
+const IDEMPOTENCY = [
+  "invalid_idempotency_key",
+  "request_in_progress",
+  "request_interrupted",
+  "idempotency_key_reused",
+];
 const SMTP = [
   "smtp_auth_failed",
   "smtp_connect_failed",
@@ -195,10 +401,21 @@ const ANALYTICS_PARAMS = [
   "invalid_template",
   "duplicate_parameter",
 ];
-const TEMPLATE_DATA = ["template_not_found", "template_empty", "template_data_missing", "template_data_invalid"];
+const TEMPLATE_DATA = [
+  "template_not_found",
+  "template_empty",
+  "template_data_missing",
+  "template_data_invalid",
+  "subject_missing",
+];
 
 /** Codes every route may answer: unknown paths, wrong methods, our faults. */
-export const COMMON_ERRORS = ["route_not_found", "method_not_allowed", "internal_error", "database_unavailable"];
+export const COMMON_ERRORS = [
+  "route_not_found",
+  "method_not_allowed",
+  "internal_error",
+  "database_unavailable",
+];
 
 /** Codes of routes that take the user's token (all but the public and server-to-server ones). */
 export const USER_AUTH_ERRORS = [...AUTH, "auth_unavailable"];
@@ -224,7 +441,12 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "smtp_message_deferred",
     "smtp_outcome_unknown",
   ],
-  "post /send-email/{id}/cancel": ["message_not_found", "not_cancellable", "concurrent_update"],
+  "get /send-email/{id}": ["message_not_found"],
+  "post /send-email/{id}/cancel": [
+    "message_not_found",
+    "not_cancellable",
+    "concurrent_update",
+  ],
   "post /send-email/{id}/retry": ["message_not_found", "not_retryable"],
   "post /send-bulk": [
     ...BODY,
@@ -241,7 +463,13 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
   "get /send-bulk": ["invalid_request", "batch_not_found"],
   "get /send-bulk/{batch_id}": ["batch_not_found"],
   "post /send-bulk/{batch_id}/cancel": ["batch_not_found"],
-  "post /smtp-configs": [...BODY, "config_name_taken", "config_incomplete", "config_invalid_sender", ...EGRESS],
+  "post /smtp-configs": [
+    ...BODY,
+    "config_name_taken",
+    "config_incomplete",
+    "config_invalid_sender",
+    ...EGRESS,
+  ],
   "get /smtp-configs/{ref}": ["config_not_found"],
   "patch /smtp-configs/{ref}": [
     ...BODY,
@@ -264,7 +492,12 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
   "post /smtp-configs/{ref}/activate": ["config_not_found"],
   "post /smtp-configs/{ref}/deactivate": ["config_not_found"],
   "get /smtp-configs/{ref}/verifications": ["config_not_found"],
-  "post /templates": [...BODY, "template_name_taken", "template_invalid", "template_too_complex"],
+  "post /templates": [
+    ...BODY,
+    "template_name_taken",
+    "template_invalid",
+    "template_too_complex",
+  ],
   "get /templates/{ref}": ["template_not_found"],
   "patch /templates/{ref}": [
     ...BODY,
@@ -283,11 +516,24 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "template_data_unsafe_url",
     "template_output_too_large",
   ],
-  "get /email-analytics": [...ANALYTICS_PARAMS, "invalid_interval", "invalid_group_by", "analytics_timeout"],
-  "get /email-analytics/messages": [...ANALYTICS_PARAMS, "invalid_limit", "invalid_cursor"],
+  "get /email-analytics": [
+    ...ANALYTICS_PARAMS,
+    "invalid_interval",
+    "invalid_group_by",
+    "analytics_timeout",
+  ],
+  "get /email-analytics/messages": [
+    ...ANALYTICS_PARAMS,
+    "invalid_limit",
+    "invalid_cursor",
+  ],
   "get /email-analytics/messages/{id}": ["message_not_found"],
   "post /mcp": ["origin_not_allowed"],
-  "post /process-outbox": ["missing_secret_key", "invalid_secret_key", "worker_not_configured"],
+  "post /process-outbox": [
+    "missing_secret_key",
+    "invalid_secret_key",
+    "worker_not_configured",
+  ],
 };
 
 const REASONS: Record<number, string> = {
@@ -326,11 +572,17 @@ export function errorResponses(codes: string[]): Record<string, Json> {
   return Object.fromEntries(statuses.map((status) => {
     const list = byStatus.get(status)!;
     return [String(status), {
-      description: `${REASONS[status] ?? "Error"}: ${list.map((code) => `\`${code}\``).join(", ")}`,
+      description: `${REASONS[status] ?? "Error"}: ${
+        list.map((code) => `\`${code}\``).join(", ")
+      }`,
       content: {
         "application/json": {
           schema: { $ref: "#/components/schemas/Error" },
-          examples: Object.fromEntries(list.map((code) => [code, { $ref: `#/components/examples/${code}` }])),
+          examples: Object.fromEntries(
+            list.map((
+              code,
+            ) => [code, { $ref: `#/components/examples/${code}` }]),
+          ),
         },
       },
     }];
@@ -342,7 +594,13 @@ export function errorExamples(): Record<string, Json> {
   return Object.fromEntries(
     Object.entries(ERROR_CODES).map(([code, doc]) => [code, {
       summary: `${doc.status} ${code}`,
-      value: { error: { code, message: doc.message, ...(doc.details ? { details: doc.details } : {}) } },
+      value: {
+        error: {
+          code,
+          message: doc.message,
+          ...(doc.details ? { details: doc.details } : {}),
+        },
+      },
     }]),
   );
 }

@@ -1273,7 +1273,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1348,6 +1348,60 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description An error */
@@ -1790,7 +1844,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `config_incomplete` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete` */
             422: {
                 headers: {
                     [name: string]: unknown;
