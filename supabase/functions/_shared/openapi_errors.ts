@@ -87,8 +87,7 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   },
   server_busy: {
     status: 503,
-    message:
-      "This instance is holding as many request bodies as it can; retry shortly",
+    message: "This instance is holding as many request bodies as it can; retry shortly",
   },
   invalid_idempotency_key: {
     status: 400,
@@ -265,8 +264,7 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   },
   smtp_outcome_unknown: {
     status: 502,
-    message:
-      "The connection ended after the message was sent, before the server answered",
+    message: "The connection ended after the message was sent, before the server answered",
     details: { retryable: false },
   },
   // Sends, batches, templates, analytics
@@ -280,8 +278,7 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   template_not_found: { status: 404, message: 'No template named "welcome"' },
   subject_missing: {
     status: 422,
-    message:
-      'Template "welcome" has no subject and the request gives none; add "subject" to the request',
+    message: 'Template "welcome" has no subject and the request gives none; add "subject" to the request',
     details: { template: "welcome", reason: "template_has_no_subject" },
   },
   template_name_taken: {
@@ -572,9 +569,7 @@ export function errorResponses(codes: string[]): Record<string, Json> {
   return Object.fromEntries(statuses.map((status) => {
     const list = byStatus.get(status)!;
     return [String(status), {
-      description: `${REASONS[status] ?? "Error"}: ${
-        list.map((code) => `\`${code}\``).join(", ")
-      }`,
+      description: `${REASONS[status] ?? "Error"}: ${list.map((code) => `\`${code}\``).join(", ")}`,
       content: {
         "application/json": {
           schema: { $ref: "#/components/schemas/Error" },
