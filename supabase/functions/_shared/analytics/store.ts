@@ -1,5 +1,6 @@
 // email-analytics in SQL, as the caller: the summary is one call of private.email_analytics
-// (see its migration for the plan it relies on), the message list one keyset query. Both run
+// (see its migrations: settled days come from a rollup, the rest from the rows), the message
+// list one keyset query. Both run
 // inside withUser, so RLS decides which rows exist; config and template filters are resolved
 // the same way (another user's config is a 404, like a missing one). A summary costs about one
 // pass over the caller's rows in its range, so every analytics request runs under a statement
@@ -34,9 +35,16 @@ export type MessageRow = z.infer<typeof messageSchema>;
  */
 export const ANALYTICS_STATEMENT_TIMEOUT = "3s";
 
-/** Options of the store functions: the statement timeout (tests shorten it). */
+/** Options of the store functions (tests change them). */
 export interface StoreOptions {
   statementTimeout?: string;
+  /**
+   * Whether the summary may read the rollup of settled days (default true); false reads every
+   * row of the range, as the summary did before the rollup (tests compare both).
+   */
+  rollup?: boolean;
+  /** Most messages in a range whose latency percentiles are computed exactly from the rows (default 50,000). */
+  exactLatencyRows?: number;
 }
 
 /**
@@ -107,16 +115,17 @@ export function analyticsSummary(
   options: StoreOptions = {},
 ): Promise<AnalyticsSummary> {
   limitStatements(tx, options);
-  return bounded(options, () => summaryOf(tx, query));
+  return bounded(options, () => summaryOf(tx, query, options));
 }
 
-async function summaryOf(tx: Tx, query: SummaryQuery): Promise<AnalyticsSummary> {
+async function summaryOf(tx: Tx, query: SummaryQuery, options: StoreOptions): Promise<AnalyticsSummary> {
   const { from, to, configId, templateId } = await resolveFilters(tx, query);
   const interval = query.interval ?? (Date.parse(to) - Date.parse(from) <= 2 * 86_400_000 ? "hour" : "day");
   const [{ summary }] = await tx<{ summary: Omit<AnalyticsSummary, "range"> }[]>`
     select private.email_analytics(
       ${from}::text::timestamptz, ${to}::text::timestamptz, ${interval}, ${query.tz}, ${query.breakdowns}::text[],
-      ${configId}::uuid, ${query.statuses ?? null}::text[], ${query.batchId ?? null}::uuid, ${templateId}::uuid
+      ${configId}::uuid, ${query.statuses ?? null}::text[], ${query.batchId ?? null}::uuid, ${templateId}::uuid,
+      p_rollup => ${options.rollup ?? true}, p_exact_latency_rows => ${options.exactLatencyRows ?? 50_000}
     ) as summary`;
   return { range: { from, to, interval, tz: query.tz }, ...summary };
 }

@@ -1,0 +1,627 @@
+-- email-analytics reads a rollup of settled days instead of every row (issue 26, item 10).
+--
+-- Why: the summary was one pass over the caller's rows in the range. For a user with 230,000
+-- rows in 30 days that pass took 1.2-1.5 s of database time (an index did not help: the cost is
+-- computing over the rows, not reading them), and an MCP batch of 40 analytics calls 12 s.
+--
+-- What: a day (UTC) whose rows can no longer change is summarized once, on demand, into three
+-- small private tables, and the summary adds them to a pass over the rows of the days that are
+-- not summarized (the recent ones, and the edges of a range that starts or ends inside a day):
+--
+--   email_stats_hourly   per hour: config, batch, status, error class -> count
+--                        (totals, success rate, series, the config / error_code / batch breakdowns)
+--   email_stats_domains  per day: status, recipient domain -> count (per day, not per hour, and
+--                        without config or batch: a long tail of domains times those keys would
+--                        cost about a row per message; 230,000 rows in 300 batches to 200
+--                        domains made 172,667 rows that way)
+--   email_stats_latency  per day: a latency histogram (buckets 2% wide)
+--   email_stats_days     which days are summarized (the others are read from the rows)
+--
+-- Lazy, so the send path writes nothing more ("speed is won by writing less"). It is exact
+-- because a summarized day cannot change:
+-- * A day is summarized only when it ended more than a day ago and every row in it is final
+--   (sent, failed, unknown, deferred, cancelled). No function of this project updates a final
+--   row: each outcome update is guarded by `status = 'sending'`, each queue update by
+--   `status in ('queued', 'scheduled')`, and a deferred send-email row is never picked up again.
+--   Rows are created with now() (created_at is not a column users may insert), so no row is
+--   added to a day that is over; the day of margin covers a transaction still open at midnight.
+-- * What else could change one is caught by triggers whose WHEN conditions are false on the send
+--   path (so they cost a comparison there, never a write): an update of a final row's counted
+--   columns, a backdated insert (a bulk load), a delete or a truncate forget the days concerned,
+--   which are summarized again at the next request.
+-- * A deleted config or batch sets the rows' foreign key to null (on delete set null), which no
+--   trigger sees: the summary reads a rollup key whose config or batch no longer exists as null,
+--   exactly as the rows now say (ids are random, never reused). Templates are only a filter, and
+--   a filtered summary reads the rows.
+-- * A deleted user takes their rollup along (on delete cascade).
+--
+-- When the rows are read instead: a config, batch_id or template filter (the domain and latency
+-- rollups do not carry them), a breakdown by agent_context.<key> (arbitrary keys), a time
+-- zone whose offset is not whole hours somewhere in the range (Asia/Kolkata, Australia/Lord_Howe:
+-- local days and hours do not start on UTC hours), or p_rollup = false. Latency percentiles are
+-- exact (percentile_cont over the rows) when the range holds at most p_exact_latency_rows
+-- messages (50,000) or nothing summarized; above that they come from the histogram and are
+-- within 1% of the exact value (each bucket is read as its geometric middle).
+--
+-- Security: the tables are in `private` (not exposed by the Data API), with RLS on and a read
+-- policy for the owner, so the summary stays SECURITY INVOKER and reads them as the caller.
+-- Only private.summarize_email_stats writes them: SECURITY DEFINER, it summarizes the rows of
+-- auth.uid() and nobody else's.
+
+create table private.email_stats_days (
+  user_id uuid not null references auth.users (id) on delete cascade,
+  -- UTC midnight.
+  day timestamptz not null,
+  summarized_at timestamptz not null default now(),
+  primary key (user_id, day)
+);
+
+comment on table private.email_stats_days is
+  'Days of a user''s audit rows summarized into the email_stats_* rollup (settled days only).';
+
+create table private.email_stats_hourly (
+  id bigint generated always as identity primary key,
+  user_id uuid not null,
+  day timestamptz not null,
+  hour timestamptz not null,
+  config_id uuid,
+  batch_id uuid,
+  status text not null,
+  error_class text,
+  n integer not null,
+  foreign key (user_id, day) references private.email_stats_days (user_id, day) on delete cascade
+);
+
+create table private.email_stats_domains (
+  id bigint generated always as identity primary key,
+  user_id uuid not null,
+  day timestamptz not null,
+  status text not null,
+  domain text not null,
+  n integer not null,
+  foreign key (user_id, day) references private.email_stats_days (user_id, day) on delete cascade
+);
+
+create table private.email_stats_latency (
+  id bigint generated always as identity primary key,
+  user_id uuid not null,
+  day timestamptz not null,
+  bucket integer not null,
+  n integer not null,
+  foreign key (user_id, day) references private.email_stats_days (user_id, day) on delete cascade
+);
+
+-- Each is read by (user_id, day) ranges and deleted with its day (the foreign key's index).
+create index email_stats_hourly_user_day on private.email_stats_hourly (user_id, day);
+create index email_stats_domains_user_day on private.email_stats_domains (user_id, day);
+create index email_stats_latency_user_day on private.email_stats_latency (user_id, day);
+
+alter table private.email_stats_days enable row level security;
+alter table private.email_stats_hourly enable row level security;
+alter table private.email_stats_domains enable row level security;
+alter table private.email_stats_latency enable row level security;
+
+-- Read by the summary as the caller; written only by private.summarize_email_stats.
+revoke all on private.email_stats_days, private.email_stats_hourly, private.email_stats_domains,
+  private.email_stats_latency from public, anon, authenticated;
+grant select on private.email_stats_days, private.email_stats_hourly, private.email_stats_domains,
+  private.email_stats_latency to authenticated;
+
+create policy "owner can read own summarized days"
+  on private.email_stats_days for select to authenticated
+  using (user_id = (select auth.uid()));
+create policy "owner can read own hourly stats"
+  on private.email_stats_hourly for select to authenticated
+  using (user_id = (select auth.uid()));
+create policy "owner can read own domain stats"
+  on private.email_stats_domains for select to authenticated
+  using (user_id = (select auth.uid()));
+create policy "owner can read own latency stats"
+  on private.email_stats_latency for select to authenticated
+  using (user_id = (select auth.uid()));
+
+-- The latency histogram: bucket b >= 1 holds [1.02^(b-1), 1.02^b) ms, bucket 0 less than 1 ms.
+-- Computed inline where rows are bucketed (a function with its own search_path is not inlined,
+-- and calling one per row doubled the cost of summarizing):
+--   case when ms < 1 then 0 else 1 + floor(ln(ms) / ln(1.02))::integer end
+-- A bucket read as its geometric middle: within 1% of every value in it.
+create function private.latency_bucket_value(p_bucket integer)
+returns double precision
+language sql
+immutable
+set search_path = ''
+as $$
+  select case when p_bucket = 0 then 0.5 else pg_catalog.exp((p_bucket - 0.5) * pg_catalog.ln(1.02)) end
+$$;
+
+-- Summarize the caller's settled, not yet summarized UTC days that lie wholly in [p_from, p_to)
+-- (at most 31 a call).
+-- Concurrent callers do not summarize a day twice: the day's row is inserted first, so a second
+-- caller waits for the first to commit, then finds it (on conflict do nothing) and moves on.
+create function private.summarize_email_stats(p_from timestamptz, p_to timestamptz)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+-- JIT compiling this query costs seconds and saves nothing at these sizes.
+set jit = off
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_days timestamptz[];
+  v_last timestamptz := least(p_to, pg_catalog.date_trunc('day', now(), 'UTC') - interval '1 day');
+begin
+  if v_user is null or p_from is null or v_last is null then
+    return 0;
+  end if;
+  -- Days not yet summarized first (cheap), then those whose rows are all final.
+  with candidates as materialized (
+    select d.day
+      from pg_catalog.generate_series(
+             pg_catalog.date_trunc('day', p_from, 'UTC')
+               + case when p_from = pg_catalog.date_trunc('day', p_from, 'UTC') then interval '0' else interval '1 day' end,
+             v_last - interval '1 day', interval '1 day') d (day)
+     where not exists (select 1 from private.email_stats_days s where s.user_id = v_user and s.day = d.day)
+     -- A month per request, newest first (what most requests read): the first request of a long
+     -- range stays within the statement timeout, the next ones summarize the rest.
+     order by d.day desc
+     limit 31
+  ),
+  claimed as (
+    insert into private.email_stats_days (user_id, day)
+    select v_user, c.day
+      from candidates c
+     where not exists (
+             select 1 from public.email_audit_log a
+              where a.user_id = v_user and a.created_at >= c.day and a.created_at < c.day + interval '1 day'
+                and a.status not in ('sent', 'failed', 'unknown', 'deferred', 'cancelled'))
+     order by c.day
+    on conflict do nothing
+    returning day
+  )
+  select pg_catalog.array_agg(c.day) into v_days from claimed c;
+  if v_days is null then
+    return 0;
+  end if;
+
+  -- One pass over the claimed days' rows, grouped three ways.
+  with f as materialized (
+    select pg_catalog.date_trunc('day', a.created_at, 'UTC') as day,
+           pg_catalog.date_trunc('hour', a.created_at, 'UTC') as hour,
+           a.config_id, a.batch_id, a.status, a.error_class, a.to_addresses,
+           case when a.status = 'sent' and a.completed_at is not null
+                then (extract(epoch from (a.completed_at - coalesce(a.scheduled_at, a.created_at))) * 1000)::float8
+           end as latency_ms
+      from pg_catalog.unnest(v_days) d (day)
+      join public.email_audit_log a
+        on a.user_id = v_user and a.created_at >= d.day and a.created_at < d.day + interval '1 day'
+  ),
+  hourly as (
+    insert into private.email_stats_hourly (user_id, day, hour, config_id, batch_id, status, error_class, n)
+    select v_user, f.day, f.hour, f.config_id, f.batch_id, f.status, f.error_class, count(*)
+      from f group by f.day, f.hour, f.config_id, f.batch_id, f.status, f.error_class
+  ),
+  domains as (
+    -- Most messages have one recipient: their domain without an unnest.
+    insert into private.email_stats_domains (user_id, day, status, domain, n)
+    select v_user, x.day, x.status, x.domain, count(*)
+      from (
+        select f.day, f.status,
+               pg_catalog.lower(pg_catalog.split_part(f.to_addresses[1], '@', 2)) as domain
+          from f where pg_catalog.cardinality(f.to_addresses) = 1
+        union all
+        select f.day, f.status, d.domain
+          from f cross join lateral (
+                 select distinct pg_catalog.lower(pg_catalog.split_part(t, '@', 2)) as domain
+                   from pg_catalog.unnest(f.to_addresses) t) d
+         where pg_catalog.cardinality(f.to_addresses) > 1
+      ) x
+     group by x.day, x.status, x.domain
+  )
+  insert into private.email_stats_latency (user_id, day, bucket, n)
+  select v_user, f.day,
+         case when f.latency_ms < 1 then 0
+              else 1 + pg_catalog.floor(pg_catalog.ln(f.latency_ms) / pg_catalog.ln(1.02))::integer end,
+         count(*)
+    from f where f.latency_ms is not null
+   group by 2, 3;
+  return pg_catalog.cardinality(v_days);
+end
+$$;
+
+-- Forget summarized days whose rows changed in a way the send path never changes them.
+create function private.forget_email_stats_of_row() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_op in ('UPDATE', 'DELETE') then
+    delete from private.email_stats_days s
+     where s.user_id = old.user_id and s.day = pg_catalog.date_trunc('day', old.created_at, 'UTC');
+  end if;
+  if tg_op in ('UPDATE', 'INSERT') then
+    delete from private.email_stats_days s
+     where s.user_id = new.user_id and s.day = pg_catalog.date_trunc('day', new.created_at, 'UTC');
+  end if;
+  return null;
+end
+$$;
+
+create function private.forget_email_stats_of_deleted() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from private.email_stats_days s
+   using (select distinct o.user_id, pg_catalog.date_trunc('day', o.created_at, 'UTC') as day from deleted o) d
+   where s.user_id = d.user_id and s.day = d.day;
+  return null;
+end
+$$;
+
+create function private.forget_all_email_stats() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from private.email_stats_days;
+  return null;
+end
+$$;
+
+-- A row created in a day that may already be summarized: only bulk loads (created_at is not
+-- the caller's to choose), never the send path, where created_at is now().
+create trigger email_audit_log_backdated_insert_forgets_stats
+  after insert on public.email_audit_log
+  for each row when (new.created_at < now() - interval '1 day')
+  execute function private.forget_email_stats_of_row();
+
+-- A final row whose counted columns change. A foreign key set to null by a delete is read at
+-- summary time instead (see above), so deleting a config does not forget its days.
+create trigger email_audit_log_final_row_update_forgets_stats
+  after update on public.email_audit_log
+  for each row when (
+    old.status in ('sent', 'failed', 'unknown', 'deferred', 'cancelled') and (
+      new.status is distinct from old.status
+      or new.error_class is distinct from old.error_class
+      or new.completed_at is distinct from old.completed_at
+      or new.scheduled_at is distinct from old.scheduled_at
+      or new.created_at is distinct from old.created_at
+      or new.user_id is distinct from old.user_id
+      or new.to_addresses is distinct from old.to_addresses
+      or (new.config_id is distinct from old.config_id and new.config_id is not null)
+      or (new.batch_id is distinct from old.batch_id and new.batch_id is not null)
+    )
+  )
+  execute function private.forget_email_stats_of_row();
+
+-- Deletes are not on the send path (audit rows are never deleted by the app; a user's go with
+-- the user): one statement-level pass over the deleted rows.
+create trigger email_audit_log_delete_forgets_stats
+  after delete on public.email_audit_log
+  referencing old table as deleted
+  for each statement execute function private.forget_email_stats_of_deleted();
+
+create trigger email_audit_log_truncate_forgets_stats
+  after truncate on public.email_audit_log
+  for each statement execute function private.forget_all_email_stats();
+
+-- Whether every hour in [p_from, p_to) starts on a whole local hour in p_tz, so hour rows add
+-- up exactly into local hours and days.
+create function private.analytics_whole_hour_zone(p_from timestamptz, p_to timestamptz, p_tz text)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select not exists (
+    select 1
+      from pg_catalog.generate_series(pg_catalog.date_trunc('hour', p_from, 'UTC'), p_to, interval '1 hour') h
+     where pg_catalog.date_trunc('hour', pg_catalog.timezone(p_tz, h)) <> pg_catalog.timezone(p_tz, h)
+  )
+$$;
+
+-- The parts of [p_from, p_to) outside the summarized days: a few ranges (ROWS 3 tells the
+-- planner so, and it reads each with a range scan of email_audit_log_user_created_id).
+create function private.analytics_uncovered(p_from timestamptz, p_to timestamptz, p_days timestamptz[])
+returns setof tstzrange
+language plpgsql
+immutable
+rows 3
+set search_path = ''
+as $$
+begin
+  return query
+  select pg_catalog.unnest(
+    pg_catalog.tstzmultirange(pg_catalog.tstzrange(p_from, p_to))
+    - coalesce((select pg_catalog.range_agg(pg_catalog.tstzrange(d, d + interval '1 day')) from pg_catalog.unnest(p_days) d),
+               '{}'::pg_catalog.tstzmultirange));
+end
+$$;
+
+-- The summary, now over the rollup of summarized days plus the rows of the others. Same
+-- answer as before (see 20261125170000_email_analytics.sql), with two more parameters:
+-- p_rollup (false: read only the rows, as before) and p_exact_latency_rows (above this many
+-- messages in the range, latency percentiles come from the histogram).
+drop function private.email_analytics(timestamptz, timestamptz, text, text, text[], uuid, text[], uuid, uuid, integer);
+
+create function private.email_analytics(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_interval text,
+  p_tz text,
+  p_breakdowns text[],
+  p_config uuid default null,
+  p_statuses text[] default null,
+  p_batch uuid default null,
+  p_template uuid default null,
+  p_top integer default 25,
+  p_rollup boolean default true,
+  p_exact_latency_rows integer default 50000
+)
+returns json
+language plpgsql
+set search_path = ''
+-- The planner's estimates for the day ranges are rough: JIT would compile (seconds) for nothing.
+set jit = off
+as $$
+declare
+  v_result json;
+  v_agent_keys boolean := exists (select 1 from unnest(p_breakdowns) b where b like 'agent_context.%');
+  v_rollup boolean;
+begin
+  if p_interval is null or p_interval not in ('hour', 'day') then
+    perform private.analytics_refuse('invalid_interval', 'interval must be hour or day');
+  end if;
+  v_rollup := p_rollup and not v_agent_keys and p_config is null and p_batch is null and p_template is null
+              and private.analytics_whole_hour_zone(p_from, p_to, p_tz);
+  if v_rollup then
+    perform private.summarize_email_stats(p_from, p_to);
+  end if;
+  -- Buckets, their labels and day arithmetic (23- and 25-hour days) in the caller's zone.
+  perform pg_catalog.set_config('TimeZone', p_tz, true);
+
+  with covered as materialized (
+    -- Summarized days wholly inside the range (none without the rollup).
+    select s.day from private.email_stats_days s
+     where v_rollup and s.user_id = (select auth.uid())
+       and s.day >= p_from and s.day + interval '1 day' <= p_to
+  ),
+  uncovered as (
+    select u.r from private.analytics_uncovered(p_from, p_to, (select array_agg(c.day) from covered c)) u (r)
+  ),
+  f as materialized (
+    -- The rows of the days not summarized; only the columns the requested breakdowns read.
+    select a.status, a.config_id, a.batch_id, a.error_class, a.created_at,
+           case when 'recipient_domain' = any (p_breakdowns) then a.to_addresses end as to_addresses,
+           case when v_agent_keys then a.agent_context end as agent_context,
+           case when a.status = 'sent' and a.completed_at is not null
+                then extract(epoch from (a.completed_at - coalesce(a.scheduled_at, a.created_at))) * 1000
+           end as latency_ms
+      from uncovered u
+      join public.email_audit_log a on a.created_at >= lower(u.r) and a.created_at < upper(u.r)
+     where (p_config is null or a.config_id = p_config)
+       and (p_statuses is null or a.status = any (p_statuses))
+       and (p_batch is null or a.batch_id = p_batch)
+       and (p_template is null or a.template_id = p_template)
+  ),
+  -- Rollup keys as the rows now say them: a deleted config or batch reads as null.
+  rolled_hours as materialized (
+    select h.hour, c.id as config_id, b.id as batch_id, h.status, h.error_class, h.n
+      from private.email_stats_hourly h
+      join covered d on d.day = h.day
+      left join public.user_smtp_configs c on c.id = h.config_id
+      left join public.email_batches b on b.id = h.batch_id
+     where h.user_id = (select auth.uid())
+       and (p_statuses is null or h.status = any (p_statuses))
+  ),
+  -- Every count below reads these cells: the rows' and the rollup's, at the bucket's grain.
+  cells as materialized (
+    select f.status, f.config_id, f.batch_id, f.error_class, date_trunc(p_interval, f.created_at) as start,
+           count(*)::integer as n
+      from f group by 1, 2, 3, 4, 5
+    union all
+    select r.status, r.config_id, r.batch_id, r.error_class, date_trunc(p_interval, r.hour), sum(r.n)::integer
+      from rolled_hours r group by 1, 2, 3, 4, 5
+  ),
+  by_status as (
+    select c.status, sum(c.n)::integer as n from cells c group by c.status
+  ),
+  domain_cells as (
+    select d.domain, f.status, count(*)::integer as n
+      from f cross join lateral unnest(case cardinality(f.to_addresses)
+             when 0 then '{}'::text[]
+             when 1 then array[lower(split_part(f.to_addresses[1], '@', 2))]
+             else array(select distinct lower(split_part(t, '@', 2)) from unnest(f.to_addresses) t)
+           end) d (domain)
+     where 'recipient_domain' = any (p_breakdowns)
+     group by 1, 2
+    union all
+    select r.domain, r.status, sum(r.n)::integer
+      from private.email_stats_domains r
+      join covered d on d.day = r.day
+     where 'recipient_domain' = any (p_breakdowns)
+       and r.user_id = (select auth.uid())
+       and (p_statuses is null or r.status = any (p_statuses))
+     group by 1, 2
+  ),
+  -- Each requested breakdown grouped on its own (a false `= any` skips its scan).
+  counted as (
+    select 'config' as breakdown, g.key::text as key, c.name, g.total, g.sent, g.failed, g.unknown
+      from (
+        select x.config_id as key, sum(x.n)::integer as total,
+               coalesce(sum(x.n) filter (where x.status = 'sent'), 0)::integer as sent,
+               coalesce(sum(x.n) filter (where x.status = 'failed'), 0)::integer as failed,
+               coalesce(sum(x.n) filter (where x.status = 'unknown'), 0)::integer as unknown
+          from cells x where 'config' = any (p_breakdowns) group by x.config_id
+      ) g
+      left join public.user_smtp_configs c on c.id = g.key
+    union all
+    -- A message counts once per domain it went to (most have one recipient: no sort for those).
+    select 'recipient_domain', x.domain, null, sum(x.n)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'sent'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'failed'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'unknown'), 0)::integer
+      from domain_cells x
+     group by x.domain
+    union all
+    select 'error_code', x.error_class, null, sum(x.n)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'sent'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'failed'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'unknown'), 0)::integer
+      from cells x where 'error_code' = any (p_breakdowns) and x.error_class is not null
+     group by x.error_class
+    union all
+    select 'batch', x.batch_id::text, null, sum(x.n)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'sent'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'failed'), 0)::integer,
+           coalesce(sum(x.n) filter (where x.status = 'unknown'), 0)::integer
+      from cells x where 'batch' = any (p_breakdowns) and x.batch_id is not null
+     group by x.batch_id
+    union all
+    select b, f.agent_context ->> substr(b, length('agent_context.') + 1), null, count(*)::integer,
+           (count(*) filter (where f.status = 'sent'))::integer,
+           (count(*) filter (where f.status = 'failed'))::integer,
+           (count(*) filter (where f.status = 'unknown'))::integer
+      from unnest(p_breakdowns) b cross join f
+     where b like 'agent_context.%'
+     group by 1, 2
+  ),
+  ranked as (
+    select c.*, row_number() over (partition by c.breakdown order by c.total desc, c.key nulls last) as rank
+      from counted c
+  ),
+  -- Exact percentiles when nothing is summarized or the range is small enough to read again.
+  exact_latency as materialized (
+    select not exists (select 1 from covered)
+           or coalesce((select sum(n) from by_status), 0) <= p_exact_latency_rows as exact
+  ),
+  latency_values as (
+    select f.latency_ms from f where f.latency_ms is not null and (select exact from exact_latency)
+    union all
+    select extract(epoch from (a.completed_at - coalesce(a.scheduled_at, a.created_at))) * 1000
+      from covered d
+      join public.email_audit_log a on a.created_at >= d.day and a.created_at < d.day + interval '1 day'
+     where (select exact from exact_latency)
+       and a.status = 'sent' and a.completed_at is not null
+       and (p_config is null or a.config_id = p_config)
+       and (p_statuses is null or a.status = any (p_statuses))
+       and (p_batch is null or a.batch_id = p_batch)
+       and (p_template is null or a.template_id = p_template)
+  ),
+  latency_exact as (
+    select count(*) as n, percentile_cont(array[0.5, 0.9, 0.99]) within group (order by v.latency_ms) as p
+      from latency_values v
+  ),
+  -- Otherwise the histogram: the rows' latencies bucketed as the rollup's are.
+  histogram as (
+    select x.bucket, sum(x.n) as n, sum(sum(x.n)) over (order by x.bucket) as cum
+      from (
+        select case when f.latency_ms < 1 then 0 else 1 + floor(ln(f.latency_ms::float8) / ln(1.02))::integer end as bucket,
+               count(*) as n
+          from f where f.latency_ms is not null and not (select exact from exact_latency)
+         group by 1
+        union all
+        select r.bucket, sum(r.n)
+          from private.email_stats_latency r
+          join covered d on d.day = r.day
+         where not (select exact from exact_latency)
+           and r.user_id = (select auth.uid())
+           and (p_statuses is null or 'sent' = any (p_statuses))
+         group by 1
+      ) x
+     group by x.bucket
+  ),
+  -- percentile_cont's interpolation between the order statistics k and k + 1, each read from
+  -- the bucket that holds it.
+  latency_approx as (
+    select t.n, array_agg((
+             with k as (select floor(q.p * (t.n - 1)) as k, q.p * (t.n - 1) - floor(q.p * (t.n - 1)) as frac)
+             select lo.v + k.frac * (coalesce(hi.v, lo.v) - lo.v)
+               from k
+               cross join lateral (select private.latency_bucket_value(h.bucket) as v from histogram h
+                                    where h.cum > k.k order by h.bucket limit 1) lo
+               left join lateral (select private.latency_bucket_value(h.bucket) as v from histogram h
+                                   where h.cum > k.k + 1 order by h.bucket limit 1) hi on true
+           ) order by q.ord) as p
+      from (select coalesce(sum(h.n), 0) as n from histogram h) t
+      cross join unnest(array[0.5, 0.9, 0.99]) with ordinality q (p, ord)
+     where t.n > 0
+     group by t.n
+  ),
+  latency as (
+    select l.n, l.p from latency_exact l where (select exact from exact_latency)
+    union all
+    select coalesce(a.n, 0), a.p from (select 1) one left join latency_approx a on true
+     where not (select exact from exact_latency)
+  )
+  select json_build_object(
+    'total', (select coalesce(sum(n), 0)::integer from by_status),
+    'totals', (
+      select json_object_agg(s.status, coalesce(b.n, 0) order by s.ord)
+        from unnest(array['sent', 'failed', 'unknown', 'deferred', 'queued', 'scheduled', 'sending', 'cancelled'])
+             with ordinality s (status, ord)
+        left join by_status b on b.status = s.status
+    ),
+    'success_rate', (
+      select round(sum(n) filter (where status = 'sent')::numeric
+                   / nullif(sum(n) filter (where status in ('sent', 'failed', 'unknown', 'deferred')), 0), 4)
+        from by_status
+    ),
+    'latency_ms', (
+      select json_build_object('count', l.n, 'p50', round(l.p[1]), 'p90', round(l.p[2]), 'p99', round(l.p[3]))
+        from latency l
+    ),
+    'series', (
+      select coalesce(json_agg(json_build_object(
+               'start', s.start, 'total', coalesce(c.total, 0), 'sent', coalesce(c.sent, 0),
+               'failed', coalesce(c.failed, 0), 'unknown', coalesce(c.unknown, 0)) order by s.start), '[]')
+        -- Each bucket counted from the first (not from the one before): after a skipped local
+        -- midnight (America/Santiago) the next days still start at their own midnight.
+        from (
+          select date_trunc(p_interval, p_from) + n * ('1 ' || p_interval)::interval as start
+            from generate_series(0, (extract(epoch from (p_to - date_trunc(p_interval, p_from)))
+                                     / case p_interval when 'hour' then 3600 else 82800 end)::integer) n
+        ) s
+        left join (
+          select x.start, sum(x.n)::integer as total,
+                 coalesce(sum(x.n) filter (where x.status = 'sent'), 0)::integer as sent,
+                 coalesce(sum(x.n) filter (where x.status = 'failed'), 0)::integer as failed,
+                 coalesce(sum(x.n) filter (where x.status = 'unknown'), 0)::integer as unknown
+            from cells x group by 1
+        ) c on c.start = s.start
+       where s.start < p_to
+    ),
+    'breakdowns', (
+      select coalesce(json_object_agg(b.breakdown, coalesce((
+               select json_agg(json_build_object('key', c.key, 'name', c.name, 'total', c.total, 'sent', c.sent,
+                                                 'failed', c.failed, 'unknown', c.unknown) order by c.rank)
+                 from ranked c where c.breakdown = b.breakdown and c.rank <= p_top), '[]')
+             order by b.ord), '{}')
+        from unnest(p_breakdowns) with ordinality b (breakdown, ord)
+    )
+  ) into v_result;
+  return v_result;
+end
+$$;
+
+revoke all on function private.latency_bucket_value(integer) from public, anon, authenticated;
+revoke all on function private.summarize_email_stats(timestamptz, timestamptz) from public, anon, authenticated;
+revoke all on function private.forget_email_stats_of_row() from public, anon, authenticated;
+revoke all on function private.forget_email_stats_of_deleted() from public, anon, authenticated;
+revoke all on function private.forget_all_email_stats() from public, anon, authenticated;
+revoke all on function private.analytics_uncovered(timestamptz, timestamptz, timestamptz[]) from public, anon, authenticated;
+revoke all on function private.analytics_whole_hour_zone(timestamptz, timestamptz, text) from public, anon, authenticated;
+revoke all on function private.email_analytics(
+  timestamptz, timestamptz, text, text, text[], uuid, text[], uuid, uuid, integer, boolean, integer
+) from public, anon, authenticated;
+grant execute on function private.latency_bucket_value(integer) to authenticated;
+grant execute on function private.summarize_email_stats(timestamptz, timestamptz) to authenticated;
+grant execute on function private.analytics_uncovered(timestamptz, timestamptz, timestamptz[]) to authenticated;
+grant execute on function private.analytics_whole_hour_zone(timestamptz, timestamptz, text) to authenticated;
+grant execute on function private.email_analytics(
+  timestamptz, timestamptz, text, text, text[], uuid, text[], uuid, uuid, integer, boolean, integer
+) to authenticated;
