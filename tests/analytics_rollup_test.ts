@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { startTestStack } from "./harness.ts";
 import { createSql, withUser } from "../supabase/functions/_shared/db.ts";
 import { parseSummaryQuery } from "../supabase/functions/_shared/analytics/params.ts";
-import { analyticsSummary } from "../supabase/functions/_shared/analytics/store.ts";
+import { analyticsSummary, summarizeSettledDays } from "../supabase/functions/_shared/analytics/store.ts";
 
 Deno.test({
   name: "email-analytics rollup",
@@ -91,6 +91,26 @@ Deno.test({
           assert.deepEqual(await throughFunction(query), await fromRows(query), `${label}: ${query}`);
         }
       };
+
+      await t.step("settled days are summarized a week per request, kept even when the summary times out", async () => {
+        const query = parseSummaryQuery(new URLSearchParams(`from=${from}`));
+        const summarized = async () =>
+          (await stack.sql<{ days: number }[]>`
+            select count(*)::int as days from private.email_stats_days where user_id = ${alice.id}`)[0].days;
+        assert.equal(await summarizeSettledDays(sql, claims, query), 7);
+        await assert.rejects(
+          withUser(sql, claims, (tx) => analyticsSummary(tx, query, { statementTimeout: "1ms" })),
+          (error: { code?: string }) => error.code === "analytics_timeout",
+        );
+        assert.equal(await summarized(), 7, "the first week stays summarized");
+        const rest = await summarizeSettledDays(sql, claims, query);
+        assert.ok(rest >= 2 && rest <= 7, `the next request summarizes the rest (${rest})`);
+        assert.equal(await summarized(), 7 + rest);
+        // A summary the rollup cannot serve summarizes nothing.
+        const filtered = parseSummaryQuery(new URLSearchParams(`from=${from}&config=spare`));
+        assert.equal(await summarizeSettledDays(sql, claims, filtered), 0);
+        await stack.sql`delete from private.email_stats_days where user_id = ${alice.id}`;
+      });
 
       await t.step("the function's answers equal the rows' for every filter, breakdown and zone", async () => {
         await assertSame("first");

@@ -13,7 +13,7 @@ import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
 import { ApiError, type Handler, json, routeSegments, serveJson } from "../_shared/http.ts";
 import { parseMessagesQuery, parseSummaryQuery } from "../_shared/analytics/params.ts";
-import { analyticsSummary, getMessage, listMessages } from "../_shared/analytics/store.ts";
+import { analyticsSummary, getMessage, listMessages, summarizeSettledDays } from "../_shared/analytics/store.ts";
 
 /** Build the email-analytics handler over a shared context. */
 export function createEmailAnalyticsHandler(ctx: AppContext): Handler {
@@ -26,6 +26,8 @@ export function createEmailAnalyticsHandler(ctx: AppContext): Handler {
     const params = new URL(req.url).searchParams;
     if (resource === undefined) {
       const query = parseSummaryQuery(params);
+      // Settled days first, committed on their own: kept even if the summary then runs out of time.
+      await summarizeSettledDays(ctx.sql, claims, query);
       return json(await withUser(ctx.sql, claims, (tx) => analyticsSummary(tx, query)));
     }
     if (resource !== "messages" || rest.length > 0) throw new ApiError(404, "route_not_found", "No such route");
