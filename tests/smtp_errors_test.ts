@@ -18,6 +18,28 @@ Deno.test("SMTP error classification", async (t) => {
       false,
     ],
     [
+      "Microsoft 365 with Basic authentication off",
+      {
+        code: "EAUTH",
+        responseCode: 550,
+        response: "550 5.7.30 Basic authentication is not supported for Client Submission.",
+      },
+      "smtp_basic_auth_disabled",
+      "failed",
+      false,
+    ],
+    [
+      "Basic authentication disabled, said in words only",
+      {
+        code: "EAUTH",
+        responseCode: 535,
+        response: "535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+      },
+      "smtp_basic_auth_disabled",
+      "failed",
+      false,
+    ],
+    [
       "a temporary AUTH failure",
       { code: "EAUTH", responseCode: 454, response: "454 4.7.0 later" },
       "smtp_auth_deferred",

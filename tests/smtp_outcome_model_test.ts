@@ -259,6 +259,21 @@ Deno.test({
         );
       });
 
+      await t.step(
+        "Microsoft 365 refusing passwords (5.7.30) says to switch to OAuth, not that the password is wrong",
+        async () => {
+          const { status, json, audit } = await send({
+            authReply: () => "550 5.7.30 Basic authentication is not supported for Client Submission.",
+          }, { to: "a@example.com" });
+          assert.equal(status, 502);
+          assert.equal(json.error.code, "smtp_basic_auth_disabled");
+          assert.equal(json.error.details?.retryable, false);
+          assert.match(String(json.error.details?.hint), /OAuth/);
+          assert.equal(json.error.details?.smtp_response, "550 [reply text withheld]");
+          assert.equal(audit.error_class, "smtp_basic_auth_disabled");
+        },
+      );
+
       await t.step("a 421 greeting is a temporary refusal; a 554 greeting a permanent one (not TLS)", async () => {
         const busy = await send({ greeting: "421 4.3.2 Too many connections, try again later" }, {
           to: "a@example.com",

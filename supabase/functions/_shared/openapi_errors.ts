@@ -218,6 +218,11 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "535 5.7.8 Authentication credentials invalid",
     details: { retryable: false, smtp_code: 535 },
   },
+  smtp_basic_auth_disabled: {
+    status: 502,
+    message: "The SMTP server no longer accepts passwords (Microsoft 365 turned Basic authentication off for SMTP)",
+    details: { retryable: false, smtp_code: 550, hint: "connect the mailbox with OAuth instead" },
+  },
   smtp_connect_failed: {
     status: 502,
     message: "Connection refused by smtp.example.com:465",
@@ -361,6 +366,7 @@ const IDEMPOTENCY = [
 ];
 const SMTP = [
   "smtp_auth_failed",
+  "smtp_basic_auth_disabled",
   "smtp_connect_failed",
   "smtp_connect_timeout",
   "smtp_tls_untrusted",

@@ -1300,7 +1300,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown` */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2843,7 +2843,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout` */
             502: {
                 headers: {
                     [name: string]: unknown;

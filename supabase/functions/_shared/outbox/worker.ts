@@ -613,6 +613,7 @@ function retryAfter(error: ApiError): number {
 // config (or verifies it again), so its queue waits instead of failing message by message.
 const PAUSES_CONFIG = new Set([
   "smtp_auth_failed",
+  "smtp_basic_auth_disabled",
   "smtp_auth_required",
   "smtp_auth_unavailable",
   "smtp_tls_failed",

@@ -371,6 +371,23 @@ export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFail
           ...withheld,
         };
       }
+      // Microsoft 365 with password (Basic) authentication off for SMTP, as it is by default for
+      // every tenant from the end of December 2026: a password cannot work however correct it is.
+      if (
+        base.enhancedCode === "5.7.30" || /basic auth(entication)? is (not supported|disabled)/i.test(e.response ?? "")
+      ) {
+        return {
+          ...make(
+            "smtp_basic_auth_disabled",
+            "session",
+            false,
+            "The SMTP server no longer accepts passwords (Microsoft 365 turned Basic authentication off for SMTP)",
+            "connect the mailbox with OAuth instead: Microsoft 365 sends from hosted Supabase only through Microsoft " +
+              "Graph (transport graph), since its SMTP submission port 587 is blocked there",
+          ),
+          ...withheld,
+        };
+      }
       return { ...make("smtp_auth_failed", "session", false, "The SMTP server rejected the credentials"), ...withheld };
     }
     case "ENOAUTHOFFERED":

@@ -94,6 +94,6 @@ const AFTER_LOGIN = new Set([
  */
 export function authVerdict(failureCode: string | undefined): boolean | null {
   if (failureCode === undefined) return true;
-  if (failureCode === "smtp_auth_failed") return false;
+  if (failureCode === "smtp_auth_failed" || failureCode === "smtp_basic_auth_disabled") return false;
   return AFTER_LOGIN.has(failureCode) ? true : null;
 }
