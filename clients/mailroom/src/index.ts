@@ -169,6 +169,10 @@ export class MailroomClient {
   /** SMTP configurations. */
   readonly configs = {
     list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),
+    /** Well-known providers (Gmail, Microsoft 365, ...): create a config with `preset: id` and only credentials. */
+    presets: () =>
+      this.call<{ presets: T.ProviderPreset[] }>({ fn: "smtp-configs", method: "GET", path: segment("presets") })
+        .then((r) => r.presets),
     get: async (ref: string) =>
       await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "GET", path: segment(ref) }),
     create: (config: T.CreateConfigRequest) =>

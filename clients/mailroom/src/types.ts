@@ -21,6 +21,8 @@ export type SmtpConfigWithWarnings = Schemas["SmtpConfigWithWarnings"];
 export type Warning = SmtpConfigWithWarnings["warnings"][number];
 export type Verification = Schemas["Verification"];
 export type VerificationRecord = Schemas["VerificationList"]["verifications"][number];
+/** A well-known provider: its server, login, limits, and whether this deployment reaches it. */
+export type ProviderPreset = Schemas["PresetList"]["presets"][number];
 export type Template = Schemas["Template"];
 export type TemplatePreview = Schemas["TemplatePreview"];
 export type AnalyticsSummary = Schemas["AnalyticsSummary"];

@@ -289,6 +289,12 @@ function buildDocument(projectUrl: string): Json {
           },
         ),
       },
+      "/smtp-configs/presets": {
+        get: op(
+          "Well-known providers: server, login, limits, and whether this deployment reaches them",
+          ok("PresetList", "Gmail, Microsoft 365, iCloud, Fastmail, ... in that order"),
+        ),
+      },
       "/smtp-configs/{ref}": {
         get: op("One config", ok("SmtpConfig", "The config"), { parameters: [config] }),
         patch: op("Change a config", ok("SmtpConfigWithWarnings", "The config and warnings"), {

@@ -218,6 +218,17 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "535 5.7.8 Authentication credentials invalid",
     details: { retryable: false, smtp_code: 535 },
   },
+  preset_unknown: { status: 400, message: 'No preset "gmial"; see GET /smtp-configs/presets' },
+  preset_needs_oauth: {
+    status: 422,
+    message: "Microsoft 365 / Exchange Online takes no passwords for SMTP; connect it with OAuth",
+    details: { preset: "microsoft365" },
+  },
+  preset_unreachable: {
+    status: 422,
+    message: "iCloud Mail's SMTP server (smtp.mail.me.com:587) cannot be reached from here",
+    details: { preset: "icloud", port: 587 },
+  },
   smtp_basic_auth_disabled: {
     status: 502,
     message: "The SMTP server no longer accepts passwords (Microsoft 365 turned Basic authentication off for SMTP)",

@@ -128,6 +128,32 @@ export const verification = z.strictObject({
   server_banner: z.string().nullable(),
 });
 
+const scopes = z.array(z.string());
+
+export const presetList = z.strictObject({
+  presets: z.array(z.strictObject({
+    id: z.string(),
+    name: z.string(),
+    smtp: z.strictObject({ host: z.string(), port: z.number().int(), security: z.enum(["tls", "starttls"]) }),
+    auth: z.array(z.enum(["password", "app_password", "api_key", "oauth2"])),
+    credentials: z.string(),
+    oauth: z.strictObject({
+      provider: z.enum(["google", "microsoft"]),
+      scopes: z.strictObject({ smtp: scopes.optional(), graph: scopes.optional(), gmail_api: scopes.optional() }),
+    }).optional(),
+    https_transports: z.array(z.enum(["graph", "gmail_api"])),
+    limits: z.strictObject({
+      per_day: z.number().int().optional(),
+      per_minute: z.number().int().optional(),
+      recipients_per_message: z.number().int().optional(),
+      note: z.string(),
+    }),
+    note: z.string().optional(),
+    docs: z.string(),
+    reachable_here: z.strictObject({ smtp: z.boolean(), reason: z.string().optional() }),
+  })),
+});
+
 export const verificationList = z.strictObject({
   config_id: uuid,
   verifications: z.array(z.strictObject({
@@ -240,6 +266,7 @@ export const RESPONSES = {
   Deleted: deleted,
   Verification: verification,
   VerificationList: verificationList,
+  PresetList: presetList,
   Template: template,
   TemplateList: templateList,
   TemplatePreview: templatePreview,

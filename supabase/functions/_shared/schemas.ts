@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { type Address, parseAddress, type RecipientInput } from "./mail/addresses.ts";
 import { ApiError, isUuid } from "./http.ts";
+import { PRESET_IDS } from "./presets/providers.ts";
 
 /** Issues carrying this param make `parseBody` answer `invalid_header_value` instead of `invalid_request`. */
 const HEADER_BREAK = { code: "invalid_header_value" };
@@ -236,7 +237,9 @@ export function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.inf
 
 const configName = z.string().trim().min(1).max(64)
   .regex(/^[\p{L}\p{N}][\p{L}\p{N} ._@+-]*$/u, "use letters, digits, spaces and . _ @ + -")
-  .refine((name) => !isUuid(name), "must not look like an id");
+  .refine((name) => !isUuid(name), "must not look like an id")
+  // GET /smtp-configs/presets is the provider list, not a config.
+  .refine((name) => name.toLowerCase() !== "presets", '"presets" is reserved');
 
 // Stored in canonical form (see mail/addresses.ts), which the database checks again.
 const fromEmail = z.string().max(320).transform((value, ctx) => {
@@ -276,6 +279,10 @@ const DEFAULT_PORTS = { tls: 465, starttls: 587, none: 25 } as const;
 /** Body of `POST /smtp-configs`. */
 export const createConfigRequest = z.object({
   ...configFields,
+  preset: z.enum(PRESET_IDS).optional().describe(
+    "A provider from GET /smtp-configs/presets: its host, port, security and sending limits are filled in " +
+      "(fields given here win), so only name, username, password and from_email are needed",
+  ),
   port: configFields.port.optional(),
   security: configFields.security.default("tls"),
   username: configFields.username.optional(),

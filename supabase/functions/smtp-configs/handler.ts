@@ -1,5 +1,6 @@
 // /smtp-configs: create, list, read, update, delete, make default, (de)activate and
 // verify the caller's SMTP configurations, and list a config's verifications (GET /:ref/verifications).
+// GET /smtp-configs/presets lists well-known providers; `preset` in a create request uses one.
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
@@ -12,6 +13,7 @@ import {
 } from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
+import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
 import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, listVerifications, startVerification } from "../_shared/store/verifications.ts";
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
@@ -48,7 +50,8 @@ async function checkServer(
 }
 
 async function create(ctx: AppContext, claims: UserClaims, req: Request): Promise<Response> {
-  const body = parseBody(createConfigRequest, await readJson(req, MAX_BODY_BYTES));
+  // A preset fills in the provider's server (and refuses one this deployment cannot use).
+  const body = parseBody(createConfigRequest, applyPreset(await readJson(req, MAX_BODY_BYTES), ctx.config.egress));
   const { host, warnings } = await checkServer(ctx.config.egress, body, ctx.config.smtp.connectTimeoutMs);
   const config = await withUser(ctx.sql, claims, (tx) => createConfig(tx, { ...body, host }));
   return json({ ...config, warnings }, 201);
@@ -150,6 +153,10 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
     const method = req.method;
 
     if (rest.length > 0) throw new ApiError(404, "route_not_found", "No such route");
+    if (ref === "presets" && action === undefined) {
+      if (method !== "GET") methodNotAllowed("GET");
+      return json({ presets: listPresets(ctx.config.egress) });
+    }
     if (ref === undefined) {
       if (method === "GET") return json({ configs: await withUser(ctx.sql, claims, listConfigs) });
       if (method === "POST") return await create(ctx, claims, req);

@@ -138,6 +138,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/smtp-configs/presets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Well-known providers: server, login, limits, and whether this deployment reaches them */
+        get: operations["getSmtpConfigsPresets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/smtp-configs/{ref}": {
         parameters: {
             query?: never;
@@ -551,6 +568,11 @@ export interface components {
                 /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
                 max_connections?: number;
             };
+            /**
+             * @description A provider from GET /smtp-configs/presets: its host, port, security and sending limits are filled in (fields given here win), so only name, username, password and from_email are needed
+             * @enum {string}
+             */
+            preset?: "gmail" | "microsoft365" | "outlook_com" | "icloud" | "fastmail" | "zoho" | "yahoo" | "amazon_ses" | "mailgun" | "sendgrid" | "postmark" | "brevo";
         };
         UpdateConfigRequest: {
             name?: string;
@@ -890,6 +912,42 @@ export interface components {
                 server_banner: string | null;
                 /** @description ISO 8601 */
                 created_at: string;
+            }[];
+        };
+        PresetList: {
+            presets: {
+                id: string;
+                name: string;
+                smtp: {
+                    host: string;
+                    port: number;
+                    /** @enum {string} */
+                    security: "tls" | "starttls";
+                };
+                auth: ("password" | "app_password" | "api_key" | "oauth2")[];
+                credentials: string;
+                oauth?: {
+                    /** @enum {string} */
+                    provider: "google" | "microsoft";
+                    scopes: {
+                        smtp?: string[];
+                        graph?: string[];
+                        gmail_api?: string[];
+                    };
+                };
+                https_transports: ("graph" | "gmail_api")[];
+                limits: {
+                    per_day?: number;
+                    per_minute?: number;
+                    recipients_per_message?: number;
+                    note: string;
+                };
+                note?: string;
+                docs: string;
+                reachable_here: {
+                    smtp: boolean;
+                    reason?: string;
+                };
             }[];
         };
         Template: {
@@ -2339,6 +2397,89 @@ export interface operations {
                 };
             };
             /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSmtpConfigsPresets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Gmail, Microsoft 365, iCloud, Fastmail, ... in that order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresetList"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
             503: {
                 headers: {
                     [name: string]: unknown;
