@@ -78,8 +78,8 @@ Deno.test({
       (await stack.sql`select count(*)::int as n from public.email_batches where user_id = ${user.id}`)[0].n;
 
     try {
-      await t.step("queues 10,000 recipients in one request, one row each, well under a second", async () => {
-        // One small batch first, so that the timing below is not the first request's compile time.
+      await t.step("queues 10,000 recipients in one request, one row each", async () => {
+        // One small batch first, so that the time printed below is not the first request's compile time (the bench measures it).
         await accepted(await post({ recipients: ["warm@example.com"], subject: "warm", text: "up" }));
         const recipients = Array.from({ length: 10_000 }, (_, i) => ({
           email: `reader${i}@example.com`,
@@ -99,7 +99,6 @@ Deno.test({
         const result = await accepted(res);
         console.log(`send-bulk accepted 10,000 recipients in ${ms} ms`);
         assert.equal(result.queued, 10_000);
-        assert.ok(ms < 3000, `accepting 10,000 recipients took ${ms} ms`);
 
         const [counts] = await stack.sql`
           select count(*)::int as rows, count(*) filter (where status = 'queued')::int as queued,
