@@ -77,7 +77,8 @@ create table private.email_stats_domains (
   user_id uuid not null,
   day timestamptz not null,
   status text not null,
-  domain text not null,
+  -- Null for a recipient without a domain (the rows' summary says null too).
+  domain text,
   n integer not null,
   foreign key (user_id, day) references private.email_stats_days (user_id, day) on delete cascade
 );
@@ -134,6 +135,10 @@ as $$
   select case when p_bucket = 0 then 0.5 else pg_catalog.exp((p_bucket - 0.5) * pg_catalog.ln(1.02)) end
 $$;
 
+-- A UTC day is `day` to `day + interval '24 hours'` everywhere here: `interval '1 day'` follows
+-- the session's time zone, which the summary sets to the caller's, and would make a day on which
+-- that zone changes its clock 23 or 25 hours long.
+--
 -- Summarize the caller's settled, not yet summarized UTC days that lie wholly in [p_from, p_to)
 -- (at most 7 a call).
 -- Concurrent callers do not summarize a day twice: the day's row is inserted first, so a second
@@ -149,34 +154,34 @@ as $$
 declare
   v_user uuid := auth.uid();
   v_days timestamptz[];
-  v_last timestamptz := least(p_to, pg_catalog.date_trunc('day', now(), 'UTC') - interval '1 day');
+  v_last timestamptz := least(p_to, pg_catalog.date_trunc('day', now(), 'UTC') - interval '24 hours');
 begin
   if v_user is null or p_from is null or v_last is null then
     return 0;
   end if;
-  -- Days not yet summarized first (cheap), then those whose rows are all final.
+  -- The newest days not yet summarized whose rows are all final (a day still waiting on a row is
+  -- passed over, not allowed to hold back the days before it).
   with candidates as materialized (
     select d.day
       from pg_catalog.generate_series(
              pg_catalog.date_trunc('day', p_from, 'UTC')
-               + case when p_from = pg_catalog.date_trunc('day', p_from, 'UTC') then interval '0' else interval '1 day' end,
-             v_last - interval '1 day', interval '1 day') d (day)
+               + case when p_from = pg_catalog.date_trunc('day', p_from, 'UTC') then interval '0' else interval '24 hours' end,
+             v_last - interval '24 hours', interval '24 hours') d (day)
      where not exists (select 1 from private.email_stats_days s where s.user_id = v_user and s.day = d.day)
+       and not exists (
+             select 1 from public.email_audit_log a
+              where a.user_id = v_user and a.created_at >= d.day and a.created_at < d.day + interval '24 hours'
+                and a.status not in ('sent', 'failed', 'unknown', 'deferred', 'cancelled'))
      -- A week per call, newest first (what most requests read): summarizing stays well within the
      -- statement timeout even for a busy mailbox (about 230,000 rows a week summarize in ~1 s), and
      -- the API calls this in a transaction of its own before the summary (analytics/store.ts), so
      -- each request keeps its progress even when the summary then runs out of time.
+     order by d.day desc
      limit 7
   ),
   claimed as (
     insert into private.email_stats_days (user_id, day)
-    select v_user, c.day
-      from candidates c
-     where not exists (
-             select 1 from public.email_audit_log a
-              where a.user_id = v_user and a.created_at >= c.day and a.created_at < c.day + interval '1 day'
-                and a.status not in ('sent', 'failed', 'unknown', 'deferred', 'cancelled'))
-     order by c.day
+    select v_user, c.day from candidates c order by c.day
     on conflict do nothing
     returning day
   )
@@ -195,7 +200,7 @@ begin
            end as latency_ms
       from pg_catalog.unnest(v_days) d (day)
       join public.email_audit_log a
-        on a.user_id = v_user and a.created_at >= d.day and a.created_at < d.day + interval '1 day'
+        on a.user_id = v_user and a.created_at >= d.day and a.created_at < d.day + interval '24 hours'
   ),
   hourly as (
     insert into private.email_stats_hourly (user_id, day, hour, config_id, batch_id, status, error_class, n)
@@ -338,7 +343,7 @@ begin
   return query
   select pg_catalog.unnest(
     pg_catalog.tstzmultirange(pg_catalog.tstzrange(p_from, p_to))
-    - coalesce((select pg_catalog.range_agg(pg_catalog.tstzrange(d, d + interval '1 day')) from pg_catalog.unnest(p_days) d),
+    - coalesce((select pg_catalog.range_agg(pg_catalog.tstzrange(d, d + interval '24 hours')) from pg_catalog.unnest(p_days) d),
                '{}'::pg_catalog.tstzmultirange));
 end
 $$;
@@ -379,9 +384,8 @@ begin
   end if;
   v_rollup := p_rollup and not v_agent_keys and p_config is null and p_batch is null and p_template is null
               and private.analytics_whole_hour_zone(p_from, p_to, p_tz);
-  if v_rollup then
-    perform private.summarize_email_stats(p_from, p_to);
-  end if;
+  -- Days are summarized before this (analytics/store.ts, in a transaction of their own), never
+  -- here: a failure to summarize must not fail a summary, and work done here would be lost with it.
   -- Buckets, their labels and day arithmetic (23- and 25-hour days) in the caller's zone.
   perform pg_catalog.set_config('TimeZone', p_tz, true);
 
@@ -389,7 +393,7 @@ begin
     -- Summarized days wholly inside the range (none without the rollup).
     select s.day from private.email_stats_days s
      where v_rollup and s.user_id = (select auth.uid())
-       and s.day >= p_from and s.day + interval '1 day' <= p_to
+       and s.day >= p_from and s.day + interval '24 hours' <= p_to
   ),
   uncovered as (
     select u.r from private.analytics_uncovered(p_from, p_to, (select array_agg(c.day) from covered c)) u (r)
@@ -505,7 +509,7 @@ begin
     union all
     select extract(epoch from (a.completed_at - coalesce(a.scheduled_at, a.created_at))) * 1000
       from covered d
-      join public.email_audit_log a on a.created_at >= d.day and a.created_at < d.day + interval '1 day'
+      join public.email_audit_log a on a.created_at >= d.day and a.created_at < d.day + interval '24 hours'
      where (select exact from exact_latency)
        and a.status = 'sent' and a.completed_at is not null
        and (p_config is null or a.config_id = p_config)
