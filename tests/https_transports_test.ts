@@ -143,6 +143,15 @@ Deno.test("HTTPS send APIs: Graph sendMail and the Gmail API", async (t) => {
       });
       const gmailLimit = await sendOverHttps("gmail_api", message, tokensFor("gmail-rt"), { endpoints });
       assert.deepEqual([gmailLimit.status, gmailLimit.failure?.code], ["deferred", "provider_throttled"]);
+      // A gateway error may come after the provider took the message: unknown, never resent.
+      standin.script({ endpoint: "graph", status: 504 });
+      const maybe = await sendOverHttps("graph", message, tokensFor("graph-rt"), { endpoints });
+      assert.deepEqual([maybe.status, maybe.failure?.code, maybe.failure?.retryable], [
+        "unknown",
+        "provider_outcome_unknown",
+        false,
+      ]);
+      assert.ok(maybe.recipients.every((r) => r.status === "unknown"));
       standin.script({ endpoint: "gmail", status: 503, retryAfter: "5" });
       const down = await sendOverHttps("gmail_api", message, tokensFor("gmail-rt"), { endpoints });
       assert.deepEqual([down.status, down.failure?.code, down.failure?.retryAfterSeconds], [

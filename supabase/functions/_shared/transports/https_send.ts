@@ -221,6 +221,23 @@ function reportOf(transport: HttpsTransport, message: HttpsMessage, answer: Answ
     case "refused": {
       const { status, code, text } = answer;
       const said = code ? ` (${code})` : "";
+      // 500, 502 and 504 may come after the provider took the message (a gateway timing out on a
+      // send that went through): like silence after SMTP's final dot, never resent automatically.
+      if (status === 500 || status === 502 || status === 504) {
+        return report(
+          message,
+          failure(
+            "provider_outcome_unknown",
+            "unknown",
+            "message",
+            false,
+            `${api} answered ${status}${said} after the message was sent; it may have been delivered, so it is ` +
+              "not sent again automatically",
+            status,
+            text,
+          ),
+        );
+      }
       if (status === 429 || status >= 500 || (status === 403 && RATE_LIMIT_REASONS.test(code))) {
         return report(message, {
           ...failure(
