@@ -217,9 +217,14 @@ async function startStack(
       SUPABASE_URL: apiUrl,
       SUPABASE_DB_URL: dbUrl,
       MAILROOM_SMTP_CA_CERTS: certs.caCert,
-      // The catcher is on loopback and on non-SMTP ports: allowed explicitly, never by default.
-      MAILROOM_EGRESS_ALLOWLIST: Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ??
-        `localhost:${LOCAL_PORTS.smtp},localhost:${LOCAL_PORTS.smtps}`,
+      // The catcher is on loopback and on non-SMTP ports: allowed explicitly, never by default. A
+      // developer's own entries (a Mailpit on localhost:1025) are added to the catcher's, not put in
+      // their place, so the demo config keeps working.
+      MAILROOM_EGRESS_ALLOWLIST: [
+        `localhost:${LOCAL_PORTS.smtp}`,
+        `localhost:${LOCAL_PORTS.smtps}`,
+        ...(Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ?? "").split(",").map((e) => e.trim()).filter(Boolean),
+      ].join(","),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     },
     onRequest: options.logRequests

@@ -210,6 +210,13 @@ Deno.test({
             JSON.stringify(issues),
           );
           assert.match(error.message, /^from: there is no "from"/);
+          // The config's own name for it, used in a send, is explained the same way.
+          const fromEmail = await stack.invoke("send-email", {
+            token: alice.token,
+            body: { from_email: "alice@example.com", to: "x@example.com", subject: "s", text: "t" },
+          });
+          const fromEmailIssues = (await body<ErrorBody>(fromEmail)).error.details?.issues as { path: string }[];
+          assert.deepEqual(fromEmailIssues.map((i) => i.path), ["from_email"]);
         },
       );
 

@@ -181,24 +181,35 @@ export interface BodyIssue {
 }
 
 /**
- * Why `from` is refused: senders used to Resend or Postmark put the sender in every request,
- * but here it belongs to the SMTP config (the server only accepts its own addresses).
+ * Why a sender key is refused: senders used to Resend or Postmark put the sender in every
+ * request (`from`, or `from_email` as a config has it), but here it belongs to the SMTP config
+ * (the server only accepts its own addresses).
  */
-export const FROM_KEY_MESSAGE = 'there is no "from": the sender is always the SMTP config\'s from_email. Choose ' +
-  "the config that sends with `config` (its name or id; the default config otherwise) and the display name with " +
-  "`from_name`; to send from another address, create a config for it (POST /smtp-configs)";
+export function senderKeyMessage(key = "from"): string {
+  return `there is no ${JSON.stringify(key)}: the sender is always the SMTP config's from_email. Choose ` +
+    "the config that sends with `config` (its name or id; the default config otherwise) and the display name with " +
+    "`from_name`; to send from another address, create a config for it (POST /smtp-configs)";
+}
+
+/** What `from` gets (kept for callers that match on it). */
+export const FROM_KEY_MESSAGE = senderKeyMessage("from");
+
+/** Keys a request may carry by habit from other email APIs, each explained at its own path. */
+const SENDER_KEYS = new Set(["from", "from_email", "sender"]);
 
 /**
- * Zod's issues as the API reports them (at most `max`): dotted paths, and an unknown `from`
- * key explained at its own path instead of folded into "Unrecognized key".
+ * Zod's issues as the API reports them (at most `max`): dotted paths, and an unknown sender key
+ * (`from`, `from_email`, `sender`) explained at its own path instead of folded into "Unrecognized key".
  */
 export function bodyIssues(issues: readonly z.core.$ZodIssue[], max = MAX_REPORTED_ISSUES): BodyIssue[] {
   const out: BodyIssue[] = [];
   for (const issue of issues) {
     const path = issue.path.map(String);
-    if (issue.code === "unrecognized_keys" && issue.keys.includes("from")) {
-      out.push({ path: [...path, "from"].join("."), message: FROM_KEY_MESSAGE });
-      const others = issue.keys.filter((key) => key !== "from");
+    if (issue.code === "unrecognized_keys" && issue.keys.some((key) => SENDER_KEYS.has(key))) {
+      for (const key of issue.keys.filter((key) => SENDER_KEYS.has(key))) {
+        out.push({ path: [...path, key].join("."), message: senderKeyMessage(key) });
+      }
+      const others = issue.keys.filter((key) => !SENDER_KEYS.has(key));
       if (others.length === 0) continue;
       const quoted = others.map((key) => JSON.stringify(key)).join(", ");
       out.push({ path: path.join("."), message: `Unrecognized key${others.length > 1 ? "s" : ""}: ${quoted}` });
