@@ -293,6 +293,35 @@ begin
 end
 $$;
 
+-- Forget the shared access token after the provider refused it (revoked early), unless a newer
+-- one replaced it meanwhile: the next send refreshes instead of trying the refused one again.
+create function private.forget_oauth_access_token(p_config_id uuid, p_access_token text)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_secret_id uuid;
+begin
+  select c.oauth_access_token_secret_id into v_secret_id
+    from public.user_smtp_configs c
+   where c.id = p_config_id and c.user_id = (select auth.uid())
+     for update;
+  if v_secret_id is null
+     or not exists (select 1 from vault.decrypted_secrets s where s.id = v_secret_id and s.decrypted_secret = p_access_token) then
+    return false;
+  end if;
+  update public.user_smtp_configs
+     set oauth_access_token_secret_id = null, oauth_access_token_expires_at = null
+   where id = p_config_id;
+  delete from vault.secrets where id = v_secret_id;
+  return true;
+end
+$$;
+
+revoke all on function private.forget_oauth_access_token(uuid, text) from public, anon, authenticated;
+grant execute on function private.forget_oauth_access_token(uuid, text) to authenticated;
 revoke all on function private.set_smtp_config_oauth(uuid, text, text) from public, anon, authenticated;
 revoke all on function private.lock_oauth_refresh(uuid) from public, anon, authenticated;
 revoke all on function private.smtp_config_oauth_credentials(uuid) from public, anon, authenticated;

@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(28);
+select plan(32);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -124,10 +124,30 @@ select throws_ok(
   $$select private.lock_oauth_refresh('a1a1a1a1-0000-4000-8000-000000000001')$$,
   'P0002', null, 'another user cannot hold the refresh lock'
 );
+select is(
+  private.forget_oauth_access_token('a1a1a1a1-0000-4000-8000-000000000001', 'at-1'),
+  false,
+  'another user cannot make Alice''s workers drop their token'
+);
 select throws_ok($$select * from vault.decrypted_secrets$$, '42501', null, 'Vault is out of reach of the API roles');
 
 -- A changed issuer or client drops the secrets in the same statement ---------------------------
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select results_eq(
+  $$select access_token from private.smtp_config_oauth_credentials('a1a1a1a1-0000-4000-8000-000000000001')$$,
+  $$values ('at-1'::text)$$,
+  'so the token stays'
+);
+select is(
+  private.forget_oauth_access_token('a1a1a1a1-0000-4000-8000-000000000001', 'at-other'),
+  false,
+  'a refusal of another token (a newer one replaced it) keeps the stored one'
+);
+select is(
+  private.forget_oauth_access_token('a1a1a1a1-0000-4000-8000-000000000001', 'at-1'),
+  true,
+  'the owner forgets the token the provider refused'
+);
 select lives_ok(
   $$select private.set_smtp_config_oauth('a2a2a2a2-0000-4000-8000-000000000002', 'rt-custom', 'cs-custom')$$,
   'owner stores the custom grant'

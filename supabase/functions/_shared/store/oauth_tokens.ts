@@ -1,0 +1,127 @@
+// Access tokens of an OAuth mailbox, as its owner: from this instance's cache, else from the one
+// stored for every worker, else refreshed once for all of them. The refresh runs under the
+// config's advisory lock (private.lock_oauth_refresh), so of eight workers that find the token
+// expired, one refreshes and seven read what it stored; a rotated refresh token is stored in the
+// same transaction. A grant the provider no longer honours pauses the config's queue.
+import type { UserClaims } from "../auth.ts";
+import { type Sql, withUser } from "../db.ts";
+import {
+  AccessTokenCache,
+  type CachedToken,
+  EXPIRY_MARGIN_MS,
+  OAuthError,
+  refreshAccessToken,
+  refreshScopes,
+  tokenEndpoint,
+} from "../oauth/mod.ts";
+import type { OAuthProvider, OAuthTransport } from "../oauth/mod.ts";
+import type { TokenSource } from "../transports/mod.ts";
+
+/** Tokens kept by this function instance, shared by every send it makes. */
+export const INSTANCE_TOKENS = new AccessTokenCache();
+
+/** What a token source needs to know about its config. */
+export interface OAuthConfigRef {
+  id: string;
+  /** When its credentials last changed: a new grant is a new cache key, never the old token. */
+  credentials_changed_at: string;
+}
+
+export interface TokenSourceOptions {
+  cache?: AccessTokenCache;
+  timeoutMs?: number;
+  /** Allow an `http:` token endpoint (the local stand-in only). */
+  allowHttp?: boolean;
+  /** Replace the providers' token endpoints (the local stand-in, in development and tests). */
+  tokenUrl?: string;
+}
+
+interface StoredGrant {
+  provider: OAuthProvider;
+  client_id: string;
+  tenant: string | null;
+  token_url: string | null;
+  scopes: string[] | null;
+  transport: OAuthTransport;
+  refresh_token: string | null;
+  client_secret: string | null;
+  access_token: string | null;
+  access_token_expires_at: Date | null;
+}
+
+/**
+ * A token source for one OAuth config, acting as its owner.
+ *
+ * @throws (from `get`) OAuthError: `oauth_reauth_required` (the config's queue is paused first),
+ *   `oauth_client_rejected`, `oauth_scope_missing`, or a retryable `oauth_token_refresh_failed`.
+ * @example
+ * ```ts
+ * const tokens = oauthTokenSource(ctx.sql, owner, config);
+ * const report = await sendOverHttps("graph", message, tokens);
+ * ```
+ */
+export function oauthTokenSource(
+  sql: Sql,
+  owner: UserClaims,
+  config: OAuthConfigRef,
+  options: TokenSourceOptions = {},
+): TokenSource {
+  const cache = options.cache ?? INSTANCE_TOKENS;
+  const key = `${config.id}:${config.credentials_changed_at}`;
+  return {
+    get: () => cache.get(key, () => sharedToken(sql, owner, config.id, options)),
+    invalidate: (accessToken) => {
+      cache.invalidate(key, accessToken);
+      // The other workers must not keep using a token the provider refused.
+      withUser(sql, owner, (tx) => tx`select private.forget_oauth_access_token(${config.id}::uuid, ${accessToken})`)
+        .catch(() => {});
+    },
+  };
+}
+
+/** The stored token while it is fresh, else a refresh under the config's lock, stored for everyone. */
+async function sharedToken(sql: Sql, owner: UserClaims, configId: string, options: TokenSourceOptions) {
+  try {
+    return await withUser(sql, owner, async (tx): Promise<CachedToken> => {
+      await tx`select private.lock_oauth_refresh(${configId}::uuid)`;
+      const [grant] = await tx<StoredGrant[]>`
+        select provider, client_id, tenant, token_url, scopes, transport, refresh_token, client_secret,
+               access_token, access_token_expires_at
+          from private.smtp_config_oauth_credentials(${configId}::uuid)`;
+      if (!grant?.refresh_token) {
+        throw new OAuthError(
+          "oauth_reauth_required",
+          "This mailbox has no OAuth grant stored: connect it (give a refresh token)",
+          false,
+        );
+      }
+      const stored = grant.access_token_expires_at?.getTime() ?? 0;
+      if (grant.access_token && stored - EXPIRY_MARGIN_MS > Date.now()) {
+        return { accessToken: grant.access_token, expiresAt: stored };
+      }
+      const fresh = await refreshAccessToken({
+        tokenUrl: options.tokenUrl ?? tokenEndpoint({
+          provider: grant.provider,
+          tenant: grant.tenant,
+          tokenUrl: grant.token_url,
+        }),
+        clientId: grant.client_id,
+        clientSecret: grant.client_secret,
+        refreshToken: grant.refresh_token,
+        scopes: refreshScopes({ provider: grant.provider, transport: grant.transport, scopes: grant.scopes }),
+      }, { timeoutMs: options.timeoutMs, allowHttp: options.allowHttp });
+      await tx`
+        select private.store_oauth_tokens(${configId}::uuid, ${fresh.accessToken},
+                                          ${new Date(fresh.expiresAt).toISOString()}::timestamptz,
+                                          ${grant.refresh_token}, ${fresh.rotatedRefreshToken ?? null})`;
+      return { accessToken: fresh.accessToken, expiresAt: fresh.expiresAt };
+    });
+  } catch (error) {
+    // Nothing sent through this mailbox can work until its owner connects it again: its queue
+    // waits (nothing lost, nothing failed for good) instead of each message failing on it.
+    if (error instanceof OAuthError && !error.retryable) {
+      await withUser(sql, owner, (tx) => tx`select private.pause_config_queue(${configId}::uuid, ${error.code})`);
+    }
+    throw error;
+  }
+}
