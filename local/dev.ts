@@ -1,7 +1,8 @@
 // `deno task dev`: the Docker-free local stack. Postgres (or DATABASE_URL), the platform
 // bootstrap, migrations via the Supabase CLI, an SMTP catcher with a web inbox, and the
 // functions at the same URLs as `supabase functions serve`. Ctrl-C, SIGTERM or `npm run stop`
-// stops it all; a second start while one runs leaves the running one alone (stack_state.ts).
+// stops it all; a second start while one runs leaves the running one alone: the stack holds a
+// lock for its whole life (stack_state.ts).
 import postgres from "postgres";
 import { bootstrapPlatform, type Cluster, pushMigrations, ROOT, startCluster } from "./postgres.ts";
 import { jwks, loadOrCreateSigningKey, mintToken } from "./jwt.ts";
@@ -108,21 +109,25 @@ async function main(): Promise<void> {
     functionPids: [],
   };
 
-  // A live stack is left alone: claimed before anything listens, so two starts cannot both run.
-  const claim = claimStackState(state);
+  // A live stack is left alone: the lock is taken before anything listens, so two starts cannot both run.
+  const claim = await claimStackState(state);
   if (!claim.claimed) {
     const running = claim.running;
     console.error(
-      `mailroom local stack is already running (pid ${running.pid}, ${running.apiUrl}, started ${running.startedAt}).\n` +
+      `mailroom local stack is already running (${
+        running ? `pid ${running.pid}, ${running.apiUrl}, started ${running.startedAt}` : "starting"
+      }).\n` +
         "See it with: npm run status   Stop it with: npm run stop",
     );
     Deno.exit(1);
   }
+  // Held until the process ends (the OS lets go of it even after kill -9).
+  const lock = claim.lock;
   for (const pid of claim.leftovers) console.log(`Stopped function process ${pid} left by a run that was killed.`);
 
   const busy = busyPorts(portsToCheck(externalDb !== undefined));
   if (busy.length > 0) {
-    releaseStackState();
+    releaseStackState(lock);
     for (const port of busy) console.error(describeBusyPort(port));
     Deno.exit(1);
   }
@@ -137,7 +142,7 @@ async function main(): Promise<void> {
     console.log("\nStopping mailroom local stack...");
     await startup.catch(() => {});
     for (const stop of stops.reverse()) await stop().catch((e) => console.error(e));
-    releaseStackState();
+    releaseStackState(lock);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", shutdown);
@@ -154,7 +159,7 @@ async function main(): Promise<void> {
     console.error(error);
     console.error("\nmailroom local stack could not start; stopping what did.");
     for (const stop of stops.reverse()) await stop().catch((e) => console.error(e));
-    releaseStackState();
+    releaseStackState(lock);
     Deno.exit(1);
   }
 }

@@ -2,7 +2,9 @@
  * A small web inbox over the SMTP catcher's store, so mail sent through the local stack can
  * be read in a browser, and a JSON API over the same store for scripts and tests. Message HTML
  * is untrusted: it is shown only inside a sandboxed iframe, under a CSP that allows no
- * scripts at all; the list page runs one same-origin script and nothing inline.
+ * scripts at all; the list page runs one same-origin script and nothing inline. It answers only
+ * to loopback host names, so a page that rebinds its own name to 127.0.0.1 (DNS rebinding)
+ * cannot use it as same-origin.
  *
  * @module
  */
@@ -18,7 +20,7 @@ export type { MessagePage, MessageSummary } from "./inbox_index.ts";
 export interface InboxOptions {
   /** Port to listen on; 0 picks a free one. */
   port: number;
-  /** Interface to bind; loopback by default. */
+  /** Interface to bind; loopback by default. A specific address is also accepted as a Host name. */
   host?: string;
   /** The messages to show. */
   store: MessageStore;
@@ -61,7 +63,7 @@ const CLIENT_SCRIPT = new URL("./inbox_client.js", import.meta.url);
  * ```
  */
 export async function startInbox(options: InboxOptions): Promise<Inbox> {
-  const handler = createInboxHandler(options.store);
+  const handler = createInboxHandler(options.store, { hosts: hostNamesOf(options.host) });
   // The same front as the gateway, so idle and slow connections are closed here too.
   const server = await serveHttp({ port: options.port, hostname: options.host ?? "127.0.0.1" }, handler);
   return { port: server.port, close: server.close };
@@ -74,24 +76,56 @@ export async function startInbox(options: InboxOptions): Promise<Inbox> {
  * JSON API: `GET /api/messages?q=&limit=&cursor=`, `DELETE /api/messages`,
  * `GET /api/messages/:id`, `DELETE /api/messages/:id`, `GET /api/version`. Deleting takes the
  * DELETE method only: a page on another origin cannot send one without a CORS preflight, which
- * this server never grants.
+ * this server never grants. A request whose Host is not `127.0.0.1`, `localhost` or `[::1]` (any
+ * port), nor one of `hosts`, is refused with 421 `host_not_allowed`: without that, a page whose
+ * name an attacker re-points at 127.0.0.1 would be same-origin and need no preflight.
  *
  * @example
  * ```ts
  * const handler = createInboxHandler(store);
- * const response = await handler(new Request("http://inbox/api/messages?q=invoice"));
+ * const response = await handler(new Request("http://127.0.0.1:54324/api/messages?q=invoice"));
  * ```
  */
 export function createInboxHandler(
   store: MessageStore,
+  options: { hosts?: string[] } = {},
 ): (request: Request) => Promise<Response> {
   const index = new MessageIndex(store);
+  const allowed = new Set([...LOOPBACK_NAMES, ...(options.hosts ?? []).map((h) => h.toLowerCase())]);
   return async (request) => {
     const url = new URL(request.url);
+    const host = hostNameOf(request, url);
+    if (host === undefined || !allowed.has(host)) {
+      return apiError(421, "host_not_allowed", "This inbox answers only at 127.0.0.1, localhost or [::1]");
+    }
     if (url.pathname.startsWith("/api/")) return await api(store, index, request, url);
     if (request.method !== "GET") return methodNotAllowed("GET");
     return await pages(store, url.pathname);
   };
+}
+
+/** The names a loopback-bound inbox is reached by, as URL hostnames (IPv6 in brackets). */
+const LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"];
+
+/** The bind address as an accepted Host name, unless it is loopback already or a wildcard. */
+function hostNamesOf(bind: string | undefined): string[] {
+  if (!bind || bind === "0.0.0.0" || bind === "::") return [];
+  return [bind.includes(":") && !bind.startsWith("[") ? `[${bind}]` : bind];
+}
+
+/** The request's Host name without its port, lower-cased; undefined when it does not parse. */
+function hostNameOf(request: Request, url: URL): string | undefined {
+  const header = request.headers.get("host");
+  if (header === null) return url.hostname;
+  try {
+    const parsed = new URL(`http://${header}/`);
+    // Nothing but a name and a port: `127.0.0.1@evil.example` or one with a path is not a Host.
+    const nameAndPort = !parsed.username && !parsed.password && parsed.pathname === "/" && !parsed.search &&
+      !parsed.hash;
+    return nameAndPort ? parsed.hostname : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function pages(store: MessageStore, pathname: string): Promise<Response> {

@@ -1,25 +1,27 @@
 // Other processes, seen from outside: alive or not, what they run, waiting for them to end.
-// Linux answers from /proc; elsewhere a signal-0-like probe (SIGCONT) says whether a pid lives.
+// Linux answers from /proc; elsewhere (macOS) `ps` does. Nothing here signals a process to probe it.
 
 /** True while `pid` is a running process (zombies count as gone). */
 export function isAlive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // The state follows the command name in parentheses; Z is a zombie, X dead.
-    return !/\)\s+[ZX]\s/.test(stat);
-  } catch {
-    if (hasProc()) return false;
+  if (hasProc()) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      // The state follows the command name in parentheses; Z is a zombie, X dead.
+      return !/\)\s+[ZX]\s/.test(stat);
+    } catch {
+      return false;
+    }
   }
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch (error) {
-    return error instanceof Deno.errors.PermissionDenied;
-  }
+  const state = ps(pid, "stat");
+  return state !== undefined && !state.startsWith("Z");
 }
 
-/** The command line of `pid`, arguments joined by spaces (Linux), or undefined. */
+/**
+ * The command line of `pid`, arguments joined by spaces, or undefined when it cannot be read
+ * (gone, a kernel thread, or not ours to see). Callers treat undefined as "not known to be ours".
+ */
 export function commandLineOf(pid: number): string | undefined {
+  if (!hasProc()) return ps(pid, "command");
   try {
     const raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
     return raw.split("\0").filter(Boolean).join(" ") || undefined;
@@ -36,6 +38,22 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return true;
+}
+
+/** One `ps` column for `pid` (`stat`, `command`), or undefined when there is no such process or no `ps`. */
+function ps(pid: number, column: "stat" | "command"): string | undefined {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  try {
+    const { success, stdout } = new Deno.Command("ps", {
+      args: ["-ww", "-o", `${column}=`, "-p", String(pid)],
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    const text = new TextDecoder().decode(stdout).trim();
+    return success && text ? text : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function hasProc(): boolean {

@@ -1,6 +1,6 @@
 // `npm run status`: is the local stack running, and where (as `supabase status`). Exits 0
 // when it runs, 1 when it does not.
-import { isLive, readStackState, type StackState } from "./stack_state.ts";
+import { readStackState, stackIsRunning, type StackState } from "./stack_state.ts";
 import { isAlive } from "./processes.ts";
 
 /** The status report of a live stack. */
@@ -17,10 +17,12 @@ export function describeRunning(state: StackState): string {
   ].join("\n");
 }
 
-function main(): void {
+async function main(): Promise<void> {
+  // Running means the stack's lock is held; the state file alone may be a killed run's.
+  const running = await stackIsRunning();
   const state = readStackState();
-  if (state && isLive(state)) {
-    console.log(describeRunning(state));
+  if (running) {
+    console.log(state ? describeRunning(state) : "mailroom local stack is starting.");
     return;
   }
   console.log(
@@ -31,4 +33,4 @@ function main(): void {
   Deno.exit(1);
 }
 
-if (import.meta.main) main();
+if (import.meta.main) await main();

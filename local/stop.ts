@@ -17,6 +17,12 @@ async function main(): Promise<void> {
           `${outcome.functionPids.length} function process(es)${outcome.cluster ? " and its Postgres" : ""}.`,
       );
       return;
+    case "unidentified":
+      console.error(
+        `mailroom local stack holds ${outcome.lockFile}, but its state names no running local/dev.ts; ` +
+          "nothing was signalled. Stop it from its own terminal (Ctrl-C).",
+      );
+      return Deno.exit(1);
     case "timeout":
       console.error(
         `mailroom local stack (pid ${outcome.pid}) did not stop within 30 s; kill it with: kill ${outcome.pid}`,

@@ -17,7 +17,7 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   // The running stack's database and issuer (it may run on DATABASE_URL or other ports), else the defaults.
-  const stack = runningStack();
+  const stack = await runningStack();
   const dbUrl = Deno.env.get("DATABASE_URL") ?? stack?.databaseUrl ?? localDatabaseUrl();
   const apiUrl = stack?.apiUrl ?? localApiUrl();
   const sql = postgres(dbUrl, { max: 1, connect_timeout: 3, onnotice: () => {} });

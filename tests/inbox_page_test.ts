@@ -306,3 +306,62 @@ Deno.test("contentDisposition follows RFC 6266 with an RFC 8187 UTF-8 name", () 
     `attachment; filename="it's (1).txt"; filename*=UTF-8''it%27s%20%281%29.txt`,
   );
 });
+
+/** One HTTP/1.0 request (no chunked answer) sent as bytes, so that its Host header is ours (fetch sets its own). */
+async function rawRequest(port: number, method: string, path: string, host: string): Promise<[number, string]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(`${method} ${path} HTTP/1.0\r\nHost: ${host}\r\n\r\n`),
+    );
+    const response = await new Response(conn.readable).text();
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(response)?.[1]);
+    return [status, response.slice(response.indexOf("\r\n\r\n") + 4)];
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
+}
+
+Deno.test("inbox answers only to loopback host names (DNS rebinding)", async (t) => {
+  const store = new MessageStore();
+  const raw = "Subject: kept\r\n\r\nhi\r\n";
+  store.add({
+    id: "kept",
+    receivedAt: new Date().toISOString(),
+    envelope: { mailFrom: "a@example.test", rcptTo: ["b@example.test"] },
+    secure: false,
+    raw,
+    rawEncoding: "utf8",
+    size: raw.length,
+  });
+  const inbox = await startInbox({ port: 0, store });
+  try {
+    await t.step("a DELETE with a forged Host is 421 host_not_allowed and deletes nothing", async () => {
+      const forged = ["rebind.attacker.example", `rebind.attacker.example:${inbox.port}`, "127.0.0.1.nip.io"];
+      for (const host of [...forged, "127.0.0.1@rebind.attacker.example"]) {
+        for (const path of ["/api/messages", "/api/messages/kept"]) {
+          const [status, body] = await rawRequest(inbox.port, "DELETE", path, host);
+          assert.equal(status, 421, `${host} ${path}`);
+          assert.equal(JSON.parse(body).error.code, "host_not_allowed");
+        }
+      }
+      assert.equal(store.size, 1);
+    });
+    await t.step("pages and reads with a forged Host are refused too", async () => {
+      for (const path of ["/", "/messages/kept/raw", "/api/messages", "/api/version"]) {
+        const [status] = await rawRequest(inbox.port, "GET", path, "rebind.attacker.example");
+        assert.equal(status, 421, path);
+      }
+    });
+    await t.step("127.0.0.1, localhost and [::1], with or without a port, are served", async () => {
+      for (const host of ["127.0.0.1", `127.0.0.1:${inbox.port}`, `localhost:${inbox.port}`, "LOCALHOST", "[::1]:80"]) {
+        const [status, body] = await rawRequest(inbox.port, "GET", "/api/version", host);
+        assert.equal(status, 200, host);
+        assert.equal(JSON.parse(body).total, 1);
+      }
+    });
+  } finally {
+    await inbox.close();
+  }
+});
