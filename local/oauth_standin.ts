@@ -54,6 +54,7 @@ export interface OAuthStandin {
   /** Base URL to use instead of `https://gmail.googleapis.com`. */
   gmailUrl: string;
   addGrant(grant: StandinGrant): void;
+  /** Revoke a grant and the access tokens issued from it. */
   revoke(refreshToken: string): void;
   /** Answers for the next requests, in order, per endpoint. */
   script(...answers: ScriptedAnswer[]): void;
@@ -227,7 +228,13 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     graphUrl: `${url}/graph`,
     gmailUrl: `${url}/gmail`,
     addGrant: (grant) => void grants.set(grant.refreshToken, grant),
-    revoke: (refreshToken) => void grants.delete(refreshToken),
+    // As Google's revocation does: the grant and every access token issued from it.
+    revoke: (refreshToken) => {
+      grants.delete(refreshToken);
+      for (const [token, held] of accessTokens) {
+        if (held.grant.refreshToken === refreshToken) accessTokens.delete(token);
+      }
+    },
     script: (...answers) => void scripted.push(...answers),
     setDown: (value) => void (down = value),
     counts,

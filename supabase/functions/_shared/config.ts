@@ -31,6 +31,11 @@ export interface Config {
   smtpPool: PoolOptions | null;
   /** Where SMTP connections may go. */
   egress: EgressPolicy;
+  /**
+   * OAuth mailboxes: the providers' endpoints, replaced only to point at the local stand-ins
+   * (local/oauth_standin.ts) in development and tests; `http:` is allowed only for loopback ones.
+   */
+  oauth: { tokenUrl?: string; graphUrl?: string; gmailUrl?: string; allowHttp: boolean; timeoutMs: number };
   /** Size and count limits of a message. */
   limits: CompositionLimits;
   /** SMTP config verifications a user may run per minute. */
@@ -218,6 +223,7 @@ export function loadConfig(env: Env): Config {
       busyWaitMs: DEFAULT_POOL_OPTIONS.busyWaitMs,
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
+    oauth: oauthEndpoints(env),
     limits: orConfigError(() => loadCompositionLimits(env)),
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),
     workerKeys: workerKeys(env),
@@ -226,5 +232,25 @@ export function loadConfig(env: Env): Config {
     bodyBudgetBytes: positiveInt(env, "MAILROOM_BODY_BUDGET_BYTES", DEFAULT_BODY_BUDGET_BYTES),
     bulk: orConfigError(() => loadBulkLimits(env)),
     allowedOrigins: allowedOrigins(env),
+  };
+}
+
+/** The stand-ins' endpoints when set (MAILROOM_OAUTH_TOKEN_URL, MAILROOM_GRAPH_URL, MAILROOM_GMAIL_URL). */
+function oauthEndpoints(env: Record<string, string | undefined>): Config["oauth"] {
+  const urls = {
+    tokenUrl: env.MAILROOM_OAUTH_TOKEN_URL?.trim() || undefined,
+    graphUrl: env.MAILROOM_GRAPH_URL?.trim() || undefined,
+    gmailUrl: env.MAILROOM_GMAIL_URL?.trim() || undefined,
+  };
+  const loopback = /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(\/|$)/;
+  for (const [name, url] of Object.entries(urls)) {
+    if (url && !url.startsWith("https://") && !loopback.test(url)) {
+      throw new ConfigError(`${name}: an OAuth endpoint must be https (or http on loopback for a local stand-in)`);
+    }
+  }
+  return {
+    ...urls,
+    allowHttp: Object.values(urls).some((url) => url !== undefined && loopback.test(url)),
+    timeoutMs: positiveInt(env, "MAILROOM_OAUTH_TIMEOUT_MS", 10_000),
   };
 }

@@ -218,6 +218,67 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "535 5.7.8 Authentication credentials invalid",
     details: { retryable: false, smtp_code: 535 },
   },
+  oauth_reauth_required: {
+    status: 502,
+    message: "The provider no longer accepts this mailbox's authorisation (invalid_grant); connect the mailbox again",
+    details: { retryable: false },
+  },
+  oauth_client_rejected: {
+    status: 502,
+    message: "The provider refused the OAuth client (invalid_client); check the client id and secret",
+    details: { retryable: false },
+  },
+  oauth_scope_missing: {
+    status: 502,
+    message: "The authorisation lacks the scope sending needs (invalid_scope); connect the mailbox again",
+    details: { retryable: false },
+  },
+  oauth_token_refresh_failed: {
+    status: 502,
+    message: "The token endpoint answered 503; the refresh is tried again later",
+    details: { retryable: true },
+  },
+  oauth_token_rejected: {
+    status: 502,
+    message: "Microsoft Graph refused a freshly refreshed access token; connect the mailbox again",
+    details: { retryable: false },
+  },
+  oauth_permission_missing: {
+    status: 502,
+    message: "Microsoft Graph refused to send for this mailbox: the authorisation lacks Mail.Send",
+    details: { retryable: false },
+  },
+  provider_throttled: {
+    status: 502,
+    message: "Microsoft Graph answered 429 (ApplicationThrottled); sent again later",
+    details: { retryable: true, retry_after_seconds: 30 },
+  },
+  provider_unavailable: {
+    status: 502,
+    message: "the Gmail API answered 503; sent again later",
+    details: { retryable: true },
+  },
+  provider_unreachable: {
+    status: 502,
+    message: "Microsoft Graph could not be reached",
+    details: { retryable: true },
+  },
+  provider_outcome_unknown: {
+    status: 502,
+    message: "Microsoft Graph answered 504 after the message was sent; it may have been delivered",
+    details: { retryable: false },
+  },
+  provider_rejected_message: {
+    status: 502,
+    message: "the Gmail API refused the message with 400 (invalidArgument)",
+    details: { retryable: false },
+  },
+  provider_message_too_large: {
+    status: 502,
+    message: "Microsoft Graph takes messages up to 3 MiB",
+    details: { retryable: false },
+  },
+  preset_has_no_oauth: { status: 422, message: "iCloud Mail has no OAuth; log in with an app-specific password" },
   preset_unknown: { status: 400, message: 'No preset "gmial"; see GET /smtp-configs/presets' },
   preset_needs_oauth: {
     status: 422,
@@ -375,6 +436,23 @@ const IDEMPOTENCY = [
   "request_interrupted",
   "idempotency_key_reused",
 ];
+/** An OAuth config's token and HTTPS-transport failures (Microsoft Graph, the Gmail API). */
+const OAUTH = [
+  "oauth_reauth_required",
+  "oauth_client_rejected",
+  "oauth_scope_missing",
+  "oauth_token_refresh_failed",
+  "oauth_token_rejected",
+  "oauth_permission_missing",
+];
+const HTTPS_TRANSPORT = [
+  "provider_throttled",
+  "provider_unavailable",
+  "provider_unreachable",
+  "provider_outcome_unknown",
+  "provider_rejected_message",
+  "provider_message_too_large",
+];
 const SMTP = [
   "smtp_auth_failed",
   "smtp_basic_auth_disabled",
@@ -454,6 +532,8 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "smtp_message_rejected",
     "smtp_message_deferred",
     "smtp_outcome_unknown",
+    ...OAUTH,
+    ...HTTPS_TRANSPORT,
   ],
   "get /send-email/{id}": ["message_not_found"],
   "post /send-email/{id}/cancel": [
@@ -482,6 +562,10 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "config_name_taken",
     "config_incomplete",
     "config_invalid_sender",
+    "preset_unknown",
+    "preset_needs_oauth",
+    "preset_has_no_oauth",
+    "preset_unreachable",
     ...EGRESS,
   ],
   "get /smtp-configs/{ref}": ["config_not_found"],
@@ -501,6 +585,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "rate_limited",
     "auth_attempts_exceeded",
     ...SMTP,
+    ...OAUTH,
   ],
   "post /smtp-configs/{ref}/default": ["config_not_found", "default_conflict"],
   "post /smtp-configs/{ref}/activate": ["config_not_found"],

@@ -94,7 +94,19 @@ export const smtpConfig = z.strictObject({
   host: z.string(),
   port: z.number().int(),
   security: z.enum(["tls", "starttls", "none"]),
-  auth_type: z.string(),
+  auth_type: z.enum(["password", "oauth2"]),
+  transport: z.enum(["smtp", "graph", "gmail_api"]).describe(
+    "How messages leave: SMTP, Microsoft Graph sendMail or the Gmail API (the last two with OAuth)",
+  ),
+  oauth: z.strictObject({
+    provider: z.enum(["google", "microsoft", "custom"]),
+    client_id: z.string(),
+    tenant: z.string().nullable(),
+    token_url: z.string().nullable(),
+    scopes: z.array(z.string()).nullable(),
+    has_refresh_token: z.boolean(),
+    has_client_secret: z.boolean(),
+  }).nullable().describe("The OAuth grant's issuer and client (never its secrets); null for a password config"),
   username: z.string().nullable(),
   from_email: z.string(),
   from_name: z.string().nullable(),
@@ -106,6 +118,7 @@ export const smtpConfig = z.strictObject({
     max_connections: z.number().int().describe("SMTP connections one instance holds at once to this server"),
   }),
   has_password: z.boolean(),
+  credentials_changed_at: timestamp.describe("When the server, login, password or OAuth grant last changed"),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
   backoff_until: timestamp.nullable().describe(
     "The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then",

@@ -287,9 +287,72 @@ const configFields = {
 
 const DEFAULT_PORTS = { tls: 465, starttls: 587, none: 25 } as const;
 
+/** Where the HTTPS transports send (the config's host for them is fixed, never the caller's). */
+export const HTTPS_TRANSPORT_HOSTS = { graph: "graph.microsoft.com", gmail_api: "gmail.googleapis.com" } as const;
+
+/** An OAuth grant as the user gives it: the issuer, the client, and the refresh token from consent. */
+const oauthGrant = z.strictObject({
+  provider: z.enum(["google", "microsoft", "custom"]).describe(
+    "Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom",
+  ),
+  client_id: z.string().min(1).max(512).describe("The OAuth app's client id"),
+  client_secret: z.string().min(1).max(1024).optional().describe(
+    "The app's client secret, when it has one (kept in Vault, never shown again)",
+  ),
+  refresh_token: z.string().min(1).max(4096).describe(
+    "The refresh token from the user's consent (offline access; kept in Vault, never shown again)",
+  ),
+  tenant: z.string().regex(/^[A-Za-z0-9.-]{1,255}$/).optional().describe(
+    "Microsoft only: the tenant id or domain (default common)",
+  ),
+  token_url: z.string().max(2048).regex(/^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[^\s#]*)?$/, "must be an https URL")
+    .optional().describe("custom only: the provider's token endpoint (https)"),
+  scopes: z.array(z.string().min(1).max(200)).min(1).max(20).optional().describe(
+    "custom only: the scopes to ask for when refreshing",
+  ),
+});
+
+/** Whether a grant fits its transport and provider; an issue's text, or null. */
+function grantProblem(transport: string, grant: z.infer<typeof oauthGrant>): { path: string; message: string } | null {
+  if (transport === "graph" && grant.provider !== "microsoft") {
+    return { path: "transport", message: "graph sends for Microsoft mailboxes (oauth.provider microsoft)" };
+  }
+  if (transport === "gmail_api" && grant.provider !== "google") {
+    return { path: "transport", message: "gmail_api sends for Google mailboxes (oauth.provider google)" };
+  }
+  if (transport === "smtp") {
+    return {
+      path: "transport",
+      message: "OAuth over SMTP (XOAUTH2) is not offered yet: use transport graph (Microsoft) or gmail_api (Google)",
+    };
+  }
+  if ((grant.provider === "custom") !== (grant.token_url !== undefined)) {
+    return {
+      path: "oauth.token_url",
+      message: "a custom provider needs token_url, and only a custom provider takes one",
+    };
+  }
+  if (grant.tenant !== undefined && grant.provider !== "microsoft") {
+    return { path: "oauth.tenant", message: "only a Microsoft grant has a tenant" };
+  }
+  if (grant.scopes !== undefined && grant.provider !== "custom") {
+    return { path: "oauth.scopes", message: "the scopes of google and microsoft grants are the transport's" };
+  }
+  return null;
+}
+
 /** Body of `POST /smtp-configs`. */
 export const createConfigRequest = z.object({
   ...configFields,
+  host: configFields.host.optional(),
+  auth_type: z.enum(["password", "oauth2"]).default("password").describe(
+    "password (the default) or oauth2: a grant from the mailbox's provider (give oauth)",
+  ),
+  transport: z.enum(["smtp", "graph", "gmail_api"]).default("smtp").describe(
+    "How messages leave: smtp, or with oauth2 Microsoft Graph (graph) or the Gmail API (gmail_api), which work where " +
+      "SMTP ports are blocked (Microsoft 365 submits only on 587)",
+  ),
+  oauth: oauthGrant.optional(),
   preset: z.enum(PRESET_IDS).optional().describe(
     "A provider from GET /smtp-configs/presets: its host, port, security and sending limits are filled in " +
       "(fields given here win), so only name, username, password and from_email are needed",
@@ -303,17 +366,46 @@ export const createConfigRequest = z.object({
   is_active: configFields.is_active.default(true),
   limits: configLimits.optional(),
 }).strict()
-  .refine((c) => !c.username || c.password !== undefined, {
-    message: "password is required when username is given",
-    path: ["password"],
+  .superRefine((c, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: path.split("."), message });
+    if (c.auth_type === "password") {
+      if (c.oauth !== undefined) issue("auth_type", 'oauth is for auth_type "oauth2"');
+      if (c.transport !== "smtp") issue("transport", `${c.transport} needs auth_type "oauth2" and an oauth grant`);
+      if (c.host === undefined) issue("host", "host is required (or name a preset)");
+      if (c.username && c.password === undefined) issue("password", "password is required when username is given");
+      return;
+    }
+    if (c.oauth === undefined) {
+      return issue("oauth", 'auth_type "oauth2" needs the grant: oauth {provider, client_id, refresh_token}');
+    }
+    if (c.password !== undefined) issue("password", "an OAuth config has no password");
+    const problem = grantProblem(c.transport, c.oauth);
+    if (problem) issue(problem.path, problem.message);
+    if (c.transport !== "smtp" && (c.host !== undefined || c.port !== undefined)) {
+      issue("host", `host and port do not apply to transport ${c.transport}: it sends over the provider's HTTPS API`);
+    }
   })
-  .transform((c) => ({ ...c, port: c.port ?? DEFAULT_PORTS[c.security] }));
+  .transform((c) => {
+    if (c.transport === "graph" || c.transport === "gmail_api") {
+      return { ...c, host: HTTPS_TRANSPORT_HOSTS[c.transport], port: 443, security: "tls" as const };
+    }
+    return { ...c, host: c.host!, port: c.port ?? DEFAULT_PORTS[c.security] };
+  });
 
 /** A validated create request. */
 export type CreateConfigRequest = z.infer<typeof createConfigRequest>;
 
-/** Body of `PATCH /smtp-configs/:id`: any subset; a password rotates the Vault secret. */
-export const updateConfigRequest = z.object(configFields).partial().strict()
+/**
+ * Body of `PATCH /smtp-configs/:id`: any subset; a password rotates the Vault secret, and
+ * `oauth` (an OAuth config's) reconnects it: a new refresh token (and client secret).
+ */
+export const updateConfigRequest = z.object({
+  ...configFields,
+  oauth: z.strictObject({
+    refresh_token: oauthGrant.shape.refresh_token,
+    client_secret: oauthGrant.shape.client_secret,
+  }).optional().describe("Reconnect an OAuth config: the refresh token of a new consent (and a new client secret)"),
+}).partial().strict()
   .refine((c) => Object.keys(c).length > 0, { message: "give at least one field to change" });
 
 /** A validated update request. */

@@ -23,6 +23,9 @@ import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate, templatedSubject } from "./mail/templates.ts";
 import { findTemplate, type StoredTemplate } from "./store/templates.ts";
+import { oauthTokenSource } from "./store/oauth_tokens.ts";
+import { type HttpsTransport, sendOverHttps } from "./transports/mod.ts";
+import { OAuthError } from "./oauth/mod.ts";
 import {
   assertCanAuthenticate,
   authVerdict,
@@ -63,8 +66,18 @@ export interface SendResult {
 async function resolveConfig(
   tx: Tx,
   ref: string | undefined,
-): Promise<SmtpConfig & Credentials & { login: LoginAttempt }> {
+): Promise<SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims }> {
   let config = await findUsableConfig(tx, ref);
+  if (config.auth_type === "oauth2") {
+    // The grant stays in Vault: the transport asks for an access token, as the owner, when it sends.
+    const [{ owner }] = await tx<{ owner: string }[]>`select auth.uid()::text as owner`;
+    return {
+      ...config,
+      password: null,
+      login: { configId: config.id, attemptId: null },
+      owner: { sub: owner, role: "authenticated" },
+    };
+  }
   if (!config.username) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
   const guard = assertCanAuthenticate(tx, config.id);
   const credentials = loadLogin(tx, config.id);
@@ -247,7 +260,8 @@ export async function settleLogin(
 
 /** A send ready to go: its config (with credentials), the built message, what to audit. */
 export interface PreparedSend {
-  config: SmtpConfig & Credentials & { login: LoginAttempt };
+  /** With `owner` for an OAuth config (whose tokens are fetched as the owner). */
+  config: SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims };
   message: BuiltMessage;
   subject?: string;
   templateId: string | null;
@@ -292,7 +306,8 @@ export async function prepareSendGroup(
   options: { reserve?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   const config = await resolveConfig(tx, ref);
-  checkServerStatically(ctx.config.egress, config);
+  // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
+  if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   const templates: TemplateCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
   for (const send of sends) {
@@ -340,6 +355,7 @@ export async function transmitOnly(
   pool?: SessionPool,
 ): Promise<Transmission> {
   const { config, message } = prepared;
+  if (config.transport !== "smtp") return await transmitOverHttps(ctx, prepared, envelopeTo);
   const server: SmtpServer = {
     host: config.host,
     port: config.port,
@@ -356,6 +372,53 @@ export async function transmitOnly(
     return { report: await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled) };
   } catch (error) {
     return { refused: describeFailure(error, server) };
+  }
+}
+
+/**
+ * Send over the config's HTTPS API (Microsoft Graph, the Gmail API) with an access token of its
+ * OAuth grant. A grant that cannot give one is a refusal before anything is sent: for good when
+ * the user must act (the config's queue is paused), for now when the provider is unreachable.
+ */
+async function transmitOverHttps(
+  ctx: AppContext,
+  prepared: PreparedSend,
+  envelopeTo?: string[],
+): Promise<Transmission> {
+  const { config, message } = prepared;
+  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, ctx.config.oauth);
+  const envelope = envelopeTo ? { ...message.envelope, to: envelopeTo } : message.envelope;
+  const pending = new Set(envelope.to);
+  try {
+    const report = await sendOverHttps(
+      config.transport as HttpsTransport,
+      {
+        raw: message.raw,
+        messageId: message.messageId,
+        envelope,
+        bcc: message.recipients.bcc.map((a) => a.address).filter((a) => pending.has(a)),
+      },
+      tokens,
+      {
+        endpoints: { graphUrl: ctx.config.oauth.graphUrl, gmailUrl: ctx.config.oauth.gmailUrl },
+      },
+    );
+    return { report };
+  } catch (error) {
+    if (!(error instanceof OAuthError)) throw error;
+    return {
+      refused: {
+        httpStatus: 502,
+        failure: {
+          code: error.code,
+          outcome: error.retryable ? "deferred" : "failed",
+          scope: "session",
+          retryable: error.retryable,
+          message: error.message,
+          ...(error.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.retryAfterSeconds } : {}),
+        },
+      },
+    };
   }
 }
 
@@ -514,7 +577,7 @@ export async function scheduleEmail(
   return await withUser(ctx.sql, claims, async (tx) => {
     // The credentials are read at send time; a config that cannot log in is refused now.
     const config = await findUsableConfig(tx, req.config);
-    checkServerStatically(ctx.config.egress, config);
+    if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     const { message, subject, templateId } = await compose(ctx, tx, config, req);
     const { to, cc, bcc } = message.recipients;
     const { scheduled_at: _when, config: _config, ...request } = raw;

@@ -17,11 +17,14 @@ import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
 import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, listVerifications, startVerification } from "../_shared/store/verifications.ts";
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
+import { oauthTokenSource } from "../_shared/store/oauth_tokens.ts";
+import { OAuthError } from "../_shared/oauth/mod.ts";
 import {
   type ConfigWarning,
   createConfig,
   deleteConfig,
   findConfig,
+  incomplete,
   listConfigs,
   loadCredentials,
   type SmtpConfig,
@@ -52,7 +55,10 @@ async function checkServer(
 async function create(ctx: AppContext, claims: UserClaims, req: Request): Promise<Response> {
   // A preset fills in the provider's server (and refuses one this deployment cannot use).
   const body = parseBody(createConfigRequest, applyPreset(await readJson(req, MAX_BODY_BYTES), ctx.config.egress));
-  const { host, warnings } = await checkServer(ctx.config.egress, body, ctx.config.smtp.connectTimeoutMs);
+  // An HTTPS transport's host is the provider's API (set by the schema): no SMTP server to check.
+  const { host, warnings } = body.transport === "smtp"
+    ? await checkServer(ctx.config.egress, body, ctx.config.smtp.connectTimeoutMs)
+    : { host: body.host, warnings: [] };
   const config = await withUser(ctx.sql, claims, (tx) => createConfig(tx, { ...body, host }));
   return json({ ...config, warnings }, 201);
 }
@@ -60,6 +66,13 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request): Promis
 async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Request): Promise<Response> {
   const body = parseBody(updateConfigRequest, await readJson(req, MAX_BODY_BYTES));
   const current = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
+  if (current.transport !== "smtp" && (body.host ?? body.port ?? body.security) !== undefined) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      `host, port and security do not apply to transport ${current.transport}: it sends over the provider's HTTPS API`,
+    );
+  }
   let host: string | undefined;
   let warnings: ConfigWarning[] = [];
   if (body.host !== undefined || body.port !== undefined || body.security !== undefined) {
@@ -83,7 +96,55 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
   return json({ ...after, warnings });
 }
 
+/**
+ * Verify an OAuth config: get an access token from its grant (the step that fails when consent
+ * was revoked, the client is wrong or a scope is missing). An HTTPS transport has nothing more to
+ * check without sending; the token is shared with the next sends.
+ */
+async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConfig): Promise<Response> {
+  const verification = await withUser(ctx.sql, claims, async (tx) => {
+    if (!config.oauth?.has_refresh_token) throw incomplete(config);
+    return {
+      id: await startVerification(tx, config.id, ctx.config.verifyPerMinute),
+      login: { configId: config.id, attemptId: null },
+    };
+  });
+  const started = performance.now();
+  try {
+    await oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth).get();
+    const result = {
+      ok: true as const,
+      tls: true,
+      auth: true,
+      latency_ms: Math.round(performance.now() - started),
+      server_banner: null,
+    };
+    await finishVerification(ctx.sql, claims, verification, {
+      ok: true,
+      latencyMs: result.latency_ms,
+      serverBanner: null,
+    });
+    return json(result);
+  } catch (error) {
+    if (!(error instanceof OAuthError)) throw error;
+    const latencyMs = Math.round(performance.now() - started);
+    await finishVerification(ctx.sql, claims, verification, {
+      ok: false,
+      errorClass: error.code,
+      latencyMs,
+      serverBanner: null,
+    });
+    throw new ApiError(502, error.code, error.message, {
+      retryable: error.retryable,
+      ...(error.retryAfterSeconds !== undefined ? { retry_after_seconds: error.retryAfterSeconds } : {}),
+      latency_ms: latencyMs,
+    });
+  }
+}
+
 async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise<Response> {
+  const found = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
+  if (found.auth_type === "oauth2") return await verifyOAuth(ctx, claims, found);
   const { config, credentials, verification } = await withUser(ctx.sql, claims, async (tx) => {
     const config = await findConfig(tx, ref, "share");
     // Before loading the credentials: it pins them until commit, and may refuse unproven ones (429).

@@ -548,7 +548,7 @@ export interface components {
         };
         CreateConfigRequest: {
             name: string;
-            host: string;
+            host?: string;
             port?: number;
             /**
              * @default tls
@@ -567,6 +567,37 @@ export interface components {
                 per_day?: number;
                 /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
                 max_connections?: number;
+            };
+            /**
+             * @description password (the default) or oauth2: a grant from the mailbox's provider (give oauth)
+             * @default password
+             * @enum {string}
+             */
+            auth_type?: "password" | "oauth2";
+            /**
+             * @description How messages leave: smtp, or with oauth2 Microsoft Graph (graph) or the Gmail API (gmail_api), which work where SMTP ports are blocked (Microsoft 365 submits only on 587)
+             * @default smtp
+             * @enum {string}
+             */
+            transport?: "smtp" | "graph" | "gmail_api";
+            oauth?: {
+                /**
+                 * @description Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom
+                 * @enum {string}
+                 */
+                provider: "google" | "microsoft" | "custom";
+                /** @description The OAuth app's client id */
+                client_id: string;
+                /** @description The app's client secret, when it has one (kept in Vault, never shown again) */
+                client_secret?: string;
+                /** @description The refresh token from the user's consent (offline access; kept in Vault, never shown again) */
+                refresh_token: string;
+                /** @description Microsoft only: the tenant id or domain (default common) */
+                tenant?: string;
+                /** @description custom only: the provider's token endpoint (https) */
+                token_url?: string;
+                /** @description custom only: the scopes to ask for when refreshing */
+                scopes?: string[];
             };
             /**
              * @description A provider from GET /smtp-configs/presets: its host, port, security and sending limits are filled in (fields given here win), so only name, username, password and from_email are needed
@@ -591,6 +622,13 @@ export interface components {
                 per_day?: number;
                 /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
                 max_connections?: number;
+            };
+            /** @description Reconnect an OAuth config: the refresh token of a new consent (and a new client secret) */
+            oauth?: {
+                /** @description The refresh token from the user's consent (offline access; kept in Vault, never shown again) */
+                refresh_token: string;
+                /** @description The app's client secret, when it has one (kept in Vault, never shown again) */
+                client_secret?: string;
             };
         };
         CreateTemplateRequest: {
@@ -792,7 +830,24 @@ export interface components {
             port: number;
             /** @enum {string} */
             security: "tls" | "starttls" | "none";
-            auth_type: string;
+            /** @enum {string} */
+            auth_type: "password" | "oauth2";
+            /**
+             * @description How messages leave: SMTP, Microsoft Graph sendMail or the Gmail API (the last two with OAuth)
+             * @enum {string}
+             */
+            transport: "smtp" | "graph" | "gmail_api";
+            /** @description The OAuth grant's issuer and client (never its secrets); null for a password config */
+            oauth: {
+                /** @enum {string} */
+                provider: "google" | "microsoft" | "custom";
+                client_id: string;
+                tenant: string | null;
+                token_url: string | null;
+                scopes: string[] | null;
+                has_refresh_token: boolean;
+                has_client_secret: boolean;
+            } | null;
             username: string | null;
             from_email: string;
             from_name: string | null;
@@ -805,6 +860,8 @@ export interface components {
                 max_connections: number;
             };
             has_password: boolean;
+            /** @description When the server, login, password or OAuth grant last changed */
+            credentials_changed_at: string;
             /** @description Why the outbox paused this config's queue, until fixed */
             needs_attention: string | null;
             /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
@@ -824,7 +881,24 @@ export interface components {
             port: number;
             /** @enum {string} */
             security: "tls" | "starttls" | "none";
-            auth_type: string;
+            /** @enum {string} */
+            auth_type: "password" | "oauth2";
+            /**
+             * @description How messages leave: SMTP, Microsoft Graph sendMail or the Gmail API (the last two with OAuth)
+             * @enum {string}
+             */
+            transport: "smtp" | "graph" | "gmail_api";
+            /** @description The OAuth grant's issuer and client (never its secrets); null for a password config */
+            oauth: {
+                /** @enum {string} */
+                provider: "google" | "microsoft" | "custom";
+                client_id: string;
+                tenant: string | null;
+                token_url: string | null;
+                scopes: string[] | null;
+                has_refresh_token: boolean;
+                has_client_secret: boolean;
+            } | null;
             username: string | null;
             from_email: string;
             from_name: string | null;
@@ -837,6 +911,8 @@ export interface components {
                 max_connections: number;
             };
             has_password: boolean;
+            /** @description When the server, login, password or OAuth grant last changed */
+            credentials_changed_at: string;
             /** @description Why the outbox paused this config's queue, until fixed */
             needs_attention: string | null;
             /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
@@ -861,7 +937,24 @@ export interface components {
                 port: number;
                 /** @enum {string} */
                 security: "tls" | "starttls" | "none";
-                auth_type: string;
+                /** @enum {string} */
+                auth_type: "password" | "oauth2";
+                /**
+                 * @description How messages leave: SMTP, Microsoft Graph sendMail or the Gmail API (the last two with OAuth)
+                 * @enum {string}
+                 */
+                transport: "smtp" | "graph" | "gmail_api";
+                /** @description The OAuth grant's issuer and client (never its secrets); null for a password config */
+                oauth: {
+                    /** @enum {string} */
+                    provider: "google" | "microsoft" | "custom";
+                    client_id: string;
+                    tenant: string | null;
+                    token_url: string | null;
+                    scopes: string[] | null;
+                    has_refresh_token: boolean;
+                    has_client_secret: boolean;
+                } | null;
                 username: string | null;
                 from_email: string;
                 from_name: string | null;
@@ -874,6 +967,8 @@ export interface components {
                     max_connections: number;
                 };
                 has_password: boolean;
+                /** @description When the server, login, password or OAuth grant last changed */
+                credentials_changed_at: string;
                 /** @description Why the outbox paused this config's queue, until fixed */
                 needs_attention: string | null;
                 /** @description The server pushed back (421, or 450 at MAIL FROM): the outbox leaves this config alone until then */
@@ -1358,7 +1453,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_rejected`, `oauth_permission_missing`, `provider_throttled`, `provider_unavailable`, `provider_unreachable`, `provider_outcome_unknown`, `provider_rejected_message`, `provider_message_too_large` */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2143,6 +2238,8 @@ export interface operations {
                      *           "port": 465,
                      *           "security": "tls",
                      *           "auth_type": "password",
+                     *           "transport": "smtp",
+                     *           "oauth": null,
                      *           "username": "ada@example.com",
                      *           "from_email": "ada@example.com",
                      *           "from_name": "Ada Lovelace",
@@ -2154,6 +2251,7 @@ export interface operations {
                      *             "max_connections": 3
                      *           },
                      *           "has_password": true,
+                     *           "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *           "needs_attention": null,
                      *           "backoff_until": null,
                      *           "backoff_reason": null,
@@ -2275,6 +2373,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -2286,6 +2386,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,
@@ -2297,7 +2398,7 @@ export interface operations {
                     "application/json": components["schemas"]["SmtpConfigWithWarnings"];
                 };
             };
-            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `smtp_host_invalid` */
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `preset_unknown`, `smtp_host_invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2369,7 +2470,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
+            /** @description Cannot be processed: `config_incomplete`, `config_invalid_sender`, `preset_needs_oauth`, `preset_has_no_oauth`, `preset_unreachable`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2525,6 +2626,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -2536,6 +2639,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,
@@ -2741,6 +2845,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -2752,6 +2858,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,
@@ -2984,7 +3091,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_rejected`, `oauth_permission_missing` */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3039,6 +3146,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -3050,6 +3159,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,
@@ -3160,6 +3270,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -3171,6 +3283,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,
@@ -3272,6 +3385,8 @@ export interface operations {
                      *       "port": 465,
                      *       "security": "tls",
                      *       "auth_type": "password",
+                     *       "transport": "smtp",
+                     *       "oauth": null,
                      *       "username": "ada@example.com",
                      *       "from_email": "ada@example.com",
                      *       "from_name": "Ada Lovelace",
@@ -3283,6 +3398,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "has_password": true,
+                     *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
                      *       "backoff_until": null,
                      *       "backoff_reason": null,

@@ -215,7 +215,7 @@ async function dailyBudgetWarning(
 async function usableConfig(ctx: AppContext, tx: Tx, ref: string | undefined): Promise<SmtpConfig> {
   const config = await findUsableConfig(tx, ref);
   // A destination the deployment refuses would fail every message: refuse the batch now.
-  checkServerStatically(ctx.config.egress, config);
+  if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   return config;
 }
 

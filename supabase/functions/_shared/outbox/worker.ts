@@ -614,6 +614,12 @@ function retryAfter(error: ApiError): number {
 const PAUSES_CONFIG = new Set([
   "smtp_auth_failed",
   "smtp_basic_auth_disabled",
+  // OAuth mailboxes: the grant is revoked or unusable, or the API refuses to send for it.
+  "oauth_reauth_required",
+  "oauth_client_rejected",
+  "oauth_scope_missing",
+  "oauth_token_rejected",
+  "oauth_permission_missing",
   "smtp_auth_required",
   "smtp_auth_unavailable",
   "smtp_tls_failed",
@@ -630,6 +636,11 @@ const PUSHBACK = new Set([
   "smtp_sender_deferred",
   "smtp_connect_failed",
   "smtp_connect_timeout",
+  // HTTPS send APIs and token endpoints that throttle or are down (with Retry-After).
+  "provider_throttled",
+  "provider_unavailable",
+  "provider_unreachable",
+  "oauth_token_refresh_failed",
 ]);
 
 /** Backoff when the server gives no hint, and the bounds of one it gives. */

@@ -59,12 +59,32 @@ export function applyPreset(raw: unknown, policy: EgressPolicy): unknown {
       },
     );
   }
+  const oauth = request.oauth as Record<string, unknown> | undefined;
+  if (request.auth_type === "oauth2" || oauth !== undefined) {
+    if (!preset.oauth) {
+      throw new ApiError(422, "preset_has_no_oauth", `${preset.name} has no OAuth; log in with ${preset.credentials}`, {
+        preset: preset.id,
+      });
+    }
+    // An OAuth mailbox sends over the provider's HTTPS API where it has one (it works wherever
+    // SMTP ports are blocked): the host is the API's, not the preset's SMTP server.
+    const transport = request.transport ?? preset.https_transports[0] ?? "smtp";
+    const limits = request.limits ?? presetLimits(preset);
+    return {
+      ...request,
+      auth_type: "oauth2",
+      transport,
+      oauth: { provider: preset.oauth.provider, ...(oauth ?? {}) },
+      ...(limits ? { limits } : {}),
+    };
+  }
   if (!preset.auth.some((a) => a !== "oauth2")) {
     throw new ApiError(
       422,
       "preset_needs_oauth",
-      `${preset.name} takes no passwords for SMTP (${preset.credentials}); connect it with OAuth, which this ` +
-        "deployment does not offer yet" + (preset.note ? `. ${preset.note}` : ""),
+      `${preset.name} takes no passwords for SMTP (${preset.credentials}): connect it with OAuth, giving ` +
+        '"oauth": {"client_id", "refresh_token"} (its transport is then ' +
+        `${preset.https_transports[0] ?? "smtp"})` + (preset.note ? `. ${preset.note}` : ""),
       { preset: preset.id },
     );
   }

@@ -12,7 +12,19 @@ export interface SmtpConfig {
   host: string;
   port: number;
   security: "tls" | "starttls" | "none";
-  auth_type: string;
+  auth_type: "password" | "oauth2";
+  /** How messages leave: SMTP (password or XOAUTH2), Microsoft Graph or the Gmail API. */
+  transport: "smtp" | "graph" | "gmail_api";
+  /** The OAuth grant's issuer and client (its secrets stay in Vault); null for a password config. */
+  oauth: {
+    provider: "google" | "microsoft" | "custom";
+    client_id: string;
+    tenant: string | null;
+    token_url: string | null;
+    scopes: string[] | null;
+    has_refresh_token: boolean;
+    has_client_secret: boolean;
+  } | null;
   username: string | null;
   from_email: string;
   from_name: string | null;
@@ -20,6 +32,8 @@ export interface SmtpConfig {
   is_active: boolean;
   limits: { per_minute: number; per_day: number; max_connections: number };
   has_password: boolean;
+  /** When the server, login, password or OAuth grant last changed (ISO 8601). */
+  credentials_changed_at: string;
   /** Why the outbox paused this config's queue (e.g. `smtp_auth_failed`), until fixed or verified. */
   needs_attention: string | null;
   /** Until when the outbox leaves the config alone after its server pushed back (ISO 8601), or null. */
@@ -42,11 +56,19 @@ export interface ConfigWarning {
 }
 
 function columns(tx: Tx) {
-  return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.username, c.from_email, c.from_name,
-            c.is_default, c.is_active,
+  return tx`c.id, c.name, c.host, c.port, c.security, c.auth_type, c.transport,
+            case when c.auth_type = 'oauth2' then json_build_object(
+              'provider', c.oauth_provider, 'client_id', c.oauth_client_id, 'tenant', c.oauth_tenant,
+              'token_url', c.oauth_token_url, 'scopes', c.oauth_scopes,
+              'has_refresh_token', c.oauth_refresh_token_secret_id is not null,
+              'has_client_secret', c.oauth_client_secret_secret_id is not null) end as oauth,
+            c.username, c.from_email, c.from_name, c.is_default, c.is_active,
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
                               'max_connections', c.max_connections) as limits,
-            c.password_secret_id is not null as has_password, c.needs_attention,
+            c.password_secret_id is not null as has_password, ${
+    isoUtc(tx, "c.credentials_changed_at")
+  } as credentials_changed_at,
+            c.needs_attention,
             case when c.backoff_until > now() then ${isoUtc(tx, "c.backoff_until")} end as backoff_until,
             case when c.backoff_until > now() then c.backoff_reason end as backoff_reason,
             c.created_at, c.updated_at`;
@@ -76,13 +98,25 @@ export async function findUsableConfig(tx: Tx, ref: string | undefined): Promise
   if (!config.is_active) {
     throw new ApiError(409, "config_inactive", `SMTP config ${JSON.stringify(config.name)} is deactivated`);
   }
+  if (config.auth_type === "oauth2") {
+    if (!config.oauth?.has_refresh_token) throw incomplete(config);
+    return config;
+  }
   if (config.username && !config.has_password) throw incomplete(config);
   return config;
 }
 
-/** 422 `config_incomplete`: the config logs in but has no password. */
-export function incomplete(config: Pick<SmtpConfig, "name">): ApiError {
-  return new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
+/** 422 `config_incomplete`: the config logs in but has no password (or no OAuth grant). */
+export function incomplete(config: Pick<SmtpConfig, "name" | "auth_type">): ApiError {
+  return config.auth_type === "oauth2"
+    ? new ApiError(
+      422,
+      "config_incomplete",
+      `Config ${
+        JSON.stringify(config.name)
+      } has no OAuth grant: connect the mailbox (PATCH it with oauth.refresh_token)`,
+    )
+    : new ApiError(422, "config_incomplete", `SMTP config ${JSON.stringify(config.name)} has no password`);
 }
 
 /** All of the caller's configs, default first. */
@@ -173,21 +207,28 @@ async function hasDefault(tx: Tx): Promise<boolean> {
 }
 
 /** Create a config and store its password in Vault, in the caller's transaction. */
-export async function createConfig(tx: Tx, req: CreateConfigRequest & { host: string }): Promise<SmtpConfig> {
+export async function createConfig(tx: Tx, req: CreateConfigRequest): Promise<SmtpConfig> {
   await lockConfigsForChange(tx);
   const makeDefault = req.is_default ?? !(await hasDefault(tx));
   try {
     const [row] = await tx<{ id: string }[]>`
       insert into public.user_smtp_configs
         (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day,
-         max_connections)
+         max_connections, auth_type, transport, oauth_provider, oauth_client_id, oauth_tenant, oauth_token_url,
+         oauth_scopes)
       values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
               ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
       req.limits?.per_day ?? 500
-    }, ${req.limits?.max_connections ?? 2})
+    }, ${req.limits?.max_connections ?? 2}, ${req.auth_type}, ${req.transport}, ${req.oauth?.provider ?? null},
+              ${req.oauth?.client_id ?? null}, ${req.oauth?.tenant ?? null}, ${req.oauth?.token_url ?? null},
+              ${req.oauth?.scopes ?? null}::text[])
       returning id`;
     if (req.password !== undefined) {
       await tx`select private.set_smtp_config_password(${row.id}::uuid, ${req.password})`;
+    }
+    if (req.oauth !== undefined) {
+      await tx`select private.set_smtp_config_oauth(${row.id}::uuid, ${req.oauth.refresh_token},
+                                                    ${req.oauth.client_secret ?? null})`;
     }
     if (makeDefault) await tx`select private.set_default_smtp_config(${row.id}::uuid)`;
     return await findConfig(tx, row.id);
@@ -210,6 +251,12 @@ export async function updateConfig(
 ): Promise<{ before: SmtpConfig; after: SmtpConfig }> {
   await lockConfigsForChange(tx);
   const before = await findConfig(tx, ref, true);
+  if (req.oauth !== undefined && before.auth_type !== "oauth2") {
+    throw new ApiError(400, "invalid_request", "oauth: this config logs in with a password; create an OAuth config");
+  }
+  if (req.password !== undefined && before.auth_type === "oauth2") {
+    throw new ApiError(400, "invalid_request", "password: an OAuth config has no password; reconnect it with oauth");
+  }
   const changes: Record<string, unknown> = {};
   for (const key of ["name", "host", "port", "security", "username", "from_email", "from_name", "is_active"] as const) {
     if (req[key] !== undefined) changes[key] = req[key];
@@ -225,6 +272,10 @@ export async function updateConfig(
     if (req.is_default === true) await tx`select private.set_default_smtp_config(${before.id}::uuid)`;
     if (req.password !== undefined) {
       await tx`select private.set_smtp_config_password(${before.id}::uuid, ${req.password})`;
+    }
+    if (req.oauth !== undefined) {
+      await tx`select private.set_smtp_config_oauth(${before.id}::uuid, ${req.oauth.refresh_token},
+                                                    ${req.oauth.client_secret ?? null})`;
     }
     return { before, after: await findConfig(tx, before.id) };
   } catch (error) {
