@@ -198,7 +198,7 @@ async function startStack(
   const store = new MessageStore({ dir: `${LOCAL_DIR}/mail` });
   const users = { [CATCHER_USER.username]: CATCHER_USER.password };
   const tls = { key: certs.key, cert: certs.cert };
-  // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (README).
+  // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (docs/local-stack.md).
   const common = { tls, users, store, replyByAddress: true };
   const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
   onStarted(starttls.close);

@@ -15,7 +15,7 @@
 --   REPLICATION here, and the replication-slot functions, which check that attribute and
 --   are otherwise open to PUBLIC, are executable by `postgres` only, as the attribute
 --   allows on the platform. Renaming, dropping and granting membership in them (e.g.
---   `grant authenticator to ...`) cannot be refused on PG15: the README lists it.
+--   `grant authenticator to ...`) cannot be refused on PG15: docs/local-stack.md lists it.
 -- * `auth` is owned by supabase_admin, `auth.users` by supabase_auth_admin, with the
 --   columns GoTrue reads and RLS enabled; postgres may use the tables (SELECT with grant
 --   option, as GoTrue grants it) but not create in the schema. auth.uid(), auth.role(),

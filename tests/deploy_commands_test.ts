@@ -1,6 +1,6 @@
-// The README's hosted deploy is a sequence a new user copies line by line. What can be run here
+// docs/deploying.md's hosted deploy is a sequence a new user copies line by line. What can be run here
 // without a Supabase account is run: every `npx supabase ...` command of the section against the
-// bundled CLI's `--help` (the subcommand exists and takes every flag the README gives it, so a
+// bundled CLI's `--help` (the subcommand exists and takes every flag the docs give it, so a
 // renamed flag fails here), the rules that bite with this CLI (database commands need
 // `--remote`, deploys without Docker need `--use-api`), the settings file against the
 // variables the code reads, and the check step's request bodies against the real functions.
@@ -9,15 +9,16 @@ import { startTestStack } from "./harness.ts";
 import { startSmtpCatcher } from "../local/smtp_catcher.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const readme = Deno.readTextFileSync(new URL("README.md", ROOT));
+const deploying = Deno.readTextFileSync(new URL("docs/deploying.md", ROOT));
+const api = Deno.readTextFileSync(new URL("docs/api.md", ROOT));
 const CLI = new URL("node_modules/.bin/supabase", ROOT).pathname;
 
-/** The text of the README's hosted deploy section. */
+/** The text of docs/deploying.md's hosted deploy section. */
 function deploySection(): string {
-  const start = readme.indexOf("### Deploying to a hosted project");
-  assert.ok(start >= 0, "the README has a hosted deploy section");
-  const end = readme.indexOf("\n## ", start);
-  return readme.slice(start, end < 0 ? undefined : end);
+  const start = deploying.indexOf("## Deploying to a hosted project");
+  assert.ok(start >= 0, "docs/deploying.md has a hosted deploy section");
+  const end = deploying.indexOf("\n## ", start);
+  return deploying.slice(start, end < 0 ? undefined : end);
 }
 
 /** Each line of the section's sh blocks, comments dropped and continuations joined. */
@@ -90,7 +91,7 @@ Deno.test("database commands name the hosted project; the deploy needs no Docker
   assert.ok(supabaseCommands.some((a) => a[0] === "db" && a[1] === "push" && a.includes("--include-seed")));
 });
 
-Deno.test("supabase/hosted.env.example names every MAILROOM_ variable the functions read, and the README documents each", async () => {
+Deno.test("supabase/hosted.env.example names every MAILROOM_ variable the functions read, and the docs document each", async () => {
   const example = Deno.readTextFileSync(new URL("supabase/hosted.env.example", ROOT));
   const read = new Set<string>();
   for await (const file of walk(new URL("supabase/functions/", ROOT))) {
@@ -99,8 +100,9 @@ Deno.test("supabase/hosted.env.example names every MAILROOM_ variable the functi
   assert.ok(read.size > 20, `found ${read.size} variables`);
   for (const name of read) {
     assert.match(example, new RegExp(`^#? ?${name}=`, "m"), `hosted.env.example lists ${name}`);
-    const documented = readme.includes(`\`${name}\``) || (name.startsWith("MAILROOM_MAX_") && readme.includes(name));
-    assert.ok(documented, `the README documents ${name}`);
+    // The Configuration table of docs/deploying.md; the MAILROOM_MAX_* limits are in docs/api.md's Limits table.
+    const documented = deploying.includes(`\`${name}\``) || (name.startsWith("MAILROOM_MAX_") && api.includes(name));
+    assert.ok(documented, `docs/deploying.md documents ${name}`);
   }
   // What `secrets set --env-file` will set: NAME=value lines, none the platform refuses.
   const set = example.split("\n").filter((l) => l.trim() && !l.trim().startsWith("#"));
@@ -136,7 +138,7 @@ Deno.test({
     assert.deepEqual(calls.map((c) => c.path), ["smtp-configs", "smtp-configs/main/verify", "send-email", "send-bulk"]);
 
     const stack = await startTestStack({});
-    // A real TLS server that takes the README's login; only its host and port differ from the README's placeholder.
+    // A real TLS server that takes the docs' login; only its host and port differ from the docs' placeholder.
     const config = calls[0].data as Record<string, string>;
     const smtp = await startSmtpCatcher({
       mode: "tls",

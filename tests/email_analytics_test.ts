@@ -182,7 +182,7 @@ Deno.test({
         ]);
       });
 
-      await t.step("supabase.functions.invoke reads it with a query string, as the README shows", async () => {
+      await t.step("supabase.functions.invoke reads it with a query string, as docs/api.md shows", async () => {
         const supabase = createClient(stack.url, stack.anonKey, {
           auth: { persistSession: false, autoRefreshToken: false },
         });

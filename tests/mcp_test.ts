@@ -373,7 +373,7 @@ Deno.test({
         },
       );
 
-      await t.step("the README's script example (examples/mcp_send.ts) delivers", async () => {
+      await t.step("the script example of docs/agents.md (examples/mcp_send.ts) delivers", async () => {
         const before = smtp.messages().length;
         assert.match(
           await sendWithMcp(stack.url, alice.token, "script@example.com"),

@@ -225,7 +225,7 @@ Deno.test({
         await rejectsWith(viaSupabase.analytics.messages({ cursor: "bad" }), 400, "invalid_cursor");
       });
 
-      await t.step("the README's example (examples/sdk_send.ts) runs", async () => {
+      await t.step("the example docs/agents.md quotes (examples/sdk_send.ts) runs", async () => {
         const before = smtp.messages().length;
         const draining = (async () => {
           for (let i = 0; i < 20 && smtp.messages().length < before + 3; i++) {
