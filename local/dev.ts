@@ -8,7 +8,8 @@ import { bootstrapPlatform, type Cluster, pushMigrations, ROOT, startCluster } f
 import { jwks, loadOrCreateSigningKey, mintToken } from "./jwt.ts";
 import { ensureUser } from "./users.ts";
 import { loadOrCreateCertificates } from "./certs.ts";
-import { MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
+import { caughtMessage, MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
+import { startOAuthStandin } from "./oauth_standin.ts";
 import { startInbox } from "./inbox.ts";
 import { startApiReference } from "./api_reference.ts";
 import { formatRequestLine, startGateway } from "./gateway.ts";
@@ -208,6 +209,14 @@ async function startStack(
   onStarted(inbox.close);
   const docs = await startApiReference(LOCAL_PORTS.docs, `${localApiUrl()}/functions/v1/openapi`);
   onStarted(docs.close);
+  // STAND-IN for Google's and Microsoft's token endpoints, Graph sendMail and the Gmail API (an
+  // OAuth mailbox cannot reach them from here without an account): client id `mailroom-local`,
+  // any refresh token starting with `local-`; what they send lands in the inbox.
+  const oauthStandin = await startOAuthStandin({
+    openClientId: "mailroom-local",
+    deliver: (delivery) => store.add(caughtMessage(delivery.delivered, { mailFrom: "", rcptTo: delivery.rcptTo })),
+  });
+  onStarted(oauthStandin.close);
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
   const secretKey = loadOrCreateSecretKey(`${LOCAL_DIR}/keys/secret-key.txt`);
@@ -231,6 +240,9 @@ async function startStack(
         ...(Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ?? "").split(",").map((e) => e.trim()).filter(Boolean),
       ].join(","),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
+      MAILROOM_OAUTH_TOKEN_URL: oauthStandin.tokenUrl,
+      MAILROOM_GRAPH_URL: oauthStandin.graphUrl,
+      MAILROOM_GMAIL_URL: oauthStandin.gmailUrl,
     },
     onRequest: options.logRequests
       ? (entry) => entry.userAgent !== SCHEDULER_AGENT && console.log(formatRequestLine(entry))

@@ -71,6 +71,12 @@ export interface OAuthStandin {
 export interface OAuthStandinOptions {
   /** Access token lifetime in seconds (default 3600). */
   tokenLifetimeSeconds?: number;
+  /**
+   * For the local stack: any refresh token starting with `local-` is a grant of this client id,
+   * with every scope (`local-revoked...` is refused with invalid_grant), so a developer can
+   * connect a mailbox without registering one.
+   */
+  openClientId?: string;
   deliver?: (delivery: StandinDelivery) => void | Promise<void>;
 }
 
@@ -103,6 +109,15 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     }
     const presented = form.get("refresh_token") ?? "";
     presentedRefreshTokens.push(presented);
+    if (options.openClientId && presented.startsWith("local-") && !presented.startsWith("local-revoked")) {
+      grants.set(presented, {
+        clientId: options.openClientId,
+        clientSecret: form.get("client_secret") ?? undefined,
+        refreshToken: presented,
+        scopes: [GRAPH_SCOPE, ...GMAIL_SCOPES, "https://outlook.office.com/SMTP.Send", "offline_access"],
+        mailbox: "local",
+      });
+    }
     const grant = grants.get(presented);
     if (!grant) return oauthError(400, "invalid_grant", "Token has been expired or revoked.");
     if (form.get("client_id") !== grant.clientId || (grant.clientSecret ?? null) !== (form.get("client_secret"))) {

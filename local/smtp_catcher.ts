@@ -391,6 +391,23 @@ async function receive(
   return message;
 }
 
+/**
+ * A message that arrived some other way than SMTP (the local stand-ins of Microsoft Graph and
+ * the Gmail API), as the inbox shows it.
+ */
+export function caughtMessage(bytes: Uint8Array, envelope: CaughtMessage["envelope"]): CaughtMessage {
+  const { raw, rawEncoding } = decodeRaw(Buffer.from(bytes));
+  return {
+    id: crypto.randomUUID(),
+    receivedAt: new Date().toISOString(),
+    envelope,
+    secure: true,
+    raw,
+    rawEncoding,
+    size: bytes.byteLength,
+  };
+}
+
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** UTF-8 when that round-trips exactly, else latin1, which always does. */

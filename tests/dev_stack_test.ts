@@ -175,6 +175,36 @@ Deno.test({
         assert.ok(!stack.lines.some((l) => /deprecat|warning/i.test(l)), stack.lines.join("\n"));
       });
 
+      await t.step(
+        "an OAuth mailbox works end to end against the providers' stand-in; its mail is in the inbox",
+        async () => {
+          const token = /export TOKEN=(\S+)/.exec(stack.lines.join("\n"))![1];
+          const post = (path: string, payload: unknown) =>
+            fetch(`${api}/functions/v1/${path}`, {
+              method: "POST",
+              headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+              body: JSON.stringify(payload),
+            });
+          const created = await post("smtp-configs", {
+            name: "m365",
+            preset: "microsoft365",
+            from_email: "demo@mailroom.local",
+            oauth: { client_id: "mailroom-local", refresh_token: "local-demo" },
+          });
+          assert.equal(created.status, 201, await created.text());
+          const sent = await post("send-email", {
+            config: "m365",
+            to: "graph@example.com",
+            subject: "Via Graph",
+            text: "x",
+          });
+          assert.equal(sent.status, 200, await sent.text());
+          const inbox = await fetch(`http://127.0.0.1:${ports.inbox}/api/messages?q=graph@example.com`);
+          const listed = JSON.stringify(await inbox.json());
+          assert.match(listed, /Via Graph/);
+        },
+      );
+
       await t.step("stop stops it: one message, processes gone, ports free, state removed", async () => {
         const stopped = await runScript("stop.ts", env);
         assert.equal(stopped.code, 0, stopped.output);
