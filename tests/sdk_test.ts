@@ -93,6 +93,7 @@ Deno.test({
           assert.equal((await mailroom.configs.update("relay", { from_name: "Agent" })).from_name, "Agent");
           assert.equal((await mailroom.configs.verify("relay")).ok, true);
           assert.equal((await mailroom.configs.verifications("relay")).length, 1);
+          assert.equal((await mailroom.configs.deliverability("relay")).domain, user.email.split("@")[1]);
           const gmail = (await mailroom.configs.presets()).find((p) => p.id === "gmail");
           assert.deepEqual([gmail?.smtp.host, gmail?.reachable_here.smtp], ["smtp.gmail.com", true]);
           assert.equal((await mailroom.configs.setDefault("relay")).is_default, true);

@@ -169,6 +169,9 @@ export class MailroomClient {
   /** SMTP configurations. */
   readonly configs = {
     list: () => this.call<{ configs: T.SmtpConfig[] }>({ fn: "smtp-configs", method: "GET" }).then((r) => r.configs),
+    /** The config's From domain as DNS says: SPF (naming the provider?) and DMARC, a verdict and what to change. */
+    deliverability: async (ref: string) =>
+      await this.call<T.Deliverability>({ fn: "smtp-configs", method: "GET", path: `${segment(ref)}/deliverability` }),
     /** Well-known providers (Gmail, Microsoft 365, ...): create a config with `preset: id` and only credentials. */
     presets: () =>
       this.call<{ presets: T.ProviderPreset[] }>({ fn: "smtp-configs", method: "GET", path: segment("presets") })

@@ -23,6 +23,8 @@ export type Verification = Schemas["Verification"];
 export type VerificationRecord = Schemas["VerificationList"]["verifications"][number];
 /** A well-known provider: its server, login, limits, and whether this deployment reaches it. */
 export type ProviderPreset = Schemas["PresetList"]["presets"][number];
+/** What DNS says about a config's From domain (SPF, DMARC), a verdict and what to change. */
+export type Deliverability = Schemas["Deliverability"];
 export type Template = Schemas["Template"];
 export type TemplatePreview = Schemas["TemplatePreview"];
 export type AnalyticsSummary = Schemas["AnalyticsSummary"];

@@ -316,6 +316,13 @@ function buildDocument(projectUrl: string): Json {
           },
         ]),
       ),
+      "/smtp-configs/{ref}/deliverability": {
+        get: op(
+          "Will its mail reach the inbox: the From domain's SPF (does it name the provider?) and DMARC",
+          ok("Deliverability", "What DNS says, a verdict and what to change"),
+          { parameters: [config] },
+        ),
+      },
       "/smtp-configs/{ref}/verifications": {
         get: op("The config's last 50 verifications", ok("VerificationList", "Newest first"), { parameters: [config] }),
       },

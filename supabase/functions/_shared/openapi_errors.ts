@@ -591,6 +591,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
   "post /smtp-configs/{ref}/activate": ["config_not_found"],
   "post /smtp-configs/{ref}/deactivate": ["config_not_found"],
   "get /smtp-configs/{ref}/verifications": ["config_not_found"],
+  "get /smtp-configs/{ref}/deliverability": ["config_not_found"],
   "post /templates": [
     ...BODY,
     "template_name_taken",

@@ -34,6 +34,23 @@ const smtpConfig = {
   updated_at: "2026-11-24T16:40:51.007Z",
 };
 
+const deliverability = {
+  domain: "example.com",
+  checked: true,
+  spf: {
+    found: true,
+    record: "v=spf1 include:spf.messagingengine.com ~all",
+    covers_provider: true,
+    provider: "Fastmail",
+  },
+  dmarc: { found: false, record: null, policy: null },
+  verdict: "may_land_in_spam",
+  hints: [
+    'example.com publishes no DMARC policy: Gmail and Yahoo require one of bulk senders. Add a TXT record at _dmarc.example.com: "v=DMARC1; p=none; rua=mailto:dmarc@example.com"',
+    "Until then, mail from this config may land in spam, most of all at Gmail, Yahoo and Outlook.com",
+  ],
+};
+
 const template = {
   id: TEMPLATE_ID,
   name: "welcome",
@@ -122,7 +139,9 @@ export const RESPONSE_EXAMPLES: Record<string, Json> = {
     auth: true,
     latency_ms: 182,
     server_banner: "220 smtp.fastmail.com ESMTP ready",
+    deliverability,
   },
+  Deliverability: deliverability,
   Template: template,
   TemplatePreview: {
     template: { id: TEMPLATE_ID, name: "welcome" },

@@ -133,12 +133,33 @@ export const smtpConfigWithWarnings = smtpConfig.extend({ warnings: z.array(warn
 export const configList = z.strictObject({ configs: z.array(smtpConfig) });
 export const deleted = z.strictObject({ id: uuid, deleted: z.literal(true) });
 
+export const deliverability = z.strictObject({
+  domain: z.string(),
+  checked: z.boolean().describe("false when DNS could not be asked from here (the rest is then unknown)"),
+  spf: z.strictObject({
+    found: z.boolean(),
+    record: z.string().nullable(),
+    covers_provider: z.boolean().nullable().describe(
+      "whether it includes the sending provider's SPF (null: cannot tell)",
+    ),
+    provider: z.string().nullable(),
+  }),
+  dmarc: z.strictObject({
+    found: z.boolean(),
+    record: z.string().nullable(),
+    policy: z.enum(["none", "quarantine", "reject"]).nullable(),
+  }),
+  verdict: z.enum(["likely_inbox", "may_land_in_spam", "unknown"]),
+  hints: z.array(z.string()).describe("What to change, in plain words"),
+});
+
 export const verification = z.strictObject({
   ok: z.literal(true),
   tls: z.boolean(),
   auth: z.boolean(),
   latency_ms: z.number(),
   server_banner: z.string().nullable(),
+  deliverability: deliverability.describe("The From domain's SPF and DMARC, as DNS says from here"),
 });
 
 const scopes = z.array(z.string());
@@ -280,6 +301,7 @@ export const RESPONSES = {
   Verification: verification,
   VerificationList: verificationList,
   PresetList: presetList,
+  Deliverability: deliverability,
   Template: template,
   TemplateList: templateList,
   TemplatePreview: templatePreview,

@@ -19,6 +19,7 @@ import { finishVerification, listVerifications, startVerification } from "../_sh
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import { oauthTokenSource } from "../_shared/store/oauth_tokens.ts";
 import { OAuthError } from "../_shared/oauth/mod.ts";
+import { checkDeliverability } from "../_shared/deliverability/mod.ts";
 import {
   type ConfigWarning,
   createConfig,
@@ -110,6 +111,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
     };
   });
   const started = performance.now();
+  const deliverability = checkDeliverability(config.from_email, config.host);
   try {
     await oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth).get();
     const result = {
@@ -118,6 +120,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
       auth: true,
       latency_ms: Math.round(performance.now() - started),
       server_banner: null,
+      deliverability: await deliverability,
     };
     await finishVerification(ctx.sql, claims, verification, {
       ok: true,
@@ -160,6 +163,9 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
 
   const server = { ...config, ...credentials };
   const started = performance.now();
+  // Asked while the session runs: DNS and SMTP in parallel, so the check adds no wait.
+  const deliverability = checkDeliverability(config.from_email, config.host);
+  deliverability.catch(() => {});
   try {
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
@@ -170,7 +176,7 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
       latencyMs: result.latency_ms,
       serverBanner: result.server_banner,
     });
-    return json(result);
+    return json({ ...result, deliverability: await deliverability });
   } catch (error) {
     const latencyMs = Math.round(performance.now() - started);
     // With the server, so that a reply echoing the password is redacted.
@@ -229,6 +235,11 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
       if (method === "DELETE") return json(await withUser(ctx.sql, claims, (tx) => deleteConfig(tx, ref)));
       methodNotAllowed("GET, PATCH, DELETE");
     }
+    if (action === "deliverability") {
+      if (method !== "GET") methodNotAllowed("GET");
+      const config = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
+      return json(await checkDeliverability(config.from_email, config.host));
+    }
     if (action === "verifications") {
       if (method !== "GET") methodNotAllowed("GET");
       return json(
@@ -252,7 +263,7 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
     throw new ApiError(
       404,
       "route_not_found",
-      `No action ${JSON.stringify(action)}; use verify, verifications, default, activate or deactivate`,
+      `No action ${JSON.stringify(action)}; use verify, verifications, deliverability, default, activate or deactivate`,
     );
   });
 }

@@ -242,6 +242,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/smtp-configs/{ref}/deliverability": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Will its mail reach the inbox: the From domain's SPF (does it name the provider?) and DMARC */
+        get: operations["getSmtpConfigsRefDeliverability"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/smtp-configs/{ref}/verifications": {
         parameters: {
             query?: never;
@@ -994,6 +1011,28 @@ export interface components {
             auth: boolean;
             latency_ms: number;
             server_banner: string | null;
+            /** @description The From domain's SPF and DMARC, as DNS says from here */
+            deliverability: {
+                domain: string;
+                /** @description false when DNS could not be asked from here (the rest is then unknown) */
+                checked: boolean;
+                spf: {
+                    found: boolean;
+                    record: string | null;
+                    /** @description whether it includes the sending provider's SPF (null: cannot tell) */
+                    covers_provider: boolean | null;
+                    provider: string | null;
+                };
+                dmarc: {
+                    found: boolean;
+                    record: string | null;
+                    policy: ("none" | "quarantine" | "reject") | null;
+                };
+                /** @enum {string} */
+                verdict: "likely_inbox" | "may_land_in_spam" | "unknown";
+                /** @description What to change, in plain words */
+                hints: string[];
+            };
         };
         VerificationList: {
             /** Format: uuid */
@@ -1044,6 +1083,27 @@ export interface components {
                     reason?: string;
                 };
             }[];
+        };
+        Deliverability: {
+            domain: string;
+            /** @description false when DNS could not be asked from here (the rest is then unknown) */
+            checked: boolean;
+            spf: {
+                found: boolean;
+                record: string | null;
+                /** @description whether it includes the sending provider's SPF (null: cannot tell) */
+                covers_provider: boolean | null;
+                provider: string | null;
+            };
+            dmarc: {
+                found: boolean;
+                record: string | null;
+                policy: ("none" | "quarantine" | "reject") | null;
+            };
+            /** @enum {string} */
+            verdict: "likely_inbox" | "may_land_in_spam" | "unknown";
+            /** @description What to change, in plain words */
+            hints: string[];
         };
         Template: {
             /** Format: uuid */
@@ -3013,7 +3073,27 @@ export interface operations {
                      *       "tls": true,
                      *       "auth": true,
                      *       "latency_ms": 182,
-                     *       "server_banner": "220 smtp.fastmail.com ESMTP ready"
+                     *       "server_banner": "220 smtp.fastmail.com ESMTP ready",
+                     *       "deliverability": {
+                     *         "domain": "example.com",
+                     *         "checked": true,
+                     *         "spf": {
+                     *           "found": true,
+                     *           "record": "v=spf1 include:spf.messagingengine.com ~all",
+                     *           "covers_provider": true,
+                     *           "provider": "Fastmail"
+                     *         },
+                     *         "dmarc": {
+                     *           "found": false,
+                     *           "record": null,
+                     *           "policy": null
+                     *         },
+                     *         "verdict": "may_land_in_spam",
+                     *         "hints": [
+                     *           "example.com publishes no DMARC policy: Gmail and Yahoo require one of bulk senders. Add a TXT record at _dmarc.example.com: \"v=DMARC1; p=none; rua=mailto:dmarc@example.com\"",
+                     *           "Until then, mail from this config may land in spam, most of all at Gmail, Yahoo and Outlook.com"
+                     *         ]
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["Verification"];
@@ -3407,6 +3487,114 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["SmtpConfig"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSmtpConfigsRefDeliverability: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Config id or name */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What DNS says, a verdict and what to change */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "domain": "example.com",
+                     *       "checked": true,
+                     *       "spf": {
+                     *         "found": true,
+                     *         "record": "v=spf1 include:spf.messagingengine.com ~all",
+                     *         "covers_provider": true,
+                     *         "provider": "Fastmail"
+                     *       },
+                     *       "dmarc": {
+                     *         "found": false,
+                     *         "record": null,
+                     *         "policy": null
+                     *       },
+                     *       "verdict": "may_land_in_spam",
+                     *       "hints": [
+                     *         "example.com publishes no DMARC policy: Gmail and Yahoo require one of bulk senders. Add a TXT record at _dmarc.example.com: \"v=DMARC1; p=none; rua=mailto:dmarc@example.com\"",
+                     *         "Until then, mail from this config may land in spam, most of all at Gmail, Yahoo and Outlook.com"
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Deliverability"];
                 };
             };
             /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
