@@ -199,16 +199,6 @@ async function startStack(
   const store = new MessageStore({ dir: `${LOCAL_DIR}/mail` });
   const users = { [CATCHER_USER.username]: CATCHER_USER.password };
   const tls = { key: certs.key, cert: certs.cert };
-  // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (docs/local-stack.md).
-  const common = { tls, users, store, replyByAddress: true };
-  const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
-  onStarted(starttls.close);
-  const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", ...common });
-  onStarted(implicitTls.close);
-  const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
-  onStarted(inbox.close);
-  const docs = await startApiReference(LOCAL_PORTS.docs, `${localApiUrl()}/functions/v1/openapi`);
-  onStarted(docs.close);
   // STAND-IN for Google's and Microsoft's token endpoints, Graph sendMail and the Gmail API (an
   // OAuth mailbox cannot reach them from here without an account): client id `mailroom-local`,
   // any refresh token starting with `local-`; what they send lands in the inbox.
@@ -217,6 +207,23 @@ async function startStack(
     deliver: (delivery) => store.add(caughtMessage(delivery.delivered, { mailFrom: "", rcptTo: delivery.rcptTo })),
   });
   onStarted(oauthStandin.close);
+  // The catchers take XOAUTH2 logins with the stand-in's tokens, as Gmail's SMTP server does;
+  // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (docs/local-stack.md).
+  const common = {
+    tls,
+    users,
+    store,
+    replyByAddress: true,
+    acceptAccessToken: (_user: string, token: string) => oauthStandin.acceptsSmtpToken(token),
+  };
+  const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
+  onStarted(starttls.close);
+  const implicitTls = await startSmtpCatcher({ port: LOCAL_PORTS.smtps, mode: "tls", ...common });
+  onStarted(implicitTls.close);
+  const inbox = await startInbox({ port: LOCAL_PORTS.inbox, store });
+  onStarted(inbox.close);
+  const docs = await startApiReference(LOCAL_PORTS.docs, `${localApiUrl()}/functions/v1/openapi`);
+  onStarted(docs.close);
 
   const signingKey = await loadOrCreateSigningKey(`${LOCAL_DIR}/keys/jwt-signing-key.json`);
   const secretKey = loadOrCreateSecretKey(`${LOCAL_DIR}/keys/secret-key.txt`);

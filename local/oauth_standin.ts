@@ -60,6 +60,8 @@ export interface OAuthStandin {
   script(...answers: ScriptedAnswer[]): void;
   /** Every request gets 503 while down. */
   setDown(down: boolean): void;
+  /** Whether `token` is a live access token with an SMTP scope (for a catcher's XOAUTH2). */
+  acceptsSmtpToken(token: string): boolean;
   /** Requests received per endpoint. */
   readonly counts: Record<StandinEndpoint, number>;
   /** Refresh tokens presented, in order (to see that a rotated one is not used again). */
@@ -252,6 +254,11 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     },
     script: (...answers) => void scripted.push(...answers),
     setDown: (value) => void (down = value),
+    acceptsSmtpToken: (token) => {
+      const held = accessTokens.get(token);
+      return !!held && held.expiresAt > Date.now() &&
+        held.grant.scopes.some((s) => s === "https://mail.google.com/" || s === "https://outlook.office.com/SMTP.Send");
+    },
     counts,
     presentedRefreshTokens,
     deliveries,

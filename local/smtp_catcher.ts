@@ -187,6 +187,11 @@ export interface SmtpCatcherOptions {
   maxSize?: number;
   /** Told about connection-level failures (e.g. a client aborting the TLS handshake), which are otherwise ignored. */
   onError?: (error: Error) => void;
+  /**
+   * Accept AUTH XOAUTH2 too, with access tokens this approves (the local OAuth stand-in's, as
+   * Gmail's and Microsoft 365's SMTP servers check theirs).
+   */
+  acceptAccessToken?: (user: string, token: string) => boolean;
 }
 
 /** A running catcher. */
@@ -264,13 +269,22 @@ function serverOptions(
     logger: false,
     disableReverseLookup: true,
     disabledCommands: mode === "plain" || options.hideStartTls ? ["STARTTLS"] : [],
-    authMethods: ["PLAIN", "LOGIN"],
+    authMethods: options.acceptAccessToken ? ["PLAIN", "LOGIN", "XOAUTH2"] : ["PLAIN", "LOGIN"],
     authOptional: !users,
     // Without TLS there is nothing to protect credentials with; a plain catcher
     // is loopback-only and exists to test exactly that kind of server.
     allowInsecureAuth: mode === "plain",
     size: options.maxSize,
-    onAuth: (auth, _session, callback) => callback(...authenticate(auth, users)),
+    onAuth: (auth, _session, callback) => {
+      if (auth.method === "XOAUTH2") {
+        const ok = options.acceptAccessToken?.(auth.username ?? "", auth.accessToken ?? "") ?? false;
+        // The server's SASL failure for XOAUTH2 (the client then sends an empty line, as Gmail's does).
+        return ok
+          ? callback(null, { user: auth.username })
+          : callback(null, { data: { status: "401", schemes: "bearer" } });
+      }
+      callback(...authenticate(auth, users));
+    },
     onRcptTo: (address, _session, callback) => {
       if (options.rejectRecipients?.(address.address)) {
         return callback(smtpError(550, `Recipient rejected: ${address.address}`));

@@ -7,8 +7,15 @@
 import assert from "node:assert/strict";
 import { captureLogs, startTestStack } from "./harness.ts";
 import { startOAuthStandin } from "../local/oauth_standin.ts";
+import { startSmtpCatcher } from "../local/smtp_catcher.ts";
 
-const SECRETS = ["m365-refresh-secret", "m365-client-secret", "gmail-refresh-secret", "m365-refresh-secret-2"];
+const SECRETS = [
+  "m365-refresh-secret",
+  "m365-client-secret",
+  "gmail-refresh-secret",
+  "m365-refresh-secret-2",
+  "gsmtp-refresh-secret",
+];
 
 Deno.test({
   name: "OAuth mailboxes through the functions",
@@ -167,6 +174,62 @@ Deno.test({
         assert.equal(sent.status, 200, JSON.stringify(sent.json));
       });
 
+      await t.step(
+        "Gmail over SMTP with XOAUTH2: verify and send log in with the token; a refused one is renewed once",
+        async () => {
+          standin.addGrant({
+            clientId: "gsmtp-client",
+            refreshToken: "gsmtp-refresh-secret",
+            scopes: ["https://mail.google.com/"],
+            mailbox: user.email,
+          });
+          let refuseNext = false;
+          const smtp = await startSmtpCatcher({
+            mode: "tls",
+            tls: { key: stack.certs.key, cert: stack.certs.cert },
+            users: { nobody: "no password login here" },
+            acceptAccessToken: (name, token) => {
+              if (refuseNext) {
+                refuseNext = false;
+                return false;
+              }
+              return name === user.email && standin.acceptsSmtpToken(token);
+            },
+          });
+          try {
+            const created = await call("smtp-configs", "POST", {
+              name: "gsmtp",
+              auth_type: "oauth2",
+              transport: "smtp",
+              host: "localhost",
+              port: smtp.port,
+              security: "tls",
+              from_email: user.email,
+              oauth: { provider: "google", client_id: "gsmtp-client", refresh_token: "gsmtp-refresh-secret" },
+            });
+            assert.equal(created.status, 201, JSON.stringify(created.json));
+            const verified = await call("smtp-configs/gsmtp/verify", "POST");
+            assert.equal(verified.status, 200, JSON.stringify(verified.json));
+            assert.match(verified.json.server_banner ?? "", /^220 /);
+            const refreshes = standin.counts.token;
+            refuseNext = true;
+            const sent = await call("send-email", "POST", {
+              config: "gsmtp",
+              to: "x@example.com",
+              subject: "XOAUTH2",
+              text: "x",
+            });
+            assert.equal(sent.status, 200, JSON.stringify(sent.json));
+            assert.equal(standin.counts.token - refreshes, 1, "the refused token was replaced by one fresh one");
+            const caught = smtp.messages().at(-1)!;
+            assert.equal(caught.authUser, user.email);
+            assert.match(caught.raw, /^Subject: XOAUTH2$/m);
+          } finally {
+            await smtp.close();
+          }
+        },
+      );
+
       await t.step("bad OAuth configs are refused with the field at fault", async () => {
         const cases: [Record<string, unknown>, string][] = [
           [{ auth_type: "oauth2", transport: "graph" }, "oauth"],
@@ -178,9 +241,14 @@ Deno.test({
           [{
             auth_type: "oauth2",
             transport: "smtp",
-            host: "smtp.gmail.com",
             oauth: { provider: "google", client_id: "c", refresh_token: "r" },
-          }, "transport"],
+          }, "host"],
+          [{
+            auth_type: "oauth2",
+            transport: "smtp",
+            host: "smtp.x.example",
+            oauth: { provider: "custom", client_id: "c", refresh_token: "r", token_url: "https://x.example/token" },
+          }, "oauth.provider"],
           [{ transport: "graph", host: "x.example.com" }, "transport"],
           [{
             auth_type: "oauth2",

@@ -320,22 +320,21 @@ function grantProblem(transport: string, grant: z.infer<typeof oauthGrant>): { p
   if (transport === "gmail_api" && grant.provider !== "google") {
     return { path: "transport", message: "gmail_api sends for Google mailboxes (oauth.provider google)" };
   }
-  if (transport === "smtp") {
+  if (grant.provider === "custom") {
     return {
-      path: "transport",
-      message: "OAuth over SMTP (XOAUTH2) is not offered yet: use transport graph (Microsoft) or gmail_api (Google)",
+      path: "oauth.provider",
+      message: "a custom provider is not offered yet (its token endpoint needs the egress checks of a server): use " +
+        "google or microsoft",
     };
   }
-  if ((grant.provider === "custom") !== (grant.token_url !== undefined)) {
-    return {
-      path: "oauth.token_url",
-      message: "a custom provider needs token_url, and only a custom provider takes one",
-    };
+  // Until a custom provider is offered, a token endpoint and scopes are never the caller's.
+  if (grant.token_url !== undefined) {
+    return { path: "oauth.token_url", message: "only a custom provider takes a token_url" };
   }
   if (grant.tenant !== undefined && grant.provider !== "microsoft") {
     return { path: "oauth.tenant", message: "only a Microsoft grant has a tenant" };
   }
-  if (grant.scopes !== undefined && grant.provider !== "custom") {
+  if (grant.scopes !== undefined) {
     return { path: "oauth.scopes", message: "the scopes of google and microsoft grants are the transport's" };
   }
   return null;
@@ -349,8 +348,8 @@ export const createConfigRequest = z.object({
     "password (the default) or oauth2: a grant from the mailbox's provider (give oauth)",
   ),
   transport: z.enum(["smtp", "graph", "gmail_api"]).default("smtp").describe(
-    "How messages leave: smtp, or with oauth2 Microsoft Graph (graph) or the Gmail API (gmail_api), which work where " +
-      "SMTP ports are blocked (Microsoft 365 submits only on 587)",
+    "How messages leave: smtp (with oauth2: SASL XOAUTH2), or with oauth2 Microsoft Graph (graph) or the Gmail API " +
+      "(gmail_api), which work where SMTP ports are blocked (Microsoft 365 submits only on 587)",
   ),
   oauth: oauthGrant.optional(),
   preset: z.enum(PRESET_IDS).optional().describe(
@@ -383,6 +382,9 @@ export const createConfigRequest = z.object({
     if (problem) issue(problem.path, problem.message);
     if (c.transport !== "smtp" && (c.host !== undefined || c.port !== undefined)) {
       issue("host", `host and port do not apply to transport ${c.transport}: it sends over the provider's HTTPS API`);
+    }
+    if (c.transport === "smtp" && c.host === undefined) {
+      issue("host", "XOAUTH2 over SMTP needs the server: host (or a preset, e.g. gmail)");
     }
   })
   .transform((c) => {

@@ -363,6 +363,13 @@ export async function transmitOnly(
     username: config.username,
     password: config.password,
   };
+  if (config.auth_type === "oauth2") {
+    // XOAUTH2: the token first, so that a grant that cannot give one is its own refusal
+    // (oauth_reauth_required, ...) before any connection, not a failed login.
+    const oauth = await oauthLogin(ctx, prepared);
+    if ("refused" in oauth) return oauth;
+    Object.assign(server, oauth);
+  }
   const envelope = envelopeTo ? { ...message.envelope, to: envelopeTo } : message.envelope;
   try {
     const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
@@ -373,6 +380,48 @@ export async function transmitOnly(
   } catch (error) {
     return { refused: describeFailure(error, server) };
   }
+}
+
+/** An OAuth config's SMTP login (XOAUTH2 as its mailbox), or the refusal of its grant. */
+async function oauthLogin(
+  ctx: AppContext,
+  prepared: PreparedSend,
+): Promise<Pick<SmtpServer, "username" | "xoauth2"> | Extract<Transmission, { refused: unknown }>> {
+  const { config } = prepared;
+  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, ctx.config.oauth);
+  try {
+    let current = await tokens.get();
+    return {
+      username: config.username ?? config.from_email,
+      xoauth2: {
+        current,
+        fresh: async () => {
+          await tokens.invalidate(current);
+          current = await tokens.get();
+          return current;
+        },
+      },
+    };
+  } catch (error) {
+    if (!(error instanceof OAuthError)) throw error;
+    return oauthRefusal(error);
+  }
+}
+
+function oauthRefusal(error: OAuthError): Extract<Transmission, { refused: unknown }> {
+  return {
+    refused: {
+      httpStatus: 502,
+      failure: {
+        code: error.code,
+        outcome: error.retryable ? "deferred" : "failed",
+        scope: "session",
+        retryable: error.retryable,
+        message: error.message,
+        ...(error.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.retryAfterSeconds } : {}),
+      },
+    },
+  };
 }
 
 /**
@@ -406,19 +455,7 @@ async function transmitOverHttps(
     return { report };
   } catch (error) {
     if (!(error instanceof OAuthError)) throw error;
-    return {
-      refused: {
-        httpStatus: 502,
-        failure: {
-          code: error.code,
-          outcome: error.retryable ? "deferred" : "failed",
-          scope: "session",
-          retryable: error.retryable,
-          message: error.message,
-          ...(error.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.retryAfterSeconds } : {}),
-        },
-      },
-    };
+    return oauthRefusal(error);
   }
 }
 

@@ -112,20 +112,57 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
   });
   const started = performance.now();
   const deliverability = checkDeliverability(config.from_email, config.host);
+  const tokens = oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth);
   try {
-    await oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth).get();
+    let token = await tokens.get();
+    let banner: string | null = null;
+    if (config.transport === "smtp") {
+      // XOAUTH2 over SMTP: the server must take the token, as for a password.
+      checkServerStatically(ctx.config.egress, config);
+      const server = {
+        ...config,
+        username: config.username ?? config.from_email,
+        xoauth2: {
+          current: token,
+          fresh: async () => {
+            await tokens.invalidate(token);
+            return token = await tokens.get();
+          },
+        },
+      };
+      try {
+        const target = await resolveTarget(ctx.config.egress, config.host, config.port, {
+          timeoutMs: ctx.config.smtp.connectTimeoutMs,
+        });
+        banner = (await verifyServer(server, target, ctx.config.smtp)).server_banner;
+      } catch (error) {
+        const { httpStatus, failure, details } = describeFailure(error, server);
+        const latencyMs = Math.round(performance.now() - started);
+        await finishVerification(ctx.sql, claims, verification, {
+          ok: false,
+          errorClass: failure.code,
+          latencyMs,
+          serverBanner: error instanceof SessionFailure ? error.banner : null,
+        });
+        throw new ApiError(httpStatus, failure.code, failure.message, {
+          ...details,
+          ...(httpStatus === 502 ? failureDetails(failure) : {}),
+          latency_ms: latencyMs,
+        });
+      }
+    }
     const result = {
       ok: true as const,
       tls: true,
       auth: true,
       latency_ms: Math.round(performance.now() - started),
-      server_banner: null,
+      server_banner: banner,
       deliverability: await deliverability,
     };
     await finishVerification(ctx.sql, claims, verification, {
       ok: true,
       latencyMs: result.latency_ms,
-      serverBanner: null,
+      serverBanner: banner,
     });
     return json(result);
   } catch (error) {

@@ -70,13 +70,15 @@ export function applyPreset(raw: unknown, policy: EgressPolicy): unknown {
     // SMTP ports are blocked): the host is the API's, not the preset's SMTP server.
     const transport = request.transport ?? preset.https_transports[0] ?? "smtp";
     const limits = request.limits ?? presetLimits(preset);
-    return {
+    const oauthRequest = {
       ...request,
       auth_type: "oauth2",
       transport,
       oauth: { provider: preset.oauth.provider, ...(oauth ?? {}) },
       ...(limits ? { limits } : {}),
     };
+    // XOAUTH2 over the preset's SMTP server, when that is what was asked for.
+    return transport === "smtp" ? { ...oauthRequest, ...presetServer(request, preset, policy) } : oauthRequest;
   }
   if (!preset.auth.some((a) => a !== "oauth2")) {
     throw new ApiError(
@@ -88,6 +90,16 @@ export function applyPreset(raw: unknown, policy: EgressPolicy): unknown {
       { preset: preset.id },
     );
   }
+  const limits = request.limits ?? presetLimits(preset);
+  return { ...request, ...presetServer(request, preset, policy), ...(limits ? { limits } : {}) };
+}
+
+/** The preset's SMTP server under the request's own fields, or 422 when this deployment cannot reach it. */
+function presetServer(
+  request: Record<string, unknown>,
+  preset: ProviderPreset,
+  policy: EgressPolicy,
+): Record<string, unknown> {
   const server = {
     host: request.host ?? preset.smtp.host,
     port: request.port ?? (request.host === undefined ? preset.smtp.port : undefined),
@@ -104,10 +116,7 @@ export function applyPreset(raw: unknown, policy: EgressPolicy): unknown {
       { preset: preset.id, port: preset.smtp.port },
     );
   }
-  const limits = request.limits ?? presetLimits(preset);
-  return Object.fromEntries(
-    Object.entries({ ...request, ...server, ...(limits ? { limits } : {}) }).filter(([, v]) => v !== undefined),
-  );
+  return Object.fromEntries(Object.entries(server).filter(([, v]) => v !== undefined));
 }
 
 function presetLimits(preset: ProviderPreset): { per_day?: number; per_minute?: number } | undefined {

@@ -67,6 +67,8 @@ export function poolKey(
       server.security,
       server.username,
       server.password,
+      // An OAuth login: sessions of one grant (its access token may change; the session stays valid).
+      server.xoauth2 ? "xoauth2" : null,
     ]),
   };
 }

@@ -3,7 +3,7 @@
 // extensions the server offers, authenticate only when it offers AUTH, and keep the
 // server's own lines to tell how far a transaction got.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
 import { setImmediate } from "node:timers";
 import type { ResolvedTarget } from "./egress.ts";
@@ -21,6 +21,11 @@ export interface SmtpServer {
   security: "tls" | "starttls" | "none";
   username?: string | null;
   password?: string | null;
+  /**
+   * An OAuth mailbox: log in with SASL XOAUTH2 as `username` with an access token from here
+   * (`current` first; after the server refuses it, `fresh()` once) instead of a password.
+   */
+  xoauth2?: { current: string; fresh: () => Promise<string> };
 }
 
 /** Timeouts, trust and identity of our side of every session. */
@@ -163,8 +168,27 @@ export class SmtpSession {
         if (!connection.allowsAuth) {
           throw smtpError("ENOAUTHOFFERED", "The server offers no AUTH mechanism, but the config has credentials");
         }
+        const user = server.username;
+        const oauth = server.xoauth2;
         await opened.call<void>((done) =>
-          connection.login({ user: server.username!, pass: server.password ?? "" }, (e) => done(e ?? null))
+          connection.login(
+            oauth
+              ? {
+                user,
+                method: "XOAUTH2",
+                // nodemailer asks again with isRetry after the server refused the first token.
+                oauth2: {
+                  getToken: (isRetry: boolean, callback: (error: Error | null, token?: string) => void) => {
+                    if (!isRetry) return callback(null, oauth.current);
+                    oauth.fresh().then((token) => callback(null, token), (error) => callback(error as Error));
+                  },
+                  buildXOAuth2Token: (token: string) =>
+                    Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`, "utf8").toString("base64"),
+                },
+              } as never
+              : { user, pass: server.password ?? "" },
+            (e) => done(e ?? null),
+          )
         );
       }
       // The server's lines were needed for the greeting only. From here nodemailer's debug mode

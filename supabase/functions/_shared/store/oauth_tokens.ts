@@ -70,10 +70,14 @@ export function oauthTokenSource(
   const key = `${config.id}:${config.credentials_changed_at}`;
   return {
     get: () => cache.get(key, () => sharedToken(sql, owner, config.id, options)),
-    invalidate: (accessToken) => {
+    invalidate: async (accessToken) => {
       cache.invalidate(key, accessToken);
-      // The other workers must not keep using a token the provider refused.
-      withUser(sql, owner, (tx) => tx`select private.forget_oauth_access_token(${config.id}::uuid, ${accessToken})`)
+      // The other workers must not keep using a token the provider refused (nor may the next get).
+      await withUser(
+        sql,
+        owner,
+        (tx) => tx`select private.forget_oauth_access_token(${config.id}::uuid, ${accessToken})`,
+      )
         .catch(() => {});
     },
   };

@@ -52,7 +52,8 @@ export interface HttpsSendOptions {
 /** A token source for one mailbox: `get` gives a current token, `invalidate` drops a refused one. */
 export interface TokenSource {
   get(): Promise<string>;
-  invalidate(accessToken: string): void;
+  /** Resolves once the next `get` cannot return this token again. */
+  invalidate(accessToken: string): void | Promise<void>;
 }
 
 /**
@@ -91,7 +92,7 @@ export async function sendOverHttps(
     const token = await tokens.get();
     const answer = await post(transport, body, token, options);
     if (answer.kind === "token_rejected" && attempt === 1) {
-      tokens.invalidate(token);
+      await tokens.invalidate(token);
       continue;
     }
     return reportOf(transport, message, answer);
