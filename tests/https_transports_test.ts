@@ -166,6 +166,10 @@ Deno.test("HTTPS send APIs: Graph sendMail and the Gmail API", async (t) => {
       const wrongScope = await sendOverHttps("graph", message, tokensFor("gmail-rt"), { endpoints });
       assert.deepEqual([wrongScope.status, wrongScope.failure?.code], ["failed", "oauth_permission_missing"]);
       assert.match(wrongScope.failure!.message, /Mail\.Send/);
+      // A 403 about this one message (its From) is the message's failure, not a mailbox without permission.
+      standin.script({ endpoint: "graph", status: 403, body: { error: { code: "ErrorSendAsDenied" } } });
+      const sendAs = await sendOverHttps("graph", message, tokensFor("graph-rt"), { endpoints });
+      assert.deepEqual([sendAs.status, sendAs.failure?.code], ["failed", "provider_rejected_message"]);
       standin.script({ endpoint: "graph", status: 400, body: { error: { code: "ErrorMimeContentInvalid" } } });
       const rejected = await sendOverHttps("graph", message, tokensFor("graph-rt"), { endpoints });
       assert.deepEqual([rejected.status, rejected.failure?.code], ["failed", "provider_rejected_message"]);

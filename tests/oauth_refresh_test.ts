@@ -110,6 +110,16 @@ Deno.test("refresh-token grant against a token endpoint over HTTP", async (t) =>
       assert.deepEqual([down.code, down.retryable], ["oauth_token_refresh_failed", true]);
     });
 
+    await t.step("an error the owner cannot act on (temporarily_unavailable) is retryable, never a pause", async () => {
+      standin.script({ endpoint: "token", status: 400, body: { error: "temporarily_unavailable" } });
+      const error = await refused(refreshAccessToken(request(), opts));
+      assert.deepEqual([error.code, error.retryable, error.providerError], [
+        "oauth_token_refresh_failed",
+        true,
+        "temporarily_unavailable",
+      ]);
+    });
+
     await t.step("a slow endpoint times out as retryable", async () => {
       standin.script({ endpoint: "token", delayMs: 1_500 });
       const slow = await refused(refreshAccessToken(request(), { ...opts, timeoutMs: 200 }));

@@ -9,6 +9,7 @@ import { startOAuthStandin } from "../local/oauth_standin.ts";
 import { AccessTokenCache, OAuthError } from "../supabase/functions/_shared/oauth/mod.ts";
 import { createSql } from "../supabase/functions/_shared/db.ts";
 import { oauthTokenSource } from "../supabase/functions/_shared/store/oauth_tokens.ts";
+import { sendOverHttps } from "../supabase/functions/_shared/transports/mod.ts";
 
 Deno.test({
   name: "OAuth tokens shared across workers",
@@ -92,6 +93,36 @@ Deno.test({
         const next = await (await instance()).get();
         assert.notEqual(next, shared);
         assert.equal(standin.counts.token, before + 1);
+      });
+
+      await t.step("a stored token the API refuses early is replaced before the retry, every time", async () => {
+        // A Graph that refuses the tokens it is told to (revoked early by the provider).
+        const refused = new Set<string>();
+        const graph = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+          const token = (req.headers.get("authorization") ?? "").slice("Bearer ".length);
+          return refused.has(token)
+            ? Response.json({ error: { code: "InvalidAuthenticationToken" } }, { status: 401 })
+            : new Response(null, { status: 202 });
+        });
+        try {
+          const message = {
+            raw: new TextEncoder().encode("Subject: x\r\n\r\nx"),
+            messageId: "<m@example.com>",
+            envelope: { from: user.email, to: ["a@example.com"] },
+            bcc: [],
+          };
+          const outcomes: string[] = [];
+          for (let i = 0; i < 20; i++) {
+            refused.add(await (await instance()).get());
+            const report = await sendOverHttps("graph", message, await instance(), {
+              endpoints: { graphUrl: `http://127.0.0.1:${graph.addr.port}` },
+            });
+            outcomes.push(report.failure?.code ?? report.status);
+          }
+          assert.deepEqual(outcomes, Array(20).fill("sent"));
+        } finally {
+          await graph.shutdown();
+        }
       });
 
       await t.step("a revoked grant pauses the config's queue: nothing fails, no secret in the error", async () => {

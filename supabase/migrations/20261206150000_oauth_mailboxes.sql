@@ -32,7 +32,10 @@ alter table public.user_smtp_configs
   add column oauth_access_token_secret_id uuid,
   add column oauth_access_token_expires_at timestamptz,
   add constraint user_smtp_configs_transport check (transport in ('smtp', 'graph', 'gmail_api')),
-  add constraint user_smtp_configs_oauth_provider check (oauth_provider in ('google', 'microsoft', 'custom')),
+  -- `custom` (a provider naming its own token endpoint) is kept out until the functions check that
+  -- endpoint as they check an SMTP server (resolved, no private addresses): a refresh would
+  -- otherwise POST from our network to any URL a user wrote through the Data API.
+  add constraint user_smtp_configs_oauth_provider check (oauth_provider in ('google', 'microsoft')),
   add constraint user_smtp_configs_oauth_client_id check (char_length(oauth_client_id) between 1 and 512),
   add constraint user_smtp_configs_oauth_tenant check (oauth_tenant ~ '^[A-Za-z0-9.-]{1,255}$'),
   add constraint user_smtp_configs_oauth_token_url check (

@@ -12,7 +12,7 @@ import {
   resolveTarget,
 } from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
-import { createConfigRequest, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
+import { createConfigRequest, HTTPS_TRANSPORT_HOSTS, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
 import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
 import { finishVerification, listVerifications, startVerification } from "../_shared/store/verifications.ts";
@@ -97,6 +97,11 @@ async function update(ctx: AppContext, claims: UserClaims, ref: string, req: Req
   return json({ ...after, warnings });
 }
 
+/** The host mail really leaves through: the API's for an HTTPS transport (its host column is not used). */
+function sendingHost(config: SmtpConfig): string {
+  return config.transport === "smtp" ? config.host : HTTPS_TRANSPORT_HOSTS[config.transport];
+}
+
 /**
  * Verify an OAuth config: get an access token from its grant (the step that fails when consent
  * was revoked, the client is wrong or a scope is missing). An HTTPS transport has nothing more to
@@ -111,7 +116,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
     };
   });
   const started = performance.now();
-  const deliverability = checkDeliverability(config.from_email, config.host);
+  const deliverability = checkDeliverability(config.from_email, sendingHost(config));
   const tokens = oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth);
   try {
     let token = await tokens.get();
@@ -275,7 +280,7 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
     if (action === "deliverability") {
       if (method !== "GET") methodNotAllowed("GET");
       const config = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
-      return json(await checkDeliverability(config.from_email, config.host));
+      return json(await checkDeliverability(config.from_email, sendingHost(config)));
     }
     if (action === "verifications") {
       if (method !== "GET") methodNotAllowed("GET");

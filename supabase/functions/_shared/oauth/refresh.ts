@@ -163,10 +163,12 @@ function classify(error: unknown, redact: (text: string) => string): OAuthError 
           error.error,
         );
       default:
+        // An error the grant's owner cannot act on (temporarily_unavailable, ...): tried again
+        // later, never a reason to pause the mailbox.
         return new OAuthError(
           "oauth_token_refresh_failed",
-          `The token endpoint refused the refresh (${error.error}${said})`,
-          error.status >= 500,
+          `The token endpoint refused the refresh (${error.error}${said}); it is tried again later`,
+          true,
           error.error,
         );
     }

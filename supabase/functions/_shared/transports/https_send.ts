@@ -103,6 +103,9 @@ export async function sendOverHttps(
 const NOT_CONNECTED =
   /connection refused|ECONNREFUSED|dns error|failed to lookup|Name or service not known|tcp connect error/i;
 
+/** Graph's 403 codes that concern one message, not the mailbox's permission. */
+const MESSAGE_REFUSALS = /SendAsDenied|SendOnBehalf|InvalidRecipients|ErrorMessageSubmissionBlocked|QuotaExceeded/i;
+
 type Answer =
   | { kind: "accepted"; status: number; id?: string }
   | { kind: "token_rejected"; status: number; text: string }
@@ -252,6 +255,21 @@ function reportOf(transport: HttpsTransport, message: HttpsMessage, answer: Answ
           ),
           ...(answer.retryAfter !== undefined ? { retryAfterSeconds: answer.retryAfter } : {}),
         });
+      }
+      // A 403 about this message (its From, its recipients) is the message's failure, not the mailbox's.
+      if (status === 403 && MESSAGE_REFUSALS.test(code)) {
+        return report(
+          message,
+          failure(
+            "provider_rejected_message",
+            "failed",
+            "message",
+            false,
+            `${api} refused the message${said}`,
+            status,
+            text,
+          ),
+        );
       }
       if (status === 403) {
         return report(
