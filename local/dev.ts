@@ -203,6 +203,7 @@ async function startStack(
   // OAuth mailbox cannot reach them from here without an account): client id `mailroom-local`,
   // any refresh token starting with `local-`; what they send lands in the inbox.
   const oauthStandin = await startOAuthStandin({
+    port: LOCAL_PORTS.oauth,
     openClientId: "mailroom-local",
     deliver: (delivery) => store.add(caughtMessage(delivery.delivered, { mailFrom: "", rcptTo: delivery.rcptTo })),
   });

@@ -71,6 +71,8 @@ export interface OAuthStandin {
 }
 
 export interface OAuthStandinOptions {
+  /** Port on 127.0.0.1 (default 0: any free one). */
+  port?: number;
   /** Access token lifetime in seconds (default 3600). */
   tokenLifetimeSeconds?: number;
   /**
@@ -221,7 +223,7 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     "/gmail/upload/gmail/v1/users/me/messages/send": ["gmail", gmailUpload],
   };
 
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen: () => {} }, async (req) => {
     const route = routes[new URL(req.url).pathname];
     if (!route || req.method !== "POST") return new Response("not found", { status: 404 });
     const [endpoint, handle] = route;
