@@ -592,7 +592,7 @@ export interface components {
              */
             auth_type?: "password" | "oauth2";
             /**
-             * @description How messages leave: smtp, or with oauth2 Microsoft Graph (graph) or the Gmail API (gmail_api), which work where SMTP ports are blocked (Microsoft 365 submits only on 587)
+             * @description How messages leave: smtp (with oauth2: SASL XOAUTH2), or with oauth2 Microsoft Graph (graph) or the Gmail API (gmail_api), which work where SMTP ports are blocked (Microsoft 365 submits only on 587)
              * @default smtp
              * @enum {string}
              */
