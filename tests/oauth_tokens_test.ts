@@ -164,6 +164,40 @@ Deno.test({
         assert.match(token, /^standin-at-/);
         assert.equal(standin.presentedRefreshTokens.at(-1), "refresh-secret-2");
       });
+      // Last: it spends the user's failed-login budget for the hour.
+      await t.step("refused grants count as failed logins: after five, the provider is not asked again", async () => {
+        const [other] = await stack.sql<{ id: string }[]>`
+          insert into public.user_smtp_configs
+            (user_id, name, host, port, from_email, auth_type, transport, oauth_provider, oauth_client_id)
+          values (${user.id}, 'guessing', 'gmail.googleapis.com', 443, ${user.email}, 'oauth2', 'gmail_api', 'google',
+                  'client-1')
+          returning id`;
+        const source = async () => {
+          const [row] = await stack.sql<{ id: string; credentials_changed_at: string }[]>`
+            select id, credentials_changed_at::text from public.user_smtp_configs where id = ${other.id}`;
+          return oauthTokenSource(sql, owner, row, {
+            cache: new AccessTokenCache(),
+            tokenUrl: standin.tokenUrl,
+            allowHttp: true,
+          });
+        };
+        const codes: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          // A new (wrong) grant each time: each is a new guess for the guard.
+          await stack.asDataApi(
+            user,
+            (tx) => tx`select private.set_smtp_config_oauth(${other.id}::uuid, ${`guessed-grant-${i}`})`,
+          );
+          const before = standin.counts.token;
+          const error = await (await source()).get().then(() => null, (e) => e);
+          assert.ok(error instanceof OAuthError, String(error));
+          codes.push(`${error.code}:${error.retryable}:${standin.counts.token - before}`);
+        }
+        assert.deepEqual(codes, [
+          ...Array(5).fill("oauth_reauth_required:false:1"),
+          "oauth_token_refresh_failed:true:0",
+        ]);
+      });
     } finally {
       await sql.end();
       await standin.close();

@@ -323,6 +323,55 @@ begin
 end
 $$;
 
+-- The credential guard (20261125130100) covers OAuth grants too: a refresh with a grant that has
+-- not worked yet is a login attempt, counted against the user's failed-login limit when the
+-- provider refuses it, so the functions cannot be used to try grants (or client secrets) at a
+-- provider's token endpoint over and over. Replaces the function of 20261125130100.
+create or replace function private.begin_smtp_authentication(p_config_id uuid)
+returns bigint
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user_id uuid := (select auth.uid());
+  v_config record;
+  v_attempt_id bigint;
+begin
+  select c.auth_type, c.username, c.password_secret_id, c.oauth_refresh_token_secret_id,
+         c.credentials_verified_at, c.credentials_changed_at
+    into v_config
+    from public.user_smtp_configs c
+   where c.id = p_config_id and c.user_id = v_user_id
+     for share;
+  if not found then
+    raise exception 'smtp config not found' using errcode = 'P0002';
+  end if;
+  -- No login (or none possible without its secret), or proven credentials: nothing to guess.
+  if v_config.credentials_verified_at is not null
+     or (v_config.auth_type = 'password' and (v_config.username is null or v_config.password_secret_id is null))
+     or (v_config.auth_type = 'oauth2' and v_config.oauth_refresh_token_secret_id is null) then
+    return null;
+  end if;
+
+  -- Credentials already being tried, or already refused, within the window are no new guess.
+  if not exists (
+    select 1 from private.credential_events e
+     where e.user_id = v_user_id and e.config_id = p_config_id and e.credentials_as_of = v_config.credentials_changed_at
+       and e.kind in ('auth_attempt', 'auth_failed') and e.created_at > now() - interval '1 hour'
+  ) then
+    perform private.enforce_credential_limit(v_user_id, 'auth_failure');
+  else
+    perform pg_advisory_xact_lock(hashtextextended('mailroom.credential_events:' || v_user_id::text, 0));
+  end if;
+  perform private.record_credential_event(v_user_id, 'auth_attempt', p_config_id, v_config.credentials_changed_at);
+  select max(e.id) into v_attempt_id
+    from private.credential_events e
+   where e.user_id = v_user_id and e.config_id = p_config_id and e.kind = 'auth_attempt';
+  return v_attempt_id;
+end
+$$;
+
 revoke all on function private.forget_oauth_access_token(uuid, text) from public, anon, authenticated;
 grant execute on function private.forget_oauth_access_token(uuid, text) to authenticated;
 revoke all on function private.set_smtp_config_oauth(uuid, text, text) from public, anon, authenticated;

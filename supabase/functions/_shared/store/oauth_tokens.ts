@@ -5,6 +5,7 @@
 // same transaction. A grant the provider no longer honours pauses the config's queue.
 import type { UserClaims } from "../auth.ts";
 import { type Sql, withUser } from "../db.ts";
+import { ApiError } from "../http.ts";
 import {
   AccessTokenCache,
   type CachedToken,
@@ -83,17 +84,26 @@ export function oauthTokenSource(
   };
 }
 
-/** The stored token while it is fresh, else a refresh under the config's lock, stored for everyone. */
+/** Provider errors that judge the grant (a wrong or revoked one): a failed login for the credential guard. */
+const GRANT_REFUSED = new Set(["invalid_grant", "invalid_client", "unauthorized_client"]);
+
+/**
+ * The stored token while it is fresh, else a refresh under the config's lock, stored for
+ * everyone. A refresh with a grant that has not worked yet is a login attempt for the credential
+ * guard (`private.begin_smtp_authentication`), settled in the same transaction, so a refused
+ * grant counts even though the refresh then fails.
+ */
 async function sharedToken(sql: Sql, owner: UserClaims, configId: string, options: TokenSourceOptions) {
+  let outcome: CachedToken | OAuthError;
   try {
-    return await withUser(sql, owner, async (tx): Promise<CachedToken> => {
+    outcome = await withUser(sql, owner, async (tx): Promise<CachedToken | OAuthError> => {
       await tx`select private.lock_oauth_refresh(${configId}::uuid)`;
       const [grant] = await tx<StoredGrant[]>`
         select provider, client_id, tenant, token_url, scopes, transport, refresh_token, client_secret,
                access_token, access_token_expires_at
           from private.smtp_config_oauth_credentials(${configId}::uuid)`;
       if (!grant?.refresh_token) {
-        throw new OAuthError(
+        return new OAuthError(
           "oauth_reauth_required",
           "This mailbox has no OAuth grant stored: connect it (give a refresh token)",
           false,
@@ -103,29 +113,54 @@ async function sharedToken(sql: Sql, owner: UserClaims, configId: string, option
       if (grant.access_token && stored - EXPIRY_MARGIN_MS > Date.now()) {
         return { accessToken: grant.access_token, expiresAt: stored };
       }
-      const fresh = await refreshAccessToken({
-        tokenUrl: options.tokenUrl ?? tokenEndpoint({
-          provider: grant.provider,
-          tenant: grant.tenant,
-          tokenUrl: grant.token_url,
-        }),
-        clientId: grant.client_id,
-        clientSecret: grant.client_secret,
-        refreshToken: grant.refresh_token,
-        scopes: refreshScopes({ provider: grant.provider, transport: grant.transport, scopes: grant.scopes }),
-      }, { timeoutMs: options.timeoutMs, allowHttp: options.allowHttp });
-      await tx`
-        select private.store_oauth_tokens(${configId}::uuid, ${fresh.accessToken},
-                                          ${new Date(fresh.expiresAt).toISOString()}::timestamptz,
-                                          ${grant.refresh_token}, ${fresh.rotatedRefreshToken ?? null})`;
-      return { accessToken: fresh.accessToken, expiresAt: fresh.expiresAt };
+      const [{ attempt }] = await tx<{ attempt: string | null }[]>`
+        select private.begin_smtp_authentication(${configId}::uuid)::text as attempt`;
+      const settle = (result: "succeeded" | "failed" | "unanswered") =>
+        attempt === null ? Promise.resolve() : tx`
+          select private.settle_smtp_authentication(${configId}::uuid, ${result}, ${attempt}::bigint)`.then(() => {});
+      try {
+        const fresh = await refreshAccessToken({
+          tokenUrl: options.tokenUrl ?? tokenEndpoint({
+            provider: grant.provider,
+            tenant: grant.tenant,
+            tokenUrl: grant.token_url,
+          }),
+          clientId: grant.client_id,
+          clientSecret: grant.client_secret,
+          refreshToken: grant.refresh_token,
+          scopes: refreshScopes({ provider: grant.provider, transport: grant.transport, scopes: grant.scopes }),
+        }, { timeoutMs: options.timeoutMs, allowHttp: options.allowHttp });
+        await tx`
+          select private.store_oauth_tokens(${configId}::uuid, ${fresh.accessToken},
+                                            ${new Date(fresh.expiresAt).toISOString()}::timestamptz,
+                                            ${grant.refresh_token}, ${fresh.rotatedRefreshToken ?? null})`;
+        await settle("succeeded");
+        return { accessToken: fresh.accessToken, expiresAt: fresh.expiresAt };
+      } catch (error) {
+        if (!(error instanceof OAuthError)) throw error;
+        // Kept (the transaction commits): the guard counts a grant the provider refused.
+        await settle(GRANT_REFUSED.has(error.providerError ?? "") ? "failed" : "unanswered");
+        return error;
+      }
     });
   } catch (error) {
-    // Nothing sent through this mailbox can work until its owner connects it again: its queue
-    // waits (nothing lost, nothing failed for good) instead of each message failing on it.
-    if (error instanceof OAuthError && !error.retryable) {
-      await withUser(sql, owner, (tx) => tx`select private.pause_config_queue(${configId}::uuid, ${error.code})`);
+    // The credential guard: too many refused grants or logins lately (429 auth_attempts_exceeded).
+    if (error instanceof ApiError && error.status === 429) {
+      throw new OAuthError(
+        "oauth_token_refresh_failed",
+        `${error.message}; the mailbox's grant is tried again later`,
+        true,
+        undefined,
+        Number(error.headers?.["retry-after"] ?? error.details?.retry_after_seconds ?? 60),
+      );
     }
     throw error;
   }
+  if (!(outcome instanceof OAuthError)) return outcome;
+  // Nothing sent through this mailbox can work until its owner connects it again: its queue
+  // waits (nothing lost, nothing failed for good) instead of each message failing on it.
+  if (!outcome.retryable) {
+    await withUser(sql, owner, (tx) => tx`select private.pause_config_queue(${configId}::uuid, ${outcome.code})`);
+  }
+  throw outcome;
 }
