@@ -137,6 +137,22 @@ begin
 end
 $$;
 
+-- A config's Vault secret stored or replaced in place: its id (the one given, or a new one).
+-- Called only by the SECURITY DEFINER functions below, which have checked the caller owns the config.
+create function private.put_config_secret(p_secret_id uuid, p_value text, p_name text, p_description text)
+returns uuid
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if p_secret_id is null then
+    return vault.create_secret(p_value, p_name, p_description);
+  end if;
+  perform vault.update_secret(p_secret_id, p_value);
+  return p_secret_id;
+end
+$$;
+
 -- Store (or replace) the grant of an OAuth config the caller owns: its refresh token, and its
 -- client secret when the app has one (null leaves a stored one as it is). Counted as a
 -- credential change, like a password.
@@ -172,26 +188,16 @@ begin
   perform private.enforce_credential_limit(v_user_id, 'password_change');
   perform private.record_credential_event(v_user_id, 'password_set', p_config_id);
 
-  if v_config.oauth_refresh_token_secret_id is null then
-    update public.user_smtp_configs
-       set oauth_refresh_token_secret_id = vault.create_secret(
-             p_refresh_token, 'smtp_config_oauth_refresh_' || p_config_id::text,
-             'OAuth refresh token of mailroom config ' || p_config_id::text)
-     where id = p_config_id;
-  else
-    perform vault.update_secret(v_config.oauth_refresh_token_secret_id, p_refresh_token);
-  end if;
-  if p_client_secret is not null then
-    if v_config.oauth_client_secret_secret_id is null then
-      update public.user_smtp_configs
-         set oauth_client_secret_secret_id = vault.create_secret(
-               p_client_secret, 'smtp_config_oauth_client_' || p_config_id::text,
-               'OAuth client secret of mailroom config ' || p_config_id::text)
-       where id = p_config_id;
-    else
-      perform vault.update_secret(v_config.oauth_client_secret_secret_id, p_client_secret);
-    end if;
-  end if;
+  update public.user_smtp_configs
+     set oauth_refresh_token_secret_id = private.put_config_secret(
+           v_config.oauth_refresh_token_secret_id, p_refresh_token,
+           'smtp_config_oauth_refresh_' || p_config_id::text, 'OAuth refresh token of mailroom config ' || p_config_id::text),
+         oauth_client_secret_secret_id = case when p_client_secret is null then v_config.oauth_client_secret_secret_id
+           else private.put_config_secret(
+             v_config.oauth_client_secret_secret_id, p_client_secret,
+             'smtp_config_oauth_client_' || p_config_id::text, 'OAuth client secret of mailroom config ' || p_config_id::text)
+           end
+   where id = p_config_id;
   -- A new grant: the access token of the old one is no longer ours to use.
   if v_config.oauth_access_token_secret_id is not null then
     delete from vault.secrets where id = v_config.oauth_access_token_secret_id;
@@ -278,17 +284,12 @@ begin
   if v_current is distinct from p_presented then
     return false;
   end if;
-  if v_config.oauth_access_token_secret_id is null then
-    update public.user_smtp_configs
-       set oauth_access_token_secret_id = vault.create_secret(
-             p_access_token, 'smtp_config_oauth_access_' || p_config_id::text,
-             'OAuth access token of mailroom config ' || p_config_id::text),
-           oauth_access_token_expires_at = p_expires_at
-     where id = p_config_id;
-  else
-    perform vault.update_secret(v_config.oauth_access_token_secret_id, p_access_token);
-    update public.user_smtp_configs set oauth_access_token_expires_at = p_expires_at where id = p_config_id;
-  end if;
+  update public.user_smtp_configs
+     set oauth_access_token_secret_id = private.put_config_secret(
+           v_config.oauth_access_token_secret_id, p_access_token,
+           'smtp_config_oauth_access_' || p_config_id::text, 'OAuth access token of mailroom config ' || p_config_id::text),
+         oauth_access_token_expires_at = p_expires_at
+   where id = p_config_id;
   if p_rotated is not null and p_rotated <> p_presented then
     perform vault.update_secret(v_config.oauth_refresh_token_secret_id, p_rotated);
   end if;
@@ -374,6 +375,7 @@ $$;
 
 revoke all on function private.forget_oauth_access_token(uuid, text) from public, anon, authenticated;
 grant execute on function private.forget_oauth_access_token(uuid, text) to authenticated;
+revoke all on function private.put_config_secret(uuid, text, text, text) from public, anon, authenticated;
 revoke all on function private.set_smtp_config_oauth(uuid, text, text) from public, anon, authenticated;
 revoke all on function private.lock_oauth_refresh(uuid) from public, anon, authenticated;
 revoke all on function private.smtp_config_oauth_credentials(uuid) from public, anon, authenticated;

@@ -4,17 +4,18 @@
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import {
-  checkServerStatically,
-  type EgressPolicy,
-  portWarnings,
-  type ResolvedTarget,
-  resolveTarget,
-} from "../_shared/smtp/egress.ts";
+import { checkServerStatically, type EgressPolicy, portWarnings, resolveTarget } from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, HTTPS_TRANSPORT_HOSTS, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
-import { describeFailure, failureDetails, SessionFailure, verifyServer } from "../_shared/smtp/smtp.ts";
+import {
+  describeFailure,
+  failureDetails,
+  SessionFailure,
+  type SmtpServer,
+  type SmtpVerification,
+  verifyServer,
+} from "../_shared/smtp/smtp.ts";
 import { finishVerification, listVerifications, startVerification } from "../_shared/store/verifications.ts";
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import { oauthTokenSource } from "../_shared/store/oauth_tokens.ts";
@@ -135,26 +136,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
           },
         },
       };
-      try {
-        const target = await resolveTarget(ctx.config.egress, config.host, config.port, {
-          timeoutMs: ctx.config.smtp.connectTimeoutMs,
-        });
-        banner = (await verifyServer(server, target, ctx.config.smtp)).server_banner;
-      } catch (error) {
-        const { httpStatus, failure, details } = describeFailure(error, server);
-        const latencyMs = Math.round(performance.now() - started);
-        await finishVerification(ctx.sql, claims, verification, {
-          ok: false,
-          errorClass: failure.code,
-          latencyMs,
-          serverBanner: error instanceof SessionFailure ? error.banner : null,
-        });
-        throw new ApiError(httpStatus, failure.code, failure.message, {
-          ...details,
-          ...(httpStatus === 502 ? failureDetails(failure) : {}),
-          latency_ms: latencyMs,
-        });
-      }
+      banner = (await verifySession(ctx, claims, verification, server, started)).server_banner;
     }
     const result = {
       ok: true as const,
@@ -208,22 +190,36 @@ async function verify(ctx: AppContext, claims: UserClaims, ref: string): Promise
   // Asked while the session runs: DNS and SMTP in parallel, so the check adds no wait.
   const deliverability = checkDeliverability(config.from_email, config.host);
   deliverability.catch(() => {});
+  const result = await verifySession(ctx, claims, verification, server, started);
+  await finishVerification(ctx.sql, claims, verification, {
+    ok: true,
+    latencyMs: result.latency_ms,
+    serverBanner: result.server_banner,
+  });
+  return json({ ...result, deliverability: await deliverability });
+}
+
+/**
+ * Connect, negotiate TLS, log in (password or XOAUTH2) and quit. A failure is recorded as the
+ * verification's outcome and thrown as the API's error, with the server's greeting when one
+ * arrived (it says which server answered even when the rest failed).
+ */
+async function verifySession(
+  ctx: AppContext,
+  claims: UserClaims,
+  verification: Parameters<typeof finishVerification>[2],
+  server: SmtpServer,
+  started: number,
+): Promise<SmtpVerification> {
   try {
-    const target: ResolvedTarget = await resolveTarget(ctx.config.egress, config.host, config.port, {
+    const target = await resolveTarget(ctx.config.egress, server.host, server.port, {
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
-    const result = await verifyServer(server, target, ctx.config.smtp);
-    await finishVerification(ctx.sql, claims, verification, {
-      ok: true,
-      latencyMs: result.latency_ms,
-      serverBanner: result.server_banner,
-    });
-    return json({ ...result, deliverability: await deliverability });
+    return await verifyServer(server, target, ctx.config.smtp);
   } catch (error) {
     const latencyMs = Math.round(performance.now() - started);
     // With the server, so that a reply echoing the password is redacted.
     const { httpStatus, failure, details } = describeFailure(error, server);
-    // The greeting, when one arrived, says which server answered even when the rest failed.
     const banner = error instanceof SessionFailure ? error.banner : null;
     await finishVerification(ctx.sql, claims, verification, {
       ok: false,
