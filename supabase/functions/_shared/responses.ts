@@ -184,6 +184,9 @@ export const presetList = z.strictObject({
     }),
     note: z.string().optional(),
     docs: z.string(),
+    sending: z.strictObject({ domains: z.array(z.string()), spf_includes: z.array(z.string()) }).describe(
+      "The domains of the hosts that send for it, and the SPF include that authorises them",
+    ),
     reachable_here: z.strictObject({ smtp: z.boolean(), reason: z.string().optional() }),
   })),
 });

@@ -1078,6 +1078,11 @@ export interface components {
                 };
                 note?: string;
                 docs: string;
+                /** @description The domains of the hosts that send for it, and the SPF include that authorises them */
+                sending: {
+                    domains: string[];
+                    spf_includes: string[];
+                };
                 reachable_here: {
                     smtp: boolean;
                     reason?: string;

@@ -3,6 +3,7 @@
 // (Gmail and Yahoo require both for bulk senders since 2024). Said in plain words, with what to
 // add; never a reason to refuse a config (DNS may be private, or still propagating).
 import { resolveTxt as nodeResolveTxt } from "node:dns/promises";
+import { PRESETS, type ProviderPreset } from "../presets/providers.ts";
 
 /** TXT records of a name, each joined from its strings; [] when the name has none. */
 export type TxtResolver = (name: string) => Promise<string[]>;
@@ -31,38 +32,11 @@ export interface DeliverabilityReport {
   hints: string[];
 }
 
-/** Sending providers by the host (or API) a config uses, with the SPF include that covers them. */
-const PROVIDERS: { name: string; host: RegExp; include: RegExp; add: string }[] = [
-  {
-    name: "Google",
-    host: /(^|\.)(gmail\.com|googleapis\.com|google\.com)$/,
-    include: /include:_spf\.google\.com/,
-    add: "include:_spf.google.com",
-  },
-  {
-    name: "Microsoft 365",
-    host: /(^|\.)(office365\.com|outlook\.com|microsoft\.com)$/,
-    include: /include:spf\.protection\.outlook\.com/,
-    add: "include:spf.protection.outlook.com",
-  },
-  { name: "Amazon SES", host: /amazonaws\.com$/, include: /include:amazonses\.com/, add: "include:amazonses.com" },
-  { name: "SendGrid", host: /sendgrid\.net$/, include: /include:sendgrid\.net/, add: "include:sendgrid.net" },
-  { name: "Mailgun", host: /mailgun\.org$/, include: /include:mailgun\.org/, add: "include:mailgun.org" },
-  { name: "Postmark", host: /postmarkapp\.com$/, include: /include:spf\.mtasv\.net/, add: "include:spf.mtasv.net" },
-  {
-    name: "Brevo",
-    host: /brevo\.com$/,
-    include: /include:(spf\.brevo\.com|spf\.sendinblue\.com)/,
-    add: "include:spf.brevo.com",
-  },
-  {
-    name: "Fastmail",
-    host: /fastmail\.com$/,
-    include: /include:spf\.messagingengine\.com/,
-    add: "include:spf.messagingengine.com",
-  },
-  { name: "Zoho", host: /zoho\.(com|eu|in)$/, include: /include:zoho(mail)?\.(com|eu|in)/, add: "include:zoho.com" },
-];
+/** The provider that sends through `host` (an SMTP server or a send API), from the presets' list. */
+function providerOf(host: string): ProviderPreset | undefined {
+  const name = host.toLowerCase();
+  return PRESETS.find((p) => p.sending.domains.some((d) => name === d || name.endsWith(`.${d}`)));
+}
 
 /** Mailbox providers' own domains: their senders' SPF and DMARC are the provider's business. */
 const MAILBOX_DOMAINS =
@@ -84,7 +58,10 @@ export async function checkDeliverability(
   timeoutMs = 3_000,
 ): Promise<DeliverabilityReport> {
   const domain = fromEmail.slice(fromEmail.lastIndexOf("@") + 1).toLowerCase();
-  const provider = PROVIDERS.find((p) => p.host.test(host.toLowerCase())) ?? null;
+  const preset = providerOf(host);
+  const provider = preset
+    ? { name: preset.name, includes: preset.sending.spf_includes, add: `include:${preset.sending.spf_includes[0]}` }
+    : null;
   const report: DeliverabilityReport = {
     domain,
     checked: false,
@@ -124,7 +101,11 @@ export async function checkDeliverability(
     report.hints.push(`${domain} has ${spf.length} SPF records; receivers treat that as an error: merge them into one`);
   } else {
     const record = spf[0].trim();
-    const covers = provider ? provider.include.test(record) : null;
+    const covers = provider
+      ? provider.includes.some((include) =>
+        new RegExp(`(^|\\s)[+~?-]?include:${escape(include)}(\\s|$)`, "i").test(record)
+      )
+      : null;
     report.spf = { found: true, record, covers_provider: covers, provider: provider?.name ?? null };
     if (covers === false) report.hints.push(`Add ${provider!.add} to the SPF record of ${domain}`);
     if (/\+all\b/i.test(record)) report.hints.push(`The SPF record of ${domain} ends in +all: anyone may send as you`);
@@ -164,4 +145,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
       timer = setTimeout(() => reject(new Error("DNS timeout")), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

@@ -29,6 +29,11 @@ export interface ProviderPreset {
   /** Provider-specific advice shown with the preset. */
   note?: string;
   docs: string;
+  /**
+   * Domains of the hosts that send for this provider (its SMTP servers and send APIs), and the
+   * SPF include that authorises them: what the deliverability check looks for.
+   */
+  sending: { domains: string[]; spf_includes: string[] };
 }
 
 const GMAIL_SMTP_SCOPE = "https://mail.google.com/";
@@ -54,6 +59,7 @@ export const PRESETS: readonly ProviderPreset[] = [
         "limits.per_day on the config). Exceeding them suspends sending for up to 24 hours.",
     },
     docs: "https://support.google.com/a/answer/176600",
+    sending: { domains: ["gmail.com", "googleapis.com", "google.com"], spf_includes: ["_spf.google.com"] },
   },
   {
     id: "microsoft365",
@@ -78,6 +84,7 @@ export const PRESETS: readonly ProviderPreset[] = [
       "reached through Microsoft Graph (sendMail) with OAuth.",
     docs:
       "https://learn.microsoft.com/en-us/office365/servicedescriptions/exchange-online-service-description/exchange-online-limits",
+    sending: { domains: ["office365.com", "microsoft.com"], spf_includes: ["spf.protection.outlook.com"] },
   },
   {
     id: "outlook_com",
@@ -98,6 +105,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     note: "Port 587 only, which hosted Supabase blocks: from a hosted project use Microsoft Graph with OAuth.",
     docs:
       "https://support.microsoft.com/en-us/office/pop-imap-and-smtp-settings-for-outlook-com-d088b986-291d-42b8-9564-9c414e2aa040",
+    sending: { domains: ["outlook.com"], spf_includes: ["spf.protection.outlook.com"] },
   },
   {
     id: "icloud",
@@ -115,6 +123,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     note: "Apple documents port 587 only, which hosted Supabase blocks: iCloud Mail cannot be used from a hosted " +
       "project (it works from the local stack or a self-hosted Supabase).",
     docs: "https://support.apple.com/en-us/102525",
+    sending: { domains: ["me.com", "icloud.com"], spf_includes: ["icloud.com"] },
   },
   {
     id: "fastmail",
@@ -126,6 +135,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Fastmail's limits depend on the plan; see its sending limits page." },
     docs: "https://www.fastmail.help/hc/en-us/articles/1500000278342-Server-names-and-ports",
+    sending: { domains: ["fastmail.com"], spf_includes: ["spf.messagingengine.com"] },
   },
   {
     id: "zoho",
@@ -138,6 +148,10 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Zoho Mail's limits depend on the plan." },
     docs: "https://www.zoho.com/mail/help/zoho-smtp.html",
+    sending: {
+      domains: ["zoho.com", "zoho.eu", "zoho.in"],
+      spf_includes: ["zoho.com", "zoho.eu", "zoho.in", "zohomail.com"],
+    },
   },
   {
     id: "yahoo",
@@ -148,6 +162,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Yahoo does not publish exact limits; sending many messages quickly gets an account paused." },
     docs: "https://help.yahoo.com/kb/SLN4724.html",
+    sending: { domains: ["yahoo.com"], spf_includes: ["_spf.mail.yahoo.com"] },
   },
   {
     id: "amazon_ses",
@@ -163,6 +178,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     },
     note: "Ports 465, 2465 and 2587 are reachable from hosted Supabase.",
     docs: "https://docs.aws.amazon.com/ses/latest/dg/smtp-connect.html",
+    sending: { domains: ["amazonaws.com"], spf_includes: ["amazonses.com"] },
   },
   {
     id: "mailgun",
@@ -174,6 +190,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Your plan's sending limits." },
     docs: "https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-smtp",
+    sending: { domains: ["mailgun.org"], spf_includes: ["mailgun.org"] },
   },
   {
     id: "sendgrid",
@@ -184,6 +201,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Your plan's sending limits." },
     docs: "https://www.twilio.com/docs/sendgrid/for-developers/sending-email/integrating-with-the-smtp-api",
+    sending: { domains: ["sendgrid.net"], spf_includes: ["sendgrid.net"] },
   },
   {
     id: "postmark",
@@ -195,6 +213,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     limits: { recipients_per_message: 50, note: "At most 50 recipients a message." },
     note: "Postmark offers STARTTLS on 25, 587 and 2525; 2525 is the one hosted Supabase can reach.",
     docs: "https://postmarkapp.com/developer/user-guide/send-email-with-smtp",
+    sending: { domains: ["postmarkapp.com"], spf_includes: ["spf.mtasv.net"] },
   },
   {
     id: "brevo",
@@ -205,6 +224,7 @@ export const PRESETS: readonly ProviderPreset[] = [
     https_transports: [],
     limits: { note: "Your plan's daily sending limit." },
     docs: "https://help.brevo.com/hc/en-us/articles/7924908994450",
+    sending: { domains: ["brevo.com", "sendinblue.com"], spf_includes: ["spf.brevo.com", "spf.sendinblue.com"] },
   },
 ];
 
