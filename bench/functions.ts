@@ -1,5 +1,5 @@
 // `deno task bench` (functions case): each function started as the platform starts it (its
-// own process, from index.ts, V8 heap capped at 256 MB), its cold start, then 1,000 requests
+// own process, from index.ts, the whole V8 heap limited to 256 MB), its cold start, then 1,000 requests
 // and its peak resident memory against the 256 MB limit. The SMTP peer is a scripted loopback
 // server with no greeting delay, so the functions are what is measured.
 // Usage: deno task bench [--requests N] [--analytics-rows N] [--json path]

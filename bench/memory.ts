@@ -1,5 +1,5 @@
 // `deno task bench` (memory case): large bodies, concurrently, against functions started as the
-// platform starts them (their own processes, V8 heap capped at 256 MB), on a fresh stack so each
+// platform starts them (their own processes, the whole V8 heap limited to 256 MB), on a fresh stack so each
 // process's peak resident memory (VmHWM) is this case's alone. The loads are the ones the second
 // review measured: concurrent ~14 MB send-bulk requests, concurrent send-email requests with the
 // largest attachment allowed (7 MiB, ~9.4 MB as JSON), and 25 such scheduled messages coming due
@@ -17,6 +17,8 @@ export interface MemoryRow {
   load: string;
   answers: Record<string, number>;
   peak_rss_mb: number | null;
+  /** How often the function's process died and was started again during the load. */
+  restarts: number;
   /** process-outbox only: its own peak of used heap + external memory. */
   worker_peak_memory_mib?: number;
 }
@@ -66,6 +68,7 @@ export async function benchMemory(smoke: boolean): Promise<MemoryRow[]> {
         load: `send-bulk, ${concurrent} x ${(JSON.stringify(bulkBody).length / MiB).toFixed(1)} MB at once`,
         answers,
         peak_rss_mb: peakMb("send-bulk"),
+        restarts: processOf("send-bulk").restarts,
       });
     }
 
@@ -80,6 +83,7 @@ export async function benchMemory(smoke: boolean): Promise<MemoryRow[]> {
       load: `send-email, ${smoke ? 3 : 12} x ${((big.length + 200) / MiB).toFixed(1)} MB at once`,
       answers,
       peak_rss_mb: peakMb("send-email"),
+      restarts: processOf("send-email").restarts,
     });
 
     // process-outbox: 25 scheduled messages with a 7 MiB attachment come due together.
@@ -112,6 +116,7 @@ export async function benchMemory(smoke: boolean): Promise<MemoryRow[]> {
       load: `process-outbox, ${count} due messages of ${((nine.length + 200) / MiB).toFixed(1)} MB`,
       answers: drained,
       peak_rss_mb: peakMb("process-outbox"),
+      restarts: processOf("process-outbox").restarts,
       worker_peak_memory_mib: worker,
     });
   } finally {

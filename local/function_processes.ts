@@ -138,7 +138,11 @@ async function spawnFunction(
       "--allow-env",
       "--allow-read",
       "--allow-sys",
-      `--v8-flags=--max-old-space-size=${FUNCTION_MEMORY_MB}`,
+      // The whole heap (young and old generations) is limited as the Edge Runtime limits a
+      // user worker (`CreateParams::heap_limits(0, memory limit)`), not only the old space: a
+      // young generation sized for a big machine holds tens of MB of garbage the platform's
+      // would have collected.
+      `--v8-flags=--max-heap-size=${FUNCTION_MEMORY_MB}`,
       `${ROOT}/supabase/functions/${name}/index.ts`,
     ],
     cwd: ROOT,

@@ -399,9 +399,15 @@ Deno.test("extra headers", async (t) => {
 
 const LIMITS = { maxCount: 3, maxTotalBytes: 16 };
 const b64 = (text: string) => Buffer.from(text).toString("base64");
+/** The bytes an attachment's content stream gives. */
+const bytesOf = async (content: AsyncIterable<Uint8Array>) => {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of content) chunks.push(chunk);
+  return Buffer.concat(chunks);
+};
 
 Deno.test("attachments", async (t) => {
-  await t.step("decodes base64 into in-memory Buffers with only filename, content and contentType", () => {
+  await t.step("decodes base64 into in-memory streams with only filename, content and contentType", async () => {
     const input = [
       { filename: "hello.txt", content: b64("hello"), content_type: "Text/Plain" },
       { filename: "résumé 2024.pdf", content: b64("%PDF") },
@@ -409,17 +415,16 @@ Deno.test("attachments", async (t) => {
     ];
     const out = decodeAttachments(input, LIMITS);
     assert.equal(out.length, 3);
-    assert.ok(Buffer.isBuffer(out[0].content));
-    assert.equal(out[0].content.toString(), "hello");
+    assert.equal((await bytesOf(out[0].content)).toString(), "hello");
     assert.deepEqual(Object.keys(out[0]), ["filename", "content", "contentType"]);
     assert.equal(out[0].contentType, "text/plain");
     assert.deepEqual(Object.keys(out[1]), ["filename", "content"]);
     assert.equal(out[1].filename, "résumé 2024.pdf");
-    assert.equal(out[2].content.length, 0);
+    assert.equal((await bytesOf(out[2].content)).length, 0);
     assert.deepEqual(decodeAttachments(undefined, LIMITS), []);
   });
 
-  await t.step("never passes on path, href, raw or other keys from the input", () => {
+  await t.step("never passes on path, href, raw or other keys from the input", async () => {
     const sneaky = {
       filename: "x.txt",
       content: b64("x"),
@@ -431,13 +436,28 @@ Deno.test("attachments", async (t) => {
     } as AttachmentInput;
     const [out] = decodeAttachments([sneaky], LIMITS);
     assert.deepEqual(Object.keys(out), ["filename", "content"]);
-    assert.equal(out.content.toString(), "x");
+    assert.equal((await bytesOf(out.content)).toString(), "x");
   });
 
-  await t.step("accepts line-wrapped base64", () => {
+  await t.step("accepts line-wrapped base64", async () => {
     const wrapped = b64("0123456789abcdef").replace(/(.{8})/g, "$1\r\n");
     const [out] = decodeAttachments([{ filename: "w.txt", content: wrapped }], LIMITS);
-    assert.equal(out.content.toString(), "0123456789abcdef");
+    assert.equal((await bytesOf(out.content)).toString(), "0123456789abcdef");
+  });
+
+  await t.step("decodes a large attachment slice by slice into exactly its bytes", async () => {
+    // Sizes around the 48 KiB slice: the last group padded by one, by two, or not at all.
+    for (const size of [0, 1, 49_151, 49_152, 49_153, 200_000, 300_001]) {
+      const bytes = Buffer.from(Uint8Array.from({ length: size }, (_, i) => (i * 7919) % 256));
+      const [out] = decodeAttachments([{ filename: "big.bin", content: bytes.toString("base64") }], {
+        maxCount: 1,
+        maxTotalBytes: 1_000_000,
+      });
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of out.content) chunks.push(chunk);
+      assert.ok(chunks.every((chunk) => chunk.length <= 49_152), `slices of at most 48 KiB (${size})`);
+      assert.ok(Buffer.concat(chunks).equals(bytes), `the same bytes (${size})`);
+    }
   });
 
   await t.step("rejects content that is not strict base64, naming the index", () => {
@@ -578,12 +598,12 @@ Deno.test("attachments", async (t) => {
     assert.deepEqual(error.details, { limit: 3 });
   });
 
-  await t.step("limits the total decoded size", () => {
+  await t.step("limits the total decoded size", async () => {
     const total = decodeAttachments(
       [{ filename: "a", content: b64("x".repeat(10)) }, { filename: "b", content: b64("y".repeat(6)) }],
       LIMITS,
     );
-    assert.equal(total.reduce((n, a) => n + a.content.length, 0), 16);
+    assert.equal((await bytesOf(total[0].content)).length + (await bytesOf(total[1].content)).length, 16);
     const error = apiError(
       () =>
         decodeAttachments(

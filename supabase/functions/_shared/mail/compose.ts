@@ -1,6 +1,7 @@
 // Turning a validated send request into nodemailer message fields: bodies, allowed extra headers
 // and in-memory attachments, within size limits.
 import { Buffer } from "node:buffer";
+import { Readable } from "node:stream";
 import { checkHtmlComplexity, htmlToText } from "./html.ts";
 import { ApiError } from "../http.ts";
 
@@ -234,12 +235,35 @@ export interface AttachmentInput {
 
 /**
  * An attachment as nodemailer takes it, with in-memory content only: never `path`, `href` or
- * `raw`, so nodemailer cannot be made to read a file or fetch a URL.
+ * `raw`, so nodemailer cannot be made to read a file or fetch a URL. The content is a stream
+ * that decodes the caller's base64 a slice at a time as the message is built, so a 7 MiB
+ * attachment never exists a second time as one decoded buffer (nor a third, as nodemailer's
+ * re-encoding of that buffer in one piece).
  */
 export interface InMemoryAttachment {
   filename: string;
-  content: Buffer;
+  content: Readable;
   contentType?: string;
+}
+
+/** Base64 characters decoded per slice (a multiple of 4): 48 KiB of content. */
+const DECODE_SLICE_CHARS = 64 * 1024;
+
+/** A stream of the bytes `base64` (already checked) encodes, decoded a slice at a time when read. */
+function decodingStream(base64: string): Readable {
+  let offset = 0;
+  return new Readable({
+    read() {
+      if (offset >= base64.length) {
+        this.push(null);
+        return;
+      }
+      const slice = base64.slice(offset, offset + DECODE_SLICE_CHARS);
+      offset += slice.length;
+      const bytes = Uint8Array.fromBase64(slice);
+      this.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    },
+  });
 }
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -248,7 +272,7 @@ const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]
 const MAX_FILENAME = 255;
 
 /**
- * Decode base64 attachments into in-memory nodemailer attachments.
+ * Check base64 attachments and turn them into in-memory nodemailer attachments.
  *
  * - `content`: standard base64 (RFC 4648 alphabet, `=` padding required, zero padding bits);
  *   line breaks are ignored so MIME-wrapped base64 is accepted; anything else is rejected.
@@ -272,7 +296,7 @@ const MAX_FILENAME = 255;
  * @example
  * ```ts
  * decodeAttachments([{ filename: "hi.txt", content: "aGk=" }], { maxCount: 10, maxTotalBytes: 1024 });
- * // [{ filename: "hi.txt", content: Buffer "hi" }]
+ * // [{ filename: "hi.txt", content: Readable of "hi" }]
  * ```
  */
 export function decodeAttachments(
@@ -302,13 +326,14 @@ export function decodeAttachments(
         { limit_bytes: limits.maxTotalBytes },
       );
     }
-    let bytes: Uint8Array;
+    // The alphabet and padding are checked above; only the last group can still have padding
+    // bits set, and strict decoding of it refuses those.
     try {
-      bytes = Uint8Array.fromBase64(base64, { lastChunkHandling: "strict" });
+      Uint8Array.fromBase64(base64.slice(-4), { lastChunkHandling: "strict" });
     } catch {
       throw invalidAttachment(index, "content", "content must be standard base64 with padding");
     }
-    const content = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const content = decodingStream(base64);
     return contentType === undefined ? { filename, content } : { filename, content, contentType };
   });
 }
