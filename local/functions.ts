@@ -9,6 +9,7 @@ import { createEmailAnalyticsHandler } from "../supabase/functions/email-analyti
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
+import { createOversightHandler } from "../supabase/functions/oversight/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -20,4 +21,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   templates: createTemplatesHandler,
   mcp: createMcpFunctionHandler,
   openapi: createOpenApiHandler,
+  oversight: createOversightHandler,
 };

@@ -204,6 +204,19 @@ Deno.test({
         await rejectsWith(mailroom.analytics.summary({ tz: "Mars/Olympus" }), 400, "invalid_timezone");
       });
 
+      await t.step("oversight: guardrails, the stop button and its record", async () => {
+        const set = await mailroom.oversight.setGuardrails({ deny_recipients: ["Blocked.example"] });
+        assert.deepEqual(set.deny_recipients, ["blocked.example"]);
+        assert.deepEqual((await mailroom.oversight.guardrails()).account.deny_recipients, ["blocked.example"]);
+        await rejectsWith(mailroom.send({ to: "a@blocked.example", text: "no" }), 422, "recipient_denied");
+        assert.ok((await mailroom.oversight.stop({ reason: "sdk" })).stopped_at);
+        await rejectsWith(mailroom.send({ to: "a@example.com", text: "no" }), 409, "sending_stopped");
+        assert.equal((await mailroom.oversight.resume()).stopped_at, null);
+        const { events } = await mailroom.oversight.events({ limit: 10 });
+        assert.deepEqual(events.map((e) => e.action), ["sending_resumed", "sending_stopped", "guardrails_changed"]);
+        await mailroom.oversight.setGuardrails({});
+      });
+
       await t.step("every answer matched the response schema the OpenAPI document names", () => {
         assert.deepEqual(
           [...checked].sort(),

@@ -51,7 +51,7 @@ export type MailroomClientOptions =
   }
   | { supabase: SupabaseLike };
 
-type Method = "GET" | "POST" | "PATCH" | "DELETE";
+type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 interface Call {
   fn: string;
@@ -291,6 +291,23 @@ export class MailroomClient {
         path: `${segment(ref)}/preview`,
         body: { data, ...options },
       }),
+  };
+
+  /**
+   * Guardrails and the stop button. An agent's token (one with `client_id`) may tighten them
+   * and press stop; loosening and lifting the stop answer 403 `first_party_session_required`.
+   */
+  readonly oversight = {
+    guardrails: () => this.call<T.GuardrailsList>({ fn: "oversight", method: "GET", path: "/guardrails" }),
+    /** Replace the account's guardrails (`config` for one config's). */
+    setGuardrails: (guardrails: T.GuardrailsRequest) =>
+      this.call<T.Guardrails>({ fn: "oversight", method: "PUT", path: "/guardrails", body: guardrails }),
+    stop: (scope: { config?: string; reason?: string } = {}) =>
+      this.call<T.Guardrails>({ fn: "oversight", method: "POST", path: "/stop", body: scope }),
+    resume: (scope: { config?: string } = {}) =>
+      this.call<T.Guardrails>({ fn: "oversight", method: "POST", path: "/resume", body: scope }),
+    events: (query: { before?: number; limit?: number } = {}) =>
+      this.call<T.OversightEvents>({ fn: "oversight", method: "GET", path: "/events", query: { ...query } }),
   };
 }
 

@@ -15,6 +15,7 @@ import {
   updateTemplateRequest,
 } from "./schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
+import { guardrailsRequest, stopRequest } from "./oversight/mod.ts";
 import { COMMON_ERRORS, errorExamples, errorResponses, ROUTE_ERRORS, USER_AUTH_ERRORS } from "./openapi_errors.ts";
 import { REQUEST_EXAMPLES, RESPONSE_EXAMPLES } from "./openapi_examples.ts";
 
@@ -31,6 +32,8 @@ const REQUESTS: Record<string, z.ZodType> = {
   CreateTemplateRequest: createTemplateRequest,
   UpdateTemplateRequest: updateTemplateRequest,
   PreviewTemplateRequest: previewTemplateRequest,
+  GuardrailsRequest: guardrailsRequest,
+  StopRequest: stopRequest,
 };
 
 const ERROR_SCHEMA: Json = {
@@ -141,6 +144,7 @@ const TAGS = [
   { name: "smtp-configs", description: "Your SMTP servers: credentials in Vault, limits, verification" },
   { name: "templates", description: "Mustache templates for subject, text and HTML" },
   { name: "email-analytics", description: "What was sent: totals, series, breakdowns, the audit rows" },
+  { name: "oversight", description: "Guardrails every send passes, and the stop button (agents may only tighten)" },
   { name: "mcp", description: "The same operations as MCP tools for agents" },
   { name: "process-outbox", description: "The outbox worker (server to server, secret key)" },
   { name: "openapi", description: "This document" },
@@ -366,6 +370,37 @@ function buildDocument(projectUrl: string): Json {
       },
       "/email-analytics/messages/{id}": {
         get: op("One audit row", ok("Message", "The message"), { parameters: [pathParam("id", "The message's id")] }),
+      },
+      "/oversight/guardrails": {
+        get: op("The account's guardrails and each config's own", ok("GuardrailsList", "The guardrails")),
+        put: op(
+          "Replace the account's guardrails ({config} for one config's); an agent may only tighten",
+          ok("Guardrails", "The guardrails now"),
+          { requestBody: body("GuardrailsRequest") },
+        ),
+      },
+      "/oversight/stop": {
+        post: op(
+          "Stop all sending ({config} for one config): nothing leaves, queued mail waits",
+          ok(
+            "Guardrails",
+            "Stopped",
+          ),
+          { requestBody: body("StopRequest") },
+        ),
+      },
+      "/oversight/resume": {
+        post: op("Lift the stop (the owner's own session, never an agent's)", ok("Guardrails", "Lifted"), {
+          requestBody: body("StopRequest"),
+        }),
+      },
+      "/oversight/events": {
+        get: op("Who changed guardrails or pressed the stop, newest first", ok("OversightEvents", "One page"), {
+          parameters: [
+            query("before", "next_before of the previous page", { type: "integer", minimum: 1 }),
+            query("limit", "1-200", { type: "integer", minimum: 1, maximum: 200 }),
+          ],
+        }),
       },
       "/mcp/.well-known/oauth-protected-resource": {
         get: op("The MCP endpoint's protected-resource metadata (RFC 9728)", ok(null, "The metadata"), {

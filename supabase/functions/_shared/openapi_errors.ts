@@ -203,6 +203,28 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     status: 422,
     message: 'security "none" is allowed only for the local catcher',
   },
+  sending_stopped: {
+    status: 409,
+    message: "Sending is stopped for this account; nothing leaves until the owner lifts the stop",
+    details: { scope: "account", stopped_at: "2026-12-06T21:00:00.000Z" },
+  },
+  recipient_denied: {
+    status: 422,
+    message: "The guardrails do not allow mail to boss@corp.example; nothing was sent or queued",
+    details: { recipients: ["boss@corp.example"], count: 1 },
+  },
+  recipient_cap_exceeded: {
+    status: 422,
+    message: "The guardrails allow at most 5 recipients per request; this one has 12",
+    details: { limit: 5, count: 12 },
+  },
+  first_party_session_required: {
+    status: 403,
+    message: "Lifting the stop needs the account owner's own session; a token issued to an OAuth client may only " +
+      "tighten guardrails",
+    details: { client_id: "agent-app" },
+  },
+  not_stopped: { status: 409, message: "Sending is not stopped" },
   rate_limited: {
     status: 429,
     message: 'SMTP config "work" allows 60 messages per minute',
@@ -512,8 +534,15 @@ export const COMMON_ERRORS = [
 /** Codes of routes that take the user's token (all but the public and server-to-server ones). */
 export const USER_AUTH_ERRORS = [...AUTH, "auth_unavailable"];
 
+/** What the owner's guardrails answer a send (see _shared/oversight). */
+const GUARDRAILS = ["sending_stopped", "recipient_denied", "recipient_cap_exceeded"];
+
 /** Per operation (`"<method> <path>"`), the codes beyond the common and authentication ones. */
 export const ROUTE_ERRORS: Record<string, string[]> = {
+  "put /oversight/guardrails": [...BODY, "config_not_found", "first_party_session_required"],
+  "post /oversight/stop": [...BODY, "config_not_found"],
+  "post /oversight/resume": [...BODY, "config_not_found", "first_party_session_required", "not_stopped"],
+  "get /oversight/events": ["invalid_request"],
   "post /send-email": [
     ...BODY,
     ...IDEMPOTENCY,
@@ -534,6 +563,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "smtp_outcome_unknown",
     ...OAUTH,
     ...HTTPS_TRANSPORT,
+    ...GUARDRAILS,
   ],
   "get /send-email/{id}": ["message_not_found"],
   "post /send-email/{id}/cancel": [
@@ -553,6 +583,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "config_not_found",
     "config_inactive",
     "config_incomplete",
+    ...GUARDRAILS,
   ],
   "get /send-bulk": ["invalid_request", "batch_not_found"],
   "get /send-bulk/{batch_id}": ["batch_not_found"],

@@ -108,6 +108,16 @@ export const REQUEST_EXAMPLES: Record<string, Json> = {
 };
 
 /** Response examples by schema name. */
+const guardrailsExample = {
+  config_id: null,
+  allow_recipients: null,
+  deny_recipients: ["*.rival.example", "boss@corp.example"],
+  max_recipients_per_request: 20,
+  stopped_at: null,
+  stop_reason: null,
+  updated_at: "2026-12-06T21:00:00.000Z",
+};
+
 export const RESPONSE_EXAMPLES: Record<string, Json> = {
   SendResult: {
     id: MESSAGE_ID,
@@ -143,6 +153,19 @@ export const RESPONSE_EXAMPLES: Record<string, Json> = {
   },
   Deliverability: deliverability,
   Template: template,
+  Guardrails: guardrailsExample,
+  GuardrailsList: { account: guardrailsExample, configs: [] },
+  OversightEvents: {
+    events: [{
+      id: 42,
+      config_id: null,
+      action: "sending_stopped",
+      actor: { user_id: "6f1c2a7e-0b4d-4e8a-9c1f-2d3b4a5c6d7e", client_id: "agent-app", aal: "aal1" },
+      details: { reason: "checking what the agent does" },
+      created_at: "2026-12-06T21:00:00.000Z",
+    }],
+    next_before: null,
+  },
   TemplatePreview: {
     template: { id: TEMPLATE_ID, name: "welcome" },
     subject: "Welcome, Grace",

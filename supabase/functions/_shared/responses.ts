@@ -288,6 +288,34 @@ export const message = z.strictObject({
 });
 export const messagePage = z.strictObject({ messages: z.array(message), next_cursor: z.string().nullable() });
 
+/** One scope's guardrails (the account's when config_id is null) and its stop button. */
+export const guardrails = z.strictObject({
+  config_id: z.string().nullable(),
+  allow_recipients: z.array(z.string()).nullable(),
+  deny_recipients: z.array(z.string()),
+  max_recipients_per_request: z.number().int().nullable(),
+  stopped_at: z.string().nullable(),
+  stop_reason: z.string().nullable(),
+  updated_at: z.string(),
+});
+export const guardrailsList = z.strictObject({ account: guardrails, configs: z.array(guardrails) });
+export const oversightEvents = z.strictObject({
+  events: z.array(z.strictObject({
+    id: z.number().int(),
+    config_id: z.string().nullable(),
+    action: z.enum(["guardrails_changed", "sending_stopped", "sending_resumed"]),
+    actor: z.strictObject({
+      user_id: z.string().optional(),
+      session_id: z.string().optional(),
+      client_id: z.string().optional().describe("Set when an OAuth client (an agent) acted"),
+      aal: z.string().optional(),
+    }),
+    details: z.record(z.string(), z.unknown()),
+    created_at: z.string(),
+  })),
+  next_before: z.number().int().nullable().describe("Pass as ?before= for the next page; null at the end"),
+});
+
 /** Every documented response schema, by the name the OpenAPI document gives it. */
 export const RESPONSES = {
   SendResult: sendResult,
@@ -311,6 +339,9 @@ export const RESPONSES = {
   AnalyticsSummary: analyticsSummary,
   Message: message,
   MessagePage: messagePage,
+  Guardrails: guardrails,
+  GuardrailsList: guardrailsList,
+  OversightEvents: oversightEvents,
 } as const;
 
 export type ResponseName = keyof typeof RESPONSES;

@@ -18,6 +18,7 @@ import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
+import { checkSendGuardrails, guardrailRefusals } from "./oversight/mod.ts";
 import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
@@ -308,6 +309,8 @@ export async function prepareSendGroup(
   const config = await resolveConfig(tx, ref);
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
+  // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
+  await checkSendGuardrails(tx, config.id);
   const templates: TemplateCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
   for (const send of sends) {
@@ -320,6 +323,11 @@ export async function prepareSendGroup(
       if (!(error instanceof ApiError)) throw error;
       results.push({ error });
     }
+  }
+  // The owner's guardrails, for every built message at once: a refused one gets its error in its place.
+  const built = results.flatMap((r, i) => "error" in r ? [] : [{ i, to: r.message.envelope.to }]);
+  for (const { at, error } of await guardrailRefusals(tx, config.id, built.map((b) => b.to))) {
+    results[built[at].i] = { error };
   }
   const ready = results.filter((r) => !("error" in r)).length;
   if (ready > 0 && options.reserve !== false) await reserveSendCapacity(tx, config, ready);
@@ -616,6 +624,7 @@ export async function scheduleEmail(
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     const { message, subject, templateId } = await compose(ctx, tx, config, req);
+    await checkSendGuardrails(tx, config.id, message.envelope.to);
     const { to, cc, bcc } = message.recipients;
     const { scheduled_at: _when, config: _config, ...request } = raw;
     const [row] = await tx<{ id: string; status: "scheduled" | "queued"; next_attempt_at: Date; message_id: string }[]>`

@@ -381,6 +381,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/oversight/guardrails": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The account's guardrails and each config's own */
+        get: operations["getOversightGuardrails"];
+        /** Replace the account's guardrails ({config} for one config's); an agent may only tighten */
+        put: operations["putOversightGuardrails"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/stop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stop all sending ({config} for one config): nothing leaves, queued mail waits */
+        post: operations["postOversightStop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Lift the stop (the owner's own session, never an agent's) */
+        post: operations["postOversightResume"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who changed guardrails or pressed the stop, newest first */
+        get: operations["getOversightEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/mcp/.well-known/oauth-protected-resource": {
         parameters: {
             query?: never;
@@ -686,6 +755,22 @@ export interface components {
             };
             /** @description The subject a send would give (it overrides the template's); needed to preview a template without one */
             subject?: string;
+        };
+        GuardrailsRequest: {
+            /** @description A config's name or id; without it, the account's guardrails (which every config inherits) */
+            config?: string;
+            /** @description Only these may be mailed (addresses, domains, *.subdomains); null or absent: no allow list */
+            allow_recipients?: string[] | null;
+            /** @description Never mail these (addresses, domains, *.subdomains); the account's and the config's both apply */
+            deny_recipients?: string[];
+            /** @description At most this many recipients (to, cc and bcc) per message, and per send-bulk request */
+            max_recipients_per_request?: number | null;
+        };
+        StopRequest: {
+            /** @description A config's name or id; without it, the whole account */
+            config?: string;
+            /** @description Why (shown to whoever tries to send meanwhile) */
+            reason?: string;
         };
         SendResult: {
             /** Format: uuid */
@@ -1301,6 +1386,56 @@ export interface components {
             }[];
             next_cursor: string | null;
         };
+        Guardrails: {
+            config_id: string | null;
+            allow_recipients: string[] | null;
+            deny_recipients: string[];
+            max_recipients_per_request: number | null;
+            stopped_at: string | null;
+            stop_reason: string | null;
+            updated_at: string;
+        };
+        GuardrailsList: {
+            account: {
+                config_id: string | null;
+                allow_recipients: string[] | null;
+                deny_recipients: string[];
+                max_recipients_per_request: number | null;
+                stopped_at: string | null;
+                stop_reason: string | null;
+                updated_at: string;
+            };
+            configs: {
+                config_id: string | null;
+                allow_recipients: string[] | null;
+                deny_recipients: string[];
+                max_recipients_per_request: number | null;
+                stopped_at: string | null;
+                stop_reason: string | null;
+                updated_at: string;
+            }[];
+        };
+        OversightEvents: {
+            events: {
+                id: number;
+                config_id: string | null;
+                /** @enum {string} */
+                action: "guardrails_changed" | "sending_stopped" | "sending_resumed";
+                actor: {
+                    user_id?: string;
+                    session_id?: string;
+                    /** @description Set when an OAuth client (an agent) acted */
+                    client_id?: string;
+                    aal?: string;
+                };
+                details: {
+                    [key: string]: unknown;
+                };
+                created_at: string;
+            }[];
+            /** @description Pass as ?before= for the next page; null at the end */
+            next_before: number | null;
+        };
         Error: {
             error: {
                 /** @description Stable snake_case code, e.g. template_data_missing */
@@ -1473,7 +1608,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive` */
+            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1491,7 +1626,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `recipient_denied`, `recipient_cap_exceeded` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2044,7 +2179,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive` */
+            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2062,7 +2197,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete`, `recipient_denied`, `recipient_cap_exceeded` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4764,6 +4899,617 @@ export interface operations {
                 };
             };
             /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getOversightGuardrails: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The guardrails */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "account": {
+                     *         "config_id": null,
+                     *         "allow_recipients": null,
+                     *         "deny_recipients": [
+                     *           "*.rival.example",
+                     *           "boss@corp.example"
+                     *         ],
+                     *         "max_recipients_per_request": 20,
+                     *         "stopped_at": null,
+                     *         "stop_reason": null,
+                     *         "updated_at": "2026-12-06T21:00:00.000Z"
+                     *       },
+                     *       "configs": []
+                     *     }
+                     */
+                    "application/json": components["schemas"]["GuardrailsList"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    putOversightGuardrails: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GuardrailsRequest"];
+            };
+        };
+        responses: {
+            /** @description The guardrails now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "config_id": null,
+                     *       "allow_recipients": null,
+                     *       "deny_recipients": [
+                     *         "*.rival.example",
+                     *         "boss@corp.example"
+                     *       ],
+                     *       "max_recipients_per_request": 20,
+                     *       "stopped_at": null,
+                     *       "stop_reason": null,
+                     *       "updated_at": "2026-12-06T21:00:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Guardrails"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightStop: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StopRequest"];
+            };
+        };
+        responses: {
+            /** @description Stopped */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "config_id": null,
+                     *       "allow_recipients": null,
+                     *       "deny_recipients": [
+                     *         "*.rival.example",
+                     *         "boss@corp.example"
+                     *       ],
+                     *       "max_recipients_per_request": 20,
+                     *       "stopped_at": null,
+                     *       "stop_reason": null,
+                     *       "updated_at": "2026-12-06T21:00:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Guardrails"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightResume: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StopRequest"];
+            };
+        };
+        responses: {
+            /** @description Lifted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "config_id": null,
+                     *       "allow_recipients": null,
+                     *       "deny_recipients": [
+                     *         "*.rival.example",
+                     *         "boss@corp.example"
+                     *       ],
+                     *       "max_recipients_per_request": 20,
+                     *       "stopped_at": null,
+                     *       "stop_reason": null,
+                     *       "updated_at": "2026-12-06T21:00:00.000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Guardrails"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `not_stopped` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getOversightEvents: {
+        parameters: {
+            query?: {
+                /** @description next_before of the previous page */
+                before?: number;
+                /** @description 1-200 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "events": [
+                     *         {
+                     *           "id": 42,
+                     *           "config_id": null,
+                     *           "action": "sending_stopped",
+                     *           "actor": {
+                     *             "user_id": "6f1c2a7e-0b4d-4e8a-9c1f-2d3b4a5c6d7e",
+                     *             "client_id": "agent-app",
+                     *             "aal": "aal1"
+                     *           },
+                     *           "details": {
+                     *             "reason": "checking what the agent does"
+                     *           },
+                     *           "created_at": "2026-12-06T21:00:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_before": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["OversightEvents"];
+                };
+            };
+            /** @description Invalid input: `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;

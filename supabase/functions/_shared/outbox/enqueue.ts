@@ -33,6 +33,7 @@ import {
 } from "../schemas.ts";
 import { checkServerStatically } from "../smtp/egress.ts";
 import { findUsableConfig, type SmtpConfig } from "../store/smtp_configs.ts";
+import { checkSendGuardrails } from "../oversight/mod.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
 export { type BulkLimits, loadBulkLimits } from "./limits.ts";
@@ -163,6 +164,9 @@ export async function enqueueBulk(
     if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
       throw invalidRecipients(errors.list, entries.length, plan.rows.length === 0, stopped ? budget : undefined);
     }
+    // The owner's guardrails, for every recipient of the request at once: a stop, a denied
+    // recipient or one too many refuses the whole batch before anything is queued.
+    await checkSendGuardrails(tx, config.id, plan.rows.flatMap(addressesOf));
 
     const [batch] = await tx<{ id: string; scheduled_at: Date | null }[]>`
       insert into public.email_batches (config_id, template_id, content, agent_context, total, scheduled_at)
@@ -209,6 +213,12 @@ async function dailyBudgetWarning(
       "messages per day now, and more than that waits for it: the rest goes out as the budget frees up " +
       "(raise limits.per_day on the config to send faster)",
   };
+}
+
+/** Every recipient of a planned row: its To, and the Cc and Bcc a full message carries in its request. */
+function addressesOf(row: OutboxRow): string[] {
+  const request = row.payload.request as { cc?: { email: string }[]; bcc?: { email: string }[] } | undefined;
+  return [...row.to, ...(request?.cc ?? []).map((a) => a.email), ...(request?.bcc ?? []).map((a) => a.email)];
 }
 
 /** The config the request names (or the default), usable and at a destination the deployment allows. */

@@ -78,6 +78,9 @@ export interface DrainOptions {
   maxClaimBytes?: number;
 }
 
+/** How long a stopped config's messages wait before the worker looks again (lifting the stop makes them due at once). */
+const STOPPED_RECHECK_SECONDS = 300;
+
 /** Payload bytes per claim by default: two claims in hand stay far below a function's 256 MB. */
 export const DEFAULT_CLAIM_BYTES = 8 * 1024 * 1024;
 
@@ -393,6 +396,14 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
   const result: GroupResult = { later: [], retryAfterSeconds: 0 };
   const { failure } = group;
   if (failure !== undefined) {
+    if (failure instanceof ApiError && failure.code === "sending_stopped") {
+      // The owner pressed the stop button: the messages wait, untried, until it is lifted.
+      return {
+        later: group.rows.map((row) => row.id),
+        retryAfterSeconds: STOPPED_RECHECK_SECONDS,
+        reason: { code: failure.code, message: failure.message },
+      };
+    }
     if (failure instanceof ApiError && (failure.status === 429 || failure.status >= 500)) {
       // Over a limit, or the database is unreachable: back to the queue, no attempt counted.
       return {

@@ -1,0 +1,458 @@
+-- Human oversight, part one: guardrails every send passes, and a stop button.
+--
+-- Guardrails are kept per account (config_id null) and per config. What applies to a send:
+-- the account's deny list and the config's (both), the config's allow list when it has one
+-- (else the account's), the config's recipient cap when it has one (else the account's), and
+-- a stop on the account or on the config. Every send path checks them in its own transaction
+-- through private.check_send_guardrails (send-email, scheduled sends, send-bulk at accept, and
+-- the outbox worker again before it builds each message), and the worker's in-flight mark
+-- refuses a stopped config's rows, so a draining batch stops between two messages.
+--
+-- Only the owner's first-party session may loosen them or lift a stop: a token with a
+-- `client_id` claim comes from an OAuth client (an agent) and may only tighten. The table has
+-- no write grants: changes go through the functions below, which record who made them in
+-- public.oversight_events (owner-readable, written by nobody else).
+
+-- A recipient pattern: an address (`ana@example.com`), a domain (`example.com`), or every
+-- subdomain of a domain (`*.example.com`, not the domain itself). Lower case, no spaces.
+create function private.recipient_pattern_valid(p_pattern text)
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+  select p_pattern is not null
+     and char_length(p_pattern) <= 320
+     and p_pattern = lower(p_pattern)
+     and (p_pattern ~ '^[^@[:space:]]+@([^.@*[:space:]]+\.)*[^.@*[:space:]]+$'
+          or p_pattern ~ '^(\*\.)?([^.@*[:space:]]+\.)+[^.@*[:space:]]+$')
+$$;
+
+create function private.recipient_patterns_valid(p_patterns text[])
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+  select p_patterns is null
+      or (cardinality(p_patterns) <= 1000
+          and not exists (select 1 from unnest(p_patterns) p where not private.recipient_pattern_valid(p)))
+$$;
+
+-- Whether an address matches any of the patterns (see private.recipient_pattern_valid).
+create function private.recipient_matches(p_address text, p_patterns text[])
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+  select exists (
+    select 1
+      from unnest(p_patterns) p,
+           lateral (select lower(p_address) as address,
+                           lower(substring(p_address from '@([^@]*)$')) as domain) a
+     where p = a.address
+        or p = a.domain
+        or (left(p, 2) = '*.' and right(a.domain, char_length(p) - 1) = substr(p, 2))
+  )
+$$;
+
+create table public.sending_guardrails (
+  user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
+  -- null: the account's own guardrails, which every config inherits.
+  config_id uuid references public.user_smtp_configs (id) on delete cascade,
+  -- null: no allow list (every recipient not denied may be mailed).
+  allow_recipients text[],
+  deny_recipients text[] not null default '{}',
+  -- null: no cap of its own.
+  max_recipients_per_request integer,
+  stopped_at timestamptz,
+  stop_reason text,
+  updated_at timestamptz not null default now(),
+  constraint sending_guardrails_scope unique nulls not distinct (user_id, config_id),
+  constraint sending_guardrails_allow check (private.recipient_patterns_valid(allow_recipients)),
+  constraint sending_guardrails_deny check (private.recipient_patterns_valid(deny_recipients)),
+  constraint sending_guardrails_cap check (max_recipients_per_request between 1 and 100000),
+  constraint sending_guardrails_stop_reason check (char_length(stop_reason) <= 500)
+);
+
+comment on table public.sending_guardrails is
+  'What the owner allows every send to do (per account: config_id null; per config), and the stop button. '
+  'Changed only through the oversight function: agents (tokens with client_id) may tighten, never loosen.';
+
+create index sending_guardrails_config on public.sending_guardrails (config_id) where config_id is not null;
+
+alter table public.sending_guardrails enable row level security;
+revoke all on public.sending_guardrails from anon, authenticated;
+grant select on public.sending_guardrails to authenticated;
+
+create policy "owner can read own guardrails"
+  on public.sending_guardrails for select to authenticated
+  using (user_id = (select auth.uid()));
+
+-- Who did what to the owner's oversight settings, and when.
+create table public.oversight_events (
+  id bigint generated always as identity primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  config_id uuid references public.user_smtp_configs (id) on delete set null,
+  action text not null,
+  -- The session that acted: subject, session id, OAuth client (an agent) and assurance level.
+  actor jsonb not null,
+  details jsonb not null default '{}',
+  created_at timestamptz not null default now(),
+  constraint oversight_events_action check (
+    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed')
+  )
+);
+
+comment on table public.oversight_events is
+  'Every guardrail change, stop and resume, with the session that made it. Readable by the owner, written by nobody '
+  'through the Data API.';
+
+create index oversight_events_user_created on public.oversight_events (user_id, created_at desc, id desc);
+create index oversight_events_config on public.oversight_events (config_id) where config_id is not null;
+
+alter table public.oversight_events enable row level security;
+revoke all on public.oversight_events from anon, authenticated;
+grant select on public.oversight_events to authenticated;
+
+create policy "owner can read own oversight events"
+  on public.oversight_events for select to authenticated
+  using (user_id = (select auth.uid()));
+
+-- The calling session as an oversight event records it.
+create function private.oversight_actor()
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select jsonb_strip_nulls(jsonb_build_object(
+    'user_id', auth.uid(),
+    'session_id', auth.jwt() ->> 'session_id',
+    'client_id', auth.jwt() ->> 'client_id',
+    'aal', auth.jwt() ->> 'aal'
+  ))
+$$;
+
+-- A PostgREST-style error (see send_budgets): the functions turn it into the HTTP answer.
+create function private.raise_api_error(p_status integer, p_code text, p_message text, p_details jsonb default '{}')
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise sqlstate 'PGRST' using
+    message = pg_catalog.json_build_object('code', p_code, 'message', p_message)::text,
+    detail = pg_catalog.json_build_object('status', p_status, 'details', p_details)::text;
+end
+$$;
+
+-- The caller's own config, or a 404 that reveals nothing about other users' configs.
+create function private.own_config_for_oversight(p_config_id uuid)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if p_config_id is not null and not exists (
+    select 1 from public.user_smtp_configs c where c.id = p_config_id and c.user_id = auth.uid()
+  ) then
+    perform private.raise_api_error(404, 'config_not_found', 'No SMTP config with that id');
+  end if;
+end
+$$;
+
+-- Only a first-party session (no client_id) may loosen: an agent gets 403.
+create function private.require_first_party(p_what text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if auth.jwt() ->> 'client_id' is not null then
+    perform private.raise_api_error(
+      403, 'first_party_session_required',
+      p_what || ' needs the account owner''s own session; a token issued to an OAuth client (an agent, client_id '
+        || (auth.jwt() ->> 'client_id') || ') may only tighten guardrails',
+      jsonb_build_object('client_id', auth.jwt() ->> 'client_id'));
+  end if;
+end
+$$;
+
+-- Replace the guardrails of the account (p_config_id null) or of one config. An agent may
+-- only tighten: keep every denied pattern, add no allowed one (nor drop the allow list),
+-- and keep or lower the cap.
+create function private.set_sending_guardrails(
+  p_config_id uuid,
+  p_allow_recipients text[],
+  p_deny_recipients text[],
+  p_max_recipients_per_request integer
+)
+returns public.sending_guardrails
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_old public.sending_guardrails;
+  v_new public.sending_guardrails;
+  v_account public.sending_guardrails;
+  v_old_allow text[];
+  v_new_allow text[];
+  v_old_cap integer;
+  v_new_cap integer;
+  v_allow text[] := (select array_agg(distinct p order by p) from unnest(p_allow_recipients) p);
+  v_deny text[] := coalesce((select array_agg(distinct p order by p) from unnest(p_deny_recipients) p), '{}');
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.own_config_for_oversight(p_config_id);
+  if p_allow_recipients is not null and v_allow is null then
+    v_allow := '{}';
+  end if;
+  select * into v_old from public.sending_guardrails g
+   where g.user_id = v_user and g.config_id is not distinct from p_config_id for update;
+  -- What applies before and after: a config without an allow list or cap of its own takes the
+  -- account's, so a config's row is compared as it takes effect. Deny lists add up.
+  if p_config_id is not null then
+    select * into v_account from public.sending_guardrails g where g.user_id = v_user and g.config_id is null;
+  end if;
+  v_old_allow := coalesce(v_old.allow_recipients, v_account.allow_recipients);
+  v_new_allow := coalesce(v_allow, v_account.allow_recipients);
+  v_old_cap := coalesce(v_old.max_recipients_per_request, v_account.max_recipients_per_request);
+  v_new_cap := coalesce(p_max_recipients_per_request, v_account.max_recipients_per_request);
+  if not (v_deny @> coalesce(v_old.deny_recipients, '{}'))
+     or (v_old_allow is not null and (v_new_allow is null or not (v_old_allow @> v_new_allow)))
+     or (v_old_cap is not null and (v_new_cap is null or v_new_cap > v_old_cap)) then
+    perform private.require_first_party('Loosening guardrails');
+  end if;
+  insert into public.sending_guardrails as g
+    (user_id, config_id, allow_recipients, deny_recipients, max_recipients_per_request)
+  values (v_user, p_config_id, v_allow, v_deny, p_max_recipients_per_request)
+  on conflict (user_id, config_id) do update
+    set allow_recipients = excluded.allow_recipients,
+        deny_recipients = excluded.deny_recipients,
+        max_recipients_per_request = excluded.max_recipients_per_request,
+        updated_at = now()
+  returning * into v_new;
+  insert into public.oversight_events (user_id, config_id, action, actor, details)
+  values (v_user, p_config_id, 'guardrails_changed', private.oversight_actor(), jsonb_build_object(
+    'before', case when v_old.user_id is null then null else jsonb_build_object(
+      'allow_recipients', v_old.allow_recipients, 'deny_recipients', v_old.deny_recipients,
+      'max_recipients_per_request', v_old.max_recipients_per_request) end,
+    'after', jsonb_build_object(
+      'allow_recipients', v_new.allow_recipients, 'deny_recipients', v_new.deny_recipients,
+      'max_recipients_per_request', v_new.max_recipients_per_request)));
+  return v_new;
+end
+$$;
+
+-- Press the stop button for the account (p_config_id null) or one config: nothing leaves
+-- until it is lifted; queued and scheduled mail waits. Anyone signed in as the owner may press it.
+create function private.stop_sending(p_config_id uuid, p_reason text)
+returns public.sending_guardrails
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_row public.sending_guardrails;
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.own_config_for_oversight(p_config_id);
+  insert into public.sending_guardrails as g (user_id, config_id, stopped_at, stop_reason)
+  values (v_user, p_config_id, now(), left(p_reason, 500))
+  on conflict (user_id, config_id) do update
+    set stopped_at = coalesce(g.stopped_at, now()), stop_reason = coalesce(excluded.stop_reason, g.stop_reason),
+        updated_at = now()
+  returning * into v_row;
+  insert into public.oversight_events (user_id, config_id, action, actor, details)
+  values (v_user, p_config_id, 'sending_stopped', private.oversight_actor(),
+          jsonb_strip_nulls(jsonb_build_object('reason', v_row.stop_reason)));
+  return v_row;
+end
+$$;
+
+-- Lift a stop: only the owner's first-party session.
+create function private.resume_sending(p_config_id uuid)
+returns public.sending_guardrails
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_row public.sending_guardrails;
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.own_config_for_oversight(p_config_id);
+  perform private.require_first_party('Lifting the stop');
+  update public.sending_guardrails g set stopped_at = null, stop_reason = null, updated_at = now()
+   where g.user_id = v_user and g.config_id is not distinct from p_config_id and g.stopped_at is not null
+  returning * into v_row;
+  if found then
+    insert into public.oversight_events (user_id, config_id, action, actor)
+    values (v_user, p_config_id, 'sending_resumed', private.oversight_actor());
+    -- Mail the stop held back is due now rather than at its next look.
+    update public.email_audit_log a set next_attempt_at = greatest(coalesce(a.scheduled_at, now()), now())
+     where a.user_id = v_user and a.status in ('queued', 'scheduled') and a.lease_until is null
+       and (p_config_id is null or a.config_id = p_config_id)
+       and a.next_attempt_at > now() and a.next_attempt_at < 'infinity'
+       and a.error_class = 'sending_stopped';
+  end if;
+  return v_row;
+end
+$$;
+
+-- Whether the account or the config is stopped (the worker's in-flight mark asks too).
+create function private.sending_stopped(p_user_id uuid, p_config_id uuid)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select exists (
+    select 1 from public.sending_guardrails g
+     where g.user_id = p_user_id and (g.config_id is null or g.config_id = p_config_id) and g.stopped_at is not null
+  )
+$$;
+
+-- Why the owner's guardrails refuse a send (null when they allow it), as an API error
+-- {status, code, message, details}: a stop (409 sending_stopped), a denied recipient or one
+-- outside the allow list (422 recipient_denied, naming them), more recipients than the cap
+-- (422 recipient_cap_exceeded). With no recipients given, only the stop is checked. The
+-- outbox worker asks for a whole group of messages in one statement.
+create function private.guardrail_refusal(p_config_id uuid, p_recipients text[])
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_account public.sending_guardrails;
+  v_config public.sending_guardrails;
+  v_stop public.sending_guardrails;
+  v_allow text[];
+  v_cap integer;
+  v_denied text[];
+begin
+  if v_user is null then
+    return jsonb_build_object('status', 401, 'code', 'unauthorized', 'message', 'Sign in first');
+  end if;
+  select * into v_account from public.sending_guardrails g where g.user_id = v_user and g.config_id is null;
+  if p_config_id is not null then
+    select * into v_config from public.sending_guardrails g where g.user_id = v_user and g.config_id = p_config_id;
+  end if;
+  v_stop := case when v_account.stopped_at is not null then v_account else v_config end;
+  if v_stop.stopped_at is not null then
+    return jsonb_build_object(
+      'status', 409, 'code', 'sending_stopped',
+      'message', case when v_stop.config_id is null then 'Sending is stopped for this account'
+                      else 'Sending is stopped for this config' end
+        || coalesce(' (' || v_stop.stop_reason || ')', '')
+        || '; nothing leaves until the owner lifts the stop (POST /functions/v1/oversight/resume)',
+      'details', jsonb_strip_nulls(jsonb_build_object(
+        'scope', case when v_stop.config_id is null then 'account' else 'config' end,
+        'config_id', v_stop.config_id, 'stopped_at', v_stop.stopped_at, 'reason', v_stop.stop_reason)));
+  end if;
+  if cardinality(p_recipients) is null or cardinality(p_recipients) = 0 then
+    return null;
+  end if;
+  v_cap := coalesce(v_config.max_recipients_per_request, v_account.max_recipients_per_request);
+  if cardinality(p_recipients) > v_cap then
+    return jsonb_build_object(
+      'status', 422, 'code', 'recipient_cap_exceeded',
+      'message', format('The guardrails allow at most %s recipients per request; this one has %s',
+                        v_cap, cardinality(p_recipients)),
+      'details', jsonb_build_object('limit', v_cap, 'count', cardinality(p_recipients)));
+  end if;
+  v_allow := coalesce(v_config.allow_recipients, v_account.allow_recipients);
+  select array_agg(d.r order by d.o) into v_denied
+    from (select u.r, min(u.o) as o from unnest(p_recipients) with ordinality u (r, o) group by u.r) d
+   where private.recipient_matches(d.r, coalesce(v_account.deny_recipients, '{}') || coalesce(v_config.deny_recipients, '{}'))
+      or (v_allow is not null and not private.recipient_matches(d.r, v_allow));
+  if v_denied is not null then
+    return jsonb_build_object(
+      'status', 422, 'code', 'recipient_denied',
+      'message', format('The guardrails do not allow mail to %s%s', array_to_string(v_denied[1:5], ', '),
+                        case when cardinality(v_denied) > 5 then format(' and %s more', cardinality(v_denied) - 5)
+                             else '' end)
+        || '; nothing was sent or queued',
+      'details', jsonb_build_object('recipients', to_jsonb(v_denied[1:100]), 'count', cardinality(v_denied)));
+  end if;
+  return null;
+end
+$$;
+
+-- The same, raised as the HTTP answer (send-email, scheduled sends, send-bulk at accept).
+create function private.check_send_guardrails(p_config_id uuid, p_recipients text[])
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  v_refusal jsonb := private.guardrail_refusal(p_config_id, p_recipients);
+begin
+  if v_refusal is not null then
+    perform private.raise_api_error((v_refusal ->> 'status')::integer, v_refusal ->> 'code', v_refusal ->> 'message',
+                                    coalesce(v_refusal -> 'details', '{}'));
+  end if;
+end
+$$;
+
+-- The in-flight mark refuses a stopped account's or config's rows: the worker puts them back.
+create or replace function private.start_outbox_send(p_audit_id uuid, p_worker text, p_lease_seconds integer)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.email_audit_log a
+     set status = 'sending', attempts = a.attempts + 1, lease_losses = 0,
+         lease_until = now() + make_interval(secs => p_lease_seconds)
+   where a.id = p_audit_id and a.leased_by = p_worker and a.status in ('queued', 'scheduled')
+     and not private.sending_stopped(a.user_id, a.config_id);
+  return found;
+end
+$$;
+
+create or replace function private.start_outbox_sends(p_audit_ids uuid[], p_worker text, p_lease_seconds integer)
+returns setof uuid
+language sql
+security definer
+set search_path = ''
+as $$
+  update public.email_audit_log a
+     set status = 'sending', attempts = a.attempts + 1, lease_losses = 0,
+         lease_until = now() + make_interval(secs => p_lease_seconds)
+   where a.id = any (p_audit_ids) and a.leased_by = p_worker and a.status in ('queued', 'scheduled')
+     and not private.sending_stopped(a.user_id, a.config_id)
+  returning a.id;
+$$;
+
+revoke all on function private.recipient_pattern_valid(text), private.recipient_patterns_valid(text[]),
+  private.recipient_matches(text, text[]), private.oversight_actor(), private.raise_api_error(integer, text, text, jsonb),
+  private.own_config_for_oversight(uuid), private.require_first_party(text),
+  private.set_sending_guardrails(uuid, text[], text[], integer), private.stop_sending(uuid, text),
+  private.resume_sending(uuid), private.sending_stopped(uuid, uuid), private.check_send_guardrails(uuid, text[]),
+  private.guardrail_refusal(uuid, text[])
+  from public, anon, authenticated;
+-- What a user's session calls; the rest runs inside them.
+grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer),
+  private.stop_sending(uuid, text), private.resume_sending(uuid), private.check_send_guardrails(uuid, text[]),
+  private.guardrail_refusal(uuid, text[]), private.raise_api_error(integer, text, text, jsonb)
+  to authenticated;

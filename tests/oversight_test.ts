@@ -1,0 +1,237 @@
+// Human oversight, part one (issue 29): guardrails and the stop button, through every send
+// path, against the real database and a real SMTP server that records what it receives.
+import assert from "node:assert/strict";
+import { startTestStack, type TestStack } from "./harness.ts";
+import { startScriptedSmtp } from "./scripted_smtp.ts";
+
+type ErrorBody = { error: { code: string; message: string; details?: Record<string, unknown> } };
+
+async function body<T = Record<string, unknown>>(res: Response): Promise<T> {
+  return await res.json() as T;
+}
+
+Deno.test({
+  name: "guardrails and the stop button hold on every send path",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    const setup = async () => {
+      const user = await stack.createUser();
+      const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      // The same user as an OAuth client (an agent) holds the token: Supabase stamps client_id.
+      const agent = await stack.mint({
+        sub: user.id,
+        email: user.email,
+        expiresIn: "1h",
+        extra: { client_id: "agent-app", session_id: crypto.randomUUID() },
+      });
+      return { user, config, agent };
+    };
+    const call = (token: string, path: string, payload?: unknown, method = "POST") =>
+      stack.invoke(path, { token, method, ...(payload === undefined ? {} : { body: payload }) });
+    const receivedBy = (address: string) => smtp.messages().filter((m) => m.rcptTo.includes(address)).length;
+    const statusOf = async (id: string) =>
+      (await stack.sql<{ status: string; error_class: string | null }[]>`
+        select status, error_class from public.email_audit_log where id = ${id}`)[0];
+
+    try {
+      await t.step("a denied recipient reaches nothing, on send-email, scheduled sends and send-bulk", async () => {
+        const { user } = await setup();
+        const set = await call(user.token, "oversight/guardrails", {
+          deny_recipients: ["boss@corp.example", "*.rival.example"],
+        }, "PUT");
+        assert.equal(set.status, 200, await set.clone().text());
+        assert.deepEqual((await body<{ deny_recipients: string[] }>(set)).deny_recipients, [
+          "*.rival.example",
+          "boss@corp.example",
+        ]);
+
+        const direct = await call(user.token, "send-email", { to: "Boss@Corp.example", text: "hi" });
+        assert.equal(direct.status, 422);
+        const refused = await body<ErrorBody>(direct);
+        assert.equal(refused.error.code, "recipient_denied");
+        // Named as the message would carry it (matched without regard to case).
+        assert.deepEqual(refused.error.details?.recipients, ["Boss@corp.example"]);
+        assert.match(refused.error.message, /Boss@corp\.example/);
+
+        const cc = await call(user.token, "send-email", {
+          to: "ok@corp.example",
+          cc: "x@mail.rival.example",
+          text: "hi",
+        });
+        assert.equal((await body<ErrorBody>(cc)).error.code, "recipient_denied", "cc is checked too (subdomain)");
+
+        const later = await call(user.token, "send-email", {
+          to: "boss@corp.example",
+          text: "hi",
+          scheduled_at: new Date(Date.now() + 3_600_000).toISOString(),
+        });
+        assert.equal(later.status, 422);
+
+        const bulk = await call(user.token, "send-bulk", {
+          recipients: ["a@corp.example", "b@sales.rival.example"],
+          subject: "s",
+          text: "t",
+        });
+        assert.equal(bulk.status, 422);
+        assert.deepEqual((await body<ErrorBody>(bulk)).error.details?.recipients, ["b@sales.rival.example"]);
+
+        // The domain itself is not one of its subdomains; others go.
+        const fine = await call(user.token, "send-email", { to: "ceo@rival.example", text: "hi" });
+        assert.equal(fine.status, 200, await fine.clone().text());
+        assert.equal(receivedBy("boss@corp.example") + receivedBy("b@sales.rival.example"), 0);
+        assert.equal(receivedBy("ceo@rival.example"), 1);
+      });
+
+      await t.step("an allow list and a recipient cap", async () => {
+        const { user } = await setup();
+        await call(user.token, "oversight/guardrails", {
+          allow_recipients: ["corp.example"],
+          max_recipients_per_request: 2,
+        }, "PUT");
+        const outside = await call(user.token, "send-email", { to: "x@elsewhere.example", text: "hi" });
+        assert.equal((await body<ErrorBody>(outside)).error.code, "recipient_denied");
+        const many = await call(user.token, "send-email", {
+          to: ["a@corp.example", "b@corp.example"],
+          cc: "c@corp.example",
+          text: "hi",
+        });
+        assert.equal(many.status, 422);
+        assert.equal((await body<ErrorBody>(many)).error.code, "recipient_cap_exceeded");
+        const ok = await call(user.token, "send-email", { to: ["a@corp.example", "b@corp.example"], text: "hi" });
+        assert.equal(ok.status, 200);
+      });
+
+      await t.step("queued mail already in the outbox is checked again when it is sent", async () => {
+        const { user, config } = await setup();
+        const [row] = await stack.asDataApi(user, (tx) =>
+          tx<{ id: string }[]>`
+            insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+            values (${config}::uuid, 'x@example.com', array['decoy@example.com'], 'queued',
+                    jsonb_build_object('kind', 'request', 'request',
+                      jsonb_build_object('to', 'victim@blocked.example', 'text', 'hi')))
+            returning id`);
+        await call(user.token, "oversight/guardrails", { deny_recipients: ["blocked.example"] }, "PUT");
+        await stack.drainOutbox();
+        assert.deepEqual(await statusOf(row.id), { status: "failed", error_class: "recipient_denied" });
+        assert.equal(receivedBy("victim@blocked.example"), 0);
+      });
+
+      await t.step("the stop button: sends answer 409, queued mail waits, lifting it sends each once", async () => {
+        const { user, config, agent } = await setup();
+        const queued = await call(user.token, "send-bulk", {
+          recipients: Array.from({ length: 5 }, (_, i) => `held${i}@example.com`),
+          subject: "s",
+          text: "t",
+          scheduled_at: new Date(Date.now() + 1_000).toISOString(),
+        });
+        assert.equal(queued.status, 202);
+        // An agent may press it.
+        const stop = await call(agent, "oversight/stop", { reason: "checking what the agent does" });
+        assert.equal(stop.status, 200, await stop.clone().text());
+        assert.ok((await body<{ stopped_at: string }>(stop)).stopped_at);
+
+        const send = await call(user.token, "send-email", { to: "x@example.com", text: "hi" });
+        assert.equal(send.status, 409);
+        const stopped = await body<ErrorBody>(send);
+        assert.equal(stopped.error.code, "sending_stopped");
+        assert.match(stopped.error.message, /checking what the agent does/);
+        assert.equal((await call(user.token, "send-bulk", { recipients: ["y@example.com"], text: "t" })).status, 409);
+
+        await new Promise((resolve) => setTimeout(resolve, 1_100));
+        await stack.drainOutbox();
+        const held = await stack.sql<{ status: string; error_class: string | null }[]>`
+          select status, error_class from public.email_audit_log where config_id = ${config}`;
+        assert.equal(held.length, 5);
+        assert.ok(
+          held.every((r) => r.status === "queued" && r.error_class === "sending_stopped"),
+          JSON.stringify(held),
+        );
+        assert.equal(smtp.messages().filter((m) => m.rcptTo.some((r) => r.startsWith("held"))).length, 0);
+
+        // An agent cannot lift it; the owner's own session can.
+        const agentLift = await call(agent, "oversight/resume", {});
+        assert.equal(agentLift.status, 403);
+        assert.equal((await body<ErrorBody>(agentLift)).error.code, "first_party_session_required");
+        const lift = await call(user.token, "oversight/resume", {});
+        assert.equal(lift.status, 200, await lift.clone().text());
+        assert.equal((await call(user.token, "oversight/resume", {})).status, 409, "not stopped any more");
+        await stack.drainOutbox();
+        for (let i = 0; i < 5; i++) assert.equal(receivedBy(`held${i}@example.com`), 1);
+      });
+
+      await t.step("a stop on one config holds only that config", async () => {
+        const { user } = await setup();
+        const other = await stack.createConfig(user, {
+          name: "other",
+          port: smtp.port,
+          security: "none",
+          username: null,
+          is_default: false,
+        });
+        assert.equal((await call(user.token, "oversight/stop", { config: "other" })).status, 200);
+        const viaOther = await call(user.token, "send-email", { to: "a@example.com", text: "hi", config: other });
+        assert.equal((await body<ErrorBody>(viaOther)).error.code, "sending_stopped");
+        const viaDefault = await call(user.token, "send-email", { to: "b@example.com", text: "hi" });
+        assert.equal(viaDefault.status, 200);
+      });
+
+      await t.step("an agent may tighten guardrails, never loosen them; every change is recorded", async () => {
+        const { user, agent } = await setup();
+        const put = (token: string, payload: unknown) => call(token, "oversight/guardrails", payload, "PUT");
+        assert.equal(
+          (await put(agent, { deny_recipients: ["a.example"], max_recipients_per_request: 10 })).status,
+          200,
+        );
+        assert.equal(
+          (await put(agent, { deny_recipients: ["a.example", "b.example"], max_recipients_per_request: 5 })).status,
+          200,
+        );
+        for (
+          const loosen of [
+            { deny_recipients: ["b.example"], max_recipients_per_request: 5 },
+            { deny_recipients: ["a.example", "b.example"], max_recipients_per_request: 50 },
+            { deny_recipients: ["a.example", "b.example"] },
+          ]
+        ) {
+          const res = await put(agent, loosen);
+          assert.equal(res.status, 403, JSON.stringify(loosen));
+          assert.equal((await body<ErrorBody>(res)).error.code, "first_party_session_required");
+        }
+        // A config of its own cannot widen what the account allows.
+        await put(user.token, { allow_recipients: ["corp.example"] });
+        const widen = await put(agent, { config: "default", allow_recipients: ["corp.example", "gmail.com"] });
+        assert.equal(widen.status, 403);
+        assert.equal((await put(user.token, { deny_recipients: [] })).status, 200, "the owner may");
+
+        const events = await body<{ events: { action: string; actor: { client_id?: string } }[] }>(
+          await call(user.token, "oversight/events", undefined, "GET"),
+        );
+        assert.deepEqual(events.events.map((e) => [e.action, e.actor.client_id ?? null]), [
+          ["guardrails_changed", null],
+          ["guardrails_changed", null],
+          ["guardrails_changed", "agent-app"],
+          ["guardrails_changed", "agent-app"],
+        ]);
+      });
+
+      await t.step("bad input gets a clear 4xx, and another user's config is not found", async () => {
+        const { user } = await setup();
+        const stranger = await setup();
+        const bad = await call(user.token, "oversight/guardrails", { deny_recipients: ["not an address"] }, "PUT");
+        assert.equal(bad.status, 400);
+        const theirs = await call(user.token, "oversight/stop", { config: stranger.config });
+        assert.equal(theirs.status, 404);
+        assert.equal((await call(user.token, "oversight/nothing", undefined, "GET")).status, 404);
+        assert.equal((await call(user.token, "oversight/stop", undefined, "GET")).status, 405);
+        const events = await call(user.token, "oversight/events?limit=0", undefined, "GET");
+        assert.equal(events.status, 400);
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});
