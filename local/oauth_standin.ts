@@ -1,6 +1,7 @@
 // STAND-IN, not a real provider: a scripted OAuth 2.0 token endpoint, Microsoft Graph's
 // `POST /v1.0/me/sendMail` (MIME body) and the Gmail API's `users.messages.send` (`raw`), on one
-// loopback HTTP server. Google and Microsoft cannot run here; this answers as they document,
+// loopback HTTP server (HTTPS when given a certificate: then it can also play a `custom`
+// provider, whose token endpoint must be https). Google and Microsoft cannot run here; this answers as they document,
 // so OAuth mailboxes can be used end to end locally and tested over real sockets:
 //
 // - tokens: the refresh-token grant only; short-lived access tokens; optional rotation (the old
@@ -30,7 +31,10 @@ export interface ScriptedAnswer {
   endpoint: StandinEndpoint;
   status?: number;
   retryAfter?: string;
+  /** More response headers (a redirect's `location`, say). */
+  headers?: Record<string, string>;
   delayMs?: number;
+  /** JSON, or a string sent as it is. */
   body?: unknown;
 }
 
@@ -60,8 +64,11 @@ export interface OAuthStandin {
   script(...answers: ScriptedAnswer[]): void;
   /** Every request gets 503 while down. */
   setDown(down: boolean): void;
-  /** Whether `token` is a live access token with an SMTP scope (for a catcher's XOAUTH2). */
-  acceptsSmtpToken(token: string): boolean;
+  /**
+   * Whether `token` is a live access token with an SMTP scope (for a catcher's XOAUTH2): Gmail's
+   * or Microsoft's, or one of `scopes` (a custom provider's).
+   */
+  acceptsSmtpToken(token: string, scopes?: string[]): boolean;
   /** Requests received per endpoint. */
   readonly counts: Record<StandinEndpoint, number>;
   /** Refresh tokens presented, in order (to see that a rotated one is not used again). */
@@ -73,6 +80,8 @@ export interface OAuthStandin {
 export interface OAuthStandinOptions {
   /** Port on 127.0.0.1 (default 0: any free one). */
   port?: number;
+  /** Serve HTTPS with this certificate (for localhost), so `url` is `https://localhost:<port>`. */
+  tls?: { cert: string; key: string };
   /** Access token lifetime in seconds (default 3600). */
   tokenLifetimeSeconds?: number;
   /**
@@ -223,7 +232,7 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     "/gmail/upload/gmail/v1/users/me/messages/send": ["gmail", gmailUpload],
   };
 
-  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen: () => {} }, async (req) => {
+  const serve = async (req: Request): Promise<Response> => {
     const route = routes[new URL(req.url).pathname];
     if (!route || req.method !== "POST") return new Response("not found", { status: 404 });
     const [endpoint, handle] = route;
@@ -233,14 +242,16 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     if (answer?.delayMs) await new Promise((resolve) => setTimeout(resolve, answer.delayMs));
     if (answer?.status) {
       await req.body?.cancel();
-      return Response.json(answer.body ?? { error: "scripted" }, {
-        status: answer.status,
-        headers: answer.retryAfter ? { "retry-after": answer.retryAfter } : {},
-      });
+      const headers = { ...(answer.retryAfter ? { "retry-after": answer.retryAfter } : {}), ...answer.headers };
+      return typeof answer.body === "string"
+        ? new Response(answer.body, { status: answer.status, headers })
+        : Response.json(answer.body ?? { error: "scripted" }, { status: answer.status, headers });
     }
     return await handle(req);
-  });
-  const url = `http://127.0.0.1:${server.addr.port}`;
+  };
+  const listen = { hostname: "127.0.0.1", port: options.port ?? 0, onListen: () => {} };
+  const server = options.tls ? Deno.serve({ ...listen, ...options.tls }, serve) : Deno.serve(listen, serve);
+  const url = options.tls ? `https://localhost:${server.addr.port}` : `http://127.0.0.1:${server.addr.port}`;
   return Promise.resolve({
     url,
     tokenUrl: `${url}/token`,
@@ -256,10 +267,10 @@ export function startOAuthStandin(options: OAuthStandinOptions = {}): Promise<OA
     },
     script: (...answers) => void scripted.push(...answers),
     setDown: (value) => void (down = value),
-    acceptsSmtpToken: (token) => {
+    acceptsSmtpToken: (token, scopes = []) => {
       const held = accessTokens.get(token);
-      return !!held && held.expiresAt > Date.now() &&
-        held.grant.scopes.some((s) => s === "https://mail.google.com/" || s === "https://outlook.office.com/SMTP.Send");
+      const smtpScopes = ["https://mail.google.com/", "https://outlook.office.com/SMTP.Send", ...scopes];
+      return !!held && held.expiresAt > Date.now() && held.grant.scopes.some((s) => smtpScopes.includes(s));
     },
     counts,
     presentedRefreshTokens,

@@ -34,8 +34,16 @@ export interface Config {
   /**
    * OAuth mailboxes: the providers' endpoints, replaced only to point at the local stand-ins
    * (local/oauth_standin.ts) in development and tests; `http:` is allowed only for loopback ones.
+   * `caCerts`: extra CAs a custom provider's token endpoint may be signed by (MAILROOM_OAUTH_CA_CERTS).
    */
-  oauth: { tokenUrl?: string; graphUrl?: string; gmailUrl?: string; allowHttp: boolean; timeoutMs: number };
+  oauth: {
+    tokenUrl?: string;
+    graphUrl?: string;
+    gmailUrl?: string;
+    allowHttp: boolean;
+    timeoutMs: number;
+    caCerts?: string;
+  };
   /** Size and count limits of a message. */
   limits: CompositionLimits;
   /** SMTP config verifications a user may run per minute. */
@@ -252,5 +260,6 @@ function oauthEndpoints(env: Record<string, string | undefined>): Config["oauth"
     ...urls,
     allowHttp: Object.values(urls).some((url) => url !== undefined && loopback.test(url)),
     timeoutMs: positiveInt(env, "MAILROOM_OAUTH_TIMEOUT_MS", 10_000),
+    caCerts: env.MAILROOM_OAUTH_CA_CERTS?.trim() || undefined,
   };
 }

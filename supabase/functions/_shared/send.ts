@@ -396,7 +396,7 @@ async function oauthLogin(
   prepared: PreparedSend,
 ): Promise<Pick<SmtpServer, "username" | "xoauth2"> | Extract<Transmission, { refused: unknown }>> {
   const { config } = prepared;
-  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, ctx.config.oauth);
+  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, { ...ctx.config.oauth, egress: ctx.config.egress });
   try {
     let current = await tokens.get();
     return {
@@ -419,7 +419,7 @@ async function oauthLogin(
 function oauthRefusal(error: OAuthError): Extract<Transmission, { refused: unknown }> {
   return {
     refused: {
-      httpStatus: 502,
+      httpStatus: error.status,
       failure: {
         code: error.code,
         outcome: error.retryable ? "deferred" : "failed",
@@ -443,7 +443,7 @@ async function transmitOverHttps(
   envelopeTo?: string[],
 ): Promise<Transmission> {
   const { config, message } = prepared;
-  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, ctx.config.oauth);
+  const tokens = oauthTokenSource(ctx.sql, config.owner!, config, { ...ctx.config.oauth, egress: ctx.config.egress });
   const envelope = envelopeTo ? { ...message.envelope, to: envelopeTo } : message.envelope;
   const pending = new Set(envelope.to);
   try {

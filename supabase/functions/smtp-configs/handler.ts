@@ -4,7 +4,13 @@
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import { checkServerStatically, type EgressPolicy, portWarnings, resolveTarget } from "../_shared/smtp/egress.ts";
+import {
+  checkServerStatically,
+  type EgressPolicy,
+  portWarnings,
+  resolveTarget,
+  resolveTokenUrl,
+} from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { createConfigRequest, HTTPS_TRANSPORT_HOSTS, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
 import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
@@ -54,6 +60,22 @@ async function checkServer(
   return { host, warnings };
 }
 
+/**
+ * A custom provider's token endpoint, checked as a server is: refused when it is, or resolves to,
+ * an address the policy forbids; a warning when it does not resolve right now. (Every refresh
+ * checks it again: the name may resolve elsewhere later, and the Data API can change the URL.)
+ */
+async function checkTokenEndpoint(policy: EgressPolicy, tokenUrl: string, timeoutMs: number): Promise<ConfigWarning[]> {
+  try {
+    await resolveTokenUrl(policy, tokenUrl, { timeoutMs });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.code !== "oauth_token_url_not_found") throw error;
+    const { hostname } = new URL(tokenUrl);
+    return [{ code: "token_url_not_resolved", message: `${hostname} does not resolve right now; check the spelling` }];
+  }
+  return [];
+}
+
 async function create(ctx: AppContext, claims: UserClaims, req: Request): Promise<Response> {
   // A preset fills in the provider's server (and refuses one this deployment cannot use).
   const body = parseBody(createConfigRequest, applyPreset(await readJson(req, MAX_BODY_BYTES), ctx.config.egress));
@@ -61,6 +83,9 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request): Promis
   const { host, warnings } = body.transport === "smtp"
     ? await checkServer(ctx.config.egress, body, ctx.config.smtp.connectTimeoutMs)
     : { host: body.host, warnings: [] };
+  if (body.oauth?.provider === "custom") {
+    warnings.push(...await checkTokenEndpoint(ctx.config.egress, body.oauth.token_url!, ctx.config.oauth.timeoutMs));
+  }
   const config = await withUser(ctx.sql, claims, (tx) => createConfig(tx, { ...body, host }));
   return json({ ...config, warnings }, 201);
 }
@@ -118,7 +143,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
   });
   const started = performance.now();
   const deliverability = checkDeliverability(config.from_email, sendingHost(config));
-  const tokens = oauthTokenSource(ctx.sql, claims, config, ctx.config.oauth);
+  const tokens = oauthTokenSource(ctx.sql, claims, config, { ...ctx.config.oauth, egress: ctx.config.egress });
   try {
     let token = await tokens.get();
     let banner: string | null = null;
@@ -161,7 +186,7 @@ async function verifyOAuth(ctx: AppContext, claims: UserClaims, config: SmtpConf
       latencyMs,
       serverBanner: null,
     });
-    throw new ApiError(502, error.code, error.message, {
+    throw new ApiError(error.status, error.code, error.message, {
       retryable: error.retryable,
       ...(error.retryAfterSeconds !== undefined ? { retry_after_seconds: error.retryAfterSeconds } : {}),
       latency_ms: latencyMs,

@@ -19,5 +19,7 @@ export {
   type RefreshOptions,
   type RefreshRequest,
   retryAfterSeconds,
+  type TokenFetch,
 } from "./refresh.ts";
+export { egressCheckedFetch, type EgressFetchOptions, MAX_TOKEN_RESPONSE_BYTES } from "./egress_fetch.ts";
 export { AccessTokenCache, type CachedToken, EXPIRY_MARGIN_MS } from "./access_tokens.ts";

@@ -1,6 +1,7 @@
 // The refresh-token grant (RFC 6749 section 6) through oauth4webapi, and what its failures mean
 // for a mailbox: a grant the provider no longer honours needs the user (reauthorise), a
-// provider that is down or throttling needs only time. No secret ever reaches an error message.
+// provider that is down or throttling needs only time. No secret ever reaches an error message,
+// and a user's own token endpoint (a custom provider) is quoted no further than its error code.
 import * as oauth from "oauth4webapi";
 
 /** Why a refresh failed, as the API, the audit row and the outbox speak of it. */
@@ -12,7 +13,22 @@ export type OAuthFailureCode =
   /** The grant lacks a scope the transport needs. */
   | "oauth_scope_missing"
   /** The provider could not be reached, timed out, throttled us or answered nonsense: try later. */
-  | "oauth_token_refresh_failed";
+  | "oauth_token_refresh_failed"
+  /** The token endpoint answered with a redirect, which is never followed (the grant would go along). */
+  | "oauth_token_url_redirected"
+  /** A custom provider's token endpoint is not a usable https URL. */
+  | "oauth_token_url_invalid"
+  /** It is, or resolves to, an address the egress policy refuses (private, loopback, metadata, ...). */
+  | "oauth_token_url_forbidden"
+  /** Its port is not one token endpoints may use here. */
+  | "oauth_token_url_port_not_allowed";
+
+/** The API's status for a failure: the egress policy's refusals are the request's (4xx), the rest the provider's (502). */
+const FAILURE_STATUS: Partial<Record<OAuthFailureCode, number>> = {
+  oauth_token_url_invalid: 400,
+  oauth_token_url_forbidden: 422,
+  oauth_token_url_port_not_allowed: 422,
+};
 
 /**
  * A failed refresh. `retryable` says whether the same grant may work later without the user.
@@ -24,6 +40,8 @@ export type OAuthFailureCode =
  */
 export class OAuthError extends Error {
   override name = "OAuthError";
+  /** The HTTP status the API answers this failure with. */
+  readonly status: number;
   constructor(
     readonly code: OAuthFailureCode,
     message: string,
@@ -33,6 +51,7 @@ export class OAuthError extends Error {
     readonly retryAfterSeconds?: number,
   ) {
     super(message);
+    this.status = FAILURE_STATUS[code] ?? 502;
   }
 }
 
@@ -54,10 +73,33 @@ export interface RefreshRequest {
   scopes?: string[];
 }
 
+/** How a refresh reaches the token endpoint: `fetch`'s shape, as oauth4webapi calls it. */
+export type TokenFetch = (
+  url: string,
+  init: {
+    method: string;
+    headers: Record<string, string>;
+    body?: URLSearchParams | string | null;
+    redirect?: string;
+    signal?: AbortSignal;
+  },
+) => Promise<Response>;
+
 export interface RefreshOptions {
   timeoutMs?: number;
   /** Allow `http:` (the local stand-in only; the caller decides from the egress allowlist). */
   allowHttp?: boolean;
+  /**
+   * Reach the endpoint with this instead of `fetch` (a custom provider's: checked by the egress
+   * policy and pinned to the checked address, see egress_fetch.ts). It may throw an OAuthError,
+   * which the refresh passes on as it is.
+   */
+  fetch?: TokenFetch;
+  /**
+   * The endpoint is the user's own (a custom provider): its error messages are not quoted, only
+   * its OAuth error code, so a refusal never carries more of the endpoint's answer than that.
+   */
+  userEndpoint?: boolean;
   /** For tests: the clock. */
   now?: () => number;
 }
@@ -88,14 +130,17 @@ export async function refreshAccessToken(
   const client: oauth.Client = { client_id: request.clientId };
   const auth = request.clientSecret ? oauth.ClientSecretPost(request.clientSecret) : oauth.None();
   const redact = (text: string) => redactSecrets(text, [request.refreshToken, request.clientSecret]);
+  const quote = options.userEndpoint ? () => "" : redact;
   let response: Response;
   try {
     response = await oauth.refreshTokenGrantRequest(server, client, auth, request.refreshToken, {
       signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
       ...(request.scopes?.length ? { additionalParameters: { scope: request.scopes.join(" ") } } : {}),
       ...(options.allowHttp ? { [oauth.allowInsecureRequests]: true } : {}),
+      ...(options.fetch ? { [oauth.customFetch]: options.fetch } : {}),
     });
   } catch (error) {
+    if (error instanceof OAuthError) throw error;
     const timedOut = (error as Error)?.name === "TimeoutError" || (error as Error)?.name === "AbortError";
     throw new OAuthError(
       "oauth_token_refresh_failed",
@@ -117,11 +162,21 @@ export async function refreshAccessToken(
       retryAfterSeconds(response.headers.get("retry-after"), now()),
     );
   }
+  if (response.status >= 300 && response.status < 400) {
+    // Followed, the form (refresh token, client secret) would go wherever the Location says.
+    await response.body?.cancel();
+    throw new OAuthError(
+      "oauth_token_url_redirected",
+      `The token endpoint ${server.issuer} answered ${response.status} (a redirect); redirects are not followed, ` +
+        "so the grant never goes anywhere else: give the token endpoint's own URL",
+      false,
+    );
+  }
   let result: oauth.TokenEndpointResponse;
   try {
     result = await oauth.processRefreshTokenResponse(server, client, response);
   } catch (error) {
-    throw classify(error, redact);
+    throw classify(error, redact, quote);
   }
   const lifetime = typeof result.expires_in === "number" && result.expires_in > 0
     ? result.expires_in
@@ -135,9 +190,18 @@ export async function refreshAccessToken(
   };
 }
 
-function classify(error: unknown, redact: (text: string) => string): OAuthError {
+/** An OAuth error code as the RFC spells them (`invalid_grant`); anything else is not repeated. */
+const ERROR_CODE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function classify(
+  error: unknown,
+  redact: (text: string) => string,
+  quote: (text: string) => string,
+): OAuthError {
   if (error instanceof oauth.ResponseBodyError) {
-    const said = error.error_description ? `: ${redact(error.error_description).slice(0, 300)}` : "";
+    const described = error.error_description ? quote(error.error_description).slice(0, 300) : "";
+    const said = described ? `: ${described}` : "";
+    const code = ERROR_CODE.test(error.error) ? error.error : "an unrecognised error";
     switch (error.error) {
       case "invalid_grant":
         return new OAuthError(
@@ -167,12 +231,13 @@ function classify(error: unknown, redact: (text: string) => string): OAuthError 
         // later, never a reason to pause the mailbox.
         return new OAuthError(
           "oauth_token_refresh_failed",
-          `The token endpoint refused the refresh (${error.error}${said}); it is tried again later`,
+          `The token endpoint refused the refresh (${code}${said}); it is tried again later`,
           true,
-          error.error,
+          code,
         );
     }
   }
+  // oauth4webapi's own messages name what was wrong, never the body (it rides in `cause`).
   return new OAuthError(
     "oauth_token_refresh_failed",
     `The token endpoint's answer could not be used: ${

@@ -631,6 +631,11 @@ const PAUSES_CONFIG = new Set([
   "oauth_scope_missing",
   "oauth_token_rejected",
   "oauth_permission_missing",
+  // A custom provider's token endpoint the egress policy refuses, or one that redirects.
+  "oauth_token_url_invalid",
+  "oauth_token_url_forbidden",
+  "oauth_token_url_port_not_allowed",
+  "oauth_token_url_redirected",
   "smtp_auth_required",
   "smtp_auth_unavailable",
   "smtp_tls_failed",

@@ -1,6 +1,7 @@
-// Egress policy for user-supplied SMTP hosts, which are an SSRF vector: only public
-// unicast addresses on SMTP ports, resolved once and connected to by address (so a
-// second DNS answer cannot swap in a private one), TLS still verified against the name.
+// Egress policy for user-supplied destinations, which are an SSRF vector: SMTP hosts, and the
+// token endpoint of a `custom` OAuth provider. Only public unicast addresses on the allowed ports
+// (SMTP's, HTTPS's), resolved once and connected to by address (so a second DNS answer cannot
+// swap in a private one), TLS still verified against the name.
 import ipaddr from "ipaddr.js";
 import { lookup } from "node:dns/promises";
 import { ApiError } from "../http.ts";
@@ -8,10 +9,15 @@ import { ApiError } from "../http.ts";
 /** Ports SMTP submission and relay use; anything else needs the deployment allowlist. */
 export const SMTP_PORTS: readonly number[] = [465, 587, 25, 2465, 2587, 2525];
 
+/** Ports an OAuth token endpoint may use (HTTPS); others need MAILROOM_OAUTH_ALLOWED_PORTS or the allowlist. */
+export const TOKEN_ENDPOINT_PORTS: readonly number[] = [443];
+
 /** What the deployment allows. */
 export interface EgressPolicy {
   /** SMTP_PORTS plus MAILROOM_SMTP_ALLOWED_PORTS. */
   allowedPorts: Set<number>;
+  /** TOKEN_ENDPOINT_PORTS plus MAILROOM_OAUTH_ALLOWED_PORTS: where a custom provider's token endpoint may listen. */
+  tokenEndpointPorts: Set<number>;
   /** Hosts (optionally host:port) exempt from the address and port rules, e.g. the local catcher. */
   allowlist: { host: string; port?: number }[];
   /** Ports the platform blocks outright (hosted Supabase: 25 and 587). */
@@ -97,7 +103,7 @@ export function isHostedSupabase(env: Record<string, string | undefined>): boole
 }
 
 /**
- * Read the policy from the environment: MAILROOM_SMTP_ALLOWED_PORTS,
+ * Read the policy from the environment: MAILROOM_SMTP_ALLOWED_PORTS, MAILROOM_OAUTH_ALLOWED_PORTS,
  * MAILROOM_EGRESS_ALLOWLIST, MAILROOM_PLATFORM_BLOCKED_PORTS, MAILROOM_ALLOW_PLAINTEXT_SMTP.
  */
 export function loadEgressPolicy(env: Record<string, string | undefined>): EgressPolicy {
@@ -106,6 +112,10 @@ export function loadEgressPolicy(env: Record<string, string | undefined>): Egres
     allowedPorts: new Set([
       ...SMTP_PORTS,
       ...parsePorts(env.MAILROOM_SMTP_ALLOWED_PORTS, "MAILROOM_SMTP_ALLOWED_PORTS"),
+    ]),
+    tokenEndpointPorts: new Set([
+      ...TOKEN_ENDPOINT_PORTS,
+      ...parsePorts(env.MAILROOM_OAUTH_ALLOWED_PORTS, "MAILROOM_OAUTH_ALLOWED_PORTS"),
     ]),
     allowlist: parseList(env.MAILROOM_EGRESS_ALLOWLIST).map(parseAllowlistEntry),
     platformBlockedPorts: new Set(
@@ -128,19 +138,49 @@ export interface ParsedHost {
   ip?: ipaddr.IPv4 | ipaddr.IPv6;
 }
 
-function invalidHost(host: string, why: string): ApiError {
-  return new ApiError(400, "smtp_host_invalid", `SMTP host ${JSON.stringify(host)} ${why}`, { host });
+/**
+ * What the policy is guarding, as its refusals name it: an SMTP host, or the host of a custom
+ * OAuth provider's token endpoint. Both follow the same rules; each has its own codes.
+ */
+export interface Destination {
+  /** How messages name it ("SMTP host"). */
+  noun: string;
+  /** A server of this kind a deployment might run on its own network (for the allowlist hint). */
+  example: string;
+  codes: { invalid: string; forbidden: string; notFound: string };
+}
+
+/** A config's SMTP server. */
+export const SMTP_HOST: Destination = {
+  noun: "SMTP host",
+  example: "a local Mailpit",
+  codes: { invalid: "smtp_host_invalid", forbidden: "smtp_host_forbidden", notFound: "smtp_host_not_found" },
+};
+
+/** The token endpoint of a custom OAuth provider (`oauth.token_url`). */
+export const TOKEN_ENDPOINT: Destination = {
+  noun: "Token endpoint host",
+  example: "an identity provider",
+  codes: {
+    invalid: "oauth_token_url_invalid",
+    forbidden: "oauth_token_url_forbidden",
+    notFound: "oauth_token_url_not_found",
+  },
+};
+
+function invalidHost(destination: Destination, host: string, why: string): ApiError {
+  return new ApiError(400, destination.codes.invalid, `${destination.noun} ${JSON.stringify(host)} ${why}`, { host });
 }
 
 /**
  * Parse and normalise a host: lower case, no trailing dot, IDN to punycode, every IPv4
  * spelling (decimal, hex, octal, short forms) and IPv6 (bracketed or not) recognised.
  */
-export function parseHost(input: string): ParsedHost {
+export function parseHost(input: string, destination: Destination = SMTP_HOST): ParsedHost {
   // Pure, and asked for the same few hosts on every send: remembered (failures are not).
   const known = parsedHosts.get(input);
   if (known) return known;
-  const parsed = parseHostOnce(input);
+  const parsed = parseHostOnce(input, destination);
   if (parsedHosts.size >= PARSED_HOSTS) parsedHosts.delete(parsedHosts.keys().next().value!);
   parsedHosts.set(input, Object.freeze(parsed));
   return parsed;
@@ -159,30 +199,31 @@ export function ipLiteral(s: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
   return ipaddr.isValid(s) ? ipaddr.parse(s) : null;
 }
 
-function parseHostOnce(input: string): ParsedHost {
+function parseHostOnce(input: string, destination: Destination): ParsedHost {
+  const invalid = (why: string) => invalidHost(destination, input, why);
   const raw = input.trim();
-  if (!raw || raw.length > 253) throw invalidHost(input, "must be 1 to 253 characters");
+  if (!raw || raw.length > 253) throw invalid("must be 1 to 253 characters");
   if (/[\s/\\@?#]/.test(raw) || /^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) {
-    throw invalidHost(input, "must be a host name or IP address, not a URL");
+    throw invalid("must be a host name or IP address, not a URL");
   }
   const unbracketed = raw.startsWith("[") && raw.endsWith("]") ? raw.slice(1, -1) : raw;
-  if (unbracketed.includes("%")) throw invalidHost(input, "must not carry an IPv6 zone");
+  if (unbracketed.includes("%")) throw invalid("must not carry an IPv6 zone");
   const literal = ipLiteral(unbracketed);
   if (literal) return { host: unbracketed.toLowerCase(), ip: literal };
-  if (unbracketed !== raw) throw invalidHost(input, "is not a valid IPv6 address");
+  if (unbracketed !== raw) throw invalid("is not a valid IPv6 address");
 
   let ascii: string;
   try {
     ascii = new URL(`http://${raw.replace(/\.$/, "")}`).hostname;
   } catch {
-    throw invalidHost(input, "is not a valid host name");
+    throw invalid("is not a valid host name");
   }
   // The URL parser turns numeric spellings into dotted quads; those are IP literals.
   const spelled = ipLiteral(ascii);
   if (spelled) return { host: ascii, ip: spelled };
   const labels = ascii.split(".");
   if (!labels.every((l) => LABEL.test(l)) || /^\d+$/.test(labels[labels.length - 1])) {
-    throw invalidHost(input, "is not a valid host name");
+    throw invalid("is not a valid host name");
   }
   return { host: ascii };
 }
@@ -212,20 +253,21 @@ export const EGRESS_SETTINGS = {
   allowlist: "MAILROOM_EGRESS_ALLOWLIST",
   ports: "MAILROOM_SMTP_ALLOWED_PORTS",
   plaintext: "MAILROOM_ALLOW_PLAINTEXT_SMTP",
+  tokenEndpointPorts: "MAILROOM_OAUTH_ALLOWED_PORTS",
 } as const;
 
 /** How a deployment exempts one server, e.g. a Mailpit on its own network. */
-function allowlistHint(host: string, port: number): string {
-  return `A server on the deployment's own network (a local Mailpit, say) is allowed by listing it in the ` +
+function allowlistHint(destination: Destination, host: string, port: number): string {
+  return `A server on the deployment's own network (${destination.example}, say) is allowed by listing it in the ` +
     `functions' environment: ${EGRESS_SETTINGS.allowlist}=${host}:${port} (host or host:port, comma-separated; ` +
     `\`npm run dev\` passes it through)`;
 }
 
-function forbidden(host: string, port: number, why: string): ApiError {
+function forbidden(destination: Destination, host: string, port: number, why: string): ApiError {
   return new ApiError(
     422,
-    "smtp_host_forbidden",
-    `SMTP host ${JSON.stringify(host)} is not allowed: ${why}. ${allowlistHint(host, port)}`,
+    destination.codes.forbidden,
+    `${destination.noun} ${JSON.stringify(host)} is not allowed: ${why}. ${allowlistHint(destination, host, port)}`,
     { host, setting: EGRESS_SETTINGS.allowlist },
   );
 }
@@ -247,24 +289,38 @@ export function checkPort(policy: EgressPolicy, host: string, port: number): voi
 
 /** Check what can be checked without DNS: syntax, name, literal address, port. */
 export function checkHostStatically(policy: EgressPolicy, input: string, port: number): ParsedHost {
-  const parsed = parseHost(input);
+  const parsed = checkNameStatically(policy, SMTP_HOST, input, port);
+  checkPort(policy, parsed.host, port);
+  return parsed;
+}
+
+/** The address rules every destination shares: a fully qualified name or a public literal address. */
+function checkNameStatically(policy: EgressPolicy, destination: Destination, input: string, port: number): ParsedHost {
+  const parsed = parseHost(input, destination);
   if (allowlisted(policy, parsed.host, port)) return parsed;
   if (!parsed.ip && !parsed.host.includes(".")) {
     throw new ApiError(
       400,
-      "smtp_host_invalid",
-      `SMTP host ${JSON.stringify(input)} is not a fully qualified host name. ${allowlistHint(parsed.host, port)}`,
+      destination.codes.invalid,
+      `${destination.noun} ${JSON.stringify(input)} is not a fully qualified host name. ${
+        allowlistHint(destination, parsed.host, port)
+      }`,
       { host: input, setting: EGRESS_SETTINGS.allowlist },
     );
   }
   if (parsed.ip) {
     const range = forbiddenRange(parsed.ip);
-    if (range) throw forbidden(parsed.host, port, `${range} address`);
+    if (range) throw forbidden(destination, parsed.host, port, `${range} address`);
   } else if (FORBIDDEN_NAMES.test(parsed.host)) {
-    throw forbidden(parsed.host, port, "reserved or internal name");
+    throw forbidden(destination, parsed.host, port, "reserved or internal name");
   }
-  checkPort(policy, parsed.host, port);
   return parsed;
+}
+
+/** Options of a resolution: the resolver (the system's, cached, by default) and its timeout. */
+export interface ResolveOptions {
+  resolve?: Resolver;
+  timeoutMs?: number;
 }
 
 /**
@@ -275,10 +331,20 @@ export async function resolveTarget(
   policy: EgressPolicy,
   input: string,
   port: number,
-  options: { resolve?: Resolver; timeoutMs?: number } = {},
+  options: ResolveOptions = {},
+): Promise<ResolvedTarget> {
+  return await resolveChecked(policy, SMTP_HOST, checkHostStatically(policy, input, port), port, options);
+}
+
+/** The address to connect to for a host that passed the static checks: resolved once, every answer checked. */
+async function resolveChecked(
+  policy: EgressPolicy,
+  destination: Destination,
+  parsed: ParsedHost,
+  port: number,
+  options: ResolveOptions,
 ): Promise<ResolvedTarget> {
   const { resolve = cachedSystemResolver, timeoutMs = 10_000 } = options;
-  const parsed = checkHostStatically(policy, input, port);
   if (parsed.ip) return { address: parsed.ip.toString() };
   let answers: string[];
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -288,25 +354,97 @@ export async function resolveTarget(
     });
     answers = await Promise.race([resolve(parsed.host), timeout]);
   } catch {
-    throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} could not be resolved`, {
-      host: parsed.host,
-    });
+    throw notFound(destination, parsed.host, "could not be resolved");
   } finally {
     clearTimeout(timer);
   }
-  if (answers.length === 0) {
-    throw new ApiError(502, "smtp_host_not_found", `SMTP host ${JSON.stringify(parsed.host)} has no addresses`, {
-      host: parsed.host,
-    });
-  }
+  if (answers.length === 0) throw notFound(destination, parsed.host, "has no addresses");
   if (!allowlisted(policy, parsed.host, port)) {
     for (const answer of answers) {
       const address = ipLiteral(answer);
       const range = address ? forbiddenRange(address) : "unparseable";
-      if (range) throw forbidden(parsed.host, port, `it resolves to a ${range} address`);
+      if (range) throw forbidden(destination, parsed.host, port, `it resolves to a ${range} address`);
     }
   }
   return { address: answers[0], servername: parsed.host };
+}
+
+function notFound(destination: Destination, host: string, why: string): ApiError {
+  return new ApiError(502, destination.codes.notFound, `${destination.noun} ${JSON.stringify(host)} ${why}`, { host });
+}
+
+/** A custom provider's token endpoint, checked: the URL, the port, and where to connect. */
+export interface ResolvedEndpoint extends ResolvedTarget {
+  url: URL;
+  port: number;
+}
+
+/**
+ * Check a token endpoint URL without DNS: https only, no credentials or fragment in it, a host
+ * that passes the address rules of an SMTP host, and an HTTPS port (443, MAILROOM_OAUTH_ALLOWED_PORTS)
+ * the platform does not block. The allowlist exempts a host (or host:port) from the address and port rules.
+ *
+ * @throws ApiError 400 `oauth_token_url_invalid`, 422 `oauth_token_url_forbidden`,
+ *   422 `oauth_token_url_port_not_allowed`.
+ */
+export function checkTokenUrlStatically(policy: EgressPolicy, input: string): { url: URL; parsed: ParsedHost } {
+  const invalid = (why: string) => new ApiError(400, TOKEN_ENDPOINT.codes.invalid, `token_url ${why}`);
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    throw invalid("is not a URL");
+  }
+  if (url.protocol !== "https:") throw invalid("must be an https URL");
+  if (url.username || url.password) throw invalid("must not carry a user name or password");
+  if (url.hash) throw invalid("must not have a fragment");
+  const port = tokenUrlPort(url);
+  const parsed = checkNameStatically(policy, TOKEN_ENDPOINT, url.hostname, port);
+  if (allowlisted(policy, parsed.host, port)) return { url, parsed };
+  if (policy.platformBlockedPorts.has(port) || !policy.tokenEndpointPorts.has(port)) {
+    throw new ApiError(
+      422,
+      "oauth_token_url_port_not_allowed",
+      `Port ${port} is not allowed for a token endpoint; use ${
+        [...policy.tokenEndpointPorts].filter((p) => !policy.platformBlockedPorts.has(p)).join(", ")
+      }, or allow it on this deployment with ${EGRESS_SETTINGS.tokenEndpointPorts}=${port} (comma-separated) or ` +
+        `for this host alone with ${EGRESS_SETTINGS.allowlist}=${parsed.host}:${port}`,
+      {
+        port,
+        allowed_ports: [...policy.tokenEndpointPorts],
+        settings: [EGRESS_SETTINGS.tokenEndpointPorts, EGRESS_SETTINGS.allowlist],
+      },
+    );
+  }
+  return { url, parsed };
+}
+
+/** The port a token URL names, or HTTPS's. */
+function tokenUrlPort(url: URL): number {
+  return url.port === "" ? 443 : Number(url.port);
+}
+
+/**
+ * Check a token endpoint URL and resolve its host once, as an SMTP host is resolved: every
+ * answer public unicast (unless allowlisted); the first is where to connect, with TLS verified
+ * against the URL's host name.
+ *
+ * @throws ApiError as {@linkcode checkTokenUrlStatically}; 422 `oauth_token_url_forbidden` when
+ *   the name resolves to a non-public address; 502 `oauth_token_url_not_found`.
+ * @example
+ * ```ts
+ * const endpoint = await resolveTokenUrl(policy, "https://idp.example.com/oauth2/token");
+ * // { url, port: 443, address: "93.184.215.14", servername: "idp.example.com" }
+ * ```
+ */
+export async function resolveTokenUrl(
+  policy: EgressPolicy,
+  input: string,
+  options: ResolveOptions = {},
+): Promise<ResolvedEndpoint> {
+  const { url, parsed } = checkTokenUrlStatically(policy, input);
+  const port = tokenUrlPort(url);
+  return { url, port, ...await resolveChecked(policy, TOKEN_ENDPOINT, parsed, port, options) };
 }
 
 /** Refuse, before any network, what the platform would silently drop. */

@@ -2,20 +2,24 @@
 // stored for every worker, else refreshed once for all of them. The refresh runs under the
 // config's advisory lock (private.lock_oauth_refresh), so of eight workers that find the token
 // expired, one refreshes and seven read what it stored; a rotated refresh token is stored in the
-// same transaction. A grant the provider no longer honours pauses the config's queue.
+// same transaction. A grant the provider no longer honours pauses the config's queue. A custom
+// provider's token endpoint is the user's URL: reached only through the egress policy.
 import type { UserClaims } from "../auth.ts";
 import { type Sql, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
 import {
   AccessTokenCache,
   type CachedToken,
+  egressCheckedFetch,
   EXPIRY_MARGIN_MS,
   OAuthError,
   refreshAccessToken,
+  type RefreshOptions,
   refreshScopes,
   tokenEndpoint,
 } from "../oauth/mod.ts";
 import type { OAuthProvider, OAuthTransport } from "../oauth/mod.ts";
+import type { EgressPolicy, Resolver } from "../smtp/egress.ts";
 import type { TokenSource } from "../transports/mod.ts";
 
 /** Tokens kept by this function instance, shared by every send it makes. */
@@ -33,8 +37,41 @@ export interface TokenSourceOptions {
   timeoutMs?: number;
   /** Allow an `http:` token endpoint (the local stand-in only). */
   allowHttp?: boolean;
-  /** Replace the providers' token endpoints (the local stand-in, in development and tests). */
+  /** Replace the google and microsoft token endpoints (the local stand-in, in development and tests). */
   tokenUrl?: string;
+  /**
+   * The egress policy a custom provider's token endpoint must pass (the one SMTP hosts pass);
+   * without it, such a refresh is not attempted.
+   */
+  egress?: EgressPolicy;
+  /** Extra CA certificates (PEM) for custom token endpoints (MAILROOM_OAUTH_CA_CERTS). */
+  caCerts?: string;
+  /** For tests: how custom token endpoints' names are resolved. */
+  resolve?: Resolver;
+}
+
+/** Where a grant's refresh goes, and how: a custom provider's only through the egress policy. */
+function refreshRoute(grant: StoredGrant, options: TokenSourceOptions): { tokenUrl: string; options: RefreshOptions } {
+  if (grant.provider !== "custom") {
+    return {
+      tokenUrl: options.tokenUrl ?? tokenEndpoint({ provider: grant.provider, tenant: grant.tenant }),
+      options: { timeoutMs: options.timeoutMs, allowHttp: options.allowHttp },
+    };
+  }
+  // Never the stand-in's URL, never plain HTTP: the user's endpoint, checked.
+  if (!options.egress) {
+    throw new Error("a custom provider's refresh needs the egress policy (TokenSourceOptions.egress)");
+  }
+  const fetch = egressCheckedFetch({
+    policy: options.egress,
+    resolve: options.resolve,
+    caCerts: options.caCerts,
+    timeoutMs: options.timeoutMs,
+  });
+  return {
+    tokenUrl: tokenEndpoint({ provider: "custom", tokenUrl: grant.token_url }),
+    options: { timeoutMs: options.timeoutMs, fetch, userEndpoint: true },
+  };
 }
 
 interface StoredGrant {
@@ -119,17 +156,14 @@ async function sharedToken(sql: Sql, owner: UserClaims, configId: string, option
         attempt === null ? Promise.resolve() : tx`
           select private.settle_smtp_authentication(${configId}::uuid, ${result}, ${attempt}::bigint)`.then(() => {});
       try {
+        const route = refreshRoute(grant, options);
         const fresh = await refreshAccessToken({
-          tokenUrl: options.tokenUrl ?? tokenEndpoint({
-            provider: grant.provider,
-            tenant: grant.tenant,
-            tokenUrl: grant.token_url,
-          }),
+          tokenUrl: route.tokenUrl,
           clientId: grant.client_id,
           clientSecret: grant.client_secret,
           refreshToken: grant.refresh_token,
           scopes: refreshScopes({ provider: grant.provider, transport: grant.transport, scopes: grant.scopes }),
-        }, { timeoutMs: options.timeoutMs, allowHttp: options.allowHttp });
+        }, route.options);
         await tx`
           select private.store_oauth_tokens(${configId}::uuid, ${fresh.accessToken},
                                             ${new Date(fresh.expiresAt).toISOString()}::timestamptz,
