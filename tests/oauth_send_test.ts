@@ -175,7 +175,8 @@ Deno.test({
       });
 
       await t.step(
-        "Gmail over SMTP with XOAUTH2: verify and send log in with the token; a refused one is renewed once",
+        "Gmail over SMTP with XOAUTH2: verify and send log in with the token; a refused one is renewed once, " +
+          "a revoked grant is oauth_reauth_required",
         async () => {
           standin.addGrant({
             clientId: "gsmtp-client",
@@ -224,6 +225,15 @@ Deno.test({
             const caught = smtp.messages().at(-1)!;
             assert.equal(caught.authUser, user.email);
             assert.match(caught.raw, /^Subject: XOAUTH2$/m);
+            // Revoked while its token is still held: the server refuses the token on the next login
+            // (verify opens a session of its own), and the refresh that should replace it finds the
+            // grant gone. That is the grant's failure (connect again), not a refused login.
+            standin.revoke("gsmtp-refresh-secret");
+            const revoked = await call("smtp-configs/gsmtp/verify", "POST");
+            assert.deepEqual([revoked.status, revoked.json.error?.code], [502, "oauth_reauth_required"]);
+            assert.match(revoked.json.error.message, /connect the mailbox again/);
+            const paused = await call("smtp-configs/gsmtp", "GET");
+            assert.equal(paused.json.needs_attention, "oauth_reauth_required");
           } finally {
             await smtp.close();
           }

@@ -417,19 +417,7 @@ async function oauthLogin(
 }
 
 function oauthRefusal(error: OAuthError): Extract<Transmission, { refused: unknown }> {
-  return {
-    refused: {
-      httpStatus: error.status,
-      failure: {
-        code: error.code,
-        outcome: error.retryable ? "deferred" : "failed",
-        scope: "session",
-        retryable: error.retryable,
-        message: error.message,
-        ...(error.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.retryAfterSeconds } : {}),
-      },
-    },
-  };
+  return { refused: describeFailure(error) };
 }
 
 /**

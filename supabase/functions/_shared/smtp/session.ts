@@ -159,6 +159,8 @@ export class SmtpSession {
     const opened = session;
     if (smtp.sessionTimeoutMs) opened.startDeadline(smtp.sessionTimeoutMs);
     connection.on("error", (error: Error) => opened.fail(error));
+    /** Why a refused token could not be replaced, when that is why the login failed. */
+    let renewal: unknown;
     connection.on("end", () => opened.fail(smtpError("ECONNECTION", "Connection closed by the server")));
     try {
       // nodemailer hands a close before the greeting to this callback only.
@@ -180,7 +182,13 @@ export class SmtpSession {
                 oauth2: {
                   getToken: (isRetry: boolean, callback: (error: Error | null, token?: string) => void) => {
                     if (!isRetry) return callback(null, oauth.current);
-                    oauth.fresh().then((token) => callback(null, token), (error) => callback(error as Error));
+                    oauth.fresh().then((token) => callback(null, token), (error) => {
+                      // nodemailer re-codes what it is given as EAUTH (a failed login): it gets a
+                      // stand-in, and the session fails with the refresh's own error (a revoked
+                      // grant is oauth_reauth_required, not a refused password).
+                      renewal = error;
+                      callback(new Error("The access token could not be renewed"));
+                    });
                   },
                   buildXOAuth2Token: (token: string) =>
                     Buffer.from(`user=${user}\x01auth=Bearer ${token}\x01\x01`, "utf8").toString("base64"),
@@ -197,7 +205,7 @@ export class SmtpSession {
       return opened;
     } catch (error) {
       connection.close();
-      throw new SessionFailure(error, opened.#stage, banner.line);
+      throw new SessionFailure(renewal ?? error, opened.#stage, banner.line);
     }
   }
 

@@ -6,6 +6,7 @@ import type { ResolvedTarget } from "./egress.ts";
 import { type CertificateFacts, probeCertificate } from "./certificate.ts";
 import type { PoolKey, SessionPool } from "./pool.ts";
 import { ApiError } from "../http.ts";
+import { OAuthError } from "../oauth/refresh.ts";
 import { type RcptReply, SessionFailure, smtpError, SmtpSession, type SmtpSettings } from "./session.ts";
 
 export { SessionFailure, type SmtpServer, type SmtpSettings } from "./session.ts";
@@ -328,6 +329,9 @@ function swappedPortHint(server?: Pick<SmtpServer, "port" | "security">): string
  * password is never part of it (`server.password` is removed from the server's reply).
  */
 export function classifySmtpError(error: unknown, server?: SmtpServer): SmtpFailure {
+  // An XOAUTH2 login whose refused token could not be replaced: the grant's failure, not the server's.
+  const oauth = error instanceof SessionFailure ? error.cause : error;
+  if (oauth instanceof OAuthError) return oauthFailure(oauth);
   const stage = error instanceof SessionFailure ? error.stage : "connecting";
   const e = ((error instanceof SessionFailure ? error.cause : error) ?? {}) as NodemailerError;
   const parsed = parseReply(e.response);
@@ -584,6 +588,8 @@ export function describeFailure(
   error: unknown,
   server?: SmtpServer,
 ): { httpStatus: number; failure: SmtpFailure; details?: Record<string, unknown> } {
+  const oauth = error instanceof SessionFailure ? error.cause : error;
+  if (oauth instanceof OAuthError) return { httpStatus: oauth.status, failure: oauthFailure(oauth) };
   if (error instanceof ApiError) {
     return {
       httpStatus: error.status,
@@ -592,6 +598,22 @@ export function describeFailure(
     };
   }
   return { httpStatus: 502, failure: classifySmtpError(error, server) };
+}
+
+/**
+ * An OAuth mailbox's grant that gave no access token, as the outcome model says it: for good when
+ * the user must act (reconnect, fix the client or the token endpoint), for now when the provider
+ * is unreachable or throttling. Nothing reached the mail server.
+ */
+export function oauthFailure(error: OAuthError): SmtpFailure {
+  return {
+    code: error.code,
+    outcome: error.retryable ? "deferred" : "failed",
+    scope: "session",
+    retryable: error.retryable,
+    message: error.message,
+    ...(error.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.retryAfterSeconds } : {}),
+  };
 }
 
 /** The details every 502 carries: whether to retry, and what the server said. */
