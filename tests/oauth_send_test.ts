@@ -257,8 +257,13 @@ Deno.test({
             auth_type: "oauth2",
             transport: "smtp",
             host: "smtp.x.example",
+            oauth: { provider: "custom", client_id: "c", refresh_token: "r" },
+          }, "oauth.token_url"],
+          [{
+            auth_type: "oauth2",
+            transport: "graph",
             oauth: { provider: "custom", client_id: "c", refresh_token: "r", token_url: "https://x.example/token" },
-          }, "oauth.provider"],
+          }, "transport"],
           [{ transport: "graph", host: "x.example.com" }, "transport"],
           [{
             auth_type: "oauth2",

@@ -265,6 +265,23 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "Microsoft Graph refused a freshly refreshed access token; connect the mailbox again",
     details: { retryable: false },
   },
+  oauth_token_url_redirected: {
+    status: 502,
+    message: "The token endpoint https://idp.example.com answered 302 (a redirect); redirects are not followed",
+    details: { retryable: false },
+  },
+  oauth_token_url_invalid: {
+    status: 400,
+    message: 'Token endpoint host "intranet" is not a fully qualified host name',
+  },
+  oauth_token_url_forbidden: {
+    status: 422,
+    message: 'Token endpoint host "idp.example.com" is not allowed: it resolves to a private address',
+  },
+  oauth_token_url_port_not_allowed: {
+    status: 422,
+    message: "Port 8443 is not allowed for a token endpoint; use 443",
+  },
   oauth_permission_missing: {
     status: 502,
     message: "Microsoft Graph refused to send for this mailbox: the authorisation lacks Mail.Send",
@@ -458,12 +475,20 @@ const IDEMPOTENCY = [
   "request_interrupted",
   "idempotency_key_reused",
 ];
+/** A custom provider's token endpoint refused by the egress policy (at creation, and at every refresh). */
+const TOKEN_URL_EGRESS = [
+  "oauth_token_url_invalid",
+  "oauth_token_url_forbidden",
+  "oauth_token_url_port_not_allowed",
+];
 /** An OAuth config's token and HTTPS-transport failures (Microsoft Graph, the Gmail API). */
 const OAUTH = [
   "oauth_reauth_required",
   "oauth_client_rejected",
   "oauth_scope_missing",
   "oauth_token_refresh_failed",
+  "oauth_token_url_redirected",
+  ...TOKEN_URL_EGRESS,
   "oauth_token_rejected",
   "oauth_permission_missing",
 ];
@@ -598,6 +623,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "preset_has_no_oauth",
     "preset_unreachable",
     ...EGRESS,
+    ...TOKEN_URL_EGRESS,
   ],
   "get /smtp-configs/{ref}": ["config_not_found"],
   "patch /smtp-configs/{ref}": [

@@ -293,7 +293,8 @@ export const HTTPS_TRANSPORT_HOSTS = { graph: "graph.microsoft.com", gmail_api: 
 /** An OAuth grant as the user gives it: the issuer, the client, and the refresh token from consent. */
 const oauthGrant = z.strictObject({
   provider: z.enum(["google", "microsoft", "custom"]).describe(
-    "Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom",
+    "Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom " +
+      "(any other OAuth 2.0 provider: give its token_url; XOAUTH2 over SMTP only)",
   ),
   client_id: z.string().min(1).max(512).describe("The OAuth app's client id"),
   client_secret: z.string().min(1).max(1024).optional().describe(
@@ -306,33 +307,46 @@ const oauthGrant = z.strictObject({
     "Microsoft only: the tenant id or domain (default common)",
   ),
   token_url: z.string().max(2048).regex(/^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[^\s#]*)?$/, "must be an https URL")
-    .optional().describe("custom only: the provider's token endpoint (https)"),
-  scopes: z.array(z.string().min(1).max(200)).min(1).max(20).optional().describe(
-    "custom only: the scopes to ask for when refreshing",
+    .optional().describe(
+      "custom only (and required there): the provider's token endpoint, an https URL on a public address " +
+        "(checked like an SMTP host; redirects are not followed)",
+    ),
+  scopes: z.array(
+    // RFC 6749 section 3.3: a scope is printable ASCII without spaces, quotes or backslashes.
+    z.string().min(1).max(200).regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, "must be one scope (no spaces)"),
+  ).min(1).max(20).optional().describe(
+    "custom only: the scopes to ask for when refreshing (omitted: the grant's own)",
   ),
 });
 
 /** Whether a grant fits its transport and provider; an issue's text, or null. */
 function grantProblem(transport: string, grant: z.infer<typeof oauthGrant>): { path: string; message: string } | null {
+  if (grant.provider === "custom" && transport !== "smtp") {
+    return {
+      path: "transport",
+      message: `a custom provider's mailbox sends over SMTP with XOAUTH2 (transport smtp); ${transport} is ` +
+        (transport === "graph" ? "Microsoft's" : "Google's") + " API",
+    };
+  }
   if (transport === "graph" && grant.provider !== "microsoft") {
     return { path: "transport", message: "graph sends for Microsoft mailboxes (oauth.provider microsoft)" };
   }
   if (transport === "gmail_api" && grant.provider !== "google") {
     return { path: "transport", message: "gmail_api sends for Google mailboxes (oauth.provider google)" };
   }
-  if (grant.provider === "custom") {
-    return {
-      path: "oauth.provider",
-      message: "a custom provider is not offered yet (its token endpoint needs the egress checks of a server): use " +
-        "google or microsoft",
-    };
-  }
-  // Until a custom provider is offered, a token endpoint and scopes are never the caller's.
-  if (grant.token_url !== undefined) {
-    return { path: "oauth.token_url", message: "only a custom provider takes a token_url" };
-  }
   if (grant.tenant !== undefined && grant.provider !== "microsoft") {
     return { path: "oauth.tenant", message: "only a Microsoft grant has a tenant" };
+  }
+  if (grant.provider === "custom") {
+    // graph and gmail_api are refused above: they send only for their own provider's mailboxes.
+    if (grant.token_url === undefined) {
+      return { path: "oauth.token_url", message: "a custom provider needs its token endpoint: token_url (https)" };
+    }
+    return null;
+  }
+  // google and microsoft have their own token endpoints and the transport's scopes.
+  if (grant.token_url !== undefined) {
+    return { path: "oauth.token_url", message: "only a custom provider takes a token_url" };
   }
   if (grant.scopes !== undefined) {
     return { path: "oauth.scopes", message: "the scopes of google and microsoft grants are the transport's" };

@@ -47,7 +47,7 @@ select throws_ok(
 select throws_ok(
   $$insert into public.user_smtp_configs (name, host, port, from_email, auth_type, oauth_provider, oauth_client_id, oauth_token_url)
     values ('bad3', 'smtp.x.test', 465, 'alice@x.test', 'oauth2', 'custom', 'c', 'http://169.254.169.254/token')$$,
-  '23514', null, 'a custom provider (its own token endpoint) is refused until that endpoint is checked like a server'
+  '23514', null, 'a custom provider''s token endpoint is https, never plain http (see oauth_custom_provider.test.sql)'
 );
 select throws_ok(
   $$insert into public.user_smtp_configs (name, host, port, from_email, auth_type, oauth_provider, oauth_client_id, oauth_token_url)

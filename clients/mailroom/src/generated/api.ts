@@ -668,7 +668,7 @@ export interface components {
             transport?: "smtp" | "graph" | "gmail_api";
             oauth?: {
                 /**
-                 * @description Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom
+                 * @description Who issued the grant: google (Gmail / Google Workspace), microsoft (Microsoft 365, Outlook.com) or custom (any other OAuth 2.0 provider: give its token_url; XOAUTH2 over SMTP only)
                  * @enum {string}
                  */
                 provider: "google" | "microsoft" | "custom";
@@ -680,9 +680,9 @@ export interface components {
                 refresh_token: string;
                 /** @description Microsoft only: the tenant id or domain (default common) */
                 tenant?: string;
-                /** @description custom only: the provider's token endpoint (https) */
+                /** @description custom only (and required there): the provider's token endpoint, an https URL on a public address (checked like an SMTP host; redirects are not followed) */
                 token_url?: string;
-                /** @description custom only: the scopes to ask for when refreshing */
+                /** @description custom only: the scopes to ask for when refreshing (omitted: the grant's own) */
                 scopes?: string[];
             };
             /**
@@ -1554,7 +1554,7 @@ export interface operations {
                     "application/json": components["schemas"]["SendResult"];
                 };
             };
-            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key`, `invalid_attachment`, `invalid_header_value`, `header_not_allowed`, `duplicate_header`, `too_many_headers`, `smtp_host_invalid` */
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key`, `invalid_attachment`, `invalid_header_value`, `header_not_allowed`, `duplicate_header`, `too_many_headers`, `smtp_host_invalid`, `oauth_token_url_invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1626,7 +1626,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `recipient_denied`, `recipient_cap_exceeded` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `oauth_token_url_forbidden`, `oauth_token_url_port_not_allowed`, `recipient_denied`, `recipient_cap_exceeded` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1653,7 +1653,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_rejected`, `oauth_permission_missing`, `provider_throttled`, `provider_unavailable`, `provider_unreachable`, `provider_outcome_unknown`, `provider_rejected_message`, `provider_message_too_large` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_url_redirected`, `oauth_token_rejected`, `oauth_permission_missing`, `provider_throttled`, `provider_unavailable`, `provider_unreachable`, `provider_outcome_unknown`, `provider_rejected_message`, `provider_message_too_large` */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2598,7 +2598,7 @@ export interface operations {
                     "application/json": components["schemas"]["SmtpConfigWithWarnings"];
                 };
             };
-            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `preset_unknown`, `smtp_host_invalid` */
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `preset_unknown`, `smtp_host_invalid`, `oauth_token_url_invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2670,7 +2670,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `config_incomplete`, `config_invalid_sender`, `preset_needs_oauth`, `preset_has_no_oauth`, `preset_unreachable`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
+            /** @description Cannot be processed: `config_incomplete`, `config_invalid_sender`, `preset_needs_oauth`, `preset_has_no_oauth`, `preset_unreachable`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `oauth_token_url_forbidden`, `oauth_token_url_port_not_allowed` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3239,7 +3239,7 @@ export interface operations {
                     "application/json": components["schemas"]["Verification"];
                 };
             };
-            /** @description Invalid input: `smtp_host_invalid` */
+            /** @description Invalid input: `smtp_host_invalid`, `oauth_token_url_invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3284,7 +3284,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `config_incomplete`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed` */
+            /** @description Cannot be processed: `config_incomplete`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `oauth_token_url_forbidden`, `oauth_token_url_port_not_allowed` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3311,7 +3311,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_rejected`, `oauth_permission_missing` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_url_redirected`, `oauth_token_rejected`, `oauth_permission_missing` */
             502: {
                 headers: {
                     [name: string]: unknown;
