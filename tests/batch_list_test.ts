@@ -128,6 +128,9 @@ Deno.test({
           failed: 2,
           unknown: 1,
           cancelled: 1,
+          pending_approval: 0,
+          rejected: 0,
+          expired: 0,
         });
         assert.deepEqual(batches[0].top_errors, [
           { error_class: "smtp_recipient_rejected", count: 2 },

@@ -235,3 +235,188 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "the approval queue: held sends wait, only the owner's own session decides, each goes once",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    const setup = async (approval: "agents" | "always", extra: Record<string, unknown> = {}) => {
+      const user = await stack.createUser();
+      const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      const agent = await stack.mint({
+        sub: user.id,
+        email: user.email,
+        expiresIn: "1h",
+        extra: { client_id: "agent-app" },
+      });
+      const set = await call(user.token, "oversight/guardrails", { approval, ...extra }, "PUT");
+      assert.equal(set.status, 200, await set.clone().text());
+      return { user, config, agent };
+    };
+    const call = (token: string, path: string, payload?: unknown, method = "POST", headers?: Record<string, string>) =>
+      stack.invoke(path, { token, method, ...(payload === undefined ? {} : { body: payload }), headers });
+    const receivedBy = (address: string) => smtp.messages().filter((m) => m.rcptTo.includes(address)).length;
+    const statusOf = async (id: string) =>
+      (await stack.sql<{ status: string }[]>`select status from public.email_audit_log where id = ${id}`)[0].status;
+
+    try {
+      await t.step("an agent's send waits; the owner's own send goes; an agent cannot approve", async () => {
+        const { user, agent } = await setup("agents");
+        const held = await call(agent, "send-email", {
+          to: "held1@example.com",
+          subject: "Hi",
+          text: "from the agent",
+        });
+        assert.equal(held.status, 202, await held.clone().text());
+        const body = await held.json();
+        assert.equal(body.status, "pending_approval");
+        assert.equal(body.approval.reason, "agents");
+        assert.match(body.approval.message, /not sent.*approval/);
+        assert.ok(Date.parse(body.approval.expires_at) > Date.now() + 71 * 3_600_000, "72 hours by default");
+
+        const own = await call(user.token, "send-email", { to: "own@example.com", text: "mine" });
+        assert.equal(own.status, 200, "the owner's own session is not an agent");
+
+        await stack.drainOutbox();
+        assert.equal(receivedBy("held1@example.com"), 0, "nothing leaves while it waits");
+
+        const list = await (await call(user.token, "oversight/approvals", undefined, "GET")).json();
+        assert.deepEqual(list.approvals.map((a: { id: string }) => a.id), [body.id]);
+        assert.equal(list.approvals[0].client_id, "agent-app");
+        const detail = await (await call(user.token, `oversight/approvals/${body.id}`, undefined, "GET")).json();
+        assert.deepEqual([detail.content.to, detail.content.subject, detail.content.text], [
+          ["held1@example.com"],
+          "Hi",
+          "from the agent",
+        ]);
+
+        const byAgent = await call(agent, `oversight/approvals/${body.id}/approve`, {});
+        assert.equal(byAgent.status, 403);
+        assert.equal((await byAgent.json()).error.code, "first_party_session_required");
+        const loosen = await call(agent, "oversight/guardrails", { approval: "off" }, "PUT");
+        assert.equal(loosen.status, 403, "nor turn approval off");
+
+        const approved = await call(user.token, `oversight/approvals/${body.id}/approve`, {});
+        assert.equal(approved.status, 200, await approved.clone().text());
+        assert.deepEqual((await approved.json()).decided, [body.id]);
+        const again = await call(user.token, `oversight/approvals/${body.id}/approve`, {});
+        assert.equal(again.status, 409);
+        assert.equal((await again.json()).error.code, "not_pending");
+        await stack.drainOutbox();
+        await stack.drainOutbox();
+        assert.equal(receivedBy("held1@example.com"), 1, "approved: delivered exactly once");
+        const [row] = await stack.sql<{ status: string; message_id: string }[]>`
+          select status, message_id from public.email_audit_log where id = ${body.id}`;
+        assert.deepEqual(row, { status: "sent", message_id: body.message_id }, "with the Message-ID given at accept");
+      });
+
+      await t.step("reject and expiry deliver nothing; the record says who and why", async () => {
+        const { user, agent } = await setup("agents");
+        const a = await (await call(agent, "send-email", { to: "rejected@example.com", text: "x" })).json();
+        const b = await (await call(agent, "send-email", { to: "expired@example.com", text: "x" })).json();
+        const rejected = await call(user.token, `oversight/approvals/${a.id}/reject`, { reason: "not this one" });
+        assert.equal(rejected.status, 200);
+        await stack.sql`update public.email_audit_log set approval_expires_at = now() - interval '1 second'
+                         where id = ${b.id}`;
+        await stack.drainOutbox();
+        assert.equal(await statusOf(a.id), "rejected");
+        assert.equal(await statusOf(b.id), "expired");
+        assert.equal(receivedBy("rejected@example.com") + receivedBy("expired@example.com"), 0);
+        const late = await call(user.token, `oversight/approvals/${b.id}/approve`, {});
+        assert.equal(late.status, 409, "an expired send cannot be approved");
+        const events = (await (await call(user.token, "oversight/events", undefined, "GET")).json()).events;
+        assert.deepEqual(events.slice(0, 2).map((e: { action: string }) => e.action), ["expired", "rejected"]);
+        assert.equal(events[1].details.reason, "not this one");
+      });
+
+      await t.step("a batch waits as a whole and is approved at once; a scheduled send keeps its time", async () => {
+        const { user, agent } = await setup("agents");
+        const bulk = await call(agent, "send-bulk", {
+          recipients: ["b1@example.com", "b2@example.com", "b3@example.com"],
+          subject: "s",
+          text: "t",
+        });
+        assert.equal(bulk.status, 202);
+        const accepted = await bulk.json();
+        assert.deepEqual([accepted.queued, accepted.pending_approval], [0, 3]);
+        const progress = await (await call(user.token, `send-bulk/${accepted.batch_id}`, undefined, "GET")).json();
+        assert.equal(progress.counts.pending_approval, 3);
+        const approved = await call(user.token, `oversight/approvals/batch/${accepted.batch_id}/approve`, {});
+        assert.equal((await approved.json()).decided.length, 3);
+        await stack.drainOutbox();
+        for (const r of ["b1@example.com", "b2@example.com", "b3@example.com"]) assert.equal(receivedBy(r), 1);
+
+        const when = new Date(Date.now() + 3_600_000).toISOString();
+        const later =
+          await (await call(agent, "send-email", { to: "later@example.com", text: "x", scheduled_at: when }))
+            .json();
+        assert.equal(later.status, "pending_approval");
+        await call(user.token, `oversight/approvals/${later.id}/approve`, {});
+        assert.equal(await statusOf(later.id), "scheduled", "approved, it waits for its time");
+      });
+
+      await t.step("approve and reject at once: one wins, the other gets 409", async () => {
+        const { user, agent } = await setup("agents");
+        const held = await (await call(agent, "send-email", { to: "race@example.com", text: "x" })).json();
+        const [approve, reject] = await Promise.all([
+          call(user.token, `oversight/approvals/${held.id}/approve`, {}),
+          call(user.token, `oversight/approvals/${held.id}/reject`, {}),
+        ]);
+        assert.deepEqual([approve.status, reject.status].sort(), [200, 409]);
+        await approve.body?.cancel();
+        await reject.body?.cancel();
+      });
+
+      await t.step("approval always, the agent tools' header, the Data API, and MFA to decide", async () => {
+        const { user, agent } = await setup("always", { approval_requires_aal2: true });
+        const own = await call(user.token, "send-email", { to: "always@example.com", text: "x" });
+        assert.equal(own.status, 202, "always: the owner's own send waits too");
+        const id = (await own.json()).id;
+        const aal1 = await call(user.token, `oversight/approvals/${id}/approve`, {});
+        assert.equal(aal1.status, 403);
+        assert.equal((await aal1.json()).error.code, "mfa_required");
+        const aal2 = await stack.mint({ sub: user.id, email: user.email, expiresIn: "1h", extra: { aal: "aal2" } });
+        assert.equal((await call(aal2, `oversight/approvals/${id}/approve`, {})).status, 200);
+
+        const { user: viaUser } = await setup("agents");
+        const viaTool = await call(viaUser.token, "send-email", { to: "tool@example.com", text: "x" }, "POST", {
+          "x-mailroom-via": "langchain",
+        });
+        assert.equal(viaTool.status, 202, "a send through an agent tool waits under approval: agents");
+        await viaTool.body?.cancel();
+
+        // Straight through the Data API with the agent's claims: held as well, and no way to send now.
+        const { user: dataUser, config } = await setup("agents");
+        const claims = { sub: dataUser.id, role: "authenticated", client_id: "agent-app" };
+        const rows = await stack.sql.begin(async (tx) => {
+          await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                          set_config('role', 'authenticated', true)`;
+          return await tx<{ status: string }[]>`
+            insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+            values (${config}::uuid, 'x@example.com', array['data@example.com'], 'queued',
+                    jsonb_build_object('kind', 'request', 'request', jsonb_build_object('to', 'data@example.com', 'text', 'x')))
+            returning status`;
+        });
+        assert.equal(rows[0].status, "pending_approval");
+        await assert.rejects(
+          stack.sql.begin(async (tx) => {
+            await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                            set_config('role', 'authenticated', true)`;
+            await tx`insert into public.email_audit_log (config_id, from_email, to_addresses, status)
+                     values (${config}::uuid, 'x@example.com', array['data@example.com'], 'sending')`;
+          }),
+          /approval_required/,
+        );
+        await stack.drainOutbox();
+        assert.equal(receivedBy("data@example.com"), 0);
+        void agent;
+      });
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});

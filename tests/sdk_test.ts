@@ -214,6 +214,18 @@ Deno.test({
         assert.equal((await mailroom.oversight.resume()).stopped_at, null);
         const { events } = await mailroom.oversight.events({ limit: 10 });
         assert.deepEqual(events.map((e) => e.action), ["sending_resumed", "sending_stopped", "guardrails_changed"]);
+        // Approval: held, listed, shown, decided.
+        await mailroom.oversight.setGuardrails({ approval: "always" });
+        const held = await mailroom.send({ to: "held@example.com", subject: "Wait", text: "for me" });
+        assert.equal(held.status, "pending_approval");
+        const { approvals } = await mailroom.oversight.approvals();
+        assert.deepEqual(approvals.map((a) => a.id), [held.id]);
+        assert.equal((await mailroom.oversight.approval(held.id)).content?.subject, "Wait");
+        assert.deepEqual((await mailroom.oversight.reject(held.id, "no")).decided, [held.id]);
+        const batch = await mailroom.bulk.send({ recipients: ["x@example.com"], text: "t" });
+        assert.equal(batch.pending_approval, 1);
+        assert.equal((await mailroom.oversight.decideBatch(batch.batch_id, false)).status, "rejected");
+        await rejectsWith(mailroom.oversight.approve(held.id), 409, "not_pending");
         await mailroom.oversight.setGuardrails({});
       });
 

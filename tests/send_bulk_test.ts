@@ -34,7 +34,19 @@ interface EntryErrors {
   invalid_count: number;
 }
 
-const ZERO_COUNTS = { queued: 0, scheduled: 0, sending: 0, sent: 0, deferred: 0, failed: 0, unknown: 0, cancelled: 0 };
+const ZERO_COUNTS = {
+  queued: 0,
+  scheduled: 0,
+  sending: 0,
+  sent: 0,
+  deferred: 0,
+  failed: 0,
+  unknown: 0,
+  cancelled: 0,
+  pending_approval: 0,
+  rejected: 0,
+  expired: 0,
+};
 
 Deno.test({
   name: "send-bulk",

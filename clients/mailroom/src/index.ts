@@ -308,6 +308,35 @@ export class MailroomClient {
       this.call<T.Guardrails>({ fn: "oversight", method: "POST", path: "/resume", body: scope }),
     events: (query: { before?: number; limit?: number } = {}) =>
       this.call<T.OversightEvents>({ fn: "oversight", method: "GET", path: "/events", query: { ...query } }),
+    /** Sends waiting for approval, oldest first. */
+    approvals: (query: { after?: string; limit?: number } = {}) =>
+      this.call<T.ApprovalList>({ fn: "oversight", method: "GET", path: "/approvals", query: { ...query } }),
+    /** One held send with what would be sent. */
+    approval: async (id: string) =>
+      await this.call<T.ApprovalDetail>({ fn: "oversight", method: "GET", path: `/approvals${segment(id)}` }),
+    /** Approve (the owner's own session only: an agent's token gets 403). */
+    approve: async (id: string) =>
+      await this.call<T.ApprovalDecision>({
+        fn: "oversight",
+        method: "POST",
+        path: `/approvals${segment(id)}/approve`,
+        body: {},
+      }),
+    reject: async (id: string, reason?: string) =>
+      await this.call<T.ApprovalDecision>({
+        fn: "oversight",
+        method: "POST",
+        path: `/approvals${segment(id)}/reject`,
+        body: reason === undefined ? {} : { reason },
+      }),
+    /** Approve or reject every pending message of a batch. */
+    decideBatch: async (batchId: string, approve: boolean, reason?: string) =>
+      await this.call<T.ApprovalDecision>({
+        fn: "oversight",
+        method: "POST",
+        path: `/approvals/batch${segment(batchId)}/${approve ? "approve" : "reject"}`,
+        body: reason === undefined ? {} : { reason },
+      }),
   };
 }
 

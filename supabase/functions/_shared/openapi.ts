@@ -15,7 +15,7 @@ import {
   updateTemplateRequest,
 } from "./schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
-import { guardrailsRequest, stopRequest } from "./oversight/mod.ts";
+import { decisionRequest, guardrailsRequest, stopRequest } from "./oversight/mod.ts";
 import { COMMON_ERRORS, errorExamples, errorResponses, ROUTE_ERRORS, USER_AUTH_ERRORS } from "./openapi_errors.ts";
 import { REQUEST_EXAMPLES, RESPONSE_EXAMPLES } from "./openapi_examples.ts";
 
@@ -34,6 +34,7 @@ const REQUESTS: Record<string, z.ZodType> = {
   PreviewTemplateRequest: previewTemplateRequest,
   GuardrailsRequest: guardrailsRequest,
   StopRequest: stopRequest,
+  DecisionRequest: decisionRequest,
 };
 
 const ERROR_SCHEMA: Json = {
@@ -392,6 +393,47 @@ function buildDocument(projectUrl: string): Json {
       "/oversight/resume": {
         post: op("Lift the stop (the owner's own session, never an agent's)", ok("Guardrails", "Lifted"), {
           requestBody: body("StopRequest"),
+        }),
+      },
+      "/oversight/approvals": {
+        get: op("Sends waiting for your approval, oldest first", ok("ApprovalList", "One page"), {
+          parameters: [
+            query("after", "next_after of the previous page", { type: "string", format: "uuid" }),
+            query("limit", "1-200", { type: "integer", minimum: 1, maximum: 200 }),
+          ],
+        }),
+      },
+      "/oversight/approvals/{id}": {
+        get: op("One held send with what would be sent (rendered)", ok("ApprovalDetail", "The send"), {
+          parameters: [pathParam("id", "The message's id")],
+        }),
+      },
+      "/oversight/approvals/{id}/approve": {
+        post: op(
+          "Approve: it goes into the outbox (your own session, never an agent's)",
+          ok(
+            "ApprovalDecision",
+            "Approved",
+          ),
+          { parameters: [pathParam("id", "The message's id")], requestBody: body("DecisionRequest") },
+        ),
+      },
+      "/oversight/approvals/{id}/reject": {
+        post: op("Reject: it is never sent", ok("ApprovalDecision", "Rejected"), {
+          parameters: [pathParam("id", "The message's id")],
+          requestBody: body("DecisionRequest"),
+        }),
+      },
+      "/oversight/approvals/batch/{batch_id}/approve": {
+        post: op("Approve every pending message of a batch", ok("ApprovalDecision", "Approved"), {
+          parameters: [pathParam("batch_id", "The batch's id")],
+          requestBody: body("DecisionRequest"),
+        }),
+      },
+      "/oversight/approvals/batch/{batch_id}/reject": {
+        post: op("Reject every pending message of a batch", ok("ApprovalDecision", "Rejected"), {
+          parameters: [pathParam("batch_id", "The batch's id")],
+          requestBody: body("DecisionRequest"),
         }),
       },
       "/oversight/events": {

@@ -225,6 +225,15 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     details: { client_id: "agent-app" },
   },
   not_stopped: { status: 409, message: "Sending is not stopped" },
+  not_pending: {
+    status: 409,
+    message: "The message is queued, not waiting for approval: it was decided, expired or cancelled already",
+    details: { status: "queued" },
+  },
+  mfa_required: {
+    status: 403,
+    message: "The guardrails ask for a session with multi-factor authentication (aal2) to decide on sends",
+  },
   rate_limited: {
     status: 429,
     message: 'SMTP config "work" allows 60 messages per minute',
@@ -561,6 +570,8 @@ export const USER_AUTH_ERRORS = [...AUTH, "auth_unavailable"];
 
 /** What the owner's guardrails answer a send (see _shared/oversight). */
 const GUARDRAILS = ["sending_stopped", "recipient_denied", "recipient_cap_exceeded"];
+/** Who may decide on held sends: the owner's own session, with MFA where asked. */
+const DECIDE = ["first_party_session_required", "mfa_required"];
 
 /** Per operation (`"<method> <path>"`), the codes beyond the common and authentication ones. */
 export const ROUTE_ERRORS: Record<string, string[]> = {
@@ -568,6 +579,12 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
   "post /oversight/stop": [...BODY, "config_not_found"],
   "post /oversight/resume": [...BODY, "config_not_found", "first_party_session_required", "not_stopped"],
   "get /oversight/events": ["invalid_request"],
+  "get /oversight/approvals": ["invalid_request"],
+  "get /oversight/approvals/{id}": ["message_not_found"],
+  "post /oversight/approvals/{id}/approve": [...BODY, "message_not_found", "not_pending", ...DECIDE],
+  "post /oversight/approvals/{id}/reject": [...BODY, "message_not_found", "not_pending", ...DECIDE],
+  "post /oversight/approvals/batch/{batch_id}/approve": [...BODY, "not_pending", ...DECIDE],
+  "post /oversight/approvals/batch/{batch_id}/reject": [...BODY, "not_pending", ...DECIDE],
   "post /send-email": [
     ...BODY,
     ...IDEMPOTENCY,

@@ -108,11 +108,32 @@ export const REQUEST_EXAMPLES: Record<string, Json> = {
 };
 
 /** Response examples by schema name. */
+const pendingExample = {
+  id: "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e",
+  batch_id: null,
+  config_id: CONFIG_ID,
+  from_email: "ada@example.com",
+  to: ["grace@example.com"],
+  cc_count: 0,
+  bcc_count: 0,
+  subject: "The numbers you asked for",
+  message_id: "<0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e@example.com>",
+  scheduled_at: null,
+  reason: "agents",
+  client_id: "agent-app",
+  agent_context: { agent: "quarterly-report" },
+  created_at: "2026-12-06T21:00:00.000Z",
+  expires_at: "2026-12-09T21:00:00.000Z",
+};
+
 const guardrailsExample = {
   config_id: null,
   allow_recipients: null,
   deny_recipients: ["*.rival.example", "boss@corp.example"],
   max_recipients_per_request: 20,
+  approval: "agents",
+  approval_ttl_hours: 72,
+  approval_requires_aal2: false,
   stopped_at: null,
   stop_reason: null,
   updated_at: "2026-12-06T21:00:00.000Z",
@@ -155,6 +176,21 @@ export const RESPONSE_EXAMPLES: Record<string, Json> = {
   Template: template,
   Guardrails: guardrailsExample,
   GuardrailsList: { account: guardrailsExample, configs: [] },
+  ApprovalList: { approvals: [pendingExample], next_after: null },
+  ApprovalDetail: {
+    ...pendingExample,
+    status: "pending_approval",
+    content: {
+      to: ["grace@example.com"],
+      cc: [],
+      bcc: [],
+      subject: "The numbers you asked for",
+      text: "Hi Grace, revenue is up 12% this quarter.",
+      html: null,
+      attachments: [{ filename: "q4.pdf", content_type: "application/pdf", size_bytes: 48213 }],
+    },
+  },
+  ApprovalDecision: { decided: ["0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e"], status: "approved" },
   OversightEvents: {
     events: [{
       id: 42,

@@ -14,6 +14,13 @@ export const recipientOutcome = z.strictObject({
   response: z.string().nullable(),
 });
 
+/** Why a send waits for the owner, until when, and where they decide. */
+const approvalHold = z.strictObject({
+  reason: z.enum(["agents", "always"]).describe("agents: made by an agent (an OAuth client or the agent tools)"),
+  expires_at: timestamp.describe("Ends as expired, unsent, unless approved by then"),
+  message: z.string().describe("For the model: what happened and what to tell the user"),
+});
+
 export const sendResult = z.union([
   z.strictObject({
     id: uuid,
@@ -37,6 +44,13 @@ export const sendResult = z.union([
     scheduled_at: timestamp,
     message_id: z.string(),
   }),
+  z.strictObject({
+    id: uuid,
+    status: z.literal("pending_approval"),
+    message_id: z.string(),
+    scheduled_at: timestamp.optional().describe("When it goes once approved (now when absent)"),
+    approval: approvalHold,
+  }),
 ]);
 
 export const cancelled = z.strictObject({ id: uuid, status: z.literal("cancelled") });
@@ -45,6 +59,8 @@ export const retried = z.strictObject({ id: uuid, status: z.literal("queued") })
 export const bulkAccepted = z.strictObject({
   batch_id: uuid,
   queued: z.number().int(),
+  pending_approval: z.number().int().optional().describe("Messages that wait for the owner's approval"),
+  approval: approvalHold.optional(),
   scheduled_at: timestamp.optional(),
   skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
   warnings: z.array(z.strictObject({ code: z.string(), message: z.string() })).optional().describe(
@@ -66,6 +82,9 @@ export const batchStatus = z.strictObject({
     failed: z.number().int(),
     unknown: z.number().int(),
     cancelled: z.number().int(),
+    pending_approval: z.number().int().describe("Waiting for the owner's approval"),
+    rejected: z.number().int(),
+    expired: z.number().int().describe("Nobody approved them in time"),
   }),
   first_sent_at: timestamp.nullable(),
   last_sent_at: timestamp.nullable(),
@@ -294,6 +313,9 @@ export const guardrails = z.strictObject({
   allow_recipients: z.array(z.string()).nullable(),
   deny_recipients: z.array(z.string()),
   max_recipients_per_request: z.number().int().nullable(),
+  approval: z.enum(["off", "agents", "always"]).nullable(),
+  approval_ttl_hours: z.number().int().nullable(),
+  approval_requires_aal2: z.boolean().nullable(),
   stopped_at: z.string().nullable(),
   stop_reason: z.string().nullable(),
   updated_at: z.string(),
@@ -303,8 +325,9 @@ export const oversightEvents = z.strictObject({
   events: z.array(z.strictObject({
     id: z.number().int(),
     config_id: z.string().nullable(),
-    action: z.enum(["guardrails_changed", "sending_stopped", "sending_resumed"]),
+    action: z.enum(["guardrails_changed", "sending_stopped", "sending_resumed", "approved", "rejected", "expired"]),
     actor: z.strictObject({
+      system: z.string().optional().describe("expiry: nobody acted"),
       user_id: z.string().optional(),
       session_id: z.string().optional(),
       client_id: z.string().optional().describe("Set when an OAuth client (an agent) acted"),
@@ -314,6 +337,48 @@ export const oversightEvents = z.strictObject({
     created_at: z.string(),
   })),
   next_before: z.number().int().nullable().describe("Pass as ?before= for the next page; null at the end"),
+});
+
+const pendingApproval = z.strictObject({
+  id: uuid,
+  batch_id: uuid.nullable(),
+  config_id: uuid.nullable(),
+  from_email: z.string(),
+  to: z.array(z.string()),
+  cc_count: z.number().int(),
+  bcc_count: z.number().int(),
+  subject: z.string().nullable(),
+  message_id: z.string(),
+  scheduled_at: timestamp.nullable(),
+  reason: z.enum(["agents", "always"]),
+  client_id: z.string().nullable().describe("The OAuth client (agent) that made the send"),
+  agent_context: z.record(z.string(), z.unknown()).nullable(),
+  created_at: timestamp,
+  expires_at: timestamp,
+});
+export const approvalList = z.strictObject({
+  approvals: z.array(pendingApproval),
+  next_after: uuid.nullable().describe("Pass as ?after= for the next page; null at the end"),
+});
+export const approvalDetail = pendingApproval.extend({
+  status: z.string().describe("pending_approval while it waits; what became of it after"),
+  content: z.strictObject({
+    to: z.array(z.string()),
+    cc: z.array(z.string()),
+    bcc: z.array(z.string()),
+    subject: z.string().nullable(),
+    text: z.string().nullable(),
+    html: z.string().nullable().describe("Show it sandboxed (no scripts, no network): it is the agent's HTML"),
+    attachments: z.array(z.strictObject({
+      filename: z.string(),
+      content_type: z.string().nullable(),
+      size_bytes: z.number().int(),
+    })),
+  }).nullable(),
+});
+export const approvalDecision = z.strictObject({
+  decided: z.array(uuid).describe("The messages this call decided"),
+  status: z.enum(["approved", "rejected"]),
 });
 
 /** Every documented response schema, by the name the OpenAPI document gives it. */
@@ -342,6 +407,9 @@ export const RESPONSES = {
   Guardrails: guardrails,
   GuardrailsList: guardrailsList,
   OversightEvents: oversightEvents,
+  ApprovalList: approvalList,
+  ApprovalDetail: approvalDetail,
+  ApprovalDecision: approvalDecision,
 } as const;
 
 export type ResponseName = keyof typeof RESPONSES;

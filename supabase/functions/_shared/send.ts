@@ -18,7 +18,7 @@ import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
-import { checkSendGuardrails, guardrailRefusals } from "./oversight/mod.ts";
+import { approvalHold, checkSendGuardrails, checkStopAndApproval, guardrailRefusals } from "./oversight/mod.ts";
 import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
@@ -105,7 +105,7 @@ async function resolveConfig(
 type TemplateCache = Map<string, StoredTemplate>;
 
 /** Template parts first, explicit request fields over them. */
-async function contentOf(
+export async function contentOf(
   tx: Tx,
   req: SendEmailRequest,
   templates?: TemplateCache,
@@ -266,6 +266,8 @@ export interface PreparedSend {
   message: BuiltMessage;
   subject?: string;
   templateId: string | null;
+  /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
+  approval: "agents" | "always" | null;
 }
 
 /**
@@ -310,7 +312,7 @@ export async function prepareSendGroup(
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
-  await checkSendGuardrails(tx, config.id);
+  const approval = await checkStopAndApproval(tx, config.id);
   const templates: TemplateCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
   for (const send of sends) {
@@ -318,7 +320,7 @@ export async function prepareSendGroup(
       const req = await send.request(tx);
       const fixed = { messageId: send.messageId, date: send.date };
       const { message, subject, templateId } = await compose(ctx, tx, config, req, fixed, templates);
-      results.push({ config, message, subject, templateId });
+      results.push({ config, message, subject, templateId, approval });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       results.push({ error });
@@ -485,15 +487,19 @@ export async function sendEmail(
     /** The request as received: the outbox keeps it to retry deferred recipients (send.ts: sendEmail). */
     raw?: Record<string, unknown>;
   } = {},
-): Promise<SendResult> {
+): Promise<SendResult | HeldResult> {
   // The budget is reserved by the statement that writes the audit row, the transaction's last:
   // the budget's row lock serialises a config's concurrent sends, so it is taken last and
   // released by the commit that follows it down the wire.
-  const { value: prepared, last: [audit] } = await withUserEndingWith(
+  const { value: prepared, last: [audit] } = await withUserEndingWith<PreparedSend, (QueuedRow | { id: string })[]>(
     ctx.sql,
     claims,
     (tx) => prepareSend(ctx, tx, req),
-    (tx, { config, message, subject, templateId }) => {
+    (tx, { config, message, subject, templateId, approval }) => {
+      // A send that must wait for the owner's approval goes into the outbox, held, instead.
+      if (approval) {
+        return queueRequest(tx, config, { message, subject, templateId }, req, options.raw ?? req, options) as never;
+      }
       const { to, cc, bcc } = message.recipients;
       return tx<{ id: string }[]>`
         with budget as (select private.reserve_send_slots(${config.id}::uuid, 1))
@@ -508,9 +514,10 @@ export async function sendEmail(
           from budget
         returning id`;
     },
-  );
+  ).catch(payloadTooLargeForQueue);
   const auditId = audit.id;
   const { message } = prepared;
+  if (prepared.approval) return heldResult(audit as QueuedRow);
 
   const transmission = await transmit(ctx, claims, prepared, undefined, ctx.smtpPool);
   if ("refused" in transmission) {
@@ -606,34 +613,81 @@ export async function scheduleEmail(
   req: SendEmailRequest & { scheduled_at: string },
   raw: Record<string, unknown>,
   options: { idempotencyKey?: string } = {},
-): Promise<ScheduleResult> {
-  return await withUser(ctx.sql, claims, async (tx) => {
+): Promise<ScheduleResult | HeldResult> {
+  return await withUser<ScheduleResult | HeldResult>(ctx.sql, claims, async (tx) => {
     // The credentials are read at send time; a config that cannot log in is refused now.
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
-    const { message, subject, templateId } = await compose(ctx, tx, config, req);
-    await checkSendGuardrails(tx, config.id, message.envelope.to);
-    const { to, cc, bcc } = message.recipients;
-    const { scheduled_at: _when, config: _config, ...request } = raw;
-    const [row] = await tx<{ id: string; status: "scheduled" | "queued"; next_attempt_at: Date; message_id: string }[]>`
-      insert into public.email_audit_log
-        (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-         idempotency_key, scheduled_at, payload)
-      values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
-              ${cc.length}, ${bcc.length}, ${subject ?? null}, 'queued',
-              ${req.agent_context ? tx.json(req.agent_context as never) : null},
-              ${options.idempotencyKey ?? null}, ${req.scheduled_at}::timestamptz,
-              ${tx.json({ kind: "request", request } as never)})
-      returning id, status, next_attempt_at, message_id`.catch(payloadTooLargeForQueue);
+    const composed = await compose(ctx, tx, config, req);
+    await checkSendGuardrails(tx, config.id, composed.message.envelope.to);
+    const [row] = await queueRequest(tx, config, composed, req, raw, { ...options, scheduledAt: req.scheduled_at })
+      .catch(payloadTooLargeForQueue);
+    if (row.status === "pending_approval") return heldResult(row, req.scheduled_at);
     return {
       id: row.id,
-      status: row.status,
+      status: row.status as ScheduleResult["status"],
       // A paused config's rows wait at 'infinity' (no time yet): the answer keeps the time asked for.
       scheduled_at: (Number.isFinite(row.next_attempt_at.getTime()) ? row.next_attempt_at : new Date(req.scheduled_at))
         .toISOString(),
       message_id: row.message_id,
     };
   });
+}
+
+/** A queued row as the outbox wrote it (held for approval when the guardrails say so). */
+interface QueuedRow {
+  id: string;
+  status: "scheduled" | "queued" | "pending_approval";
+  next_attempt_at: Date;
+  message_id: string;
+  approval_reason: "agents" | "always" | null;
+  approval_expires_at: Date | null;
+}
+
+/**
+ * Queue a composed send's request in the outbox (`raw`: the request as received, which the
+ * worker validates again at send time). The outbox's trigger holds it for approval when the
+ * owner's guardrails say so.
+ */
+function queueRequest(
+  tx: Tx,
+  config: SmtpConfig,
+  { message, subject, templateId }: { message: BuiltMessage; subject?: string; templateId: string | null },
+  req: SendEmailRequest,
+  raw: Record<string, unknown>,
+  options: { idempotencyKey?: string; scheduledAt?: string },
+) {
+  const { to, cc, bcc } = message.recipients;
+  const { scheduled_at: _when, config: _config, ...request } = raw;
+  return tx<QueuedRow[]>`
+    insert into public.email_audit_log
+      (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+       idempotency_key, scheduled_at, payload)
+    values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
+            ${cc.length}, ${bcc.length}, ${subject ?? null}, 'queued',
+            ${req.agent_context ? tx.json(req.agent_context as never) : null},
+            ${options.idempotencyKey ?? null}, ${options.scheduledAt ?? null}::timestamptz,
+            ${tx.json({ kind: "request", request } as never)})
+    returning id, status, next_attempt_at, message_id, approval_reason, approval_expires_at`;
+}
+
+/** A send held for the owner's approval, as send-email answers it (202). */
+export interface HeldResult {
+  id: string;
+  status: "pending_approval";
+  message_id: string;
+  scheduled_at?: string;
+  approval: ReturnType<typeof approvalHold>;
+}
+
+function heldResult(row: QueuedRow, scheduledAt?: string): HeldResult {
+  return {
+    id: row.id,
+    status: "pending_approval",
+    message_id: row.message_id,
+    ...(scheduledAt ? { scheduled_at: new Date(scheduledAt).toISOString() } : {}),
+    approval: approvalHold(row.approval_reason ?? "always", row.approval_expires_at ?? new Date()),
+  };
 }
 
 /** The outbox keeps a request as jsonb, whose text form (the check's measure) is a little longer than the body. */

@@ -239,7 +239,8 @@ function requestFor(ctx: AppContext, caller: Caller, call: FunctionCall): Reques
   for (const [name, value] of Object.entries(call.query ?? {})) {
     if (value !== undefined && value !== "") url.searchParams.set(name, value);
   }
-  const headers: Record<string, string> = { authorization: `Bearer ${caller.token}` };
+  // A send through a tool is an agent's: under `approval: agents` it waits (see _shared/oversight).
+  const headers: Record<string, string> = { authorization: `Bearer ${caller.token}`, "x-mailroom-via": "mcp" };
   if (call.idempotencyKey) headers["idempotency-key"] = call.idempotencyKey;
   if (call.body !== undefined) headers["content-type"] = "application/json";
   return new Request(url, {

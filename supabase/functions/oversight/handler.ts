@@ -5,20 +5,30 @@
 //   POST /oversight/stop         stop all sending ({config} for one config); anyone signed in as the owner
 //   POST /oversight/resume       lift it: the owner's first-party session only (no client_id)
 //   GET  /oversight/events       who changed what, newest first (?before=<id>&limit=)
-import { bearerToken } from "../_shared/auth.ts";
+//   GET  /oversight/approvals    sends waiting for approval, oldest first (?after=<id>&limit=)
+//   GET  /oversight/approvals/:id                 one, with its rendered content
+//   POST /oversight/approvals/:id/approve|reject  decide (the owner's own session only)
+//   POST /oversight/approvals/batch/:batch_id/approve|reject  a batch's pending messages at once
+import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
-import { withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { type Tx, withUser } from "../_shared/db.ts";
+import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import {
+  decide,
+  decisionRequest,
+  findHeld,
   guardrailsRequest,
   listEvents,
   listGuardrails,
+  listPending,
   resumeSending,
   setGuardrails,
   stopRequest,
   stopSending,
 } from "../_shared/oversight/mod.ts";
-import { parseBody } from "../_shared/schemas.ts";
+import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
+import { requestOf } from "../_shared/outbox/worker.ts";
+import { contentOf } from "../_shared/send.ts";
 
 /** Largest request body: two lists of at most 1,000 patterns. */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -44,6 +54,7 @@ export function createOversightHandler(ctx: AppContext): Handler {
   return serveJson(async (req) => {
     const claims = await ctx.verifyToken(bearerToken(req));
     const [what, ...rest] = routeSegments(req, "oversight");
+    if (what === "approvals") return await approvals(ctx, claims, req, rest);
     if (rest.length > 0 || what === undefined) {
       throw new ApiError(404, "route_not_found", "Use /oversight/guardrails, /stop, /resume or /events");
     }
@@ -75,4 +86,68 @@ export function createOversightHandler(ctx: AppContext): Handler {
         throw new ApiError(404, "route_not_found", "Use /oversight/guardrails, /stop, /resume or /events");
     }
   });
+}
+
+const ROUTES = "GET /oversight/approvals, GET /oversight/approvals/:id, POST /oversight/approvals/:id/approve or " +
+  "/reject, POST /oversight/approvals/batch/:batch_id/approve or /reject";
+
+async function approvals(ctx: AppContext, claims: UserClaims, req: Request, rest: string[]): Promise<Response> {
+  const [first, second, third, ...more] = rest;
+  if (first === undefined) {
+    if (req.method !== "GET") methodNotAllowed("GET");
+    const url = new URL(req.url);
+    const after = url.searchParams.get("after") ?? undefined;
+    if (after !== undefined && !isUuid(after)) throw new ApiError(400, "invalid_request", "after must be a message id");
+    const limit = intParam(url, "limit", 1, MAX_EVENTS) ?? 50;
+    return json(await withUser(ctx.sql, claims, (tx) => listPending(tx, after, limit)));
+  }
+  const batch = first === "batch";
+  const id = batch ? second : first;
+  const action = batch ? third : second;
+  if (id === undefined || !isUuid(id) || (batch ? more.length > 0 : third !== undefined)) {
+    throw new ApiError(404, "route_not_found", `No such route; ${ROUTES}`);
+  }
+  if (action === undefined && !batch) {
+    if (req.method !== "GET") methodNotAllowed("GET");
+    return json(await withUser(ctx.sql, claims, (tx) => heldWithContent(tx, id)));
+  }
+  if (action !== "approve" && action !== "reject") {
+    throw new ApiError(404, "route_not_found", `No such route; ${ROUTES}`);
+  }
+  if (req.method !== "POST") methodNotAllowed("POST");
+  const { reason } = parseBody(
+    decisionRequest,
+    req.headers.get("content-length") === "0" || !req.body ? {} : await readJson(req, MAX_BODY_BYTES),
+  );
+  const target = batch ? { batchId: id } : { ids: [id] };
+  return json(await withUser(ctx.sql, claims, (tx) => decide(tx, target, action === "approve", reason)));
+}
+
+/** A held send and what would be sent: recipients, subject, text and HTML as rendered, attachments listed. */
+async function heldWithContent(tx: Tx, id: string) {
+  const { payload, ...held } = await findHeld(tx, id);
+  if (payload === null || payload === undefined) return { ...held, content: null };
+  const request = parseBody(sendEmailRequest, await requestOf(tx, { payload, ...held }, new Map()));
+  const content = await contentOf(tx, request);
+  const addresses = (list: unknown) =>
+    (Array.isArray(list) ? list : list === undefined ? [] : [list]).map((a) =>
+      typeof a === "string" ? a : (a as { address?: string; email?: string }).address ?? (a as { email: string }).email
+    );
+  return {
+    ...held,
+    content: {
+      to: addresses(request.to),
+      cc: addresses(request.cc),
+      bcc: addresses(request.bcc),
+      subject: content.subject ?? null,
+      text: content.text ?? null,
+      html: content.html ?? null,
+      attachments: (request.attachments ?? []).map((a) => ({
+        filename: a.filename,
+        content_type: a.content_type ?? null,
+        size_bytes: Math.floor(a.content.replace(/\s/g, "").length * 3 / 4) -
+          (a.content.endsWith("==") ? 2 : a.content.endsWith("=") ? 1 : 0),
+      })),
+    },
+  };
 }

@@ -12,6 +12,7 @@ import { withUser } from "../_shared/db.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { batchStatus, cancelBatch, listBatches, MAX_BATCHES_PER_PAGE } from "../_shared/outbox/batches.ts";
 import { type BulkLimits, checkBulkBounds, enqueueBulk } from "../_shared/outbox/enqueue.ts";
+import { sendingClaims } from "../_shared/oversight/mod.ts";
 import { parseBody, sendBulkRequest } from "../_shared/schemas.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { kickOutbox } from "../_shared/outbox/kick.ts";
@@ -34,7 +35,7 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request, limits:
   checkBulkBounds(body, limits);
   const response = await onceForKey(ctx.sql, claims, key, raw, async () => ({
     status: 202,
-    body: await enqueueBulk(ctx, claims, body, limits),
+    body: await enqueueBulk(ctx, sendingClaims(req, claims), body, limits),
   }));
   // Start sending now where the platform allows work after the response; the scheduler covers the rest.
   if (response.status === 202 && !body.scheduled_at) kickOutbox(ctx);

@@ -10,6 +10,7 @@ import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJso
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
 import { cancelEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
+import { sendingClaims } from "../_shared/oversight/mod.ts";
 import { retrySetAside } from "../_shared/outbox/set_aside.ts";
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
@@ -51,13 +52,15 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const raw = await readJson(req, MAX_BODY_BYTES, claims.sub);
     const body = parseBody(sendEmailRequest, raw);
     const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();
+    // As the database sees the sender: through which agent tool, when the request says so.
+    const sending = sendingClaims(req, claims);
     return await onceForKey(ctx.sql, claims, key, raw, async () =>
       later
         ? {
           status: 202,
           body: await scheduleEmail(
             ctx,
-            claims,
+            sending,
             { ...body, scheduled_at: body.scheduled_at! },
             raw as Record<string, unknown>,
             {
@@ -65,9 +68,8 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
             },
           ),
         }
-        : {
-          status: 200,
-          body: await sendEmail(ctx, claims, body, { idempotencyKey: key, raw: raw as Record<string, unknown> }),
-        });
+        : await sendEmail(ctx, sending, body, { idempotencyKey: key, raw: raw as Record<string, unknown> })
+          // Held for the owner's approval: accepted, not sent.
+          .then((result) => ({ status: result.status === "pending_approval" ? 202 : 200, body: result })));
   });
 }

@@ -433,6 +433,108 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/oversight/approvals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Sends waiting for your approval, oldest first */
+        get: operations["getOversightApprovals"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/approvals/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One held send with what would be sent (rendered) */
+        get: operations["getOversightApprovalsId"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/approvals/{id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Approve: it goes into the outbox (your own session, never an agent's) */
+        post: operations["postOversightApprovalsIdApprove"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/approvals/{id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Reject: it is never sent */
+        post: operations["postOversightApprovalsIdReject"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/approvals/batch/{batch_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Approve every pending message of a batch */
+        post: operations["postOversightApprovalsBatchBatchIdApprove"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/oversight/approvals/batch/{batch_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Reject every pending message of a batch */
+        post: operations["postOversightApprovalsBatchBatchIdReject"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/oversight/events": {
         parameters: {
             query?: never;
@@ -765,11 +867,21 @@ export interface components {
             deny_recipients?: string[];
             /** @description At most this many recipients (to, cc and bcc) per message, and per send-bulk request */
             max_recipients_per_request?: number | null;
+            /** @description Which sends wait for your approval: off, agents (an OAuth client's token, or the MCP and LangChain tools) or always; null or absent on a config: the account's */
+            approval?: ("off" | "agents" | "always") | null;
+            /** @description How long a send waits for a decision before it expires (default 72) */
+            approval_ttl_hours?: number | null;
+            /** @description Deciding on sends needs a session with multi-factor authentication (aal2) */
+            approval_requires_aal2?: boolean | null;
         };
         StopRequest: {
             /** @description A config's name or id; without it, the whole account */
             config?: string;
             /** @description Why (shown to whoever tries to send meanwhile) */
+            reason?: string;
+        };
+        DecisionRequest: {
+            /** @description Why (kept with the message and in the record) */
             reason?: string;
         };
         SendResult: {
@@ -805,6 +917,25 @@ export interface components {
             /** @description ISO 8601 */
             scheduled_at: string;
             message_id: string;
+        } | {
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            status: "pending_approval";
+            message_id: string;
+            /** @description When it goes once approved (now when absent) */
+            scheduled_at?: string;
+            approval: {
+                /**
+                 * @description agents: made by an agent (an OAuth client or the agent tools)
+                 * @enum {string}
+                 */
+                reason: "agents" | "always";
+                /** @description Ends as expired, unsent, unless approved by then */
+                expires_at: string;
+                /** @description For the model: what happened and what to tell the user */
+                message: string;
+            };
         };
         Cancelled: {
             /** Format: uuid */
@@ -822,6 +953,19 @@ export interface components {
             /** Format: uuid */
             batch_id: string;
             queued: number;
+            /** @description Messages that wait for the owner's approval */
+            pending_approval?: number;
+            approval?: {
+                /**
+                 * @description agents: made by an agent (an OAuth client or the agent tools)
+                 * @enum {string}
+                 */
+                reason: "agents" | "always";
+                /** @description Ends as expired, unsent, unless approved by then */
+                expires_at: string;
+                /** @description For the model: what happened and what to tell the user */
+                message: string;
+            };
             /** @description ISO 8601 */
             scheduled_at?: string;
             skipped?: {
@@ -850,6 +994,11 @@ export interface components {
                 failed: number;
                 unknown: number;
                 cancelled: number;
+                /** @description Waiting for the owner's approval */
+                pending_approval: number;
+                rejected: number;
+                /** @description Nobody approved them in time */
+                expired: number;
             };
             first_sent_at: string | null;
             last_sent_at: string | null;
@@ -892,6 +1041,11 @@ export interface components {
                     failed: number;
                     unknown: number;
                     cancelled: number;
+                    /** @description Waiting for the owner's approval */
+                    pending_approval: number;
+                    rejected: number;
+                    /** @description Nobody approved them in time */
+                    expired: number;
                 };
                 first_sent_at: string | null;
                 last_sent_at: string | null;
@@ -1391,6 +1545,9 @@ export interface components {
             allow_recipients: string[] | null;
             deny_recipients: string[];
             max_recipients_per_request: number | null;
+            approval: ("off" | "agents" | "always") | null;
+            approval_ttl_hours: number | null;
+            approval_requires_aal2: boolean | null;
             stopped_at: string | null;
             stop_reason: string | null;
             updated_at: string;
@@ -1401,6 +1558,9 @@ export interface components {
                 allow_recipients: string[] | null;
                 deny_recipients: string[];
                 max_recipients_per_request: number | null;
+                approval: ("off" | "agents" | "always") | null;
+                approval_ttl_hours: number | null;
+                approval_requires_aal2: boolean | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -1410,6 +1570,9 @@ export interface components {
                 allow_recipients: string[] | null;
                 deny_recipients: string[];
                 max_recipients_per_request: number | null;
+                approval: ("off" | "agents" | "always") | null;
+                approval_ttl_hours: number | null;
+                approval_requires_aal2: boolean | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -1420,8 +1583,10 @@ export interface components {
                 id: number;
                 config_id: string | null;
                 /** @enum {string} */
-                action: "guardrails_changed" | "sending_stopped" | "sending_resumed";
+                action: "guardrails_changed" | "sending_stopped" | "sending_resumed" | "approved" | "rejected" | "expired";
                 actor: {
+                    /** @description expiry: nobody acted */
+                    system?: string;
                     user_id?: string;
                     session_id?: string;
                     /** @description Set when an OAuth client (an agent) acted */
@@ -1435,6 +1600,80 @@ export interface components {
             }[];
             /** @description Pass as ?before= for the next page; null at the end */
             next_before: number | null;
+        };
+        ApprovalList: {
+            approvals: {
+                /** Format: uuid */
+                id: string;
+                batch_id: string | null;
+                config_id: string | null;
+                from_email: string;
+                to: string[];
+                cc_count: number;
+                bcc_count: number;
+                subject: string | null;
+                message_id: string;
+                scheduled_at: string | null;
+                /** @enum {string} */
+                reason: "agents" | "always";
+                /** @description The OAuth client (agent) that made the send */
+                client_id: string | null;
+                agent_context: {
+                    [key: string]: unknown;
+                } | null;
+                /** @description ISO 8601 */
+                created_at: string;
+                /** @description ISO 8601 */
+                expires_at: string;
+            }[];
+            /** @description Pass as ?after= for the next page; null at the end */
+            next_after: string | null;
+        };
+        ApprovalDetail: {
+            /** Format: uuid */
+            id: string;
+            batch_id: string | null;
+            config_id: string | null;
+            from_email: string;
+            to: string[];
+            cc_count: number;
+            bcc_count: number;
+            subject: string | null;
+            message_id: string;
+            scheduled_at: string | null;
+            /** @enum {string} */
+            reason: "agents" | "always";
+            /** @description The OAuth client (agent) that made the send */
+            client_id: string | null;
+            agent_context: {
+                [key: string]: unknown;
+            } | null;
+            /** @description ISO 8601 */
+            created_at: string;
+            /** @description ISO 8601 */
+            expires_at: string;
+            /** @description pending_approval while it waits; what became of it after */
+            status: string;
+            content: {
+                to: string[];
+                cc: string[];
+                bcc: string[];
+                subject: string | null;
+                text: string | null;
+                /** @description Show it sandboxed (no scripts, no network): it is the agent's HTML */
+                html: string | null;
+                attachments: {
+                    filename: string;
+                    content_type: string | null;
+                    size_bytes: number;
+                }[];
+            } | null;
+        };
+        ApprovalDecision: {
+            /** @description The messages this call decided */
+            decided: string[];
+            /** @enum {string} */
+            status: "approved" | "rejected";
         };
         Error: {
             error: {
@@ -4970,6 +5209,9 @@ export interface operations {
                      *           "boss@corp.example"
                      *         ],
                      *         "max_recipients_per_request": 20,
+                     *         "approval": "agents",
+                     *         "approval_ttl_hours": 72,
+                     *         "approval_requires_aal2": false,
                      *         "stopped_at": null,
                      *         "stop_reason": null,
                      *         "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5073,6 +5315,9 @@ export interface operations {
                      *         "boss@corp.example"
                      *       ],
                      *       "max_recipients_per_request": 20,
+                     *       "approval": "agents",
+                     *       "approval_ttl_hours": 72,
+                     *       "approval_requires_aal2": false,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5201,6 +5446,9 @@ export interface operations {
                      *         "boss@corp.example"
                      *       ],
                      *       "max_recipients_per_request": 20,
+                     *       "approval": "agents",
+                     *       "approval_ttl_hours": 72,
+                     *       "approval_requires_aal2": false,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5329,6 +5577,9 @@ export interface operations {
                      *         "boss@corp.example"
                      *       ],
                      *       "max_recipients_per_request": 20,
+                     *       "approval": "agents",
+                     *       "approval_ttl_hours": 72,
+                     *       "approval_requires_aal2": false,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5392,6 +5643,794 @@ export interface operations {
                 };
             };
             /** @description Conflict: `not_stopped` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getOversightApprovals: {
+        parameters: {
+            query?: {
+                /** @description next_after of the previous page */
+                after?: string;
+                /** @description 1-200 */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "approvals": [
+                     *         {
+                     *           "id": "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e",
+                     *           "batch_id": null,
+                     *           "config_id": "3f6c1f3e-8a0b-4d2e-9c51-2b7d6f1e0a42",
+                     *           "from_email": "ada@example.com",
+                     *           "to": [
+                     *             "grace@example.com"
+                     *           ],
+                     *           "cc_count": 0,
+                     *           "bcc_count": 0,
+                     *           "subject": "The numbers you asked for",
+                     *           "message_id": "<0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e@example.com>",
+                     *           "scheduled_at": null,
+                     *           "reason": "agents",
+                     *           "client_id": "agent-app",
+                     *           "agent_context": {
+                     *             "agent": "quarterly-report"
+                     *           },
+                     *           "created_at": "2026-12-06T21:00:00.000Z",
+                     *           "expires_at": "2026-12-09T21:00:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_after": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalList"];
+                };
+            };
+            /** @description Invalid input: `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getOversightApprovalsId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The message's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The send */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e",
+                     *       "batch_id": null,
+                     *       "config_id": "3f6c1f3e-8a0b-4d2e-9c51-2b7d6f1e0a42",
+                     *       "from_email": "ada@example.com",
+                     *       "to": [
+                     *         "grace@example.com"
+                     *       ],
+                     *       "cc_count": 0,
+                     *       "bcc_count": 0,
+                     *       "subject": "The numbers you asked for",
+                     *       "message_id": "<0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e@example.com>",
+                     *       "scheduled_at": null,
+                     *       "reason": "agents",
+                     *       "client_id": "agent-app",
+                     *       "agent_context": {
+                     *         "agent": "quarterly-report"
+                     *       },
+                     *       "created_at": "2026-12-06T21:00:00.000Z",
+                     *       "expires_at": "2026-12-09T21:00:00.000Z",
+                     *       "status": "pending_approval",
+                     *       "content": {
+                     *         "to": [
+                     *           "grace@example.com"
+                     *         ],
+                     *         "cc": [],
+                     *         "bcc": [],
+                     *         "subject": "The numbers you asked for",
+                     *         "text": "Hi Grace, revenue is up 12% this quarter.",
+                     *         "html": null,
+                     *         "attachments": [
+                     *           {
+                     *             "filename": "q4.pdf",
+                     *             "content_type": "application/pdf",
+                     *             "size_bytes": 48213
+                     *           }
+                     *         ]
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalDetail"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightApprovalsIdApprove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The message's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DecisionRequest"];
+            };
+        };
+        responses: {
+            /** @description Approved */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "decided": [
+                     *         "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e"
+                     *       ],
+                     *       "status": "approved"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalDecision"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `not_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightApprovalsIdReject: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The message's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DecisionRequest"];
+            };
+        };
+        responses: {
+            /** @description Rejected */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "decided": [
+                     *         "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e"
+                     *       ],
+                     *       "status": "approved"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalDecision"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `not_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightApprovalsBatchBatchIdApprove: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id */
+                batch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DecisionRequest"];
+            };
+        };
+        responses: {
+            /** @description Approved */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "decided": [
+                     *         "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e"
+                     *       ],
+                     *       "status": "approved"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalDecision"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `not_pending` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postOversightApprovalsBatchBatchIdReject: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The batch's id */
+                batch_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DecisionRequest"];
+            };
+        };
+        responses: {
+            /** @description Rejected */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "decided": [
+                     *         "0b9f2c4e-8a1d-4f3b-9c7e-5d2a1b3c4d5e"
+                     *       ],
+                     *       "status": "approved"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ApprovalDecision"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `not_pending` */
             409: {
                 headers: {
                     [name: string]: unknown;

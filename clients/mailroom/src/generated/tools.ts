@@ -764,7 +764,10 @@ export const TOOLS: ToolDefinition[] = [
               "queued",
               "scheduled",
               "sending",
-              "cancelled"
+              "cancelled",
+              "pending_approval",
+              "rejected",
+              "expired"
             ]
           }
         },
@@ -830,7 +833,10 @@ export const TOOLS: ToolDefinition[] = [
               "queued",
               "scheduled",
               "sending",
-              "cancelled"
+              "cancelled",
+              "pending_approval",
+              "rejected",
+              "expired"
             ]
           }
         },

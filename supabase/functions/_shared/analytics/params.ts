@@ -13,6 +13,9 @@ export const AUDIT_STATUSES = [
   "scheduled",
   "sending",
   "cancelled",
+  "pending_approval",
+  "rejected",
+  "expired",
 ] as const;
 
 /** Breakdowns the summary computes when `group_by` does not choose. */

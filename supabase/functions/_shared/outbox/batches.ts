@@ -15,6 +15,10 @@ export interface BatchCounts {
   failed: number;
   unknown: number;
   cancelled: number;
+  /** Waiting for the owner's approval (see /oversight/approvals). */
+  pending_approval: number;
+  rejected: number;
+  expired: number;
 }
 
 /** A batch's progress. Timestamps are ISO 8601 in UTC with microseconds. */
@@ -56,7 +60,8 @@ function summary(tx: Tx) {
       'total', b.total,
       'counts', jsonb_build_object(
         'queued', s.queued, 'scheduled', s.scheduled, 'sending', s.sending, 'sent', s.sent,
-        'deferred', s.deferred, 'failed', s.failed, 'unknown', s.unknown, 'cancelled', s.cancelled),
+        'deferred', s.deferred, 'failed', s.failed, 'unknown', s.unknown, 'cancelled', s.cancelled,
+        'pending_approval', s.pending_approval, 'rejected', s.rejected_messages, 'expired', s.expired),
       'first_sent_at', ${isoUtc(tx, "s.first_sent_at")},
       'last_sent_at', ${isoUtc(tx, "s.last_sent_at")},
       'rate_per_minute', case when s.last_sent_at > s.first_sent_at
@@ -93,6 +98,9 @@ function summary(tx: Tx) {
              count(*) filter (where a.status = 'failed') as failed,
              count(*) filter (where a.status = 'unknown') as unknown,
              count(*) filter (where a.status = 'cancelled') as cancelled,
+             count(*) filter (where a.status = 'pending_approval') as pending_approval,
+             count(*) filter (where a.status = 'rejected') as rejected_messages,
+             count(*) filter (where a.status = 'expired') as expired,
              min(a.completed_at) filter (where a.status = 'sent') as first_sent_at,
              max(a.completed_at) filter (where a.status = 'sent') as last_sent_at,
              coalesce(sum(cardinality(a.accepted)), 0) as accepted,
@@ -200,7 +208,10 @@ function pageSummaries(tx: Tx, ids: string[]) {
                          'deferred', coalesce(sum(g.n) filter (where g.status = 'deferred'), 0),
                          'failed', coalesce(sum(g.n) filter (where g.status = 'failed'), 0),
                          'unknown', coalesce(sum(g.n) filter (where g.status = 'unknown'), 0),
-                         'cancelled', coalesce(sum(g.n) filter (where g.status = 'cancelled'), 0))
+                         'cancelled', coalesce(sum(g.n) filter (where g.status = 'cancelled'), 0),
+                         'pending_approval', coalesce(sum(g.n) filter (where g.status = 'pending_approval'), 0),
+                         'rejected', coalesce(sum(g.n) filter (where g.status = 'rejected'), 0),
+                         'expired', coalesce(sum(g.n) filter (where g.status = 'expired'), 0))
                   from g) as counts,
                (select coalesce(sum(g.n), 0) from g where g.status = 'sent') as sent,
                (select min(g.first_completed_at) from g where g.status = 'sent') as first_sent_at,

@@ -33,7 +33,7 @@ import {
 } from "../schemas.ts";
 import { checkServerStatically } from "../smtp/egress.ts";
 import { findUsableConfig, type SmtpConfig } from "../store/smtp_configs.ts";
-import { checkSendGuardrails } from "../oversight/mod.ts";
+import { approvalHold, checkSendGuardrails } from "../oversight/mod.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
 export { type BulkLimits, loadBulkLimits } from "./limits.ts";
@@ -48,6 +48,9 @@ export interface EntryError {
 export interface BulkAccepted {
   batch_id: string;
   queued: number;
+  /** Messages held for the owner's approval, and why (see _shared/oversight). */
+  pending_approval?: number;
+  approval?: ReturnType<typeof approvalHold>;
   scheduled_at?: string;
   skipped?: EntryError[];
   /** Accepted, but: e.g. `exceeds_daily_budget`. */
@@ -175,10 +178,17 @@ export async function enqueueBulk(
               ${req.scheduled_at ?? null}::timestamptz)
       returning id, scheduled_at`;
     const inserted = await insertRows(tx, batch.id, config, plan, req);
-    const warning = await dailyBudgetWarning(tx, config, batch.scheduled_at);
+    // The outbox's trigger held the rows for the owner's approval when the guardrails say so.
+    const [held] = await tx<{ n: number; reason: "agents" | "always" | null; expires_at: Date | null }[]>`
+      select count(*)::integer as n, min(approval_reason) as reason, min(approval_expires_at) as expires_at
+        from public.email_audit_log where batch_id = ${batch.id}::uuid and status = 'pending_approval'`;
+    const warning = held.n > 0 ? null : await dailyBudgetWarning(tx, config, batch.scheduled_at);
     return {
       batch_id: batch.id,
-      queued: inserted,
+      queued: inserted - held.n,
+      ...(held.n > 0
+        ? { pending_approval: held.n, approval: approvalHold(held.reason ?? "always", held.expires_at!, held.n) }
+        : {}),
       ...(batch.scheduled_at ? { scheduled_at: batch.scheduled_at.toISOString() } : {}),
       ...(errors.list.length > 0 ? { skipped: errors.list } : {}),
       ...(warning ? { warnings: [warning] } : {}),

@@ -130,7 +130,9 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     recorder: undefined!,
   };
   run.recorder = createRecorder(run);
-  const [{ swept }] = await ctx.sql<{ swept: number }[]>`select private.sweep_outbox() as swept`;
+  // Sends nobody approved in time end as expired, unsent, in the same round trip.
+  const [{ swept }] = await ctx.sql<{ swept: number }[]>`
+    select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
   run.report.swept = swept;
   try {
     await runLanes(run);
@@ -681,9 +683,9 @@ function pushbackReason(outcome: Outcome): string {
 }
 
 /** The send-email request a row stands for: its own, or its batch's content for its recipient. */
-async function requestOf(
+export async function requestOf(
   tx: Tx,
-  row: OutboxRow,
+  row: Pick<OutboxRow, "payload" | "batch_id" | "config_id">,
   batches: Map<string, Record<string, unknown>>,
 ): Promise<unknown> {
   const payload = (row.payload ?? {}) as { kind?: string; request?: unknown; to?: unknown; data?: unknown };

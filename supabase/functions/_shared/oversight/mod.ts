@@ -35,6 +35,16 @@ export const guardrailsRequest = z.strictObject({
   max_recipients_per_request: z.number().int().min(1).max(100_000).nullable().optional().describe(
     "At most this many recipients (to, cc and bcc) per message, and per send-bulk request",
   ),
+  approval: z.enum(["off", "agents", "always"]).nullable().optional().describe(
+    "Which sends wait for your approval: off, agents (an OAuth client's token, or the MCP and LangChain tools) or " +
+      "always; null or absent on a config: the account's",
+  ),
+  approval_ttl_hours: z.number().int().min(1).max(720).nullable().optional().describe(
+    "How long a send waits for a decision before it expires (default 72)",
+  ),
+  approval_requires_aal2: z.boolean().nullable().optional().describe(
+    "Deciding on sends needs a session with multi-factor authentication (aal2)",
+  ),
 });
 
 /** `POST /oversight/stop` and `/oversight/resume`. */
@@ -49,13 +59,16 @@ export interface Guardrails {
   allow_recipients: string[] | null;
   deny_recipients: string[];
   max_recipients_per_request: number | null;
+  approval: "off" | "agents" | "always" | null;
+  approval_ttl_hours: number | null;
+  approval_requires_aal2: boolean | null;
   stopped_at: string | null;
   stop_reason: string | null;
   updated_at: string;
 }
 
-const COLUMNS = "config_id, allow_recipients, deny_recipients, max_recipients_per_request, stopped_at, stop_reason, " +
-  "updated_at";
+const COLUMNS = "config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, " +
+  "approval_ttl_hours, approval_requires_aal2, stopped_at, stop_reason, updated_at";
 
 function shown(row: Record<string, unknown>): Guardrails {
   const iso = (value: unknown) => value instanceof Date ? value.toISOString() : value === null ? null : String(value);
@@ -64,6 +77,9 @@ function shown(row: Record<string, unknown>): Guardrails {
     allow_recipients: (row.allow_recipients as string[] | null) ?? null,
     deny_recipients: (row.deny_recipients as string[] | null) ?? [],
     max_recipients_per_request: (row.max_recipients_per_request as number | null) ?? null,
+    approval: (row.approval as Guardrails["approval"]) ?? null,
+    approval_ttl_hours: (row.approval_ttl_hours as number | null) ?? null,
+    approval_requires_aal2: (row.approval_requires_aal2 as boolean | null) ?? null,
     stopped_at: iso(row.stopped_at ?? null),
     stop_reason: (row.stop_reason as string | null) ?? null,
     updated_at: iso(row.updated_at) ?? new Date(0).toISOString(),
@@ -92,7 +108,8 @@ export async function setGuardrails(tx: Tx, req: z.infer<typeof guardrailsReques
   const [row] = await tx<Record<string, unknown>[]>`
     select ${tx.unsafe(COLUMNS)} from private.set_sending_guardrails(
       ${configId}::uuid, ${req.allow_recipients ?? null}::text[], ${req.deny_recipients ?? []}::text[],
-      ${req.max_recipients_per_request ?? null}::integer)`;
+      ${req.max_recipients_per_request ?? null}::integer, ${req.approval ?? null}::text,
+      ${req.approval_ttl_hours ?? null}::integer, ${req.approval_requires_aal2 ?? null}::boolean)`;
   return shown(row);
 }
 
@@ -174,3 +191,156 @@ export async function guardrailRefusals(
     error: new ApiError(refusal.status, refusal.code, refusal.message, refusal.details),
   }));
 }
+
+/** Which tool a request came through, as the MCP endpoint and the LangChain tools say (`x-mailroom-via`). */
+const VIA = /^[a-z0-9_-]{1,40}$/;
+
+/**
+ * The caller's claims as the database should see them for a send: with `mailroom_via` when the
+ * request says it came through an agent tool (MCP, LangChain). Saying so can only make a send
+ * wait for approval (`approval: agents`), never let one skip it, so the header needs no trust.
+ */
+export function sendingClaims<T extends object>(req: Request, claims: T): T {
+  const via = req.headers.get("x-mailroom-via")?.toLowerCase();
+  return via && VIA.test(via) ? { ...claims, mailroom_via: via } : claims;
+}
+
+/**
+ * The stop button for a send through the config (409 `sending_stopped`), and why this caller's
+ * send must wait for approval (`agents`, `always`) or null: one statement.
+ */
+export async function checkStopAndApproval(tx: Tx, configId: string): Promise<"agents" | "always" | null> {
+  const [{ approval }] = await tx<{ approval: "agents" | "always" | null }[]>`
+    select private.check_send_guardrails(${configId}::uuid, '{}'), private.approval_required(${configId}::uuid) as approval`;
+  return approval;
+}
+
+/** Why a send through the config must wait for approval now (`agents` or `always`), or null. */
+export async function approvalRequired(tx: Tx, configId: string): Promise<"agents" | "always" | null> {
+  const [{ approval }] = await tx<{ approval: "agents" | "always" | null }[]>`
+    select private.approval_required(${configId}::uuid) as approval`;
+  return approval;
+}
+
+/** What a held send's answer says, for the caller and for the model reading it. */
+export function approvalHold(reason: "agents" | "always", expiresAt: Date, count = 1) {
+  const what = count === 1 ? "This email was not sent: it waits" : `These ${count} emails were not sent: they wait`;
+  return {
+    reason,
+    expires_at: expiresAt.toISOString(),
+    message:
+      `${what} for the account owner's approval (${
+        reason === "agents" ? "sends by agents need it" : "every send needs it"
+      }) until ${expiresAt.toISOString()}. Tell the user it is waiting for their approval in mailroom ` +
+      "(GET /functions/v1/oversight/approvals); do not send it again, and do not try to approve it yourself.",
+  };
+}
+
+/** A send waiting for the owner's approval, as the approval queue lists it. */
+export interface PendingApproval {
+  id: string;
+  batch_id: string | null;
+  config_id: string | null;
+  from_email: string;
+  to: string[];
+  cc_count: number;
+  bcc_count: number;
+  subject: string | null;
+  message_id: string;
+  scheduled_at: string | null;
+  reason: "agents" | "always";
+  client_id: string | null;
+  agent_context: Record<string, unknown> | null;
+  created_at: string;
+  expires_at: string;
+}
+
+const PENDING_COLUMNS =
+  "id, batch_id, config_id, from_email, to_addresses, cc_count, bcc_count, subject, message_id, " +
+  "scheduled_at, approval_reason, client_id, agent_context, created_at, approval_expires_at";
+
+function pendingOf(row: Record<string, unknown>): PendingApproval {
+  const iso = (value: unknown) => value instanceof Date ? value.toISOString() : null;
+  return {
+    id: row.id as string,
+    batch_id: (row.batch_id as string | null) ?? null,
+    config_id: (row.config_id as string | null) ?? null,
+    from_email: row.from_email as string,
+    to: row.to_addresses as string[],
+    cc_count: row.cc_count as number,
+    bcc_count: row.bcc_count as number,
+    subject: (row.subject as string | null) ?? null,
+    message_id: row.message_id as string,
+    scheduled_at: iso(row.scheduled_at),
+    reason: row.approval_reason as PendingApproval["reason"],
+    client_id: (row.client_id as string | null) ?? null,
+    agent_context: (row.agent_context as Record<string, unknown> | null) ?? null,
+    created_at: iso(row.created_at)!,
+    expires_at: iso(row.approval_expires_at)!,
+  };
+}
+
+/** The owner's pending sends, oldest first, `limit` at a time after the send `after` (keyset). */
+export async function listPending(
+  tx: Tx,
+  after: string | undefined,
+  limit: number,
+): Promise<{ approvals: PendingApproval[]; next_after: string | null }> {
+  const rows = await tx<Record<string, unknown>[]>`
+    select ${tx.unsafe(PENDING_COLUMNS)} from public.email_audit_log a
+     where a.status = 'pending_approval' and a.approval_expires_at > now()
+       and ${
+    after === undefined
+      ? tx`true`
+      : tx`(a.created_at, a.id) > (select p.created_at, p.id from public.email_audit_log p where p.id = ${after}::uuid)`
+  }
+     order by a.created_at, a.id limit ${limit}`;
+  const approvals = rows.map(pendingOf);
+  return { approvals, next_after: approvals.length === limit ? approvals.at(-1)!.id : null };
+}
+
+/** One of the owner's sends with what the approval queue knows of it (any status), or 404. */
+export async function findHeld(tx: Tx, id: string): Promise<PendingApproval & { status: string; payload: unknown }> {
+  const [row] = await tx<Record<string, unknown>[]>`
+    select ${tx.unsafe(PENDING_COLUMNS)}, status, payload from public.email_audit_log where id = ${id}::uuid`;
+  if (!row) throw new ApiError(404, "message_not_found", "No message with that id");
+  return { ...pendingOf(row), status: row.status as string, payload: row.payload };
+}
+
+/**
+ * Approve (into the outbox, as queued mail) or reject the owner's pending sends: `ids`, or a
+ * whole batch's. The owner's first-party session only (403 `first_party_session_required`,
+ * 403 `mfa_required` where the guardrails ask for aal2); a send decided meanwhile (or expired,
+ * or cancelled) is not decided again: with nothing left to decide, 409 `not_pending`.
+ */
+export async function decide(
+  tx: Tx,
+  target: { ids: string[] } | { batchId: string },
+  approve: boolean,
+  reason: string | undefined,
+): Promise<{ decided: string[]; status: "approved" | "rejected" }> {
+  const ids = "ids" in target ? target.ids : [];
+  const batchId = "batchId" in target ? target.batchId : null;
+  const rows = await tx<{ id: string }[]>`
+    select id from private.decide_approvals(${ids}::uuid[], ${batchId}::uuid, ${approve}, ${reason ?? null}) as id`;
+  if (rows.length === 0) {
+    const [now] = "ids" in target
+      ? await tx<{ status: string }[]>`select status from public.email_audit_log where id = ${ids[0]}::uuid`
+      : [];
+    if ("ids" in target && !now) throw new ApiError(404, "message_not_found", "No message with that id");
+    throw new ApiError(
+      409,
+      "not_pending",
+      now
+        ? `The message is ${now.status}, not waiting for approval: it was decided, expired or cancelled already`
+        : "Nothing in the batch waits for approval",
+      now ? { status: now.status } : undefined,
+    );
+  }
+  return { decided: rows.map((row) => row.id), status: approve ? "approved" : "rejected" };
+}
+
+/** `POST /oversight/approvals/.../reject`'s body (approve takes none). */
+export const decisionRequest = z.strictObject({
+  reason: z.string().min(1).max(500).optional().describe("Why (kept with the message and in the record)"),
+});

@@ -1,0 +1,381 @@
+-- Human oversight, part two: sends that wait for the owner's approval.
+--
+-- A guardrail `approval` (per account, and per config where it has its own) says which sends
+-- wait: `off` (none), `agents` (sends made with an OAuth client's token, one with a `client_id`
+-- claim, and sends through the MCP and LangChain tools, which say so in their claims as
+-- `mailroom_via`), or `always`. A send that must wait is accepted fully validated and rendered
+-- as status `pending_approval`: the trigger that prepares queued rows decides it, so every path
+-- into the outbox waits, the Data API's included; an immediate send that must wait is refused
+-- in the database, so no path can skip the queue. Approving puts the message into the outbox
+-- (it then goes as any queued mail, with the Message-ID it was given at accept); rejecting and
+-- expiry end it. Only the owner's first-party session may decide, with MFA (aal2) where the
+-- guardrails ask for it; an agent never can.
+
+alter table public.sending_guardrails
+  add column approval text,
+  add column approval_ttl_hours integer,
+  add column approval_requires_aal2 boolean,
+  add constraint sending_guardrails_approval check (approval in ('off', 'agents', 'always')),
+  add constraint sending_guardrails_approval_ttl check (approval_ttl_hours between 1 and 720);
+
+comment on column public.sending_guardrails.approval is
+  'Which sends wait for the owner''s approval: off, agents (OAuth clients'' tokens and the agent tools) or always; '
+  'null on a config: the account''s.';
+
+alter table public.email_audit_log
+  -- The OAuth client whose token made the send (an agent), from the token itself.
+  add column client_id text,
+  add column approval_reason text,
+  add column approval_expires_at timestamptz,
+  drop constraint email_audit_log_status,
+  add constraint email_audit_log_status check (
+    status in ('scheduled', 'queued', 'sending', 'sent', 'deferred', 'failed', 'unknown', 'cancelled',
+               'pending_approval', 'rejected', 'expired')
+  ),
+  add constraint email_audit_log_approval_reason check (approval_reason in ('agents', 'always'));
+
+comment on column public.email_audit_log.client_id is
+  'The OAuth client (an agent) whose token made this send, as its token said; null for the owner''s own session.';
+
+create index email_audit_log_pending_approval on public.email_audit_log (user_id, created_at, id)
+  where status = 'pending_approval';
+create index email_audit_log_approval_expiry on public.email_audit_log (approval_expires_at)
+  where status = 'pending_approval';
+
+alter table public.oversight_events
+  drop constraint oversight_events_action,
+  add constraint oversight_events_action check (
+    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed', 'approved', 'rejected', 'expired')
+  );
+
+-- The guardrails' setter takes the approval settings too. An agent may only tighten: approval
+-- off < agents < always, MFA to approve kept once asked for (a shorter or longer wait for a
+-- decision changes nothing an agent could use).
+drop function private.set_sending_guardrails(uuid, text[], text[], integer);
+
+create function private.set_sending_guardrails(
+  p_config_id uuid,
+  p_allow_recipients text[],
+  p_deny_recipients text[],
+  p_max_recipients_per_request integer,
+  p_approval text default null,
+  p_approval_ttl_hours integer default null,
+  p_approval_requires_aal2 boolean default null
+)
+returns public.sending_guardrails
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_old public.sending_guardrails;
+  v_new public.sending_guardrails;
+  v_account public.sending_guardrails;
+  v_old_allow text[];
+  v_new_allow text[];
+  v_old_cap integer;
+  v_new_cap integer;
+  v_allow text[] := (select array_agg(distinct p order by p) from unnest(p_allow_recipients) p);
+  v_deny text[] := coalesce((select array_agg(distinct p order by p) from unnest(p_deny_recipients) p), '{}');
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.own_config_for_oversight(p_config_id);
+  if p_allow_recipients is not null and v_allow is null then
+    v_allow := '{}';
+  end if;
+  select * into v_old from public.sending_guardrails g
+   where g.user_id = v_user and g.config_id is not distinct from p_config_id for update;
+  -- What applies before and after: a config without a setting of its own takes the account's,
+  -- so a config's row is compared as it takes effect. Deny lists add up.
+  if p_config_id is not null then
+    select * into v_account from public.sending_guardrails g where g.user_id = v_user and g.config_id is null;
+  end if;
+  v_old_allow := coalesce(v_old.allow_recipients, v_account.allow_recipients);
+  v_new_allow := coalesce(v_allow, v_account.allow_recipients);
+  v_old_cap := coalesce(v_old.max_recipients_per_request, v_account.max_recipients_per_request);
+  v_new_cap := coalesce(p_max_recipients_per_request, v_account.max_recipients_per_request);
+  if not (v_deny @> coalesce(v_old.deny_recipients, '{}'))
+     or (v_old_allow is not null and (v_new_allow is null or not (v_old_allow @> v_new_allow)))
+     or (v_old_cap is not null and (v_new_cap is null or v_new_cap > v_old_cap))
+     or array_position(array['off', 'agents', 'always'], coalesce(p_approval, v_account.approval, 'off'))
+        < array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, v_account.approval, 'off'))
+     or (coalesce(v_old.approval_requires_aal2, v_account.approval_requires_aal2, false)
+         and not coalesce(p_approval_requires_aal2, v_account.approval_requires_aal2, false)) then
+    perform private.require_first_party('Loosening guardrails');
+  end if;
+  insert into public.sending_guardrails as g
+    (user_id, config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, approval_ttl_hours,
+     approval_requires_aal2)
+  values (v_user, p_config_id, v_allow, v_deny, p_max_recipients_per_request, p_approval, p_approval_ttl_hours,
+          p_approval_requires_aal2)
+  on conflict (user_id, config_id) do update
+    set allow_recipients = excluded.allow_recipients,
+        deny_recipients = excluded.deny_recipients,
+        max_recipients_per_request = excluded.max_recipients_per_request,
+        approval = excluded.approval,
+        approval_ttl_hours = excluded.approval_ttl_hours,
+        approval_requires_aal2 = excluded.approval_requires_aal2,
+        updated_at = now()
+  returning * into v_new;
+  insert into public.oversight_events (user_id, config_id, action, actor, details)
+  values (v_user, p_config_id, 'guardrails_changed', private.oversight_actor(), jsonb_build_object(
+    'before', case when v_old.user_id is null then null else jsonb_strip_nulls(jsonb_build_object(
+      'allow_recipients', v_old.allow_recipients, 'deny_recipients', v_old.deny_recipients,
+      'max_recipients_per_request', v_old.max_recipients_per_request, 'approval', v_old.approval,
+      'approval_ttl_hours', v_old.approval_ttl_hours, 'approval_requires_aal2', v_old.approval_requires_aal2)) end,
+    'after', jsonb_strip_nulls(jsonb_build_object(
+      'allow_recipients', v_new.allow_recipients, 'deny_recipients', v_new.deny_recipients,
+      'max_recipients_per_request', v_new.max_recipients_per_request, 'approval', v_new.approval,
+      'approval_ttl_hours', v_new.approval_ttl_hours, 'approval_requires_aal2', v_new.approval_requires_aal2))));
+  return v_new;
+end
+$$;
+
+-- Whether a send through the config must wait, and why ('agents' or 'always'), or null.
+create function private.approval_required(p_config_id uuid)
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select case coalesce(
+           (select g.approval from public.sending_guardrails g
+             where g.user_id = auth.uid() and g.config_id = p_config_id),
+           (select g.approval from public.sending_guardrails g where g.user_id = auth.uid() and g.config_id is null),
+           'off')
+    when 'always' then 'always'
+    when 'agents' then case when auth.jwt() ->> 'client_id' is not null or auth.jwt() ->> 'mailroom_via' is not null
+                            then 'agents' end
+  end
+$$;
+
+-- How long a pending send waits for a decision: the config's setting, the account's, or 72 hours.
+create function private.approval_ttl(p_user_id uuid, p_config_id uuid)
+returns interval
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select make_interval(hours => coalesce(
+    (select g.approval_ttl_hours from public.sending_guardrails g where g.user_id = p_user_id and g.config_id = p_config_id),
+    (select g.approval_ttl_hours from public.sending_guardrails g where g.user_id = p_user_id and g.config_id is null),
+    72))
+$$;
+
+-- Queued rows: as before (20261206100000), and a send that must wait for approval waits.
+create or replace function private.prepare_outbox_row() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_config record;
+  v_approval text;
+begin
+  new.client_id := auth.jwt() ->> 'client_id';
+  -- Nobody inserts a decision: a row said to wait is a queued row like any other, and waits
+  -- only if the guardrails say so.
+  if new.status = 'pending_approval' then
+    new.status := 'queued';
+  end if;
+  if new.status in ('queued', 'scheduled') then
+    if new.config_id is null then
+      select c.id into new.config_id from public.user_smtp_configs c
+       where c.user_id = new.user_id and c.is_default;
+    end if;
+    select c.from_email, c.needs_attention into v_config from public.user_smtp_configs c where c.id = new.config_id;
+    -- The sender is the config's, whatever the inserted row says (the Data API can insert too).
+    new.from_email := coalesce(v_config.from_email, new.from_email);
+    new.attempts := 0;
+    new.lease_losses := 0;
+    -- What the worker will hold for it: the payload as it arrives (text, never the compressed
+    -- or compact stored form) and, for a batch's recipient, the batch's shared content.
+    new.payload_bytes := coalesce(octet_length(new.payload::text), 0)
+      + coalesce((select b.content_bytes from public.email_batches b where b.id = new.batch_id), 0);
+    new.message_id := '<' || new.id::text || '@' || lower(split_part(new.from_email, '@', 2)) || '>';
+    new.status := case when new.scheduled_at > now() then 'scheduled' else 'queued' end;
+    new.next_attempt_at := case
+      when v_config.needs_attention is not null then 'infinity'
+      else greatest(coalesce(new.scheduled_at, now()), now())
+    end;
+    new.lease_until := null;
+    new.leased_by := null;
+    v_approval := private.approval_required(new.config_id);
+    if v_approval is not null then
+      new.status := 'pending_approval';
+      new.approval_reason := v_approval;
+      new.approval_expires_at := now() + private.approval_ttl(new.user_id, new.config_id);
+    end if;
+  elsif new.status = 'sending' then
+    -- An immediate send goes only where no approval is needed; the functions queue the others.
+    v_approval := private.approval_required(new.config_id);
+    if v_approval is not null then
+      perform private.raise_api_error(409, 'approval_required',
+        'This send must wait for the owner''s approval; queue it (the functions do) instead of sending it now',
+        jsonb_build_object('reason', v_approval));
+    end if;
+  end if;
+  return new;
+end
+$$;
+
+alter policy "owner can record own sends in flight" on public.email_audit_log
+  with check (
+    user_id = (select auth.uid())
+    and status in ('scheduled', 'queued', 'sending', 'pending_approval')
+    and completed_at is null
+    -- Queued rows carry the Message-ID the trigger fixed; in-flight sends get theirs at the outcome.
+    and (message_id is null or status in ('scheduled', 'queued', 'pending_approval'))
+    -- Only queued rows carry something for the worker to send.
+    and (status in ('scheduled', 'queued', 'pending_approval')
+         or (payload is null and batch_id is null and scheduled_at is null))
+    and (
+      config_id is null
+      or exists (
+        select 1 from public.user_smtp_configs c
+         where c.id = config_id and c.user_id = (select auth.uid())
+      )
+    )
+    and (
+      template_id is null
+      or exists (
+        select 1 from public.email_templates t
+         where t.id = template_id and (t.user_id = (select auth.uid()) or t.user_id is null)
+      )
+    )
+    and (
+      batch_id is null
+      or exists (
+        select 1 from public.email_batches b where b.id = batch_id and b.user_id = (select auth.uid())
+      )
+    )
+  );
+
+-- Approve or reject the owner's pending sends: the ids given, or every pending message of a
+-- batch. Only a first-party session (no client_id), with aal2 where any of the messages'
+-- guardrails ask for it. A message no longer pending (decided meanwhile, expired, cancelled)
+-- is left as it is: the ids returned are the ones this call decided.
+create function private.decide_approvals(p_audit_ids uuid[], p_batch_id uuid, p_approve boolean, p_reason text)
+returns setof uuid
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_decided uuid[];
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.require_first_party(case when p_approve then 'Approving a send' else 'Rejecting a send' end);
+  if coalesce(auth.jwt() ->> 'aal', 'aal1') <> 'aal2' and exists (
+    select 1 from public.email_audit_log a
+     where a.user_id = v_user and a.status = 'pending_approval'
+       and (a.id = any (p_audit_ids) or (p_batch_id is not null and a.batch_id = p_batch_id))
+       and coalesce(
+             (select g.approval_requires_aal2 from public.sending_guardrails g
+               where g.user_id = v_user and g.config_id = a.config_id),
+             (select g.approval_requires_aal2 from public.sending_guardrails g
+               where g.user_id = v_user and g.config_id is null),
+             false)
+  ) then
+    perform private.raise_api_error(403, 'mfa_required',
+      'The guardrails ask for a session with multi-factor authentication (aal2) to decide on sends; sign in with '
+        || 'your second factor and try again');
+  end if;
+
+  with decided as (
+    update public.email_audit_log a
+       set status = case
+             when not p_approve then 'rejected'
+             when a.scheduled_at > now() then 'scheduled'
+             else 'queued' end,
+           next_attempt_at = case
+             when not p_approve then null
+             when exists (select 1 from public.user_smtp_configs c where c.id = a.config_id and c.needs_attention is not null)
+               then 'infinity'
+             else greatest(coalesce(a.scheduled_at, now()), now()) end,
+           completed_at = case when p_approve then null else now() end,
+           error_class = case when p_approve then a.error_class else 'rejected' end,
+           error_message = case when p_approve then a.error_message
+                                else left(coalesce('Rejected by the owner: ' || p_reason, 'Rejected by the owner'), 1000) end,
+           approval_expires_at = null
+     where a.user_id = v_user and a.status = 'pending_approval' and a.approval_expires_at > now()
+       and (a.id = any (p_audit_ids) or (p_batch_id is not null and a.batch_id = p_batch_id))
+    returning a.id
+  )
+  select coalesce(array_agg(id), '{}') into v_decided from decided;
+
+  if cardinality(v_decided) > 0 then
+    insert into public.oversight_events (user_id, action, actor, details)
+    values (v_user, case when p_approve then 'approved' else 'rejected' end, private.oversight_actor(),
+            jsonb_strip_nulls(jsonb_build_object(
+              'message_ids', to_jsonb(v_decided[1:100]), 'count', cardinality(v_decided), 'batch_id', p_batch_id,
+              'reason', p_reason)));
+  end if;
+  return query select unnest(v_decided);
+end
+$$;
+
+-- Pending sends past their time end as `expired` (the outbox worker calls this on every run).
+create function private.expire_pending_approvals()
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_count integer;
+begin
+  with expired as (
+    update public.email_audit_log a
+       set status = 'expired', completed_at = now(), next_attempt_at = null, error_class = 'approval_expired',
+           error_message = 'Nobody approved it before ' || to_char(a.approval_expires_at at time zone 'UTC',
+                                                                    'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+     where a.status = 'pending_approval' and a.approval_expires_at <= now()
+    returning a.user_id, a.id
+  ), recorded as (
+    insert into public.oversight_events (user_id, action, actor, details)
+    select e.user_id, 'expired', jsonb_build_object('system', 'expiry'),
+           jsonb_build_object('message_ids', to_jsonb((array_agg(e.id))[1:100]), 'count', count(*))
+      from expired e group by e.user_id
+    returning 1
+  )
+  select count(*)::integer into v_count from expired;
+  return v_count;
+end
+$$;
+
+-- Cancelling a message or a batch cancels what still waits for approval too.
+create or replace function private.cancel_outbox_messages(p_audit_ids uuid[], p_batch_id uuid default null)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_count integer;
+begin
+  update public.email_audit_log a
+     set status = 'cancelled', completed_at = now(), lease_until = null, leased_by = null, approval_expires_at = null
+   where a.user_id = (select auth.uid())
+     and a.status in ('queued', 'scheduled', 'pending_approval')
+     and (a.id = any (coalesce(p_audit_ids, '{}')) or (p_batch_id is not null and a.batch_id = p_batch_id));
+  get diagnostics v_count = row_count;
+  return v_count;
+end
+$$;
+
+revoke all on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean),
+  private.approval_required(uuid), private.approval_ttl(uuid, uuid),
+  private.decide_approvals(uuid[], uuid, boolean, text), private.expire_pending_approvals()
+  from public, anon, authenticated;
+grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean),
+  private.approval_required(uuid), private.approval_ttl(uuid, uuid),
+  private.decide_approvals(uuid[], uuid, boolean, text)
+  to authenticated;
