@@ -131,6 +131,28 @@ Deno.test("token endpoint URLs follow the egress policy of SMTP hosts", async (t
       refusal(() => checkTokenUrlStatically(smtpPorts, "https://idp.example.com:8443/token")).code,
       "oauth_token_url_port_not_allowed",
     );
+    // A host allowlisted without a port (an SMTP server on the deployment's network) exempts its
+    // address, not every port of it, and never a port the platform blocks.
+    const hostOnly = loadEgressPolicy({
+      MAILROOM_EGRESS_ALLOWLIST: "mailpit.corp.internal",
+      MAILROOM_PLATFORM_BLOCKED_PORTS: "25,587",
+    });
+    assert.doesNotThrow(() => checkTokenUrlStatically(hostOnly, "https://mailpit.corp.internal/token"));
+    for (const port of [8443, 6443, 25]) {
+      assert.equal(
+        refusal(() => checkTokenUrlStatically(hostOnly, `https://mailpit.corp.internal:${port}/admin`)).code,
+        "oauth_token_url_port_not_allowed",
+        String(port),
+      );
+    }
+    const blockedNamed = loadEgressPolicy({
+      MAILROOM_EGRESS_ALLOWLIST: "mailpit.corp.internal:25",
+      MAILROOM_PLATFORM_BLOCKED_PORTS: "25,587",
+    });
+    assert.equal(
+      refusal(() => checkTokenUrlStatically(blockedNamed, "https://mailpit.corp.internal:25/")).code,
+      "oauth_token_url_port_not_allowed",
+    );
     const hosted = loadEgressPolicy({ SUPABASE_URL: "https://abc.supabase.co", MAILROOM_OAUTH_ALLOWED_PORTS: "587" });
     assert.equal(
       refusal(() => checkTokenUrlStatically(hosted, "https://idp.example.com:587/token")).code,

@@ -23,9 +23,13 @@ Deno.test({
     // The token endpoint's certificate comes from a CA of its own, which only MAILROOM_OAUTH_CA_CERTS trusts.
     const tokenCerts = await generateCertificates();
     const standin = await startOAuthStandin({ tls: tokenCerts });
-    // The test stack allowlists `localhost` (any port), as a deployment lists its own servers.
-    const stack = await startTestStack({ MAILROOM_OAUTH_CA_CERTS: tokenCerts.caCert });
+    // The test stack allowlists `localhost`, as a deployment lists its own servers; a token
+    // endpoint off port 443 needs its port named too.
     const standinPort = new URL(standin.url).port;
+    const stack = await startTestStack({
+      MAILROOM_OAUTH_CA_CERTS: tokenCerts.caCert,
+      MAILROOM_EGRESS_ALLOWLIST: `localhost,localhost:${standinPort}`,
+    });
     const user = await stack.createUser();
     const smtp = await startSmtpCatcher({
       mode: "tls",

@@ -203,7 +203,9 @@ Deno.test({
         // A config of its own cannot widen what the account allows.
         await put(user.token, { allow_recipients: ["corp.example"] });
         const widen = await put(agent, { config: "default", allow_recipients: ["corp.example", "gmail.com"] });
-        assert.equal(widen.status, 403);
+        assert.equal(widen.status, 200, "a config's own list only adds a condition");
+        const outside = await call(agent, "send-email", { to: "x@gmail.com", text: "hi" });
+        assert.equal((await body<ErrorBody>(outside)).error.code, "recipient_denied", "the account's list still holds");
         assert.equal((await put(user.token, { deny_recipients: [] })).status, 200, "the owner may");
 
         const events = await body<{ events: { action: string; actor: { client_id?: string } }[] }>(
@@ -211,10 +213,81 @@ Deno.test({
         );
         assert.deepEqual(events.events.map((e) => [e.action, e.actor.client_id ?? null]), [
           ["guardrails_changed", null],
+          ["guardrails_changed", "agent-app"],
           ["guardrails_changed", null],
           ["guardrails_changed", "agent-app"],
           ["guardrails_changed", "agent-app"],
         ]);
+      });
+
+      await t.step("patterns match as addresses are sent: IDN in either spelling, +tags, case", async () => {
+        const { user } = await setup();
+        const set = await call(user.token, "oversight/guardrails", {
+          deny_recipients: ["Bücher.example", "boss@corp.example"],
+        }, "PUT");
+        assert.deepEqual((await body<{ deny_recipients: string[] }>(set)).deny_recipients, [
+          "boss@corp.example",
+          "xn--bcher-kva.example",
+        ]);
+        for (
+          const to of ["a@bücher.example", "ü@bücher.example", "a@XN--BCHER-KVA.example", "boss+agent@corp.example"]
+        ) {
+          const res = await call(user.token, "send-email", { to, text: "hi" });
+          assert.equal(res.status, 422, to);
+          assert.equal((await body<ErrorBody>(res)).error.code, "recipient_denied", to);
+        }
+        const long = await call(user.token, "oversight/guardrails", {
+          deny_recipients: ["İ".repeat(300) + "@x.example"],
+        }, "PUT");
+        assert.equal(long.status, 400, "a pattern that grows past 320 characters when written canonically");
+        const control = await call(
+          user.token,
+          "oversight/guardrails",
+          { deny_recipients: ["corp\u0085.example"] },
+          "PUT",
+        );
+        assert.equal(control.status, 400, "a pattern that could never match");
+        // A zero-width space is no part of a domain (UTS #46 drops it): the pattern is the domain.
+        const invisible = await call(user.token, "oversight/guardrails", {
+          deny_recipients: ["boss@corp.example", "corp\u200b.example"],
+        }, "PUT");
+        assert.deepEqual((await body<{ deny_recipients: string[] }>(invisible)).deny_recipients, [
+          "boss@corp.example",
+          "corp.example",
+        ]);
+      });
+
+      await t.step(
+        "a config's guardrails add to the account's: an agent's copy cannot outlive a tightening",
+        async () => {
+          const { user, agent } = await setup();
+          const put = (token: string, payload: unknown) => call(token, "oversight/guardrails", payload, "PUT");
+          assert.equal((await put(user.token, { allow_recipients: ["a.example", "b.example"] })).status, 200);
+          assert.equal(
+            (await put(agent, { config: "default", allow_recipients: ["a.example", "b.example"] })).status,
+            200,
+          );
+          assert.equal((await put(user.token, { allow_recipients: ["a.example"] })).status, 200);
+          const res = await call(agent, "send-email", { to: ["x@b.example", "y@a.example"], text: "hi" });
+          assert.equal(res.status, 422);
+          assert.deepEqual((await body<ErrorBody>(res)).error.details?.recipients, ["x@b.example"]);
+        },
+      );
+
+      await t.step("deleting a config with guardrails or a stop: never by an agent, and recorded", async () => {
+        const { user, config, agent } = await setup();
+        await call(user.token, "oversight/stop", { config: "default", reason: "hold" });
+        const byAgent = await call(agent, `smtp-configs/${config}`, undefined, "DELETE");
+        assert.equal(byAgent.status, 403);
+        assert.equal((await body<ErrorBody>(byAgent)).error.code, "first_party_session_required");
+        assert.equal((await call(user.token, `smtp-configs/${config}`, undefined, "DELETE")).status, 200);
+        const events = (await body<{ events: { action: string; config_id: string | null }[] }>(
+          await call(user.token, "oversight/events", undefined, "GET"),
+        )).events;
+        assert.deepEqual(events.map((e) => [e.action, e.config_id]), [
+          ["guardrails_removed", config],
+          ["sending_stopped", config],
+        ], "the record keeps the config's id");
       });
 
       await t.step("bad input gets a clear 4xx, and another user's config is not found", async () => {

@@ -1,9 +1,9 @@
 -- Human oversight, part one: guardrails every send passes, and a stop button.
 --
--- Guardrails are kept per account (config_id null) and per config. What applies to a send:
--- the account's deny list and the config's (both), the config's allow list when it has one
--- (else the account's), the config's recipient cap when it has one (else the account's), and
--- a stop on the account or on the config. Every send path checks them in its own transaction
+-- Guardrails are kept per account (config_id null) and per config, and both hold for a send
+-- through the config: both deny lists, both allow lists (a recipient must pass each that is
+-- set), the lower recipient cap, a stop on either. A config's guardrails can so only add to
+-- the account's, never relax them. Every send path checks them in its own transaction
 -- through private.check_send_guardrails (send-email, scheduled sends, send-bulk at accept, and
 -- the outbox worker again before it builds each message), and the worker's in-flight mark
 -- refuses a stopped config's rows, so a draining batch stops between two messages.
@@ -14,7 +14,8 @@
 -- public.oversight_events (owner-readable, written by nobody else).
 
 -- A recipient pattern: an address (`ana@example.com`), a domain (`example.com`), or every
--- subdomain of a domain (`*.example.com`, not the domain itself). Lower case, no spaces.
+-- subdomain of a domain (`*.example.com`, not the domain itself). Lower case, the domain in
+-- ASCII (an IDN as punycode: the functions write patterns as mail/addresses.ts does addresses).
 create function private.recipient_pattern_valid(p_pattern text)
 returns boolean
 language sql
@@ -24,8 +25,8 @@ as $$
   select p_pattern is not null
      and char_length(p_pattern) <= 320
      and p_pattern = lower(p_pattern)
-     and (p_pattern ~ '^[^@[:space:]]+@([^.@*[:space:]]+\.)*[^.@*[:space:]]+$'
-          or p_pattern ~ '^(\*\.)?([^.@*[:space:]]+\.)+[^.@*[:space:]]+$')
+     and (p_pattern ~ '^[^@[:space:][:cntrl:]]+@([a-z0-9_-]+\.)*[a-z0-9_-]+$'
+          or p_pattern ~ '^(\*\.)?([a-z0-9_-]+\.)+[a-z0-9_-]+$')
 $$;
 
 create function private.recipient_patterns_valid(p_patterns text[])
@@ -37,24 +38,6 @@ as $$
   select p_patterns is null
       or (cardinality(p_patterns) <= 1000
           and not exists (select 1 from unnest(p_patterns) p where not private.recipient_pattern_valid(p)))
-$$;
-
--- Whether an address matches any of the patterns (see private.recipient_pattern_valid).
-create function private.recipient_matches(p_address text, p_patterns text[])
-returns boolean
-language sql
-immutable
-set search_path = ''
-as $$
-  select exists (
-    select 1
-      from unnest(p_patterns) p,
-           lateral (select lower(p_address) as address,
-                           lower(substring(p_address from '@([^@]*)$')) as domain) a
-     where p = a.address
-        or p = a.domain
-        or (left(p, 2) = '*.' and right(a.domain, char_length(p) - 1) = substr(p, 2))
-  )
 $$;
 
 create table public.sending_guardrails (
@@ -94,14 +77,15 @@ create policy "owner can read own guardrails"
 create table public.oversight_events (
   id bigint generated always as identity primary key,
   user_id uuid not null references auth.users (id) on delete cascade,
-  config_id uuid references public.user_smtp_configs (id) on delete set null,
+  -- Kept as it was when the config is deleted (no foreign key): the record is never rewritten.
+  config_id uuid,
   action text not null,
   -- The session that acted: subject, session id, OAuth client (an agent) and assurance level.
   actor jsonb not null,
   details jsonb not null default '{}',
   created_at timestamptz not null default now(),
   constraint oversight_events_action check (
-    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed')
+    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed', 'guardrails_removed')
   )
 );
 
@@ -110,7 +94,6 @@ comment on table public.oversight_events is
   'through the Data API.';
 
 create index oversight_events_user_created on public.oversight_events (user_id, created_at desc, id desc);
-create index oversight_events_config on public.oversight_events (config_id) where config_id is not null;
 
 alter table public.oversight_events enable row level security;
 revoke all on public.oversight_events from anon, authenticated;
@@ -183,8 +166,7 @@ end
 $$;
 
 -- Replace the guardrails of the account (p_config_id null) or of one config. An agent may
--- only tighten: keep every denied pattern, add no allowed one (nor drop the allow list),
--- and keep or lower the cap.
+-- only tighten.
 create function private.set_sending_guardrails(
   p_config_id uuid,
   p_allow_recipients text[],
@@ -200,11 +182,6 @@ declare
   v_user uuid := auth.uid();
   v_old public.sending_guardrails;
   v_new public.sending_guardrails;
-  v_account public.sending_guardrails;
-  v_old_allow text[];
-  v_new_allow text[];
-  v_old_cap integer;
-  v_new_cap integer;
   v_allow text[] := (select array_agg(distinct p order by p) from unnest(p_allow_recipients) p);
   v_deny text[] := coalesce((select array_agg(distinct p order by p) from unnest(p_deny_recipients) p), '{}');
 begin
@@ -217,18 +194,13 @@ begin
   end if;
   select * into v_old from public.sending_guardrails g
    where g.user_id = v_user and g.config_id is not distinct from p_config_id for update;
-  -- What applies before and after: a config without an allow list or cap of its own takes the
-  -- account's, so a config's row is compared as it takes effect. Deny lists add up.
-  if p_config_id is not null then
-    select * into v_account from public.sending_guardrails g where g.user_id = v_user and g.config_id is null;
-  end if;
-  v_old_allow := coalesce(v_old.allow_recipients, v_account.allow_recipients);
-  v_new_allow := coalesce(v_allow, v_account.allow_recipients);
-  v_old_cap := coalesce(v_old.max_recipients_per_request, v_account.max_recipients_per_request);
-  v_new_cap := coalesce(p_max_recipients_per_request, v_account.max_recipients_per_request);
+  -- The account's guardrails and a config's both hold (see private.guardrail_refusal), so
+  -- each scope is compared with what it had: keep every denied pattern, add no allowed one
+  -- (nor drop the allow list), keep or lower the cap.
   if not (v_deny @> coalesce(v_old.deny_recipients, '{}'))
-     or (v_old_allow is not null and (v_new_allow is null or not (v_old_allow @> v_new_allow)))
-     or (v_old_cap is not null and (v_new_cap is null or v_new_cap > v_old_cap)) then
+     or (v_old.allow_recipients is not null and (v_allow is null or not (v_old.allow_recipients @> v_allow)))
+     or (v_old.max_recipients_per_request is not null
+         and (p_max_recipients_per_request is null or p_max_recipients_per_request > v_old.max_recipients_per_request)) then
     perform private.require_first_party('Loosening guardrails');
   end if;
   insert into public.sending_guardrails as g
@@ -314,6 +286,34 @@ begin
 end
 $$;
 
+-- Deleting a config ends its own guardrails and stop: recorded, and never by an agent (which
+-- could otherwise lift a stop or drop a deny list by deleting the config and making it again).
+create function private.guard_config_deletion() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_row public.sending_guardrails;
+begin
+  select * into v_row from public.sending_guardrails g where g.config_id = old.id;
+  if found and (v_row.stopped_at is not null or v_row.deny_recipients <> '{}' or v_row.allow_recipients is not null
+                or v_row.max_recipients_per_request is not null) then
+    perform private.require_first_party('Deleting a config that has guardrails or a stop');
+    insert into public.oversight_events (user_id, config_id, action, actor, details)
+    values (old.user_id, old.id, 'guardrails_removed', private.oversight_actor(),
+            jsonb_strip_nulls(jsonb_build_object('config', old.name, 'stopped_at', v_row.stopped_at,
+              'allow_recipients', v_row.allow_recipients, 'deny_recipients', v_row.deny_recipients,
+              'max_recipients_per_request', v_row.max_recipients_per_request)));
+  end if;
+  return old;
+end
+$$;
+
+create trigger user_smtp_configs_guard_deletion
+  before delete on public.user_smtp_configs
+  for each row execute function private.guard_config_deletion();
+
 -- Whether the account or the config is stopped (the worker's in-flight mark asks too).
 create function private.sending_stopped(p_user_id uuid, p_config_id uuid)
 returns boolean
@@ -329,10 +329,17 @@ $$;
 
 -- Why the owner's guardrails refuse a send (null when they allow it), as an API error
 -- {status, code, message, details}: a stop (409 sending_stopped), a denied recipient or one
--- outside the allow list (422 recipient_denied, naming them), more recipients than the cap
--- (422 recipient_cap_exceeded). With no recipients given, only the stop is checked. The
--- outbox worker asks for a whole group of messages in one statement.
-create function private.guardrail_refusal(p_config_id uuid, p_recipients text[])
+-- outside an allow list (422 recipient_denied, naming them), more recipients than a cap (422
+-- recipient_cap_exceeded). The account's guardrails and the config's both hold: both deny
+-- lists, both allow lists (a recipient must pass each that is set), the lower cap. With no
+-- recipients given, only the stop is checked.
+--
+-- p_keys are the recipients as the patterns are written (lower case, the domain in ASCII:
+-- the functions pass mail/addresses.ts recipientKey), p_recipients as the message names them.
+-- Matching is by set (each recipient's address, the address without a +tag, its domain and
+-- `*.` and each parent domain, joined against the patterns), so 10,000 recipients against
+-- 1,000 patterns cost one hash join, not ten million comparisons.
+create function private.guardrail_refusal(p_config_id uuid, p_recipients text[], p_keys text[] default null)
 returns jsonb
 language plpgsql
 stable
@@ -344,7 +351,6 @@ declare
   v_account public.sending_guardrails;
   v_config public.sending_guardrails;
   v_stop public.sending_guardrails;
-  v_allow text[];
   v_cap integer;
   v_denied text[];
 begin
@@ -370,7 +376,7 @@ begin
   if cardinality(p_recipients) is null or cardinality(p_recipients) = 0 then
     return null;
   end if;
-  v_cap := coalesce(v_config.max_recipients_per_request, v_account.max_recipients_per_request);
+  v_cap := least(v_config.max_recipients_per_request, v_account.max_recipients_per_request);
   if cardinality(p_recipients) > v_cap then
     return jsonb_build_object(
       'status', 422, 'code', 'recipient_cap_exceeded',
@@ -378,11 +384,44 @@ begin
                         v_cap, cardinality(p_recipients)),
       'details', jsonb_build_object('limit', v_cap, 'count', cardinality(p_recipients)));
   end if;
-  v_allow := coalesce(v_config.allow_recipients, v_account.allow_recipients);
-  select array_agg(d.r order by d.o) into v_denied
-    from (select u.r, min(u.o) as o from unnest(p_recipients) with ordinality u (r, o) group by u.r) d
-   where private.recipient_matches(d.r, coalesce(v_account.deny_recipients, '{}') || coalesce(v_config.deny_recipients, '{}'))
-      or (v_allow is not null and not private.recipient_matches(d.r, v_allow));
+  if coalesce(cardinality(v_account.deny_recipients), 0) + coalesce(cardinality(v_config.deny_recipients), 0) = 0
+     and v_account.allow_recipients is null and v_config.allow_recipients is null then
+    return null;
+  end if;
+
+  with recipients as (
+    select u.n, u.recipient, lower(coalesce(p_keys[u.n], u.recipient)) as address
+      from unnest(p_recipients) with ordinality as u (recipient, n)
+  ), parts as (
+    select r.n, r.address, split_part(r.address, '@', -1) as domain,
+           left(r.address, length(r.address) - length(split_part(r.address, '@', -1)) - 1) as local
+      from recipients r
+  ), keys as (
+    select p.n, p.address as key from parts p
+    union all
+    select p.n, regexp_replace(p.local, '\+.*$', '') || '@' || p.domain from parts p where p.local like '%+%'
+    union all
+    select p.n, p.domain from parts p
+    union all
+    -- *.corp.example matches mail.corp.example and a.b.corp.example, not corp.example itself.
+    select p.n, '*.' || array_to_string(labels[i:], '.')
+      from parts p, lateral string_to_array(p.domain, '.') labels, generate_subscripts(labels, 1) i
+     where i > 1
+  ), denied as (
+    select distinct k.n from keys k
+      join (select unnest(v_account.deny_recipients) union select unnest(v_config.deny_recipients)) d (pattern)
+        on d.pattern = k.key
+  ), allowed_by_account as (
+    select distinct k.n from keys k join unnest(v_account.allow_recipients) a (pattern) on a.pattern = k.key
+  ), allowed_by_config as (
+    select distinct k.n from keys k join unnest(v_config.allow_recipients) a (pattern) on a.pattern = k.key
+  )
+  select array_agg(r.recipient order by r.n) into v_denied
+    from recipients r
+   where r.n in (select n from denied)
+      or (v_account.allow_recipients is not null and r.n not in (select n from allowed_by_account))
+      or (v_config.allow_recipients is not null and r.n not in (select n from allowed_by_config));
+
   if v_denied is not null then
     return jsonb_build_object(
       'status', 422, 'code', 'recipient_denied',
@@ -397,14 +436,14 @@ end
 $$;
 
 -- The same, raised as the HTTP answer (send-email, scheduled sends, send-bulk at accept).
-create function private.check_send_guardrails(p_config_id uuid, p_recipients text[])
+create function private.check_send_guardrails(p_config_id uuid, p_recipients text[], p_keys text[] default null)
 returns void
 language plpgsql
 stable
 set search_path = ''
 as $$
 declare
-  v_refusal jsonb := private.guardrail_refusal(p_config_id, p_recipients);
+  v_refusal jsonb := private.guardrail_refusal(p_config_id, p_recipients, p_keys);
 begin
   if v_refusal is not null then
     perform private.raise_api_error((v_refusal ->> 'status')::integer, v_refusal ->> 'code', v_refusal ->> 'message',
@@ -445,14 +484,14 @@ as $$
 $$;
 
 revoke all on function private.recipient_pattern_valid(text), private.recipient_patterns_valid(text[]),
-  private.recipient_matches(text, text[]), private.oversight_actor(), private.raise_api_error(integer, text, text, jsonb),
+  private.oversight_actor(), private.raise_api_error(integer, text, text, jsonb),
   private.own_config_for_oversight(uuid), private.require_first_party(text),
   private.set_sending_guardrails(uuid, text[], text[], integer), private.stop_sending(uuid, text),
-  private.resume_sending(uuid), private.sending_stopped(uuid, uuid), private.check_send_guardrails(uuid, text[]),
-  private.guardrail_refusal(uuid, text[])
+  private.resume_sending(uuid), private.sending_stopped(uuid, uuid), private.check_send_guardrails(uuid, text[], text[]),
+  private.guardrail_refusal(uuid, text[], text[]), private.guard_config_deletion()
   from public, anon, authenticated;
 -- What a user's session calls; the rest runs inside them.
 grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer),
-  private.stop_sending(uuid, text), private.resume_sending(uuid), private.check_send_guardrails(uuid, text[]),
-  private.guardrail_refusal(uuid, text[]), private.raise_api_error(integer, text, text, jsonb)
+  private.stop_sending(uuid, text), private.resume_sending(uuid), private.check_send_guardrails(uuid, text[], text[]),
+  private.guardrail_refusal(uuid, text[], text[]), private.raise_api_error(integer, text, text, jsonb)
   to authenticated;

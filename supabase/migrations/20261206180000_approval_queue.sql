@@ -1,6 +1,6 @@
 -- Human oversight, part two: sends that wait for the owner's approval.
 --
--- A guardrail `approval` (per account, and per config where it has its own) says which sends
+-- A guardrail `approval` (per account and per config; the stricter holds) says which sends
 -- wait: `off` (none), `agents` (sends made with an OAuth client's token, one with a `client_id`
 -- claim, and sends through the MCP and LangChain tools, which say so in their claims as
 -- `mailroom_via`), or `always`. A send that must wait is accepted fully validated and rendered
@@ -45,7 +45,8 @@ create index email_audit_log_approval_expiry on public.email_audit_log (approval
 alter table public.oversight_events
   drop constraint oversight_events_action,
   add constraint oversight_events_action check (
-    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed', 'approved', 'rejected', 'expired')
+    action in ('guardrails_changed', 'sending_stopped', 'sending_resumed', 'guardrails_removed', 'approved', 'rejected',
+               'expired')
   );
 
 -- The guardrails' setter takes the approval settings too. An agent may only tighten: approval
@@ -71,11 +72,6 @@ declare
   v_user uuid := auth.uid();
   v_old public.sending_guardrails;
   v_new public.sending_guardrails;
-  v_account public.sending_guardrails;
-  v_old_allow text[];
-  v_new_allow text[];
-  v_old_cap integer;
-  v_new_cap integer;
   v_allow text[] := (select array_agg(distinct p order by p) from unnest(p_allow_recipients) p);
   v_deny text[] := coalesce((select array_agg(distinct p order by p) from unnest(p_deny_recipients) p), '{}');
 begin
@@ -88,22 +84,15 @@ begin
   end if;
   select * into v_old from public.sending_guardrails g
    where g.user_id = v_user and g.config_id is not distinct from p_config_id for update;
-  -- What applies before and after: a config without a setting of its own takes the account's,
-  -- so a config's row is compared as it takes effect. Deny lists add up.
-  if p_config_id is not null then
-    select * into v_account from public.sending_guardrails g where g.user_id = v_user and g.config_id is null;
-  end if;
-  v_old_allow := coalesce(v_old.allow_recipients, v_account.allow_recipients);
-  v_new_allow := coalesce(v_allow, v_account.allow_recipients);
-  v_old_cap := coalesce(v_old.max_recipients_per_request, v_account.max_recipients_per_request);
-  v_new_cap := coalesce(p_max_recipients_per_request, v_account.max_recipients_per_request);
+  -- The account's guardrails and a config's both hold, so each scope is compared with what it
+  -- had (an unset approval or MFA setting adds nothing to the other scope's).
   if not (v_deny @> coalesce(v_old.deny_recipients, '{}'))
-     or (v_old_allow is not null and (v_new_allow is null or not (v_old_allow @> v_new_allow)))
-     or (v_old_cap is not null and (v_new_cap is null or v_new_cap > v_old_cap))
-     or array_position(array['off', 'agents', 'always'], coalesce(p_approval, v_account.approval, 'off'))
-        < array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, v_account.approval, 'off'))
-     or (coalesce(v_old.approval_requires_aal2, v_account.approval_requires_aal2, false)
-         and not coalesce(p_approval_requires_aal2, v_account.approval_requires_aal2, false)) then
+     or (v_old.allow_recipients is not null and (v_allow is null or not (v_old.allow_recipients @> v_allow)))
+     or (v_old.max_recipients_per_request is not null
+         and (p_max_recipients_per_request is null or p_max_recipients_per_request > v_old.max_recipients_per_request))
+     or array_position(array['off', 'agents', 'always'], coalesce(p_approval, 'off'))
+        < array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, 'off'))
+     or (coalesce(v_old.approval_requires_aal2, false) and not coalesce(p_approval_requires_aal2, false)) then
     perform private.require_first_party('Loosening guardrails');
   end if;
   insert into public.sending_guardrails as g
@@ -142,15 +131,14 @@ stable
 security definer
 set search_path = ''
 as $$
-  select case coalesce(
-           (select g.approval from public.sending_guardrails g
-             where g.user_id = auth.uid() and g.config_id = p_config_id),
-           (select g.approval from public.sending_guardrails g where g.user_id = auth.uid() and g.config_id is null),
-           'off')
+  -- The stricter of the account's setting and the config's.
+  select case (array['off', 'agents', 'always'])[max(array_position(array['off', 'agents', 'always'], g.approval))]
     when 'always' then 'always'
     when 'agents' then case when auth.jwt() ->> 'client_id' is not null or auth.jwt() ->> 'mailroom_via' is not null
                             then 'agents' end
   end
+  from public.sending_guardrails g
+  where g.user_id = auth.uid() and (g.config_id is null or g.config_id = p_config_id)
 $$;
 
 -- How long a pending send waits for a decision: the config's setting, the account's, or 72 hours.
@@ -277,12 +265,10 @@ begin
     select 1 from public.email_audit_log a
      where a.user_id = v_user and a.status = 'pending_approval'
        and (a.id = any (p_audit_ids) or (p_batch_id is not null and a.batch_id = p_batch_id))
-       and coalesce(
-             (select g.approval_requires_aal2 from public.sending_guardrails g
-               where g.user_id = v_user and g.config_id = a.config_id),
-             (select g.approval_requires_aal2 from public.sending_guardrails g
-               where g.user_id = v_user and g.config_id is null),
-             false)
+       and exists (
+             select 1 from public.sending_guardrails g
+              where g.user_id = v_user and (g.config_id is null or g.config_id = a.config_id)
+                and g.approval_requires_aal2)
   ) then
     perform private.raise_api_error(403, 'mfa_required',
       'The guardrails ask for a session with multi-factor authentication (aal2) to decide on sends; sign in with '
@@ -368,6 +354,31 @@ begin
      and (a.id = any (coalesce(p_audit_ids, '{}')) or (p_batch_id is not null and a.batch_id = p_batch_id));
   get diagnostics v_count = row_count;
   return v_count;
+end
+$$;
+
+-- A config's approval settings count among what its deletion removes.
+create or replace function private.guard_config_deletion() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_row public.sending_guardrails;
+begin
+  select * into v_row from public.sending_guardrails g where g.config_id = old.id;
+  if found and (v_row.stopped_at is not null or v_row.deny_recipients <> '{}' or v_row.allow_recipients is not null
+                or v_row.max_recipients_per_request is not null or coalesce(v_row.approval, 'off') <> 'off'
+                or v_row.approval_requires_aal2) then
+    perform private.require_first_party('Deleting a config that has guardrails or a stop');
+    insert into public.oversight_events (user_id, config_id, action, actor, details)
+    values (old.user_id, old.id, 'guardrails_removed', private.oversight_actor(),
+            jsonb_strip_nulls(jsonb_build_object('config', old.name, 'stopped_at', v_row.stopped_at,
+              'allow_recipients', v_row.allow_recipients, 'deny_recipients', v_row.deny_recipients,
+              'max_recipients_per_request', v_row.max_recipients_per_request, 'approval', v_row.approval,
+              'approval_requires_aal2', v_row.approval_requires_aal2)));
+  end if;
+  return old;
 end
 $$;
 

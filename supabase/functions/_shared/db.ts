@@ -229,6 +229,16 @@ export function databaseApiError(error: unknown): ApiError | undefined {
   if (code === "23503" && e.constraint_name?.endsWith("_user_id_fkey")) {
     return new ApiError(401, "user_not_found", "The user this token was issued to no longer exists");
   }
+  // The role's statement_timeout (8 s for `authenticated` on Supabase) stopped a statement.
+  if (code === "57014" && /statement timeout/.test(e.message ?? "")) {
+    return new ApiError(
+      503,
+      "database_timeout",
+      "The database stopped this request's work at its time limit; retry shortly, or ask for less at once",
+      { retryable: true, retry_after_seconds: UNAVAILABLE_RETRY_AFTER_SECONDS },
+      { "retry-after": String(UNAVAILABLE_RETRY_AFTER_SECONDS) },
+    );
+  }
   if (code === "40P01" || code === "40001") {
     return new ApiError(409, "concurrent_update", "Another request changed the same data at the same time; retry", {
       retryable: true,

@@ -26,6 +26,11 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     status: 503,
     message: "The database is unavailable; retry shortly",
   },
+  database_timeout: {
+    status: 503,
+    message: "The database stopped this request's work at its time limit; retry shortly, or ask for less at once",
+    details: { retryable: true, retry_after_seconds: 5 },
+  },
   // Authentication
   missing_token: {
     status: 401,
@@ -563,6 +568,7 @@ export const COMMON_ERRORS = [
   "method_not_allowed",
   "internal_error",
   "database_unavailable",
+  "database_timeout",
 ];
 
 /** Codes of routes that take the user's token (all but the public and server-to-server ones). */
@@ -651,7 +657,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "concurrent_update",
     ...EGRESS,
   ],
-  "delete /smtp-configs/{ref}": ["config_not_found"],
+  "delete /smtp-configs/{ref}": ["config_not_found", "first_party_session_required"],
   "post /smtp-configs/{ref}/verify": [
     "config_not_found",
     "config_incomplete",

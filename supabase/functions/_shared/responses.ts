@@ -325,7 +325,15 @@ export const oversightEvents = z.strictObject({
   events: z.array(z.strictObject({
     id: z.number().int(),
     config_id: z.string().nullable(),
-    action: z.enum(["guardrails_changed", "sending_stopped", "sending_resumed", "approved", "rejected", "expired"]),
+    action: z.enum([
+      "guardrails_changed",
+      "sending_stopped",
+      "sending_resumed",
+      "guardrails_removed",
+      "approved",
+      "rejected",
+      "expired",
+    ]),
     actor: z.strictObject({
       system: z.string().optional().describe("expiry: nobody acted"),
       user_id: z.string().optional(),

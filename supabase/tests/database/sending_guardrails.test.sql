@@ -16,15 +16,29 @@ values ('a1a1a1a1-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaa
        ('b1b1b1b1-0000-4000-8000-000000000001', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'bobs', 'smtp.example.test',
         465, 'bob@example.test');
 
-select ok(private.recipient_matches('Ana@Corp.Example', array['ana@corp.example']), 'an address, without regard to case');
-select ok(private.recipient_matches('x@corp.example', array['corp.example']), 'a domain');
-select ok(private.recipient_matches('x@mail.corp.example', array['*.corp.example']), 'a subdomain');
-select ok(not private.recipient_matches('x@corp.example', array['*.corp.example']), 'not the domain itself');
-select ok(not private.recipient_matches('x@evilcorp.example', array['*.corp.example', 'corp.example']),
-          'not a domain that merely ends the same');
+-- Alice's own session: matching, through a config's deny list.
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select private.set_sending_guardrails('a1a1a1a1-0000-4000-8000-000000000001', null,
+                                      array['ana@corp.example', 'dom.example', '*.sub.example'], null);
+create temporary table verdicts as
+select r.address, private.guardrail_refusal('a1a1a1a1-0000-4000-8000-000000000001', array[r.address],
+                                            array[lower(r.address)]) ->> 'code' as code
+  from unnest(array['Ana@Corp.Example', 'ana+agent@corp.example', 'x@dom.example', 'x@mail.sub.example',
+                    'x@sub.example', 'x@evilsub.example', 'x@otherdom.example']) r (address);
+select is((select array_agg(address order by address) from verdicts where code = 'recipient_denied'),
+  array['Ana@Corp.Example', 'ana+agent@corp.example', 'x@dom.example', 'x@mail.sub.example'],
+  'an address (whatever its case, with or without a +tag), a domain, a subdomain are denied');
+select is((select array_agg(address order by address) from verdicts where code is null),
+  array['x@evilsub.example', 'x@otherdom.example', 'x@sub.example'],
+  'not the domain of a *.pattern itself, nor a domain that merely ends the same');
+select throws_ok(
+  $$select private.set_sending_guardrails(null, null, array['Not A Pattern'], null)$$, '23514', null,
+  'the database keeps only patterns it can match');
+select lives_ok($$select private.set_sending_guardrails('a1a1a1a1-0000-4000-8000-000000000001', null, '{}', null)$$,
+  'the owner clears the config''s list');
 
 -- An agent of Alice's (an OAuth client's token).
-set local role authenticated;
 set local request.jwt.claims to
   '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","client_id":"agent-app"}';
 
@@ -39,9 +53,13 @@ select throws_like(
 select throws_like(
   $$select private.set_sending_guardrails(null, null, array['corp.example'], 20)$$, '%first_party_session_required%',
   'nor raise the cap');
-select throws_like(
+select lives_ok(
   $$select private.set_sending_guardrails('a1a1a1a1-0000-4000-8000-000000000001', null, '{}', 50)$$,
-  '%first_party_session_required%', 'nor give a config a looser cap than the account''s');
+  'a config may have a cap of its own');
+select is(
+  private.guardrail_refusal('a1a1a1a1-0000-4000-8000-000000000001',
+                            array(select 'r' || i || '@example.test' from generate_series(1, 11) i), null) ->> 'code',
+  'recipient_cap_exceeded', 'but the account''s lower cap still holds through it');
 select lives_ok($$select private.stop_sending(null, 'agent pressed it')$$, 'an agent may press the stop button');
 select throws_like($$select private.resume_sending(null)$$, '%first_party_session_required%', 'but not lift it');
 select throws_like(
@@ -62,7 +80,8 @@ select lives_ok(
   'others are not');
 select is(
   (select array_agg(action || ':' || coalesce(actor ->> 'client_id', 'owner') order by id) from public.oversight_events),
-  array['guardrails_changed:agent-app', 'sending_stopped:agent-app', 'sending_resumed:owner'],
+  array['guardrails_changed:owner', 'guardrails_changed:owner', 'guardrails_changed:agent-app',
+        'guardrails_changed:agent-app', 'sending_stopped:agent-app', 'sending_resumed:owner'],
   'each change recorded with who made it');
 select throws_like(
   $$select private.stop_sending('b1b1b1b1-0000-4000-8000-000000000001', null)$$, '%config_not_found%',

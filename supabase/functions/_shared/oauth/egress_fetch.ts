@@ -4,6 +4,7 @@
 // given the address as its host does no DNS of its own, so a second answer cannot swap in another
 // one), with TLS verified against the URL's host name. HTTPS only; no redirect is followed (a 3xx
 // comes back as a response, which the refresh refuses); the answer is capped in size and time.
+import { rootCertificates } from "node:tls";
 import { request } from "node:https";
 import type { IncomingMessage } from "node:http";
 import { ApiError } from "../http.ts";
@@ -125,7 +126,8 @@ function pinnedRequest(
       agent: false,
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
-      ...(options.caCerts ? { ca: options.caCerts } : {}),
+      // Extra CAs add to the system's: `ca` alone would replace them.
+      ...(options.caCerts ? { ca: [...rootCertificates, options.caCerts] } : {}),
     }, (res: IncomingMessage) => {
       const declared = Number(res.headers["content-length"]);
       if (Number.isFinite(declared) && declared > maxBytes) {

@@ -11,15 +11,42 @@ import { z } from "zod";
 import type { Tx } from "../db.ts";
 import { ApiError } from "../http.ts";
 import { findConfig } from "../store/smtp_configs.ts";
+import { canonicalAddress, recipientKey } from "../mail/addresses.ts";
+import { domainToASCII } from "node:url";
 
-/** A recipient pattern: `ana@example.com`, `example.com`, or `*.example.com` (its subdomains). */
-const ADDRESS_PATTERN = /^[^@\s]+@([^.@*\s]+\.)*[^.@*\s]+$/;
-const DOMAIN_PATTERN = /^(\*\.)?([^.@*\s]+\.)+[^.@*\s]+$/;
+/**
+ * A recipient pattern as the database compares it: an address (`ana@example.com`, as
+ * {@linkcode recipientKey} writes recipients: lower case, the domain in ASCII), a domain
+ * (`example.com`, an IDN as punycode) or its subdomains (`*.example.com`); null when it is none.
+ *
+ * @example
+ * ```ts
+ * canonicalPattern("*.Bücher.example"); // "*.xn--bcher-kva.example"
+ * ```
+ */
+export function canonicalPattern(value: string): string | null {
+  const text = value.trim();
+  if (text.includes("@")) {
+    const address = canonicalAddress(text);
+    return typeof address === "string" ? recipientKey(address) : null;
+  }
+  const subdomains = text.startsWith("*.");
+  const ascii = domainToASCII(subdomains ? text.slice(2) : text);
+  if (!ascii || !/^([a-z0-9_-]+\.)+[a-z0-9_-]+$/.test(ascii)) return null;
+  return subdomains ? `*.${ascii}` : ascii;
+}
 
-const recipientPattern = z.string().min(1).max(320).transform((value) => value.trim().toLowerCase()).refine(
-  (value) => ADDRESS_PATTERN.test(value) || DOMAIN_PATTERN.test(value),
-  "must be an address (ana@example.com), a domain (example.com) or its subdomains (*.example.com)",
-);
+const recipientPattern = z.string().min(1).max(320).transform((value, ctx) => {
+  const pattern = canonicalPattern(value);
+  if (pattern === null || pattern.length > 320) {
+    ctx.addIssue({
+      code: "custom",
+      message: "must be an address (ana@example.com), a domain (example.com) or its subdomains (*.example.com)",
+    });
+    return z.NEVER;
+  }
+  return pattern;
+});
 
 /** `PUT /oversight/guardrails`: the whole set for the account, or for one config. */
 export const guardrailsRequest = z.strictObject({
@@ -141,7 +168,14 @@ export async function resumeSending(tx: Tx, req: z.infer<typeof stopRequest>): P
 export interface OversightEvent {
   id: number;
   config_id: string | null;
-  action: "guardrails_changed" | "sending_stopped" | "sending_resumed";
+  action:
+    | "guardrails_changed"
+    | "sending_stopped"
+    | "sending_resumed"
+    | "guardrails_removed"
+    | "approved"
+    | "rejected"
+    | "expired";
   actor: { user_id?: string; session_id?: string; client_id?: string; aal?: string };
   details: Record<string, unknown>;
   created_at: string;
@@ -167,7 +201,8 @@ export async function listEvents(tx: Tx, before: number | undefined, limit: numb
  * ```
  */
 export async function checkSendGuardrails(tx: Tx, configId: string, recipients: string[] = []): Promise<void> {
-  await tx`select private.check_send_guardrails(${configId}::uuid, ${recipients}::text[])`;
+  await tx`select private.check_send_guardrails(${configId}::uuid, ${recipients}::text[],
+                                                 ${recipients.map(recipientKey)}::text[])`;
 }
 
 /**
@@ -180,12 +215,15 @@ export async function guardrailRefusals(
   recipientLists: string[][],
 ): Promise<{ at: number; error: ApiError }[]> {
   if (recipientLists.length === 0) return [];
+  // Each message's recipients as it names them (for the answer) and as the patterns are written.
+  const lists = recipientLists.map((list) => ({ r: list, k: list.map(recipientKey) }));
   const rows = await tx<
     { at: number; refusal: { status: number; code: string; message: string; details?: Record<string, unknown> } }[]
   >`
-    select (r.n - 1)::integer as at, private.guardrail_refusal(${configId}::uuid,
-             array(select jsonb_array_elements_text(r.v))) as refusal
-      from jsonb_array_elements(${tx.json(recipientLists as never)}::jsonb) with ordinality as r (v, n)`;
+    select (l.n - 1)::integer as at, private.guardrail_refusal(${configId}::uuid,
+             array(select jsonb_array_elements_text(l.v -> 'r')), array(select jsonb_array_elements_text(l.v -> 'k')))
+             as refusal
+      from jsonb_array_elements(${tx.json(lists as never)}::jsonb) with ordinality as l (v, n)`;
   return rows.filter((row) => row.refusal !== null).map(({ at, refusal }) => ({
     at,
     error: new ApiError(refusal.status, refusal.code, refusal.message, refusal.details),

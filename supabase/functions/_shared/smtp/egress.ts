@@ -400,8 +400,10 @@ export function checkTokenUrlStatically(policy: EgressPolicy, input: string): { 
   if (url.hash) throw invalid("must not have a fragment");
   const port = tokenUrlPort(url);
   const parsed = checkNameStatically(policy, TOKEN_ENDPOINT, url.hostname, port);
-  if (allowlisted(policy, parsed.host, port)) return { url, parsed };
-  if (policy.platformBlockedPorts.has(port) || !policy.tokenEndpointPorts.has(port)) {
+  // An allowlist entry for a host (an SMTP server, say) exempts its address, not every port of
+  // it: another port needs an entry naming it, and a port the platform blocks stays blocked.
+  const portNamed = policy.allowlist.some((entry) => entry.host === parsed.host && entry.port === port);
+  if (policy.platformBlockedPorts.has(port) || (!policy.tokenEndpointPorts.has(port) && !portNamed)) {
     throw new ApiError(
       422,
       "oauth_token_url_port_not_allowed",

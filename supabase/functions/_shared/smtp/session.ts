@@ -2,6 +2,7 @@
 // hand it the envelope we built (no mail-level layer re-parses addresses), see which
 // extensions the server offers, authenticate only when it offers AUTH, and keep the
 // server's own lines to tell how far a transaction got.
+import { rootCertificates } from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
@@ -109,7 +110,8 @@ export function connectionOptions(
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
       servername: target.servername,
-      ...(smtp.caCerts ? { ca: smtp.caCerts } : {}),
+      // Extra CAs add to the system's: `ca` alone would replace them.
+      ...(smtp.caCerts ? { ca: [...rootCertificates, smtp.caCerts] } : {}),
     },
   };
 }
