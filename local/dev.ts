@@ -6,6 +6,7 @@
 import postgres from "postgres";
 import { bootstrapPlatform, type Cluster, pushMigrations, ROOT, startCluster } from "./postgres.ts";
 import { jwks, loadOrCreateSigningKey, mintToken } from "./jwt.ts";
+import { DEFAULT_AGENT_CLIENT_ID } from "./token.ts";
 import { ensureUser } from "./users.ts";
 import { loadOrCreateCertificates } from "./certs.ts";
 import { caughtMessage, MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
@@ -297,6 +298,8 @@ mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" 
 
 Demo user ${DEMO_EMAIL} (config "local-inbox" is its default), token valid 24 h:
   export TOKEN=${token}
+The same user as an agent (an OAuth client's token, client_id ${DEFAULT_AGENT_CLIENT_ID}: sends within the guardrails):
+  export AGENT_TOKEN=$(npm run --silent token -- --quiet --agent)
 
 Send a mail, then open the inbox:
   curl -sS ${apiUrl}/functions/v1/send-email \\

@@ -46,21 +46,50 @@ export interface MintOptions {
   expiresIn?: string | number;
   /** `iat` in seconds since the epoch; now when absent. */
   issuedAt?: number;
+  /**
+   * Mint the token Supabase Auth's OAuth 2.1 server issues to this OAuth client (an MCP client,
+   * a third-party app: to mailroom, an agent) instead of a first-party session's.
+   */
+  clientId?: string;
   extra?: Record<string, unknown>;
 }
 
-/** Mint a token shaped like Supabase Auth's access tokens. */
+/** The scope Supabase Auth grants an OAuth client that asks for none (its `default_scope`). */
+export const OAUTH_DEFAULT_SCOPE = "email";
+
+/**
+ * What Supabase Auth adds to an access token it issues to an OAuth client: the client's id, the
+ * granted scope, the session the authorization code opened and how it was opened (supabase/auth
+ * `internal/tokens/service.go`, `GenerateAccessToken`; the method is `oauth_provider/authorization_code`).
+ *
+ * @example
+ * ```ts
+ * oauthClientClaims("local-agent", 1_765_000_000).client_id; // "local-agent"
+ * ```
+ */
+export function oauthClientClaims(clientId: string, issuedAt: number): Record<string, unknown> {
+  return {
+    client_id: clientId,
+    scope: OAUTH_DEFAULT_SCOPE,
+    session_id: crypto.randomUUID(),
+    amr: [{ method: "oauth_provider/authorization_code", timestamp: issuedAt }],
+  };
+}
+
+/** Mint a token shaped like Supabase Auth's access tokens (an OAuth client's with `clientId`). */
 export function mintToken(signingKey: SigningKey, options: MintOptions): Promise<string> {
   const role = options.role ?? "authenticated";
+  const issuedAt = options.issuedAt ?? Math.floor(Date.now() / 1000);
   const claims: Record<string, unknown> = {
     role,
     ...(role === "authenticated" ? { aud: "authenticated", email: options.email, aal: "aal1" } : {}),
+    ...(options.clientId === undefined ? {} : oauthClientClaims(options.clientId, issuedAt)),
     ...options.extra,
   };
   const jwt = new jose.SignJWT(claims)
     .setProtectedHeader({ alg: "ES256", kid: signingKey.privateJwk.kid, typ: "JWT" })
     .setIssuer(options.issuer)
-    .setIssuedAt(options.issuedAt)
+    .setIssuedAt(issuedAt)
     .setExpirationTime(options.expiresIn ?? "1h");
   if (options.sub) jwt.setSubject(options.sub);
   return jwt.sign(signingKey.key);

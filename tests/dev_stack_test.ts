@@ -2,6 +2,7 @@
 // to a free one by environment variable and its state in a temporary folder, then a second
 // start, `status`, `token`, `stop`, and a start on a port something else holds.
 import assert from "node:assert/strict";
+import { decodeJwt } from "jose";
 import { freePort, ROOT, stopCluster } from "../local/postgres.ts";
 import { PORT_SETTINGS, type PortName } from "../local/ports.ts";
 import { isPortFree } from "../local/port_owners.ts";
@@ -104,9 +105,10 @@ Deno.test({
       await stack.waitFor(/mailroom local stack is running/);
       state = JSON.parse(await Deno.readTextFile(`${localDir}/stack.json`)) as StackState;
 
-      await t.step("the banner prints an export TOKEN line and the stack's own ports", () => {
+      await t.step("the banner prints an export TOKEN line, how to mint an agent's, and the stack's own ports", () => {
         const output = stack.lines.join("\n");
         assert.match(output, /^ {2}export TOKEN=eyJ[\w-]+\.[\w-]+\.[\w-]+$/m);
+        assert.match(output, /^ {2}export AGENT_TOKEN=\$\(npm run --silent token -- --quiet --agent\)$/m);
         assert.match(output, new RegExp(`Functions  ${api}/functions/v1/<name>`));
         assert.match(output, new RegExp(`Inbox      http://127.0.0.1:${ports.inbox}`));
         assert.doesNotMatch(output, /Initialize|Download|deprecated/i);
@@ -150,6 +152,49 @@ Deno.test({
         const res = await fetch(`${api}/functions/v1/smtp-configs`, { headers: { authorization: `Bearer ${token}` } });
         assert.equal(res.status, 200, await res.text());
       });
+
+      await t.step(
+        "token --agent mints an OAuth client's token: the functions take it, oversight sees an agent",
+        async () => {
+          const mint = async (args: string[]) => {
+            const minted = await runScript("token.ts", env, args);
+            assert.equal(minted.code, 0, minted.output);
+            return minted.output.trim();
+          };
+          const agent = await mint(["--quiet", "--agent", "agent@example.com"]);
+          const own = await mint(["--quiet", "agent@example.com"]);
+          const claims = decodeJwt(agent);
+          assert.equal(claims.client_id, "local-agent");
+          assert.equal(claims.sub, decodeJwt(own).sub, "the same user");
+          assert.equal(
+            decodeJwt(await mint(["--quiet", "--agent", "my-mcp-client", "agent@example.com"])).client_id,
+            "my-mcp-client",
+          );
+          const call = (token: string, path: string, method = "POST") =>
+            fetch(`${api}/functions/v1/${path}`, {
+              method,
+              headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+              body: method === "POST" ? JSON.stringify({ reason: "dev stack test" }) : undefined,
+            });
+          const listed = await call(agent, "smtp-configs", "GET");
+          assert.equal(listed.status, 200, await listed.text());
+          // An agent may press stop, never lift it; the user's own session may.
+          const stopped = await call(agent, "oversight/stop");
+          assert.equal(stopped.status, 200, await stopped.text());
+          const refused = await call(agent, "oversight/resume");
+          assert.equal(refused.status, 403);
+          const { error } = await refused.json() as { error: { code: string; details: { client_id: string } } };
+          assert.equal(error.code, "first_party_session_required");
+          assert.equal(error.details.client_id, "local-agent");
+          const resumed = await call(own, "oversight/resume");
+          assert.equal(resumed.status, 200, await resumed.text());
+          // The audit names the client that stopped and the session that lifted it.
+          const events = await call(own, "oversight/events", "GET");
+          const actors = (await events.json() as { events: { action: string; actor: { client_id?: string } }[] }).events
+            .map((e) => [e.action, e.actor.client_id ?? null]);
+          assert.deepEqual(actors, [["sending_resumed", null], ["sending_stopped", "local-agent"]]);
+        },
+      );
 
       await t.step("MCP calls run without a runtime deprecation warning", async () => {
         const token = /export TOKEN=(\S+)/.exec(stack.lines.join("\n"))![1];

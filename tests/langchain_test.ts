@@ -108,6 +108,49 @@ Deno.test({
         assert.equal(smtp.messages().length, before, "nothing was sent");
       });
 
+      await t.step("a guardrail's refusal tells the model what to do instead of retrying", async () => {
+        // The owner sets the guardrails with their own session; the agent runs on an OAuth client's token.
+        const owner = await stack.createUser();
+        await stack.createConfig(owner, { name: "work", port: smtp.port, security: "none", username: null });
+        const agentToken = await stack.mint({ sub: owner.id, email: owner.email, clientId: "langchain-app" });
+        const guard = await stack.invoke("oversight/guardrails", {
+          token: owner.token,
+          method: "PUT",
+          body: { deny_recipients: ["corp.example"], max_recipients_per_request: 1 },
+        });
+        assert.equal(guard.status, 200, await guard.text());
+        const model = new ScriptedToolCallingModel([
+          call("send_email", { to: "boss@corp.example", subject: "Hi", text: "Hello" }, "c1"),
+          call("send_bulk_email", { recipients: ["a@example.com", "b@example.com"], subject: "Hi", text: "x" }, "c2"),
+          new AIMessage("Your guardrails refuse these; I stopped."),
+        ]);
+        const before = smtp.messages().length;
+        await createMailAgent(model, { url: stack.url, accessToken: agentToken }).invoke({
+          messages: [{ role: "user", content: "email my boss at boss@corp.example" }],
+        });
+        const [denied, capped] = model.seen.at(-1)!.filter((m) => m instanceof ToolMessage).map((m) =>
+          String(m.content)
+        );
+        assert.match(denied, /^recipient_denied \(HTTP 422\): .*"recipients":\["boss@corp\.example"\]/);
+        assert.match(denied, /Refused recipients: boss@corp\.example\. .*Do not retry them/);
+        assert.match(denied, /only the account owner can change that, in their own session/);
+        assert.match(
+          capped,
+          /^recipient_cap_exceeded \(HTTP 422\): .*at 1 \(this call had 2\)\. Do not repeat this call/,
+        );
+
+        const stop = await stack.invoke("oversight/stop", { token: owner.token, body: { reason: "On holiday" } });
+        assert.equal(stop.status, 200, await stop.text());
+        const [send] = createMailroomTools(createMailroomClient({ url: stack.url, accessToken: agentToken }), {
+          only: ["send_email"],
+        });
+        const stopped = String(await send.invoke({ to: "ok@example.com", subject: "Hi", text: "x" }));
+        assert.match(stopped, /^sending_stopped \(HTTP 409\): /);
+        assert.match(stopped, /stopped all sending from this account, giving the reason "On holiday"\. /);
+        assert.match(stopped, /Do not retry this send or any other\. Tell the user that sending is stopped and why/);
+        assert.equal(smtp.messages().length, before, "nothing was sent");
+      });
+
       await t.step("with approval required, a send waits for the human", async () => {
         const model = new ScriptedToolCallingModel([
           call("send_email", { to: "jane@example.com", subject: "Hi", text: "Hello" }, "c1"),

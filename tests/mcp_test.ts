@@ -166,6 +166,94 @@ Deno.test({
       });
 
       await t.step(
+        "an agent refused by the owner's guardrails is told to stop and tell the user; no tool can loosen them",
+        async () => {
+          // The owner sets the guardrails through the API with their own session; the agent holds the
+          // token Supabase Auth issues to its OAuth client.
+          const owner = await stack.createUser();
+          await stack.createConfig(owner, { name: "work", port: smtp.port, security: "none", username: null });
+          const agent = await stack.mint({ sub: owner.id, email: owner.email, clientId: "mcp-test-client" });
+          const guard = await stack.invoke("oversight/guardrails", {
+            token: owner.token,
+            method: "PUT",
+            body: { deny_recipients: ["boss@corp.example"], max_recipients_per_request: 2 },
+          });
+          assert.equal(guard.status, 200, await guard.text());
+          const client = new ClientV2({ name: "test-v2", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+          await client.connect(new TransportV2(endpoint, auth(agent)));
+          const refusal = async (name: string, args: Record<string, unknown>) => {
+            const result = await client.callTool({ name, arguments: args }) as ToolResult;
+            assert.equal(result.isError, true, text(result));
+            return text(result);
+          };
+          const before = smtp.messages().length;
+          // docs/agents.md quotes two of these answers word for word.
+          const documented = (await Deno.readTextFile(new URL("../docs/agents.md", import.meta.url))).replace(
+            /\s+/g,
+            " ",
+          );
+
+          const denied = await refusal("send_email", {
+            to: "Boss <Boss@corp.example>",
+            cc: "ok@example.com",
+            subject: "Raise",
+            text: "x",
+          });
+          assert.match(
+            denied,
+            /^recipient_denied \(HTTP 422\): The guardrails do not allow mail to Boss@corp\.example/,
+          );
+          assert.match(denied, /Refused recipients: Boss@corp\.example\. /);
+          assert.match(denied, /Do not retry them, in this message or any other/);
+          assert.match(denied, /Tell the user that their account's guardrails refuse these recipients/);
+          assert.match(denied, /only the account owner can change that, in their own session/);
+          assert.match(denied, /send it again without the refused recipients/);
+          assert.ok(documented.includes(denied), `docs/agents.md quotes: ${denied}`);
+
+          const capped = await refusal("send_email", {
+            to: ["a@example.com", "b@example.com"],
+            cc: "c@example.com",
+            subject: "Three",
+            text: "x",
+          });
+          assert.match(capped, /^recipient_cap_exceeded \(HTTP 422\): /);
+          assert.match(capped, /at 2 \(this call had 3\)\. Do not repeat this call\. /);
+          assert.match(capped, /Send to at most 2 recipients per message, or ask the user how to proceed/);
+
+          const stop = await stack.invoke("oversight/stop", {
+            token: owner.token,
+            body: { reason: "Quarterly freeze" },
+          });
+          assert.equal(stop.status, 200, await stop.text());
+          for (
+            const [name, args] of [
+              ["send_email", { to: "ok@example.com", subject: "Hi", text: "x" }],
+              ["send_bulk_email", { recipients: ["ok@example.com"], subject: "Hi", text: "x" }],
+            ] as const
+          ) {
+            const stopped = await refusal(name, args);
+            assert.match(stopped, /^sending_stopped \(HTTP 409\): /, name);
+            assert.match(
+              stopped,
+              /The account owner stopped all sending from this account, giving the reason "Quarterly freeze"/,
+            );
+            assert.match(
+              stopped,
+              /Do not retry this send or any other\. Tell the user that sending is stopped and why/,
+            );
+            assert.match(stopped, /only the account owner can lift the stop, in their own session/);
+            if (name === "send_email") assert.ok(documented.includes(stopped), `docs/agents.md quotes: ${stopped}`);
+          }
+          assert.equal(smtp.messages().length, before, "nothing reached the SMTP server");
+
+          // The agent's tools send and read; none changes guardrails, stops or lifts a stop.
+          const { tools } = await client.listTools();
+          assert.deepEqual(tools.filter((x) => /guardrail|stop|resume|oversight|approv/.test(x.name)), []);
+          await client.close();
+        },
+      );
+
+      await t.step(
         "bulk, batch status, cancel, configs, templates, analytics and messages through the tools",
         async () => {
           const client = new ClientV2({ name: "test-v2", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });

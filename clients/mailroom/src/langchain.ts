@@ -1,11 +1,13 @@
 // LangChain.js tools for mailroom: the same tools, descriptions and input schemas the MCP
 // endpoint lists (generated from the server's definitions), built with `tool()` and zod
 // schemas (`z.fromJSONSchema`), each making its call through a MailroomClient. A refusal
-// comes back to the model as text starting with the stable code, so it can correct itself.
+// comes back to the model as text starting with the stable code, so it can correct itself; a
+// guardrail's refusal also says what to do instead (the MCP endpoint's words: refusals.ts).
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
 import { type MailroomClient, MailroomError } from "./index.ts";
 import { functionCall, tagAgentContext, ToolArgumentError } from "./generated/calls.ts";
+import { withRefusalAdvice } from "./generated/refusals.ts";
 import { TOOLS } from "./generated/tools.ts";
 
 /**
@@ -52,7 +54,8 @@ export function createMailroomTools(client: MailroomClient, options: MailroomToo
           return JSON.stringify(await client.call(call));
         } catch (error) {
           if (error instanceof MailroomError) {
-            return `${error.code} (HTTP ${error.status}): ${error.message}` +
+            const explained = withRefusalAdvice(error.message, error.code, error.details);
+            return `${error.code} (HTTP ${error.status}): ${explained}` +
               (Object.keys(error.details).length ? ` ${JSON.stringify(error.details)}` : "");
           }
           if (error instanceof ToolArgumentError) return `invalid_request: ${error.message}`;

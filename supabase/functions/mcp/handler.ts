@@ -25,6 +25,7 @@ import { allowedOrigin } from "./origin.ts";
 import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
 import { parseBody } from "../_shared/schemas.ts";
 import { type FunctionCall, functionCall, tagAgentContext, ToolArgumentError } from "../_shared/agent/calls.ts";
+import { withRefusalAdvice } from "../_shared/agent/refusals.ts";
 import { createEmailAnalyticsHandler } from "../email-analytics/handler.ts";
 import { createSendBulkHandler } from "../send-bulk/handler.ts";
 import { createSendEmailHandler } from "../send-email/handler.ts";
@@ -44,7 +45,8 @@ export const MCP_SERVER_INFO = { name: "mailroom", version: "0.1.0" };
 const INSTRUCTIONS = "mailroom sends email for the signed-in user through their own SMTP server. Sends are " +
   "real and audited: confirm recipients and content with the user before calling send_email or " +
   "send_bulk_email, pass an idempotency_key so a retry never sends twice, and never resend a message whose " +
-  "status is `unknown` without asking.";
+  "status is `unknown` without asking. The owner's guardrails and stop button are theirs alone: when a send is " +
+  "refused by them, tell the user instead of retrying.";
 
 interface Caller {
   token: string;
@@ -250,16 +252,17 @@ function requestFor(ctx: AppContext, caller: Caller, call: FunctionCall): Reques
   });
 }
 
-/** A failed call as a tool error the model can read: the stable code first, then what to do. */
+/**
+ * A failed call as a tool error the model can read: the stable code first, then what to do (a
+ * guardrail's refusal says so in words that end a retry loop: see refusals.ts).
+ */
 function toolError(status: number, body: Record<string, unknown>) {
   const error = (body.error ?? {}) as { code?: string; message?: string; details?: Record<string, unknown> };
   const retry = error.details?.retryable === true ? " It can be retried later." : "";
+  const explained = withRefusalAdvice(`${error.message ?? ""}${retry}`, error.code, error.details);
   return {
     isError: true,
-    content: [{
-      type: "text" as const,
-      text: `${error.code ?? "error"} (HTTP ${status}): ${error.message ?? ""}${retry}`,
-    }],
+    content: [{ type: "text" as const, text: `${error.code ?? "error"} (HTTP ${status}): ${explained}` }],
     structuredContent: { status, ...body },
   };
 }

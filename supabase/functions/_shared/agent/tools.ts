@@ -58,6 +58,10 @@ const OUTCOMES = "A result of `sent` means the SMTP server accepted the message 
   "later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may " +
   "have been delivered: do not resend it without asking the user.";
 
+const GUARDRAILS = "The account owner's guardrails may refuse a send (`recipient_denied`, " +
+  "`recipient_cap_exceeded`, `sending_stopped`): only the owner can change them, so never repeat a refused call or " +
+  "work around it; the refusal's text says what to do instead.";
+
 /** Every tool, in the order clients list them. */
 export const AGENT_TOOLS: AgentTool[] = [
   {
@@ -67,7 +71,7 @@ export const AGENT_TOOLS: AgentTool[] = [
       "server, from the address of their SMTP config (the default one unless `config` names another). Give " +
       "`subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them " +
       "and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. " +
-      OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`.",
+      OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`. " + GUARDRAILS,
     input: z.strictObject({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
@@ -87,7 +91,7 @@ export const AGENT_TOOLS: AgentTool[] = [
       "`subject` + `text`/`html`), or `messages` (complete send_email bodies). Everything is checked first; bad " +
       "entries are listed by index (or skipped with `skip_invalid: true`). The messages are `queued` (or " +
       "`scheduled` with `scheduled_at`) and go out in the background within the SMTP config's limits: follow " +
-      "them with get_batch_status, stop them with cancel.",
+      "them with get_batch_status, stop them with cancel. " + GUARDRAILS,
     input: z.strictObject({ ...sendBulkRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
