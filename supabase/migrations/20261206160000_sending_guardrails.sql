@@ -368,7 +368,7 @@ begin
       'message', case when v_stop.config_id is null then 'Sending is stopped for this account'
                       else 'Sending is stopped for this config' end
         || coalesce(' (' || v_stop.stop_reason || ')', '')
-        || '; nothing leaves until the owner lifts the stop (POST /functions/v1/oversight/resume)',
+        || '; nothing leaves until the account owner lifts the stop, in their own session',
       'details', jsonb_strip_nulls(jsonb_build_object(
         'scope', case when v_stop.config_id is null then 'account' else 'config' end,
         'config_id', v_stop.config_id, 'stopped_at', v_stop.stopped_at, 'reason', v_stop.stop_reason)));

@@ -74,8 +74,11 @@ function segment(value: string): string {
 export class MailroomClient {
   constructor(private readonly options: MailroomClientOptions) {}
 
-  /** Make one function call (what the typed methods and the agent tools use). */
-  async call<R = unknown>(call: Call | FunctionCall): Promise<R> {
+  /**
+   * Make one function call (what the typed methods and the agent tools use). `via` names the
+   * agent tool making it (`x-mailroom-via`): under the owner's `approval: agents`, its sends wait.
+   */
+  async call<R = unknown>(call: Call | FunctionCall, options: { via?: string } = {}): Promise<R> {
     const query = new URLSearchParams();
     for (const [name, value] of Object.entries(call.query ?? {})) {
       if (value === undefined || value === "") continue;
@@ -84,6 +87,7 @@ export class MailroomClient {
     const target = `${call.fn}${call.path ?? ""}${query.size > 0 ? `?${query}` : ""}`;
     const headers: Record<string, string> = {};
     if (call.idempotencyKey) headers["idempotency-key"] = call.idempotencyKey;
+    if (options.via) headers["x-mailroom-via"] = options.via;
     if ("supabase" in this.options) return await this.viaSupabase<R>(target, call, headers);
 
     let token: string;

@@ -51,7 +51,8 @@ export function createMailroomTools(client: MailroomClient, options: MailroomToo
               client: options.client ?? "langchain",
             });
           }
-          return JSON.stringify(await client.call(call));
+          // Sent by an agent: under the owner's `approval: agents`, its sends wait for approval.
+          return JSON.stringify(await client.call(call, { via: "langchain" }));
         } catch (error) {
           if (error instanceof MailroomError) {
             const explained = withRefusalAdvice(error.message, error.code, error.details);

@@ -1583,7 +1583,7 @@ export interface components {
                 id: number;
                 config_id: string | null;
                 /** @enum {string} */
-                action: "guardrails_changed" | "sending_stopped" | "sending_resumed" | "approved" | "rejected" | "expired";
+                action: "guardrails_changed" | "sending_stopped" | "sending_resumed" | "guardrails_removed" | "approved" | "rejected" | "expired";
                 actor: {
                     /** @description expiry: nobody acted */
                     system?: string;
@@ -1901,7 +1901,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1987,7 +1987,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2088,7 +2088,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2189,7 +2189,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2288,7 +2288,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2454,7 +2454,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2540,7 +2540,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2632,7 +2632,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2748,7 +2748,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2936,7 +2936,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3019,7 +3019,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3134,7 +3134,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3190,7 +3190,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Forbidden: `anonymous_user_not_allowed` */
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3226,7 +3226,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3408,7 +3408,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3559,7 +3559,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3683,7 +3683,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3798,7 +3798,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3913,7 +3913,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4021,7 +4021,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4107,7 +4107,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4190,7 +4190,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4355,7 +4355,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4460,7 +4460,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4552,7 +4552,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4711,7 +4711,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4856,7 +4856,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4967,7 +4967,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `analytics_timeout`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `analytics_timeout`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5078,7 +5078,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5164,7 +5164,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5267,7 +5267,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5398,7 +5398,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5529,7 +5529,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5669,7 +5669,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5794,7 +5794,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5921,7 +5921,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6055,7 +6055,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6189,7 +6189,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6323,7 +6323,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6457,7 +6457,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6575,7 +6575,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6640,7 +6640,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6723,7 +6723,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6797,7 +6797,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `worker_not_configured`, `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `worker_not_configured`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6862,7 +6862,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable` */
+            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;
