@@ -290,6 +290,74 @@ Deno.test({
         ], "the record keeps the config's id");
       });
 
+      await t.step("a dry run checks, renders and tells what would happen, and writes nothing", async () => {
+        const { user, agent } = await setup();
+        const rows = async () =>
+          (await stack.sql<{ n: number }[]>`
+            select count(*)::integer as n from public.email_audit_log where user_id = ${user.id}`)[0].n;
+        const dry = await call(user.token, "send-email", {
+          to: "dry@example.com",
+          cc: "Cc Person <cc@example.com>",
+          subject: "Dry",
+          text: "run",
+          html: "<p>run</p>",
+          dry_run: true,
+        });
+        assert.equal(dry.status, 200, await dry.clone().text());
+        const result = await dry.json();
+        assert.equal(result.outcome, "would_send");
+        assert.deepEqual([result.message.to, result.message.cc, result.message.subject, result.message.html], [
+          ["dry@example.com"],
+          ["cc@example.com"],
+          "Dry",
+          "<p>run</p>",
+        ]);
+        assert.match(result.message.headers, /^Subject: Dry$/m);
+        assert.ok(result.message.size_bytes > 100);
+
+        await call(user.token, "oversight/guardrails", { deny_recipients: ["no.example"], approval: "agents" }, "PUT");
+        const refused = await (await call(user.token, "send-email", { to: "x@no.example", text: "x", dry_run: true }))
+          .json();
+        assert.deepEqual([refused.outcome, refused.refusal.code], ["would_be_refused", "recipient_denied"]);
+        const waits = await (await call(agent, "send-email", { to: "x@example.com", text: "x", dry_run: true })).json();
+        assert.deepEqual([waits.outcome, waits.approval.reason], ["would_wait_for_approval", "agents"]);
+        const bulk = await call(agent, "send-bulk", {
+          recipients: [
+            "a@example.com",
+            { email: "b@example.com", data: { name: "B" } },
+            "c@example.com",
+            "d@example.com",
+          ],
+          subject: "Hello {{name}}",
+          text: "Hi {{name}}",
+          data: { name: "there" },
+          template: undefined,
+          dry_run: true,
+        });
+        assert.equal(bulk.status, 400, "data without a template is refused, dry run or not");
+        await bulk.body?.cancel();
+        const bulkDry = await (await call(agent, "send-bulk", {
+          recipients: ["a@example.com", "b@example.com", "c@example.com", "d@example.com"],
+          subject: "Hello",
+          text: "Hi",
+          dry_run: true,
+        })).json();
+        assert.deepEqual([bulkDry.outcome, bulkDry.count, bulkDry.samples.length], ["would_wait_for_approval", 4, 3]);
+        await call(user.token, "oversight/stop", {});
+        const stopped = await (await call(user.token, "send-email", { to: "x@example.com", text: "x", dry_run: true }))
+          .json();
+        assert.deepEqual([stopped.outcome, stopped.refusal.code], ["would_be_refused", "sending_stopped"]);
+        await call(user.token, "oversight/resume", {});
+
+        const perMessage = await call(user.token, "send-bulk", {
+          messages: [{ to: "a@example.com", text: "x", dry_run: true }],
+        });
+        assert.equal(perMessage.status, 422, "dry_run is the batch's, not a message's");
+        await perMessage.body?.cancel();
+        assert.equal(await rows(), 0, "no audit row, no batch row: nothing reaches the analytics");
+        assert.equal(receivedBy("dry@example.com"), 0);
+      });
+
       await t.step("bad input gets a clear 4xx, and another user's config is not found", async () => {
         const { user } = await setup();
         const stranger = await setup();

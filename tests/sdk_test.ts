@@ -214,6 +214,15 @@ Deno.test({
         assert.equal((await mailroom.oversight.resume()).stopped_at, null);
         const { events } = await mailroom.oversight.events({ limit: 10 });
         assert.deepEqual(events.map((e) => e.action), ["sending_resumed", "sending_stopped", "guardrails_changed"]);
+        // Dry runs: what would happen, nothing sent.
+        const dry = await mailroom.dryRun({ to: "a@blocked.example", subject: "Dry", text: "run" });
+        assert.deepEqual([dry.outcome, dry.refusal?.code, dry.message.subject], [
+          "would_be_refused",
+          "recipient_denied",
+          "Dry",
+        ]);
+        const bulkDry = await mailroom.bulk.dryRun({ recipients: ["a@example.com", "b@example.com"], text: "t" });
+        assert.deepEqual([bulkDry.outcome, bulkDry.count, bulkDry.samples.length], ["would_send", 2, 2]);
         // Approval: held, listed, shown, decided.
         await mailroom.oversight.setGuardrails({ approval: "always" });
         const held = await mailroom.send({ to: "held@example.com", subject: "Wait", text: "for me" });

@@ -160,6 +160,14 @@ export class MailroomClient {
     return this.call({ fn: "send-email", method: "POST", body: request, idempotencyKey: options.idempotencyKey });
   }
 
+  /**
+   * Check and render a send without sending it: the message as it would be built and what would
+   * happen (`would_send`, `would_wait_for_approval`, `would_be_refused` with the code).
+   */
+  dryRun(request: Omit<T.SendEmailRequest, "dry_run">): Promise<T.DryRunResult> {
+    return this.call({ fn: "send-email", method: "POST", body: { ...request, dry_run: true } });
+  }
+
   /** Cancel a scheduled or queued send that has not started. */
   async cancel(id: string): Promise<{ id: string; status: "cancelled" }> {
     return await this.call({ fn: "send-email", method: "POST", path: `${segment(id)}/cancel` });
@@ -218,6 +226,9 @@ export class MailroomClient {
         body: request,
         idempotencyKey: options.idempotencyKey,
       }),
+    /** Check and render a batch without queueing it: what would happen, and the first messages as built. */
+    dryRun: (request: Omit<T.SendBulkRequest, "dry_run">) =>
+      this.call<T.BulkDryRun>({ fn: "send-bulk", method: "POST", body: { ...request, dry_run: true } }),
     status: async (batchId: string) =>
       await this.call<T.BatchStatus>({ fn: "send-bulk", method: "GET", path: segment(batchId) }),
     list: (options: { before?: string; limit?: number } = {}) =>

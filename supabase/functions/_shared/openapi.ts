@@ -171,10 +171,11 @@ function describeOperation(path: string, method: string, operation: Json): void 
   }
 }
 
-/** Puts the example of the body's schema (when it is a plain `$ref` with one) on its media type. */
+/** Puts the example of the body's schema (a `$ref`, or the first of a `oneOf`) on its media type. */
 function exampleFor(body: Json | undefined, examples: Record<string, Json>): void {
   const media = (body?.content as Record<string, Json> | undefined)?.["application/json"];
-  const schemaRef = (media?.schema as { $ref?: string } | undefined)?.$ref;
+  const schema = media?.schema as { $ref?: string; oneOf?: { $ref?: string }[] } | undefined;
+  const schemaRef = schema?.$ref ?? schema?.oneOf?.[0]?.$ref;
   const example = schemaRef ? examples[schemaRef.split("/").pop()!] : undefined;
   if (media && example) media.example = example;
 }
@@ -233,8 +234,11 @@ function buildDocument(projectUrl: string): Json {
     paths: {
       "/send-email": {
         post: op("Send an email now, or schedule it", {
-          ...ok("SendResult", "Sent: accepted, rejected, deferred and unknown recipients"),
-          ...ok("SendResult", "Scheduled or queued", "202"),
+          ...ok(
+            ["SendResult", "DryRunResult"],
+            "Sent: accepted, rejected, deferred and unknown recipients (with dry_run: what would happen)",
+          ),
+          ...ok("SendResult", "Scheduled, queued, or held for the owner's approval (pending_approval)", "202"),
         }, { requestBody: body("SendEmailRequest"), parameters: [idempotencyKey] }),
       },
       "/send-email/{id}": {
@@ -258,7 +262,10 @@ function buildDocument(projectUrl: string): Json {
         }),
       },
       "/send-bulk": {
-        post: op("Queue up to 10,000 messages", ok("BulkAccepted", "Queued", "202"), {
+        post: op("Queue up to 10,000 messages", {
+          ...ok("BulkAccepted", "Queued (or held for the owner's approval: pending_approval)", "202"),
+          ...ok("BulkDryRun", "dry_run: checked and rendered, nothing queued"),
+        }, {
           requestBody: body("SendBulkRequest"),
           parameters: [idempotencyKey],
         }),

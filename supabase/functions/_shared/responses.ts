@@ -21,6 +21,36 @@ const approvalHold = z.strictObject({
   message: z.string().describe("For the model: what happened and what to tell the user"),
 });
 
+/** A message as a dry run shows it: as it would be built and sent. */
+const dryRunMessage = z.strictObject({
+  from: z.string(),
+  to: z.array(z.string()),
+  cc: z.array(z.string()),
+  bcc: z.array(z.string()),
+  subject: z.string().nullable(),
+  text: z.string().nullable(),
+  html: z.string().nullable(),
+  headers: z.string().describe("The header block exactly as it would be sent"),
+  envelope: z.strictObject({ from: z.string(), to: z.array(z.string()) }),
+  size_bytes: z.number().int(),
+});
+const dryRunVerdict = {
+  outcome: z.enum(["would_send", "would_wait_for_approval", "would_be_refused"]),
+  approval: z.strictObject({ reason: z.enum(["agents", "always"]) }).optional(),
+  refusal: z.strictObject({
+    status: z.number().int(),
+    code: z.string().describe("recipient_denied, recipient_cap_exceeded or sending_stopped"),
+    message: z.string(),
+    details: z.unknown().optional(),
+  }).optional(),
+};
+
+export const dryRunResult = z.strictObject({
+  dry_run: z.literal(true),
+  ...dryRunVerdict,
+  message: dryRunMessage,
+}).describe("dry_run: nothing was queued or sent");
+
 export const sendResult = z.union([
   z.strictObject({
     id: uuid,
@@ -55,6 +85,14 @@ export const sendResult = z.union([
 
 export const cancelled = z.strictObject({ id: uuid, status: z.literal("cancelled") });
 export const retried = z.strictObject({ id: uuid, status: z.literal("queued") });
+
+export const bulkDryRun = z.strictObject({
+  dry_run: z.literal(true),
+  ...dryRunVerdict,
+  count: z.number().int().describe("Messages that would be queued"),
+  samples: z.array(dryRunMessage).describe("The first three, built as they would be sent"),
+  skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
+});
 
 export const bulkAccepted = z.strictObject({
   batch_id: uuid,
@@ -395,6 +433,8 @@ export const RESPONSES = {
   Cancelled: cancelled,
   Retried: retried,
   BulkAccepted: bulkAccepted,
+  BulkDryRun: bulkDryRun,
+  DryRunResult: dryRunResult,
   BatchStatus: batchStatus,
   BatchList: batchList,
   BatchCancelled: batchCancelled,

@@ -108,6 +108,10 @@ export const sendEmailRequest = z.object({
   retry_deferred: z.boolean().optional().describe(
     "Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself",
   ),
+  dry_run: z.boolean().optional().describe(
+    "Check and render only: the answer shows the message and what would happen (would_send, " +
+      "would_wait_for_approval, would_be_refused); nothing is queued, sent or counted",
+  ),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
@@ -495,6 +499,9 @@ export const sendBulkRequest = z.object({
     "Free-form context stored with the batch and every message's audit row",
   ),
   scheduled_at: scheduledAt.optional().describe("When to start sending; now when omitted or in the past"),
+  dry_run: z.boolean().optional().describe(
+    "Check and render only: the answer shows the first messages and what would happen; nothing is queued",
+  ),
   skip_invalid: z.boolean().optional().describe(
     "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
   ),

@@ -18,7 +18,14 @@ import type { RecipientOutcome } from "./smtp/outcome.ts";
 import { poolKey, type SessionPool } from "./smtp/pool.ts";
 import { checkServerStatically, type ResolvedTarget, resolveTarget } from "./smtp/egress.ts";
 import { reserveSendCapacity } from "./store/rate_limit.ts";
-import { approvalHold, checkSendGuardrails, checkStopAndApproval, guardrailRefusals } from "./oversight/mod.ts";
+import {
+  approvalHold,
+  checkSendGuardrails,
+  checkStopAndApproval,
+  type DryRunVerdict,
+  guardrailRefusals,
+  guardrailVerdict,
+} from "./oversight/mod.ts";
 import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
@@ -632,6 +639,69 @@ export async function scheduleEmail(
       message_id: row.message_id,
     };
   });
+}
+
+/** What a dry run shows of one message: as it would be built, and what would happen to it. */
+export interface DryRunMessage {
+  from: string;
+  to: string[];
+  cc: string[];
+  bcc: string[];
+  subject: string | null;
+  text: string | null;
+  html: string | null;
+  /** The message's header block exactly as it would be sent. */
+  headers: string;
+  envelope: { from: string; to: string[] };
+  size_bytes: number;
+}
+
+/** `dry_run: true` on send-email: checked, rendered, nothing queued or sent. */
+export type DryRunResult = { dry_run: true; message: DryRunMessage } & DryRunVerdict;
+
+/**
+ * Everything a send would do before its first byte leaves, and nothing after: the config, the
+ * template and composition checks (their 4xx as a send answers them), the message as it would
+ * be built, and the owner's guardrails as a verdict. Nothing is written (the transaction is
+ * read-only in effect), so nothing reaches the audit log or the analytics.
+ */
+export async function dryRunEmail(ctx: AppContext, claims: UserClaims, req: SendEmailRequest): Promise<DryRunResult> {
+  return await withUser(ctx.sql, claims, async (tx) => {
+    const config = await findUsableConfig(tx, req.config);
+    if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
+    const composed = await compose(ctx, tx, config, req);
+    const verdict = await guardrailVerdict(tx, config.id, composed.message.envelope.to);
+    return { dry_run: true as const, ...verdict, message: await dryRunMessage(tx, composed.message, req) };
+  });
+}
+
+/** One send's request built as it would be sent, as a dry run shows it (send-bulk's samples). */
+export async function dryRunOf(
+  ctx: AppContext,
+  tx: Tx,
+  config: SmtpConfig,
+  req: SendEmailRequest,
+): Promise<DryRunMessage> {
+  return await dryRunMessage(tx, (await compose(ctx, tx, config, req)).message, req);
+}
+
+/** A built message as a dry run shows it. */
+export async function dryRunMessage(tx: Tx, message: BuiltMessage, req: SendEmailRequest): Promise<DryRunMessage> {
+  const content = await contentOf(tx, req);
+  const raw = message.raw.toString("utf8");
+  const end = raw.indexOf("\r\n\r\n");
+  return {
+    from: message.envelope.from,
+    to: message.recipients.to.map((a) => a.address),
+    cc: message.recipients.cc.map((a) => a.address),
+    bcc: message.recipients.bcc.map((a) => a.address),
+    subject: content.subject ?? null,
+    text: content.text ?? null,
+    html: content.html ?? null,
+    headers: end >= 0 ? raw.slice(0, end) : raw,
+    envelope: message.envelope,
+    size_bytes: message.raw.length,
+  };
 }
 
 /** A queued row as the outbox wrote it (held for approval when the guardrails say so). */

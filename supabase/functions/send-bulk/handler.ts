@@ -33,6 +33,8 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request, limits:
   const body = parseBody(sendBulkRequest, raw);
   // Counts before anything that reads every entry (the idempotency fingerprint included).
   checkBulkBounds(body, limits);
+  // A dry run writes nothing, so it takes no idempotency key's place: checked, rendered, answered.
+  if (body.dry_run) return json(await enqueueBulk(ctx, sendingClaims(req, claims), body, limits));
   const response = await onceForKey(ctx.sql, claims, key, raw, async () => ({
     status: 202,
     body: await enqueueBulk(ctx, sendingClaims(req, claims), body, limits),

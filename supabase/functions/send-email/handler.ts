@@ -9,7 +9,7 @@ import { getMessage } from "../_shared/analytics/store.ts";
 import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { idempotencyKey, onceForKey } from "../_shared/store/idempotency.ts";
 import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
-import { cancelEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
+import { cancelEmail, dryRunEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
 import { sendingClaims } from "../_shared/oversight/mod.ts";
 import { retrySetAside } from "../_shared/outbox/set_aside.ts";
 
@@ -51,6 +51,8 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const key = idempotencyKey(req);
     const raw = await readJson(req, MAX_BODY_BYTES, claims.sub);
     const body = parseBody(sendEmailRequest, raw);
+    // A dry run writes nothing, so it needs no idempotency: checked, rendered, answered.
+    if (body.dry_run) return json(await dryRunEmail(ctx, sendingClaims(req, claims), body));
     const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();
     // As the database sees the sender: through which agent tool, when the request says so.
     const sending = sendingClaims(req, claims);

@@ -691,6 +691,8 @@ export interface components {
             scheduled_at?: string;
             /** @description Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself */
             retry_deferred?: boolean;
+            /** @description Check and render only: the answer shows the message and what would happen (would_send, would_wait_for_approval, would_be_refused); nothing is queued, sent or counted */
+            dry_run?: boolean;
         };
         SendBulkRequest: {
             /** @description Who gets the shared content, one message each: "a@example.com", "Ada <a@example.com>" or {email, name?, data?}. Each entry is validated on its own. */
@@ -731,6 +733,8 @@ export interface components {
             };
             /** @description When to start sending; now when omitted or in the past */
             scheduled_at?: string;
+            /** @description Check and render only: the answer shows the first messages and what would happen; nothing is queued */
+            dry_run?: boolean;
             /** @description Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request */
             skip_invalid?: boolean;
         };
@@ -977,6 +981,80 @@ export interface components {
                 code: string;
                 message: string;
             }[];
+        };
+        BulkDryRun: {
+            /** @constant */
+            dry_run: true;
+            /** @enum {string} */
+            outcome: "would_send" | "would_wait_for_approval" | "would_be_refused";
+            approval?: {
+                /** @enum {string} */
+                reason: "agents" | "always";
+            };
+            refusal?: {
+                status: number;
+                /** @description recipient_denied, recipient_cap_exceeded or sending_stopped */
+                code: string;
+                message: string;
+                details?: unknown;
+            };
+            /** @description Messages that would be queued */
+            count: number;
+            /** @description The first three, built as they would be sent */
+            samples: {
+                from: string;
+                to: string[];
+                cc: string[];
+                bcc: string[];
+                subject: string | null;
+                text: string | null;
+                html: string | null;
+                /** @description The header block exactly as it would be sent */
+                headers: string;
+                envelope: {
+                    from: string;
+                    to: string[];
+                };
+                size_bytes: number;
+            }[];
+            skipped?: {
+                index: number;
+                reason: string;
+            }[];
+        };
+        /** @description dry_run: nothing was queued or sent */
+        DryRunResult: {
+            /** @constant */
+            dry_run: true;
+            /** @enum {string} */
+            outcome: "would_send" | "would_wait_for_approval" | "would_be_refused";
+            approval?: {
+                /** @enum {string} */
+                reason: "agents" | "always";
+            };
+            refusal?: {
+                status: number;
+                /** @description recipient_denied, recipient_cap_exceeded or sending_stopped */
+                code: string;
+                message: string;
+                details?: unknown;
+            };
+            message: {
+                from: string;
+                to: string[];
+                cc: string[];
+                bcc: string[];
+                subject: string | null;
+                text: string | null;
+                html: string | null;
+                /** @description The header block exactly as it would be sent */
+                headers: string;
+                envelope: {
+                    from: string;
+                    to: string[];
+                };
+                size_bytes: number;
+            };
         };
         BatchStatus: {
             /** Format: uuid */
@@ -1731,7 +1809,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Sent: accepted, rejected, deferred and unknown recipients */
+            /** @description Sent: accepted, rejected, deferred and unknown recipients (with dry_run: what would happen) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1759,10 +1837,10 @@ export interface operations {
                      *       ]
                      *     }
                      */
-                    "application/json": components["schemas"]["SendResult"];
+                    "application/json": components["schemas"]["SendResult"] | components["schemas"]["DryRunResult"];
                 };
             };
-            /** @description Scheduled or queued */
+            /** @description Scheduled, queued, or held for the owner's approval (pending_approval) */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -2348,7 +2426,47 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Queued */
+            /** @description dry_run: checked and rendered, nothing queued */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "dry_run": true,
+                     *       "outcome": "would_wait_for_approval",
+                     *       "approval": {
+                     *         "reason": "agents"
+                     *       },
+                     *       "count": 2,
+                     *       "samples": [
+                     *         {
+                     *           "from": "ada@example.com",
+                     *           "to": [
+                     *             "grace@example.com"
+                     *           ],
+                     *           "cc": [],
+                     *           "bcc": [],
+                     *           "subject": "Welcome, Grace",
+                     *           "text": "Hi Grace, your workspace Navy is ready.",
+                     *           "html": null,
+                     *           "headers": "From: ada@example.com\r\nTo: grace@example.com\r\nSubject: Welcome, Grace\r\nMessage-ID: <…@example.com>\r\nDate: Sun, 06 Dec 2026 21:00:00 +0000\r\nMIME-Version: 1.0",
+                     *           "envelope": {
+                     *             "from": "ada@example.com",
+                     *             "to": [
+                     *               "grace@example.com"
+                     *             ]
+                     *           },
+                     *           "size_bytes": 412
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["BulkDryRun"];
+                };
+            };
+            /** @description Queued (or held for the owner's approval: pending_approval) */
             202: {
                 headers: {
                     [name: string]: unknown;

@@ -353,6 +353,10 @@ export const TOOLS: ToolDefinition[] = [
           "description": "Retry recipients the server deferred (4xx) through the outbox, same Message-ID (default true); false to retry yourself",
           "type": "boolean"
         },
+        "dry_run": {
+          "description": "Check and render only: the answer shows the message and what would happen (would_send, would_wait_for_approval, would_be_refused); nothing is queued, sent or counted",
+          "type": "boolean"
+        },
         "idempotency_key": {
           "description": "Any unique string (e.g. a UUID) for this send. Retrying with the same key and arguments returns the first result instead of sending again; reuse it whenever you retry after a timeout or an unclear answer.",
           "type": "string",
@@ -516,6 +520,10 @@ export const TOOLS: ToolDefinition[] = [
           "description": "When to start sending; now when omitted or in the past",
           "type": "string",
           "maxLength": 64
+        },
+        "dry_run": {
+          "description": "Check and render only: the answer shows the first messages and what would happen; nothing is queued",
+          "type": "boolean"
         },
         "skip_invalid": {
           "description": "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",

@@ -27,13 +27,15 @@ import {
   type BulkRecipient,
   bulkRecipient,
   issuesSummary,
+  parseBody,
   type SendBulkRequest,
   type SendEmailRequest,
   sendEmailRequest,
 } from "../schemas.ts";
 import { checkServerStatically } from "../smtp/egress.ts";
 import { findUsableConfig, type SmtpConfig } from "../store/smtp_configs.ts";
-import { approvalHold, checkSendGuardrails } from "../oversight/mod.ts";
+import { approvalHold, checkSendGuardrails, type DryRunVerdict, guardrailVerdict } from "../oversight/mod.ts";
+import { type DryRunMessage, dryRunOf } from "../send.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
 export { type BulkLimits, loadBulkLimits } from "./limits.ts";
@@ -151,7 +153,7 @@ export async function enqueueBulk(
   claims: UserClaims,
   req: SendBulkRequest,
   limits: BulkLimits,
-): Promise<BulkAccepted> {
+): Promise<BulkAccepted | BulkDryRun> {
   checkBulkBounds(req, limits);
   const entries = req.recipients ?? req.messages ?? [];
   const errors: EntryErrors = { list: [], renderFailures: 0 };
@@ -167,6 +169,7 @@ export async function enqueueBulk(
     if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
       throw invalidRecipients(errors.list, entries.length, plan.rows.length === 0, stopped ? budget : undefined);
     }
+    if (req.dry_run) return await dryRunBulk(ctx, tx, config, plan, errors.list);
     // The owner's guardrails, for every recipient of the request at once: a stop, a denied
     // recipient or one too many refuses the whole batch before anything is queued.
     await checkSendGuardrails(tx, config.id, plan.rows.flatMap(addressesOf));
@@ -194,6 +197,54 @@ export async function enqueueBulk(
       ...(warning ? { warnings: [warning] } : {}),
     };
   });
+}
+
+/** Messages a bulk dry run renders in full; the rest are counted. */
+const DRY_RUN_SAMPLES = 3;
+
+/** `dry_run: true` on send-bulk: checked and rendered as at accept, nothing queued. */
+export interface BulkDryRun {
+  dry_run: true;
+  outcome: DryRunVerdict["outcome"];
+  approval?: { reason: "agents" | "always" };
+  refusal?: { status: number; code: string; message: string; details?: unknown };
+  /** Messages that would be queued. */
+  count: number;
+  /** The first few, built as they would be sent. */
+  samples: DryRunMessage[];
+  skipped?: EntryError[];
+}
+
+async function dryRunBulk(
+  ctx: AppContext,
+  tx: Tx,
+  config: SmtpConfig,
+  plan: BatchPlan,
+  skipped: EntryError[],
+): Promise<BulkDryRun> {
+  const verdict = await guardrailVerdict(tx, config.id, plan.rows.flatMap(addressesOf));
+  const samples: DryRunMessage[] = [];
+  for (const row of plan.rows.slice(0, DRY_RUN_SAMPLES)) {
+    samples.push(await dryRunOf(ctx, tx, config, parseBody(sendEmailRequest, sampleRequest(plan, row))));
+  }
+  return {
+    dry_run: true,
+    ...verdict,
+    count: plan.rows.length,
+    samples,
+    ...(skipped.length > 0 ? { skipped } : {}),
+  };
+}
+
+/** The send-email request a planned row stands for (as the worker reads it from the outbox). */
+function sampleRequest(plan: BatchPlan, row: OutboxRow): unknown {
+  const payload = row.payload as { kind?: string; request?: object; to?: unknown; data?: Record<string, unknown> };
+  if (payload.kind === "request") return payload.request;
+  const content = plan.content;
+  const merged = content.template !== undefined
+    ? { data: { ...(content.data as Record<string, unknown> ?? {}), ...(payload.data ?? {}) } }
+    : {};
+  return { ...content, ...merged, to: [payload.to] };
 }
 
 /**
@@ -503,6 +554,7 @@ function checkMessage(
     const request = parsed.data;
     if (request.scheduled_at !== undefined) return { reason: "scheduled_at applies to the whole batch; set it there" };
     if (request.config !== undefined) return { reason: "config applies to the whole batch; set it there" };
+    if (request.dry_run !== undefined) return { reason: "dry_run applies to the whole batch; set it there" };
     sanitizeHeaders(request.headers);
     // A templated message's text part may come from its template: its shape is checked once rendered.
     checkContent(request, limits, { checkShape: request.template === undefined });

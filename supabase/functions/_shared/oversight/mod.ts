@@ -382,3 +382,23 @@ export async function decide(
 export const decisionRequest = z.strictObject({
   reason: z.string().min(1).max(500).optional().describe("Why (kept with the message and in the record)"),
 });
+
+/** What a send would meet, as a dry run reports it (nothing is queued or sent). */
+export type DryRunVerdict =
+  | { outcome: "would_send" }
+  | { outcome: "would_wait_for_approval"; approval: { reason: "agents" | "always" } }
+  | { outcome: "would_be_refused"; refusal: { status: number; code: string; message: string; details?: unknown } };
+
+/** The owner's guardrails for a send through the config to `recipients`, without raising. */
+export async function guardrailVerdict(tx: Tx, configId: string, recipients: string[]): Promise<DryRunVerdict> {
+  const [row] = await tx<{
+    refusal: { status: number; code: string; message: string; details?: unknown } | null;
+    approval: "agents" | "always" | null;
+  }[]>`
+    select private.guardrail_refusal(${configId}::uuid, ${recipients}::text[], ${recipients.map(recipientKey)}::text[])
+             as refusal,
+           private.approval_required(${configId}::uuid) as approval`;
+  if (row.refusal) return { outcome: "would_be_refused", refusal: row.refusal };
+  if (row.approval) return { outcome: "would_wait_for_approval", approval: { reason: row.approval } };
+  return { outcome: "would_send" };
+}
