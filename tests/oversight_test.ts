@@ -29,8 +29,8 @@ Deno.test({
       });
       return { user, config, agent };
     };
-    const call = (token: string, path: string, payload?: unknown, method = "POST") =>
-      stack.invoke(path, { token, method, ...(payload === undefined ? {} : { body: payload }) });
+    const call = (token: string, path: string, payload?: unknown, method = "POST", headers?: Record<string, string>) =>
+      stack.invoke(path, { token, method, ...(payload === undefined ? {} : { body: payload }), headers });
     const receivedBy = (address: string) => smtp.messages().filter((m) => m.rcptTo.includes(address)).length;
     const statusOf = async (id: string) =>
       (await stack.sql<{ status: string; error_class: string | null }[]>`
@@ -356,6 +356,39 @@ Deno.test({
         await perMessage.body?.cancel();
         assert.equal(await rows(), 0, "no audit row, no batch row: nothing reaches the analytics");
         assert.equal(receivedBy("dry@example.com"), 0);
+      });
+
+      await t.step("agents' daily cap: counted over 24 hours across paths, the owner's own sends apart", async () => {
+        const { user, agent } = await setup();
+        await call(user.token, "oversight/guardrails", { max_agent_messages_per_day: 3 }, "PUT");
+        assert.equal((await call(agent, "send-email", { to: "a1@example.com", text: "x" })).status, 200);
+        const later = new Date(Date.now() + 3_600_000).toISOString();
+        assert.equal(
+          (await call(agent, "send-email", { to: "a2@example.com", text: "x", scheduled_at: later })).status,
+          202,
+        );
+        const bulk = await call(agent, "send-bulk", { recipients: ["a3@example.com", "a4@example.com"], text: "x" });
+        assert.equal(bulk.status, 429, "two more would make four");
+        const refused = await body<ErrorBody>(bulk);
+        assert.equal(refused.error.code, "agent_daily_cap_reached");
+        assert.deepEqual([refused.error.details?.limit, refused.error.details?.used], [3, 2]);
+        assert.equal((await call(agent, "send-email", { to: "a3@example.com", text: "x" })).status, 200, "one fits");
+        assert.equal((await call(agent, "send-email", { to: "a4@example.com", text: "x" })).status, 429);
+        assert.equal(
+          (await call(user.token, "send-email", { to: "own@example.com", text: "x" })).status,
+          200,
+          "the owner's own",
+        );
+        const viaTool = await call(user.token, "send-email", { to: "t@example.com", text: "x" }, "POST", {
+          "x-mailroom-via": "langchain",
+        });
+        assert.equal(viaTool.status, 429, "a send through an agent tool counts as an agent's");
+        await viaTool.body?.cancel();
+        const raise = await call(agent, "oversight/guardrails", { max_agent_messages_per_day: 10 }, "PUT");
+        assert.equal(raise.status, 403, "an agent cannot raise its own allowance");
+        await raise.body?.cancel();
+        const dry = await (await call(agent, "send-email", { to: "d@example.com", text: "x", dry_run: true })).json();
+        assert.deepEqual([dry.outcome, dry.refusal.code], ["would_be_refused", "agent_daily_cap_reached"]);
       });
 
       await t.step("bad input gets a clear 4xx, and another user's config is not found", async () => {

@@ -12,6 +12,8 @@
 -- guardrails ask for it; an agent never can.
 
 alter table public.sending_guardrails
+  add column max_agent_messages_per_day integer,
+  add constraint sending_guardrails_agent_cap check (max_agent_messages_per_day between 0 and 1000000),
   add column approval text,
   add column approval_ttl_hours integer,
   add column approval_requires_aal2 boolean,
@@ -25,6 +27,8 @@ comment on column public.sending_guardrails.approval is
 alter table public.email_audit_log
   -- The OAuth client whose token made the send (an agent), from the token itself.
   add column client_id text,
+  -- The agent tool the send came through (`mailroom_via`: mcp, langchain), as the functions said.
+  add column via text,
   add column approval_reason text,
   add column approval_expires_at timestamptz,
   drop constraint email_audit_log_status,
@@ -61,7 +65,8 @@ create function private.set_sending_guardrails(
   p_max_recipients_per_request integer,
   p_approval text default null,
   p_approval_ttl_hours integer default null,
-  p_approval_requires_aal2 boolean default null
+  p_approval_requires_aal2 boolean default null,
+  p_max_agent_messages_per_day integer default null
 )
 returns public.sending_guardrails
 language plpgsql
@@ -92,14 +97,16 @@ begin
          and (p_max_recipients_per_request is null or p_max_recipients_per_request > v_old.max_recipients_per_request))
      or array_position(array['off', 'agents', 'always'], coalesce(p_approval, 'off'))
         < array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, 'off'))
-     or (coalesce(v_old.approval_requires_aal2, false) and not coalesce(p_approval_requires_aal2, false)) then
+     or (coalesce(v_old.approval_requires_aal2, false) and not coalesce(p_approval_requires_aal2, false))
+     or (v_old.max_agent_messages_per_day is not null
+         and (p_max_agent_messages_per_day is null or p_max_agent_messages_per_day > v_old.max_agent_messages_per_day)) then
     perform private.require_first_party('Loosening guardrails');
   end if;
   insert into public.sending_guardrails as g
     (user_id, config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, approval_ttl_hours,
-     approval_requires_aal2)
+     approval_requires_aal2, max_agent_messages_per_day)
   values (v_user, p_config_id, v_allow, v_deny, p_max_recipients_per_request, p_approval, p_approval_ttl_hours,
-          p_approval_requires_aal2)
+          p_approval_requires_aal2, p_max_agent_messages_per_day)
   on conflict (user_id, config_id) do update
     set allow_recipients = excluded.allow_recipients,
         deny_recipients = excluded.deny_recipients,
@@ -107,6 +114,7 @@ begin
         approval = excluded.approval,
         approval_ttl_hours = excluded.approval_ttl_hours,
         approval_requires_aal2 = excluded.approval_requires_aal2,
+        max_agent_messages_per_day = excluded.max_agent_messages_per_day,
         updated_at = now()
   returning * into v_new;
   insert into public.oversight_events (user_id, config_id, action, actor, details)
@@ -114,11 +122,13 @@ begin
     'before', case when v_old.user_id is null then null else jsonb_strip_nulls(jsonb_build_object(
       'allow_recipients', v_old.allow_recipients, 'deny_recipients', v_old.deny_recipients,
       'max_recipients_per_request', v_old.max_recipients_per_request, 'approval', v_old.approval,
-      'approval_ttl_hours', v_old.approval_ttl_hours, 'approval_requires_aal2', v_old.approval_requires_aal2)) end,
+      'approval_ttl_hours', v_old.approval_ttl_hours, 'approval_requires_aal2', v_old.approval_requires_aal2,
+      'max_agent_messages_per_day', v_old.max_agent_messages_per_day)) end,
     'after', jsonb_strip_nulls(jsonb_build_object(
       'allow_recipients', v_new.allow_recipients, 'deny_recipients', v_new.deny_recipients,
       'max_recipients_per_request', v_new.max_recipients_per_request, 'approval', v_new.approval,
-      'approval_ttl_hours', v_new.approval_ttl_hours, 'approval_requires_aal2', v_new.approval_requires_aal2))));
+      'approval_ttl_hours', v_new.approval_ttl_hours, 'approval_requires_aal2', v_new.approval_requires_aal2,
+      'max_agent_messages_per_day', v_new.max_agent_messages_per_day))));
   return v_new;
 end
 $$;
@@ -165,6 +175,7 @@ declare
   v_approval text;
 begin
   new.client_id := auth.jwt() ->> 'client_id';
+  new.via := left(auth.jwt() ->> 'mailroom_via', 40);
   -- Nobody inserts a decision: a row said to wait is a queued row like any other, and waits
   -- only if the guardrails say so.
   if new.status = 'pending_approval' then
@@ -242,6 +253,94 @@ alter policy "owner can record own sends in flight" on public.email_audit_log
       )
     )
   );
+
+-- Agents' daily cap ---------------------------------------------------------------------------
+-- `max_agent_messages_per_day` (account and config; both hold) bounds what agents send in any
+-- 24 hours, apart from the config's SMTP limits: messages made with an OAuth client's token or
+-- through the agent tools, counted from the audit rows (held, sent or failed alike).
+
+create index email_audit_log_agent_sends on public.email_audit_log (user_id, created_at)
+  where client_id is not null or via is not null;
+
+-- Why an agent's `p_messages` more sends through the config would pass its daily cap, or null
+-- (the caller is not an agent, or no cap applies). `p_lock`: hold the owner's agent budget
+-- until the transaction (which writes the send's rows) ends, so two agents' sends at once
+-- count each other: the count after the lock sees what the other committed (a volatile
+-- function takes a fresh snapshot for each statement).
+create function private.agent_budget_refusal(p_config_id uuid, p_messages integer, p_lock boolean default false)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_account integer;
+  v_config integer;
+  v_used integer;
+  v_limit integer;
+  v_scope text;
+begin
+  if v_user is null or (auth.jwt() ->> 'client_id' is null and auth.jwt() ->> 'mailroom_via' is null) then
+    return null;
+  end if;
+  select g.max_agent_messages_per_day into v_account from public.sending_guardrails g
+   where g.user_id = v_user and g.config_id is null;
+  select g.max_agent_messages_per_day into v_config from public.sending_guardrails g
+   where g.user_id = v_user and g.config_id = p_config_id;
+  if v_account is null and v_config is null then
+    return null;
+  end if;
+  if p_lock then
+    perform pg_advisory_xact_lock(hashtextextended('mailroom:agent-budget:' || v_user::text, 0));
+  end if;
+  for v_scope, v_limit in select * from (values ('account', v_account), ('config', v_config)) c where c.column2 is not null
+  loop
+    select count(*)::integer into v_used from (
+      select 1 from public.email_audit_log a
+       where a.user_id = v_user and (a.client_id is not null or a.via is not null)
+         and a.created_at > now() - interval '24 hours'
+         and (v_scope = 'account' or a.config_id = p_config_id)
+       limit v_limit + 1) used;
+    if v_used + greatest(p_messages, 1) > v_limit then
+      return jsonb_build_object(
+        'status', 429, 'code', 'agent_daily_cap_reached',
+        'message', format('Agents may send %s messages a day through this %s; %s were sent in the last 24 hours, '
+                          || 'so %s more cannot go: ask the account owner', v_limit, v_scope, v_used,
+                          greatest(p_messages, 1)),
+        'details', jsonb_build_object('limit', v_limit, 'used', v_used, 'scope', v_scope,
+                                      'retryable', false));
+    end if;
+  end loop;
+  return null;
+end
+$$;
+
+-- The guardrails' check as the send paths raise it, now with the agents' daily cap:
+-- `p_messages` is how many messages this send makes (send-bulk: its batch).
+drop function private.check_send_guardrails(uuid, text[], text[]);
+
+create function private.check_send_guardrails(
+  p_config_id uuid,
+  p_recipients text[],
+  p_keys text[] default null,
+  p_messages integer default 1
+)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_refusal jsonb := coalesce(
+    private.guardrail_refusal(p_config_id, p_recipients, p_keys),
+    private.agent_budget_refusal(p_config_id, p_messages, true));
+begin
+  if v_refusal is not null then
+    perform private.raise_api_error((v_refusal ->> 'status')::integer, v_refusal ->> 'code', v_refusal ->> 'message',
+                                    coalesce(v_refusal -> 'details', '{}'));
+  end if;
+end
+$$;
 
 -- Approve or reject the owner's pending sends: the ids given, or every pending message of a
 -- batch. Only a first-party session (no client_id), with aal2 where any of the messages'
@@ -382,11 +481,13 @@ begin
 end
 $$;
 
-revoke all on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean),
+revoke all on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer),
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
-  private.decide_approvals(uuid[], uuid, boolean, text), private.expire_pending_approvals()
+  private.decide_approvals(uuid[], uuid, boolean, text), private.expire_pending_approvals(),
+  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer)
   from public, anon, authenticated;
-grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean),
+grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer),
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
-  private.decide_approvals(uuid[], uuid, boolean, text)
+  private.decide_approvals(uuid[], uuid, boolean, text),
+  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer)
   to authenticated;

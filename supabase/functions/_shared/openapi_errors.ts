@@ -230,6 +230,12 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     details: { client_id: "agent-app" },
   },
   not_stopped: { status: 409, message: "Sending is not stopped" },
+  agent_daily_cap_reached: {
+    status: 429,
+    message: "Agents may send 200 messages a day through this account; 200 were sent in the last 24 hours, so 1 more " +
+      "cannot go: ask the account owner",
+    details: { limit: 200, used: 200, scope: "account", retryable: false },
+  },
   not_pending: {
     status: 409,
     message: "The message is queued, not waiting for approval: it was decided, expired or cancelled already",
@@ -575,7 +581,7 @@ export const COMMON_ERRORS = [
 export const USER_AUTH_ERRORS = [...AUTH, "auth_unavailable"];
 
 /** What the owner's guardrails answer a send (see _shared/oversight). */
-const GUARDRAILS = ["sending_stopped", "recipient_denied", "recipient_cap_exceeded"];
+const GUARDRAILS = ["sending_stopped", "recipient_denied", "recipient_cap_exceeded", "agent_daily_cap_reached"];
 /** Who may decide on held sends: the owner's own session, with MFA where asked. */
 const DECIDE = ["first_party_session_required", "mfa_required"];
 

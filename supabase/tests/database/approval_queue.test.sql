@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(14);
+select plan(19);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -16,7 +16,7 @@ values ('a1a1a1a1-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaa
 
 set local role authenticated;
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
-select lives_ok($$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, true)$$,
+select lives_ok($$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, true, null)$$,
   'the owner asks for approval of agents'' sends, with MFA to decide');
 
 -- Her agent.
@@ -40,10 +40,10 @@ select throws_like(
   $$select private.decide_approvals(array['c0c0c0c0-0000-4000-8000-000000000001'::uuid], null, true, null)$$,
   '%first_party_session_required%', 'an agent cannot approve');
 select throws_like(
-  $$select private.set_sending_guardrails(null, null, '{}', null, 'off', 24, true)$$,
+  $$select private.set_sending_guardrails(null, null, '{}', null, 'off', 24, true, null)$$,
   '%first_party_session_required%', 'nor turn approval off');
 select throws_like(
-  $$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, false)$$,
+  $$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, false, null)$$,
   '%first_party_session_required%', 'nor drop MFA');
 select throws_like(
   $$update public.email_audit_log set status = 'queued' where id = 'c0c0c0c0-0000-4000-8000-000000000001'$$,
@@ -65,6 +65,20 @@ select is(
   (select count(*)::integer from private.decide_approvals(array['c0c0c0c0-0000-4000-8000-000000000001'::uuid], null,
                                                            false, null)),
   0, 'a decided send is not decided again');
+
+-- Agents' daily cap: the owner sets one; her agent has made one message (the held one).
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","aal":"aal2"}';
+select lives_ok($$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, true, 2)$$,
+  'the owner allows agents two messages a day');
+select is(private.agent_budget_refusal('a1a1a1a1-0000-4000-8000-000000000001', 5), null,
+  'the owner''s own sends are not an agent''s');
+set local request.jwt.claims to
+  '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","client_id":"agent-app"}';
+select is(private.agent_budget_refusal('a1a1a1a1-0000-4000-8000-000000000001', 1), null, 'one more fits');
+select is(private.agent_budget_refusal('a1a1a1a1-0000-4000-8000-000000000001', 2) ->> 'code',
+  'agent_daily_cap_reached', 'two more do not');
+select throws_like($$select private.set_sending_guardrails(null, null, '{}', null, 'agents', 24, true, 20)$$,
+  '%first_party_session_required%', 'an agent cannot raise its allowance');
 
 -- Bob cannot decide on Alice's sends.
 set local request.jwt.claims to '{"sub":"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb","role":"authenticated","aal":"aal2"}';

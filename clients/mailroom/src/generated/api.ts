@@ -877,6 +877,8 @@ export interface components {
             approval_ttl_hours?: number | null;
             /** @description Deciding on sends needs a session with multi-factor authentication (aal2) */
             approval_requires_aal2?: boolean | null;
+            /** @description At most this many messages from agents (OAuth clients' tokens, the agent tools) in any 24 hours; apart from the config's SMTP limits */
+            max_agent_messages_per_day?: number | null;
         };
         StopRequest: {
             /** @description A config's name or id; without it, the whole account */
@@ -1626,6 +1628,7 @@ export interface components {
             approval: ("off" | "agents" | "always") | null;
             approval_ttl_hours: number | null;
             approval_requires_aal2: boolean | null;
+            max_agent_messages_per_day: number | null;
             stopped_at: string | null;
             stop_reason: string | null;
             updated_at: string;
@@ -1639,6 +1642,7 @@ export interface components {
                 approval: ("off" | "agents" | "always") | null;
                 approval_ttl_hours: number | null;
                 approval_requires_aal2: boolean | null;
+                max_agent_messages_per_day: number | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -1651,6 +1655,7 @@ export interface components {
                 approval: ("off" | "agents" | "always") | null;
                 approval_ttl_hours: number | null;
                 approval_requires_aal2: boolean | null;
+                max_agent_messages_per_day: number | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -1952,7 +1957,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Rate limited (see Retry-After): `rate_limited` */
+            /** @description Rate limited (see Retry-After): `rate_limited`, `agent_daily_cap_reached` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2556,6 +2561,15 @@ export interface operations {
             };
             /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete`, `recipient_denied`, `recipient_cap_exceeded` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limited (see Retry-After): `agent_daily_cap_reached` */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5330,6 +5344,7 @@ export interface operations {
                      *         "approval": "agents",
                      *         "approval_ttl_hours": 72,
                      *         "approval_requires_aal2": false,
+                     *         "max_agent_messages_per_day": 200,
                      *         "stopped_at": null,
                      *         "stop_reason": null,
                      *         "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5436,6 +5451,7 @@ export interface operations {
                      *       "approval": "agents",
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
+                     *       "max_agent_messages_per_day": 200,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5567,6 +5583,7 @@ export interface operations {
                      *       "approval": "agents",
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
+                     *       "max_agent_messages_per_day": 200,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5698,6 +5715,7 @@ export interface operations {
                      *       "approval": "agents",
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
+                     *       "max_agent_messages_per_day": 200,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"

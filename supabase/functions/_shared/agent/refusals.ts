@@ -44,10 +44,18 @@ function sendingStopped(details: Record<string, unknown>): string {
     "in their own session: do not try to lift it yourself.";
 }
 
+function agentDailyCapReached(details: Record<string, unknown>): string {
+  const limit = typeof details.limit === "number" ? ` of ${details.limit} messages` : "";
+  return `Agents have used up the account owner's daily allowance${limit} (counted over the last 24 hours). ` +
+    "Nothing was sent or queued. Do not retry now, and do not split or reword the message to get it through. Tell " +
+    `the user the daily limit for agents is reached; ${OWNER_ONLY}.`;
+}
+
 const ADVICE = new Map<string, (details: Record<string, unknown>) => string>([
   ["recipient_denied", recipientDenied],
   ["recipient_cap_exceeded", recipientCapExceeded],
   ["sending_stopped", sendingStopped],
+  ["agent_daily_cap_reached", agentDailyCapReached],
 ]);
 
 /**

@@ -172,7 +172,7 @@ export async function enqueueBulk(
     if (req.dry_run) return await dryRunBulk(ctx, tx, config, plan, errors.list);
     // The owner's guardrails, for every recipient of the request at once: a stop, a denied
     // recipient or one too many refuses the whole batch before anything is queued.
-    await checkSendGuardrails(tx, config.id, plan.rows.flatMap(addressesOf));
+    await checkSendGuardrails(tx, config.id, plan.rows.flatMap(addressesOf), plan.rows.length);
 
     const [batch] = await tx<{ id: string; scheduled_at: Date | null }[]>`
       insert into public.email_batches (config_id, template_id, content, agent_context, total, scheduled_at)
@@ -222,7 +222,7 @@ async function dryRunBulk(
   plan: BatchPlan,
   skipped: EntryError[],
 ): Promise<BulkDryRun> {
-  const verdict = await guardrailVerdict(tx, config.id, plan.rows.flatMap(addressesOf));
+  const verdict = await guardrailVerdict(tx, config.id, plan.rows.flatMap(addressesOf), plan.rows.length);
   const samples: DryRunMessage[] = [];
   for (const row of plan.rows.slice(0, DRY_RUN_SAMPLES)) {
     samples.push(await dryRunOf(ctx, tx, config, parseBody(sendEmailRequest, sampleRequest(plan, row))));

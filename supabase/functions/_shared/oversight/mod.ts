@@ -72,6 +72,10 @@ export const guardrailsRequest = z.strictObject({
   approval_requires_aal2: z.boolean().nullable().optional().describe(
     "Deciding on sends needs a session with multi-factor authentication (aal2)",
   ),
+  max_agent_messages_per_day: z.number().int().min(0).max(1_000_000).nullable().optional().describe(
+    "At most this many messages from agents (OAuth clients' tokens, the agent tools) in any 24 hours; " +
+      "apart from the config's SMTP limits",
+  ),
 });
 
 /** `POST /oversight/stop` and `/oversight/resume`. */
@@ -89,13 +93,14 @@ export interface Guardrails {
   approval: "off" | "agents" | "always" | null;
   approval_ttl_hours: number | null;
   approval_requires_aal2: boolean | null;
+  max_agent_messages_per_day: number | null;
   stopped_at: string | null;
   stop_reason: string | null;
   updated_at: string;
 }
 
 const COLUMNS = "config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, " +
-  "approval_ttl_hours, approval_requires_aal2, stopped_at, stop_reason, updated_at";
+  "approval_ttl_hours, approval_requires_aal2, max_agent_messages_per_day, stopped_at, stop_reason, updated_at";
 
 function shown(row: Record<string, unknown>): Guardrails {
   const iso = (value: unknown) => value instanceof Date ? value.toISOString() : value === null ? null : String(value);
@@ -107,6 +112,7 @@ function shown(row: Record<string, unknown>): Guardrails {
     approval: (row.approval as Guardrails["approval"]) ?? null,
     approval_ttl_hours: (row.approval_ttl_hours as number | null) ?? null,
     approval_requires_aal2: (row.approval_requires_aal2 as boolean | null) ?? null,
+    max_agent_messages_per_day: (row.max_agent_messages_per_day as number | null) ?? null,
     stopped_at: iso(row.stopped_at ?? null),
     stop_reason: (row.stop_reason as string | null) ?? null,
     updated_at: iso(row.updated_at) ?? new Date(0).toISOString(),
@@ -136,7 +142,8 @@ export async function setGuardrails(tx: Tx, req: z.infer<typeof guardrailsReques
     select ${tx.unsafe(COLUMNS)} from private.set_sending_guardrails(
       ${configId}::uuid, ${req.allow_recipients ?? null}::text[], ${req.deny_recipients ?? []}::text[],
       ${req.max_recipients_per_request ?? null}::integer, ${req.approval ?? null}::text,
-      ${req.approval_ttl_hours ?? null}::integer, ${req.approval_requires_aal2 ?? null}::boolean)`;
+      ${req.approval_ttl_hours ?? null}::integer, ${req.approval_requires_aal2 ?? null}::boolean,
+      ${req.max_agent_messages_per_day ?? null}::integer)`;
   return shown(row);
 }
 
@@ -200,9 +207,14 @@ export async function listEvents(tx: Tx, before: number | undefined, limit: numb
  * await checkSendGuardrails(tx, config.id, message.envelope.to);
  * ```
  */
-export async function checkSendGuardrails(tx: Tx, configId: string, recipients: string[] = []): Promise<void> {
+export async function checkSendGuardrails(
+  tx: Tx,
+  configId: string,
+  recipients: string[] = [],
+  messages = 1,
+): Promise<void> {
   await tx`select private.check_send_guardrails(${configId}::uuid, ${recipients}::text[],
-                                                 ${recipients.map(recipientKey)}::text[])`;
+                                                 ${recipients.map(recipientKey)}::text[], ${messages}::integer)`;
 }
 
 /**
@@ -390,13 +402,21 @@ export type DryRunVerdict =
   | { outcome: "would_be_refused"; refusal: { status: number; code: string; message: string; details?: unknown } };
 
 /** The owner's guardrails for a send through the config to `recipients`, without raising. */
-export async function guardrailVerdict(tx: Tx, configId: string, recipients: string[]): Promise<DryRunVerdict> {
+export async function guardrailVerdict(
+  tx: Tx,
+  configId: string,
+  recipients: string[],
+  messages = 1,
+): Promise<DryRunVerdict> {
   const [row] = await tx<{
     refusal: { status: number; code: string; message: string; details?: unknown } | null;
     approval: "agents" | "always" | null;
   }[]>`
-    select private.guardrail_refusal(${configId}::uuid, ${recipients}::text[], ${recipients.map(recipientKey)}::text[])
-             as refusal,
+    select coalesce(
+             private.guardrail_refusal(${configId}::uuid, ${recipients}::text[], ${
+    recipients.map(recipientKey)
+  }::text[]),
+             private.agent_budget_refusal(${configId}::uuid, ${messages}::integer)) as refusal,
            private.approval_required(${configId}::uuid) as approval`;
   if (row.refusal) return { outcome: "would_be_refused", refusal: row.refusal };
   if (row.approval) return { outcome: "would_wait_for_approval", approval: { reason: row.approval } };
