@@ -32,6 +32,12 @@ export interface Config {
   /** Where SMTP connections may go. */
   egress: EgressPolicy;
   /**
+   * The page where the owner approves a held send (MAILROOM_APPROVAL_URL, e.g. the dashboard's
+   * `https://app.example.com/approvals`): a message's is `<url>/<id>`, a batch's
+   * `<url>/batch/<batch_id>`. The MCP tools send the person there (URL-mode elicitation).
+   */
+  approvalUrl?: string;
+  /**
    * OAuth mailboxes: the providers' endpoints, replaced only to point at the local stand-ins
    * (local/oauth_standin.ts) in development and tests; `http:` is allowed only for loopback ones.
    * `caCerts`: extra CAs a custom provider's token endpoint may be signed by (MAILROOM_OAUTH_CA_CERTS).
@@ -110,6 +116,23 @@ const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-
  * SUPABASE_URL, so servers see the project's public name and never the function's internal
  * host name. An IP address becomes an address literal (`[127.0.0.1]`), as RFC 5321 asks.
  */
+/** MAILROOM_APPROVAL_URL: an https URL (http only for loopback, as local development serves it), or unset. */
+function approvalUrl(configured: string | undefined): string | undefined {
+  const value = configured?.trim();
+  if (!value) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`MAILROOM_APPROVAL_URL is not a URL: "${value}"`);
+  }
+  const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    throw new ConfigError("MAILROOM_APPROVAL_URL must be an https URL (http only on loopback)");
+  }
+  return value.replace(/\/+$/, "");
+}
+
 function ehloName(configured: string | undefined, supabaseUrl: string): string {
   const value = configured?.trim();
   if (value) {
@@ -231,6 +254,7 @@ export function loadConfig(env: Env): Config {
       busyWaitMs: DEFAULT_POOL_OPTIONS.busyWaitMs,
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
+    approvalUrl: approvalUrl(env.MAILROOM_APPROVAL_URL),
     oauth: oauthEndpoints(env),
     limits: orConfigError(() => loadCompositionLimits(env)),
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),

@@ -17,10 +17,16 @@
 // Each tool (see _shared/agent/tools.ts) is one call of a mailroom function, run in-process
 // through that function's own handler with the caller's token: same validation, limits, RLS,
 // idempotency and audit as over HTTP. Sends record agent_context {via: "mcp", tool, client}.
-import { createMcpHandler, McpServer, type StandardSchemaWithJSON } from "@modelcontextprotocol/server";
+import {
+  createMcpHandler,
+  inputRequired,
+  McpServer,
+  type ServerContext,
+  type StandardSchemaWithJSON,
+} from "@modelcontextprotocol/server";
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
-import { ApiError, checkValueDepth, corsHeaders, errorResponse, type Handler, json } from "../_shared/http.ts";
+import { ApiError, checkValueDepth, corsHeaders, errorResponse, type Handler, isUuid, json } from "../_shared/http.ts";
 import { allowedOrigin } from "./origin.ts";
 import { AGENT_TOOLS, type AgentTool, toolInputJsonSchema } from "../_shared/agent/tools.ts";
 import { parseBody } from "../_shared/schemas.ts";
@@ -181,9 +187,102 @@ function buildServer(functions: Record<string, Handler>, ctx: AppContext, caller
       description: tool.description,
       inputSchema: advertised(toolInputJsonSchema(tool)),
       annotations: tool.annotations,
-    }, async (args: unknown) => await runTool(functions, ctx, caller, tool, (args ?? {}) as Record<string, unknown>));
+    }, async (args: unknown, toolCtx: ServerContext) => {
+      // The retry after the owner was sent to approve (URL-mode elicitation): report, never send again.
+      const state = toolCtx.mcpReq.requestState();
+      if (tool.sends && typeof state === "string") return await heldStatus(functions, ctx, caller, state);
+      const result = await runTool(functions, ctx, caller, tool, (args ?? {}) as Record<string, unknown>);
+      const held = tool.sends ? heldOf(result.structuredContent) : null;
+      const url = held && ctx.config.approvalUrl
+        ? `${ctx.config.approvalUrl}/${held.kind === "batch" ? "batch/" : ""}${encodeURIComponent(held.id)}`
+        : null;
+      // A client that can open a page for its user gets one: approval happens there, outside the model's channel.
+      if (held && url && server.server.getClientCapabilities()?.elicitation?.url) {
+        return inputRequired({
+          inputRequests: { approval: inputRequired.elicitUrl({ message: approvalPrompt(held), url }) },
+          requestState: JSON.stringify(held),
+        });
+      }
+      return result;
+    });
   }
   return server;
+}
+
+/** A send the owner must approve, as a tool's result names it. */
+interface Held {
+  kind: "message" | "batch";
+  id: string;
+  count: number;
+}
+
+function heldOf(result: unknown): Held | null {
+  const r = (result ?? {}) as { status?: string; id?: string; batch_id?: string; pending_approval?: number };
+  if (r.status === "pending_approval" && typeof r.id === "string") return { kind: "message", id: r.id, count: 1 };
+  if (typeof r.batch_id === "string" && typeof r.pending_approval === "number" && r.pending_approval > 0) {
+    return { kind: "batch", id: r.batch_id, count: r.pending_approval };
+  }
+  return null;
+}
+
+function approvalPrompt(held: Held): string {
+  return held.kind === "message"
+    ? "An email your agent wrote waits for your approval. Open mailroom to read it, then approve or reject it."
+    : `${held.count} emails your agent wrote wait for your approval. Open mailroom to read them, then approve or ` +
+      "reject them.";
+}
+
+/**
+ * What became of a held send, for the tool call retried after the owner was sent to approve it.
+ * The state comes back from the client, so it is read as the caller (RLS): it can only name the
+ * caller's own sends, and it never causes a send.
+ */
+async function heldStatus(functions: Record<string, Handler>, ctx: AppContext, caller: Caller, state: string) {
+  let held: Held;
+  try {
+    held = JSON.parse(state) as Held;
+    if ((held.kind !== "message" && held.kind !== "batch") || typeof held.id !== "string" || !isUuid(held.id)) {
+      throw new TypeError("not a held send");
+    }
+  } catch {
+    return toolError(400, {
+      error: { code: "invalid_request", message: "The request state is not one mailroom gave" },
+    });
+  }
+  const call: FunctionCall = held.kind === "message"
+    ? { fn: "send-email", method: "GET", path: `/${held.id}` }
+    : { fn: "send-bulk", method: "GET", path: `/${held.id}` };
+  const res = await functions[call.fn](requestFor(ctx, caller, call));
+  const result = await res.json() as Record<string, unknown>;
+  if (!res.ok) return toolError(res.status, result);
+  const text = held.kind === "message" ? messageDecision(String(result.status)) : batchDecision(result);
+  return { content: [{ type: "text" as const, text }], structuredContent: result };
+}
+
+function messageDecision(status: string): string {
+  switch (status) {
+    case "pending_approval":
+      return "The email still waits for the account owner's approval: nothing was sent. Tell the user it waits for " +
+        "them; do not send it again.";
+    case "rejected":
+      return "The account owner rejected this email: it was not sent and will not be. Do not send it again.";
+    case "expired":
+      return "Nobody approved this email in time: it was not sent. Do not send it again unless the user asks.";
+    case "cancelled":
+      return "This email was cancelled: it was not sent.";
+    default:
+      return `The account owner approved this email; it is ${status} (the outbox sends it).`;
+  }
+}
+
+function batchDecision(result: Record<string, unknown>): string {
+  const counts = (result.counts ?? {}) as Record<string, number>;
+  if (counts.pending_approval > 0) {
+    return `${counts.pending_approval} emails still wait for the account owner's approval. Tell the user; do not ` +
+      "send them again.";
+  }
+  return `The account owner decided: ${counts.rejected ?? 0} rejected, ${counts.expired ?? 0} expired, the rest ` +
+    "approved and in the outbox.";
 }
 
 /**

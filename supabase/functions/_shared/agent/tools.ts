@@ -59,8 +59,20 @@ const OUTCOMES = "A result of `sent` means the SMTP server accepted the message 
   "have been delivered: do not resend it without asking the user.";
 
 const GUARDRAILS = "The account owner's guardrails may refuse a send (`recipient_denied`, " +
-  "`recipient_cap_exceeded`, `sending_stopped`): only the owner can change them, so never repeat a refused call or " +
-  "work around it; the refusal's text says what to do instead.";
+  "`recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so " +
+  "never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be " +
+  "held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` " +
+  "checks and renders without sending.";
+
+/** What a dry run found, for the model: nothing was sent either way. */
+function dryRunSummary(r: Record<string, unknown>): string {
+  const refusal = r.refusal as { code?: string; message?: string } | undefined;
+  return r.outcome === "would_be_refused"
+    ? `Dry run, nothing sent: this would be refused (${refusal?.code}): ${refusal?.message}`
+    : r.outcome === "would_wait_for_approval"
+    ? "Dry run, nothing sent: this would wait for the account owner's approval."
+    : "Dry run, nothing sent: this would be sent.";
+}
 
 /** Every tool, in the order clients list them. */
 export const AGENT_TOOLS: AgentTool[] = [
@@ -77,7 +89,11 @@ export const AGENT_TOOLS: AgentTool[] = [
     sends: true,
     calls: [{ fn: "send-email", method: "POST", body: true }],
     summarize: (r) =>
-      r.status === "sent"
+      r.dry_run
+        ? dryRunSummary(r)
+        : r.status === "pending_approval"
+        ? `Held for approval (id ${r.id}). ${(r.approval as { message?: string })?.message ?? ""}`
+        : r.status === "sent"
         ? `Sent (id ${r.id}, Message-ID ${r.message_id}). Accepted: ${list(r.accepted) || "none"}.` +
           ((r.rejected as string[])?.length ? ` Rejected: ${list(r.rejected)}.` : "") +
           ((r.deferred as string[])?.length ? ` Deferred: ${list(r.deferred)}.` : "")
@@ -97,10 +113,15 @@ export const AGENT_TOOLS: AgentTool[] = [
     sends: true,
     calls: [{ fn: "send-bulk", method: "POST", body: true }],
     summarize: (r) =>
-      `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
-      (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
-      ((r.skipped as unknown[])?.length ? `; skipped ${(r.skipped as unknown[]).length} invalid entries` : "") +
-      ". Use get_batch_status to follow it.",
+      r.dry_run
+        ? `${dryRunSummary(r)} ${r.count} message(s) would be queued.`
+        : (Number(r.pending_approval) > 0
+          ? `Held ${r.pending_approval} message(s) for approval as batch ${r.batch_id}. ` +
+            ((r.approval as { message?: string })?.message ?? "")
+          : `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
+            (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
+            ((r.skipped as unknown[])?.length ? `; skipped ${(r.skipped as unknown[]).length} invalid entries` : "") +
+            ". Use get_batch_status to follow it."),
   },
   {
     name: "get_batch_status",
