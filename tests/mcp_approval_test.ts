@@ -99,6 +99,37 @@ Deno.test({
         await client.close();
       });
 
+      await t.step("a notice to the owner's own address links to the page; approving is done there", async () => {
+        const byAgent = await stack.invoke("oversight/guardrails", {
+          token: agent,
+          method: "PUT",
+          body: { approval: "agents", approval_notify_config: "default" },
+        });
+        assert.equal(byAgent.status, 403, "where the owner's notices go is the owner's to say");
+        await byAgent.body?.cancel();
+        const set = await stack.invoke("oversight/guardrails", {
+          token: owner.token,
+          method: "PUT",
+          body: { approval: "agents", approval_notify_config: "default" },
+        });
+        assert.equal(set.status, 200, await set.text());
+        const held = await (await stack.invoke("send-email", {
+          token: agent,
+          body: { to: "noticed@example.com", subject: "Numbers", text: "x" },
+        })).json();
+        assert.equal(held.status, "pending_approval");
+        await stack.drainOutbox();
+        const notices = smtp.messages().filter((m) => m.rcptTo.includes(owner.email));
+        assert.equal(notices.length, 1, "one notice, to the owner's own address");
+        assert.match(notices[0].data.replace(/=\r\n/g, ""), new RegExp(`${APPROVALS}/${held.id}`));
+        assert.equal(received("noticed@example.com"), 0, "the held email itself waits");
+        const [notice] = await stack.sql<{ client_id: string | null; status: string }[]>`
+          select client_id, status from public.email_audit_log where approval_notice`;
+        assert.deepEqual(notice, { client_id: null, status: "sent" }, "not an agent's message, never held");
+        await stack.invoke("oversight/guardrails", { token: owner.token, method: "PUT", body: { approval: "agents" } })
+          .then((r) => r.body?.cancel());
+      });
+
       await t.step("clients that cannot open a page get the held result as text, and nothing goes", async () => {
         const plain = new ClientV2({ name: "plain", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
         await plain.connect(new TransportV2(endpoint, auth));

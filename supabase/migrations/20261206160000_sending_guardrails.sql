@@ -41,6 +41,7 @@ as $$
 $$;
 
 create table public.sending_guardrails (
+  id uuid primary key default gen_random_uuid(),
   user_id uuid not null default auth.uid() references auth.users (id) on delete cascade,
   -- null: the account's own guardrails, which every config inherits.
   config_id uuid references public.user_smtp_configs (id) on delete cascade,

@@ -12,6 +12,9 @@
 -- guardrails ask for it; an agent never can.
 
 alter table public.sending_guardrails
+  -- The config that mails the owner a notice when a send is held (account scope only).
+  add column approval_notify_config_id uuid references public.user_smtp_configs (id) on delete set null,
+  add constraint sending_guardrails_notify_scope check (approval_notify_config_id is null or config_id is null),
   add column max_agent_messages_per_day integer,
   add constraint sending_guardrails_agent_cap check (max_agent_messages_per_day between 0 and 1000000),
   add column approval text,
@@ -19,6 +22,9 @@ alter table public.sending_guardrails
   add column approval_requires_aal2 boolean,
   add constraint sending_guardrails_approval check (approval in ('off', 'agents', 'always')),
   add constraint sending_guardrails_approval_ttl check (approval_ttl_hours between 1 and 720);
+
+create index sending_guardrails_notify_config on public.sending_guardrails (approval_notify_config_id)
+  where approval_notify_config_id is not null;
 
 comment on column public.sending_guardrails.approval is
   'Which sends wait for the owner''s approval: off, agents (OAuth clients'' tokens and the agent tools) or always; '
@@ -29,6 +35,8 @@ alter table public.email_audit_log
   add column client_id text,
   -- The agent tool the send came through (`mailroom_via`: mcp, langchain), as the functions said.
   add column via text,
+  -- A notice to the owner that something waits for them (private.queue_approval_notice): never held itself.
+  add column approval_notice boolean not null default false,
   add column approval_reason text,
   add column approval_expires_at timestamptz,
   drop constraint email_audit_log_status,
@@ -66,7 +74,8 @@ create function private.set_sending_guardrails(
   p_approval text default null,
   p_approval_ttl_hours integer default null,
   p_approval_requires_aal2 boolean default null,
-  p_max_agent_messages_per_day integer default null
+  p_max_agent_messages_per_day integer default null,
+  p_approval_notify_config_id uuid default null
 )
 returns public.sending_guardrails
 language plpgsql
@@ -84,6 +93,7 @@ begin
     perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
   end if;
   perform private.own_config_for_oversight(p_config_id);
+  perform private.own_config_for_oversight(p_approval_notify_config_id);
   if p_allow_recipients is not null and v_allow is null then
     v_allow := '{}';
   end if;
@@ -99,14 +109,16 @@ begin
         < array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, 'off'))
      or (coalesce(v_old.approval_requires_aal2, false) and not coalesce(p_approval_requires_aal2, false))
      or (v_old.max_agent_messages_per_day is not null
-         and (p_max_agent_messages_per_day is null or p_max_agent_messages_per_day > v_old.max_agent_messages_per_day)) then
+         and (p_max_agent_messages_per_day is null or p_max_agent_messages_per_day > v_old.max_agent_messages_per_day))
+     -- Where the owner's notices go is the owner's to say.
+     or p_approval_notify_config_id is distinct from v_old.approval_notify_config_id then
     perform private.require_first_party('Loosening guardrails');
   end if;
   insert into public.sending_guardrails as g
     (user_id, config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, approval_ttl_hours,
-     approval_requires_aal2, max_agent_messages_per_day)
+     approval_requires_aal2, max_agent_messages_per_day, approval_notify_config_id)
   values (v_user, p_config_id, v_allow, v_deny, p_max_recipients_per_request, p_approval, p_approval_ttl_hours,
-          p_approval_requires_aal2, p_max_agent_messages_per_day)
+          p_approval_requires_aal2, p_max_agent_messages_per_day, p_approval_notify_config_id)
   on conflict (user_id, config_id) do update
     set allow_recipients = excluded.allow_recipients,
         deny_recipients = excluded.deny_recipients,
@@ -115,6 +127,7 @@ begin
         approval_ttl_hours = excluded.approval_ttl_hours,
         approval_requires_aal2 = excluded.approval_requires_aal2,
         max_agent_messages_per_day = excluded.max_agent_messages_per_day,
+        approval_notify_config_id = excluded.approval_notify_config_id,
         updated_at = now()
   returning * into v_new;
   insert into public.oversight_events (user_id, config_id, action, actor, details)
@@ -174,8 +187,9 @@ declare
   v_config record;
   v_approval text;
 begin
-  new.client_id := auth.jwt() ->> 'client_id';
-  new.via := left(auth.jwt() ->> 'mailroom_via', 40);
+  -- Who made the send (an owner's notice is nobody's agent's).
+  new.client_id := case when new.approval_notice then null else auth.jwt() ->> 'client_id' end;
+  new.via := case when new.approval_notice then null else left(auth.jwt() ->> 'mailroom_via', 40) end;
   -- Nobody inserts a decision: a row said to wait is a queued row like any other, and waits
   -- only if the guardrails say so.
   if new.status = 'pending_approval' then
@@ -203,7 +217,7 @@ begin
     end;
     new.lease_until := null;
     new.leased_by := null;
-    v_approval := private.approval_required(new.config_id);
+    v_approval := case when new.approval_notice then null else private.approval_required(new.config_id) end;
     if v_approval is not null then
       new.status := 'pending_approval';
       new.approval_reason := v_approval;
@@ -253,6 +267,50 @@ alter policy "owner can record own sends in flight" on public.email_audit_log
       )
     )
   );
+
+-- Approval notices ---------------------------------------------------------------------------
+-- When the owner asked for them (`approval_notify_config_id` on the account's guardrails), a
+-- held send queues one short mail to the owner's own address through that config, linking to
+-- the approval page. The link opens the page; approving happens there, in the owner's session,
+-- never by following a link. A notice is never held for approval itself (only this function
+-- can mark one: the column is not the Data API's to write), but the guardrails and the stop
+-- still hold for it like for any mail.
+create function private.queue_approval_notice(p_count integer, p_url text)
+returns uuid
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_config uuid;
+  v_address text;
+  v_id uuid;
+  v_what text := case when p_count > 1 then p_count || ' emails your agent wrote wait' else 'An email your agent wrote waits' end;
+begin
+  select g.approval_notify_config_id into v_config from public.sending_guardrails g
+   where g.user_id = v_user and g.config_id is null;
+  if v_config is null or p_url is null then
+    return null;
+  end if;
+  select u.email into v_address from auth.users u where u.id = v_user;
+  if v_address is null then
+    return null;
+  end if;
+  insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, subject, status, payload,
+                                      approval_notice)
+  values (v_user, v_config, '', array[v_address], v_what || ' for your approval', 'queued',
+          jsonb_build_object('kind', 'request', 'request', jsonb_build_object(
+            'to', v_address,
+            'subject', v_what || ' for your approval',
+            'text', v_what || ' for your approval in mailroom. Nothing is sent until you decide.' || chr(10) || chr(10)
+              || 'Open it: ' || p_url || chr(10) || chr(10)
+              || 'You approve or reject it on that page, signed in to your account.')),
+          true)
+  returning id into v_id;
+  return v_id;
+end
+$$;
 
 -- Agents' daily cap ---------------------------------------------------------------------------
 -- `max_agent_messages_per_day` (account and config; both hold) bounds what agents send in any
@@ -481,13 +539,15 @@ begin
 end
 $$;
 
-revoke all on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer),
+revoke all on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer, uuid),
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
   private.decide_approvals(uuid[], uuid, boolean, text), private.expire_pending_approvals(),
-  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer)
+  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer),
+  private.queue_approval_notice(integer, text)
   from public, anon, authenticated;
-grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer),
+grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer, uuid),
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
   private.decide_approvals(uuid[], uuid, boolean, text),
-  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer)
+  private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer),
+  private.queue_approval_notice(integer, text)
   to authenticated;

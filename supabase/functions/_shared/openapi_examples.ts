@@ -135,6 +135,7 @@ const guardrailsExample = {
   approval_ttl_hours: 72,
   approval_requires_aal2: false,
   max_agent_messages_per_day: 200,
+  approval_notify_config_id: null,
   stopped_at: null,
   stop_reason: null,
   updated_at: "2026-12-06T21:00:00.000Z",

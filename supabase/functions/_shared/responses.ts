@@ -355,6 +355,7 @@ export const guardrails = z.strictObject({
   approval_ttl_hours: z.number().int().nullable(),
   approval_requires_aal2: z.boolean().nullable(),
   max_agent_messages_per_day: z.number().int().nullable(),
+  approval_notify_config_id: z.string().nullable(),
   stopped_at: z.string().nullable(),
   stop_reason: z.string().nullable(),
   updated_at: z.string(),

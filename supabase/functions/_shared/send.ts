@@ -25,6 +25,7 @@ import {
   type DryRunVerdict,
   guardrailRefusals,
   guardrailVerdict,
+  queueApprovalNotice,
 } from "./oversight/mod.ts";
 import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
@@ -524,7 +525,14 @@ export async function sendEmail(
   ).catch(payloadTooLargeForQueue);
   const auditId = audit.id;
   const { message } = prepared;
-  if (prepared.approval) return heldResult(audit as QueuedRow);
+  if (prepared.approval) {
+    await withUser(
+      ctx.sql,
+      claims,
+      (tx) => queueApprovalNotice(tx, ctx.config.approvalUrl, { id: audit.id, count: 1 }),
+    );
+    return heldResult(audit as QueuedRow);
+  }
 
   const transmission = await transmit(ctx, claims, prepared, undefined, ctx.smtpPool);
   if ("refused" in transmission) {
@@ -629,7 +637,10 @@ export async function scheduleEmail(
     await checkSendGuardrails(tx, config.id, composed.message.envelope.to);
     const [row] = await queueRequest(tx, config, composed, req, raw, { ...options, scheduledAt: req.scheduled_at })
       .catch(payloadTooLargeForQueue);
-    if (row.status === "pending_approval") return heldResult(row, req.scheduled_at);
+    if (row.status === "pending_approval") {
+      await queueApprovalNotice(tx, ctx.config.approvalUrl, { id: row.id, count: 1 });
+      return heldResult(row, req.scheduled_at);
+    }
     return {
       id: row.id,
       status: row.status as ScheduleResult["status"],

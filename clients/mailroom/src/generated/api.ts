@@ -877,6 +877,8 @@ export interface components {
             approval_ttl_hours?: number | null;
             /** @description Deciding on sends needs a session with multi-factor authentication (aal2) */
             approval_requires_aal2?: boolean | null;
+            /** @description Account only: a config (name or id) that mails you a notice, with a link to the approval page, when a send waits for you (MAILROOM_APPROVAL_URL must be set); null or absent: no notices */
+            approval_notify_config?: string | null;
             /** @description At most this many messages from agents (OAuth clients' tokens, the agent tools) in any 24 hours; apart from the config's SMTP limits */
             max_agent_messages_per_day?: number | null;
         };
@@ -1629,6 +1631,7 @@ export interface components {
             approval_ttl_hours: number | null;
             approval_requires_aal2: boolean | null;
             max_agent_messages_per_day: number | null;
+            approval_notify_config_id: string | null;
             stopped_at: string | null;
             stop_reason: string | null;
             updated_at: string;
@@ -1643,6 +1646,7 @@ export interface components {
                 approval_ttl_hours: number | null;
                 approval_requires_aal2: boolean | null;
                 max_agent_messages_per_day: number | null;
+                approval_notify_config_id: string | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -1656,6 +1660,7 @@ export interface components {
                 approval_ttl_hours: number | null;
                 approval_requires_aal2: boolean | null;
                 max_agent_messages_per_day: number | null;
+                approval_notify_config_id: string | null;
                 stopped_at: string | null;
                 stop_reason: string | null;
                 updated_at: string;
@@ -5345,6 +5350,7 @@ export interface operations {
                      *         "approval_ttl_hours": 72,
                      *         "approval_requires_aal2": false,
                      *         "max_agent_messages_per_day": 200,
+                     *         "approval_notify_config_id": null,
                      *         "stopped_at": null,
                      *         "stop_reason": null,
                      *         "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5452,6 +5458,7 @@ export interface operations {
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
                      *       "max_agent_messages_per_day": 200,
+                     *       "approval_notify_config_id": null,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5584,6 +5591,7 @@ export interface operations {
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
                      *       "max_agent_messages_per_day": 200,
+                     *       "approval_notify_config_id": null,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"
@@ -5716,6 +5724,7 @@ export interface operations {
                      *       "approval_ttl_hours": 72,
                      *       "approval_requires_aal2": false,
                      *       "max_agent_messages_per_day": 200,
+                     *       "approval_notify_config_id": null,
                      *       "stopped_at": null,
                      *       "stop_reason": null,
                      *       "updated_at": "2026-12-06T21:00:00.000Z"

@@ -34,7 +34,13 @@ import {
 } from "../schemas.ts";
 import { checkServerStatically } from "../smtp/egress.ts";
 import { findUsableConfig, type SmtpConfig } from "../store/smtp_configs.ts";
-import { approvalHold, checkSendGuardrails, type DryRunVerdict, guardrailVerdict } from "../oversight/mod.ts";
+import {
+  approvalHold,
+  checkSendGuardrails,
+  type DryRunVerdict,
+  guardrailVerdict,
+  queueApprovalNotice,
+} from "../oversight/mod.ts";
 import { type DryRunMessage, dryRunOf } from "../send.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
@@ -185,6 +191,7 @@ export async function enqueueBulk(
     const [held] = await tx<{ n: number; reason: "agents" | "always" | null; expires_at: Date | null }[]>`
       select count(*)::integer as n, min(approval_reason) as reason, min(approval_expires_at) as expires_at
         from public.email_audit_log where batch_id = ${batch.id}::uuid and status = 'pending_approval'`;
+    if (held.n > 0) await queueApprovalNotice(tx, ctx.config.approvalUrl, { batchId: batch.id, count: held.n });
     const warning = held.n > 0 ? null : await dailyBudgetWarning(tx, config, batch.scheduled_at);
     return {
       batch_id: batch.id,

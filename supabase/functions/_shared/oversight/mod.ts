@@ -72,6 +72,10 @@ export const guardrailsRequest = z.strictObject({
   approval_requires_aal2: z.boolean().nullable().optional().describe(
     "Deciding on sends needs a session with multi-factor authentication (aal2)",
   ),
+  approval_notify_config: z.string().min(1).max(200).nullable().optional().describe(
+    "Account only: a config (name or id) that mails you a notice, with a link to the approval page, when a send " +
+      "waits for you (MAILROOM_APPROVAL_URL must be set); null or absent: no notices",
+  ),
   max_agent_messages_per_day: z.number().int().min(0).max(1_000_000).nullable().optional().describe(
     "At most this many messages from agents (OAuth clients' tokens, the agent tools) in any 24 hours; " +
       "apart from the config's SMTP limits",
@@ -94,13 +98,15 @@ export interface Guardrails {
   approval_ttl_hours: number | null;
   approval_requires_aal2: boolean | null;
   max_agent_messages_per_day: number | null;
+  approval_notify_config_id: string | null;
   stopped_at: string | null;
   stop_reason: string | null;
   updated_at: string;
 }
 
 const COLUMNS = "config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, " +
-  "approval_ttl_hours, approval_requires_aal2, max_agent_messages_per_day, stopped_at, stop_reason, updated_at";
+  "approval_ttl_hours, approval_requires_aal2, max_agent_messages_per_day, approval_notify_config_id, stopped_at, " +
+  "stop_reason, updated_at";
 
 function shown(row: Record<string, unknown>): Guardrails {
   const iso = (value: unknown) => value instanceof Date ? value.toISOString() : value === null ? null : String(value);
@@ -113,6 +119,7 @@ function shown(row: Record<string, unknown>): Guardrails {
     approval_ttl_hours: (row.approval_ttl_hours as number | null) ?? null,
     approval_requires_aal2: (row.approval_requires_aal2 as boolean | null) ?? null,
     max_agent_messages_per_day: (row.max_agent_messages_per_day as number | null) ?? null,
+    approval_notify_config_id: (row.approval_notify_config_id as string | null) ?? null,
     stopped_at: iso(row.stopped_at ?? null),
     stop_reason: (row.stop_reason as string | null) ?? null,
     updated_at: iso(row.updated_at) ?? new Date(0).toISOString(),
@@ -138,12 +145,16 @@ export async function listGuardrails(tx: Tx): Promise<{ account: Guardrails; con
 /** Replace one scope's guardrails (an agent may only tighten them). */
 export async function setGuardrails(tx: Tx, req: z.infer<typeof guardrailsRequest>): Promise<Guardrails> {
   const configId = await scopeOf(tx, req.config);
+  if (configId !== null && req.approval_notify_config) {
+    throw new ApiError(400, "invalid_request", "approval_notify_config is the account's: set it without config");
+  }
+  const notifyConfig = req.approval_notify_config ? await scopeOf(tx, req.approval_notify_config) : null;
   const [row] = await tx<Record<string, unknown>[]>`
     select ${tx.unsafe(COLUMNS)} from private.set_sending_guardrails(
       ${configId}::uuid, ${req.allow_recipients ?? null}::text[], ${req.deny_recipients ?? []}::text[],
       ${req.max_recipients_per_request ?? null}::integer, ${req.approval ?? null}::text,
       ${req.approval_ttl_hours ?? null}::integer, ${req.approval_requires_aal2 ?? null}::boolean,
-      ${req.max_agent_messages_per_day ?? null}::integer)`;
+      ${req.max_agent_messages_per_day ?? null}::integer, ${notifyConfig}::uuid)`;
   return shown(row);
 }
 
@@ -421,4 +432,19 @@ export async function guardrailVerdict(
   if (row.refusal) return { outcome: "would_be_refused", refusal: row.refusal };
   if (row.approval) return { outcome: "would_wait_for_approval", approval: { reason: row.approval } };
   return { outcome: "would_send" };
+}
+
+/**
+ * Mail the owner a notice of a held send (or batch) with a link to the approval page, when
+ * they asked for notices and the deployment has a page (MAILROOM_APPROVAL_URL). It goes through
+ * the outbox like any mail, never held itself.
+ */
+export async function queueApprovalNotice(
+  tx: Tx,
+  approvalUrl: string | undefined,
+  held: { id?: string; batchId?: string; count: number },
+): Promise<void> {
+  if (!approvalUrl) return;
+  const url = held.batchId ? `${approvalUrl}/batch/${held.batchId}` : `${approvalUrl}/${held.id}`;
+  await tx`select private.queue_approval_notice(${held.count}::integer, ${url})`;
 }
