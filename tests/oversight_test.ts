@@ -1,6 +1,7 @@
 // Human oversight, part one (issue 29): guardrails and the stop button, through every send
 // path, against the real database and a real SMTP server that records what it receives.
 import assert from "node:assert/strict";
+import type postgres from "postgres";
 import { startTestStack, type TestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
 
@@ -588,6 +589,109 @@ Deno.test({
         assert.equal(receivedBy("data@example.com"), 0);
         void agent;
       });
+      await t.step("review: MFA cannot be switched off, nor a stop lifted, by a one-factor session", async () => {
+        const { user } = await setup("always", { approval_requires_aal2: true });
+        const off = await call(user.token, "oversight/guardrails", { approval: "always" }, "PUT");
+        assert.equal(off.status, 403);
+        assert.equal((await off.json()).error.code, "mfa_required");
+        const aal2 = await stack.mint({ sub: user.id, email: user.email, expiresIn: "1h", extra: { aal: "aal2" } });
+        await call(aal2, "oversight/stop", {}).then((r) => r.body?.cancel());
+        const lift = await call(user.token, "oversight/resume", {});
+        assert.equal(lift.status, 403, "lifting the stop needs the second factor too");
+        await lift.body?.cancel();
+        assert.equal((await call(aal2, "oversight/resume", {})).status, 200);
+      });
+
+      await t.step("review: what was approved is what goes: a changed template or sender sends nothing", async () => {
+        const { user, agent } = await setup("agents");
+        const created = await call(agent, "templates", {
+          name: "note",
+          subject: "Quarterly note",
+          text: "All is well.",
+        });
+        assert.equal(created.status, 201, await created.clone().text());
+        const held = await (await call(agent, "send-email", { to: "tmpl@example.com", template: "note" })).json();
+        const sender = await (await call(agent, "send-email", { to: "sender@example.com", text: "x" })).json();
+        await call(user.token, `oversight/approvals/${held.id}/approve`, {}).then((r) => r.body?.cancel());
+        await call(user.token, `oversight/approvals/${sender.id}/approve`, {}).then((r) => r.body?.cancel());
+        await call(agent, "templates/note", { text: "Wire the money." }, "PATCH").then((r) => r.body?.cancel());
+        await call(agent, "smtp-configs/default", { from_name: "The CEO" }, "PATCH").then((r) => r.body?.cancel());
+        await stack.drainOutbox();
+        assert.equal(receivedBy("tmpl@example.com") + receivedBy("sender@example.com"), 0);
+        const rows = await stack.sql<{ status: string; error_class: string }[]>`
+          select status, error_class from public.email_audit_log where id = any (${[held.id, sender.id]}::uuid[])`;
+        assert.deepEqual(rows.map((r) => [r.status, r.error_class]), [
+          ["failed", "held_content_changed"],
+          ["failed", "held_content_changed"],
+        ]);
+      });
+
+      await t.step(
+        "review: a batch is sealed; the Data API's agent rows count; stricter approval holds what waits",
+        async () => {
+          const { user, config, agent } = await setup("agents");
+          const accepted = await (await call(agent, "send-bulk", { recipients: ["s1@example.com"], text: "t" })).json();
+          const claims = { sub: user.id, role: "authenticated", client_id: "agent-app" };
+          const asAgent = (fn: (tx: postgres.TransactionSql) => Promise<unknown>) =>
+            stack.sql.begin(async (tx) => {
+              await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+                            set_config('role', 'authenticated', true)`;
+              return await fn(tx);
+            });
+          await assert.rejects(
+            asAgent((tx) =>
+              tx`insert into public.email_audit_log (config_id, batch_id, from_email, to_addresses, status, payload)
+               values (${config}::uuid, ${accepted.batch_id}::uuid, 'x@example.com', array['n3@example.com'], 'queued',
+                       jsonb_build_object('kind', 'recipient', 'to', 'victim@evil.example'))`
+            ),
+            /row-level security/,
+            "no rows join a batch after the transaction that made it",
+          );
+          await call(user.token, "oversight/guardrails", { approval: "off", max_agent_messages_per_day: 2 }, "PUT")
+            .then((r) => r.body?.cancel());
+          const insert = () =>
+            asAgent((tx) =>
+              tx`insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+               values (${config}::uuid, 'x@example.com', array['d@example.com'], 'queued',
+                       jsonb_build_object('kind', 'request', 'request', jsonb_build_object('to', 'd@example.com', 'text', 'x')))`
+            );
+          await insert(); // the batch's held row was the first
+          await assert.rejects(insert(), /agent_daily_cap_reached/, "an agent's Data API rows count too");
+
+          const { user: owner2, agent: agent2 } = await setup("agents");
+          await call(owner2.token, "oversight/guardrails", { approval: "off" }, "PUT").then((r) => r.body?.cancel());
+          const later = await (await call(agent2, "send-email", {
+            to: "waiting@example.com",
+            text: "x",
+            scheduled_at: new Date(Date.now() + 1_000).toISOString(),
+          })).json();
+          assert.equal(later.status, "scheduled");
+          await call(owner2.token, "oversight/guardrails", { approval: "agents" }, "PUT").then((r) => r.body?.cancel());
+          assert.equal(await statusOf(later.id), "pending_approval", "stricter approval holds what already waits");
+          const ttl = await call(
+            agent2,
+            "oversight/guardrails",
+            { approval: "agents", approval_ttl_hours: 720 },
+            "PUT",
+          );
+          assert.equal(ttl.status, 403, "how long a send may wait is the owner's to say");
+          await ttl.body?.cancel();
+          // A config that logs in: a held send through it reads no credentials and starts no attempt.
+          await stack.createConfig(owner2, {
+            name: "login",
+            port: smtp.port,
+            security: "none",
+            password: "pw",
+            is_default: false,
+          });
+          const heldLogin = await call(agent2, "send-email", { to: "l@example.com", text: "x", config: "login" });
+          assert.equal((await heldLogin.json()).status, "pending_approval");
+          const events = await stack.sql<{ n: number }[]>`
+            select count(*)::integer as n from private.credential_events
+             where user_id = ${owner2.id} and kind = 'auth_attempt'`;
+          assert.equal(events[0].n, 0, "a held send logs in nowhere");
+        },
+      );
     } finally {
       await smtp.close();
       await stack.close();

@@ -37,6 +37,11 @@ alter table public.email_audit_log
   add column via text,
   -- A notice to the owner that something waits for them (private.queue_approval_notice): never held itself.
   add column approval_notice boolean not null default false,
+  -- What the owner approves, fixed when the send was held: the sender and the template's version
+  -- (the worker refuses to send if either changed since), and whether deciding needs MFA.
+  add column held_sender jsonb,
+  add column held_template_version timestamptz,
+  add column approval_requires_aal2 boolean,
   add column approval_reason text,
   add column approval_expires_at timestamptz,
   drop constraint email_audit_log_status,
@@ -110,9 +115,11 @@ begin
      or (coalesce(v_old.approval_requires_aal2, false) and not coalesce(p_approval_requires_aal2, false))
      or (v_old.max_agent_messages_per_day is not null
          and (p_max_agent_messages_per_day is null or p_max_agent_messages_per_day > v_old.max_agent_messages_per_day))
-     -- Where the owner's notices go is the owner's to say.
-     or p_approval_notify_config_id is distinct from v_old.approval_notify_config_id then
+     -- Where the owner's notices go, and how long a held send may wait, are the owner's to say.
+     or p_approval_notify_config_id is distinct from v_old.approval_notify_config_id
+     or p_approval_ttl_hours is distinct from v_old.approval_ttl_hours then
     perform private.require_first_party('Loosening guardrails');
+    perform private.require_mfa_where_asked(p_config_id, 'Loosening guardrails');
   end if;
   insert into public.sending_guardrails as g
     (user_id, config_id, allow_recipients, deny_recipients, max_recipients_per_request, approval, approval_ttl_hours,
@@ -130,6 +137,21 @@ begin
         approval_notify_config_id = excluded.approval_notify_config_id,
         updated_at = now()
   returning * into v_new;
+  -- A stricter approval holds what already waits to be sent too, not only what comes next.
+  if array_position(array['off', 'agents', 'always'], coalesce(p_approval, 'off'))
+     > array_position(array['off', 'agents', 'always'], coalesce(v_old.approval, 'off')) then
+    update public.email_audit_log a
+       set status = 'pending_approval', approval_reason = p_approval,
+           approval_expires_at = now() + private.approval_ttl(v_user, a.config_id),
+           held_sender = (select jsonb_build_object('from_email', c.from_email, 'from_name', c.from_name)
+                            from public.user_smtp_configs c where c.id = a.config_id),
+           held_template_version = (select t.updated_at from public.email_templates t where t.id = a.template_id),
+           approval_requires_aal2 = private.approval_needs_mfa(v_user, a.config_id)
+     where a.user_id = v_user and a.status in ('queued', 'scheduled') and a.lease_until is null
+       and not a.approval_notice
+       and (p_config_id is null or a.config_id = p_config_id)
+       and (p_approval = 'always' or a.client_id is not null or a.via is not null);
+  end if;
   insert into public.oversight_events (user_id, config_id, action, actor, details)
   values (v_user, p_config_id, 'guardrails_changed', private.oversight_actor(), jsonb_build_object(
     'before', case when v_old.user_id is null then null else jsonb_strip_nulls(jsonb_build_object(
@@ -143,6 +165,37 @@ begin
       'approval_ttl_hours', v_new.approval_ttl_hours, 'approval_requires_aal2', v_new.approval_requires_aal2,
       'max_agent_messages_per_day', v_new.max_agent_messages_per_day))));
   return v_new;
+end
+$$;
+
+-- Whether deciding on the owner's sends through the config needs MFA (either scope asks).
+create function private.approval_needs_mfa(p_user_id uuid, p_config_id uuid)
+returns boolean
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select exists (
+    select 1 from public.sending_guardrails g
+     where g.user_id = p_user_id and (g.config_id is null or g.config_id = p_config_id) and g.approval_requires_aal2
+  )
+$$;
+
+-- Where the owner asked for MFA to decide on sends, loosening anything that guards them needs
+-- it too (else a one-factor session would switch MFA off and then approve).
+create function private.require_mfa_where_asked(p_config_id uuid, p_what text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if coalesce(auth.jwt() ->> 'aal', 'aal1') <> 'aal2' and private.approval_needs_mfa(auth.uid(), p_config_id) then
+    perform private.raise_api_error(403, 'mfa_required',
+      p_what || ' needs a session with multi-factor authentication (aal2), as the guardrails ask; sign in with your '
+        || 'second factor and try again');
+  end if;
 end
 $$;
 
@@ -186,6 +239,7 @@ as $$
 declare
   v_config record;
   v_approval text;
+  v_refusal jsonb;
 begin
   -- Who made the send (an owner's notice is nobody's agent's).
   new.client_id := case when new.approval_notice then null else auth.jwt() ->> 'client_id' end;
@@ -200,7 +254,8 @@ begin
       select c.id into new.config_id from public.user_smtp_configs c
        where c.user_id = new.user_id and c.is_default;
     end if;
-    select c.from_email, c.needs_attention into v_config from public.user_smtp_configs c where c.id = new.config_id;
+    select c.from_email, c.from_name, c.needs_attention into v_config
+      from public.user_smtp_configs c where c.id = new.config_id;
     -- The sender is the config's, whatever the inserted row says (the Data API can insert too).
     new.from_email := coalesce(v_config.from_email, new.from_email);
     new.attempts := 0;
@@ -217,11 +272,23 @@ begin
     end;
     new.lease_until := null;
     new.leased_by := null;
+    -- An agent's insert the functions did not count (the Data API's) is counted here, row by row.
+    if not new.approval_notice and (new.client_id is not null or new.via is not null)
+       and coalesce(current_setting('mailroom.agent_budget_counted', true), '') <> 'yes' then
+      v_refusal := private.agent_budget_refusal(new.config_id, 1, true);
+      if v_refusal is not null then
+        perform private.raise_api_error((v_refusal ->> 'status')::integer, v_refusal ->> 'code',
+                                        v_refusal ->> 'message', v_refusal -> 'details');
+      end if;
+    end if;
     v_approval := case when new.approval_notice then null else private.approval_required(new.config_id) end;
     if v_approval is not null then
       new.status := 'pending_approval';
       new.approval_reason := v_approval;
       new.approval_expires_at := now() + private.approval_ttl(new.user_id, new.config_id);
+      new.held_sender := jsonb_build_object('from_email', v_config.from_email, 'from_name', v_config.from_name);
+      new.held_template_version := (select t.updated_at from public.email_templates t where t.id = new.template_id);
+      new.approval_requires_aal2 := private.approval_needs_mfa(new.user_id, new.config_id);
     end if;
   elsif new.status = 'sending' then
     -- An immediate send goes only where no approval is needed; the functions queue the others.
@@ -262,8 +329,10 @@ alter policy "owner can record own sends in flight" on public.email_audit_log
     )
     and (
       batch_id is null
+      -- A batch takes rows only in the transaction that created it: nobody adds to it later.
       or exists (
-        select 1 from public.email_batches b where b.id = batch_id and b.user_id = (select auth.uid())
+        select 1 from public.email_batches b
+         where b.id = batch_id and b.user_id = (select auth.uid()) and b.created_at = now()
       )
     )
   );
@@ -397,6 +466,42 @@ begin
     perform private.raise_api_error((v_refusal ->> 'status')::integer, v_refusal ->> 'code', v_refusal ->> 'message',
                                     coalesce(v_refusal -> 'details', '{}'));
   end if;
+  -- This send's messages are counted (under the lock): its rows need not count themselves.
+  perform set_config('mailroom.agent_budget_counted', 'yes', true);
+end
+$$;
+
+-- Lifting a stop needs MFA where the owner asked for it to decide on sends (as 20261206160000 otherwise).
+create or replace function private.resume_sending(p_config_id uuid)
+returns public.sending_guardrails
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := auth.uid();
+  v_row public.sending_guardrails;
+begin
+  if v_user is null then
+    perform private.raise_api_error(401, 'unauthorized', 'Sign in first');
+  end if;
+  perform private.own_config_for_oversight(p_config_id);
+  perform private.require_first_party('Lifting the stop');
+  perform private.require_mfa_where_asked(p_config_id, 'Lifting the stop');
+  update public.sending_guardrails g set stopped_at = null, stop_reason = null, updated_at = now()
+   where g.user_id = v_user and g.config_id is not distinct from p_config_id and g.stopped_at is not null
+  returning * into v_row;
+  if found then
+    insert into public.oversight_events (user_id, config_id, action, actor)
+    values (v_user, p_config_id, 'sending_resumed', private.oversight_actor());
+    -- Mail the stop held back is due now rather than at its next look.
+    update public.email_audit_log a set next_attempt_at = greatest(coalesce(a.scheduled_at, now()), now())
+     where a.user_id = v_user and a.status in ('queued', 'scheduled') and a.lease_until is null
+       and (p_config_id is null or a.config_id = p_config_id)
+       and a.next_attempt_at > now() and a.next_attempt_at < 'infinity'
+       and a.error_class = 'sending_stopped';
+  end if;
+  return v_row;
 end
 $$;
 
@@ -422,10 +527,7 @@ begin
     select 1 from public.email_audit_log a
      where a.user_id = v_user and a.status = 'pending_approval'
        and (a.id = any (p_audit_ids) or (p_batch_id is not null and a.batch_id = p_batch_id))
-       and exists (
-             select 1 from public.sending_guardrails g
-              where g.user_id = v_user and (g.config_id is null or g.config_id = a.config_id)
-                and g.approval_requires_aal2)
+       and (a.approval_requires_aal2 or private.approval_needs_mfa(v_user, a.config_id))
   ) then
     perform private.raise_api_error(403, 'mfa_required',
       'The guardrails ask for a session with multi-factor authentication (aal2) to decide on sends; sign in with '
@@ -524,17 +626,35 @@ declare
   v_row public.sending_guardrails;
 begin
   select * into v_row from public.sending_guardrails g where g.config_id = old.id;
-  if found and (v_row.stopped_at is not null or v_row.deny_recipients <> '{}' or v_row.allow_recipients is not null
-                or v_row.max_recipients_per_request is not null or coalesce(v_row.approval, 'off') <> 'off'
-                or v_row.approval_requires_aal2) then
+  if found then
     perform private.require_first_party('Deleting a config that has guardrails or a stop');
+    perform private.require_mfa_where_asked(old.id, 'Deleting a config that has guardrails');
     insert into public.oversight_events (user_id, config_id, action, actor, details)
     values (old.user_id, old.id, 'guardrails_removed', private.oversight_actor(),
             jsonb_strip_nulls(jsonb_build_object('config', old.name, 'stopped_at', v_row.stopped_at,
               'allow_recipients', v_row.allow_recipients, 'deny_recipients', v_row.deny_recipients,
               'max_recipients_per_request', v_row.max_recipients_per_request, 'approval', v_row.approval,
-              'approval_requires_aal2', v_row.approval_requires_aal2)));
+              'approval_requires_aal2', v_row.approval_requires_aal2,
+              'max_agent_messages_per_day', v_row.max_agent_messages_per_day)));
   end if;
+  return old;
+end
+$$;
+
+-- A deleted config's mail that waits for approval ends with it, as its queued mail does
+-- (20261125195000): approved later, it would go through whichever config is the default then.
+create or replace function private.cancel_queue_of_deleted_config() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.email_audit_log a
+     set status = 'cancelled', error_class = 'config_deleted',
+         error_message = 'The SMTP config was deleted before this message was sent',
+         completed_at = now(), lease_until = null, leased_by = null, approval_expires_at = null
+   where a.config_id = old.id
+     and a.status in ('queued', 'scheduled', 'pending_approval');
   return old;
 end
 $$;
@@ -543,11 +663,12 @@ revoke all on function private.set_sending_guardrails(uuid, text[], text[], inte
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
   private.decide_approvals(uuid[], uuid, boolean, text), private.expire_pending_approvals(),
   private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer),
-  private.queue_approval_notice(integer, text)
+  private.queue_approval_notice(integer, text), private.approval_needs_mfa(uuid, uuid),
+  private.require_mfa_where_asked(uuid, text)
   from public, anon, authenticated;
 grant execute on function private.set_sending_guardrails(uuid, text[], text[], integer, text, integer, boolean, integer, uuid),
   private.approval_required(uuid), private.approval_ttl(uuid, uuid),
   private.decide_approvals(uuid[], uuid, boolean, text),
   private.agent_budget_refusal(uuid, integer, boolean), private.check_send_guardrails(uuid, text[], text[], integer),
-  private.queue_approval_notice(integer, text)
+  private.queue_approval_notice(integer, text), private.approval_needs_mfa(uuid, uuid)
   to authenticated;

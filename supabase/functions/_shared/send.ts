@@ -75,8 +75,11 @@ export interface SendResult {
 async function resolveConfig(
   tx: Tx,
   ref: string | undefined,
+  options: { login?: boolean } = {},
 ): Promise<SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims }> {
   let config = await findUsableConfig(tx, ref);
+  // A send held for approval does not log in now: no credentials read, no attempt for the guard.
+  if (options.login === false) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
   if (config.auth_type === "oauth2") {
     // The grant stays in Vault: the transport asks for an access token, as the owner, when it sends.
     const [{ owner }] = await tx<{ owner: string }[]>`select auth.uid()::text as owner`;
@@ -316,11 +319,12 @@ export async function prepareSendGroup(
   sends: GroupedSend[],
   options: { reserve?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
-  const config = await resolveConfig(tx, ref);
+  // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
+  // A send that will wait for approval does not log in now (resolveConfig's credential guard).
+  const approval = await checkStopAndApproval(tx, (await findUsableConfig(tx, ref)).id);
+  const config = await resolveConfig(tx, ref, { login: approval === null });
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
-  // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
-  const approval = await checkStopAndApproval(tx, config.id);
   const templates: TemplateCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
   for (const send of sends) {

@@ -338,19 +338,36 @@ async function claimAndPrepare(run: Run, busyConfigs: string[], suspects: boolea
  */
 async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
   const { ctx } = run;
+  // Mail queued with no config (its owner had no default then) never goes through whichever
+  // config is the default now: that config's guardrails and approval were never asked.
+  if (group.configId === null) {
+    for (const row of group.rows) {
+      row.intended = intendedOf(row, run.batches);
+      row.payload = null;
+    }
+    return [{
+      ...group,
+      failure: new ApiError(404, "config_not_found", "This message was queued without an SMTP config; send it again"),
+    }];
+  }
   try {
-    const prepared = await withUser(ctx.sql, group.owner, (tx) =>
-      prepareSendGroup(
+    const prepared = await withUser(ctx.sql, group.owner, async (tx) => {
+      const changed = await changedSinceApproval(tx, group.rows.map((row) => row.id));
+      return await prepareSendGroup(
         ctx,
         tx,
         group.configId ?? undefined,
         group.rows.map((row) => ({
-          request: async (tx) => parseBody(sendEmailRequest, await requestOf(tx, row, run.batches)),
+          request: async (tx) => {
+            if (changed.has(row.id)) throw heldContentChanged();
+            return parseBody(sendEmailRequest, await requestOf(tx, row, run.batches));
+          },
           messageId: row.message_id,
           // The Date of its first attempt (the claim stamps it once; retries keep it).
           date: row.first_attempt_at ?? new Date(),
         })),
-      ));
+      );
+    });
     // The payloads were read into the prepared messages: let them go before anything is sent
     // (a row that cannot be built keeps only what its audit row should say it was for).
     for (const [i, row] of group.rows.entries()) {
@@ -379,6 +396,31 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
     }
     return singles;
   }
+}
+
+/**
+ * Held rows whose sender or template changed after they were held: what the owner approved is
+ * what goes, or nothing does (an agent could otherwise edit the template or the config's From
+ * between the approval and the send).
+ */
+async function changedSinceApproval(tx: Tx, ids: string[]): Promise<Set<string>> {
+  const rows = await tx<{ id: string }[]>`
+    select a.id from public.email_audit_log a
+      left join public.user_smtp_configs c on c.id = a.config_id
+      left join public.email_templates t on t.id = a.template_id
+     where a.id = any (${ids}::uuid[]) and a.held_sender is not null
+       and (a.held_sender is distinct from jsonb_build_object('from_email', c.from_email, 'from_name', c.from_name)
+            or a.held_template_version is distinct from t.updated_at)`;
+  return new Set(rows.map((row) => row.id));
+}
+
+function heldContentChanged(): ApiError {
+  return new ApiError(
+    409,
+    "held_content_changed",
+    "The config's sender or the template changed after this email was held for approval: it was not sent. Send it " +
+      "again for the owner to approve what would now go out",
+  );
 }
 
 /** Claimed rows by owner and config, in the (fair) order the claim returned them. */
