@@ -165,6 +165,9 @@ Deno.test({
           scheduled: 0,
           sending: 0,
           cancelled: 1,
+          pending_approval: 0,
+          rejected: 0,
+          expired: 0,
         });
         assert.equal(s.success_rate, 0.5, "3 sent of 6 finished");
         // percentile_cont over 1000, 2000, 3000 ms.

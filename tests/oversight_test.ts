@@ -589,6 +589,27 @@ Deno.test({
         assert.equal(receivedBy("data@example.com"), 0);
         void agent;
       });
+      await t.step(
+        "analytics count held, rejected and expired sends, and a day holding them is summarized",
+        async () => {
+          const { user, agent } = await setup("agents");
+          const a = await (await call(agent, "send-email", { to: "r@example.com", text: "x" })).json();
+          const b = await (await call(agent, "send-email", { to: "p@example.com", text: "x" })).json();
+          await call(user.token, `oversight/approvals/${a.id}/reject`, {}).then((r) => r.body?.cancel());
+          // The rejected one, three days ago: its day is final and gets summarized.
+          await stack.sql`update public.email_audit_log set created_at = now() - interval '3 days' where id = ${a.id}`;
+          const summary = await (await call(user.token, "email-analytics?tz=UTC", undefined, "GET")).json();
+          assert.equal(summary.totals.rejected, 1, JSON.stringify(summary.totals));
+          assert.equal(summary.totals.pending_approval, 1);
+          assert.equal(summary.total, 2);
+          const [{ n }] = await stack.sql<{ n: number }[]>`
+          select count(*)::integer as n from private.email_stats_days
+           where user_id = ${user.id} and day = date_trunc('day', now() - interval '3 days', 'UTC')`;
+          assert.equal(n, 1, "the day with a rejected send was summarized");
+          void b;
+        },
+      );
+
       await t.step("review: MFA cannot be switched off, nor a stop lifted, by a one-factor session", async () => {
         const { user } = await setup("always", { approval_requires_aal2: true });
         const off = await call(user.token, "oversight/guardrails", { approval: "always" }, "PUT");
