@@ -138,6 +138,8 @@ Deno.test({
           arguments: { to: "plain@example.com", text: "x" },
         }) as ToolResult;
         assert.match(text(v2), /Held for approval .* do not send it again/);
+        assert.match(text(v2), new RegExp(`waiting for their approval at ${APPROVALS}/[0-9a-f-]{36}`), "with the page");
+        assert.match(text(v2), new RegExp(`waiting for their approval at ${APPROVALS}/[0-9a-f-]{36}`), "with the page");
         await plain.close();
         const legacy = new ClientV1({ name: "legacy", version: "1.0.0" }, {
           capabilities: { elicitation: { url: {} } },

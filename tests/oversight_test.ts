@@ -163,6 +163,35 @@ Deno.test({
         for (let i = 0; i < 5; i++) assert.equal(receivedBy(`held${i}@example.com`), 1);
       });
 
+      await t.step("a stop pressed mid-drain holds the rest of the batch; lifted, each goes once", async () => {
+        // A slow server: each message's final reply takes 700 ms, so the stop lands mid-batch.
+        const slow = await startScriptedSmtp({ extensions: ["PIPELINING"], dataReplyDelayMs: 700 });
+        try {
+          const user = await stack.createUser();
+          await stack.createConfig(user, { port: slow.port, security: "none", username: null });
+          const to = Array.from({ length: 6 }, (_, i) => `mid${i}@example.com`);
+          const bulk = await call(user.token, "send-bulk", { recipients: to, subject: "s", text: "t" });
+          assert.equal(bulk.status, 202);
+          const draining = stack.drainOutbox();
+          while (slow.messages().length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+          assert.equal((await call(user.token, "oversight/stop", { reason: "mid-drain" })).status, 200);
+          await draining;
+          const during = slow.messages().length;
+          // The message on the wire, and at most the one marked in flight while it was, go; the rest wait.
+          assert.ok(during >= 1 && during <= 2, `${during} went after the stop`);
+          await stack.drainOutbox();
+          assert.equal(slow.messages().length, during, "nothing more while stopped");
+          assert.equal((await call(user.token, "oversight/resume", {})).status, 200);
+          await stack.drainOutbox();
+          await stack.drainOutbox();
+          for (const address of to) {
+            assert.equal(slow.messages().filter((m) => m.rcptTo.includes(address)).length, 1, address);
+          }
+        } finally {
+          await slow.close();
+        }
+      });
+
       await t.step("a stop on one config holds only that config", async () => {
         const { user } = await setup();
         const other = await stack.createConfig(user, {

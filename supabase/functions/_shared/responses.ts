@@ -18,6 +18,7 @@ export const recipientOutcome = z.strictObject({
 const approvalHold = z.strictObject({
   reason: z.enum(["agents", "always"]).describe("agents: made by an agent (an OAuth client or the agent tools)"),
   expires_at: timestamp.describe("Ends as expired, unsent, unless approved by then"),
+  url: z.string().optional().describe("The approval page (MAILROOM_APPROVAL_URL), where the owner decides"),
   message: z.string().describe("For the model: what happened and what to tell the user"),
 });
 

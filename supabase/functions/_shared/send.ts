@@ -535,7 +535,7 @@ export async function sendEmail(
       claims,
       (tx) => queueApprovalNotice(tx, ctx.config.approvalUrl, { id: audit.id, count: 1 }),
     );
-    return heldResult(audit as QueuedRow);
+    return heldResult(audit as QueuedRow, ctx.config.approvalUrl);
   }
 
   const transmission = await transmit(ctx, claims, prepared, undefined, ctx.smtpPool);
@@ -643,7 +643,7 @@ export async function scheduleEmail(
       .catch(payloadTooLargeForQueue);
     if (row.status === "pending_approval") {
       await queueApprovalNotice(tx, ctx.config.approvalUrl, { id: row.id, count: 1 });
-      return heldResult(row, req.scheduled_at);
+      return heldResult(row, ctx.config.approvalUrl, req.scheduled_at);
     }
     return {
       id: row.id,
@@ -765,13 +765,15 @@ export interface HeldResult {
   approval: ReturnType<typeof approvalHold>;
 }
 
-function heldResult(row: QueuedRow, scheduledAt?: string): HeldResult {
+function heldResult(row: QueuedRow, approvalUrl: string | undefined, scheduledAt?: string): HeldResult {
   return {
     id: row.id,
     status: "pending_approval",
     message_id: row.message_id,
     ...(scheduledAt ? { scheduled_at: new Date(scheduledAt).toISOString() } : {}),
-    approval: approvalHold(row.approval_reason ?? "always", row.approval_expires_at ?? new Date()),
+    approval: approvalHold(row.approval_reason ?? "always", row.approval_expires_at ?? new Date(), 1, {
+      url: approvalUrl && `${approvalUrl}/${row.id}`,
+    }),
   };
 }
 

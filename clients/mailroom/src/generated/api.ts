@@ -941,6 +941,8 @@ export interface components {
                 reason: "agents" | "always";
                 /** @description Ends as expired, unsent, unless approved by then */
                 expires_at: string;
+                /** @description The approval page (MAILROOM_APPROVAL_URL), where the owner decides */
+                url?: string;
                 /** @description For the model: what happened and what to tell the user */
                 message: string;
             };
@@ -971,6 +973,8 @@ export interface components {
                 reason: "agents" | "always";
                 /** @description Ends as expired, unsent, unless approved by then */
                 expires_at: string;
+                /** @description The approval page (MAILROOM_APPROVAL_URL), where the owner decides */
+                url?: string;
                 /** @description For the model: what happened and what to tell the user */
                 message: string;
             };

@@ -197,7 +197,12 @@ export async function enqueueBulk(
       batch_id: batch.id,
       queued: inserted - held.n,
       ...(held.n > 0
-        ? { pending_approval: held.n, approval: approvalHold(held.reason ?? "always", held.expires_at!, held.n) }
+        ? {
+          pending_approval: held.n,
+          approval: approvalHold(held.reason ?? "always", held.expires_at!, held.n, {
+            url: ctx.config.approvalUrl && `${ctx.config.approvalUrl}/batch/${batch.id}`,
+          }),
+        }
         : {}),
       ...(batch.scheduled_at ? { scheduled_at: batch.scheduled_at.toISOString() } : {}),
       ...(errors.list.length > 0 ? { skipped: errors.list } : {}),

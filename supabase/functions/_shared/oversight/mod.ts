@@ -284,16 +284,23 @@ export async function approvalRequired(tx: Tx, configId: string): Promise<"agent
 }
 
 /** What a held send's answer says, for the caller and for the model reading it. */
-export function approvalHold(reason: "agents" | "always", expiresAt: Date, count = 1) {
+export function approvalHold(
+  reason: "agents" | "always",
+  expiresAt: Date,
+  count = 1,
+  page: { url?: string } = {},
+) {
   const what = count === 1 ? "This email was not sent: it waits" : `These ${count} emails were not sent: they wait`;
+  const where = page.url ? `at ${page.url}` : "in mailroom (GET /functions/v1/oversight/approvals)";
   return {
     reason,
     expires_at: expiresAt.toISOString(),
+    ...(page.url ? { url: page.url } : {}),
     message:
       `${what} for the account owner's approval (${
         reason === "agents" ? "sends by agents need it" : "every send needs it"
-      }) until ${expiresAt.toISOString()}. Tell the user it is waiting for their approval in mailroom ` +
-      "(GET /functions/v1/oversight/approvals); do not send it again, and do not try to approve it yourself.",
+      }) until ${expiresAt.toISOString()}. Tell the user it is waiting for their approval ${where}; do not send it ` +
+      "again, and do not try to approve it yourself.",
   };
 }
 
