@@ -10,7 +10,7 @@
 // new-connection path every send is cold). Round trips are counted at the proxy (one per TCP
 // handshake, one per flight of server bytes the client waited for) and derived from latency,
 // (p50 at the largest round trip - p50 at 0) / that round trip.
-// Alone: deno run -A bench/latency.ts [--sends N] [--smoke]
+// Alone: deno run -A bench/latency.ts [--sends N] [--smoke] [--json path]
 import nodemailer from "nodemailer";
 import { startTestStack, type TestStack } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
@@ -294,7 +294,9 @@ if (import.meta.main) {
   const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, { isolation: "process" });
   try {
     const process = stack.processes.find((p) => p.name === "send-email")!;
-    await benchLatency(stack, process, { sends, rtts: smoke ? SMOKE_RTTS : RTTS });
+    const latency = await benchLatency(stack, process, { sends, rtts: smoke ? SMOKE_RTTS : RTTS });
+    const jsonPath = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined;
+    if (jsonPath) await Deno.writeTextFile(jsonPath, JSON.stringify({ latency }, null, 2));
   } finally {
     await stack.close();
   }
