@@ -2,6 +2,7 @@
 // own process, from index.ts, the whole V8 heap limited to 256 MB), its cold start, then 1,000 requests
 // and its peak resident memory against the 256 MB limit. The SMTP peer is a scripted loopback
 // server with no greeting delay, so the functions are what is measured.
+// Then every SMTP path with servers far away (bench/latency.ts: RTT 0, 20 and 80 ms through a latency proxy).
 // Usage: deno task bench [--requests N] [--analytics-rows N] [--json path]
 import { startTestStack } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
@@ -10,6 +11,7 @@ import nodemailer from "nodemailer";
 import { benchAnalytics } from "./analytics.ts";
 import { benchConfigs } from "./configs.ts";
 import { benchSendEmail } from "./send_email.ts";
+import { benchLatency, RTTS, SMOKE_RTTS } from "./latency.ts";
 import { benchMemory } from "./memory.ts";
 
 const args = Deno.args;
@@ -211,6 +213,12 @@ try {
   const processOf = (name: string) => stack.processes.find((p) => p.name === name)!;
   const configs = await benchConfigs(stack, processOf("smtp-configs"), user, requests);
   const sendEmail = await benchSendEmail(stack, processOf("send-email"), smtp.port, requests);
+  // Servers far away: in smoke mode a few sends at RTT 0 and 20 only, so CI stays fast.
+  const smoke = requests < 100;
+  const latency = await benchLatency(stack, processOf("send-email"), {
+    sends: smoke ? 3 : 50,
+    rtts: smoke ? SMOKE_RTTS : RTTS,
+  });
   const bulkAccept = await benchBulkAccept(Math.min(10_000, Math.max(100, requests * 10)));
   const analytics = await benchAnalytics(stack, {
     rows: analyticsRows,
@@ -223,7 +231,18 @@ try {
     await Deno.writeTextFile(
       jsonPath,
       JSON.stringify(
-        { requests, concurrency: CONCURRENCY, rows, smtp: smtpRows, configs, sendEmail, bulkAccept, analytics, memory },
+        {
+          requests,
+          concurrency: CONCURRENCY,
+          rows,
+          smtp: smtpRows,
+          configs,
+          sendEmail,
+          latency,
+          bulkAccept,
+          analytics,
+          memory,
+        },
         null,
         2,
       ),

@@ -33,6 +33,25 @@ Deno.test({
         }
       }
       assert.ok(report.sendEmail.cpu.send_email.function_ms > 0, "CPU per send is measured");
+      // Servers far away: smoke mode measures RTT 0 and 20 only, with a few sends per path.
+      assert.deepEqual(report.latency.rtts, [0, 20]);
+      assert.deepEqual(report.latency.runs.map((r: { rtt_ms: number }) => r.rtt_ms), [0, 20]);
+      for (const run of report.latency.runs) {
+        for (const path of ["nodemailer_new_connection", "nodemailer_pooled", "send_email"]) {
+          const p = run[path];
+          assert.ok(
+            p.p50 > 0 && p.p99 >= p.p50 && p.cold_ms > 0,
+            `${path} at RTT ${run.rtt_ms} ms: ${JSON.stringify(p)}`,
+          );
+          assert.ok(p.cold_round_trips > 0 && p.warm_round_trips > 0, `${path}: round trips are counted`);
+        }
+        assert.ok(run.send_email_vs_pooled > 0, "send-email is compared with pooled nodemailer");
+        assert.equal(run.drain.messages, 3, "the outbox drain sent what send-bulk queued");
+        assert.ok(run.drain.round_trips_per_message > 0);
+      }
+      for (const path of ["nodemailer_new_connection", "nodemailer_pooled", "send_email"]) {
+        assert.ok(path in report.latency.derived_round_trips, `${path}: round trips derived from latency`);
+      }
       assert.equal(report.bulkAccept.recipients, 200);
       assert.ok(report.bulkAccept.median_ms > 0);
       assert.equal(report.analytics.rows.length, 4, "analytics: summary, SQL, page, seed's approach");

@@ -1,8 +1,9 @@
-// A scripted SMTP peer over a real socket (plaintext), for what no well-behaved server
+// A scripted SMTP peer over a real socket (plaintext, or implicit TLS when given a key), for what no well-behaved server
 // produces on demand: replies chosen per recipient, extensions offered or withheld, going
 // silent or hanging up at a chosen point. It records every line the client sent, exactly as
 // the bytes arrived, so tests can assert on the real envelope and AUTH exchange.
 import net from "node:net";
+import tls from "node:tls";
 import { Buffer } from "node:buffer";
 
 /** Where the server stops cooperating. */
@@ -38,6 +39,8 @@ export interface ScriptOptions {
   closeAfterMessages?: number;
   /** Accepted AUTH PLAIN credentials; any other pair gets 535. */
   users?: Record<string, string>;
+  /** Speak implicit TLS (as on port 465) with this key and certificate, PEM. */
+  tls?: { key: string; cert: string };
 }
 
 /** A message that reached the final dot. */
@@ -70,7 +73,7 @@ export interface ScriptedSmtp {
   close(): Promise<void>;
 }
 
-/** Start a plaintext SMTP server on loopback that answers as scripted. */
+/** Start an SMTP server on loopback (plaintext, or implicit TLS with `tls`) that answers as scripted. */
 export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Promise<ScriptedSmtp> {
   const options: ScriptOptions = typeof script === "string" ? { misbehaviour: script } : script;
   const sockets = new Set<net.Socket>();
@@ -79,7 +82,7 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
   let connections = 0;
   let peak = 0;
   let refused = 0;
-  const server = net.createServer((socket) => {
+  const serve = (socket: net.Socket) => {
     connections++;
     if (options.maxConnections !== undefined && sockets.size >= options.maxConnections) {
       refused++;
@@ -211,7 +214,8 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
         command(line);
       }
     });
-  });
+  };
+  const server = options.tls ? tls.createServer(options.tls, serve) : net.createServer(serve);
   return new Promise((resolve) => {
     server.listen(0, "127.0.0.1", () => {
       const { port } = server.address() as net.AddressInfo;
