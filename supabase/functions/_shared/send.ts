@@ -75,9 +75,9 @@ export interface SendResult {
 async function resolveConfig(
   tx: Tx,
   ref: string | undefined,
-  options: { login?: boolean } = {},
+  options: { login?: boolean; found?: SmtpConfig } = {},
 ): Promise<SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims }> {
-  let config = await findUsableConfig(tx, ref);
+  let config = options.found ?? await findUsableConfig(tx, ref);
   // A send held for approval does not log in now: no credentials read, no attempt for the guard.
   if (options.login === false) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
   if (config.auth_type === "oauth2") {
@@ -321,8 +321,9 @@ export async function prepareSendGroup(
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
   // A send that will wait for approval does not log in now (resolveConfig's credential guard).
-  const approval = await checkStopAndApproval(tx, (await findUsableConfig(tx, ref)).id);
-  const config = await resolveConfig(tx, ref, { login: approval === null });
+  const found = await findUsableConfig(tx, ref);
+  const approval = await checkStopAndApproval(tx, found.id);
+  const config = await resolveConfig(tx, ref, { login: approval === null, found });
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   const templates: TemplateCache = new Map();

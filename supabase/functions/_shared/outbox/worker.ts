@@ -42,6 +42,8 @@ interface OutboxRow {
   /** Times a worker died holding this row: a suspect (more than 0) is claimed and sent alone. */
   lease_losses: number;
   recipients: RecipientOutcome[] | null;
+  /** Whether it was held for approval (what was approved is checked again before it goes). */
+  held: boolean;
   /** For a row that fails before it is built: the recipients and subject its payload names. */
   intended?: NonNullable<Outcome["sent"]>;
 }
@@ -315,7 +317,7 @@ async function claimAndPrepare(run: Run, busyConfigs: string[], suspects: boolea
   const { ctx } = run;
   const rows = await ctx.sql<OutboxRow[]>`
     select id, user_id, config_id, batch_id, message_id, created_at, first_attempt_at, payload, payload_bytes,
-           lease_losses, recipients
+           lease_losses, recipients, held_sender is not null as held
       from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease}, ${run.maxClaimBytes},
                                 ${busyConfigs}::uuid[], ${suspects})`;
   if (rows.length === 0) return null;
@@ -352,7 +354,8 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
   }
   try {
     const prepared = await withUser(ctx.sql, group.owner, async (tx) => {
-      const changed = await changedSinceApproval(tx, group.rows.map((row) => row.id));
+      const held = group.rows.filter((row) => row.held).map((row) => row.id);
+      const changed = held.length > 0 ? await changedSinceApproval(tx, held) : new Set<string>();
       return await prepareSendGroup(
         ctx,
         tx,
