@@ -2,7 +2,8 @@
 // own process, from index.ts, the whole V8 heap limited to 256 MB), its cold start, then 1,000 requests
 // and its peak resident memory against the 256 MB limit. The SMTP peer is a scripted loopback
 // server with no greeting delay, so the functions are what is measured.
-// Then every SMTP path with servers far away (bench/latency.ts: RTT 0, 20 and 80 ms through a latency proxy).
+// Then every SMTP path with servers far away (bench/latency.ts: RTT 0, 20 and 80 ms through a latency proxy),
+// and the outbox drain there (bench/drain.ts: many configs, one config, budgets, fairness, scale-out).
 // Usage: deno task bench [--requests N] [--analytics-rows N] [--json path]
 import { startTestStack } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
@@ -13,6 +14,7 @@ import { benchConfigs } from "./configs.ts";
 import { benchSendEmail } from "./send_email.ts";
 import { benchLatency, RTTS, SMOKE_RTTS } from "./latency.ts";
 import { benchMemory } from "./memory.ts";
+import { benchDrain } from "./drain.ts";
 
 const args = Deno.args;
 const requests = Number(args[args.indexOf("--requests") + 1]) || 1000;
@@ -227,6 +229,8 @@ try {
   });
   // Its own stack, after this one's processes are done with: each process's peak is the case's own.
   const memory = await benchMemory(requests < 100);
+  // The drain where servers are far away: many configs, one config, budgets, fairness, scale-out.
+  const drain = await benchDrain({ smoke });
   if (jsonPath) {
     await Deno.writeTextFile(
       jsonPath,
@@ -242,6 +246,7 @@ try {
           bulkAccept,
           analytics,
           memory,
+          drain,
         },
         null,
         2,

@@ -8,6 +8,7 @@
 // and the CPU each send costs the send-email process and Postgres.
 // Requests go straight to the send-email process: the platform's gateway is not ours to
 // measure, and our local gateway would run inside this (the client's) process.
+import { cpuSeconds, postgresCpuSeconds } from "./cpu.ts";
 import nodemailer from "nodemailer";
 import type { TestStack } from "../tests/harness.ts";
 import type { FunctionProcess } from "../local/function_processes.ts";
@@ -59,33 +60,6 @@ export async function run(count: number, clients: number, one: (i: number) => Pr
     p90: percentile(times, 0.9),
     p99: percentile(times, 0.99),
   };
-}
-
-/** CPU seconds (user + system) of a process, from /proc; 0 where there is none. */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU seconds of every `postgres` process (the postmaster, the backends, the background workers). */
-function postgresCpuSeconds(): number {
-  let total = 0;
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      if (Deno.readTextFileSync(`/proc/${entry.name}/comm`).trim() === "postgres") {
-        total += cpuSeconds(Number(entry.name));
-      }
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return total;
 }
 
 /** Start bench/seed_function.ts as a process of its own, as a function runs. */

@@ -52,6 +52,17 @@ Deno.test({
       for (const path of ["nodemailer_new_connection", "nodemailer_pooled", "send_email"]) {
         assert.ok(path in report.latency.derived_round_trips, `${path}: round trips derived from latency`);
       }
+      // The drain where servers are far away (smoke: RTT 20 only, a few messages per case).
+      const cases = report.drain.runs.map((r: { case: string }) => r.case);
+      for (const name of ["20 users' configs", "one config", "scale-out: 1 worker", "scale-out: 4 workers"]) {
+        assert.ok(cases.includes(name), `drain case ${name} is measured`);
+      }
+      for (const run of report.drain.runs) {
+        assert.ok(run.messages > 0 && run.messages_per_s > 0 && run.ideal_per_s > 0, JSON.stringify(run));
+        assert.ok(run.postgres_ms_per_message > 0, "Postgres CPU per message is measured");
+      }
+      assert.equal(report.drain.budgets.kept, true, "budgets that bind are kept exactly");
+      assert.ok(report.drain.fairness.queued > 0 && report.drain.fairness.sent_while_waiting >= 0);
       assert.equal(report.bulkAccept.recipients, 200);
       assert.ok(report.bulkAccept.median_ms > 0);
       assert.equal(report.analytics.rows.length, 4, "analytics: summary, SQL, page, seed's approach");

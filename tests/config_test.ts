@@ -31,7 +31,12 @@ Deno.test("configuration from the environment", async (t) => {
   });
 
   await t.step("reads the SMTP connection reuse settings and refuses bad ones", () => {
-    assert.deepEqual(loadConfig(base).smtpPool, { maxPerKey: 5, idleMs: 30_000, maxMessages: 100, busyWaitMs: 30_000 });
+    assert.deepEqual(loadConfig(base).smtpPool, {
+      maxPerKey: 10,
+      idleMs: 30_000,
+      maxMessages: 100,
+      busyWaitMs: 30_000,
+    });
     const tuned = loadConfig({
       ...base,
       MAILROOM_SMTP_POOL_MAX_CONNECTIONS: "2",

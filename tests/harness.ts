@@ -43,6 +43,8 @@ export interface TestStack {
   drainOutbox(): Promise<Record<string, number>>;
   /** The function processes (with `isolation: "process"`). */
   processes: FunctionProcess[];
+  /** The environment the functions run with (to start more of them, as the bench's scale-out does). */
+  functionEnv: Record<string, string>;
   anonKey: string;
   certs: { caCert: string; cert: string; key: string };
   signingKey: SigningKey;
@@ -81,23 +83,19 @@ export async function startTestStack(
     const certs = await generateCertificates();
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
-    gateway = await startGateway({
-      port,
-      isolation: options.isolation,
-      jwks: jwks(signingKey),
-      env: {
-        SUPABASE_URL: url,
-        SUPABASE_DB_URL: cluster.url,
-        MAILROOM_SMTP_CA_CERTS: certs.caCert,
-        MAILROOM_SMTP_CONNECT_TIMEOUT_MS: "1500",
-        MAILROOM_SMTP_GREETING_TIMEOUT_MS: "1500",
-        MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
-        // The test SMTP servers listen on loopback, on random ports: exempt them explicitly.
-        MAILROOM_EGRESS_ALLOWLIST: "localhost",
-        SUPABASE_SECRET_KEYS: JSON.stringify({ default: TEST_SECRET_KEY }),
-        ...env,
-      },
-    });
+    const functionEnv: Record<string, string> = {
+      SUPABASE_URL: url,
+      SUPABASE_DB_URL: cluster.url,
+      MAILROOM_SMTP_CA_CERTS: certs.caCert,
+      MAILROOM_SMTP_CONNECT_TIMEOUT_MS: "1500",
+      MAILROOM_SMTP_GREETING_TIMEOUT_MS: "1500",
+      MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
+      // The test SMTP servers listen on loopback, on random ports: exempt them explicitly.
+      MAILROOM_EGRESS_ALLOWLIST: "localhost",
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: TEST_SECRET_KEY }),
+      ...env,
+    };
+    gateway = await startGateway({ port, isolation: options.isolation, jwks: jwks(signingKey), env: functionEnv });
     const issuer = `${url}/auth/v1`;
     const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
     const db = sql;
@@ -106,6 +104,7 @@ export async function startTestStack(
       sql: db,
       dbUrl: env.SUPABASE_DB_URL ?? cluster.url,
       processes: gateway.processes,
+      functionEnv,
       async drainOutbox() {
         const res = await fetch(`${url}/functions/v1/process-outbox`, {
           method: "POST",

@@ -350,10 +350,11 @@ Deno.test({
       });
 
       await t.step(
-        "a worker run reuses one connection per config; a connection the server closed is replaced",
+        "a worker run reuses one connection per config (max_connections 1); a connection the server closed is replaced",
         async () => {
           const enqueue = async (configName: string, count: number) => {
-            const [config] = await stack.sql`select id from public.user_smtp_configs where name = ${configName}`;
+            const [config] = await stack.sql`
+              update public.user_smtp_configs set max_connections = 1 where name = ${configName} returning id`;
             await stack.asDataApi(user, async (tx) => {
               await tx`
               insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)

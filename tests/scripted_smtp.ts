@@ -202,9 +202,16 @@ export function startScriptedSmtp(script: Misbehaviour | ScriptOptions = {}): Pr
             ? options.dataReply(messages.length - 1)
             : options.dataReply ?? "250 2.0.0 Ok: queued as SCRIPTED";
           if (answer === null) return void socket.destroy();
-          if (options.dataReplyDelayMs) setTimeout(() => socket.writable && reply(answer), options.dataReplyDelayMs);
-          else reply(answer);
-          if (options.closeAfterMessages && ++confirmed >= options.closeAfterMessages) return void socket.end();
+          // Hang up right after the confirmation (once it is written, however late it comes).
+          const last = options.closeAfterMessages !== undefined && ++confirmed >= options.closeAfterMessages;
+          const confirm = () => {
+            if (!socket.writable) return;
+            reply(answer);
+            if (last) socket.end();
+          };
+          if (options.dataReplyDelayMs) setTimeout(confirm, options.dataReplyDelayMs);
+          else confirm();
+          if (last) return;
           continue;
         }
         const newline = buffer.indexOf("\r\n");

@@ -67,7 +67,7 @@ Deno.test({
         assert.equal(work.security, "tls");
         assert.equal(work.has_password, true);
         assert.equal(work.is_default, true, "a user's first config becomes the default");
-        assert.deepEqual(work.limits, { per_minute: 30, per_day: 500, max_connections: 2 });
+        assert.deepEqual(work.limits, { per_minute: 30, per_day: 500, max_connections: 3 });
         assert.deepEqual(work.warnings, []);
         assert.ok(!("password" in work) && !("password_secret_id" in work));
 
@@ -269,7 +269,7 @@ Deno.test({
         assert.equal(res.json.error.code, "smtp_host_forbidden");
         assert.equal((await call(alice, "GET", "/relay")).json.host, "localhost");
         const limits = await call(alice, "PATCH", "/relay", { limits: { per_minute: 5 } });
-        assert.deepEqual(limits.json.limits, { per_minute: 5, per_day: 500, max_connections: 2 });
+        assert.deepEqual(limits.json.limits, { per_minute: 5, per_day: 500, max_connections: 3 });
         assert.equal((await call(alice, "PATCH", "/relay", {})).status, 400);
       });
 

@@ -65,7 +65,7 @@ Deno.test({
           Array.from({ length: 12 }, (_, i) => send(stack, alice, `burst${i}@example.com`)),
         );
         for (const res of results) assert.equal(res.status, 200, await res.text());
-        assert.ok(smtp.peakConnections() <= 2, `peak ${smtp.peakConnections()} connections`);
+        assert.ok(smtp.peakConnections() <= 3, `peak ${smtp.peakConnections()} connections`);
         const burst = smtp.messages().flatMap((m) => m.rcptTo).filter((r) => r.startsWith("burst"));
         assert.equal(burst.length, 12);
         assert.equal(new Set(burst).size, 12);
@@ -323,17 +323,17 @@ Deno.test({
         await smtp.close();
       });
 
-      await t.step("the pool opens no more connections per config than its max_connections (default 2)", async () => {
+      await t.step("the pool opens no more connections per config than its max_connections (default 3)", async () => {
         const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"], dataReplyDelayMs: 50 });
         const user = await stack.createUser();
         const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
         const [{ max_connections }] = await stack.sql`select max_connections from public.user_smtp_configs
                                                        where id = ${config}`;
-        assert.equal(max_connections, 2);
+        assert.equal(max_connections, 3);
         const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => send(stack, user, `d${i}@example.com`)));
         assert.deepEqual(answers.map((res) => res.status), Array(8).fill(200));
         await Promise.all(answers.map((res) => res.body?.cancel()));
-        assert.ok(smtp.peakConnections() <= 2, `peak ${smtp.peakConnections()}`);
+        assert.ok(smtp.peakConnections() <= 3, `peak ${smtp.peakConnections()}`);
         assert.equal(smtp.messages().length, 8);
         await smtp.close();
       });

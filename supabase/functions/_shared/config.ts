@@ -3,7 +3,7 @@ import { type EgressPolicy, loadEgressPolicy } from "./smtp/egress.ts";
 import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts";
 import type { SmtpSettings } from "./smtp/session.ts";
 import { DEFAULT_POOL_OPTIONS, type PoolOptions } from "./smtp/pool.ts";
-import { type BulkLimits, loadBulkLimits } from "./outbox/limits.ts";
+import { type BulkLimits, DEFAULT_CPU_BUDGET_MS, loadBulkLimits } from "./outbox/limits.ts";
 import { DEFAULT_BODY_BUDGET_BYTES } from "./admission.ts";
 import ipaddr from "ipaddr.js";
 
@@ -58,6 +58,8 @@ export interface Config {
   workerKeys: string[];
   /** How long one process-outbox run keeps claiming. */
   outboxBudgetMs: number;
+  /** CPU time one process-outbox run spends (the platform stops an invocation at 2 s). */
+  outboxCpuBudgetMs: number;
   /** Request bodies one instance holds at once (admission by bytes). */
   bodyBudgetBytes: number;
   /** Limits of one send-bulk request (MAILROOM_BULK_MAX_RECIPIENTS). */
@@ -261,6 +263,7 @@ export function loadConfig(env: Env): Config {
     workerKeys: workerKeys(env),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
+    outboxCpuBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_CPU_BUDGET_MS", DEFAULT_CPU_BUDGET_MS),
     bodyBudgetBytes: positiveInt(env, "MAILROOM_BODY_BUDGET_BYTES", DEFAULT_BODY_BUDGET_BYTES),
     bulk: orConfigError(() => loadBulkLimits(env)),
     allowedOrigins: allowedOrigins(env),

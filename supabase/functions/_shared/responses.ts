@@ -173,7 +173,9 @@ export const smtpConfig = z.strictObject({
   limits: z.strictObject({
     per_minute: z.number().int(),
     per_day: z.number().int(),
-    max_connections: z.number().int().describe("SMTP connections one instance holds at once to this server"),
+    max_connections: z.number().int().describe(
+      "SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel)",
+    ),
   }),
   has_password: z.boolean(),
   credentials_changed_at: timestamp.describe("When the server, login, password or OAuth grant last changed"),

@@ -270,8 +270,9 @@ const fromEmail = z.string().max(320).transform((value, ctx) => {
 const configLimits = z.object({
   per_minute: z.number().int().min(1).max(10_000).optional(),
   per_day: z.number().int().min(1).max(1_000_000).optional(),
-  max_connections: z.number().int().min(1).max(20).optional().describe(
-    "SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3)",
+  max_connections: z.number().int().min(1).max(10).optional().describe(
+    "SMTP sessions one function instance or outbox worker holds to this server at once, and so how many of this " +
+      "config's messages the outbox sends in parallel (default 3; Microsoft 365 allows 3 per mailbox, Gmail about 15)",
   ),
 }).strict();
 

@@ -13,7 +13,11 @@ export function createProcessOutboxHandler(ctx: AppContext): Handler {
     }
     requireSecretKey(req, ctx.config.workerKeys);
     await req.body?.cancel();
-    const report = await drainOutbox(ctx, { workerId: crypto.randomUUID(), budgetMs: ctx.config.outboxBudgetMs });
+    const report = await drainOutbox(ctx, {
+      workerId: crypto.randomUUID(),
+      budgetMs: ctx.config.outboxBudgetMs,
+      cpuBudgetMs: ctx.config.outboxCpuBudgetMs,
+    });
     return json(report);
   });
 }

@@ -757,7 +757,7 @@ export interface components {
             limits?: {
                 per_minute?: number;
                 per_day?: number;
-                /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
+                /** @description SMTP sessions one function instance or outbox worker holds to this server at once, and so how many of this config's messages the outbox sends in parallel (default 3; Microsoft 365 allows 3 per mailbox, Gmail about 15) */
                 max_connections?: number;
             };
             /**
@@ -812,7 +812,7 @@ export interface components {
             limits?: {
                 per_minute?: number;
                 per_day?: number;
-                /** @description SMTP connections one function instance may hold to this server at once (default 2; Microsoft 365 allows about 3) */
+                /** @description SMTP sessions one function instance or outbox worker holds to this server at once, and so how many of this config's messages the outbox sends in parallel (default 3; Microsoft 365 allows 3 per mailbox, Gmail about 15) */
                 max_connections?: number;
             };
             /** @description Reconnect an OAuth config: the refresh token of a new consent (and a new client secret) */
@@ -1198,7 +1198,7 @@ export interface components {
             limits: {
                 per_minute: number;
                 per_day: number;
-                /** @description SMTP connections one instance holds at once to this server */
+                /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                 max_connections: number;
             };
             has_password: boolean;
@@ -1249,7 +1249,7 @@ export interface components {
             limits: {
                 per_minute: number;
                 per_day: number;
-                /** @description SMTP connections one instance holds at once to this server */
+                /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                 max_connections: number;
             };
             has_password: boolean;
@@ -1305,7 +1305,7 @@ export interface components {
                 limits: {
                     per_minute: number;
                     per_day: number;
-                    /** @description SMTP connections one instance holds at once to this server */
+                    /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                     max_connections: number;
                 };
                 has_password: boolean;

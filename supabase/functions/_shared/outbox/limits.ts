@@ -7,6 +7,13 @@ export interface BulkLimits {
   maxEntries: number;
 }
 
+/**
+ * Default of `MAILROOM_OUTBOX_CPU_BUDGET_MS`: the CPU time a worker run spends. The platform
+ * stops an invocation at 2 s of CPU, and what is in hand when the budget is spent still has to
+ * be sent or put back.
+ */
+export const DEFAULT_CPU_BUDGET_MS = 1_400;
+
 /** Default of `MAILROOM_BULK_MAX_RECIPIENTS`. */
 export const DEFAULT_BULK_MAX_ENTRIES = 10_000;
 /** The most the database accepts per batch (`email_batches_total`). */

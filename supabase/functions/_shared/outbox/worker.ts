@@ -4,10 +4,13 @@
 // migration). Workers have no user JWT: for each row they act with the same claims withUser
 // sets for that row's user, so RLS and auth.uid() hold exactly as for the user's own request.
 //
-// Each config's rows go through a lane of their own: lanes run concurrently, each sends its
-// groups one after another over the run's one session to that server, so a slow, refusing or
-// rate-limited server holds only its own mail. What the run holds is bounded by rows and by
-// payload bytes (the claim's bound), so no user's payloads can exhaust the instance's memory.
+// Each config's rows go through a lane of their own: lanes run concurrently, and each sends
+// its groups over up to the config's `max_connections` sessions to that server at once (its
+// first message in a run alone, so wrong credentials cost one login, not one per session), so
+// a slow, refusing or rate-limited server holds only its own mail. What the run holds is
+// bounded by rows and by payload bytes (the claim's bound), so no user's payloads can exhaust
+// the instance's memory; its CPU time is bounded too (the platform's 2 s per invocation).
+import process from "node:process";
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
@@ -24,6 +27,7 @@ import {
 } from "../send.ts";
 import type { RecipientOutcome } from "../smtp/outcome.ts";
 import { createSessionPool, type SessionPool } from "../smtp/pool.ts";
+import { DEFAULT_CPU_BUDGET_MS } from "./limits.ts";
 
 /** Batch contents kept per drain (each up to 4 MiB). */
 const BATCH_CACHE_ENTRIES = 4;
@@ -78,7 +82,12 @@ export interface DrainOptions {
   leaseSeconds?: number;
   /** Payload bytes claimed per round trip (the first row always; see private.claim_outbox). */
   maxClaimBytes?: number;
+  /** Stop claiming and starting sends once the process has used this much CPU time in the run. */
+  cpuBudgetMs?: number;
 }
+
+/** Sessions at once to one config's server, whatever the config says (its `max_connections` is at most this). */
+export const MAX_SESSIONS_PER_CONFIG = 10;
 
 /** How long a stopped config's messages wait before the worker looks again (lifting the stop makes them due at once). */
 const STOPPED_RECHECK_SECONDS = 300;
@@ -89,12 +98,12 @@ export const DEFAULT_CLAIM_BYTES = 8 * 1024 * 1024;
 /**
  * Drain the outbox until it is empty or the time budget is spent.
  *
- * Three stages overlap: while chunks' messages go out (each config in its lane, over its
- * pooled SMTP session), the next chunk is claimed and prepared, and earlier outcomes are
- * recorded. Each message is marked `sending` (committed) before any byte of it is sent; the
- * mark of a lane's next message is made while the current one is on the wire, so a worker
- * killed mid-send leaves at most two rows `sending` per lane (the sweep marks them unknown):
- * the one on the wire and the next, which was not sent.
+ * Three stages overlap: while chunks' messages go out (each config in its lane, over up to
+ * its max_connections pooled SMTP sessions), the next chunk is claimed and prepared, and
+ * earlier outcomes are recorded. Each message is marked `sending` (committed) by the session
+ * that is about to send it, right before its first byte, so a worker killed mid-send leaves
+ * `sending` (the sweep marks them unknown) only the messages that were on the wire, at most
+ * one per session, and those it sent but had not recorded yet (see the recorder).
  *
  * @example
  * ```ts
@@ -108,6 +117,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     ctx,
     workerId: options.workerId,
     deadline: Date.now() + options.budgetMs,
+    cpu: cpuClock(options.cpuBudgetMs ?? DEFAULT_CPU_BUDGET_MS),
     chunkSize: options.batchSize ?? DEFAULT_CHUNK,
     maxClaimBytes: options.maxClaimBytes ?? DEFAULT_CLAIM_BYTES,
     lease,
@@ -127,11 +137,18 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     batches: new Map(),
     paused: new Set(),
     backedOff: new Map(),
-    // One connection per config and credentials for the whole run, closed at the end.
-    pool: createSessionPool({ ...ctx.config.smtpPool, maxPerKey: 1 }),
+    warm: undefined!,
+    warming: new Map(),
+    sampledAt: 0,
+    // The instance's sessions, kept across runs (a run's first messages skip the TCP and TLS
+    // handshakes and the login when the instance ran recently); where reuse is off, the run's own.
+    pool: ctx.smtpPool ?? createSessionPool({ maxPerKey: MAX_SESSIONS_PER_CONFIG }),
     recorder: undefined!,
+    marker: undefined!,
   };
   run.recorder = createRecorder(run);
+  run.warm = warmConfigs(run.pool);
+  run.marker = createMarker(run);
   // Sends nobody approved in time end as expired, unsent, in the same round trip.
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`
     select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
@@ -140,7 +157,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     await runLanes(run);
   } finally {
     await run.recorder.settled();
-    run.pool.close();
+    if (run.pool !== ctx.smtpPool) run.pool.close();
     // What is still claimed and not started goes back now, not when its lease runs out (a
     // lease that runs out counts as a worker's death against its rows).
     await ctx.sql`select private.release_outbox_leases(${run.workerId})`.catch((error) =>
@@ -151,19 +168,45 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   return run.report;
 }
 
-/** The groups of one config (or of one owner's default), sent one after another. */
+/**
+ * The groups of one config (or of one owner's default). Up to `width` of them are sent at once,
+ * their messages sharing the lane's `width` session slots (a claim deals each config only a
+ * few rows when many users wait, so one group alone would rarely fill the sessions).
+ */
 interface Lane {
+  /** Groups not started yet. */
   groups: Group[];
   rows: number;
   bytes: number;
+  /** Sessions its config may hold at once (its max_connections, at most MAX_SESSIONS_PER_CONFIG). */
+  width: number;
+  slots: Slots;
+  /** Fired when a group is added (a driver with room starts it at once). */
+  added: { wait: Promise<void>; fire: () => void };
   running: Promise<void> | null;
+}
+
+/** Permits for a lane's messages in flight: at most `limit()` at once, first come first served. */
+class Slots {
+  #inUse = 0;
+  #waiting: (() => void)[] = [];
+  constructor(private readonly limit: () => number) {}
+  async acquire(): Promise<void> {
+    while (this.#inUse >= this.limit()) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    this.#inUse++;
+  }
+  release(): void {
+    this.#inUse--;
+    this.#waiting.shift()?.();
+  }
 }
 
 /**
  * Claim while there is time and room, hand each group to its config's lane, and wait for the
- * lanes. Room: at most two claims' worth of rows and one claim's worth of payload bytes in
- * hand (a large row is prepared only once the one before it has gone), and a config whose lane
- * already holds a full chunk is left out of the next claim (named busy). A claim holding a
+ * lanes. Room: at most two claims' worth of rows (or, when more sessions are open at once, two
+ * rows per session, up to MAX_ROWS_IN_HAND) and one claim's worth of payload bytes in hand (a
+ * large row is prepared only once the one before it has gone), and a config whose lane already
+ * holds a full chunk (or two rows per session) is left out of the next claim (named busy). A claim holding a
  * suspect row (its last worker died holding it) is sent before anything else is claimed, so
  * should it kill this worker too, no other row is charged with it.
  */
@@ -174,27 +217,36 @@ async function runLanes(run: Run): Promise<void> {
     await changed.wait;
     changed = signal();
   };
+  const send = async (lane: Lane, group: Group) => {
+    try {
+      const { later, retryAfterSeconds, reason } = await sendGroup(run, group, lane.slots);
+      if (later.length > 0) await postpone(run, later, retryAfterSeconds, reason);
+    } catch (error) {
+      // Its rows stay claimed; release_outbox_leases gives them back when the run ends.
+      logError("outbox group failed", error);
+    }
+    lane.rows -= group.rows.length;
+    lane.bytes -= bytesOf(group.rows);
+    changed.fire();
+  };
   const drive = (key: string, lane: Lane) => {
     lane.running = (async () => {
-      while (lane.groups.length > 0) {
-        const group = lane.groups[0];
-        try {
-          const { later, retryAfterSeconds, reason } = await sendGroup(run, group);
-          if (later.length > 0) await postpone(run, later, retryAfterSeconds, reason);
-        } catch (error) {
-          // Its rows stay claimed; release_outbox_leases gives them back when the run ends.
-          logError("outbox group failed", error);
+      const active = new Set<Promise<void>>();
+      while (lane.groups.length > 0 || active.size > 0) {
+        while (lane.groups.length > 0 && active.size < lane.width) {
+          const sending: Promise<void> = send(lane, lane.groups.shift()!).finally(() => active.delete(sending));
+          active.add(sending);
         }
-        lane.groups.shift();
-        lane.rows -= group.rows.length;
-        lane.bytes -= bytesOf(group.rows);
-        changed.fire();
+        await Promise.race([...active, lane.added.wait]);
+        // A group added before this point is in lane.groups; one added after fires the new signal.
+        lane.added = signal();
       }
       lanes.delete(key);
       changed.fire();
     })();
   };
   const lanesDone = () => Promise.all([...lanes.values()].map((lane) => lane.running));
+  let lastLook = 0;
   // A suspect is taken only with empty hands, and one per run: it never shares this worker's
   // death with other rows, and never crowds them out of a claim.
   let suspectTaken = false;
@@ -206,34 +258,64 @@ async function runLanes(run: Run): Promise<void> {
   }, Math.max(1, Math.floor(run.lease / 3)) * 1000);
 
   try {
-    while (Date.now() < run.deadline) {
-      let rows = 0, bytes = 0;
+    while (!outOfTime(run, true)) {
+      let rows = 0, bytes = 0, width = 0;
       for (const lane of lanes.values()) {
         rows += lane.rows;
         bytes += lane.bytes;
+        width += lane.width;
       }
-      if (rows >= 2 * run.chunkSize || bytes >= run.maxClaimBytes) {
+      const inHand = Math.min(MAX_ROWS_IN_HAND, Math.max(2 * run.chunkSize, 4 * width));
+      if (rows >= inHand || bytes >= run.maxClaimBytes) {
         await waitForChange();
         continue;
       }
+      // The configs in hand get more in one larger claim once half of what is in hand has gone
+      // (a claim deals each user a few rows, and each group costs a transaction to prepare);
+      // meanwhile a small claim now and then takes only configs not in hand: someone else's
+      // mail, queued meanwhile, waits for no lane.
+      const topUp = lanes.size === 0 || rows <= inHand / 2;
+      const sinceLook = performance.now() - lastLook;
+      if (!topUp && sinceLook < LOOK_AGAIN_MS) {
+        await Promise.race([waitForChange(), sleep(LOOK_AGAIN_MS - sinceLook)]);
+        continue;
+      }
+      lastLook = performance.now();
       const busy = [...lanes.entries()]
-        .filter(([key, lane]) => lane.rows >= run.chunkSize && !key.startsWith("owner:"))
+        .filter(([key, lane]) =>
+          !key.startsWith("owner:") && (!topUp || lane.rows >= Math.max(run.chunkSize, 4 * lane.width))
+        )
         .map(([key]) => key);
-      const groups = await claimAndPrepare(run, busy, lanes.size === 0 && !suspectTaken);
+      const limit = topUp ? Math.max(run.chunkSize, Math.min(MAX_CLAIM_ROWS, inHand - rows)) : run.chunkSize;
+      const groups = await claimAndPrepare(run, limit, busy, lanes.size === 0 && !suspectTaken);
       if (groups === null) {
         if (lanes.size === 0) break;
-        // Nothing to claim now: wait for a lane to move (it may free a busy config), then look again.
-        await waitForChange();
+        // Nothing to claim now: wait for a lane to move (it may free a busy config), or a
+        // moment, then look again.
+        if (topUp) await Promise.race([waitForChange(), sleep(LOOK_AGAIN_MS)]);
         continue;
       }
       for (const group of groups) {
         const key = group.configId ?? `owner:${group.owner.sub}`;
         let lane = lanes.get(key);
-        if (!lane) lanes.set(key, lane = { groups: [], rows: 0, bytes: 0, running: null });
+        if (!lane) {
+          const created: Lane = {
+            groups: [],
+            rows: 0,
+            bytes: 0,
+            width: 1,
+            slots: new Slots(() => created.width),
+            added: signal(),
+            running: null,
+          };
+          lanes.set(key, lane = created);
+        }
+        lane.width = Math.max(lane.width, widthOf(run, group));
         lane.groups.push(group);
         lane.rows += group.rows.length;
         lane.bytes += bytesOf(group.rows);
         if (!lane.running) drive(key, lane);
+        else lane.added.fire();
       }
       if (groups.some((group) => group.rows.some((row) => row.lease_losses > 0))) {
         suspectTaken = true;
@@ -244,6 +326,68 @@ async function runLanes(run: Run): Promise<void> {
   } finally {
     clearInterval(renewal);
   }
+}
+
+/** How soon a run that found nothing to claim (its busy configs left out) looks again. */
+const LOOK_AGAIN_MS = 200;
+
+/** The configs warm over each pool (an instance's pool outlives its runs). */
+const warmByPool = new WeakMap<SessionPool, Set<string>>();
+
+function warmConfigs(pool: SessionPool): Set<string> {
+  let warm = warmByPool.get(pool);
+  if (!warm) warmByPool.set(pool, warm = new Set());
+  // Bounded: an instance that met very many configs starts over (each warms up again).
+  if (warm.size > 10_000) warm.clear();
+  return warm;
+}
+
+/** Rows in hand at most, whatever the sessions open (each row's prepared message is in memory). */
+const MAX_ROWS_IN_HAND = 200;
+/** Rows claimed at most in one round trip. */
+const MAX_CLAIM_ROWS = 100;
+
+/** Sessions a group's config may hold at once. */
+function widthOf(run: Run, group: Group): number {
+  const prepared = group.prepared.find((item) => !("error" in item)) as PreparedSend | undefined;
+  const wanted = prepared?.config.limits.max_connections ?? 1;
+  // The instance's pool may allow fewer per config (MAILROOM_SMTP_POOL_MAX_CONNECTIONS).
+  const ceiling = run.pool === run.ctx.smtpPool ? run.ctx.config.smtpPool?.maxPerKey ?? 1 : MAX_SESSIONS_PER_CONFIG;
+  return Math.max(1, Math.min(wanted, ceiling, MAX_SESSIONS_PER_CONFIG));
+}
+
+/**
+ * The CPU time this process has used since the run began, against a budget. On the Edge
+ * Runtime the platform counts each invocation's CPU; the process's count here includes
+ * anything else the process does meanwhile, so the run stops early rather than late.
+ */
+function cpuClock(budgetMs: number): { spent: (share?: number) => boolean } {
+  try {
+    const start = process.cpuUsage();
+    return {
+      spent: (share = 1) => {
+        const used = process.cpuUsage(start);
+        return (used.user + used.system) / 1000 >= budgetMs * share;
+      },
+    };
+  } catch {
+    return { spent: () => false };
+  }
+}
+
+/** Share of the CPU budget after which a run claims no more (what it holds is sent with the rest). */
+const CLAIM_CPU_SHARE = 0.75;
+
+/**
+ * Whether the run should stop starting sends (out of wall clock or CPU time), or, with
+ * `claiming`, stop claiming (a quarter of the CPU budget is kept for sending what is in hand).
+ */
+function outOfTime(run: Run, claiming = false): boolean {
+  return Date.now() >= run.deadline || run.cpu.spent(claiming ? CLAIM_CPU_SHARE : 1);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A promise to wait on and the function that resolves it. */
@@ -257,8 +401,14 @@ function bytesOf(rows: OutboxRow[]): number {
   return rows.reduce((sum, row) => sum + (row.payload_bytes ?? 0), 0);
 }
 
-/** Note the memory held now, as the Edge Runtime counts it (used heap + external). */
-function sampleMemory(run: Run): void {
+/** How often the memory is sampled after sends (a sample costs about 0.1 ms; sends are many). */
+const SEND_SAMPLE_MS = 20;
+
+/** Note the memory held now, as the Edge Runtime counts it (used heap + external), unless sampled within `everyMs`. */
+function sampleMemory(run: Run, everyMs = 0): void {
+  const now = performance.now();
+  if (everyMs > 0 && now - run.sampledAt < everyMs) return;
+  run.sampledAt = now;
   const usage = Deno.memoryUsage();
   const mib = Math.round((usage.heapUsed + usage.external) / 1048576);
   if (mib > run.report.peak_memory_mib) run.report.peak_memory_mib = mib;
@@ -271,12 +421,15 @@ function logError(msg: string, error: unknown): void {
 
 /** Rows claimed per round trip. */
 const DEFAULT_CHUNK = 25;
+/** Groups of a claim prepared at once (the worker's pool has 5 connections; the sends need some). */
+const PREPARE_PARALLEL = 3;
 
 /** What one drain run carries from chunk to chunk. */
 interface Run {
   ctx: AppContext;
   workerId: string;
   deadline: number;
+  cpu: { spent: (share?: number) => boolean };
   chunkSize: number;
   maxClaimBytes: number;
   lease: number;
@@ -288,8 +441,18 @@ interface Run {
   paused: Set<string>;
   /** Configs whose server pushed back in this run, and for how many seconds. */
   backedOff: Map<string, number>;
+  /**
+   * Configs (with the credentials they had) a message went through over this pool: their
+   * server answered and took the login, so their next messages go over several sessions.
+   */
+  warm: Set<string>;
+  /** Configs whose first message of the run is on its way (their other groups wait for it). */
+  warming: Map<string, Promise<void>>;
+  /** When the memory was last sampled (performance.now()). */
+  sampledAt: number;
   pool: SessionPool;
   recorder: Recorder;
+  marker: ReturnType<typeof createMarker>;
 }
 
 /** Claimed rows of one owner through one config, prepared together. */
@@ -313,25 +476,36 @@ interface GroupResult {
 }
 
 /** Claim the next chunk and prepare it, one transaction per owner and config; null when nothing is due. */
-async function claimAndPrepare(run: Run, busyConfigs: string[], suspects: boolean): Promise<Group[] | null> {
+async function claimAndPrepare(
+  run: Run,
+  limit: number,
+  busyConfigs: string[],
+  suspects: boolean,
+): Promise<Group[] | null> {
   const { ctx } = run;
   const rows = await ctx.sql<OutboxRow[]>`
     select id, user_id, config_id, batch_id, message_id, created_at, first_attempt_at, payload, payload_bytes,
            lease_losses, recipients, held_sender is not null as held
-      from private.claim_outbox(${run.workerId}, ${run.chunkSize}, ${run.lease}, ${run.maxClaimBytes},
+      from private.claim_outbox(${run.workerId}, ${limit}, ${run.lease}, ${run.maxClaimBytes},
                                 ${busyConfigs}::uuid[], ${suspects})`;
   if (rows.length === 0) return null;
   sampleMemory(run);
   run.report.claimed += rows.length;
-  const groups: Group[] = [];
-  for (const rowsOfGroup of groupsOf(rows)) {
-    const owner: UserClaims = { sub: rowsOfGroup[0].user_id, role: "authenticated" };
-    const configId = rowsOfGroup[0].config_id;
-    // A paused config's rows are not prepared: sendGroup puts them back.
-    if (configId && run.paused.has(configId)) groups.push({ owner, configId, rows: rowsOfGroup, prepared: [] });
-    else groups.push(...await prepareGroup(run, { owner, configId, rows: rowsOfGroup, prepared: [] }));
-  }
-  return groups;
+  // Groups are prepared a few at a time (each is its owner's transaction), kept in the claim's fair order.
+  const pending = groupsOf(rows).map((rowsOfGroup, index) => ({ rowsOfGroup, index }));
+  const prepared: Group[][] = [];
+  await Promise.all(Array.from({ length: Math.min(PREPARE_PARALLEL, pending.length) }, async () => {
+    for (let item = pending.shift(); item; item = pending.shift()) {
+      const { rowsOfGroup, index } = item;
+      const owner: UserClaims = { sub: rowsOfGroup[0].user_id, role: "authenticated" };
+      const configId = rowsOfGroup[0].config_id;
+      // A paused config's rows are not prepared: sendGroup puts them back.
+      prepared[index] = configId && run.paused.has(configId)
+        ? [{ owner, configId, rows: rowsOfGroup, prepared: [] }]
+        : await prepareGroup(run, { owner, configId, rows: rowsOfGroup, prepared: [] });
+    }
+  }));
+  return prepared.flat();
 }
 
 /**
@@ -438,8 +612,8 @@ function groupsOf(rows: OutboxRow[]): OutboxRow[][] {
   return [...groups.values()];
 }
 
-/** Send a prepared group's messages one after another over the run's pooled session. */
-async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
+/** Send a prepared group's messages over its config's sessions, sharing the lane's slots with the config's other groups. */
+async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupResult> {
   const result: GroupResult = { later: [], retryAfterSeconds: 0 };
   const { failure } = group;
   if (failure !== undefined) {
@@ -489,43 +663,68 @@ async function sendGroup(run: Run, group: Group): Promise<GroupResult> {
   }
   const sendable = group.rows.filter((_, i) => !prepared[i] || !("error" in prepared[i]));
   const failureCodes: (string | undefined)[] = [];
-  // Each row is marked `sending` before it goes out; the next one's mark overlaps this one's send.
-  let marking: Promise<boolean> | null = null;
-  for (const [i, row] of sendable.entries()) {
-    if (pausedFor || Date.now() >= run.deadline) {
-      if (marking) await marking;
-      result.later.push(...sendable.slice(i).map((r) => r.id));
-      break;
+  let next = 0;
+  // Stop taking messages: this group or another of the config's met a pause or a pushback.
+  const halted = () =>
+    pausedFor !== undefined || backOff !== undefined || outOfTime(run) ||
+    (config !== undefined && (run.paused.has(config.id) || run.backedOff.has(config.id)));
+  // Each session takes the next message, marks it `sending` (committed) and only then sends it,
+  // holding one of the lane's slots meanwhile (the config's sessions are shared by its groups).
+  const session = async (messages: number) => {
+    for (let n = 0; n < messages && next < sendable.length; n++) {
+      await slots.acquire();
+      try {
+        if (halted() || next >= sendable.length) return;
+        const row = sendable[next++];
+        await run.recorder.room();
+        // Cancelled since the claim (or no longer ours).
+        if (!(await startRow(run, row.id))) continue;
+        const item = prepared[group.rows.indexOf(row)] as PreparedSend;
+        const outcome = await sendPrepared(run, row, item);
+        failureCodes.push(outcome.status === "sent" ? undefined : outcome.error_class);
+        if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
+          // Every message through this config would fail the same way: pause its queue, keep the messages.
+          pausedFor = pauseNow = outcome.error_class;
+          if (config) {
+            run.paused.add(config.id);
+            run.warm.delete(`${config.id}/${config.credentials_changed_at}`);
+          }
+          result.later.push(row.id);
+          continue;
+        }
+        run.recorder.add(group.owner, { id: row.id, outcome });
+        if (config && pushedBack(outcome) && !backOff) {
+          // The server refused the session or the sender for now (too many connections, a rate
+          // limit): this message's attempt counts, the rest wait out the backoff untried and
+          // uncharged, and the config is left alone meanwhile (by every worker).
+          backOff = { seconds: backoffSeconds(outcome), reason: pushbackReason(outcome) };
+          run.backedOff.set(config.id, backOff.seconds);
+        }
+      } finally {
+        slots.release();
+      }
     }
-    await run.recorder.room();
-    const started = await (marking ?? startRow(run, row.id));
-    marking = i + 1 < sendable.length ? startRow(run, sendable[i + 1].id) : null;
-    // Cancelled since the claim (or no longer ours).
-    if (!started) continue;
-    const item = prepared[group.rows.indexOf(row)] as PreparedSend;
-    const outcome = await sendPrepared(run, row, item);
-    failureCodes.push(outcome.status === "sent" ? undefined : outcome.error_class);
-    if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
-      // Every message through this config would fail the same way: pause its queue, keep the messages.
-      pausedFor = pauseNow = outcome.error_class;
-      result.later.push(row.id);
-      continue;
-    }
-    run.recorder.add(group.owner, { id: row.id, outcome });
-    if (config && pushedBack(outcome)) {
-      // The server refused the session or the sender for now (too many connections, a rate
-      // limit): this message's attempt counts, the rest wait out the backoff untried and
-      // uncharged, and the config is left alone meanwhile (by every worker).
-      backOff = { seconds: backoffSeconds(outcome), reason: pushbackReason(outcome) };
-      run.backedOff.set(config.id, backOff.seconds);
-      if (marking) await marking;
-      marking = null;
-      result.later.push(...sendable.slice(i + 1).map((r) => r.id));
-      result.retryAfterSeconds = backOff.seconds;
-      break;
+  };
+  // A config's first message in the run goes alone: wrong credentials or a server at its
+  // limit are met by one login, not by one per session. Its other groups wait for it.
+  const warmKey = config && `${config.id}/${config.credentials_changed_at}`;
+  if (config && warmKey && !run.warm.has(warmKey)) {
+    const warming = run.warming.get(config.id);
+    if (warming) await warming;
+    else {
+      const first = session(1);
+      run.warming.set(config.id, first);
+      await first;
+      run.warming.delete(config.id);
+      if (!halted()) run.warm.add(warmKey);
     }
   }
-  if (marking) await marking;
+  // Then up to max_connections at once.
+  const width = widthOf(run, group);
+  await Promise.all(Array.from({ length: Math.min(width, sendable.length - next) }, () => session(Infinity)));
+  // What no session took (paused, pushed back, out of time) waits, a backoff's time.
+  result.later.push(...sendable.slice(next).map((row) => row.id));
+  if (config && run.backedOff.has(config.id)) result.retryAfterSeconds = run.backedOff.get(config.id)!;
   if (config && backOff) {
     const { seconds, reason } = backOff;
     await withUser(
@@ -561,11 +760,13 @@ interface Recorder {
 const RECORD_BATCH = 10;
 const RECORD_DELAY_MS = 20;
 /** Most outcomes waiting or being recorded before the sends wait for the recorder. */
-const MAX_UNRECORDED = 2 * RECORD_BATCH;
+const MAX_UNRECORDED = 100;
+/** Owners' transactions a recording runs at once (the worker's pool has 5 connections). */
+const RECORD_PARALLEL = 3;
 
 /**
  * One recording in flight at a time, taking every outcome gathered meanwhile (one transaction
- * per owner), started once RECORD_BATCH outcomes wait or the oldest has waited RECORD_DELAY_MS.
+ * per owner, RECORD_PARALLEL owners at once), started once RECORD_BATCH outcomes wait or the oldest has waited RECORD_DELAY_MS.
  * The sends never wait for the audit writes. The price: when a worker dies, the messages it
  * sent but had not recorded yet (fewer than MAX_UNRECORDED: the sends wait for the recorder
  * beyond that) are swept to `unknown`, like the one on the wire; they are never resent.
@@ -583,7 +784,10 @@ function createRecorder(run: Run): Recorder {
       pending = new Map();
       recording = waiting;
       waiting = 0;
-      for (const { owner, attempts } of batch.values()) await record(run, owner, attempts);
+      const owners = [...batch.values()];
+      await Promise.all(Array.from({ length: Math.min(RECORD_PARALLEL, owners.length) }, async () => {
+        for (let entry = owners.shift(); entry; entry = owners.shift()) await record(run, entry.owner, entry.attempts);
+      }));
       recording = 0;
     } while (waiting >= RECORD_BATCH || (closing && waiting > 0));
   };
@@ -626,11 +830,42 @@ function createRecorder(run: Run): Recorder {
   };
 }
 
-/** Mark a claimed row in flight (committed before it is sent); false when it was cancelled or lost. */
-async function startRow(run: Run, id: string): Promise<boolean> {
-  const [{ started }] = await run.ctx.sql<{ started: boolean }[]>`
-    select private.start_outbox_send(${id}::uuid, ${run.workerId}, ${run.inFlightLease}) as started`;
-  return started;
+/**
+ * Mark a claimed row in flight (committed before it is sent); false when it was cancelled or
+ * lost. Marks asked for while one is being written go together in the next statement (group
+ * commit): each message's own mark is still committed before its first byte, and a worker
+ * with many sessions writes one statement per round of them instead of one per message.
+ */
+function startRow(run: Run, id: string): Promise<boolean> {
+  return run.marker.start(id);
+}
+
+/** Gathers marks (see {@linkcode startRow}): one statement in flight, the next takes all that waited. */
+function createMarker(run: Run): { start(id: string): Promise<boolean> } {
+  let waiting: { id: string; resolve: (started: boolean) => void; reject: (error: unknown) => void }[] = [];
+  let writing = false;
+  const write = async () => {
+    writing = true;
+    while (waiting.length > 0) {
+      const batch = waiting;
+      waiting = [];
+      try {
+        const started = await startRows(run, batch.map((mark) => mark.id));
+        for (const mark of batch) mark.resolve(started.has(mark.id));
+      } catch (error) {
+        for (const mark of batch) mark.reject(error);
+      }
+    }
+    writing = false;
+  };
+  return {
+    start(id) {
+      return new Promise((resolve, reject) => {
+        waiting.push({ id, resolve, reject });
+        if (!writing) write();
+      });
+    },
+  };
 }
 
 /** Mark claimed rows in flight at once (rows that fail without being sent); the ids it marked. */
@@ -652,7 +887,7 @@ async function sendPrepared(run: Run, row: OutboxRow, prepared: PreparedSend): P
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
   const transmission = await transmitOnly(run.ctx, prepared, pending, run.pool);
-  sampleMemory(run);
+  sampleMemory(run, SEND_SAMPLE_MS);
   const { to, cc, bcc } = prepared.message.recipients;
   return {
     ...("refused" in transmission

@@ -45,8 +45,16 @@ export interface PoolOptions {
   busyWaitMs: number;
 }
 
-/** The defaults: 5 connections per key (nodemailer's pool default), 30 s idle, 100 messages, 30 s wait. */
-export const DEFAULT_POOL_OPTIONS: PoolOptions = { maxPerKey: 5, idleMs: 30_000, maxMessages: 100, busyWaitMs: 30_000 };
+/**
+ * The defaults: 10 connections per key (the most a config's max_connections may ask for; each
+ * config's own setting, default 3, is what binds), 30 s idle, 100 messages, 30 s wait.
+ */
+export const DEFAULT_POOL_OPTIONS: PoolOptions = {
+  maxPerKey: 10,
+  idleMs: 30_000,
+  maxMessages: 100,
+  busyWaitMs: 30_000,
+};
 
 /** The pool key of a server as a config reaches it: never shared across configs, names, addresses or credentials. */
 export function poolKey(

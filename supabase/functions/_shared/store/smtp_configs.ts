@@ -219,7 +219,7 @@ export async function createConfig(tx: Tx, req: CreateConfigRequest): Promise<Sm
       values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
               ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
       req.limits?.per_day ?? 500
-    }, ${req.limits?.max_connections ?? 2}, ${req.auth_type}, ${req.transport}, ${req.oauth?.provider ?? null},
+    }, ${req.limits?.max_connections ?? 3}, ${req.auth_type}, ${req.transport}, ${req.oauth?.provider ?? null},
               ${req.oauth?.client_id ?? null}, ${req.oauth?.tenant ?? null}, ${req.oauth?.token_url ?? null},
               ${req.oauth?.scopes ?? null}::text[])
       returning id`;

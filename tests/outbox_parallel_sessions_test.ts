@@ -1,0 +1,141 @@
+// The outbox sends each config's mail over up to its max_connections SMTP sessions at once,
+// against real sockets: a slow server sees that many sessions and every message exactly once;
+// a server that refuses one more connection (421) or hangs up after a few messages loses
+// nothing and gets nothing twice; wrong credentials cost one login, not one per session; and
+// several configs drain side by side.
+import assert from "node:assert/strict";
+import { startTestStack, type TestStack, type TestUser } from "./harness.ts";
+import { type ScriptedSmtp, type ScriptOptions, startScriptedSmtp } from "./scripted_smtp.ts";
+
+/** Queue `count` messages for `user` through `config` with the Data API, due now; their ids. */
+async function queue(stack: TestStack, user: TestUser, config: string, count: number, tag: string): Promise<string[]> {
+  return await stack.asDataApi(user, async (tx) => {
+    const rows = await tx<{ id: string }[]>`
+      insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload)
+      select ${config}::uuid, 'x@example.com', array[${tag} || i || '@example.com'], 'queued',
+             jsonb_build_object('kind', 'request', 'request',
+               jsonb_build_object('to', ${tag} || i || '@example.com', 'subject', 'n' || i, 'text', 'hello'))
+        from generate_series(1, ${count}) i
+      returning id`;
+    return rows.map((row) => row.id);
+  });
+}
+
+/** How many times each recipient arrived at the server. */
+function copies(smtp: ScriptedSmtp): Map<string, number> {
+  const seen = new Map<string, number>();
+  for (const message of smtp.messages()) {
+    for (const rcpt of message.rcptTo) seen.set(rcpt, (seen.get(rcpt) ?? 0) + 1);
+  }
+  return seen;
+}
+
+Deno.test({
+  name: "the outbox sends a config's mail over max_connections sessions at once",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    const servers: ScriptedSmtp[] = [];
+    const configured = async (script: ScriptOptions, maxConnections?: number, password?: string) => {
+      const extensions = script.users ? ["PIPELINING", "AUTH PLAIN"] : ["PIPELINING"];
+      const smtp = await startScriptedSmtp({ extensions, ...script });
+      servers.push(smtp);
+      const user = await stack.createUser();
+      const id = await stack.createConfig(user, {
+        port: smtp.port,
+        security: "none",
+        username: script.users ? "mailer" : null,
+        ...(password ? { password } : {}),
+      });
+      await stack.sql`
+        update public.user_smtp_configs
+           set max_per_minute = 10000, max_per_day = 100000, max_connections = coalesce(${
+        maxConnections ?? null
+      }, max_connections)
+         where id = ${id}`;
+      return { smtp, user, id };
+    };
+    const statuses = async (ids: string[]) =>
+      (await stack.sql<{ status: string }[]>`
+        select status from public.email_audit_log where id = any (${ids}::uuid[])`).map((row) => row.status).sort();
+    const drainUntilDone = async (ids: string[]) => {
+      for (let i = 0; i < 10; i++) {
+        await stack.drainOutbox();
+        if ((await statuses(ids)).every((s) => s === "sent")) return;
+      }
+    };
+
+    try {
+      await t.step("a slow server sees the default 3 sessions at once and each message once", async () => {
+        // A slow final reply keeps each session busy, so a second and third are worth opening.
+        const { smtp, user, id } = await configured({ dataReplyDelayMs: 80 });
+        const ids = await queue(stack, user, id, 24, "a");
+        const report = await stack.drainOutbox();
+        assert.equal(report.sent, 24, JSON.stringify(report));
+        assert.deepEqual(await statuses(ids), Array(24).fill("sent"));
+        assert.equal(smtp.peakConnections(), 3, "max_connections (default 3) sessions at once, no more");
+        assert.equal(smtp.connections(), 3, "each session reused for the run");
+        assert.equal(copies(smtp).size, 24);
+        assert.ok([...copies(smtp).values()].every((n) => n === 1), "nothing sent twice");
+      });
+
+      await t.step("max_connections 1 sends one at a time", async () => {
+        const { smtp, user, id } = await configured({ dataReplyDelayMs: 30 }, 1);
+        const ids = await queue(stack, user, id, 6, "b");
+        await stack.drainOutbox();
+        assert.deepEqual(await statuses(ids), Array(6).fill("sent"));
+        assert.equal(smtp.peakConnections(), 1);
+      });
+
+      await t.step("a server that refuses a third connection (421): nothing lost, nothing twice", async () => {
+        const { smtp, user, id } = await configured({ dataReplyDelayMs: 50, maxConnections: 2 }, 5);
+        const ids = await queue(stack, user, id, 20, "c");
+        await drainUntilDone(ids);
+        assert.deepEqual(await statuses(ids), Array(20).fill("sent"));
+        assert.ok(smtp.refusedConnections() >= 1, "the server did refuse the connection beyond its limit");
+        assert.equal(smtp.peakConnections(), 2);
+        assert.equal(copies(smtp).size, 20);
+        assert.ok([...copies(smtp).values()].every((n) => n === 1), "nothing sent twice");
+        const [config] = await stack.sql`select needs_attention from public.user_smtp_configs where id = ${id}`;
+        assert.equal(config.needs_attention, null);
+      });
+
+      await t.step("a server that hangs up after two messages per session: nothing lost, nothing twice", async () => {
+        const { smtp, user, id } = await configured({ dataReplyDelayMs: 20, closeAfterMessages: 2 });
+        const ids = await queue(stack, user, id, 20, "d");
+        await drainUntilDone(ids);
+        assert.deepEqual(await statuses(ids), Array(20).fill("sent"));
+        assert.ok(smtp.connections() >= 10, `a new session after each hang-up (${smtp.connections()})`);
+        assert.equal(copies(smtp).size, 20);
+        assert.ok([...copies(smtp).values()].every((n) => n === 1), "nothing sent twice");
+      });
+
+      await t.step("wrong credentials cost one login, not one per session; the queue waits", async () => {
+        const { smtp, user, id } = await configured({ users: { mailer: "right" } }, 5, "wrong");
+        const ids = await queue(stack, user, id, 10, "e");
+        await stack.drainOutbox();
+        const logins = smtp.transcript().filter((line) => line.toUpperCase().startsWith("AUTH"));
+        assert.equal(logins.length, 1, `one AUTH attempt (${logins.length})`);
+        assert.equal(smtp.connections(), 1);
+        assert.deepEqual(await statuses(ids), Array(10).fill("queued"));
+        const [config] = await stack.sql`select needs_attention from public.user_smtp_configs where id = ${id}`;
+        assert.equal(config.needs_attention, "smtp_auth_failed");
+      });
+
+      await t.step("several users' configs drain side by side, each over its own sessions", async () => {
+        const users = await Promise.all(Array.from({ length: 4 }, () => configured({ dataReplyDelayMs: 60 })));
+        const ids = (await Promise.all(users.map(({ user, id }, i) => queue(stack, user, id, 9, `f${i}-`)))).flat();
+        await drainUntilDone(ids);
+        assert.deepEqual(await statuses(ids), Array(36).fill("sent"));
+        for (const { smtp } of users) {
+          assert.equal(copies(smtp).size, 9);
+          assert.ok(smtp.peakConnections() > 1 && smtp.peakConnections() <= 3, `peak ${smtp.peakConnections()}`);
+        }
+      });
+    } finally {
+      await Promise.all(servers.map((smtp) => smtp.close()));
+      await stack.close();
+    }
+  },
+});
