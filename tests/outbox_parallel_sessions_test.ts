@@ -123,6 +123,49 @@ Deno.test({
         assert.equal(config.needs_attention, "smtp_auth_failed");
       });
 
+      await t.step(
+        "a password changed at the server since the last run: one failed login, not one per session",
+        async () => {
+          const users: Record<string, string> = { mailer: "right" };
+          const { smtp, user, id } = await configured({ users, dataReplyDelayMs: 50 }, 5, "right");
+          const first = await queue(stack, user, id, 3, "w");
+          await stack.drainOutbox();
+          assert.deepEqual(await statuses(first), Array(3).fill("sent"));
+          smtp.dropConnections();
+          users.mailer = "rotated";
+          const before = smtp.transcript().length;
+          const ids = await queue(stack, user, id, 10, "x");
+          await stack.drainOutbox();
+          const logins = smtp.transcript().slice(before).filter((line) => line.toUpperCase().startsWith("AUTH"));
+          assert.equal(logins.length, 1, `failed logins in the second run: ${logins.length}`);
+          assert.deepEqual(await statuses(ids), Array(10).fill("queued"));
+        },
+      );
+
+      await t.step("a row is marked sending only once a session can carry it", async () => {
+        // The config allows 10 sessions, the server 2: eight senders wait for a session, unmarked.
+        const { smtp, user, id } = await configured({ dataReplyDelayMs: 600, maxConnections: 2 }, 10);
+        const ids = await queue(stack, user, id, 8, "y");
+        const drain = stack.drainOutbox();
+        let worst = 0;
+        for (const until = Date.now() + 20_000; Date.now() < until;) {
+          const [{ sending, sent }] = await stack.sql<{ sending: number; sent: number }[]>`
+            select count(*) filter (where status = 'sending')::int as sending,
+                   count(*) filter (where status = 'sent')::int as sent
+              from public.email_audit_log where id = any (${ids}::uuid[])`;
+          const mailFrom = smtp.transcript().filter((line) => line.toUpperCase().startsWith("MAIL FROM")).length;
+          // Committed `sending` (or done) without a MAIL FROM at the server: marked, not on the wire.
+          // One may be seen in the instant between a mark's commit and its MAIL FROM's arrival.
+          worst = Math.max(worst, sending + sent - mailFrom);
+          if (sent === ids.length) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        await drain;
+        assert.deepEqual(await statuses(ids), Array(8).fill("sent"));
+        assert.ok(worst <= 1, `rows marked while waiting for a session: ${worst}`);
+        assert.equal(smtp.peakConnections(), 2);
+      });
+
       await t.step("several users' configs drain side by side, each over its own sessions", async () => {
         const users = await Promise.all(Array.from({ length: 4 }, () => configured({ dataReplyDelayMs: 60 })));
         const ids = (await Promise.all(users.map(({ user, id }, i) => queue(stack, user, id, 9, `f${i}-`)))).flat();

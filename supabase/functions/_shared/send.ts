@@ -11,6 +11,7 @@ import {
   type DeliveryReport,
   describeFailure,
   failureDetails,
+  NotStarted,
   type SmtpFailure,
   type SmtpServer,
 } from "./smtp/smtp.ts";
@@ -370,12 +371,17 @@ export async function transmit(
   return transmission;
 }
 
-/** Talk SMTP for a prepared send; the caller settles the login (see {@linkcode settleLogin}). */
+/**
+ * Talk SMTP for a prepared send; the caller settles the login (see {@linkcode settleLogin}).
+ * `beforeFirstByte` (SMTP only): see {@linkcode deliver}; its refusal or failure is thrown as
+ * NotStarted.
+ */
 export async function transmitOnly(
   ctx: AppContext,
   prepared: PreparedSend,
   envelopeTo?: string[],
   pool?: SessionPool,
+  beforeFirstByte?: () => Promise<boolean>,
 ): Promise<Transmission> {
   const { config, message } = prepared;
   if (config.transport !== "smtp") return await transmitOverHttps(ctx, prepared, envelopeTo);
@@ -399,8 +405,11 @@ export async function transmitOnly(
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
     const pooled = pool ? { pool, key: poolKey(config.id, server, target, config.limits.max_connections) } : undefined;
-    return { report: await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled) };
+    return {
+      report: await deliver(server, target, { ...message, envelope }, ctx.config.smtp, pooled, beforeFirstByte),
+    };
   } catch (error) {
+    if (error instanceof NotStarted) throw error;
     return { refused: describeFailure(error, server) };
   }
 }

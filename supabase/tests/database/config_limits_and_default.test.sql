@@ -3,7 +3,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(16);
+select plan(19);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -24,8 +24,23 @@ select is(
   'limits default to 30 per minute and 500 per day'
 );
 
+select is(
+  (select max_connections from public.user_smtp_configs where name = 'work'),
+  3::smallint,
+  'a config takes 3 SMTP sessions at once by default'
+);
+
 set local role authenticated;
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+
+select lives_ok(
+  $$update public.user_smtp_configs set max_connections = 10 where name = 'home'$$,
+  'owner can allow up to 10 sessions at once'
+);
+select throws_ok(
+  $$update public.user_smtp_configs set max_connections = 11 where name = 'home'$$,
+  '23514', null, 'more than 10 sessions at once is rejected'
+);
 
 select lives_ok(
   $$update public.user_smtp_configs set max_per_minute = 5, max_per_day = 100 where name = 'work'$$,

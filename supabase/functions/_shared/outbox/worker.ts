@@ -27,6 +27,7 @@ import {
 } from "../send.ts";
 import type { RecipientOutcome } from "../smtp/outcome.ts";
 import { createSessionPool, type SessionPool } from "../smtp/pool.ts";
+import { NotStarted } from "../smtp/smtp.ts";
 import { DEFAULT_CPU_BUDGET_MS } from "./limits.ts";
 
 /** Batch contents kept per drain (each up to 4 MiB). */
@@ -137,7 +138,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     batches: new Map(),
     paused: new Set(),
     backedOff: new Map(),
-    warm: undefined!,
+    warm: new Set(),
     warming: new Map(),
     sampledAt: 0,
     // The instance's sessions, kept across runs (a run's first messages skip the TCP and TLS
@@ -147,7 +148,6 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     marker: undefined!,
   };
   run.recorder = createRecorder(run);
-  run.warm = warmConfigs(run.pool);
   run.marker = createMarker(run);
   // Sends nobody approved in time end as expired, unsent, in the same round trip.
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`
@@ -331,17 +331,6 @@ async function runLanes(run: Run): Promise<void> {
 /** How soon a run that found nothing to claim (its busy configs left out) looks again. */
 const LOOK_AGAIN_MS = 200;
 
-/** The configs warm over each pool (an instance's pool outlives its runs). */
-const warmByPool = new WeakMap<SessionPool, Set<string>>();
-
-function warmConfigs(pool: SessionPool): Set<string> {
-  let warm = warmByPool.get(pool);
-  if (!warm) warmByPool.set(pool, warm = new Set());
-  // Bounded: an instance that met very many configs starts over (each warms up again).
-  if (warm.size > 10_000) warm.clear();
-  return warm;
-}
-
 /** Rows in hand at most, whatever the sessions open (each row's prepared message is in memory). */
 const MAX_ROWS_IN_HAND = 200;
 /** Rows claimed at most in one round trip. */
@@ -441,10 +430,7 @@ interface Run {
   paused: Set<string>;
   /** Configs whose server pushed back in this run, and for how many seconds. */
   backedOff: Map<string, number>;
-  /**
-   * Configs (with the credentials they had) a message went through over this pool: their
-   * server answered and took the login, so their next messages go over several sessions.
-   */
+  /** Configs a message of this run reached the server through: their next messages go over several sessions. */
   warm: Set<string>;
   /** Configs whose first message of the run is on its way (their other groups wait for it). */
   warming: Map<string, Promise<void>>;
@@ -664,31 +650,34 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
   const sendable = group.rows.filter((_, i) => !prepared[i] || !("error" in prepared[i]));
   const failureCodes: (string | undefined)[] = [];
   let next = 0;
+  // A send that threw (the database failed the mark): the group stops; what it holds goes back.
+  let broken = false;
   // Stop taking messages: this group or another of the config's met a pause or a pushback.
   const halted = () =>
-    pausedFor !== undefined || backOff !== undefined || outOfTime(run) ||
+    broken || pausedFor !== undefined || backOff !== undefined || outOfTime(run) ||
     (config !== undefined && (run.paused.has(config.id) || run.backedOff.has(config.id)));
-  // Each session takes the next message, marks it `sending` (committed) and only then sends it,
-  // holding one of the lane's slots meanwhile (the config's sessions are shared by its groups).
+  // Each session takes the next message and sends it (marked `sending` right before its first
+  // byte), holding one of the lane's slots meanwhile (the config's sessions are shared by its
+  // groups), until `messages` reached the server or nothing is left. Never throws.
   const session = async (messages: number) => {
-    for (let n = 0; n < messages && next < sendable.length; n++) {
+    let attempted = 0;
+    while (attempted < messages && next < sendable.length) {
       await slots.acquire();
       try {
         if (halted() || next >= sendable.length) return;
         const row = sendable[next++];
         await run.recorder.room();
-        // Cancelled since the claim (or no longer ours).
-        if (!(await startRow(run, row.id))) continue;
         const item = prepared[group.rows.indexOf(row)] as PreparedSend;
         const outcome = await sendPrepared(run, row, item);
+        // Cancelled since the claim (or no longer ours): nothing of it went.
+        if (!outcome) continue;
+        attempted++;
         failureCodes.push(outcome.status === "sent" ? undefined : outcome.error_class);
         if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
           // Every message through this config would fail the same way: pause its queue, keep the messages.
           pausedFor = pauseNow = outcome.error_class;
-          if (config) {
-            run.paused.add(config.id);
-            run.warm.delete(`${config.id}/${config.credentials_changed_at}`);
-          }
+          // Its attempt is not charged: it goes back with the others, started or not.
+          if (config) run.paused.add(config.id);
           result.later.push(row.id);
           continue;
         }
@@ -700,23 +689,31 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
           backOff = { seconds: backoffSeconds(outcome), reason: pushbackReason(outcome) };
           run.backedOff.set(config.id, backOff.seconds);
         }
+      } catch (error) {
+        // Its row stays claimed and unstarted (release_outbox_leases gives it back), or, when
+        // the failure came after its mark, `sending` (the sweep marks it unknown).
+        logError("outbox send failed", error);
+        broken = true;
       } finally {
         slots.release();
       }
     }
   };
-  // A config's first message in the run goes alone: wrong credentials or a server at its
-  // limit are met by one login, not by one per session. Its other groups wait for it.
-  const warmKey = config && `${config.id}/${config.credentials_changed_at}`;
-  if (config && warmKey && !run.warm.has(warmKey)) {
+  // A config's first message in each run goes alone: wrong credentials (changed at the server
+  // since the last run, too) or a server at its limit are met by one login, not by one per
+  // session. Its other groups wait for it; it counts once a message reached the server.
+  if (config && !run.warm.has(config.id)) {
     const warming = run.warming.get(config.id);
     if (warming) await warming;
     else {
       const first = session(1);
       run.warming.set(config.id, first);
-      await first;
-      run.warming.delete(config.id);
-      if (!halted()) run.warm.add(warmKey);
+      try {
+        await first;
+      } finally {
+        run.warming.delete(config.id);
+      }
+      if (!halted()) run.warm.add(config.id);
     }
   }
   // Then up to max_connections at once.
@@ -882,19 +879,47 @@ interface Attempt {
 }
 
 /** Send a prepared row to the recipients that still need it; its outcome as the audit records it. */
-async function sendPrepared(run: Run, row: OutboxRow, prepared: PreparedSend): Promise<Outcome> {
+/**
+ * Send a prepared row to the recipients that still need it, marking it `sending` (committed)
+ * right before its first byte: over SMTP once a session is in hand (a row waiting for a session
+ * is not in flight), over an HTTPS API before the request. Its outcome as the audit records it;
+ * null when it was cancelled since the claim (nothing went).
+ *
+ * An attempt that failed before any byte of the message (no session, a refused login) is
+ * marked afterwards so that it counts as an attempt, as it always did; except when it pauses
+ * the config (the row goes back uncharged).
+ */
+async function sendPrepared(
+  run: Run,
+  row: OutboxRow,
+  prepared: PreparedSend,
+): Promise<Outcome | null> {
   // Recipients accepted or refused for good by earlier attempts are not sent to again.
   const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
   const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
-  const transmission = await transmitOnly(run.ctx, prepared, pending, run.pool);
+  let started = false;
+  const start = async () => started = await startRow(run, row.id);
+  const overSmtp = prepared.config.transport === "smtp";
+  if (!overSmtp && !(await start())) return null;
+  let transmission;
+  try {
+    transmission = await transmitOnly(run.ctx, prepared, pending, run.pool, overSmtp ? start : undefined);
+  } catch (error) {
+    if (!(error instanceof NotStarted)) throw error;
+    // The mark failed (the database): the row stays claimed, unstarted, and goes back at the end.
+    if (error.cause !== undefined) throw error.cause;
+    return null;
+  }
   sampleMemory(run, SEND_SAMPLE_MS);
   const { to, cc, bcc } = prepared.message.recipients;
-  return {
+  const outcome: Outcome = {
     ...("refused" in transmission
       ? refusalOutcome(prepared.message, transmission.refused.failure)
       : outcomeOf(transmission.report)),
     sent: { to: to.map((a) => a.address), cc_count: cc.length, bcc_count: bcc.length, subject: prepared.subject },
   };
+  if (!started && !PAUSES_CONFIG.has(outcome.error_class ?? "") && !(await start())) return null;
+  return outcome;
 }
 
 function retryAfter(error: ApiError): number {

@@ -36,11 +36,25 @@ export interface DeliveryReport {
 }
 
 /**
+ * Thrown by {@linkcode deliver} when its `beforeFirstByte` said no (false) or failed (`cause`):
+ * nothing of the message was sent, and the session went back to its pool.
+ */
+export class NotStarted extends Error {
+  constructor(override readonly cause?: unknown) {
+    super("The message was not started");
+  }
+}
+
+/**
  * Deliver one built message (its raw bytes and envelope, exactly as built) over a fresh
  * session: recipients refused with "452 too many recipients" go in further transactions on
  * the same connection; a non-ASCII address goes only to a server that offers SMTPUTF8; the
  * size is declared (SIZE) so an oversize message is refused before upload. Never throws for
  * what the server did: the report says it.
+ *
+ * `beforeFirstByte` runs once a session is in hand, right before the first byte of the
+ * message (the outbox commits its in-flight mark there, so no row is marked while it waits for
+ * a session); false, or a failure, sends nothing and throws {@linkcode NotStarted}.
  */
 export async function deliver(
   server: SmtpServer,
@@ -48,6 +62,7 @@ export async function deliver(
   message: Pick<BuiltMessage, "raw" | "envelope" | "messageId">,
   smtp: SmtpSettings,
   pooled?: { pool: SessionPool; key: PoolKey },
+  beforeFirstByte?: () => Promise<boolean>,
 ): Promise<DeliveryReport> {
   const { envelope } = message;
   const outcomes = new Map<string, RecipientOutcome>();
@@ -84,6 +99,15 @@ export async function deliver(
         new SessionFailure(smtpError("ESMTPUTF8", "no SMTPUTF8"), "session", session.banner),
         server,
       ));
+    }
+    if (beforeFirstByte) {
+      let go: boolean;
+      try {
+        go = await beforeFirstByte();
+      } catch (error) {
+        throw new NotStarted(error);
+      }
+      if (!go) throw new NotStarted();
     }
     let pending = [...envelope.to];
     while (pending.length > 0) {
