@@ -283,7 +283,9 @@ function print(bench: LatencyBench): void {
     );
   }
   console.log(
-    `| outbox drain (per message, one connection per config) | ${far.drain.round_trips_per_message.toFixed(1)} | | | |`,
+    `| outbox drain (per message, up to 3 sessions per config) | ${
+      far.drain.round_trips_per_message.toFixed(1)
+    } | | | |`,
   );
 }
 
