@@ -208,6 +208,8 @@ export interface SmtpCatcher {
   waitForMessages(count: number, timeoutMs?: number): Promise<CaughtMessage[]>;
   /** Forgets all messages. */
   clear(): void;
+  /** End every open session with 421 (as a provider does when a mailbox's grant is revoked, or idle clients are dropped). */
+  dropConnections(): void;
   /** Stops listening and ends open sessions. */
   close(): Promise<void>;
 }
@@ -251,6 +253,12 @@ export async function startSmtpCatcher(
     messages: () => store.list(),
     waitForMessages: (count, timeoutMs = 5000) => waitForMessages(store, count, timeoutMs),
     clear: () => store.clear(),
+    dropConnections: () => {
+      for (const connection of server.connections) {
+        connection.send(421, "4.7.0 Session ended");
+        connection.close();
+      }
+    },
     close: () => closing ??= closeServer(server),
   };
 }

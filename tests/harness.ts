@@ -93,6 +93,8 @@ export async function startTestStack(
       // The test SMTP servers listen on loopback, on random ports: exempt them explicitly.
       MAILROOM_EGRESS_ALLOWLIST: "localhost",
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: TEST_SECRET_KEY }),
+      // Tests drain in one call and expect it all done; the platform's CPU budget has a test of its own.
+      MAILROOM_OUTBOX_CPU_BUDGET_MS: "60000",
       ...env,
     };
     gateway = await startGateway({ port, isolation: options.isolation, jwks: jwks(signingKey), env: functionEnv });

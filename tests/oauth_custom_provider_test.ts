@@ -207,7 +207,10 @@ Deno.test({
       );
 
       await t.step("invalid_grant pauses the config and its queue; connecting again sends what waited", async () => {
+        // The provider revokes the grant and ends its open sessions (a pooled session that it
+        // kept open would carry mail until its next login; the worker's sessions outlive a run).
         standin.revoke(REFRESH[0]);
+        smtp.dropConnections();
         const { logs } = await captureLogs(async () => {
           const queued = await call("send-bulk", "POST", {
             config: "idp",

@@ -182,3 +182,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a run stops claiming at its CPU budget; what it held goes back, nothing is lost or sent twice",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // A budget far below what 60 messages take (1 ms: spent before the first send): each run
+    // claims once, sends at least one message, and puts the rest back; the next runs carry on.
+    const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true", MAILROOM_OUTBOX_CPU_BUDGET_MS: "1" });
+    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    try {
+      const user = await stack.createUser();
+      const config = await stack.createConfig(user, { port: smtp.port, security: "none", username: null });
+      await stack.sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 100000
+                       where id = ${config}`;
+      const ids = await queue(stack, user, config, 60, "cpu");
+      const first = await stack.drainOutbox();
+      assert.ok(first.claimed > 0, "a run always makes its first claim");
+      assert.ok(first.sent >= 1 && first.sent < 60, `one run under a 1 ms budget sent ${first.sent} of 60`);
+      const after = await stack.sql<{ status: string; leased: boolean }[]>`
+        select status, lease_until is not null as leased from public.email_audit_log where id = any (${ids}::uuid[])`;
+      assert.ok(after.every((row) => ["sent", "queued"].includes(row.status)), "nothing left in flight");
+      assert.ok(after.every((row) => row.status === "sent" || !row.leased), "what it held went back");
+      let runs = 1;
+      while ((await stack.drainOutbox()).claimed > 0) runs++;
+      const statuses = await stack.sql<{ status: string }[]>`
+        select status from public.email_audit_log where id = any (${ids}::uuid[])`;
+      assert.ok(statuses.every((row) => row.status === "sent"), JSON.stringify(statuses));
+      assert.ok(runs > 1, "the next runs carried on");
+      assert.equal(copies(smtp).size, 60);
+      assert.ok([...copies(smtp).values()].every((n) => n === 1), "nothing sent twice");
+    } finally {
+      await smtp.close();
+      await stack.close();
+    }
+  },
+});

@@ -141,6 +141,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     warm: new Set(),
     warming: new Map(),
     sampledAt: 0,
+    attempted: 0,
     // The instance's sessions, kept across runs (a run's first messages skip the TCP and TLS
     // handshakes and the login when the instance ran recently); where reuse is off, the run's own.
     pool: ctx.smtpPool ?? createSessionPool({ maxPerKey: MAX_SESSIONS_PER_CONFIG }),
@@ -258,7 +259,8 @@ async function runLanes(run: Run): Promise<void> {
   }, Math.max(1, Math.floor(run.lease / 3)) * 1000);
 
   try {
-    while (!outOfTime(run, true)) {
+    // The first claim is always made: a run that claims nothing says the outbox is empty.
+    for (let first = true; first || !outOfTime(run, true); first = false) {
       let rows = 0, bytes = 0, width = 0;
       for (const lane of lanes.values()) {
         rows += lane.rows;
@@ -370,9 +372,11 @@ const CLAIM_CPU_SHARE = 0.75;
 /**
  * Whether the run should stop starting sends (out of wall clock or CPU time), or, with
  * `claiming`, stop claiming (a quarter of the CPU budget is kept for sending what is in hand).
+ * The CPU budget never stops a run before one message went: each run makes progress, however
+ * little room its budget leaves after the sweep, the claim and the preparation.
  */
 function outOfTime(run: Run, claiming = false): boolean {
-  return Date.now() >= run.deadline || run.cpu.spent(claiming ? CLAIM_CPU_SHARE : 1);
+  return Date.now() >= run.deadline || (run.attempted > 0 && run.cpu.spent(claiming ? CLAIM_CPU_SHARE : 1));
 }
 
 function sleep(ms: number): Promise<void> {
@@ -436,6 +440,8 @@ interface Run {
   warming: Map<string, Promise<void>>;
   /** When the memory was last sampled (performance.now()). */
   sampledAt: number;
+  /** Messages that reached a server (or failed trying) in this run. */
+  attempted: number;
   pool: SessionPool;
   recorder: Recorder;
   marker: ReturnType<typeof createMarker>;
@@ -672,6 +678,7 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
         // Cancelled since the claim (or no longer ours): nothing of it went.
         if (!outcome) continue;
         attempted++;
+        run.attempted++;
         failureCodes.push(outcome.status === "sent" ? undefined : outcome.error_class);
         if (outcome.error_class && PAUSES_CONFIG.has(outcome.error_class)) {
           // Every message through this config would fail the same way: pause its queue, keep the messages.
@@ -757,7 +764,7 @@ interface Recorder {
 const RECORD_BATCH = 10;
 const RECORD_DELAY_MS = 20;
 /** Most outcomes waiting or being recorded before the sends wait for the recorder. */
-const MAX_UNRECORDED = 100;
+const MAX_UNRECORDED = 50;
 /** Owners' transactions a recording runs at once (the worker's pool has 5 connections). */
 const RECORD_PARALLEL = 3;
 
