@@ -54,12 +54,13 @@ Deno.test({
       }
       // The drain where servers are far away (smoke: RTT 20 only, a few messages per case).
       const cases = report.drain.runs.map((r: { case: string }) => r.case);
-      for (const name of ["20 users' configs", "one config", "scale-out: 1 worker", "scale-out: 4 workers"]) {
+      for (const name of ["20 users' configs", "one config", "scale-out: 1 worker", "scale-out: 2 workers"]) {
         assert.ok(cases.includes(name), `drain case ${name} is measured`);
       }
       for (const run of report.drain.runs) {
         assert.ok(run.messages > 0 && run.messages_per_s > 0 && run.ideal_per_s > 0, JSON.stringify(run));
-        assert.ok(run.postgres_ms_per_message > 0, "Postgres CPU per message is measured");
+        // Measured, less Postgres's idle rate (so 0 where a smoke run is shorter than /proc's 10 ms ticks show).
+        assert.ok(run.postgres_ms_per_message >= 0 && run.worker_ms_per_message > 0, JSON.stringify(run));
       }
       assert.equal(report.drain.budgets.kept, true, "budgets that bind are kept exactly");
       assert.ok(report.drain.fairness.queued > 0 && report.drain.fairness.sent_while_waiting >= 0);
