@@ -16,11 +16,10 @@ import { startTestStack, TEST_SECRET_KEY, type TestStack, type TestUser } from "
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { type FunctionProcess, startFunctionProcess } from "../local/function_processes.ts";
 import { type LatencyProxy, roundTrips, startLatencyProxy } from "./latency_proxy.ts";
+import { proxiedSender, SMTP_PASSWORD, SMTP_USER } from "./latency.ts";
 import { cpuSeconds, postgresCpuSeconds } from "./cpu.ts";
 import { DEFAULT_CPU_BUDGET_MS } from "../supabase/functions/_shared/outbox/limits.ts";
 
-const SMTP_USER = "mailer";
-const SMTP_PASSWORD = "pw";
 /** Round trips a warm pipelined message costs (the envelope with DATA, then the body and dot). */
 const ROUND_TRIPS_PER_MESSAGE = 2;
 
@@ -160,20 +159,7 @@ async function benchDrainOn(
   return result;
 }
 
-/** A fresh user whose config reaches the peer through the proxy, budgets far above the run. */
-async function sender(stack: TestStack, proxy: LatencyProxy): Promise<Sender> {
-  const user = await stack.createUser();
-  const config = await stack.createConfig(user, {
-    host: "localhost",
-    port: proxy.port,
-    security: "tls",
-    username: SMTP_USER,
-    password: SMTP_PASSWORD,
-  });
-  await stack
-    .sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 1000000 where id = ${config}`;
-  return { user, config };
-}
+const sender = proxiedSender;
 
 /** Queue `count` messages for a sender with the Data API (as send-bulk's rows are), due now. */
 async function queue(stack: TestStack, { user, config }: Sender, count: number, tag: string): Promise<void> {

@@ -12,7 +12,7 @@
 // (p50 at the largest round trip - p50 at 0) / that round trip.
 // Alone: deno run -A bench/latency.ts [--sends N] [--smoke] [--json path]
 import nodemailer from "nodemailer";
-import { startTestStack, type TestStack } from "../tests/harness.ts";
+import { startTestStack, type TestStack, type TestUser } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import type { FunctionProcess } from "../local/function_processes.ts";
 import { type LatencyCounters, type LatencyProxy, roundTrips, startLatencyProxy } from "./latency_proxy.ts";
@@ -21,8 +21,9 @@ import { type LatencyCounters, type LatencyProxy, roundTrips, startLatencyProxy 
 export const RTTS = [0, 20, 80];
 export const SMOKE_RTTS = [0, 20];
 
-const SMTP_USER = "mailer";
-const SMTP_PASSWORD = "pw";
+/** The scripted peer's login (bench/drain.ts uses the same). */
+export const SMTP_USER = "mailer";
+export const SMTP_PASSWORD = "pw";
 
 /** One path at one round trip. */
 export interface PathLatency {
@@ -160,19 +161,7 @@ async function benchOneRtt(
   pool.close();
 
   // A fresh user and config per round trip: its first send finds no pooled session.
-  const sender = async () => {
-    const user = await stack.createUser();
-    const configId = await stack.createConfig(user, {
-      host: "localhost",
-      port: proxy.port,
-      security: "tls",
-      username: SMTP_USER,
-      password: SMTP_PASSWORD,
-    });
-    await stack
-      .sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 1000000 where id = ${configId}`;
-    return user;
-  };
+  const sender = async () => (await proxiedSender(stack, proxy)).user;
   const ours = await sender();
   const send_email = await measure(proxy, sends, async (i) => {
     const res = await fetch(`${sendEmail.url}/send-email`, {
@@ -218,6 +207,24 @@ async function benchOneRtt(
       round_trips_per_message: drainTrips / Math.max(1, messages),
     },
   };
+}
+
+/** A fresh user whose config reaches the scripted peer through the proxy, budgets far above any run. */
+export async function proxiedSender(
+  stack: TestStack,
+  proxy: LatencyProxy,
+): Promise<{ user: TestUser; config: string }> {
+  const user = await stack.createUser();
+  const config = await stack.createConfig(user, {
+    host: "localhost",
+    port: proxy.port,
+    security: "tls",
+    username: SMTP_USER,
+    password: SMTP_PASSWORD,
+  });
+  await stack
+    .sql`update public.user_smtp_configs set max_per_minute = 10000, max_per_day = 1000000 where id = ${config}`;
+  return { user, config };
 }
 
 const PATHS = ["nodemailer_new_connection", "nodemailer_pooled", "send_email"] as const;
