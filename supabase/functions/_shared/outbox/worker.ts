@@ -187,7 +187,7 @@ interface Lane {
   running: Promise<void> | null;
 }
 
-/** Permits for a lane's messages in flight: at most `limit()` at once, first come first served. */
+/** Permits for a lane's messages in flight: at most `limit()` at once (a waiter is woken per release). */
 class Slots {
   #inUse = 0;
   #waiting: (() => void)[] = [];
@@ -204,10 +204,10 @@ class Slots {
 
 /**
  * Claim while there is time and room, hand each group to its config's lane, and wait for the
- * lanes. Room: at most two claims' worth of rows (or, when more sessions are open at once, two
+ * lanes. Room: at most two claims' worth of rows (or, when more sessions are open at once, four
  * rows per session, up to MAX_ROWS_IN_HAND) and one claim's worth of payload bytes in hand (a
  * large row is prepared only once the one before it has gone), and a config whose lane already
- * holds a full chunk (or two rows per session) is left out of the next claim (named busy). A claim holding a
+ * holds a full chunk (or four rows per session) is left out of the next claim (named busy). A claim holding a
  * suspect row (its last worker died holding it) is sent before anything else is claimed, so
  * should it kill this worker too, no other row is charged with it.
  */
