@@ -115,7 +115,7 @@ try {
   console.log("\nnative, by caller:\n" + top(stacks, 15).join("\n"));
   if (statements) {
     const rows = await admin<{ calls: number; ms: number; query: string }[]>`
-      select calls::int, total_exec_time::float as ms, left(regexp_replace(query, '\s+', ' ', 'g'), 110) as query
+      select calls::int, total_exec_time::float as ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) as query
         from pg_stat_statements where query not like '%pg_stat_statements%' order by calls desc limit 25`;
     const calls = rows.reduce((sum, row) => sum + row.calls, 0);
     console.log(`\nstatements: ${(calls / sent).toFixed(2)} per message (top 25)`);
