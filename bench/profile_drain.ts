@@ -55,6 +55,7 @@ try {
     () => false,
   );
   const ctx = createContext(stack.functionEnv);
+  if (Deno.env.get("PROFILE_SQL")) await admin.unsafe(Deno.env.get("PROFILE_SQL")!);
   const session = new Session();
   session.connect();
   await session.post("Profiler.enable");

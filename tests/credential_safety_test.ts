@@ -362,6 +362,29 @@ Deno.test({
         assert.equal(home.messages().length, before, "nothing was delivered");
       });
 
+      await t.step(
+        "the stop button answers before the guard: a stopped send reads no password, costs no login",
+        async () => {
+          const lee = await stack.createUser();
+          assert.equal((await call(lee, "POST", "", config(lee, { name: "held", password: "wrong" }))).status, 201);
+          for (let i = 1; i <= 5; i++) {
+            assert.equal((await send(lee, "held")).status, 502);
+            await call(lee, "PATCH", "/held", { password: `wrong-${i}` });
+          }
+          const stop = await stack.invoke("oversight/stop", { token: lee.token, body: { config: "held" } });
+          assert.equal(stop.status, 200, JSON.stringify(await body(stop)));
+          const attempts = () =>
+            stack.sql<{ n: number }[]>`
+            select count(*)::int as n from private.credential_events where user_id = ${lee.id} and kind = 'auth_attempt'`
+              .then(([row]) => row.n);
+          const before = await attempts();
+          const stopped = await send(lee, "held");
+          assert.equal(stopped.status, 409, JSON.stringify(stopped.json));
+          assert.equal((stopped.json as { error: { code: string } }).error.code, "sending_stopped");
+          assert.equal(await attempts(), before, "no login was begun for a stopped send");
+        },
+      );
+
       await t.step("concurrent guesses with different passwords cannot slip past the limit", async () => {
         const judy = await stack.createUser();
         for (let i = 0; i < 10; i++) {

@@ -22,13 +22,20 @@ import { reserveSendCapacity } from "./store/rate_limit.ts";
 import {
   approvalHold,
   checkSendGuardrails,
-  checkStopAndApproval,
+  checkStopAndApprovalOf,
   type DryRunVerdict,
   guardrailRefusals,
   guardrailVerdict,
   queueApprovalNotice,
 } from "./oversight/mod.ts";
-import { type Credentials, findUsableConfig, incomplete, loadLogin, type SmtpConfig } from "./store/smtp_configs.ts";
+import {
+  byRef,
+  type Credentials,
+  findUsableConfig,
+  incomplete,
+  type Login,
+  type SmtpConfig,
+} from "./store/smtp_configs.ts";
 import { decodeAttachments, sanitizeHeaders } from "./mail/compose.ts";
 import { buildMessage, type BuiltMessage } from "./mail/message.ts";
 import { renderTemplate, templatedSubject } from "./mail/templates.ts";
@@ -36,13 +43,7 @@ import { findTemplate, type StoredTemplate } from "./store/templates.ts";
 import { oauthTokenSource } from "./store/oauth_tokens.ts";
 import { type HttpsTransport, sendOverHttps } from "./transports/mod.ts";
 import { OAuthError } from "./oauth/mod.ts";
-import {
-  assertCanAuthenticate,
-  authVerdict,
-  type LoginAttempt,
-  recordAuthResult,
-  releaseAuthAttempt,
-} from "./store/credential_guard.ts";
+import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
 
 /** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
@@ -64,53 +65,78 @@ export interface SendResult {
 }
 
 /**
- * Find the config the request names (id or name) or the default one; it must be usable. A
- * config that logs in also gets its credentials: the credential guard's statement and the
- * credentials' go down the connection together, the guard first (it share-locks the config
- * until commit and may refuse: then the second fails unanswered). A config without a login
- * costs one statement and no lock.
+ * The config a send names (id or name) or the default one, which must be usable; its stop
+ * button and whether the send waits for approval; and, for a password login that goes now,
+ * the credential guard's attempt and the credentials. One round trip: every statement after
+ * the first finds the config by the same reference, so none waits for another's answer. The
+ * guard's statement goes before the credentials' (it share-locks the config until commit and
+ * may refuse: then the credentials' fails unanswered, and no password leaves Postgres), and
+ * neither runs for a send the stop button or an approval holds. A config without a login
+ * takes no lock.
  *
- * @throws ApiError as {@linkcode findUsableConfig}; 429 from the guard; 409
- *   `concurrent_update` when the server or login changed since the config was read.
+ * @throws ApiError as {@linkcode findUsableConfig} (first), 409 `sending_stopped`, 429 from
+ *   the guard; 409 `concurrent_update` when the server or login changed since the config was read.
  */
-async function resolveConfig(
+async function openConfig(
   tx: Tx,
   ref: string | undefined,
-  options: { login?: boolean; found?: SmtpConfig } = {},
-): Promise<SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims }> {
-  let config = options.found ?? await findUsableConfig(tx, ref);
+): Promise<{
+  config: SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims };
+  approval: "agents" | "always" | null;
+}> {
+  // Each statement is sent when its call is made, so they run in this order.
+  const finding = findUsableConfig(tx, ref);
+  const oversight = checkStopAndApprovalOf(tx, ref);
+  const logsInNow = tx`c.auth_type = 'password' and c.username <> '' and c.password_secret_id is not null
+                       and c.is_active and private.approval_required(c.id) is null`;
+  const guard = tx<{ id: string; attempt: string | null }[]>`
+    select c.id, private.begin_smtp_authentication(c.id)::text as attempt
+      from public.user_smtp_configs c where ${byRef(tx, ref)} and ${logsInNow}`.execute();
+  const credentials = tx<(Login & { id: string })[]>`
+    select c.id, k.username, k.password, c.host, c.port, c.security
+      from public.user_smtp_configs c, private.smtp_config_credentials(c.id) k
+     where ${byRef(tx, ref)} and ${logsInNow}`.execute();
+  // The first refusal is the answer; the others then fail as aborted.
+  for (const later of [oversight, guard, credentials]) later.catch(() => {});
+  let config = await finding;
+  const approval = await oversight;
+  const nothing = { configId: config.id, attemptId: null };
   // A send held for approval does not log in now: no credentials read, no attempt for the guard.
-  if (options.login === false) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
+  if (approval !== null) return { approval, config: { ...config, password: null, login: nothing } };
   if (config.auth_type === "oauth2") {
     // The grant stays in Vault: the transport asks for an access token, as the owner, when it sends.
     const [{ owner }] = await tx<{ owner: string }[]>`select auth.uid()::text as owner`;
     return {
-      ...config,
-      password: null,
-      login: { configId: config.id, attemptId: null },
-      owner: { sub: owner, role: "authenticated" },
+      approval,
+      config: { ...config, password: null, login: nothing, owner: { sub: owner, role: "authenticated" } },
     };
   }
-  if (!config.username) return { ...config, password: null, login: { configId: config.id, attemptId: null } };
-  const guard = assertCanAuthenticate(tx, config.id);
-  const credentials = loadLogin(tx, config.id);
-  // The guard's refusal is the answer (the credentials' statement then fails as aborted).
-  credentials.catch(() => {});
-  const login = await guard;
-  const current = await credentials;
+  if (!config.username) return { approval, config: { ...config, password: null, login: nothing } };
+  let attempt: { id: string; attempt: string | null } | undefined;
+  try {
+    [attempt] = await guard;
+  } catch (error) {
+    if ((error as { code?: string })?.code !== "P0002") throw error;
+    throw new ApiError(404, "config_not_found", `No SMTP config ${JSON.stringify(config.id)}`);
+  }
+  const [current] = await credentials;
+  // The config the first statement read went (or changed what it is) before the guard ran.
+  if (attempt?.id !== config.id || current?.id !== config.id) {
+    throw new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
+  }
+  const login = { configId: config.id, attemptId: attempt.attempt };
   // A change that landed since the unlocked read (a new server and password in one PATCH): the
   // config is read again, now that the guard's lock holds it still, so both reads agree.
   const moved = (c: SmtpConfig) =>
-    !current || current.host !== c.host || current.port !== c.port || current.security !== c.security ||
+    current.host !== c.host || current.port !== c.port || current.security !== c.security ||
     current.username !== c.username;
   if (moved(config)) config = await findUsableConfig(tx, config.id);
   if (moved(config)) {
     throw new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
   }
-  if (!config.username) return { ...config, password: null, login };
   // The Vault secret may be gone although the config still points at it.
-  if (!current!.password) throw incomplete(config);
-  return { ...config, username: current!.username, password: current!.password, login };
+  if (!current.password) throw incomplete(config);
+  return { approval, config: { ...config, username: current.username, password: current.password, login } };
 }
 
 /** Templates already read in this transaction, by reference (a group of sends often shares one). */
@@ -321,10 +347,8 @@ export async function prepareSendGroup(
   options: { reserve?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
-  // A send that will wait for approval does not log in now (resolveConfig's credential guard).
-  const found = await findUsableConfig(tx, ref);
-  const approval = await checkStopAndApproval(tx, found.id);
-  const config = await resolveConfig(tx, ref, { login: approval === null, found });
+  // A send that will wait for approval does not log in now (openConfig's credential guard).
+  const { config, approval } = await openConfig(tx, ref);
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   const templates: TemplateCache = new Map();

@@ -10,7 +10,7 @@
 import { z } from "zod";
 import type { Tx } from "../db.ts";
 import { ApiError } from "../http.ts";
-import { findConfig } from "../store/smtp_configs.ts";
+import { byRef, findConfig } from "../store/smtp_configs.ts";
 import { canonicalAddress, recipientKey } from "../mail/addresses.ts";
 import { domainToASCII } from "node:url";
 
@@ -267,13 +267,16 @@ export function sendingClaims<T extends object>(req: Request, claims: T): T {
 }
 
 /**
- * The stop button for a send through the config (409 `sending_stopped`), and why this caller's
- * send must wait for approval (`agents`, `always`) or null: one statement.
+ * The stop button for a send through the config it names (by id or name, or the default: 409
+ * `sending_stopped`), and why this caller's send must wait for approval (`agents`, `always`) or
+ * null: one statement, needing no answer first, so it can follow the statement that reads the
+ * config down the connection. Null when there is no such config (the read that found none says so).
  */
-export async function checkStopAndApproval(tx: Tx, configId: string): Promise<"agents" | "always" | null> {
-  const [{ approval }] = await tx<{ approval: "agents" | "always" | null }[]>`
-    select private.check_send_guardrails(${configId}::uuid, '{}'), private.approval_required(${configId}::uuid) as approval`;
-  return approval;
+export async function checkStopAndApprovalOf(tx: Tx, ref: string | undefined): Promise<"agents" | "always" | null> {
+  const [row] = await tx<{ approval: "agents" | "always" | null }[]>`
+    select private.check_send_guardrails(c.id, '{}'), private.approval_required(c.id) as approval
+      from public.user_smtp_configs c where ${byRef(tx, ref)}`.execute();
+  return row?.approval ?? null;
 }
 
 /** Why a send through the config must wait for approval now (`agents` or `always`), or null. */

@@ -74,8 +74,8 @@ function columns(tx: Tx) {
             c.created_at, c.updated_at`;
 }
 
-/** Where-clause for a config named by id or name, or the default one when `ref` is undefined. */
-function byRef(tx: Tx, ref: string | undefined) {
+/** Where-clause for a config (alias `c`) named by id or name, or the default one when `ref` is undefined. */
+export function byRef(tx: Tx, ref: string | undefined) {
   if (ref === undefined) return tx`c.is_default`;
   return isUuid(ref) ? tx`c.id = ${ref}::uuid` : tx`c.name = ${ref}`;
 }
@@ -134,8 +134,9 @@ export async function findConfig(
   // `share`: the sending paths read the destination and then the credentials; the row lock
   // keeps a concurrent PATCH (new host and password) from landing between the two reads.
   const locking = lock === "share" ? tx`for share` : lock ? tx`for update` : tx``;
+  // Sent now (not when awaited), so that statements issued after this call follow it.
   const rows = await tx<SmtpConfig[]>`
-    select ${columns(tx)} from public.user_smtp_configs c where ${byRef(tx, ref)} ${locking}`;
+    select ${columns(tx)} from public.user_smtp_configs c where ${byRef(tx, ref)} ${locking}`.execute();
   if (!rows[0]) throw notFound(ref);
   return rows[0];
 }
@@ -152,20 +153,6 @@ export interface Login extends Credentials {
   host: string;
   port: number;
   security: SmtpConfig["security"];
-}
-
-/**
- * The config's credentials with the destination as it stands now, in one statement (one
- * snapshot): the caller compares it with what it read before, so a password never goes to a
- * host other than the one it was stored for. Sent at once (not awaited here), so it can follow
- * the credential guard's statement down the connection: if the guard refuses, this one fails
- * with the aborted transaction and no password leaves Postgres.
- */
-export function loadLogin(tx: Tx, configId: string): Promise<Login | undefined> {
-  return tx<Login[]>`
-    select k.username, k.password, c.host, c.port, c.security
-      from public.user_smtp_configs c, private.smtp_config_credentials(c.id) k
-     where c.id = ${configId}::uuid`.execute().then((rows) => rows[0]);
 }
 
 /** Turn constraint violations into the API's conflict errors. */
