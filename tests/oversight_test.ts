@@ -64,6 +64,17 @@ Deno.test({
         });
         assert.equal((await body<ErrorBody>(cc)).error.code, "recipient_denied", "cc is checked too (subdomain)");
 
+        // A send that would wait for approval is refused as well, not held.
+        const always = { deny_recipients: ["boss@corp.example", "*.rival.example"], approval: "always" };
+        assert.equal((await call(user.token, "oversight/guardrails", always, "PUT")).status, 200);
+        const held = await call(user.token, "send-email", { to: "boss@corp.example", text: "hi" });
+        assert.equal(held.status, 422);
+        assert.equal((await body<ErrorBody>(held)).error.code, "recipient_denied");
+        assert.equal(
+          (await call(user.token, "oversight/guardrails", { ...always, approval: "off" }, "PUT")).status,
+          200,
+        );
+
         const later = await call(user.token, "send-email", {
           to: "boss@corp.example",
           text: "hi",

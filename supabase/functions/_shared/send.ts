@@ -27,6 +27,7 @@ import {
   guardrailRefusals,
   guardrailVerdict,
   queueApprovalNotice,
+  sendGuardrailsCheck,
 } from "./oversight/mod.ts";
 import {
   byRef,
@@ -317,7 +318,8 @@ export interface PreparedSend {
  */
 export async function prepareSend(ctx: AppContext, tx: Tx, req: SendEmailRequest): Promise<PreparedSend> {
   const sends = [{ request: () => Promise.resolve(req) }];
-  const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, { reserve: false });
+  // Its guardrails are checked by the statement that writes its audit row (see sendEmail).
+  const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, { reserve: false, guardrails: false });
   if ("error" in prepared) throw prepared.error;
   return prepared;
 }
@@ -344,7 +346,7 @@ export async function prepareSendGroup(
   tx: Tx,
   ref: string | undefined,
   sends: GroupedSend[],
-  options: { reserve?: boolean } = {},
+  options: { reserve?: boolean; guardrails?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
   // A send that will wait for approval does not log in now (openConfig's credential guard).
@@ -365,10 +367,10 @@ export async function prepareSendGroup(
     }
   }
   // The owner's guardrails, for every built message at once: a refused one gets its error in its place.
+  // (`guardrails: false`: the caller checks them in the statement that writes the audit row.)
   const built = results.flatMap((r, i) => "error" in r ? [] : [{ i, to: r.message.envelope.to }]);
-  for (const { at, error } of await guardrailRefusals(tx, config.id, built.map((b) => b.to))) {
-    results[built[at].i] = { error };
-  }
+  const refusals = options.guardrails === false ? [] : await guardrailRefusals(tx, config.id, built.map((b) => b.to));
+  for (const { at, error } of refusals) results[built[at].i] = { error };
   const ready = results.filter((r) => !("error" in r)).length;
   if (ready > 0 && options.reserve !== false) await reserveSendCapacity(tx, config, ready);
   return results;
@@ -544,11 +546,16 @@ export async function sendEmail(
     (tx, { config, message, subject, templateId, approval }) => {
       // A send that must wait for the owner's approval goes into the outbox, held, instead.
       if (approval) {
-        return queueRequest(tx, config, { message, subject, templateId }, req, options.raw ?? req, options) as never;
+        return queueRequest(tx, config, { message, subject, templateId }, req, options.raw ?? req, {
+          ...options,
+          guardrails: message.envelope.to,
+        }) as never;
       }
       const { to, cc, bcc } = message.recipients;
+      // The owner's guardrails for its recipients, then the budget, then the row: one statement.
       return tx<{ id: string }[]>`
-        with budget as (select private.reserve_send_slots(${config.id}::uuid, 1))
+        with checked as (${sendGuardrailsCheck(tx, config.id, message.envelope.to)}),
+        budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from checked)
         insert into public.email_audit_log
           (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
            idempotency_key)
@@ -774,19 +781,25 @@ function queueRequest(
   { message, subject, templateId }: { message: BuiltMessage; subject?: string; templateId: string | null },
   req: SendEmailRequest,
   raw: Record<string, unknown>,
-  options: { idempotencyKey?: string; scheduledAt?: string },
+  options: { idempotencyKey?: string; scheduledAt?: string; guardrails?: string[] },
 ) {
   const { to, cc, bcc } = message.recipients;
   const { scheduled_at: _when, config: _config, ...request } = raw;
+  // `guardrails`: these recipients are checked against the owner's guardrails first, in this statement.
+  const checked = options.guardrails
+    ? tx`with checked as (${sendGuardrailsCheck(tx, config.id, options.guardrails)})`
+    : tx``;
   return tx<QueuedRow[]>`
+    ${checked}
     insert into public.email_audit_log
       (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
        idempotency_key, scheduled_at, payload)
-    values (${config.id}, ${templateId}, ${message.envelope.from}, ${to.map((a) => a.address)},
-            ${cc.length}, ${bcc.length}, ${subject ?? null}, 'queued',
-            ${req.agent_context ? tx.json(req.agent_context as never) : null},
-            ${options.idempotencyKey ?? null}, ${options.scheduledAt ?? null}::timestamptz,
-            ${tx.json({ kind: "request", request } as never)})
+    select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text, ${to.map((a) => a.address)}::text[],
+           ${cc.length}::integer, ${bcc.length}::integer, ${subject ?? null}::text, 'queued',
+           ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
+           ${options.idempotencyKey ?? null}::text, ${options.scheduledAt ?? null}::timestamptz,
+           ${tx.json({ kind: "request", request } as never)}::jsonb
+      ${options.guardrails ? tx`from checked` : tx``}
     returning id, status, next_attempt_at, message_id, approval_reason, approval_expires_at`;
 }
 

@@ -229,6 +229,15 @@ export async function checkSendGuardrails(
 }
 
 /**
+ * {@linkcode checkSendGuardrails} for one message, as a statement to run inside another (a CTE
+ * of the statement that writes its audit row): the refusal fails that statement.
+ */
+export function sendGuardrailsCheck(tx: Tx, configId: string, recipients: string[]) {
+  return tx`select private.check_send_guardrails(${configId}::uuid, ${recipients}::text[],
+                                                 ${recipients.map(recipientKey)}::text[], 1)`;
+}
+
+/**
  * The guardrails' refusals for several messages through one config, in one statement: each
  * refused message's index (in `recipientLists`) and its error.
  */
