@@ -2,7 +2,7 @@
 // path, against the real database and a real SMTP server that records what it receives.
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { startTestStack, type TestStack } from "./harness.ts";
+import { startTestStack, type TestStack, userWithCatcher } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
 
 type ErrorBody = { error: { code: string; message: string; details?: Record<string, unknown> } };
@@ -649,6 +649,28 @@ Deno.test({
           void b;
         },
       );
+
+      await t.step("an approved send through a config that logs in goes with its password", async () => {
+        const { user, smtp: catcher } = await userWithCatcher(stack, "login");
+        try {
+          assert.equal((await call(user.token, "oversight/guardrails", { approval: "always" }, "PUT")).status, 200);
+          const held = await (await call(user.token, "send-email", { to: "login@example.com", text: "x" })).json();
+          assert.equal(held.status, "pending_approval", JSON.stringify(held));
+          const approved = await call(user.token, `oversight/approvals/${held.id}/approve`, {});
+          assert.equal(approved.status, 200, await approved.clone().text());
+          await approved.body?.cancel();
+          await stack.drainOutbox();
+          const [row] = await stack.sql<{ status: string; error_class: string | null }[]>`
+            select status, error_class from public.email_audit_log where id = ${held.id}`;
+          assert.deepEqual(row, { status: "sent", error_class: null });
+          assert.equal(catcher.messages().length, 1, "delivered once, after logging in");
+          const [config] = await stack.sql<{ needs_attention: string | null }[]>`
+            select needs_attention from public.user_smtp_configs where user_id = ${user.id}`;
+          assert.equal(config.needs_attention, null, "the config was not paused for a login it never tried");
+        } finally {
+          await catcher.close();
+        }
+      });
 
       await t.step("review: MFA cannot be switched off, nor a stop lifted, by a one-factor session", async () => {
         const { user } = await setup("always", { approval_requires_aal2: true });

@@ -81,15 +81,17 @@ export interface SendResult {
 async function openConfig(
   tx: Tx,
   ref: string | undefined,
+  options: { approval?: boolean } = {},
 ): Promise<{
   config: SmtpConfig & Credentials & { login: LoginAttempt; owner?: UserClaims };
   approval: "agents" | "always" | null;
 }> {
   // Each statement is sent when its call is made, so they run in this order.
   const finding = findUsableConfig(tx, ref);
-  const oversight = checkStopAndApprovalOf(tx, ref);
+  const oversight = checkStopAndApprovalOf(tx, ref, options);
+  const held = options.approval === false ? tx`` : tx`and private.approval_required(c.id) is null`;
   const logsInNow = tx`c.auth_type = 'password' and c.username <> '' and c.password_secret_id is not null
-                       and c.is_active and private.approval_required(c.id) is null`;
+                       and c.is_active ${held}`;
   const guard = tx<{ id: string; attempt: string | null }[]>`
     select c.id, private.begin_smtp_authentication(c.id)::text as attempt
       from public.user_smtp_configs c where ${byRef(tx, ref)} and ${logsInNow}`.execute();
@@ -339,6 +341,11 @@ export interface GroupedSend {
  * reserved for all of them in one step. A send whose request or content is wrong gets its
  * ApiError in its place; what concerns them all (config, credentials, limits) throws.
  *
+ * Options: `reserve: false`, the caller reserves the budget; `guardrails: false`, the caller
+ * checks the recipients against the owner's guardrails (both in the statement that writes the
+ * audit row); `approval: false`, the sends were approved or needed no approval when accepted
+ * (the outbox), so none is held and the config logs in.
+ *
  * @throws ApiError as {@linkcode prepareSend}; 429 when the budget cannot take the whole group.
  */
 export async function prepareSendGroup(
@@ -346,11 +353,11 @@ export async function prepareSendGroup(
   tx: Tx,
   ref: string | undefined,
   sends: GroupedSend[],
-  options: { reserve?: boolean; guardrails?: boolean } = {},
+  options: { reserve?: boolean; guardrails?: boolean; approval?: boolean } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
   // A send that will wait for approval does not log in now (openConfig's credential guard).
-  const { config, approval } = await openConfig(tx, ref);
+  const { config, approval } = await openConfig(tx, ref, { approval: options.approval });
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   const templates: TemplateCache = new Map();

@@ -535,6 +535,9 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
           // The Date of its first attempt (the claim stamps it once; retries keep it).
           date: row.first_attempt_at ?? new Date(),
         })),
+        // Queued mail was approved, or needed no approval when it was accepted (a stricter
+        // setting since holds what waits, when it is set): nothing here is held again.
+        { approval: false },
       );
     });
     // The payloads were read into the prepared messages: let them go before anything is sent
@@ -761,16 +764,15 @@ interface Recorder {
 }
 
 /** Outcomes gathered per recording, and how long one waits for company. */
-const RECORD_BATCH = 10;
-const RECORD_DELAY_MS = 20;
+const RECORD_BATCH = 20;
+const RECORD_DELAY_MS = 50;
 /** Most outcomes waiting or being recorded before the sends wait for the recorder. */
 const MAX_UNRECORDED = 50;
-/** Owners' transactions a recording runs at once (the worker's pool has 5 connections). */
-const RECORD_PARALLEL = 3;
 
 /**
- * One recording in flight at a time, taking every outcome gathered meanwhile (one transaction
- * per owner, RECORD_PARALLEL owners at once), started once RECORD_BATCH outcomes wait or the oldest has waited RECORD_DELAY_MS.
+ * One recording in flight at a time, taking every outcome gathered meanwhile, all owners' in
+ * one statement (each owner's rows written as that owner: private.record_outbox_attempts_as_owners),
+ * started once RECORD_BATCH outcomes wait or the oldest has waited RECORD_DELAY_MS.
  * The sends never wait for the audit writes. The price: when a worker dies, the messages it
  * sent but had not recorded yet (fewer than MAX_UNRECORDED: the sends wait for the recorder
  * beyond that) are swept to `unknown`, like the one on the wire; they are never resent.
@@ -788,10 +790,7 @@ function createRecorder(run: Run): Recorder {
       pending = new Map();
       recording = waiting;
       waiting = 0;
-      const owners = [...batch.values()];
-      await Promise.all(Array.from({ length: Math.min(RECORD_PARALLEL, owners.length) }, async () => {
-        for (let entry = owners.shift(); entry; entry = owners.shift()) await record(run, entry.owner, entry.attempts);
-      }));
+      await record(run, [...batch.values()]);
       recording = 0;
     } while (waiting >= RECORD_BATCH || (closing && waiting > 0));
   };
@@ -1056,28 +1055,30 @@ function intendedOf(row: OutboxRow, batches: Map<string, Record<string, unknown>
 }
 
 /**
- * Record attempts as their owner, in one transaction. A failure here is logged and the rows
- * stay `sending`: the sweep marks them unknown when the lease ends (they may have gone out).
+ * Record several owners' attempts in one statement, each owner's rows as that owner (the
+ * function wears each owner's claims in turn). A failure here is logged and the rows stay
+ * `sending`: the sweep marks them unknown when the lease ends (they may have gone out).
  */
-async function record(run: Run, owner: UserClaims, attempts: Attempt[]): Promise<void> {
+async function record(run: Run, owners: { owner: UserClaims; attempts: Attempt[] }[]): Promise<void> {
   try {
-    const rows = await withUser(run.ctx.sql, owner, (tx) =>
-      tx<{ id: string; status: string }[]>`
-        select id, status from private.record_outbox_attempts(${tx.json(attempts as never)})`);
+    const entries = owners.map(({ owner, attempts }) => ({ owner: owner.sub, attempts }));
+    const rows = await run.ctx.sql<{ id: string; status: string }[]>`
+      select id, status from private.record_outbox_attempts_as_owners(${run.ctx.sql.json(entries as never)})`;
     for (const { id, status } of rows) {
       if (status === "lost") console.error(JSON.stringify({ level: "error", msg: "outbox row lost its lease", id }));
       run.report[status === "lost" ? "unknown" : status as "sent" | "queued" | "failed" | "unknown"]++;
     }
   } catch (error) {
     const e = error as { name?: string; code?: string };
+    const ids = owners.flatMap(({ attempts }) => attempts.map((a) => a.id));
     console.error(JSON.stringify({
       level: "error",
       msg: "could not record outbox attempts",
-      ids: attempts.map((a) => a.id),
+      ids,
       error: e?.name,
       code: e?.code,
     }));
-    run.report.unknown += attempts.length;
+    run.report.unknown += ids.length;
   }
 }
 

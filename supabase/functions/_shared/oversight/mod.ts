@@ -280,10 +280,16 @@ export function sendingClaims<T extends object>(req: Request, claims: T): T {
  * `sending_stopped`), and why this caller's send must wait for approval (`agents`, `always`) or
  * null: one statement, needing no answer first, so it can follow the statement that reads the
  * config down the connection. Null when there is no such config (the read that found none says so).
+ * `approval: false`: the stop button only (mail the owner approved, or that needed no approval).
  */
-export async function checkStopAndApprovalOf(tx: Tx, ref: string | undefined): Promise<"agents" | "always" | null> {
+export async function checkStopAndApprovalOf(
+  tx: Tx,
+  ref: string | undefined,
+  options: { approval?: boolean } = {},
+): Promise<"agents" | "always" | null> {
+  const approval = options.approval === false ? tx`null::text` : tx`private.approval_required(c.id)`;
   const [row] = await tx<{ approval: "agents" | "always" | null }[]>`
-    select private.check_send_guardrails(c.id, '{}'), private.approval_required(c.id) as approval
+    select private.check_send_guardrails(c.id, '{}'), ${approval} as approval
       from public.user_smtp_configs c where ${byRef(tx, ref)}`.execute();
   return row?.approval ?? null;
 }
