@@ -9,6 +9,7 @@ import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import { createContext } from "../supabase/functions/_shared/context.ts";
 import { drainOutbox } from "../supabase/functions/_shared/outbox/worker.ts";
 import { startLatencyProxy } from "./latency_proxy.ts";
+import { postgresCpuByRole } from "./cpu.ts";
 
 interface ProfileNode {
   id: number;
@@ -50,10 +51,9 @@ try {
   }
   // With MAILROOM_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements": statements per message.
   const admin = postgres(stack.dbUrl.replace(/\/\/[^@]*@/, "//supabase_admin@"), { max: 1, onnotice: () => {} });
-  const statements = await admin`create extension if not exists pg_stat_statements`.then(
-    () => admin`select pg_stat_statements_reset()`.then(() => true),
-    () => false,
-  );
+  const statements = await admin`create extension if not exists pg_stat_statements`
+    .then(() => admin`select pg_stat_statements_reset()`)
+    .then(() => true, () => false);
   const ctx = createContext(stack.functionEnv);
   if (Deno.env.get("PROFILE_SQL")) await admin.unsafe(Deno.env.get("PROFILE_SQL")!);
   const session = new Session();
@@ -61,6 +61,7 @@ try {
   await session.post("Profiler.enable");
   await session.post("Profiler.setSamplingInterval", { interval: 200 });
   await session.post("Profiler.start");
+  const pg0 = postgresCpuByRole();
   const t0 = performance.now();
   let sent = 0;
   while (true) {
@@ -69,6 +70,7 @@ try {
     if (report.claimed === 0) break;
   }
   const seconds = (performance.now() - t0) / 1000;
+  const pg1 = postgresCpuByRole();
   const { profile } = await session.post("Profiler.stop") as unknown as {
     profile: { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
   };
@@ -93,6 +95,11 @@ try {
     [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n)
       .map(([k, us]) => `${(us / 1000 / sent).toFixed(3)} ms/msg  ${((us / total) * 100).toFixed(1)}%  ${k}`);
   console.log(`${sent} messages in ${seconds.toFixed(1)} s (${(sent / seconds).toFixed(0)}/s)`);
+  console.log("\nPostgres CPU by process (ms per message; processes that exited meanwhile are not counted):");
+  for (const [role, cpu] of [...pg1.entries()].sort((a, b) => b[1] - a[1])) {
+    const ms = ((cpu - (pg0.get(role) ?? 0)) * 1000) / sent;
+    if (ms >= 0.005) console.log(`${ms.toFixed(3)} ms/msg  ${role}`);
+  }
   console.log("\nby file:\n" + top(byFile, 25).join("\n"));
   console.log("\nby function:\n" + top(byFunction, 40).join("\n"));
   // Who calls the heaviest native functions (the five nearest JavaScript callers).
