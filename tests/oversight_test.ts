@@ -672,6 +672,78 @@ Deno.test({
         }
       });
 
+      await t.step("a stricter approval holds mail a worker claimed but had not started", async () => {
+        const { user, smtp: catcher } = await userWithCatcher(stack, "claimed");
+        try {
+          const later = new Date(Date.now() + 1_000).toISOString();
+          const queued =
+            await (await call(user.token, "send-email", { to: "c@example.com", text: "x", scheduled_at: later }))
+              .json();
+          assert.equal(queued.status, "scheduled", JSON.stringify(queued));
+          // As a worker's claim leaves it: still scheduled, leased.
+          await stack
+            .sql`update public.email_audit_log set leased_by = 'w1', lease_until = now() + interval '90 seconds'
+                           where id = ${queued.id}`;
+          assert.equal((await call(user.token, "oversight/guardrails", { approval: "always" }, "PUT")).status, 200);
+          // The worker's run ends: what it claimed and did not start goes back (here: nothing).
+          await stack.sql`select private.release_outbox_leases('w1')`;
+          const [held] = await stack.sql<{ status: string; leased_by: string | null }[]>`
+            select status, leased_by from public.email_audit_log where id = ${queued.id}`;
+          assert.deepEqual(held, { status: "pending_approval", leased_by: null });
+          await new Promise((resolve) => setTimeout(resolve, 1_200));
+          await stack.drainOutbox();
+          assert.equal(catcher.messages().length, 0, "nothing goes before the owner approves");
+        } finally {
+          await catcher.close();
+        }
+      });
+
+      await t.step(
+        "approval is decided once per send: loosened meanwhile, a held send still logs in nowhere",
+        async () => {
+          const { user, smtp: catcher } = await userWithCatcher(stack, "race");
+          const conn = await stack.sql.reserve();
+          try {
+            const agents = { approval: "agents", max_agent_messages_per_day: 100 };
+            assert.equal((await call(user.token, "oversight/guardrails", agents, "PUT")).status, 200);
+            const agent = await stack.mint({
+              sub: user.id,
+              email: user.email,
+              expiresIn: "1h",
+              extra: { client_id: "agent-app" },
+            });
+            // The owner's agent-budget lock, held here: the send's stop and approval statement
+            // (its snapshot taken: approval `agents`) waits for it while the owner loosens approval.
+            await conn`begin`;
+            await conn`select pg_advisory_xact_lock(hashtextextended(${"mailroom:agent-budget:" + user.id}, 0))`;
+            const sending = call(agent, "send-email", { to: "race@example.com", text: "x" });
+            for (let i = 0; i < 200; i++) {
+              const [{ waiting }] = await stack.sql<{ waiting: number }[]>`
+              select count(*)::int as waiting from pg_stat_activity
+               where wait_event_type = 'Lock' and wait_event = 'advisory'`;
+              if (waiting > 0) break;
+              await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+            assert.equal(
+              (await call(user.token, "oversight/guardrails", { ...agents, approval: "off" }, "PUT")).status,
+              200,
+            );
+            await conn`commit`;
+            const res = await sending;
+            const answer = await res.json();
+            assert.equal(res.status, 202, JSON.stringify(answer));
+            assert.equal(answer.status, "pending_approval");
+            const [{ n }] = await stack.sql<{ n: number }[]>`
+            select count(*)::int as n from private.credential_events where user_id = ${user.id} and kind = 'auth_attempt'`;
+            assert.equal(n, 0, "a held send begins no login (and reads no password)");
+            assert.equal(catcher.messages().length, 0);
+          } finally {
+            conn.release();
+            await catcher.close();
+          }
+        },
+      );
+
       await t.step("review: MFA cannot be switched off, nor a stop lifted, by a one-factor session", async () => {
         const { user } = await setup("always", { approval_requires_aal2: true });
         const off = await call(user.token, "oversight/guardrails", { approval: "always" }, "PUT");

@@ -28,6 +28,7 @@ import {
   guardrailVerdict,
   queueApprovalNotice,
   sendGuardrailsCheck,
+  sendNotHeld,
 } from "./oversight/mod.ts";
 import {
   byRef,
@@ -89,9 +90,9 @@ async function openConfig(
   // Each statement is sent when its call is made, so they run in this order.
   const finding = findUsableConfig(tx, ref);
   const oversight = checkStopAndApprovalOf(tx, ref, options);
-  const held = options.approval === false ? tx`` : tx`and private.approval_required(c.id) is null`;
+  // Decided once, by the statement before: the owner may change the setting meanwhile.
   const logsInNow = tx`c.auth_type = 'password' and c.username <> '' and c.password_secret_id is not null
-                       and c.is_active ${held}`;
+                       and c.is_active and ${sendNotHeld(tx)}`;
   const guard = tx<{ id: string; attempt: string | null }[]>`
     select c.id, private.begin_smtp_authentication(c.id)::text as attempt
       from public.user_smtp_configs c where ${byRef(tx, ref)} and ${logsInNow}`.execute();

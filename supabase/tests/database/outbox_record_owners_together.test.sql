@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(6);
+select plan(7);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -44,7 +44,17 @@ select is(
 select is(
   (select array_agg(status order by id) from public.email_audit_log),
   array['sent', 'failed', 'sending'],
-  'Bob''s second row is still in flight'
+  'Bob''s second row was still in flight'
+);
+-- One owner's recording that fails leaves the others' standing: its rows say `unrecorded`.
+select is(
+  (select array_agg(r.id::text || '=' || r.status order by r.id) from private.record_outbox_attempts_as_owners(
+     '[{"owner": "not an owner", "attempts": [{"id": "b0000000-0000-4000-8000-000000000002", "outcome": {}}]},
+       {"owner": "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "attempts": [
+         {"id": "b0000000-0000-4000-8000-000000000002", "outcome": {"status": "sent",
+           "recipients": [{"address": "q@example.test", "status": "accepted", "smtp_code": 250}]}}]}]'::jsonb) r),
+  array['b0000000-0000-4000-8000-000000000002=unrecorded', 'b0000000-0000-4000-8000-000000000002=sent'],
+  'a failed owner''s rows are unrecorded; the next owner''s are recorded'
 );
 select is(
   coalesce(nullif(current_setting('request.jwt.claims', true), ''), 'none'),

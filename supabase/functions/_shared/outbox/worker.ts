@@ -1066,7 +1066,10 @@ async function record(run: Run, owners: { owner: UserClaims; attempts: Attempt[]
       select id, status from private.record_outbox_attempts_as_owners(${run.ctx.sql.json(entries as never)})`;
     for (const { id, status } of rows) {
       if (status === "lost") console.error(JSON.stringify({ level: "error", msg: "outbox row lost its lease", id }));
-      run.report[status === "lost" ? "unknown" : status as "sent" | "queued" | "failed" | "unknown"]++;
+      // Its owner's recording failed (the others' stand): the row stays `sending` for the sweep.
+      if (status === "unrecorded") console.error(JSON.stringify({ level: "error", msg: "could not record", id }));
+      const lost = status === "lost" || status === "unrecorded";
+      run.report[lost ? "unknown" : status as "sent" | "queued" | "failed" | "unknown"]++;
     }
   } catch (error) {
     const e = error as { name?: string; code?: string };

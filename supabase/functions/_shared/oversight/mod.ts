@@ -281,6 +281,7 @@ export function sendingClaims<T extends object>(req: Request, claims: T): T {
  * null: one statement, needing no answer first, so it can follow the statement that reads the
  * config down the connection. Null when there is no such config (the read that found none says so).
  * `approval: false`: the stop button only (mail the owner approved, or that needed no approval).
+ * Statements sent after it in the transaction read the answer with {@linkcode sendNotHeld}.
  */
 export async function checkStopAndApprovalOf(
   tx: Tx,
@@ -288,10 +289,19 @@ export async function checkStopAndApprovalOf(
   options: { approval?: boolean } = {},
 ): Promise<"agents" | "always" | null> {
   const approval = options.approval === false ? tx`null::text` : tx`private.approval_required(c.id)`;
-  const [row] = await tx<{ approval: "agents" | "always" | null }[]>`
-    select private.check_send_guardrails(c.id, '{}'), ${approval} as approval
+  // The answer is also kept for the rest of the transaction (`mailroom.send_approval`, '' for
+  // none): statements that follow this one down the connection decide by it, not by a
+  // setting the owner may have changed in between.
+  const [row] = await tx<{ approval: "agents" | "always" | "" }[]>`
+    select private.check_send_guardrails(c.id, '{}'),
+           set_config('mailroom.send_approval', coalesce(${approval}, ''), true) as approval
       from public.user_smtp_configs c where ${byRef(tx, ref)}`.execute();
-  return row?.approval ?? null;
+  return row?.approval || null;
+}
+
+/** A condition true when {@linkcode checkStopAndApprovalOf}, earlier in the transaction, held no approval. */
+export function sendNotHeld(tx: Tx) {
+  return tx`current_setting('mailroom.send_approval', true) = ''`;
 }
 
 /** Why a send through the config must wait for approval now (`agents` or `always`), or null. */

@@ -88,7 +88,7 @@ function notFound(ref: string | undefined): ApiError {
 
 /**
  * One of the caller's configs that a send can use: active, and holding a password when it
- * logs in. The password itself stays in Vault (see {@linkcode loadLogin}). Not locked: a
+ * logs in. The password itself stays in Vault (the send path reads it as it logs in). Not locked: a
  * sender that logs in pins the config when it reads the credentials.
  *
  * @throws ApiError 404 `config_not_found`, 409 `config_inactive`, 422 `config_incomplete`.
