@@ -66,7 +66,11 @@ async function drive(count: number, one: () => Promise<Response>): Promise<{ ok:
   return { ok, failed };
 }
 
-const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, { isolation: "process" });
+const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, {
+  isolation: "process",
+  // SMTP peers' CA trusted as a public one is (see startTestStack's caTrust).
+  caTrust: "runtime",
+});
 const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
 try {
   const user = await stack.createUser();

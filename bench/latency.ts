@@ -300,7 +300,11 @@ if (import.meta.main) {
   const args = Deno.args;
   const smoke = args.includes("--smoke");
   const sends = Number(args[args.indexOf("--sends") + 1]) || (smoke ? 3 : 50);
-  const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, { isolation: "process" });
+  const stack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" }, {
+    isolation: "process",
+    // SMTP peers' CA trusted as a public one is (see startTestStack's caTrust).
+    caTrust: "runtime",
+  });
   try {
     const process = stack.processes.find((p) => p.name === "send-email")!;
     const latency = await benchLatency(stack, process, { sends, rtts: smoke ? SMOKE_RTTS : RTTS });

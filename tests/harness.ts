@@ -65,10 +65,18 @@ let stackCount = 0;
 /** The secret API key test stacks accept for server-to-server calls (process-outbox). */
 export const TEST_SECRET_KEY = "sb_secret_local_test_only_0123456789";
 
-/** Start a stack; `env` overrides the functions' environment. */
+/**
+ * Start a stack; `env` overrides the functions' environment.
+ *
+ * `caTrust`: how the functions trust the stack's CA (its SMTP peers' certificates): through
+ * MAILROOM_SMTP_CA_CERTS (`env`, the default), or (`runtime`, with `isolation: "process"`) the
+ * way a deployment trusts a public CA, in the runtime's own store (DENO_CERT): Deno parses the
+ * whole root store on every TLS connection that names extra CAs, a cost (16-22 ms of CPU per
+ * connection here) that a deployment without a private CA never pays, so the benches use it.
+ */
 export async function startTestStack(
   env: Record<string, string> = {},
-  options: { isolation?: "inline" | "process" } = {},
+  options: { isolation?: "inline" | "process"; caTrust?: "env" | "runtime" } = {},
 ): Promise<TestStack> {
   const dir = await Deno.makeTempDir({ prefix: "mailroom-test-" });
   let cluster: Cluster | undefined;
@@ -83,10 +91,13 @@ export async function startTestStack(
     const certs = await generateCertificates();
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
+    const runtimeTrust = options.caTrust === "runtime";
+    if (runtimeTrust && options.isolation !== "process") throw new Error("caTrust: runtime needs isolation: process");
+    if (runtimeTrust) await Deno.writeTextFile(`${dir}/ca.pem`, certs.caCert);
     const functionEnv: Record<string, string> = {
       SUPABASE_URL: url,
       SUPABASE_DB_URL: cluster.url,
-      MAILROOM_SMTP_CA_CERTS: certs.caCert,
+      ...(runtimeTrust ? { DENO_CERT: `${dir}/ca.pem` } : { MAILROOM_SMTP_CA_CERTS: certs.caCert }),
       MAILROOM_SMTP_CONNECT_TIMEOUT_MS: "1500",
       MAILROOM_SMTP_GREETING_TIMEOUT_MS: "1500",
       MAILROOM_SMTP_SOCKET_TIMEOUT_MS: "3000",
