@@ -126,7 +126,7 @@ async function openConfig(
   const [current] = await credentials;
   // The config the first statement read went (or changed what it is) before the guard ran.
   if (attempt?.id !== config.id || current?.id !== config.id) {
-    throw new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
+    throw configChanged();
   }
   const login = { configId: config.id, attemptId: attempt.attempt };
   // A change that landed since the unlocked read (a new server and password in one PATCH): the
@@ -136,11 +136,16 @@ async function openConfig(
     current.username !== c.username;
   if (moved(config)) config = await findUsableConfig(tx, config.id);
   if (moved(config)) {
-    throw new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
+    throw configChanged();
   }
   // The Vault secret may be gone although the config still points at it.
   if (!current.password) throw incomplete(config);
   return { approval, config: { ...config, username: current.username, password: current.password, login } };
+}
+
+/** 409 `concurrent_update`: the config changed between the statements that read it for a send. */
+function configChanged(): ApiError {
+  return new ApiError(409, "concurrent_update", "The SMTP config changed while sending; retry", { retryable: true });
 }
 
 /** Templates already read in this transaction, by reference (a group of sends often shares one). */
