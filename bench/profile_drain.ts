@@ -61,6 +61,9 @@ try {
   await session.post("Profiler.enable");
   await session.post("Profiler.setSamplingInterval", { interval: 200 });
   await session.post("Profiler.start");
+  // For a system-wide profiler (perf record -a) started from outside: the drain begins now.
+  const marker = Deno.env.get("DRAIN_STARTED_FILE");
+  if (marker) await Deno.writeTextFile(marker, String(Date.now()));
   const pg0 = postgresCpuByRole();
   const t0 = performance.now();
   let sent = 0;
@@ -128,6 +131,15 @@ try {
     const calls = rows.reduce((sum, row) => sum + row.calls, 0);
     console.log(`\nstatements: ${(calls / sent).toFixed(2)} per message (top 25)`);
     for (const row of rows) {
+      console.log(`${(row.calls / sent).toFixed(3)}/msg  ${(row.ms / sent).toFixed(3)} ms/msg  ${row.query}`);
+    }
+    // The statements the worker sent itself (nested ones are inside these), by time.
+    const top = await admin<{ calls: number; ms: number; query: string }[]>`
+      select calls::int, total_exec_time::float as ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) as query
+        from pg_stat_statements where toplevel and query not like '%pg_stat_statements%'
+       order by total_exec_time desc limit 15`;
+    console.log(`\ntop-level statements by time:`);
+    for (const row of top) {
       console.log(`${(row.calls / sent).toFixed(3)}/msg  ${(row.ms / sent).toFixed(3)} ms/msg  ${row.query}`);
     }
   }
