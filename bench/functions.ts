@@ -85,7 +85,11 @@ try {
     "smtp-configs": () => stack.invoke("smtp-configs", { token: user.token, method: "GET" }),
     "email-analytics": () => stack.invoke("email-analytics", { token: user.token, method: "GET" }),
     "send-email": () =>
-      stack.invoke("send-email", { token: user.token, body: { to: "bench@example.com", subject: "b", text: "x" } }),
+      // Each its own email (the same one twice within 10 minutes is refused as duplicate_send).
+      stack.invoke("send-email", {
+        token: user.token,
+        body: { to: "bench@example.com", subject: `b ${crypto.randomUUID()}`, text: "x" },
+      }),
     "send-bulk": () => {
       const batch = bulkIndex++;
       return stack.invoke("send-bulk", {

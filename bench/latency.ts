@@ -15,6 +15,9 @@ import nodemailer from "nodemailer";
 import { startTestStack, type TestStack, type TestUser } from "../tests/harness.ts";
 import { startScriptedSmtp } from "../tests/scripted_smtp.ts";
 import type { FunctionProcess } from "../local/function_processes.ts";
+
+/** Each send its own email (the same one twice within 10 minutes is refused as duplicate_send). */
+const distinct = () => ({ subject: `b ${crypto.randomUUID()}` });
 import { type LatencyCounters, type LatencyProxy, roundTrips, startLatencyProxy } from "./latency_proxy.ts";
 
 /** Round trips measured in a full run, and in smoke mode (CI). */
@@ -167,7 +170,7 @@ async function benchOneRtt(
     const res = await fetch(`${sendEmail.url}/send-email`, {
       method: "POST",
       headers: { authorization: `Bearer ${ours.token}`, "content-type": "application/json" },
-      body: JSON.stringify({ to: `r${i}@example.com`, subject: "b", text: "x" }),
+      body: JSON.stringify({ to: `r${i}@example.com`, text: "x", ...distinct() }),
     });
     const text = await res.text();
     if (res.status !== 200) throw new Error(`send-email answered ${res.status}: ${text}`);

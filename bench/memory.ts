@@ -59,6 +59,8 @@ export async function benchMemory(smoke: boolean): Promise<MemoryRow[]> {
         (_, i) => ({ to: `m${i}@example.com`, subject: "Hi", text }),
       ),
       scheduled_at: new Date(Date.now() + 86_400_000).toISOString(),
+      // The same batch again and at once: each queued in full, as distinct batches would be.
+      allow_duplicate: true,
     };
     for (const concurrent of smoke ? [1, 2] : [1, 4, 8]) {
       const answers = await tally(

@@ -42,7 +42,7 @@ Deno.test({
             await new Promise((resolve) => setTimeout(resolve, 1_000));
             const res = await stack.invoke("send-email", {
               token: victim.token,
-              body: { to: "someone@example.com", subject: "hi", text: "a 60-byte body" },
+              body: { to: "someone@example.com", subject: `hi ${crypto.randomUUID()}`, text: "a 60-byte body" },
             });
             const answer = await body<ErrorBody>(res);
             assert.equal(

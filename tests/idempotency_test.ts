@@ -162,7 +162,8 @@ Deno.test({
           });
           assert.equal(bulkRetry.status, 409);
           assert.equal((await body<ErrorBody>(bulkRetry)).error.code, "request_interrupted");
-          const stillInProgress = await send("crash-3", payload);
+          // (Another email: the same one again within 10 minutes would be a duplicate_send.)
+          const stillInProgress = await send("crash-3", { ...payload, text: "y" });
           assert.equal(stillInProgress.status, 200, "a fresh key is unaffected");
         },
       );
@@ -170,6 +171,8 @@ Deno.test({
       await t.step("an expired key (24 h) runs again; a malformed key is 400", async () => {
         await stack.sql`update private.idempotency_keys set expires_at = now() - interval '1 minute'
                          where key = 'order-42-receipt'`;
+        // A day later, the email's duplicate window (10 minutes) is long past too.
+        await stack.sql`update private.send_fingerprints set expires_at = now() - interval '1 minute'`;
         const res = await send("order-42-receipt", { to: "a@example.com", subject: "once", text: "only once" });
         assert.equal(res.status, 200);
         assert.equal(res.headers.get("idempotent-replayed"), null);

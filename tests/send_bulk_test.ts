@@ -197,17 +197,42 @@ Deno.test({
         ]);
       });
 
-      await t.step("the same address twice (any spelling) is a duplicate of its first entry", async () => {
-        const details = await entryErrors(
+      await t.step("the same address twice (any spelling) is the same email: left out as duplicate_send", async () => {
+        const result = await accepted(
           await post({
             recipients: ["a@example.com", "b@example.com", "A@EXAMPLE.COM", { email: "a@Example.com", name: "A" }],
-            text: "t",
+            text: "the same address twice",
           }),
         );
-        assert.deepEqual(details.errors, [
-          { index: 2, reason: "duplicate of entry 0" },
-          { index: 3, reason: "duplicate of entry 0" },
+        assert.equal(result.queued, 2);
+        assert.deepEqual(result.skipped, [
+          {
+            index: 2,
+            code: "duplicate_send",
+            reason: "duplicate_send: the same email as entry 0",
+            duplicate_of: { entry: 0 },
+          },
+          {
+            index: 3,
+            code: "duplicate_send",
+            reason: "duplicate_send: the same email as entry 0",
+            duplicate_of: { entry: 0 },
+          },
         ]);
+      });
+
+      await t.step("the same address twice with other data is refused as a duplicate of its first entry", async () => {
+        const details = await entryErrors(
+          await post({
+            recipients: [
+              { email: "a@example.com", data: { first_name: "A" } },
+              { email: "A@example.com", data: { first_name: "B" } },
+            ],
+            subject: "s",
+            template: "plain",
+          }),
+        );
+        assert.deepEqual(details.errors, [{ index: 1, reason: "duplicate of entry 0" }]);
       });
 
       await t.step(

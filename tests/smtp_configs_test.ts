@@ -305,14 +305,14 @@ Deno.test({
         for (let i = 0; i < 2; i++) {
           const res = await stack.invoke("send-email", {
             token: alice.token,
-            body: { to: "x@example.com", text: "x", config: "tiny" },
+            body: { to: "x@example.com", text: `x ${i}`, config: "tiny" },
           });
           assert.equal(res.status, 200);
           await res.body?.cancel();
         }
         const limited = await stack.invoke("send-email", {
           token: alice.token,
-          body: { to: "x@example.com", text: "x", config: "tiny" },
+          body: { to: "x@example.com", text: "x 2", config: "tiny" },
         });
         const retryAfter = Number(limited.headers.get("retry-after"));
         assert.equal(await errorCode(limited, 429), "rate_limited");

@@ -9,7 +9,10 @@ import { SmtpSession } from "../supabase/functions/_shared/smtp/session.ts";
 const IDLE_MS = 1_500;
 
 async function send(stack: TestStack, user: TestUser, to = "friend@example.com"): Promise<Response> {
-  return await stack.invoke("send-email", { token: user.token, body: { to, subject: "pooled", text: "hi" } });
+  return await stack.invoke("send-email", {
+    token: user.token,
+    body: { to, subject: "pooled", text: `hi ${crypto.randomUUID()}` },
+  });
 }
 
 async function sendOk(stack: TestStack, user: TestUser, to?: string): Promise<void> {

@@ -245,6 +245,22 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     status: 403,
     message: "The guardrails ask for a session with multi-factor authentication (aal2) to decide on sends",
   },
+  duplicate_send: {
+    status: 409,
+    message: "This exact email (same config, recipients, subject, body and attachments) was already sent at " +
+      "2026-12-07T09:12:03Z (message 6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44, status sent); it was not sent again. Send " +
+      "it with allow_duplicate: true only if it should really go twice",
+    details: {
+      duplicate_of: {
+        id: "6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44",
+        status: "sent",
+        message_id: "<6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44@example.com>",
+        created_at: "2026-12-07T09:12:03.512Z",
+        scheduled_at: null,
+      },
+      window_seconds: 600,
+    },
+  },
   rate_limited: {
     status: 429,
     message: 'SMTP config "work" allows 60 messages per minute',
@@ -618,6 +634,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     ...OAUTH,
     ...HTTPS_TRANSPORT,
     ...GUARDRAILS,
+    "duplicate_send",
   ],
   "get /send-email/{id}": ["message_not_found"],
   "post /send-email/{id}/cancel": [
@@ -638,6 +655,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "config_inactive",
     "config_incomplete",
     ...GUARDRAILS,
+    "duplicate_send",
   ],
   "get /send-bulk": ["invalid_request", "batch_not_found"],
   "get /send-bulk/{batch_id}": ["batch_not_found"],

@@ -25,6 +25,7 @@ const smtpConfig = {
   is_default: true,
   is_active: true,
   limits: { per_minute: 60, per_day: 2000, max_connections: 3 },
+  duplicate_window_seconds: 600,
   has_password: true,
   credentials_changed_at: "2026-11-20T09:12:03.512Z",
   needs_attention: null,

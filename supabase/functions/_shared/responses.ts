@@ -87,12 +87,31 @@ export const sendResult = z.union([
 export const cancelled = z.strictObject({ id: uuid, status: z.literal("cancelled") });
 export const retried = z.strictObject({ id: uuid, status: z.literal("queued") });
 
+/** The message a repeat names (409 duplicate_send, and send-bulk's skipped entries). */
+const earlierSend = z.strictObject({
+  id: uuid,
+  status: z.string(),
+  message_id: z.string().nullable().describe("null while an immediate send is still in flight"),
+  created_at: z.string(),
+  scheduled_at: z.string().nullable(),
+});
+
+/** An entry send-bulk left out: invalid, or the same email as a recent message or an earlier entry. */
+const skippedEntry = z.strictObject({
+  index: z.number().int(),
+  reason: z.string(),
+  code: z.literal("duplicate_send").optional().describe("Set when the entry repeats an email: it was left out"),
+  duplicate_of: z.union([earlierSend, z.strictObject({ entry: z.number().int() })]).optional().describe(
+    "What it repeats: a recent message, or an earlier entry of this request",
+  ),
+});
+
 export const bulkDryRun = z.strictObject({
   dry_run: z.literal(true),
   ...dryRunVerdict,
   count: z.number().int().describe("Messages that would be queued"),
   samples: z.array(dryRunMessage).describe("The first three, built as they would be sent"),
-  skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
+  skipped: z.array(skippedEntry).optional(),
 });
 
 export const bulkAccepted = z.strictObject({
@@ -101,7 +120,7 @@ export const bulkAccepted = z.strictObject({
   pending_approval: z.number().int().optional().describe("Messages that wait for the owner's approval"),
   approval: approvalHold.optional(),
   scheduled_at: timestamp.optional(),
-  skipped: z.array(z.strictObject({ index: z.number().int(), reason: z.string() })).optional(),
+  skipped: z.array(skippedEntry).optional(),
   warnings: z.array(z.strictObject({ code: z.string(), message: z.string() })).optional().describe(
     "Accepted, but: exceeds_daily_budget (more waits for the config than its per-day limit still allows)",
   ),
@@ -177,6 +196,9 @@ export const smtpConfig = z.strictObject({
       "SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel)",
     ),
   }),
+  duplicate_window_seconds: z.number().int().describe(
+    "How long a send through this config refuses the same email again (409 duplicate_send); 0: never",
+  ),
   has_password: z.boolean(),
   credentials_changed_at: timestamp.describe("When the server, login, password or OAuth grant last changed"),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),

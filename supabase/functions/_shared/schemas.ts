@@ -112,6 +112,11 @@ export const sendEmailRequest = z.object({
     "Check and render only: the answer shows the message and what would happen (would_send, " +
       "would_wait_for_approval, would_be_refused); nothing is queued, sent or counted",
   ),
+  allow_duplicate: z.boolean().optional().describe(
+    "Send even if this exact email (same config, recipients, subject, body, attachments) was sent or queued within " +
+      "the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. " +
+      "Only when the user really wants it twice",
+  ),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
@@ -288,6 +293,10 @@ const configFields = {
   is_default: z.boolean(),
   is_active: z.boolean(),
   limits: configLimits,
+  duplicate_window_seconds: z.number().int().min(0).max(86_400).describe(
+    "How long a send through this config refuses the same email again (409 duplicate_send): same recipients, " +
+      "subject, body and attachments; default 600 (10 minutes), 0 turns it off",
+  ),
 };
 
 const DEFAULT_PORTS = { tls: 465, starttls: 587, none: 25 } as const;
@@ -383,6 +392,7 @@ export const createConfigRequest = z.object({
   is_default: configFields.is_default.optional(),
   is_active: configFields.is_active.default(true),
   limits: configLimits.optional(),
+  duplicate_window_seconds: configFields.duplicate_window_seconds.optional(),
 }).strict()
   .superRefine((c, ctx) => {
     const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: path.split("."), message });
@@ -505,6 +515,11 @@ export const sendBulkRequest = z.object({
   ),
   skip_invalid: z.boolean().optional().describe(
     "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
+  ),
+  allow_duplicate: z.boolean().optional().describe(
+    "Queue every entry even if the same email (same recipient and content) was sent or queued within the config's " +
+      "duplicate window, or appears twice in this batch; otherwise those entries are left out and reported in " +
+      "`skipped` with reason duplicate_send",
   ),
 }).strict().superRefine((body, ctx) => {
   if ((body.recipients === undefined) === (body.messages === undefined)) {

@@ -46,6 +46,13 @@ import { oauthTokenSource } from "./store/oauth_tokens.ts";
 import { type HttpsTransport, sendOverHttps } from "./transports/mod.ts";
 import { OAuthError } from "./oauth/mod.ts";
 import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
+import {
+  allowDuplicates,
+  contentFingerprint,
+  duplicateSendRefusal,
+  earlierSends,
+  fingerprintParameter,
+} from "./duplicates/mod.ts";
 
 /** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
@@ -156,7 +163,9 @@ export async function contentOf(
   tx: Tx,
   req: SendEmailRequest,
   templates?: TemplateCache,
-): Promise<{ subject?: string; text?: string; html?: string; templateId: string | null }> {
+): Promise<
+  { subject?: string; text?: string; html?: string; templateId: string | null; template?: StoredTemplate }
+> {
   if (req.template === undefined) return { subject: req.subject, text: req.text, html: req.html, templateId: null };
   let template = templates?.get(req.template);
   if (!template) {
@@ -169,6 +178,7 @@ export async function contentOf(
     text: req.text ?? rendered.text,
     html: req.html ?? rendered.html,
     templateId: template.id,
+    template,
   };
 }
 
@@ -179,7 +189,7 @@ async function compose(
   req: SendEmailRequest,
   fixed: { messageId?: string; date?: Date } = {},
   templates?: TemplateCache,
-): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null }> {
+): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null; template?: StoredTemplate }> {
   const content = await contentOf(tx, req, templates);
   if (content.text === undefined && content.html === undefined) {
     throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
@@ -203,7 +213,30 @@ async function compose(
       maxTotalBytes: limits.maxAttachmentBytes,
     }),
   }, limits);
-  return { message, subject: content.subject, templateId: content.templateId };
+  return {
+    message,
+    subject: content.subject,
+    templateId: content.templateId,
+    template: content.template,
+  };
+}
+
+/** The send's content fingerprint (see _shared/duplicates): what makes a repeat "the same email". */
+function fingerprintOf(
+  configId: string,
+  req: SendEmailRequest,
+  { message, template }: { message: BuiltMessage; template?: StoredTemplate },
+): Uint8Array {
+  return contentFingerprint({
+    configId,
+    recipients: message.envelope.to,
+    subject: req.subject,
+    text: req.text,
+    html: req.html,
+    template: template && { subject: template.subject, text: template.text, html: template.html },
+    data: req.data,
+    attachments: req.attachments,
+  });
 }
 
 /** What the audit row records (see private.record_email_outcome). */
@@ -313,6 +346,8 @@ export interface PreparedSend {
   message: BuiltMessage;
   subject?: string;
   templateId: string | null;
+  /** The template it was rendered from, if any (its content is part of the send's fingerprint). */
+  template?: StoredTemplate;
   /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
   approval: "agents" | "always" | null;
 }
@@ -372,8 +407,8 @@ export async function prepareSendGroup(
     try {
       const req = await send.request(tx);
       const fixed = { messageId: send.messageId, date: send.date };
-      const { message, subject, templateId } = await compose(ctx, tx, config, req, fixed, templates);
-      results.push({ config, message, subject, templateId, approval });
+      const { message, subject, templateId, template } = await compose(ctx, tx, config, req, fixed, templates);
+      results.push({ config, message, subject, templateId, template, approval });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       results.push({ error });
@@ -555,28 +590,39 @@ export async function sendEmail(
   const { value: prepared, last: [audit] } = await withUserEndingWith<PreparedSend, (QueuedRow | { id: string })[]>(
     ctx.sql,
     claims,
-    (tx) => prepareSend(ctx, tx, req),
-    (tx, { config, message, subject, templateId, approval }) => {
+    (tx) => {
+      // An identical send within the config's window is refused by the audit row's insert
+      // (409 duplicate_send), unless the caller wants it twice.
+      allowDuplicates(tx, req.allow_duplicate);
+      return prepareSend(ctx, tx, req);
+    },
+    (tx, { config, message, subject, templateId, template, approval }) => {
+      const fingerprint = fingerprintOf(config.id, req, { message, template });
       // A send that must wait for the owner's approval goes into the outbox, held, instead.
       if (approval) {
-        return queueRequest(tx, config, { message, subject, templateId }, req, options.raw ?? req, {
+        return queueRequest(tx, config, { message, subject, templateId, fingerprint }, req, options.raw ?? req, {
           ...options,
           guardrails: message.envelope.to,
         }) as never;
       }
       const { to, cc, bcc } = message.recipients;
-      // The owner's guardrails for its recipients, then the budget, then the row: one statement.
+      // The owner's guardrails for its recipients, whether it repeats a recent email, then the
+      // budget, then the row: one statement.
       return tx<{ id: string }[]>`
         with checked as (${sendGuardrailsCheck(tx, config.id, message.envelope.to)}),
-        budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from checked)
+        fresh as (
+          select private.refuse_duplicate_send(${config.id}::uuid, ${fingerprintParameter(fingerprint)}::bytea)
+            from checked
+        ),
+        budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from fresh)
         insert into public.email_audit_log
           (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-           idempotency_key)
+           idempotency_key, content_fingerprint)
         select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
                ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer,
                ${subject ?? null}::text, 'sending',
                ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
-               ${options.idempotencyKey ?? null}::text
+               ${options.idempotencyKey ?? null}::text, ${fingerprintParameter(fingerprint)}::bytea
           from budget
         returning id`;
     },
@@ -693,7 +739,12 @@ export async function scheduleEmail(
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     const composed = await compose(ctx, tx, config, req);
     await checkSendGuardrails(tx, config.id, composed.message.envelope.to);
-    const [row] = await queueRequest(tx, config, composed, req, raw, { ...options, scheduledAt: req.scheduled_at })
+    allowDuplicates(tx, req.allow_duplicate);
+    const fingerprint = fingerprintOf(config.id, req, composed);
+    const [row] = await queueRequest(tx, config, { ...composed, fingerprint }, req, raw, {
+      ...options,
+      scheduledAt: req.scheduled_at,
+    })
       .catch(payloadTooLargeForQueue);
     if (row.status === "pending_approval") {
       await queueApprovalNotice(tx, ctx.config.approvalUrl, { id: row.id, count: 1 });
@@ -739,7 +790,11 @@ export async function dryRunEmail(ctx: AppContext, claims: UserClaims, req: Send
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     const composed = await compose(ctx, tx, config, req);
-    const verdict = await guardrailVerdict(tx, config.id, composed.message.envelope.to);
+    let verdict = await guardrailVerdict(tx, config.id, composed.message.envelope.to);
+    if (verdict.outcome !== "would_be_refused" && !req.allow_duplicate) {
+      const [repeat] = (await earlierSends(tx, config.id, [fingerprintOf(config.id, req, composed)])).values();
+      if (repeat) verdict = { outcome: "would_be_refused", refusal: duplicateSendRefusal(repeat) };
+    }
     return { dry_run: true as const, ...verdict, message: await dryRunMessage(tx, composed.message, req) };
   });
 }
@@ -791,7 +846,12 @@ interface QueuedRow {
 function queueRequest(
   tx: Tx,
   config: SmtpConfig,
-  { message, subject, templateId }: { message: BuiltMessage; subject?: string; templateId: string | null },
+  { message, subject, templateId, fingerprint }: {
+    message: BuiltMessage;
+    subject?: string;
+    templateId: string | null;
+    fingerprint: Uint8Array;
+  },
   req: SendEmailRequest,
   raw: Record<string, unknown>,
   options: { idempotencyKey?: string; scheduledAt?: string; guardrails?: string[] },
@@ -806,12 +866,12 @@ function queueRequest(
     ${checked}
     insert into public.email_audit_log
       (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-       idempotency_key, scheduled_at, payload)
+       idempotency_key, scheduled_at, payload, content_fingerprint)
     select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text, ${to.map((a) => a.address)}::text[],
            ${cc.length}::integer, ${bcc.length}::integer, ${subject ?? null}::text, 'queued',
            ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
            ${options.idempotencyKey ?? null}::text, ${options.scheduledAt ?? null}::timestamptz,
-           ${tx.json({ kind: "request", request } as never)}::jsonb
+           ${tx.json({ kind: "request", request } as never)}::jsonb, ${fingerprintParameter(fingerprint)}::bytea
       ${options.guardrails ? tx`from checked` : tx``}
     returning id, status, next_attempt_at, message_id, approval_reason, approval_expires_at`;
 }

@@ -693,6 +693,8 @@ export interface components {
             retry_deferred?: boolean;
             /** @description Check and render only: the answer shows the message and what would happen (would_send, would_wait_for_approval, would_be_refused); nothing is queued, sent or counted */
             dry_run?: boolean;
+            /** @description Send even if this exact email (same config, recipients, subject, body, attachments) was sent or queued within the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. Only when the user really wants it twice */
+            allow_duplicate?: boolean;
         };
         SendBulkRequest: {
             /** @description Who gets the shared content, one message each: "a@example.com", "Ada <a@example.com>" or {email, name?, data?}. Each entry is validated on its own. */
@@ -737,6 +739,8 @@ export interface components {
             dry_run?: boolean;
             /** @description Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request */
             skip_invalid?: boolean;
+            /** @description Queue every entry even if the same email (same recipient and content) was sent or queued within the config's duplicate window, or appears twice in this batch; otherwise those entries are left out and reported in `skipped` with reason duplicate_send */
+            allow_duplicate?: boolean;
         };
         CreateConfigRequest: {
             name: string;
@@ -760,6 +764,8 @@ export interface components {
                 /** @description SMTP sessions one function instance or outbox worker holds to this server at once, and so how many of this config's messages the outbox sends in parallel (default 3; Microsoft 365 allows 3 per mailbox, Gmail about 15) */
                 max_connections?: number;
             };
+            /** @description How long a send through this config refuses the same email again (409 duplicate_send): same recipients, subject, body and attachments; default 600 (10 minutes), 0 turns it off */
+            duplicate_window_seconds?: number;
             /**
              * @description password (the default) or oauth2: a grant from the mailbox's provider (give oauth)
              * @default password
@@ -815,6 +821,8 @@ export interface components {
                 /** @description SMTP sessions one function instance or outbox worker holds to this server at once, and so how many of this config's messages the outbox sends in parallel (default 3; Microsoft 365 allows 3 per mailbox, Gmail about 15) */
                 max_connections?: number;
             };
+            /** @description How long a send through this config refuses the same email again (409 duplicate_send): same recipients, subject, body and attachments; default 600 (10 minutes), 0 turns it off */
+            duplicate_window_seconds?: number;
             /** @description Reconnect an OAuth config: the refresh token of a new consent (and a new client secret) */
             oauth?: {
                 /** @description The refresh token from the user's consent (offline access; kept in Vault, never shown again) */
@@ -983,6 +991,23 @@ export interface components {
             skipped?: {
                 index: number;
                 reason: string;
+                /**
+                 * @description Set when the entry repeats an email: it was left out
+                 * @constant
+                 */
+                code?: "duplicate_send";
+                /** @description What it repeats: a recent message, or an earlier entry of this request */
+                duplicate_of?: {
+                    /** Format: uuid */
+                    id: string;
+                    status: string;
+                    /** @description null while an immediate send is still in flight */
+                    message_id: string | null;
+                    created_at: string;
+                    scheduled_at: string | null;
+                } | {
+                    entry: number;
+                };
             }[];
             /** @description Accepted, but: exceeds_daily_budget (more waits for the config than its per-day limit still allows) */
             warnings?: {
@@ -1028,6 +1053,23 @@ export interface components {
             skipped?: {
                 index: number;
                 reason: string;
+                /**
+                 * @description Set when the entry repeats an email: it was left out
+                 * @constant
+                 */
+                code?: "duplicate_send";
+                /** @description What it repeats: a recent message, or an earlier entry of this request */
+                duplicate_of?: {
+                    /** Format: uuid */
+                    id: string;
+                    status: string;
+                    /** @description null while an immediate send is still in flight */
+                    message_id: string | null;
+                    created_at: string;
+                    scheduled_at: string | null;
+                } | {
+                    entry: number;
+                };
             }[];
         };
         /** @description dry_run: nothing was queued or sent */
@@ -1201,6 +1243,8 @@ export interface components {
                 /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                 max_connections: number;
             };
+            /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
+            duplicate_window_seconds: number;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1252,6 +1296,8 @@ export interface components {
                 /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                 max_connections: number;
             };
+            /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
+            duplicate_window_seconds: number;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1308,6 +1354,8 @@ export interface components {
                     /** @description SMTP sessions one instance or outbox worker holds at once to this server (messages sent in parallel) */
                     max_connections: number;
                 };
+                /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
+                duplicate_window_seconds: number;
                 has_password: boolean;
                 /** @description When the server, login, password or OAuth grant last changed */
                 credentials_changed_at: string;
@@ -1939,7 +1987,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped` */
+            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped`, `duplicate_send` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2550,7 +2598,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped` */
+            /** @description Conflict: `request_in_progress`, `request_interrupted`, `config_inactive`, `sending_stopped`, `duplicate_send` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2830,6 +2878,7 @@ export interface operations {
                      *             "per_day": 2000,
                      *             "max_connections": 3
                      *           },
+                     *           "duplicate_window_seconds": 600,
                      *           "has_password": true,
                      *           "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *           "needs_attention": null,
@@ -2965,6 +3014,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3218,6 +3268,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3437,6 +3488,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3758,6 +3810,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3882,6 +3935,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3997,6 +4051,7 @@ export interface operations {
                      *         "per_day": 2000,
                      *         "max_connections": 3
                      *       },
+                     *       "duplicate_window_seconds": 600,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,

@@ -17,7 +17,7 @@ export const TOOLS: ToolDefinition[] = [
   {
     "name": "send_email",
     "title": "Send an email",
-    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. Errors come back as text starting with a stable code, e.g. `template_data_missing`. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
+    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. Errors come back as text starting with a stable code, e.g. `template_data_missing`. The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window (default 10 minutes) is refused as `duplicate_send`: it already went. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
     "annotations": {
       "readOnlyHint": false,
       "destructiveHint": true,
@@ -357,6 +357,10 @@ export const TOOLS: ToolDefinition[] = [
           "description": "Check and render only: the answer shows the message and what would happen (would_send, would_wait_for_approval, would_be_refused); nothing is queued, sent or counted",
           "type": "boolean"
         },
+        "allow_duplicate": {
+          "description": "Send even if this exact email (same config, recipients, subject, body, attachments) was sent or queued within the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. Only when the user really wants it twice",
+          "type": "boolean"
+        },
         "idempotency_key": {
           "description": "Any unique string (e.g. a UUID) for this send. Retrying with the same key and arguments returns the first result instead of sending again; reuse it whenever you retry after a timeout or an unclear answer.",
           "type": "string",
@@ -527,6 +531,10 @@ export const TOOLS: ToolDefinition[] = [
         },
         "skip_invalid": {
           "description": "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
+          "type": "boolean"
+        },
+        "allow_duplicate": {
+          "description": "Queue every entry even if the same email (same recipient and content) was sent or queued within the config's duplicate window, or appears twice in this batch; otherwise those entries are left out and reported in `skipped` with reason duplicate_send",
           "type": "boolean"
         },
         "idempotency_key": {

@@ -51,7 +51,20 @@ function agentDailyCapReached(details: Record<string, unknown>): string {
     `the user the daily limit for agents is reached; ${OWNER_ONLY}.`;
 }
 
+function duplicateSend(details: Record<string, unknown>): string {
+  const earlier = (details.duplicate_of ?? {}) as Record<string, unknown>;
+  const when = typeof earlier.created_at === "string" ? ` at ${earlier.created_at}` : "";
+  const id = typeof earlier.id === "string" ? ` (message ${earlier.id}, status ${String(earlier.status)})` : "";
+  const entries = Array.isArray(details.entries) ? " Every entry of this batch repeats an email sent recently." : "";
+  return `This exact email was already ${
+    ["scheduled", "queued", "pending_approval"].includes(String(earlier.status)) ? "accepted" : "sent"
+  }${when}${id}; it was not sent again.${entries} Do not send it again, reworded or otherwise, unless the user asks ` +
+    "for it to go twice. Tell the user it was already sent (list_sent_messages shows it). " +
+    "Only if the user explicitly wants a second copy, send it once more with allow_duplicate: true.";
+}
+
 const ADVICE = new Map<string, (details: Record<string, unknown>) => string>([
+  ["duplicate_send", duplicateSend],
   ["recipient_denied", recipientDenied],
   ["recipient_cap_exceeded", recipientCapExceeded],
   ["sending_stopped", sendingStopped],

@@ -74,6 +74,20 @@ function dryRunSummary(r: Record<string, unknown>): string {
     : "Dry run, nothing sent: this would be sent.";
 }
 
+/** What send_bulk_email left out: invalid entries, and repeats of emails already sent (never to be sent again). */
+function skippedSummary(skipped: { code?: string }[] | undefined): string {
+  if (!skipped?.length) return "";
+  const repeats = skipped.filter((s) => s.code === "duplicate_send").length;
+  const invalid = skipped.length - repeats;
+  return [
+    invalid > 0 ? `; skipped ${invalid} invalid entries` : "",
+    repeats > 0
+      ? `; left out ${repeats} entries that repeat an email already sent or queued (duplicate_send: do not send ` +
+        "them again unless the user asks)"
+      : "",
+  ].join("");
+}
+
 /** Every tool, in the order clients list them. */
 export const AGENT_TOOLS: AgentTool[] = [
   {
@@ -83,7 +97,9 @@ export const AGENT_TOOLS: AgentTool[] = [
       "server, from the address of their SMTP config (the default one unless `config` names another). Give " +
       "`subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them " +
       "and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. " +
-      OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`. " + GUARDRAILS,
+      OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`. " +
+      "The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window " +
+      "(default 10 minutes) is refused as `duplicate_send`: it already went. " + GUARDRAILS,
     input: z.strictObject({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
@@ -120,7 +136,7 @@ export const AGENT_TOOLS: AgentTool[] = [
             ((r.approval as { message?: string })?.message ?? "")
           : `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
             (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
-            ((r.skipped as unknown[])?.length ? `; skipped ${(r.skipped as unknown[]).length} invalid entries` : "") +
+            skippedSummary(r.skipped as { code?: string }[] | undefined) +
             ". Use get_batch_status to follow it."),
   },
   {

@@ -43,6 +43,15 @@ import {
 } from "../oversight/mod.ts";
 import { type DryRunMessage, dryRunOf } from "../send.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
+import {
+  allowDuplicates,
+  contentFingerprint,
+  duplicateSendRefusal,
+  type EarlierSend,
+  earlierSends,
+  hex,
+  type SendContent,
+} from "../duplicates/mod.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
 export { type BulkLimits, loadBulkLimits } from "./limits.ts";
 
@@ -50,6 +59,9 @@ export { type BulkLimits, loadBulkLimits } from "./limits.ts";
 export interface EntryError {
   index: number;
   reason: string;
+  /** `duplicate_send`: the same email as a recent message (`duplicate_of`) or an earlier entry. */
+  code?: "duplicate_send";
+  duplicate_of?: EarlierSend | { entry: number };
 }
 
 /** The 202 of `POST /send-bulk`. */
@@ -74,6 +86,14 @@ interface OutboxRow {
   cc_count?: number;
   bcc_count?: number;
   agent_context?: Record<string, unknown>;
+  /** Its content fingerprint, in hex (see _shared/duplicates). */
+  fingerprint?: string;
+}
+
+/** A planned row with its entry's index and what its fingerprint is made of (not stored). */
+interface PlannedRow extends OutboxRow {
+  entry: number;
+  content: Omit<SendContent, "configId">;
 }
 
 /** What the batch row keeps. */
@@ -81,7 +101,7 @@ interface BatchPlan {
   content: Record<string, unknown>;
   templateId: string | null;
   subject: string | null;
-  rows: OutboxRow[];
+  rows: PlannedRow[];
 }
 
 /** Where planning records why entries were refused: all of them, and how many failed to render. */
@@ -175,6 +195,14 @@ export async function enqueueBulk(
     if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
       throw invalidRecipients(errors.list, entries.length, plan.rows.length === 0, stopped ? budget : undefined);
     }
+    // The same email as a recent message, or as an earlier entry, is left out (and reported)
+    // unless the caller wants repeats; the rest go.
+    for (const row of plan.rows) row.fingerprint = hex(contentFingerprint({ configId: config.id, ...row.content }));
+    if (!req.allow_duplicate) {
+      const repeats = await leaveOutDuplicates(tx, config.id, plan);
+      if (plan.rows.length === 0) throw everyEntryRepeats(repeats);
+      errors.list = [...errors.list, ...repeats].sort((a, b) => a.index - b.index);
+    }
     if (req.dry_run) return await dryRunBulk(ctx, tx, config, plan, errors.list);
     // The owner's guardrails, for every recipient of the request at once: a stop, a denied
     // recipient or one too many refuses the whole batch before anything is queued.
@@ -186,7 +214,10 @@ export async function enqueueBulk(
               ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb, ${plan.rows.length},
               ${req.scheduled_at ?? null}::timestamptz)
       returning id, scheduled_at`;
+    allowDuplicates(tx, req.allow_duplicate);
     const inserted = await insertRows(tx, batch.id, config, plan, req);
+    // Their fingerprints held for the config's window (or a 409, should a repeat have slipped in meanwhile).
+    await tx`select private.claim_batch_fingerprints(${batch.id}::uuid)`;
     // The outbox's trigger held the rows for the owner's approval when the guardrails say so.
     const [held] = await tx<{ n: number; reason: "agents" | "always" | null; expires_at: Date | null }[]>`
       select count(*)::integer as n, min(approval_reason) as reason, min(approval_expires_at) as expires_at
@@ -316,7 +347,7 @@ async function insertRows(tx: Tx, batchId: string, config: SmtpConfig, plan: Bat
     slice = [];
     chars = 0;
   };
-  for (const row of plan.rows) {
+  for (const { entry: _entry, content: _content, ...row } of plan.rows) {
     const text = JSON.stringify(row);
     slice.push(text);
     chars += text.length;
@@ -340,7 +371,7 @@ async function insertSlice(
   const result = await tx`
     insert into public.email_audit_log
       (batch_id, config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status,
-       scheduled_at, agent_context, payload)
+       scheduled_at, agent_context, payload, content_fingerprint)
     select ${batchId}::uuid, ${config.id}::uuid,
            coalesce((r.m ->> 'template_id')::uuid, ${plan.templateId}::uuid),
            ${config.from_email},
@@ -349,7 +380,7 @@ async function insertSlice(
            coalesce(r.m ->> 'subject', ${plan.subject}), 'queued',
            ${req.scheduled_at ?? null}::timestamptz,
            coalesce(r.m -> 'agent_context', ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb),
-           r.m -> 'payload'
+           r.m -> 'payload', decode(r.m ->> 'fingerprint', 'hex')
       from jsonb_array_elements(${rowsJson}::text::jsonb) with ordinality as r (m, n)
      order by r.n`;
   return result.count;
@@ -396,8 +427,8 @@ async function planRecipients(
   }
 
   const required = template ? requiredVariables(template) : [];
-  const seen = new Map<string, number>();
-  const rows: OutboxRow[] = [];
+  const seen = new Map<string, { index: number; data: string }>();
+  const rows: PlannedRow[] = [];
   for (const [index, entry] of entries.entries()) {
     const parsed = bulkRecipient.safeParse(entry);
     if (!parsed.success) {
@@ -423,6 +454,15 @@ async function planRecipients(
         to: recipientInput(recipient.to),
         ...(recipient.data === undefined ? {} : { data: recipient.data }),
       },
+      entry: index,
+      content: {
+        recipients: [recipient.to.address],
+        subject: req.subject,
+        text: req.text,
+        html: req.html,
+        template: template && { subject: template.subject, text: template.text, html: template.html },
+        data: template ? { ...req.data, ...recipient.data } : undefined,
+      },
     });
   }
   return { content, templateId: template?.id ?? null, subject: req.subject ?? null, rows };
@@ -430,12 +470,14 @@ async function planRecipients(
 
 /**
  * Why a parsed recipient cannot be queued, or null: its data too large or deep, its address
- * already in the batch (`seen` remembers the first index of each), or template data missing.
+ * already in the batch with other data (`seen` remembers the first index and data of each; the
+ * same address with the same data is the same email, which the duplicate check leaves out), or
+ * template data missing.
  */
 function recipientProblem(
   recipient: BulkRecipient,
   index: number,
-  seen: Map<string, number>,
+  seen: Map<string, { index: number; data: string }>,
   required: string[],
   sharedData: Record<string, unknown> | undefined,
 ): string | null {
@@ -443,8 +485,9 @@ function recipientProblem(
   if (dataProblem) return dataProblem;
   const key = recipientKey(recipient.to.address);
   const first = seen.get(key);
-  if (first !== undefined) return `duplicate of entry ${first}`;
-  seen.set(key, index);
+  const data = JSON.stringify(recipient.data ?? null);
+  if (first !== undefined && first.data !== data) return `duplicate of entry ${first.index}`;
+  if (first === undefined) seen.set(key, { index, data });
   if (required.length === 0) return null;
   const missing = missingVariables(required, { ...sharedData, ...recipient.data });
   return missing.length > 0 ? `template data is missing ${missing.join(", ")}` : null;
@@ -514,7 +557,7 @@ async function planMessages(
     templates.set(ref, await findTemplate(tx, ref).catch(notFoundAsNull));
   }
 
-  const rows: OutboxRow[] = [];
+  const rows: PlannedRow[] = [];
   for (const { index, request, recipients } of valid) {
     const template = request.template === undefined ? undefined : templates.get(request.template);
     if (template === null) {
@@ -548,6 +591,16 @@ async function planMessages(
       ...(template ? { template_id: template.id } : {}),
       ...(request.agent_context ? { agent_context: request.agent_context } : {}),
       payload: { kind: "request", request: storedRequest(request) },
+      entry: index,
+      content: {
+        recipients: [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address),
+        subject: request.subject,
+        text: request.text,
+        html: request.html,
+        template: template && { subject: template.subject, text: template.text, html: template.html },
+        data: request.data,
+        attachments: request.attachments,
+      },
     });
   }
   return { content: {}, templateId: null, subject: null, rows };
@@ -567,6 +620,9 @@ function checkMessage(
     if (request.scheduled_at !== undefined) return { reason: "scheduled_at applies to the whole batch; set it there" };
     if (request.config !== undefined) return { reason: "config applies to the whole batch; set it there" };
     if (request.dry_run !== undefined) return { reason: "dry_run applies to the whole batch; set it there" };
+    if (request.allow_duplicate !== undefined) {
+      return { reason: "allow_duplicate applies to the whole batch; set it there" };
+    }
     sanitizeHeaders(request.headers);
     // A templated message's text part may come from its template: its shape is checked once rendered.
     checkContent(request, limits, { checkShape: request.template === undefined });
@@ -602,6 +658,61 @@ function storedRequest(request: SendEmailRequest): Record<string, unknown> {
 function notFoundAsNull(error: unknown): null {
   if (error instanceof ApiError && error.code === "template_not_found") return null;
   throw error;
+}
+
+/**
+ * Leave out of the plan the entries that repeat a recent message through the config (within
+ * its duplicate window) or an earlier entry of this batch: each is reported by index with
+ * `duplicate_send` and what it repeats.
+ */
+async function leaveOutDuplicates(tx: Tx, configId: string, plan: BatchPlan): Promise<EntryError[]> {
+  const repeats: EntryError[] = [];
+  const first = new Map<string, number>();
+  const kept: PlannedRow[] = [];
+  for (const row of plan.rows) {
+    const earlier = first.get(row.fingerprint!);
+    if (earlier === undefined) {
+      first.set(row.fingerprint!, row.entry);
+      kept.push(row);
+      continue;
+    }
+    repeats.push({
+      index: row.entry,
+      code: "duplicate_send",
+      reason: `duplicate_send: the same email as entry ${earlier}`,
+      duplicate_of: { entry: earlier },
+    });
+  }
+  const recent = await earlierSends(tx, configId, kept.map((row) => fromHex(row.fingerprint!)));
+  plan.rows = kept.filter((row) => {
+    const repeat = recent.get(row.fingerprint!);
+    if (!repeat) return true;
+    repeats.push({
+      index: row.entry,
+      code: "duplicate_send",
+      reason: `duplicate_send: ${duplicateSendRefusal(repeat).message}`,
+      duplicate_of: repeat.earlier,
+    });
+    return false;
+  });
+  return repeats;
+}
+
+/** 409 `duplicate_send` for a batch every entry of which repeats something. */
+function everyEntryRepeats(repeats: EntryError[]): ApiError {
+  const recent = repeats.find((r) => r.duplicate_of && "id" in r.duplicate_of);
+  return new ApiError(
+    409,
+    "duplicate_send",
+    `Every entry repeats an email sent or queued within the config's duplicate window${
+      recent ? ` (entry ${recent.index}: message ${(recent.duplicate_of as EarlierSend).id})` : ""
+    }; nothing was queued. Send with allow_duplicate: true only if they should really go again`,
+    { entries: repeats.slice(0, MAX_LISTED_ERRORS) },
+  );
+}
+
+function fromHex(text: string): Uint8Array {
+  return new Uint8Array(text.match(/../g)!.map((byte) => parseInt(byte, 16)));
 }
 
 // Shared helpers -------------------------------------------------------------------------------

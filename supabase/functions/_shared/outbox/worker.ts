@@ -150,9 +150,11 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   };
   run.recorder = createRecorder(run);
   run.marker = createMarker(run);
-  // Sends nobody approved in time end as expired, unsent, in the same round trip.
+  // Sends nobody approved in time end as expired, unsent, and fingerprints past their
+  // duplicate window are forgotten, in the same round trip.
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`
-    select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
+    select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired,
+           private.forget_expired_send_fingerprints() as forgotten`;
   run.report.swept = swept;
   try {
     await runLanes(run);

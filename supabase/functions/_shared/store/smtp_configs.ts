@@ -1,6 +1,7 @@
 // SMTP configurations as the API shows them, and every change to them, run inside the
 // caller's RLS context. Passwords go straight into Vault and never come back out here,
 // except to the sending paths through `loadCredentials`.
+import { DEFAULT_DUPLICATE_WINDOW_SECONDS } from "../duplicates/mod.ts";
 import { isoUtc, type Tx } from "../db.ts";
 import { ApiError, isUuid } from "../http.ts";
 import type { CreateConfigRequest, UpdateConfigRequest } from "../schemas.ts";
@@ -31,6 +32,8 @@ export interface SmtpConfig {
   is_default: boolean;
   is_active: boolean;
   limits: { per_minute: number; per_day: number; max_connections: number };
+  /** How long a send through it refuses the same email again (409 duplicate_send); 0: never. */
+  duplicate_window_seconds: number;
   has_password: boolean;
   /** When the server, login, password or OAuth grant last changed (ISO 8601). */
   credentials_changed_at: string;
@@ -65,6 +68,7 @@ function columns(tx: Tx) {
             c.username, c.from_email, c.from_name, c.is_default, c.is_active,
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
                               'max_connections', c.max_connections) as limits,
+            c.duplicate_window_seconds,
             c.password_secret_id is not null as has_password, ${
     isoUtc(tx, "c.credentials_changed_at")
   } as credentials_changed_at,
@@ -202,13 +206,13 @@ export async function createConfig(tx: Tx, req: CreateConfigRequest): Promise<Sm
       insert into public.user_smtp_configs
         (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day,
          max_connections, auth_type, transport, oauth_provider, oauth_client_id, oauth_tenant, oauth_token_url,
-         oauth_scopes)
+         oauth_scopes, duplicate_window_seconds)
       values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
               ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
       req.limits?.per_day ?? 500
     }, ${req.limits?.max_connections ?? 3}, ${req.auth_type}, ${req.transport}, ${req.oauth?.provider ?? null},
               ${req.oauth?.client_id ?? null}, ${req.oauth?.tenant ?? null}, ${req.oauth?.token_url ?? null},
-              ${req.oauth?.scopes ?? null}::text[])
+              ${req.oauth?.scopes ?? null}::text[], ${req.duplicate_window_seconds ?? DEFAULT_DUPLICATE_WINDOW_SECONDS})
       returning id`;
     if (req.password !== undefined) {
       await tx`select private.set_smtp_config_password(${row.id}::uuid, ${req.password})`;
@@ -251,6 +255,7 @@ export async function updateConfig(
   if (req.limits?.per_minute !== undefined) changes.max_per_minute = req.limits.per_minute;
   if (req.limits?.per_day !== undefined) changes.max_per_day = req.limits.per_day;
   if (req.limits?.max_connections !== undefined) changes.max_connections = req.limits.max_connections;
+  if (req.duplicate_window_seconds !== undefined) changes.duplicate_window_seconds = req.duplicate_window_seconds;
   if (req.is_default === false) changes.is_default = false;
   try {
     if (Object.keys(changes).length > 0) {

@@ -1,0 +1,155 @@
+// Duplicate-send protection: what makes two sends "the same email", and how a send asks the
+// database to refuse a repeat. The database holds each user's recent fingerprints and refuses
+// a second send of one within the config's window with 409 `duplicate_send` (see
+// supabase/migrations/20261207050000_duplicate_send_protection.sql): this module only computes
+// the fingerprint and says, per transaction, whether a repeat is wanted.
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import type { Tx } from "../db.ts";
+import { recipientKey } from "../mail/addresses.ts";
+
+/** A config's duplicate window when none is set: 10 minutes. */
+export const DEFAULT_DUPLICATE_WINDOW_SECONDS = 600;
+/** The longest window a config may set: a day. */
+export const MAX_DUPLICATE_WINDOW_SECONDS = 86_400;
+
+/** What a send says, as far as "the same email" goes. */
+export interface SendContent {
+  /** The config it goes through (its id: a name or the default resolves to it first). */
+  configId: string;
+  /** Every recipient: to, cc and bcc (order and case do not matter). */
+  recipients: string[];
+  subject?: string | null;
+  text?: string | null;
+  html?: string | null;
+  /** The template's own content, when the send uses one: an edited template makes another email. */
+  template?: { subject: string | null; text: string | null; html: string | null } | null;
+  /** The template's data (shared and own merged, as the message is rendered with it). */
+  data?: Record<string, unknown>;
+  attachments?: { filename: string; content: string; content_type?: string }[];
+}
+
+/**
+ * The content fingerprint of a send: SHA-256 over its config, the set of its recipients,
+ * subject, text, HTML, the template's content with its data, and the attachments (name, type
+ * and content). Rendering is deterministic, so equal inputs render equal messages; two
+ * requests that spell the same recipients differently (order, case, display names) are the
+ * same email.
+ *
+ * @example
+ * ```ts
+ * const a = contentFingerprint({ configId, recipients: ["A@x.org", "b@x.org"], subject: "Hi", text: "x" });
+ * const b = contentFingerprint({ configId, recipients: ["b@x.org", "a@x.org"], subject: "Hi", text: "x" });
+ * // a and b are equal: 32 bytes
+ * ```
+ */
+export function contentFingerprint(send: SendContent): Uint8Array {
+  const canonical = canonicalJson({
+    v: 1,
+    config: send.configId,
+    recipients: [...new Set(send.recipients.map(recipientKey))].sort(),
+    subject: send.subject ?? null,
+    text: send.text ?? null,
+    html: send.html ?? null,
+    template: send.template ?? null,
+    data: send.template ? send.data ?? {} : null,
+    attachments: (send.attachments ?? [])
+      .map((a) => [a.filename, a.content_type ?? null, sha256Hex(a.content.replace(/\s+/g, ""))])
+      .sort((x, y) => JSON.stringify(x) < JSON.stringify(y) ? -1 : 1),
+  });
+  return new Uint8Array(createHash("sha256").update(canonical).digest());
+}
+
+/**
+ * A fingerprint as a statement parameter: bytes, which postgres.js sends as a bytea (a string
+ * would be taken as the bytes of its characters).
+ */
+export function fingerprintParameter(fingerprint: Uint8Array): Buffer {
+  return Buffer.from(fingerprint);
+}
+
+/**
+ * With `allow_duplicate: true`, a send identical to a recent one goes anyway (its row records
+ * the message it repeats) for the rest of this transaction; otherwise nothing is sent and such
+ * a send is refused. The statement goes down the connection now, without waiting for its
+ * answer: the inserts after it in the transaction see the setting.
+ */
+export function allowDuplicates(tx: Tx, allow: boolean | undefined): void {
+  if (!allow) return;
+  // A failure aborts the transaction, and the statements after it say so.
+  tx`select set_config('mailroom.allow_duplicate', 'yes', true)`.execute().catch(() => {});
+}
+
+/** The message a duplicate repeats, as the 409's `details.duplicate_of` names it. */
+export interface EarlierSend {
+  id: string;
+  status: string;
+  message_id: string;
+  created_at: string;
+  scheduled_at: string | null;
+}
+
+/**
+ * The caller's recent messages through `configId` that these fingerprints repeat (what a dry
+ * run reports, and what send-bulk leaves out before queueing the rest), by fingerprint in hex.
+ */
+export async function earlierSends(
+  tx: Tx,
+  configId: string,
+  fingerprints: Uint8Array[],
+): Promise<Map<string, { earlier: EarlierSend; windowSeconds: number }>> {
+  const found = new Map<string, { earlier: EarlierSend; windowSeconds: number }>();
+  if (fingerprints.length === 0) return found;
+  const rows = await tx<{ fingerprint: string; earlier: EarlierSend; window_seconds: number }[]>`
+    select encode(d.fingerprint, 'hex') as fingerprint, d.earlier, d.window_seconds
+      from private.duplicate_sends(${configId}::uuid,
+                                   array(select decode(h, 'hex') from unnest(${fingerprints.map(hex)}::text[]) h)) d`;
+  for (const row of rows) found.set(row.fingerprint, { earlier: row.earlier, windowSeconds: row.window_seconds });
+  return found;
+}
+
+/**
+ * The refusal of a repeat, as the database words it for a send (409 `duplicate_send`): what a
+ * dry run reports.
+ */
+export function duplicateSendRefusal(
+  { earlier, windowSeconds }: { earlier: EarlierSend; windowSeconds: number },
+): { status: 409; code: "duplicate_send"; message: string; details: Record<string, unknown> } {
+  const accepted = ["scheduled", "queued", "pending_approval"].includes(earlier.status);
+  return {
+    status: 409,
+    code: "duplicate_send",
+    message:
+      `This exact email (same config, recipients, subject, body and attachments) was already ${
+        accepted ? "accepted" : "sent"
+      } at ${
+        new Date(earlier.created_at).toISOString().replace(/\.\d{3}Z$/, "Z")
+      } (message ${earlier.id}, status ${earlier.status}); ` +
+      "it was not sent again. Send it with allow_duplicate: true only if it should really go twice",
+    details: { duplicate_of: earlier, window_seconds: windowSeconds },
+  };
+}
+
+/** Lower-case hex of bytes. */
+export function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  return out;
+}
+
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** JSON with object keys sorted at every level, so equal values always hash alike. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_key, v) =>
+      v !== null && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
+        )
+        : v,
+  );
+}
