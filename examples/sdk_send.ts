@@ -1,5 +1,5 @@
-// The SDK in a few lines: send with a template, fall back when data is missing, queue a bulk
-// send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
+// The SDK in a few lines: send with a template, fall back when data is missing, see a repeat
+// refused, queue a bulk send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
 // { url, accessToken }.
 // Usage: MAILROOM_URL=http://127.0.0.1:54321 TOKEN=<user access token> npm run deno -- run -A examples/sdk_send.ts \
 //   jane@example.com ann@example.com bob@example.com
@@ -13,6 +13,11 @@ export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: 
     if (!(error instanceof MailroomError && error.code === "template_data_missing")) throw error;
     console.log("missing:", error.details.missing); // ["product", "login_url"]
     await mailroom.send({ to, subject: "Welcome!", text: "Hello Jane" });
+    // The same email again (an agent's retry after a timeout) within the config's window goes nowhere.
+    await mailroom.send({ to, subject: "Welcome!", text: "Hello Jane" }).catch((repeat) => {
+      if (!(repeat instanceof MailroomError && repeat.code === "duplicate_send")) throw repeat;
+      console.log("already sent:", repeat.details.duplicate_of); // {id, status: "sent", message_id, created_at}
+    });
   }
   const { batch_id } = await mailroom.bulk.send({ recipients, subject: "News", text: "Hello" });
   const progress = [];
