@@ -33,6 +33,24 @@ Deno.test("refusalAdvice: guardrail refusals say what to do, other codes are lef
     assert.match(advice, /do not switch to another config to get around the stop unless the user tells you to/);
   });
 
+  await t.step("duplicate_send says it already went, when, and not to send it again unless the user asks", () => {
+    const advice = refusalAdvice("duplicate_send", {
+      duplicate_of: { id: "6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44", status: "sent", created_at: "2026-12-07T09:12:03Z" },
+      window_seconds: 600,
+    })!;
+    assert.match(
+      advice,
+      /^This exact email was already sent at 2026-12-07T09:12:03Z \(message 6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44, status sent\)/,
+    );
+    assert.match(advice, /Do not send it again, reworded or otherwise, unless the user asks/);
+    assert.match(advice, /allow_duplicate: true/);
+    assert.match(
+      refusalAdvice("duplicate_send", { duplicate_of: { status: "scheduled" } })!,
+      /^This exact email was already accepted;/,
+    );
+    assert.match(refusalAdvice("duplicate_send")!, /^This exact email was already sent; it was not sent again\./);
+  });
+
   await t.step("other codes, none and inherited property names get nothing", () => {
     for (const code of ["template_data_missing", "rate_limited", undefined, "constructor", "__proto__", "toString"]) {
       assert.equal(refusalAdvice(code, {}), undefined, String(code));

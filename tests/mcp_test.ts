@@ -253,6 +253,34 @@ Deno.test({
         },
       );
 
+      await t.step("an agent's repeat of an email is refused with words that end the loop", async () => {
+        const owner = await stack.createUser();
+        await stack.createConfig(owner, { name: "work", port: smtp.port, security: "none", username: null });
+        const client = new ClientV2({ name: "test-v2", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+        await client.connect(new TransportV2(endpoint, auth(owner.token)));
+        const email = { to: "loop@example.com", subject: "Your invoice", text: "Attached." };
+        const first = await client.callTool({ name: "send_email", arguments: email }) as ToolResult;
+        assert.equal(first.isError, undefined, text(first));
+        const { id } = first.structuredContent as { id: string };
+        const again = await client.callTool({ name: "send_email", arguments: email }) as ToolResult;
+        assert.equal(again.isError, true, text(again));
+        assert.match(text(again), /^duplicate_send \(HTTP 409\): This exact email/);
+        assert.ok(text(again).includes(`(message ${id}, status sent)`), text(again));
+        assert.match(text(again), /Do not send it again, reworded or otherwise, unless the user asks/);
+        const bulk = await client.callTool({
+          name: "send_bulk_email",
+          arguments: {
+            recipients: ["loop@example.com", "new@example.com"],
+            subject: "Your invoice",
+            text: "Attached.",
+          },
+        }) as ToolResult;
+        assert.equal(bulk.isError, undefined, text(bulk));
+        assert.match(text(bulk), /^Queued 1 message\(s\) as batch .*; left out 1 entries that repeat an email already/);
+        assert.equal(smtp.messages().filter((m) => m.rcptTo.includes("loop@example.com")).length, 1);
+        await client.close();
+      });
+
       await t.step(
         "bulk, batch status, cancel, configs, templates, analytics and messages through the tools",
         async () => {
