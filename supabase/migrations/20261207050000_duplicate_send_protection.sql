@@ -180,21 +180,24 @@ begin
        and f.user_id = v_user and f.fingerprint = a.content_fingerprint
        and e.id = f.audit_id and f.expires_at > now() and private.send_may_go(e.status);
   end if;
-  select count(distinct a.content_fingerprint) into v_rows
-    from public.email_audit_log a where a.batch_id = p_batch_id and a.user_id = v_user and a.content_fingerprint is not null;
-  with claimed as (
-    insert into private.send_fingerprints as f (user_id, fingerprint, audit_id, expires_at)
-    select distinct on (a.content_fingerprint) v_user, a.content_fingerprint, a.id, now() + make_interval(secs => v_window)
+  -- One pass over the batch's rows: those to claim (one per fingerprint: with allow_duplicate
+  -- a batch may repeat itself), and how many of them were claimed.
+  with batch as materialized (
+    select distinct on (a.content_fingerprint) a.content_fingerprint, a.id
       from public.email_audit_log a
      where a.batch_id = p_batch_id and a.user_id = v_user and a.content_fingerprint is not null
-     order by a.content_fingerprint, a.created_at, a.id
+     order by a.content_fingerprint, a.id
+  ),
+  claimed as (
+    insert into private.send_fingerprints as f (user_id, fingerprint, audit_id, expires_at)
+    select v_user, b.content_fingerprint, b.id, now() + make_interval(secs => v_window) from batch b
     on conflict (user_id, fingerprint) do update
       set audit_id = excluded.audit_id, expires_at = excluded.expires_at
       where v_allow or f.expires_at <= now()
          or not exists (select 1 from public.email_audit_log e where e.id = f.audit_id and private.send_may_go(e.status))
     returning 1
   )
-  select count(*) into v_claimed from claimed;
+  select (select count(*) from batch), (select count(*) from claimed) into v_rows, v_claimed;
   if v_claimed < v_rows then
     select e.* into v_earlier
       from public.email_audit_log a

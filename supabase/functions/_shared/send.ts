@@ -230,11 +230,13 @@ function fingerprintOf(
   return contentFingerprint({
     configId,
     recipients: message.envelope.to,
-    subject: req.subject,
-    text: req.text,
-    html: req.html,
-    template: template && { subject: template.subject, text: template.text, html: template.html },
-    data: req.data,
+    content: {
+      subject: req.subject,
+      text: req.text,
+      html: req.html,
+      template: template && { subject: template.subject, text: template.text, html: template.html },
+    },
+    data: template ? req.data : undefined,
     attachments: req.attachments,
   });
 }

@@ -19,14 +19,33 @@ export interface SendContent {
   configId: string;
   /** Every recipient: to, cc and bcc (order and case do not matter). */
   recipients: string[];
+  /** Its subject, bodies and template, or their {@linkcode contentDigest} (a batch shares one). */
+  content: MessageContent | string;
+  /** The template's data (shared and own merged, as the message is rendered with it). */
+  data?: Record<string, unknown>;
+  attachments?: { filename: string; content: string; content_type?: string }[];
+}
+
+/** What a message says, apart from its recipients and its template's data. */
+export interface MessageContent {
   subject?: string | null;
   text?: string | null;
   html?: string | null;
   /** The template's own content, when the send uses one: an edited template makes another email. */
   template?: { subject: string | null; text: string | null; html: string | null } | null;
-  /** The template's data (shared and own merged, as the message is rendered with it). */
-  data?: Record<string, unknown>;
-  attachments?: { filename: string; content: string; content_type?: string }[];
+}
+
+/**
+ * The digest of a message's subject, bodies and template: computed once for the content a
+ * batch's recipients share, rather than hashing a template's HTML 10,000 times.
+ */
+export function contentDigest(content: MessageContent): string {
+  return sha256Hex(canonicalJson({
+    subject: content.subject ?? null,
+    text: content.text ?? null,
+    html: content.html ?? null,
+    template: content.template ?? null,
+  }));
 }
 
 /**
@@ -38,21 +57,20 @@ export interface SendContent {
  *
  * @example
  * ```ts
- * const a = contentFingerprint({ configId, recipients: ["A@x.org", "b@x.org"], subject: "Hi", text: "x" });
- * const b = contentFingerprint({ configId, recipients: ["b@x.org", "a@x.org"], subject: "Hi", text: "x" });
+ * const content = { subject: "Hi", text: "x" };
+ * const a = contentFingerprint({ configId, recipients: ["A@x.org", "b@x.org"], content });
+ * const b = contentFingerprint({ configId, recipients: ["b@x.org", "a@x.org"], content: contentDigest(content) });
  * // a and b are equal: 32 bytes
  * ```
  */
 export function contentFingerprint(send: SendContent): Uint8Array {
+  const templated = typeof send.content === "string" ? send.data !== undefined : Boolean(send.content.template);
   const canonical = canonicalJson({
     v: 1,
     config: send.configId,
     recipients: [...new Set(send.recipients.map(recipientKey))].sort(),
-    subject: send.subject ?? null,
-    text: send.text ?? null,
-    html: send.html ?? null,
-    template: send.template ?? null,
-    data: send.template ? send.data ?? {} : null,
+    content: typeof send.content === "string" ? send.content : contentDigest(send.content),
+    data: templated ? send.data ?? {} : null,
     attachments: (send.attachments ?? [])
       .map((a) => [a.filename, a.content_type ?? null, sha256Hex(a.content.replace(/\s+/g, ""))])
       .sort((x, y) => JSON.stringify(x) < JSON.stringify(y) ? -1 : 1),

@@ -45,6 +45,7 @@ import { type DryRunMessage, dryRunOf } from "../send.ts";
 import { findTemplate, type StoredTemplate } from "../store/templates.ts";
 import {
   allowDuplicates,
+  contentDigest,
   contentFingerprint,
   duplicateSendRefusal,
   type EarlierSend,
@@ -427,6 +428,13 @@ async function planRecipients(
   }
 
   const required = template ? requiredVariables(template) : [];
+  // What every recipient's message says alike, digested once (see _shared/duplicates).
+  const shared = contentDigest({
+    subject: req.subject,
+    text: req.text,
+    html: req.html,
+    template: template && { subject: template.subject, text: template.text, html: template.html },
+  });
   const seen = new Map<string, { index: number; data: string }>();
   const rows: PlannedRow[] = [];
   for (const [index, entry] of entries.entries()) {
@@ -457,10 +465,7 @@ async function planRecipients(
       entry: index,
       content: {
         recipients: [recipient.to.address],
-        subject: req.subject,
-        text: req.text,
-        html: req.html,
-        template: template && { subject: template.subject, text: template.text, html: template.html },
+        content: shared,
         data: template ? { ...req.data, ...recipient.data } : undefined,
       },
     });
@@ -594,11 +599,13 @@ async function planMessages(
       entry: index,
       content: {
         recipients: [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address),
-        subject: request.subject,
-        text: request.text,
-        html: request.html,
-        template: template && { subject: template.subject, text: template.text, html: template.html },
-        data: request.data,
+        content: {
+          subject: request.subject,
+          text: request.text,
+          html: request.html,
+          template: template && { subject: template.subject, text: template.text, html: template.html },
+        },
+        data: template ? request.data : undefined,
         attachments: request.attachments,
       },
     });
