@@ -138,6 +138,42 @@ Deno.test({
         assert.equal(copies("burst-1"), 1);
       });
 
+      await t.step("10 identical send-bulk requests, and send-email beside them, at once: one mail", async () => {
+        const { user } = await setup();
+        const batch = { messages: [{ to: "race@example.com", subject: "race-1", text: "Hello" }] };
+        const answers = await Promise.all([
+          ...Array.from({ length: 10 }, () => call(user.token, "send-bulk", batch)),
+          ...Array.from({ length: 5 }, () => call(user.token, "send-email", batch.messages[0])),
+        ]);
+        const statuses = answers.map((res) => res.status);
+        await Promise.all(answers.map((res) => res.body?.cancel()));
+        assert.equal(statuses.filter((s) => s === 200 || s === 202).length, 1, JSON.stringify(statuses));
+        assert.equal(statuses.filter((s) => s === 409).length, 14, JSON.stringify(statuses));
+        await stack.drainOutbox();
+        assert.equal(copies("race-1"), 1);
+      });
+
+      await t.step("a lowered window applies at once; at 0 a batch may repeat itself", async () => {
+        const { user, config } = await setup();
+        const email = { to: "low@example.com", subject: "lowered-1", text: "Hello" };
+        assert.equal((await call(user.token, "send-email", email)).status, 200);
+        await refusal(await call(user.token, "send-email", email));
+        assert.equal(
+          (await call(user.token, `smtp-configs/${config}`, { duplicate_window_seconds: 1 }, "PATCH")).status,
+          200,
+        );
+        // Two seconds later, as far as the window is concerned (the fingerprint was held for 600).
+        await stack.sql`update private.send_fingerprints set claimed_at = claimed_at - interval '2 seconds'
+                         where user_id = ${user.id}`;
+        assert.equal((await call(user.token, "send-email", email)).status, 200);
+        assert.equal(
+          (await call(user.token, `smtp-configs/${config}`, { duplicate_window_seconds: 0 }, "PATCH")).status,
+          200,
+        );
+        const twice = await call(user.token, "send-bulk", { messages: [email, email] });
+        assert.equal((await body<{ queued: number }>(twice)).queued, 2);
+      });
+
       await t.step("a send that failed leaves the email free to be sent again", async () => {
         const { user } = await setup();
         const email = { to: "gone@example.com", subject: "failed-1", text: "Hello" };
@@ -247,9 +283,17 @@ Deno.test({
         ]);
         // A send-email of one of them is a repeat too.
         await refusal(await call(user.token, "send-email", message("k3@example.com")));
-        // Every entry a repeat: 409, nothing queued.
+        // Every entry a repeat: 409, nothing queued; a dry run says it would be refused.
         const none = await call(user.token, "send-bulk", { messages: [message("k1@example.com")] });
         assert.equal((await refusal(none)).details.duplicate_of, undefined);
+        const dry = await call(user.token, "send-bulk", { messages: [message("k1@example.com")], dry_run: true });
+        assert.equal(dry.status, 200);
+        const report = await body<{ outcome: string; count: number; refusal: { code: string } }>(dry);
+        assert.deepEqual([report.outcome, report.count, report.refusal.code], [
+          "would_be_refused",
+          0,
+          "duplicate_send",
+        ]);
         // allow_duplicate queues them all again.
         const forced = await call(user.token, "send-bulk", {
           messages: [message("k1@example.com"), message("k1@example.com")],

@@ -44,6 +44,9 @@ create table private.send_fingerprints (
   user_id uuid not null references auth.users (id) on delete cascade,
   fingerprint bytea not null,
   audit_id uuid not null,
+  -- Held while claimed_at + the config's window (as it is now: a window lowered applies at once)
+  -- is ahead; expires_at (the window when claimed) is when the cleanup may forget it.
+  claimed_at timestamptz not null default now(),
   expires_at timestamptz not null,
   primary key (user_id, fingerprint)
 );
@@ -92,9 +95,37 @@ begin
 end
 $$;
 
+-- The message that holds a user's fingerprint now, or null: the fingerprint's row locked (a
+-- claim in flight is waited for), then the holder read afresh (each statement of a volatile
+-- function sees what committed before it, so a holder that committed meanwhile is seen).
+create function private.fingerprint_holder(p_user_id uuid, p_fingerprint bytea, p_window integer)
+returns public.email_audit_log
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_held private.send_fingerprints;
+  v_holder public.email_audit_log;
+begin
+  select * into v_held from private.send_fingerprints f
+   where f.user_id = p_user_id and f.fingerprint = p_fingerprint
+     for update;
+  if not found or v_held.expires_at <= now() or v_held.claimed_at + make_interval(secs => p_window) <= now() then
+    return null;
+  end if;
+  select * into v_holder from public.email_audit_log a where a.id = v_held.audit_id;
+  if v_holder.id is null or not private.send_may_go(v_holder.status) then
+    return null;
+  end if;
+  return v_holder;
+end
+$$;
+
 -- Before a row is inserted: hold its fingerprint for the config's window, or refuse it as a
 -- duplicate of the message that holds it (`mailroom.allow_duplicate` = 'yes' in the
--- transaction: take the fingerprint over and record which message it repeats).
+-- transaction: take the fingerprint over and record which message it repeats). Only a row
+-- its own user inserts is checked: the claims are the caller's, and an insert in someone
+-- else's name (which RLS refuses after this trigger) must learn nothing of their mail.
 create function private.claim_send_fingerprint()
 returns trigger
 language plpgsql
@@ -103,13 +134,13 @@ set search_path = ''
 as $$
 declare
   v_window integer;
-  v_held private.send_fingerprints;
-  v_earlier public.email_audit_log;
+  v_holder public.email_audit_log;
 begin
-  if new.content_fingerprint is null then
+  if new.content_fingerprint is null or new.user_id is distinct from (select auth.uid()) then
     return new;
   end if;
-  select c.duplicate_window_seconds into v_window from public.user_smtp_configs c where c.id = new.config_id;
+  select c.duplicate_window_seconds into v_window
+    from public.user_smtp_configs c where c.id = new.config_id and c.user_id = new.user_id;
   if coalesce(v_window, 0) = 0 then
     return new;
   end if;
@@ -121,20 +152,17 @@ begin
       return new;
     end if;
     -- Held already (by a transaction that has committed by now: the insert waited for it).
-    select * into v_held from private.send_fingerprints f
-     where f.user_id = new.user_id and f.fingerprint = new.content_fingerprint
-       for update;
-    -- Gone meanwhile (the cleanup): try again.
-    continue when not found;
-    select * into v_earlier from public.email_audit_log a where a.id = v_held.audit_id;
-    if v_held.expires_at > now() and v_earlier.id is not null and private.send_may_go(v_earlier.status) then
+    continue when not exists (
+      select 1 from private.send_fingerprints f where f.user_id = new.user_id and f.fingerprint = new.content_fingerprint);
+    v_holder := private.fingerprint_holder(new.user_id, new.content_fingerprint, v_window);
+    if v_holder.id is not null then
       if coalesce(current_setting('mailroom.allow_duplicate', true), '') <> 'yes' then
-        perform private.duplicate_send_error(v_earlier, v_window);
+        perform private.duplicate_send_error(v_holder, v_window);
       end if;
-      new.duplicate_of := v_earlier.id;
+      new.duplicate_of := v_holder.id;
     end if;
     update private.send_fingerprints f
-       set audit_id = new.id, expires_at = now() + make_interval(secs => v_window)
+       set audit_id = new.id, claimed_at = now(), expires_at = now() + make_interval(secs => v_window)
      where f.user_id = new.user_id and f.fingerprint = new.content_fingerprint;
     return new;
   end loop;
@@ -152,7 +180,8 @@ create trigger email_audit_log_refuse_duplicates
 -- has left out the entries that repeat a recent message or an earlier entry (private.duplicate_sends);
 -- one that became a repeat since (an identical send committed meanwhile) refuses the whole batch
 -- with 409 duplicate_send, naming the message. With `mailroom.allow_duplicate` = 'yes' every row
--- takes its fingerprint over and records the message it repeats.
+-- takes its fingerprint over and records the message it repeats. The fingerprints nobody holds
+-- are claimed in one statement; each one held already is looked at on its own (rare), afresh.
 create function private.claim_batch_fingerprints(p_batch_id uuid)
 returns integer
 language plpgsql
@@ -163,51 +192,53 @@ declare
   v_user uuid := (select auth.uid());
   v_window integer;
   v_allow boolean := coalesce(current_setting('mailroom.allow_duplicate', true), '') = 'yes';
-  v_rows integer;
-  v_claimed integer;
-  v_earlier public.email_audit_log;
+  v_fingerprints bytea[];
+  v_ids uuid[];
+  v_held_fingerprints bytea[];
+  v_held_ids uuid[];
+  v_holder public.email_audit_log;
 begin
   select c.duplicate_window_seconds into v_window
-    from public.email_batches b join public.user_smtp_configs c on c.id = b.config_id
+    from public.email_batches b join public.user_smtp_configs c on c.id = b.config_id and c.user_id = b.user_id
    where b.id = p_batch_id and b.user_id = v_user;
   if coalesce(v_window, 0) = 0 then
     return 0;
   end if;
-  if v_allow then
-    update public.email_audit_log a set duplicate_of = f.audit_id
-      from private.send_fingerprints f, public.email_audit_log e
-     where a.batch_id = p_batch_id and a.user_id = v_user
-       and f.user_id = v_user and f.fingerprint = a.content_fingerprint
-       and e.id = f.audit_id and f.expires_at > now() and private.send_may_go(e.status);
-  end if;
-  -- One pass over the batch's rows: those to claim (one per fingerprint: with allow_duplicate
-  -- a batch may repeat itself), and how many of them were claimed.
-  with batch as materialized (
-    select distinct on (a.content_fingerprint) a.content_fingerprint, a.id
-      from public.email_audit_log a
-     where a.batch_id = p_batch_id and a.user_id = v_user and a.content_fingerprint is not null
-     order by a.content_fingerprint, a.id
+  -- One row per fingerprint (with allow_duplicate a batch may repeat itself).
+  select coalesce(array_agg(r.content_fingerprint), '{}'), coalesce(array_agg(r.id), '{}')
+    into v_fingerprints, v_ids
+    from (select distinct on (a.content_fingerprint) a.content_fingerprint, a.id
+            from public.email_audit_log a
+           where a.batch_id = p_batch_id and a.user_id = v_user and a.content_fingerprint is not null
+           order by a.content_fingerprint, a.id) r;
+  -- Those nobody holds, claimed at once; the ones held already, kept aside.
+  with source as (
+    select u.fingerprint, u.id from unnest(v_fingerprints, v_ids) as u (fingerprint, id)
   ),
   claimed as (
-    insert into private.send_fingerprints as f (user_id, fingerprint, audit_id, expires_at)
-    select v_user, b.content_fingerprint, b.id, now() + make_interval(secs => v_window) from batch b
-    on conflict (user_id, fingerprint) do update
-      set audit_id = excluded.audit_id, expires_at = excluded.expires_at
-      where v_allow or f.expires_at <= now()
-         or not exists (select 1 from public.email_audit_log e where e.id = f.audit_id and private.send_may_go(e.status))
-    returning 1
+    insert into private.send_fingerprints (user_id, fingerprint, audit_id, expires_at)
+    select v_user, s.fingerprint, s.id, now() + make_interval(secs => v_window) from source s
+    on conflict do nothing
+    returning fingerprint
   )
-  select (select count(*) from batch), (select count(*) from claimed) into v_rows, v_claimed;
-  if v_claimed < v_rows then
-    select e.* into v_earlier
-      from public.email_audit_log a
-      join private.send_fingerprints f on f.user_id = v_user and f.fingerprint = a.content_fingerprint
-      join public.email_audit_log e on e.id = f.audit_id
-     where a.batch_id = p_batch_id and a.user_id = v_user and e.batch_id is distinct from p_batch_id
-     limit 1;
-    perform private.duplicate_send_error(v_earlier, v_window);
-  end if;
-  return v_claimed;
+  select coalesce(array_agg(s.fingerprint), '{}'), coalesce(array_agg(s.id), '{}')
+    into v_held_fingerprints, v_held_ids
+    from source s where not exists (select 1 from claimed c where c.fingerprint = s.fingerprint);
+  for v_at in 1 .. cardinality(v_held_fingerprints) loop
+    v_holder := private.fingerprint_holder(v_user, v_held_fingerprints[v_at], v_window);
+    if v_holder.id is not null then
+      if not v_allow then
+        perform private.duplicate_send_error(v_holder, v_window);
+      end if;
+      update public.email_audit_log a set duplicate_of = v_holder.id where a.id = v_held_ids[v_at];
+    end if;
+    -- Free, or taken over (a fingerprint the cleanup forgot meanwhile is claimed afresh).
+    insert into private.send_fingerprints (user_id, fingerprint, audit_id, expires_at)
+    values (v_user, v_held_fingerprints[v_at], v_held_ids[v_at], now() + make_interval(secs => v_window))
+    on conflict (user_id, fingerprint) do update
+      set audit_id = excluded.audit_id, claimed_at = now(), expires_at = excluded.expires_at;
+  end loop;
+  return cardinality(v_fingerprints);
 end
 $$;
 
@@ -231,6 +262,7 @@ as $$
      and c.user_id = (select auth.uid())
      and c.duplicate_window_seconds > 0
      and f.expires_at > now()
+     and f.claimed_at + make_interval(secs => c.duplicate_window_seconds) > now()
      and private.send_may_go(a.status)
 $$;
 
@@ -259,6 +291,7 @@ begin
   select a.* into v_earlier
     from private.send_fingerprints f join public.email_audit_log a on a.id = f.audit_id
    where f.user_id = (select auth.uid()) and f.fingerprint = p_fingerprint and f.expires_at > now()
+     and f.claimed_at + make_interval(secs => v_window) > now()
      and private.send_may_go(a.status);
   if found then
     perform private.duplicate_send_error(v_earlier, v_window);
@@ -276,16 +309,19 @@ as $$
 declare
   v_forgotten integer;
 begin
+  -- Never waiting for a row a send holds locked (nor deadlocking with one): what is locked
+  -- now is forgotten next time.
   delete from private.send_fingerprints f
    where f.ctid = any (array(
-     select g.ctid from private.send_fingerprints g where g.expires_at <= now() limit 10000));
+     select g.ctid from private.send_fingerprints g where g.expires_at <= now() limit 10000
+        for update skip locked));
   get diagnostics v_forgotten = row_count;
   return v_forgotten;
 end
 $$;
 
 revoke all on function private.send_may_go(text), private.duplicate_send_error(public.email_audit_log, integer),
-  private.claim_send_fingerprint(), private.claim_batch_fingerprints(uuid), private.duplicate_sends(uuid, bytea[]),
+  private.fingerprint_holder(uuid, bytea, integer), private.claim_send_fingerprint(), private.claim_batch_fingerprints(uuid), private.duplicate_sends(uuid, bytea[]),
   private.refuse_duplicate_send(uuid, bytea), private.forget_expired_send_fingerprints()
   from public, anon, authenticated;
 -- What send-email and send-bulk call in the user's session; the rest runs inside them.

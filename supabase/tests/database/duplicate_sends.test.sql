@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(17);
+select plan(18);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -29,6 +29,11 @@ select ok((select relrowsecurity from pg_class where oid = 'private.send_fingerp
   'the fingerprints table has RLS on');
 
 set local role authenticated;
+-- Bob sent an email (he holds its fingerprint).
+set local request.jwt.claims to '{"sub":"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb","role":"authenticated"}';
+insert into public.email_audit_log (config_id, from_email, to_addresses, status, payload, content_fingerprint)
+values ('b1b1b1b1-0000-4000-8000-000000000001', 'bob@b.example', array['q@example.test'], 'queued', '{}',
+        sha256('bobs'));
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
 
 select throws_ok($$select * from private.send_fingerprints$$, '42501', null, 'a user cannot read the fingerprints');
@@ -85,6 +90,15 @@ select throws_ok(
             '\x01')$$,
   '23514', null, 'a fingerprint is 32 bytes');
 
+-- An insert in Bob's name (which RLS refuses) learns nothing of his mail: the check is skipped
+-- for a row that is not the caller's, and the policy refuses it.
+select throws_ok(
+  $$insert into public.email_audit_log (user_id, config_id, from_email, to_addresses, status, payload,
+                                        content_fingerprint)
+    values ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'b1b1b1b1-0000-4000-8000-000000000001', 'bob@b.example',
+            array['q@example.test'], 'queued', '{}', sha256('bobs'))$$,
+  '42501', null, 'a row in another user''s name is refused by RLS, not answered with their message');
+
 -- Bob's identical email is his own.
 set local request.jwt.claims to '{"sub":"bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb","role":"authenticated"}';
 select lives_ok(
@@ -100,7 +114,7 @@ select is(
 reset role;
 update private.send_fingerprints set expires_at = now() - interval '1 second'
  where user_id = 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
-select is(private.forget_expired_send_fingerprints(), 1, 'the cleanup forgets expired fingerprints only');
+select is(private.forget_expired_send_fingerprints(), 2, 'the cleanup forgets expired fingerprints only');
 
 select * from finish();
 rollback;

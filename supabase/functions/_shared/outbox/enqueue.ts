@@ -198,11 +198,15 @@ export async function enqueueBulk(
     }
     // The same email as a recent message, or as an earlier entry, is left out (and reported)
     // unless the caller wants repeats; the rest go.
+    // (A config whose duplicate window is 0 checks nothing, not even within the request.)
     for (const row of plan.rows) row.fingerprint = hex(contentFingerprint({ configId: config.id, ...row.content }));
-    if (!req.allow_duplicate) {
+    if (!req.allow_duplicate && config.duplicate_window_seconds > 0) {
       const repeats = await leaveOutDuplicates(tx, config.id, plan);
-      if (plan.rows.length === 0) throw everyEntryRepeats(repeats);
       errors.list = [...errors.list, ...repeats].sort((a, b) => a.index - b.index);
+      if (plan.rows.length === 0) {
+        if (req.dry_run) return everyEntryRepeatsDryRun(errors.list, repeats);
+        throw everyEntryRepeats(repeats);
+      }
     }
     if (req.dry_run) return await dryRunBulk(ctx, tx, config, plan, errors.list);
     // The owner's guardrails, for every recipient of the request at once: a stop, a denied
@@ -716,6 +720,19 @@ function everyEntryRepeats(repeats: EntryError[]): ApiError {
     }; nothing was queued. Send with allow_duplicate: true only if they should really go again`,
     { entries: repeats.slice(0, MAX_LISTED_ERRORS) },
   );
+}
+
+/** A dry run of a batch every entry of which repeats something: it would be refused, as the send would. */
+function everyEntryRepeatsDryRun(skipped: EntryError[], repeats: EntryError[]): BulkDryRun {
+  const refusal = everyEntryRepeats(repeats);
+  return {
+    dry_run: true,
+    outcome: "would_be_refused",
+    refusal: { status: refusal.status, code: refusal.code, message: refusal.message, details: refusal.details },
+    count: 0,
+    samples: [],
+    skipped,
+  };
 }
 
 function fromHex(text: string): Uint8Array {

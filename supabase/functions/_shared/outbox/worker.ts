@@ -150,15 +150,19 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   };
   run.recorder = createRecorder(run);
   run.marker = createMarker(run);
-  // Sends nobody approved in time end as expired, unsent, and fingerprints past their
-  // duplicate window are forgotten, in the same round trip.
+  // Sends nobody approved in time end as expired, unsent, in the same round trip.
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`
-    select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired,
-           private.forget_expired_send_fingerprints() as forgotten`;
+    select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
+  // Fingerprints past their duplicate window are forgotten meanwhile (never in the sends' way:
+  // a failure here is logged, and the run goes on).
+  const forgetting = ctx.sql`select private.forget_expired_send_fingerprints()`.catch((error) =>
+    logError("could not forget expired send fingerprints", error)
+  );
   run.report.swept = swept;
   try {
     await runLanes(run);
   } finally {
+    await forgetting;
     await run.recorder.settled();
     if (run.pool !== ctx.smtpPool) run.pool.close();
     // What is still claimed and not started goes back now, not when its lease runs out (a
