@@ -21,7 +21,7 @@ try {
   const send = async () => {
     const res = await stack.invoke("send-email", {
       token: user.token,
-      body: { to: "r@example.com", subject: "s", text: "x" },
+      body: { to: "r@example.com", subject: `s ${crypto.randomUUID()}`, text: "x" },
     });
     if (res.status !== 200) throw new Error(`${res.status} ${await res.text()}`);
     await res.body?.cancel();
