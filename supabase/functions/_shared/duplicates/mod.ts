@@ -40,12 +40,13 @@ export interface MessageContent {
  * batch's recipients share, rather than hashing a template's HTML 10,000 times.
  */
 export function contentDigest(content: MessageContent): string {
-  return sha256Hex(canonicalJson({
-    subject: content.subject ?? null,
-    text: content.text ?? null,
-    html: content.html ?? null,
-    template: content.template ?? null,
-  }));
+  const template = content.template;
+  return sha256Hex(JSON.stringify([
+    content.subject ?? null,
+    content.text ?? null,
+    content.html ?? null,
+    template ? [template.subject, template.text, template.html] : null,
+  ]));
 }
 
 /**
@@ -65,16 +66,17 @@ export function contentDigest(content: MessageContent): string {
  */
 export function contentFingerprint(send: SendContent): Uint8Array {
   const templated = typeof send.content === "string" ? send.data !== undefined : Boolean(send.content.template);
-  const canonical = canonicalJson({
-    v: 1,
-    config: send.configId,
-    recipients: [...new Set(send.recipients.map(recipientKey))].sort(),
-    content: typeof send.content === "string" ? send.content : contentDigest(send.content),
-    data: templated ? send.data ?? {} : null,
-    attachments: (send.attachments ?? [])
+  // A fixed shape, written as an array: only the data's keys need sorting.
+  const canonical = JSON.stringify([
+    1,
+    send.configId,
+    [...new Set(send.recipients.map(recipientKey))].sort(),
+    typeof send.content === "string" ? send.content : contentDigest(send.content),
+    templated ? sortedKeys(send.data ?? {}) : null,
+    (send.attachments ?? [])
       .map((a) => [a.filename, a.content_type ?? null, sha256Hex(a.content.replace(/\s+/g, ""))])
       .sort((x, y) => JSON.stringify(x) < JSON.stringify(y) ? -1 : 1),
-  });
+  ]);
   return new Uint8Array(createHash("sha256").update(canonical).digest());
 }
 
@@ -150,24 +152,18 @@ export function duplicateSendRefusal(
 
 /** Lower-case hex of bytes. */
 export function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
-  return out;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
 
 function sha256Hex(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-/** JSON with object keys sorted at every level, so equal values always hash alike. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(
-    value,
-    (_key, v) =>
-      v !== null && typeof v === "object" && !Array.isArray(v)
-        ? Object.fromEntries(
-          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
-        )
-        : v,
-  );
+/** A value with every object's keys in sorted order, so equal data always serialises alike. */
+function sortedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  if (value === null || typeof value !== "object") return value;
+  const sorted: Record<string, unknown> = {};
+  for (const key of Object.keys(value).sort()) sorted[key] = sortedKeys((value as Record<string, unknown>)[key]);
+  return sorted;
 }
