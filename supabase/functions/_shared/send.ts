@@ -52,6 +52,7 @@ import {
   duplicateSendRefusal,
   earlierSends,
   fingerprintParameter,
+  requestContent,
 } from "./duplicates/mod.ts";
 
 /** The 200 response of a send: at least one recipient accepted. */
@@ -227,18 +228,7 @@ function fingerprintOf(
   req: SendEmailRequest,
   { message, template }: { message: BuiltMessage; template?: StoredTemplate },
 ): Uint8Array {
-  return contentFingerprint({
-    configId,
-    recipients: message.envelope.to,
-    content: {
-      subject: req.subject,
-      text: req.text,
-      html: req.html,
-      template: template && { subject: template.subject, text: template.text, html: template.html },
-    },
-    data: template ? req.data : undefined,
-    attachments: req.attachments,
-  });
+  return contentFingerprint({ configId, recipients: message.envelope.to, ...requestContent(req, template) });
 }
 
 /** What the audit row records (see private.record_email_outcome). */

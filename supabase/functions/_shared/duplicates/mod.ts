@@ -32,7 +32,36 @@ export interface MessageContent {
   text?: string | null;
   html?: string | null;
   /** The template's own content, when the send uses one: an edited template makes another email. */
-  template?: { subject: string | null; text: string | null; html: string | null } | null;
+  template?: TemplateContent | null;
+}
+
+/** A template as a fingerprint takes it: its own content (an edited template makes another email). */
+type TemplateContent = { subject: string | null; text: string | null; html: string | null };
+
+/**
+ * What a send-email request (or a send-bulk message) says, its recipients and config aside: its
+ * subject and bodies, the template's content, the data it is rendered with, the attachments.
+ */
+export function requestContent(
+  req: {
+    subject?: string;
+    text?: string;
+    html?: string;
+    data?: Record<string, unknown>;
+    attachments?: SendContent["attachments"];
+  },
+  template?: TemplateContent,
+): Omit<SendContent, "configId" | "recipients"> & { content: MessageContent } {
+  return {
+    content: {
+      subject: req.subject,
+      text: req.text,
+      html: req.html,
+      template: template && { subject: template.subject, text: template.text, html: template.html },
+    },
+    data: template ? req.data : undefined,
+    attachments: req.attachments,
+  };
 }
 
 /**

@@ -51,6 +51,7 @@ import {
   type EarlierSend,
   earlierSends,
   hex,
+  requestContent,
   type SendContent,
 } from "../duplicates/mod.ts";
 import { type BulkLimits, MAX_BATCH_CONTENT_BYTES, MAX_ENTRY_DATA_BYTES, MAX_LISTED_ERRORS } from "./limits.ts";
@@ -433,12 +434,7 @@ async function planRecipients(
 
   const required = template ? requiredVariables(template) : [];
   // What every recipient's message says alike, digested once (see _shared/duplicates).
-  const shared = contentDigest({
-    subject: req.subject,
-    text: req.text,
-    html: req.html,
-    template: template && { subject: template.subject, text: template.text, html: template.html },
-  });
+  const shared = contentDigest(requestContent(req, template).content);
   const seen = new Map<string, { index: number; data: string }>();
   const rows: PlannedRow[] = [];
   for (const [index, entry] of entries.entries()) {
@@ -603,14 +599,7 @@ async function planMessages(
       entry: index,
       content: {
         recipients: [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address),
-        content: {
-          subject: request.subject,
-          text: request.text,
-          html: request.html,
-          template: template && { subject: template.subject, text: template.text, html: template.html },
-        },
-        data: template ? request.data : undefined,
-        attachments: request.attachments,
+        ...requestContent(request, template),
       },
     });
   }
