@@ -96,6 +96,15 @@ Deno.test({
         const [row] = await stack.sql<{ duplicate_of: string }[]>`
           select duplicate_of from public.email_audit_log where id = ${repeat.id}`;
         assert.equal(row.duplicate_of, first.id);
+        // The message view says so too.
+        const view = await body<{ duplicate_of: string | null }>(
+          await call(user.token, `send-email/${repeat.id}`, undefined, "GET"),
+        );
+        assert.equal(view.duplicate_of, first.id);
+        const original = await body<{ duplicate_of: string | null }>(
+          await call(user.token, `send-email/${first.id}`, undefined, "GET"),
+        );
+        assert.equal(original.duplicate_of, null);
         assert.equal(copies("allowed-1"), 2);
         // The window now runs from the newest: a third without the flag names it.
         assert.equal((await refusal(await call(user.token, "send-email", email))).details.duplicate_of.id, repeat.id);

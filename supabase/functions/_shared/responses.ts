@@ -360,6 +360,9 @@ export const message = z.strictObject({
   config: z.strictObject({ id: uuid, name: z.string().nullable() }).nullable(),
   template_id: uuid.nullable(),
   agent_context: z.record(z.string(), z.unknown()).nullable(),
+  duplicate_of: uuid.nullable().describe(
+    "The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send)",
+  ),
   waiting: z.strictObject({
     reason: z.string().describe(
       "set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due",

@@ -1617,6 +1617,8 @@ export interface components {
             agent_context: {
                 [key: string]: unknown;
             } | null;
+            /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
+            duplicate_of: string | null;
             /** @description Why a queued or scheduled message waits; null otherwise */
             waiting: {
                 /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
@@ -1663,6 +1665,8 @@ export interface components {
                 agent_context: {
                     [key: string]: unknown;
                 } | null;
+                /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
+                duplicate_of: string | null;
                 /** @description Why a queued or scheduled message waits; null otherwise */
                 waiting: {
                     /** @description set_aside, config_paused, server_pushed_back, rate_limited, deferred_by_server, scheduled or due */
