@@ -52,6 +52,7 @@ import {
   duplicateSendRefusal,
   earlierSends,
   fingerprintParameter,
+  hex,
   requestContent,
 } from "./duplicates/mod.ts";
 
@@ -784,7 +785,7 @@ export async function dryRunEmail(ctx: AppContext, claims: UserClaims, req: Send
     const composed = await compose(ctx, tx, config, req);
     let verdict = await guardrailVerdict(tx, config.id, composed.message.envelope.to);
     if (verdict.outcome !== "would_be_refused" && !req.allow_duplicate) {
-      const [repeat] = (await earlierSends(tx, config.id, [fingerprintOf(config.id, req, composed)])).values();
+      const [repeat] = (await earlierSends(tx, config.id, [hex(fingerprintOf(config.id, req, composed))])).values();
       if (repeat) verdict = { outcome: "would_be_refused", refusal: duplicateSendRefusal(repeat) };
     }
     return { dry_run: true as const, ...verdict, message: await dryRunMessage(tx, composed.message, req) };

@@ -145,14 +145,14 @@ export interface EarlierSend {
 export async function earlierSends(
   tx: Tx,
   configId: string,
-  fingerprints: Uint8Array[],
+  fingerprints: string[],
 ): Promise<Map<string, { earlier: EarlierSend; windowSeconds: number }>> {
   const found = new Map<string, { earlier: EarlierSend; windowSeconds: number }>();
   if (fingerprints.length === 0) return found;
   const rows = await tx<{ fingerprint: string; earlier: EarlierSend; window_seconds: number }[]>`
     select encode(d.fingerprint, 'hex') as fingerprint, d.earlier, d.window_seconds
       from private.duplicate_sends(${configId}::uuid,
-                                   array(select decode(h, 'hex') from unnest(${fingerprints.map(hex)}::text[]) h)) d`;
+                                   array(select decode(h, 'hex') from unnest(${fingerprints}::text[]) h)) d`;
   for (const row of rows) found.set(row.fingerprint, { earlier: row.earlier, windowSeconds: row.window_seconds });
   return found;
 }

@@ -683,7 +683,7 @@ async function leaveOutDuplicates(tx: Tx, configId: string, plan: BatchPlan): Pr
       duplicate_of: { entry: earlier },
     });
   }
-  const recent = await earlierSends(tx, configId, kept.map((row) => fromHex(row.fingerprint!)));
+  const recent = await earlierSends(tx, configId, kept.map((row) => row.fingerprint!));
   plan.rows = kept.filter((row) => {
     const repeat = recent.get(row.fingerprint!);
     if (!repeat) return true;
@@ -722,10 +722,6 @@ function everyEntryRepeatsDryRun(skipped: EntryError[], repeats: EntryError[]): 
     samples: [],
     skipped,
   };
-}
-
-function fromHex(text: string): Uint8Array {
-  return new Uint8Array(text.match(/../g)!.map((byte) => parseInt(byte, 16)));
 }
 
 // Shared helpers -------------------------------------------------------------------------------
