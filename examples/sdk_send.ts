@@ -1,5 +1,5 @@
 // The SDK in a few lines: send with a template, fall back when data is missing, see a repeat
-// refused, queue a bulk send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
+// refused, attach a stored file, queue a bulk send and follow it. `connection` is { supabase } (a signed-in supabase-js client) or
 // { url, accessToken }.
 // Usage: MAILROOM_URL=http://127.0.0.1:54321 TOKEN=<user access token> npm run deno -- run -A examples/sdk_send.ts \
 //   jane@example.com ann@example.com bob@example.com
@@ -19,6 +19,10 @@ export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: 
       console.log("already sent:", repeat.details.duplicate_of); // {id, status: "sent", message_id, created_at}
     });
   }
+  // A file stored once and attached by id: a batch of 10,000 carries one copy.
+  const bytes = new TextEncoder().encode("The terms, 2027 edition");
+  const terms = await mailroom.attachments.upload({ filename: "terms.txt", content: bytes }); // or .fromUrl(url)
+  await mailroom.send({ to, subject: "New terms", text: "Attached.", attachments: [{ id: terms.id }] });
   const { batch_id } = await mailroom.bulk.send({ recipients, subject: "News", text: "Hello" });
   const progress = [];
   for await (const status of mailroom.bulk.progress(batch_id, { intervalMs: 500 })) progress.push(status.counts);

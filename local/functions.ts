@@ -7,6 +7,7 @@ import { createSmtpConfigsHandler } from "../supabase/functions/smtp-configs/han
 import { createProcessOutboxHandler } from "../supabase/functions/process-outbox/handler.ts";
 import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
+import { createAttachmentsHandler } from "../supabase/functions/attachments/handler.ts";
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
 import { createOversightHandler } from "../supabase/functions/oversight/handler.ts";
@@ -19,6 +20,7 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "process-outbox": createProcessOutboxHandler,
   "email-analytics": createEmailAnalyticsHandler,
   templates: createTemplatesHandler,
+  attachments: createAttachmentsHandler,
   mcp: createMcpFunctionHandler,
   openapi: createOpenApiHandler,
   oversight: createOversightHandler,

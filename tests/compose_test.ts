@@ -400,7 +400,8 @@ Deno.test("extra headers", async (t) => {
 const LIMITS = { maxCount: 3, maxTotalBytes: 16 };
 const b64 = (text: string) => Buffer.from(text).toString("base64");
 /** The bytes an attachment's content stream gives. */
-const bytesOf = async (content: AsyncIterable<Uint8Array>) => {
+const bytesOf = async (content: AsyncIterable<Uint8Array> | Uint8Array) => {
+  if (content instanceof Uint8Array) return Buffer.from(content);
   const chunks: Uint8Array[] = [];
   for await (const chunk of content) chunks.push(chunk);
   return Buffer.concat(chunks);

@@ -1,8 +1,10 @@
 // What makes two sends "the same email" (supabase/functions/_shared/duplicates): the pure part.
 import assert from "node:assert/strict";
 import { contentDigest, contentFingerprint, hex } from "../supabase/functions/_shared/duplicates/mod.ts";
+import { attachmentDigests } from "../supabase/functions/_shared/attachments/mod.ts";
 
 const configId = "6f1c0b2e-3c1a-4a53-9b0e-8a3f6d2e1c44";
+const files = (list: { filename: string; content: string }[]) => attachmentDigests(list, new Map());
 const print = (over: Partial<Parameters<typeof contentFingerprint>[0]> = {}) =>
   hex(contentFingerprint({ configId, recipients: ["a@example.com"], content: { subject: "Hi", text: "x" }, ...over }));
 
@@ -43,17 +45,35 @@ Deno.test("contentFingerprint: the same email whatever the spelling, another for
         print({ content: { subject: "Hi", text: "x", template }, data: { a: 1 } }),
         print({ configId: "00000000-0000-4000-8000-000000000000" }),
         print({ recipients: ["a@example.com", "c@example.com"] }),
-        print({ attachments: [{ filename: "a.pdf", content: "AAAA" }] }),
+        print({ attachments: files([{ filename: "a.pdf", content: "AAAA" }]) }),
       ]
     ) assert.notEqual(other, base);
     assert.notEqual(
-      print({ attachments: [{ filename: "a.pdf", content: "AAAA" }] }),
-      print({ attachments: [{ filename: "b.pdf", content: "AAAA" }] }),
+      print({ attachments: files([{ filename: "a.pdf", content: "AAAA" }]) }),
+      print({ attachments: files([{ filename: "b.pdf", content: "AAAA" }]) }),
     );
     // Attachments in another order, or base64 wrapped at another width, are the same files.
     assert.equal(
-      print({ attachments: [{ filename: "a", content: "AAAA" }, { filename: "b", content: "BBBB" }] }),
-      print({ attachments: [{ filename: "b", content: "BB\r\nBB" }, { filename: "a", content: "AAAA" }] }),
+      print({ attachments: files([{ filename: "a", content: "AAAA" }, { filename: "b", content: "BBBB" }]) }),
+      print({ attachments: files([{ filename: "b", content: "BB\r\nBB" }, { filename: "a", content: "AAAA" }]) }),
+    );
+  });
+
+  await t.step("a stored file by id and the same bytes inline are the same attachment", () => {
+    const stored = new Map([["f1", {
+      filename: "a.pdf",
+      content_type: "application/pdf",
+      // SHA-256 of the three zero bytes "AAAA" decodes to.
+      sha256: "709e80c88487a2411e1ee4dfb9f22a861492d20c4765150c0c794abd70f8147c",
+    }]]);
+    assert.deepEqual(
+      attachmentDigests([{ id: "f1" }], stored),
+      attachmentDigests([{ filename: "a.pdf", content: "AAAA" }], stored),
+    );
+    // Named anew, it is another attachment.
+    assert.notDeepEqual(
+      attachmentDigests([{ id: "f1", filename: "b.pdf" }], stored),
+      attachmentDigests([{ filename: "a.pdf", content: "AAAA" }], stored),
     );
   });
 });

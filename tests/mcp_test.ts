@@ -19,6 +19,8 @@ const TOOLS = [
   "cancel",
   "list_smtp_configs",
   "verify_smtp_config",
+  "store_attachment",
+  "list_attachments",
   "list_email_templates",
   "get_email_analytics",
   "list_sent_messages",
@@ -308,6 +310,21 @@ Deno.test({
           assert.doesNotMatch(JSON.stringify(configs.structuredContent), /password"\s*:\s*"/);
           const templates = await call("list_email_templates");
           assert.match(text(templates), /welcome \(starter\)/);
+          // A file stored once, then attached by id.
+          const stored = await call("store_attachment", { filename: "notes.txt", content: btoa("meeting notes") });
+          const { id: fileId } = stored.structuredContent as { id: string };
+          assert.match(text(stored), new RegExp(`as attachment ${fileId}: attach it with`));
+          assert.match(
+            text(await call("list_attachments")),
+            new RegExp(`${fileId} notes\\.txt \\(text/plain, 13 bytes`),
+          );
+          const attached = await call("send_email", {
+            to: "jane@example.com",
+            subject: "Notes attached",
+            text: "See the notes",
+            attachments: [{ id: fileId }],
+          });
+          assert.match(text(attached), /^Sent/, text(attached));
           const verified = await call("verify_smtp_config", { config: "work" });
           assert.match(text(verified), /The server answered/);
           const analytics = await call("get_email_analytics", { group_by: ["agent_context.tool"] });

@@ -15,6 +15,7 @@ import {
   sendEmailRequest,
   updateConfigRequest,
   updateTemplateRequest,
+  uploadAttachmentRequest,
 } from "../supabase/functions/_shared/schemas.ts";
 import { functionHandlers } from "../local/functions.ts";
 
@@ -107,6 +108,7 @@ Deno.test("examples are what the functions accept and answer", async (t) => {
     CreateTemplateRequest: createTemplateRequest,
     UpdateTemplateRequest: updateTemplateRequest,
     PreviewTemplateRequest: previewTemplateRequest,
+    UploadAttachmentRequest: uploadAttachmentRequest,
   };
   await t.step("request examples parse with the request schemas", () => {
     assert.deepEqual(Object.keys(REQUEST_EXAMPLES).sort(), Object.keys(requests).sort());

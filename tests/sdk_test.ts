@@ -238,6 +238,19 @@ Deno.test({
         await mailroom.oversight.setGuardrails({});
       });
 
+      await t.step("attachments: upload, found again, list, get, delete", async () => {
+        const content = new TextEncoder().encode("Terms and conditions, 2027 edition");
+        const stored = await mailroom.attachments.upload({ filename: "terms.txt", content });
+        assert.equal(stored.content_type, "text/plain");
+        assert.equal(stored.size_bytes, content.byteLength);
+        assert.equal((await mailroom.attachments.upload({ filename: "terms.txt", content })).id, stored.id);
+        assert.deepEqual((await mailroom.attachments.list()).attachments.map((a) => a.id), [stored.id]);
+        assert.equal((await mailroom.attachments.get(stored.id)).sha256.length, 64);
+        await mailroom.attachments.delete(stored.id);
+        await rejectsWith(mailroom.attachments.get(stored.id), 404, "attachment_not_found");
+        await rejectsWith(mailroom.attachments.fromUrl("http://example.com/x.pdf"), 400, "attachment_url_invalid");
+      });
+
       await t.step("every answer matched the response schema the OpenAPI document names", () => {
         assert.deepEqual(
           [...checked].sort(),
@@ -263,7 +276,7 @@ Deno.test({
       await t.step("the example docs/agents.md quotes (examples/sdk_send.ts) runs", async () => {
         const before = smtp.messages().length;
         const draining = (async () => {
-          for (let i = 0; i < 20 && smtp.messages().length < before + 3; i++) {
+          for (let i = 0; i < 20 && smtp.messages().length < before + 4; i++) {
             await stack.drainOutbox();
             await new Promise((r) => setTimeout(r, 100));
           }
@@ -275,7 +288,11 @@ Deno.test({
         );
         await draining;
         assert.equal(progress.at(-1)!.sent, 2);
+        const terms = smtp.messages().slice(before).find((m) => m.data.includes("Subject: New terms"))!;
+        assert.match(terms.data, /filename=terms\.txt/);
+        // Jane: the welcome (without its template data), then the terms with the stored file.
         assert.deepEqual(smtp.messages().slice(before).map((m) => m.rcptTo[0]).sort(), [
+          "jane@example.com",
           "jane@example.com",
           "x@example.com",
           "y@example.com",

@@ -70,6 +70,15 @@ function segment(value: string): string {
   return `/${encodeURIComponent(value)}`;
 }
 
+/** Standard base64 of bytes, a slice at a time (no Buffer: the SDK runs in browsers too). */
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
 /** A typed client for every mailroom function. */
 export class MailroomClient {
   constructor(private readonly options: MailroomClientOptions) {}
@@ -286,6 +295,29 @@ export class MailroomClient {
       }),
     message: async (id: string) =>
       await this.call<T.Message>({ fn: "email-analytics", method: "GET", path: `/messages${segment(id)}` }),
+  };
+
+  /**
+   * Files stored once and attached by id (`attachments: [{ id }]`) to any number of sends: a
+   * batch carries one copy. Storing the same bytes, name and type again returns the same record.
+   */
+  readonly attachments = {
+    /** Store bytes (sent as base64 JSON, which every transport carries). */
+    upload: (file: { filename: string; content: Uint8Array; content_type?: string }) =>
+      this.call<T.Attachment>({
+        fn: "attachments",
+        method: "POST",
+        body: { ...file, content: base64(file.content) },
+      }),
+    /** Have the server fetch an https file once (public hosts only) and store it. */
+    fromUrl: (url: string, options: { filename?: string; content_type?: string } = {}) =>
+      this.call<T.Attachment>({ fn: "attachments", method: "POST", body: { url, ...options } }),
+    list: (query: { limit?: number; cursor?: string } = {}) =>
+      this.call<T.AttachmentList>({ fn: "attachments", method: "GET", query: { ...query } }),
+    get: async (id: string) => await this.call<T.Attachment>({ fn: "attachments", method: "GET", path: segment(id) }),
+    /** 409 `attachment_in_use` while a waiting message still attaches it. */
+    delete: async (id: string) =>
+      await this.call<{ id: string; deleted: true }>({ fn: "attachments", method: "DELETE", path: segment(id) }),
   };
 
   /** Email templates. */

@@ -26,6 +26,9 @@ export type ProviderPreset = Schemas["PresetList"]["presets"][number];
 /** What DNS says about a config's From domain (SPF, DMARC), a verdict and what to change. */
 export type Deliverability = Schemas["Deliverability"];
 export type Template = Schemas["Template"];
+/** A stored attachment's record (never its bytes): attach it as `{ id }`. */
+export type Attachment = Schemas["Attachment"];
+export type AttachmentList = Schemas["AttachmentList"];
 export type TemplatePreview = Schemas["TemplatePreview"];
 export type Guardrails = Schemas["Guardrails"];
 export type GuardrailsList = Schemas["GuardrailsList"];

@@ -4,6 +4,7 @@ import { type CompositionLimits, loadCompositionLimits } from "./mail/compose.ts
 import type { SmtpSettings } from "./smtp/session.ts";
 import { DEFAULT_POOL_OPTIONS, type PoolOptions } from "./smtp/pool.ts";
 import { type BulkLimits, DEFAULT_CPU_BUDGET_MS, loadBulkLimits } from "./outbox/limits.ts";
+import { type AttachmentLimits, loadAttachmentLimits } from "./attachments/limits.ts";
 import { DEFAULT_BODY_BUDGET_BYTES } from "./admission.ts";
 import ipaddr from "ipaddr.js";
 
@@ -64,6 +65,8 @@ export interface Config {
   bodyBudgetBytes: number;
   /** Limits of one send-bulk request (MAILROOM_BULK_MAX_RECIPIENTS). */
   bulk: BulkLimits;
+  /** Stored attachments: largest file, storage per user, retention, URL fetch timeout. */
+  attachments: AttachmentLimits;
   /** Browser origins the MCP endpoint accepts (MAILROOM_ALLOWED_ORIGINS), e.g. `https://app.example.com`. */
   allowedOrigins: string[];
 }
@@ -227,6 +230,7 @@ export function loadConfig(env: Env): Config {
   // Hosted projects reserve the SUPABASE_ prefix for secrets, so the pooler URL is set as MAILROOM_DB_URL.
   const dbUrl = env.MAILROOM_DB_URL?.trim() || required(env, "SUPABASE_DB_URL");
   const pooledFlag = env.MAILROOM_DB_POOLED?.trim();
+  const limits = orConfigError(() => loadCompositionLimits(env));
   return {
     supabaseUrl,
     dbUrl,
@@ -258,7 +262,7 @@ export function loadConfig(env: Env): Config {
     egress: orConfigError(() => loadEgressPolicy(env)),
     approvalUrl: approvalUrl(env.MAILROOM_APPROVAL_URL),
     oauth: oauthEndpoints(env),
-    limits: orConfigError(() => loadCompositionLimits(env)),
+    limits,
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),
     workerKeys: workerKeys(env),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
@@ -266,6 +270,7 @@ export function loadConfig(env: Env): Config {
     outboxCpuBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_CPU_BUDGET_MS", DEFAULT_CPU_BUDGET_MS),
     bodyBudgetBytes: positiveInt(env, "MAILROOM_BODY_BUDGET_BYTES", DEFAULT_BODY_BUDGET_BYTES),
     bulk: orConfigError(() => loadBulkLimits(env)),
+    attachments: orConfigError(() => loadAttachmentLimits(env, limits.maxAttachmentBytes)),
     allowedOrigins: allowedOrigins(env),
   };
 }

@@ -184,9 +184,38 @@ async function chargeBody(req: Request, bytes: number, owner?: string): Promise<
 export const MAX_JSON_DEPTH = 64;
 
 /**
+ * Read a request body within limits, so that no body can hold the server for long: it is read as
+ * a stream and counted; past `maxBytes` reading stops (the stream is cancelled) and the answer is
+ * 413 `payload_too_large`, with or without a `Content-Length`; what is read is charged to the
+ * instance's body budget (admission), and a body that trickles in is cut off (408).
+ *
+ * @throws ApiError 413 `payload_too_large` (`details.limit_bytes`), 408, 503 (admission).
+ */
+export async function readBytes(req: Request, maxBytes: number, owner?: string): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > maxBytes) {
+    // Refused unread: cancelled, so the connection is not left holding a body nobody reads.
+    req.body?.cancel().catch(() => {});
+    throw payloadTooLarge(maxBytes);
+  }
+  if (declared > 0 && req.body !== null) {
+    await chargeBody(req, declared, owner).catch((error) => {
+      req.body?.cancel().catch(() => {});
+      throw error;
+    });
+  }
+  const deadlineMs = BODY_GRACE_MS +
+    Math.ceil(((declared > 0 ? declared : maxBytes) / MIN_BODY_BYTES_PER_SECOND) * 1000);
+  // A body of unknown length is charged as it arrives, without the caller's cap: a burst of
+  // such bodies from one caller would otherwise each hold a piece and refuse the others.
+  const charge = declared > 0 ? undefined : (bytes: number) => chargeBody(req, bytes);
+  return await readBody(req, maxBytes, deadlineMs, charge, declared > 0 ? declared : 0);
+}
+
+/**
  * Parse a JSON request body within limits, so that no body can hold the server for long:
  *
- * - the body is read as a stream and counted; past `maxBytes` reading stops (the stream is
+ * - the body is read as by {@linkcode readBytes}: past `maxBytes` reading stops (the stream is
  *   cancelled) and the answer is 413 `payload_too_large`, with or without a `Content-Length`;
  * - it must be UTF-8 and JSON (400 `invalid_json`);
  * - objects and arrays may nest at most {@linkcode MAX_JSON_DEPTH} deep (400 `json_too_deep`),
@@ -202,20 +231,7 @@ export const MAX_JSON_DEPTH = 64;
  * ```
  */
 export async function readJson(req: Request, maxBytes: number, owner?: string): Promise<unknown> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) throw payloadTooLarge(maxBytes);
-  if (declared > 0 && req.body !== null) {
-    await chargeBody(req, declared, owner).catch((error) => {
-      req.body?.cancel().catch(() => {});
-      throw error;
-    });
-  }
-  const deadlineMs = BODY_GRACE_MS +
-    Math.ceil(((declared > 0 ? declared : maxBytes) / MIN_BODY_BYTES_PER_SECOND) * 1000);
-  // A body of unknown length is charged as it arrives, without the caller's cap: a burst of
-  // such bodies from one caller would otherwise each hold a piece and refuse the others.
-  const charge = declared > 0 ? undefined : (bytes: number) => chargeBody(req, bytes);
-  const bytes = await readBody(req, maxBytes, deadlineMs, charge, declared > 0 ? declared : 0);
+  const bytes = await readBytes(req, maxBytes, owner);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);

@@ -13,6 +13,7 @@ import {
   sendEmailRequest,
   updateConfigRequest,
   updateTemplateRequest,
+  uploadAttachmentRequest,
 } from "./schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
 import { decisionRequest, guardrailsRequest, stopRequest } from "./oversight/mod.ts";
@@ -32,6 +33,7 @@ const REQUESTS: Record<string, z.ZodType> = {
   CreateTemplateRequest: createTemplateRequest,
   UpdateTemplateRequest: updateTemplateRequest,
   PreviewTemplateRequest: previewTemplateRequest,
+  UploadAttachmentRequest: uploadAttachmentRequest,
   GuardrailsRequest: guardrailsRequest,
   StopRequest: stopRequest,
   DecisionRequest: decisionRequest,
@@ -103,6 +105,8 @@ function op(summary: string, responses: Json, extra: Json = {}): Json {
   return { summary, ...extra, responses: { ...responses, ...errors } };
 }
 
+const attachmentId = pathParam("id", "A stored attachment's id");
+
 const FILTERS = [
   query("from", "Start: a date (local midnight in tz) or a timestamp with a zone; default 30 days before to"),
   query("to", "End (exclusive); default now"),
@@ -144,6 +148,7 @@ const TAGS = [
   { name: "send-bulk", description: "Queue up to 10,000 messages as a batch; follow and cancel it" },
   { name: "smtp-configs", description: "Your SMTP servers: credentials in Vault, limits, verification" },
   { name: "templates", description: "Mustache templates for subject, text and HTML" },
+  { name: "attachments", description: "Files stored once and attached by id to any number of messages" },
   { name: "email-analytics", description: "What was sent: totals, series, breakdowns, the audit rows" },
   { name: "oversight", description: "Guardrails every send passes, and the stop button (agents may only tighten)" },
   { name: "mcp", description: "The same operations as MCP tools for agents" },
@@ -356,6 +361,46 @@ function buildDocument(projectUrl: string): Json {
         post: op("Render with data, send nothing", ok("TemplatePreview", "The rendered parts"), {
           parameters: [template],
           requestBody: body("PreviewTemplateRequest"),
+        }),
+      },
+      "/attachments": {
+        get: op("Your stored attachments, newest first", ok("AttachmentList", "A page of records (never the bytes)"), {
+          parameters: [
+            query("limit", "1-200, default 50", { type: "integer", minimum: 1, maximum: 200 }),
+            query("cursor", "next_cursor of the previous page"),
+          ],
+        }),
+        post: op(
+          "Store a file once (multipart field `file`, or JSON base64 or an https URL); attach it by id",
+          {
+            ...ok("Attachment", "Stored", "201"),
+            ...ok("Attachment", "The same file (bytes, name and type) was stored already: its retention starts again"),
+          },
+          {
+            requestBody: {
+              required: true,
+              content: {
+                "multipart/form-data": {
+                  schema: {
+                    type: "object",
+                    required: ["file"],
+                    properties: {
+                      file: { type: "string", format: "binary", description: "The file (its part's name is its name)" },
+                      filename: { type: "string", description: "Another name for it" },
+                      content_type: { type: "string", description: "Its media type, checked against the bytes" },
+                    },
+                  },
+                },
+                "application/json": { schema: ref("UploadAttachmentRequest") },
+              },
+            },
+          },
+        ),
+      },
+      "/attachments/{id}": {
+        get: op("One stored attachment's record", ok("Attachment", "The record"), { parameters: [attachmentId] }),
+        delete: op("Delete a stored attachment (not while a waiting message needs it)", ok("Deleted", "Deleted"), {
+          parameters: [attachmentId],
         }),
       },
       "/email-analytics": {

@@ -146,6 +146,53 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     message: "Attachments exceed 10 MB in total",
   },
   too_many_attachments: { status: 413, message: "At most 20 attachments" },
+  attachment_not_found: {
+    status: 404,
+    message: 'attachments.0.id: no stored attachment "3f1c…" (it was deleted, expired, or is not yours)',
+    details: { index: 0, id: "3f1c…" },
+  },
+  attachment_in_use: {
+    status: 409,
+    message: "2 waiting message(s) still attach this file; cancel them, or delete it once they are sent",
+    details: { id: "3f1c…", messages: 2 },
+  },
+  attachment_too_large: {
+    status: 413,
+    message: "The file exceeds 7340032 bytes",
+    details: { limit_bytes: 7340032 },
+  },
+  attachment_storage_full: {
+    status: 413,
+    message: "Storing this file (2000000 bytes) would pass your attachment storage limit of 104857600 bytes",
+    details: { limit_bytes: 104857600, used_bytes: 103000000, size_bytes: 2000000 },
+  },
+  attachment_type_mismatch: {
+    status: 422,
+    message: 'The file is application/x-msdownload, but its name "invoice.pdf" says application/pdf',
+    details: { filename: "invoice.pdf", expected: "application/pdf", detected: "application/x-msdownload" },
+  },
+  unsupported_media_type: {
+    status: 415,
+    message: "Send the file as multipart/form-data (a field named file) or as JSON",
+  },
+  attachment_url_invalid: { status: 400, message: "url must be an https URL" },
+  attachment_url_forbidden: {
+    status: 422,
+    message: 'Attachment URL host "127.0.0.1" is not allowed: loopback address',
+    details: { host: "127.0.0.1" },
+  },
+  attachment_url_port_not_allowed: { status: 422, message: "Port 8443 is not allowed for attachment url hosts" },
+  attachment_url_not_found: { status: 502, message: 'Attachment URL host "files.example" could not be resolved' },
+  attachment_url_failed: {
+    status: 422,
+    message: "Could not fetch https://files.example/report.pdf: the server answered 404",
+    details: { url: "https://files.example/report.pdf", status: 404 },
+  },
+  too_many_attachment_urls: {
+    status: 422,
+    message: "At most 10 different attachment URLs per request; upload the files and attach them by id",
+    details: { limit: 10, count: 12 },
+  },
   agent_context_too_large: {
     status: 413,
     message: "agent_context exceeds 8 KB",
@@ -567,6 +614,19 @@ const COMPOSE = [
   "too_many_attachments",
   "agent_context_too_large",
 ];
+/** Stored attachments a send names, and files it gives by URL (fetched and stored at accept). */
+const ATTACHMENTS = [
+  "attachment_not_found",
+  "attachment_too_large",
+  "attachment_storage_full",
+  "attachment_type_mismatch",
+  "attachment_url_invalid",
+  "attachment_url_forbidden",
+  "attachment_url_port_not_allowed",
+  "attachment_url_not_found",
+  "attachment_url_failed",
+  "too_many_attachment_urls",
+];
 const ANALYTICS_PARAMS = [
   "invalid_date",
   "invalid_timezone",
@@ -635,6 +695,7 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     ...HTTPS_TRANSPORT,
     ...GUARDRAILS,
     "duplicate_send",
+    ...ATTACHMENTS,
   ],
   "get /send-email/{id}": ["message_not_found"],
   "post /send-email/{id}/cancel": [
@@ -656,8 +717,16 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     "config_incomplete",
     ...GUARDRAILS,
     "duplicate_send",
+    ...ATTACHMENTS,
+    "invalid_attachment",
+    "attachments_too_large",
+    "too_many_attachments",
   ],
   "get /send-bulk": ["invalid_request", "batch_not_found"],
+  "get /attachments": ["invalid_limit", "invalid_cursor"],
+  "post /attachments": [...BODY, "unsupported_media_type", "invalid_attachment", ...ATTACHMENTS],
+  "get /attachments/{id}": ["attachment_not_found"],
+  "delete /attachments/{id}": ["attachment_not_found", "attachment_in_use"],
   "get /send-bulk/{batch_id}": ["batch_not_found"],
   "post /send-bulk/{batch_id}/cancel": ["batch_not_found"],
   "post /smtp-configs": [

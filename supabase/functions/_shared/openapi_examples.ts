@@ -67,6 +67,7 @@ const template = {
 
 /** Request examples by schema name. */
 export const REQUEST_EXAMPLES: Record<string, Json> = {
+  UploadAttachmentRequest: { url: "https://files.example.com/terms-2027.pdf" },
   SendEmailRequest: {
     to: ["Grace Hopper <grace@example.org>"],
     subject: "Your invoice for November",
@@ -142,7 +143,20 @@ const guardrailsExample = {
   updated_at: "2026-12-06T21:00:00.000Z",
 };
 
+const ATTACHMENT = {
+  id: "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+  filename: "terms-2027.pdf",
+  content_type: "application/pdf",
+  size_bytes: 184213,
+  sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+  source_url: null,
+  created_at: "2026-12-07T09:00:00.000000Z",
+  expires_at: "2027-01-06T09:00:00.000000Z",
+};
+
 export const RESPONSE_EXAMPLES: Record<string, Json> = {
+  Attachment: ATTACHMENT,
+  AttachmentList: { attachments: [ATTACHMENT], next_cursor: null },
   SendResult: {
     id: MESSAGE_ID,
     status: "sent",

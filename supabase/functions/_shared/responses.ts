@@ -304,6 +304,22 @@ export const template = z.strictObject({
   updated_at: timestamp,
 });
 export const templateList = z.strictObject({ templates: z.array(template) });
+
+/** A stored attachment (POST /attachments): its record, never its bytes. */
+export const attachment = z.strictObject({
+  id: uuid.describe('Attach it to any send as {"id": ...}'),
+  filename: z.string(),
+  content_type: z.string().describe("Declared, else sniffed from the bytes, else from the name; checked against both"),
+  size_bytes: z.number().int(),
+  sha256: z.string().describe("SHA-256 of the bytes, hex"),
+  source_url: z.string().nullable().describe("Where it was fetched from, for a file given by URL"),
+  created_at: z.string(),
+  expires_at: z.string().describe("When it is deleted: the retention after upload, extended by sends that wait for it"),
+});
+export const attachmentList = z.strictObject({
+  attachments: z.array(attachment).describe("Newest first"),
+  next_cursor: z.string().nullable().describe("Pass as ?cursor= for the next page; null on the last"),
+});
 export const templatePreview = z.strictObject({
   template: z.strictObject({ id: uuid, name: z.string() }),
   subject: z.string().nullable(),
@@ -449,6 +465,7 @@ export const approvalDetail = pendingApproval.extend({
       filename: z.string(),
       content_type: z.string().nullable(),
       size_bytes: z.number().int(),
+      id: z.string().optional().describe("A stored attachment's id (GET /attachments/:id)"),
     })),
   }).nullable(),
 });
@@ -479,6 +496,8 @@ export const RESPONSES = {
   Template: template,
   TemplateList: templateList,
   TemplatePreview: templatePreview,
+  Attachment: attachment,
+  AttachmentList: attachmentList,
   AnalyticsSummary: analyticsSummary,
   Message: message,
   MessagePage: messagePage,

@@ -78,6 +78,40 @@ export const scheduledAt = z.string().max(64).refine(
   `must be at most ${MAX_SCHEDULE_AHEAD_DAYS} days ahead`,
 );
 
+/** A file given inline: its bytes in base64. */
+const inlineAttachment = z.object({
+  filename: z.string().describe("The file's name as the recipient sees it"),
+  content: z.string().describe("The bytes, standard base64"),
+  content_type: z.string().optional().describe(
+    "Its media type (type/subtype); sniffed or taken from the name when omitted",
+  ),
+}).strict();
+
+/** A stored attachment (POST /attachments), by id. */
+const storedAttachment = z.object({
+  id: z.string().describe(
+    "A stored attachment's id (POST /attachments): the file is carried once, however many messages",
+  ),
+  filename: z.string().optional().describe("Another name for it in this message (the stored one otherwise)"),
+}).strict();
+
+/** A file to fetch from an HTTPS URL when the send is accepted (and store, as an upload). */
+const urlAttachment = z.object({
+  url: z.string().max(2048).describe("An https URL, fetched once when the send is accepted (public hosts only)"),
+  filename: z.string().optional().describe("Its name (else the server's, or the URL's last segment)"),
+  content_type: z.string().optional().describe("Its media type (else the server's, checked against the bytes)"),
+}).strict();
+
+/** Attachments of a message: inline base64, stored ones by id, or HTTPS URLs. */
+export const attachmentList = z.array(z.union([inlineAttachment, storedAttachment, urlAttachment])).describe(
+  "Files: {filename, content (base64), content_type?}, {id} of a stored attachment (POST /attachments), " +
+    "or {url} of an https file fetched once when the send is accepted",
+);
+
+/** JSON body of `POST /attachments`: a file in base64, or an https URL to fetch it from once. */
+export const uploadAttachmentRequest = z.union([inlineAttachment, urlAttachment]);
+export type UploadAttachmentRequest = z.infer<typeof uploadAttachmentRequest>;
+
 /** Body of `POST /send-email`. */
 export const sendEmailRequest = z.object({
   to: recipientList.refine((list) => list.length > 0, "at least one recipient is required").describe(
@@ -95,9 +129,7 @@ export const sendEmailRequest = z.object({
     "Sender display name (the address is always the SMTP config's)",
   ),
   headers: z.record(z.string(), z.string()).optional().describe("Extra headers (X-*, List-Unsubscribe, ...)"),
-  attachments: z.array(
-    z.object({ filename: z.string(), content: z.string(), content_type: z.string().optional() }).strict(),
-  ).optional().describe("Files, each {filename, content (base64), content_type?}"),
+  attachments: attachmentList.optional(),
   config: z.string().min(1).max(64).optional().describe("SMTP config by name or id; the default one when omitted"),
   agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional().describe(
     "Free-form context stored with the audit row (who asked, which run)",
@@ -458,6 +490,7 @@ const BULK_SHARED_CONTENT = [
   "headers",
   "from_name",
   "reply_to",
+  "attachments",
 ] as const;
 
 /**
@@ -505,6 +538,10 @@ export const sendBulkRequest = z.object({
   headers: z.record(z.string(), z.string()).optional().describe("Shared extra headers (X-*, List-Unsubscribe, ...)"),
   from_name: noHeaderBreakers("from_name").pipe(z.string().max(200)).optional().describe("Sender display name"),
   reply_to: recipientList.optional().describe("Shared Reply-To address(es)"),
+  attachments: attachmentList.optional().describe(
+    "Shared files (recipients mode), stored once for the whole batch: {id} of a stored attachment, {url} fetched " +
+      "once, or {filename, content (base64)}",
+  ),
   config: z.string().min(1).max(64).optional().describe("SMTP config by name or id; the default one when omitted"),
   agent_context: z.record(z.string(), z.unknown()).refine(withinAgentContextLimits).optional().describe(
     "Free-form context stored with the batch and every message's audit row",

@@ -46,8 +46,10 @@ import { oauthTokenSource } from "./store/oauth_tokens.ts";
 import { type HttpsTransport, sendOverHttps } from "./transports/mod.ts";
 import { OAuthError } from "./oauth/mod.ts";
 import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
+import { attachmentDigests, holdSendAttachments, loadAttachmentContents, type StoredFile } from "./attachments/mod.ts";
 import {
   allowDuplicates,
+  type AttachmentDigest,
   contentFingerprint,
   duplicateSendRefusal,
   earlierSends,
@@ -159,6 +161,8 @@ function configChanged(): ApiError {
 
 /** Templates already read in this transaction, by reference (a group of sends often shares one). */
 type TemplateCache = Map<string, StoredTemplate>;
+/** Stored attachments already read in this transaction, by id (a batch's messages share them). */
+type FileCache = Map<string, StoredFile>;
 
 /** Template parts first, explicit request fields over them. */
 export async function contentOf(
@@ -191,8 +195,17 @@ async function compose(
   req: SendEmailRequest,
   fixed: { messageId?: string; date?: Date } = {},
   templates?: TemplateCache,
-): Promise<{ message: BuiltMessage; subject?: string; templateId: string | null; template?: StoredTemplate }> {
+  files: FileCache = new Map(),
+): Promise<{
+  message: BuiltMessage;
+  subject?: string;
+  templateId: string | null;
+  template?: StoredTemplate;
+  attachments: AttachmentDigest[];
+}> {
   const content = await contentOf(tx, req, templates);
+  const ids = (req.attachments ?? []).flatMap((a) => "id" in a ? [a.id] : []);
+  if (ids.length > 0) await loadAttachmentContents(tx, ids, files);
   if (content.text === undefined && content.html === undefined) {
     throw new ApiError(422, "template_empty", "The template has neither an HTML nor a text part");
   }
@@ -213,13 +226,15 @@ async function compose(
     attachments: decodeAttachments(req.attachments, {
       maxCount: limits.maxAttachments,
       maxTotalBytes: limits.maxAttachmentBytes,
-    }),
+    }, files),
   }, limits);
+  const stored = new Map([...files].map(([id, f]) => [id, { ...f, content_type: f.contentType }]));
   return {
     message,
     subject: content.subject,
     templateId: content.templateId,
     template: content.template,
+    attachments: attachmentDigests(req.attachments, stored),
   };
 }
 
@@ -227,9 +242,17 @@ async function compose(
 function fingerprintOf(
   configId: string,
   req: SendEmailRequest,
-  { message, template }: { message: BuiltMessage; template?: StoredTemplate },
+  { message, template, attachments }: {
+    message: BuiltMessage;
+    template?: StoredTemplate;
+    attachments: AttachmentDigest[];
+  },
 ): Uint8Array {
-  return contentFingerprint({ configId, recipients: message.envelope.to, ...requestContent(req, template) });
+  return contentFingerprint({
+    configId,
+    recipients: message.envelope.to,
+    ...requestContent(req, template, attachments),
+  });
 }
 
 /** What the audit row records (see private.record_email_outcome). */
@@ -341,6 +364,8 @@ export interface PreparedSend {
   templateId: string | null;
   /** The template it was rendered from, if any (its content is part of the send's fingerprint). */
   template?: StoredTemplate;
+  /** Its attachments by name, type and hash (part of the send's fingerprint). */
+  attachments: AttachmentDigest[];
   /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
   approval: "agents" | "always" | null;
 }
@@ -395,13 +420,14 @@ export async function prepareSendGroup(
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
   const templates: TemplateCache = new Map();
+  const files: FileCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
   for (const send of sends) {
     try {
       const req = await send.request(tx);
       const fixed = { messageId: send.messageId, date: send.date };
-      const { message, subject, templateId, template } = await compose(ctx, tx, config, req, fixed, templates);
-      results.push({ config, message, subject, templateId, template, approval });
+      const composed = await compose(ctx, tx, config, req, fixed, templates, files);
+      results.push({ config, approval, ...composed });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       results.push({ error });
@@ -587,10 +613,11 @@ export async function sendEmail(
       // An identical send within the config's window is refused by the audit row's insert
       // (409 duplicate_send), unless the caller wants it twice.
       allowDuplicates(tx, req.allow_duplicate);
-      return prepareSend(ctx, tx, req);
+      // Stored attachments it names are kept while its deferred recipients may be retried.
+      return holdSendAttachments(tx, [req.attachments]).then(() => prepareSend(ctx, tx, req));
     },
-    (tx, { config, message, subject, templateId, template, approval }) => {
-      const fingerprint = fingerprintOf(config.id, req, { message, template });
+    (tx, { config, message, subject, templateId, template, approval, attachments }) => {
+      const fingerprint = fingerprintOf(config.id, req, { message, template, attachments });
       // A send that must wait for the owner's approval goes into the outbox, held, instead.
       if (approval) {
         return queueRequest(tx, config, { message, subject, templateId, fingerprint }, req, options.raw ?? req, {
@@ -730,6 +757,8 @@ export async function scheduleEmail(
     // The credentials are read at send time; a config that cannot log in is refused now.
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
+    // Stored attachments it names are kept until it can no longer go.
+    await holdSendAttachments(tx, [req.attachments], new Date(req.scheduled_at));
     const composed = await compose(ctx, tx, config, req);
     await checkSendGuardrails(tx, config.id, composed.message.envelope.to);
     allowDuplicates(tx, req.allow_duplicate);

@@ -37,6 +37,7 @@ import { createSendBulkHandler } from "../send-bulk/handler.ts";
 import { createSendEmailHandler } from "../send-email/handler.ts";
 import { createSmtpConfigsHandler } from "../smtp-configs/handler.ts";
 import { createTemplatesHandler } from "../templates/handler.ts";
+import { createAttachmentsHandler } from "../attachments/handler.ts";
 
 /** Largest MCP request: the largest function body plus room for the JSON-RPC envelope. */
 const MAX_REQUEST_BYTES = 17 * 1024 * 1024;
@@ -100,6 +101,7 @@ export function createMcpFunctionHandler(ctx: AppContext): Handler {
     "send-bulk": createSendBulkHandler(ctx),
     "smtp-configs": createSmtpConfigsHandler(ctx),
     templates: createTemplatesHandler(ctx),
+    attachments: createAttachmentsHandler(ctx),
     "email-analytics": createEmailAnalyticsHandler(ctx),
   };
   const mcp = createMcpHandler(({ authInfo }) => buildServer(functions, ctx, authInfo?.extra?.caller as Caller), {

@@ -26,7 +26,8 @@ import {
   stopRequest,
   stopSending,
 } from "../_shared/oversight/mod.ts";
-import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
+import { parseBody, type SendEmailRequest, sendEmailRequest } from "../_shared/schemas.ts";
+import { attachmentIds, storedAttachmentsById } from "../_shared/attachments/mod.ts";
 import { requestOf } from "../_shared/outbox/worker.ts";
 import { contentOf } from "../_shared/send.ts";
 
@@ -123,6 +124,29 @@ async function approvals(ctx: AppContext, claims: UserClaims, req: Request, rest
   return json(await withUser(ctx.sql, claims, (tx) => decide(tx, target, action === "approve", reason)));
 }
 
+/** What a held send attaches: inline files by their decoded size, stored ones as they are stored. */
+async function describeAttachments(tx: Tx, list: SendEmailRequest["attachments"]) {
+  const stored = await storedAttachmentsById(tx, attachmentIds([list]));
+  return (list ?? []).flatMap((a) => {
+    if ("url" in a) return [];
+    if ("id" in a) {
+      const file = stored.get(a.id);
+      return [{
+        id: a.id,
+        filename: a.filename ?? file?.filename ?? "(deleted)",
+        content_type: file?.content_type ?? null,
+        size_bytes: file?.size_bytes ?? 0,
+      }];
+    }
+    return [{
+      filename: a.filename,
+      content_type: a.content_type ?? null,
+      size_bytes: Math.floor(a.content.replace(/\s/g, "").length * 3 / 4) -
+        (a.content.endsWith("==") ? 2 : a.content.endsWith("=") ? 1 : 0),
+    }];
+  });
+}
+
 /** A held send and what would be sent: recipients, subject, text and HTML as rendered, attachments listed. */
 async function heldWithContent(tx: Tx, id: string) {
   const { payload, ...held } = await findHeld(tx, id);
@@ -142,12 +166,7 @@ async function heldWithContent(tx: Tx, id: string) {
       subject: content.subject ?? null,
       text: content.text ?? null,
       html: content.html ?? null,
-      attachments: (request.attachments ?? []).map((a) => ({
-        filename: a.filename,
-        content_type: a.content_type ?? null,
-        size_bytes: Math.floor(a.content.replace(/\s/g, "").length * 3 / 4) -
-          (a.content.endsWith("==") ? 2 : a.content.endsWith("=") ? 1 : 0),
-      })),
+      attachments: await describeAttachments(tx, request.attachments),
     },
   };
 }

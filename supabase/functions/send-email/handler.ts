@@ -12,6 +12,7 @@ import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
 import { cancelEmail, dryRunEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
 import { sendingClaims } from "../_shared/oversight/mod.ts";
 import { retrySetAside } from "../_shared/outbox/set_aside.ts";
+import { storeUrlAttachments } from "../_shared/attachments/mod.ts";
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
 export const MAX_BODY_BYTES = 15 * 1024 * 1024;
@@ -51,27 +52,26 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const key = idempotencyKey(req);
     const raw = await readJson(req, MAX_BODY_BYTES, claims.sub);
     const body = parseBody(sendEmailRequest, raw);
+    // Files given by URL are fetched once and stored; the send (and any retry) names them by id.
+    const fetchUrls = () =>
+      storeUrlAttachments(ctx, claims, [body.attachments, (raw as { attachments?: unknown }).attachments]);
     // A dry run writes nothing, so it needs no idempotency: checked, rendered, answered.
-    if (body.dry_run) return json(await dryRunEmail(ctx, sendingClaims(req, claims), body));
+    if (body.dry_run) return json(await fetchUrls().then(() => dryRunEmail(ctx, sendingClaims(req, claims), body)));
     const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();
     // As the database sees the sender: through which agent tool, when the request says so.
     const sending = sendingClaims(req, claims);
-    return await onceForKey(ctx.sql, claims, key, raw, async () =>
-      later
-        ? {
+    return await onceForKey(ctx.sql, claims, key, raw, async () => {
+      await fetchUrls();
+      if (later) {
+        const scheduled = { ...body, scheduled_at: body.scheduled_at! };
+        return {
           status: 202,
-          body: await scheduleEmail(
-            ctx,
-            sending,
-            { ...body, scheduled_at: body.scheduled_at! },
-            raw as Record<string, unknown>,
-            {
-              idempotencyKey: key,
-            },
-          ),
-        }
-        : await sendEmail(ctx, sending, body, { idempotencyKey: key, raw: raw as Record<string, unknown> })
-          // Held for the owner's approval: accepted, not sent.
-          .then((result) => ({ status: result.status === "pending_approval" ? 202 : 200, body: result })));
+          body: await scheduleEmail(ctx, sending, scheduled, raw as Record<string, unknown>, { idempotencyKey: key }),
+        };
+      }
+      const result = await sendEmail(ctx, sending, body, { idempotencyKey: key, raw: raw as Record<string, unknown> });
+      // Held for the owner's approval: accepted, not sent.
+      return { status: result.status === "pending_approval" ? 202 : 200, body: result };
+    });
   });
 }

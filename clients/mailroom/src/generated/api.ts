@@ -330,6 +330,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/attachments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your stored attachments, newest first */
+        get: operations["getAttachments"];
+        put?: never;
+        /** Store a file once (multipart field `file`, or JSON base64 or an https URL); attach it by id */
+        post: operations["postAttachments"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/attachments/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One stored attachment's record */
+        get: operations["getAttachmentsId"];
+        put?: never;
+        post?: never;
+        /** Delete a stored attachment (not while a waiting message needs it) */
+        delete: operations["deleteAttachmentsId"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/email-analytics": {
         parameters: {
             query?: never;
@@ -675,12 +711,27 @@ export interface components {
             headers?: {
                 [key: string]: string;
             };
-            /** @description Files, each {filename, content (base64), content_type?} */
-            attachments?: {
+            /** @description Files: {filename, content (base64), content_type?}, {id} of a stored attachment (POST /attachments), or {url} of an https file fetched once when the send is accepted */
+            attachments?: ({
+                /** @description The file's name as the recipient sees it */
                 filename: string;
+                /** @description The bytes, standard base64 */
                 content: string;
+                /** @description Its media type (type/subtype); sniffed or taken from the name when omitted */
                 content_type?: string;
-            }[];
+            } | {
+                /** @description A stored attachment's id (POST /attachments): the file is carried once, however many messages */
+                id: string;
+                /** @description Another name for it in this message (the stored one otherwise) */
+                filename?: string;
+            } | {
+                /** @description An https URL, fetched once when the send is accepted (public hosts only) */
+                url: string;
+                /** @description Its name (else the server's, or the URL's last segment) */
+                filename?: string;
+                /** @description Its media type (else the server's, checked against the bytes) */
+                content_type?: string;
+            })[];
             /** @description SMTP config by name or id; the default one when omitted */
             config?: string;
             /** @description Free-form context stored with the audit row (who asked, which run) */
@@ -726,6 +777,27 @@ export interface components {
             }) | (string | {
                 email: string;
                 name?: string;
+            })[];
+            /** @description Shared files (recipients mode), stored once for the whole batch: {id} of a stored attachment, {url} fetched once, or {filename, content (base64)} */
+            attachments?: ({
+                /** @description The file's name as the recipient sees it */
+                filename: string;
+                /** @description The bytes, standard base64 */
+                content: string;
+                /** @description Its media type (type/subtype); sniffed or taken from the name when omitted */
+                content_type?: string;
+            } | {
+                /** @description A stored attachment's id (POST /attachments): the file is carried once, however many messages */
+                id: string;
+                /** @description Another name for it in this message (the stored one otherwise) */
+                filename?: string;
+            } | {
+                /** @description An https URL, fetched once when the send is accepted (public hosts only) */
+                url: string;
+                /** @description Its name (else the server's, or the URL's last segment) */
+                filename?: string;
+                /** @description Its media type (else the server's, checked against the bytes) */
+                content_type?: string;
             })[];
             /** @description SMTP config by name or id; the default one when omitted */
             config?: string;
@@ -869,6 +941,21 @@ export interface components {
             };
             /** @description The subject a send would give (it overrides the template's); needed to preview a template without one */
             subject?: string;
+        };
+        UploadAttachmentRequest: {
+            /** @description The file's name as the recipient sees it */
+            filename: string;
+            /** @description The bytes, standard base64 */
+            content: string;
+            /** @description Its media type (type/subtype); sniffed or taken from the name when omitted */
+            content_type?: string;
+        } | {
+            /** @description An https URL, fetched once when the send is accepted (public hosts only) */
+            url: string;
+            /** @description Its name (else the server's, or the URL's last segment) */
+            filename?: string;
+            /** @description Its media type (else the server's, checked against the bytes) */
+            content_type?: string;
         };
         GuardrailsRequest: {
             /** @description A config's name or id; without it, the account's guardrails (which every config inherits) */
@@ -1539,6 +1626,47 @@ export interface components {
             text: string | null;
             html: string | null;
         };
+        Attachment: {
+            /**
+             * Format: uuid
+             * @description Attach it to any send as {"id": ...}
+             */
+            id: string;
+            filename: string;
+            /** @description Declared, else sniffed from the bytes, else from the name; checked against both */
+            content_type: string;
+            size_bytes: number;
+            /** @description SHA-256 of the bytes, hex */
+            sha256: string;
+            /** @description Where it was fetched from, for a file given by URL */
+            source_url: string | null;
+            created_at: string;
+            /** @description When it is deleted: the retention after upload, extended by sends that wait for it */
+            expires_at: string;
+        };
+        AttachmentList: {
+            /** @description Newest first */
+            attachments: {
+                /**
+                 * Format: uuid
+                 * @description Attach it to any send as {"id": ...}
+                 */
+                id: string;
+                filename: string;
+                /** @description Declared, else sniffed from the bytes, else from the name; checked against both */
+                content_type: string;
+                size_bytes: number;
+                /** @description SHA-256 of the bytes, hex */
+                sha256: string;
+                /** @description Where it was fetched from, for a file given by URL */
+                source_url: string | null;
+                created_at: string;
+                /** @description When it is deleted: the retention after upload, extended by sends that wait for it */
+                expires_at: string;
+            }[];
+            /** @description Pass as ?cursor= for the next page; null on the last */
+            next_cursor: string | null;
+        };
         AnalyticsSummary: {
             range: {
                 /** @description ISO 8601 */
@@ -1810,6 +1938,8 @@ export interface components {
                     filename: string;
                     content_type: string | null;
                     size_bytes: number;
+                    /** @description A stored attachment's id (GET /attachments/:id) */
+                    id?: string;
                 }[];
             } | null;
         };
@@ -1937,7 +2067,7 @@ export interface operations {
                     "application/json": components["schemas"]["SendResult"];
                 };
             };
-            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key`, `invalid_attachment`, `invalid_header_value`, `header_not_allowed`, `duplicate_header`, `too_many_headers`, `smtp_host_invalid`, `oauth_token_url_invalid` */
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key`, `invalid_attachment`, `invalid_header_value`, `header_not_allowed`, `duplicate_header`, `too_many_headers`, `smtp_host_invalid`, `oauth_token_url_invalid`, `attachment_url_invalid` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1964,7 +2094,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not found: `template_not_found`, `config_not_found`, `route_not_found` */
+            /** @description Not found: `template_not_found`, `config_not_found`, `attachment_not_found`, `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2000,7 +2130,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too large: `payload_too_large`, `html_too_large`, `message_too_large`, `attachments_too_large`, `too_many_attachments`, `agent_context_too_large` */
+            /** @description Too large: `payload_too_large`, `html_too_large`, `message_too_large`, `attachments_too_large`, `too_many_attachments`, `agent_context_too_large`, `attachment_too_large`, `attachment_storage_full` */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2009,7 +2139,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `oauth_token_url_forbidden`, `oauth_token_url_port_not_allowed`, `recipient_denied`, `recipient_cap_exceeded` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `too_many_recipients`, `subject_too_long`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `template_data_unsafe_url`, `config_incomplete`, `config_invalid_sender`, `smtp_host_forbidden`, `smtp_port_not_allowed`, `smtp_port_blocked_by_platform`, `plaintext_not_allowed`, `oauth_token_url_forbidden`, `oauth_token_url_port_not_allowed`, `recipient_denied`, `recipient_cap_exceeded`, `attachment_type_mismatch`, `attachment_url_forbidden`, `attachment_url_port_not_allowed`, `attachment_url_failed`, `too_many_attachment_urls` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2036,7 +2166,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_url_redirected`, `oauth_token_rejected`, `oauth_permission_missing`, `provider_throttled`, `provider_unavailable`, `provider_unreachable`, `provider_outcome_unknown`, `provider_rejected_message`, `provider_message_too_large` */
+            /** @description The SMTP server refused or failed (details.retryable): `smtp_host_not_found`, `smtp_auth_failed`, `smtp_basic_auth_disabled`, `smtp_connect_failed`, `smtp_connect_timeout`, `smtp_tls_untrusted`, `smtp_tls_name_mismatch`, `smtp_timeout`, `smtp_recipients_rejected`, `smtp_recipients_deferred`, `smtp_message_rejected`, `smtp_message_deferred`, `smtp_outcome_unknown`, `oauth_reauth_required`, `oauth_client_rejected`, `oauth_scope_missing`, `oauth_token_refresh_failed`, `oauth_token_url_redirected`, `oauth_token_rejected`, `oauth_permission_missing`, `provider_throttled`, `provider_unavailable`, `provider_unreachable`, `provider_outcome_unknown`, `provider_rejected_message`, `provider_message_too_large`, `attachment_url_not_found` */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2548,7 +2678,7 @@ export interface operations {
                     "application/json": components["schemas"]["BulkAccepted"];
                 };
             };
-            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key` */
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_idempotency_key`, `attachment_url_invalid`, `invalid_attachment` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2575,7 +2705,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not found: `template_not_found`, `config_not_found`, `route_not_found` */
+            /** @description Not found: `template_not_found`, `config_not_found`, `attachment_not_found`, `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2611,7 +2741,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Too large: `payload_too_large`, `content_too_large`, `agent_context_too_large` */
+            /** @description Too large: `payload_too_large`, `content_too_large`, `agent_context_too_large`, `attachment_too_large`, `attachment_storage_full`, `attachments_too_large`, `too_many_attachments` */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2620,7 +2750,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete`, `recipient_denied`, `recipient_cap_exceeded` */
+            /** @description Cannot be processed: `idempotency_key_reused`, `invalid_recipients`, `too_many_recipients`, `template_empty`, `template_data_missing`, `template_data_invalid`, `subject_missing`, `config_incomplete`, `recipient_denied`, `recipient_cap_exceeded`, `attachment_type_mismatch`, `attachment_url_forbidden`, `attachment_url_port_not_allowed`, `attachment_url_failed`, `too_many_attachment_urls` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2640,6 +2770,15 @@ export interface operations {
             };
             /** @description Our fault (quote details.request_id): `internal_error` */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The SMTP server refused or failed (details.retryable): `attachment_url_not_found` */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5057,6 +5196,509 @@ export interface operations {
                 };
             };
             /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getAttachments: {
+        parameters: {
+            query?: {
+                /** @description 1-200, default 50 */
+                limit?: number;
+                /** @description next_cursor of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of records (never the bytes) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "attachments": [
+                     *         {
+                     *           "id": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+                     *           "filename": "terms-2027.pdf",
+                     *           "content_type": "application/pdf",
+                     *           "size_bytes": 184213,
+                     *           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *           "source_url": null,
+                     *           "created_at": "2026-12-07T09:00:00.000000Z",
+                     *           "expires_at": "2027-01-06T09:00:00.000000Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AttachmentList"];
+                };
+            };
+            /** @description Invalid input: `invalid_limit`, `invalid_cursor` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postAttachments: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description The file (its part's name is its name)
+                     */
+                    file: string;
+                    /** @description Another name for it */
+                    filename?: string;
+                    /** @description Its media type, checked against the bytes */
+                    content_type?: string;
+                };
+                /**
+                 * @example {
+                 *       "url": "https://files.example.com/terms-2027.pdf"
+                 *     }
+                 */
+                "application/json": components["schemas"]["UploadAttachmentRequest"];
+            };
+        };
+        responses: {
+            /** @description The same file (bytes, name and type) was stored already: its retention starts again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+                     *       "filename": "terms-2027.pdf",
+                     *       "content_type": "application/pdf",
+                     *       "size_bytes": 184213,
+                     *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *       "source_url": null,
+                     *       "created_at": "2026-12-07T09:00:00.000000Z",
+                     *       "expires_at": "2027-01-06T09:00:00.000000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            /** @description Stored */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+                     *       "filename": "terms-2027.pdf",
+                     *       "content_type": "application/pdf",
+                     *       "size_bytes": 184213,
+                     *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *       "source_url": null,
+                     *       "created_at": "2026-12-07T09:00:00.000000Z",
+                     *       "expires_at": "2027-01-06T09:00:00.000000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_attachment`, `attachment_url_invalid` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `attachment_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large`, `attachment_too_large`, `attachment_storage_full` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cannot be processed: `attachment_type_mismatch`, `attachment_url_forbidden`, `attachment_url_port_not_allowed`, `attachment_url_failed`, `too_many_attachment_urls` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The SMTP server refused or failed (details.retryable): `attachment_url_not_found` */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getAttachmentsId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A stored attachment's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The record */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b",
+                     *       "filename": "terms-2027.pdf",
+                     *       "content_type": "application/pdf",
+                     *       "size_bytes": 184213,
+                     *       "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                     *       "source_url": null,
+                     *       "created_at": "2026-12-07T09:00:00.000000Z",
+                     *       "expires_at": "2027-01-06T09:00:00.000000Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Attachment"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `attachment_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteAttachmentsId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A stored attachment's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "3f6c1f3e-8a0b-4d2e-9c51-2b7d6f1e0a42",
+                     *       "deleted": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `attachment_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict: `attachment_in_use` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -17,7 +17,7 @@ export const TOOLS: ToolDefinition[] = [
   {
     "name": "send_email",
     "title": "Send an email",
-    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. Errors come back as text starting with a stable code, e.g. `template_data_missing`. The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window (default 10 minutes) is refused as `duplicate_send`: it already went. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
+    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. Errors come back as text starting with a stable code, e.g. `template_data_missing`. The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window (default 10 minutes) is refused as `duplicate_send`: it already went. Attach files as `{\"id\": \"...\"}` (store_attachment), `{\"url\": \"https://...\"}` or `{filename, content}` in base64. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
     "annotations": {
       "readOnlyHint": false,
       "destructiveHint": true,
@@ -308,27 +308,73 @@ export const TOOLS: ToolDefinition[] = [
           }
         },
         "attachments": {
-          "description": "Files, each {filename, content (base64), content_type?}",
           "type": "array",
           "items": {
-            "type": "object",
-            "properties": {
-              "filename": {
-                "type": "string"
+            "anyOf": [
+              {
+                "type": "object",
+                "properties": {
+                  "filename": {
+                    "type": "string",
+                    "description": "The file's name as the recipient sees it"
+                  },
+                  "content": {
+                    "type": "string",
+                    "description": "The bytes, standard base64"
+                  },
+                  "content_type": {
+                    "description": "Its media type (type/subtype); sniffed or taken from the name when omitted",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "filename",
+                  "content"
+                ],
+                "additionalProperties": false
               },
-              "content": {
-                "type": "string"
+              {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "description": "A stored attachment's id (POST /attachments): the file is carried once, however many messages"
+                  },
+                  "filename": {
+                    "description": "Another name for it in this message (the stored one otherwise)",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "id"
+                ],
+                "additionalProperties": false
               },
-              "content_type": {
-                "type": "string"
+              {
+                "type": "object",
+                "properties": {
+                  "url": {
+                    "type": "string",
+                    "maxLength": 2048,
+                    "description": "An https URL, fetched once when the send is accepted (public hosts only)"
+                  },
+                  "filename": {
+                    "description": "Its name (else the server's, or the URL's last segment)",
+                    "type": "string"
+                  },
+                  "content_type": {
+                    "description": "Its media type (else the server's, checked against the bytes)",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "url"
+                ],
+                "additionalProperties": false
               }
-            },
-            "required": [
-              "filename",
-              "content"
-            ],
-            "additionalProperties": false
-          }
+            ]
+          },
+          "description": "Files: {filename, content (base64), content_type?}, {id} of a stored attachment (POST /attachments), or {url} of an https file fetched once when the send is accepted"
         },
         "config": {
           "description": "SMTP config by name or id; the default one when omitted",
@@ -506,6 +552,75 @@ export const TOOLS: ToolDefinition[] = [
             }
           ]
         },
+        "attachments": {
+          "description": "Shared files (recipients mode), stored once for the whole batch: {id} of a stored attachment, {url} fetched once, or {filename, content (base64)}",
+          "type": "array",
+          "items": {
+            "anyOf": [
+              {
+                "type": "object",
+                "properties": {
+                  "filename": {
+                    "type": "string",
+                    "description": "The file's name as the recipient sees it"
+                  },
+                  "content": {
+                    "type": "string",
+                    "description": "The bytes, standard base64"
+                  },
+                  "content_type": {
+                    "description": "Its media type (type/subtype); sniffed or taken from the name when omitted",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "filename",
+                  "content"
+                ],
+                "additionalProperties": false
+              },
+              {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "description": "A stored attachment's id (POST /attachments): the file is carried once, however many messages"
+                  },
+                  "filename": {
+                    "description": "Another name for it in this message (the stored one otherwise)",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "id"
+                ],
+                "additionalProperties": false
+              },
+              {
+                "type": "object",
+                "properties": {
+                  "url": {
+                    "type": "string",
+                    "maxLength": 2048,
+                    "description": "An https URL, fetched once when the send is accepted (public hosts only)"
+                  },
+                  "filename": {
+                    "description": "Its name (else the server's, or the URL's last segment)",
+                    "type": "string"
+                  },
+                  "content_type": {
+                    "description": "Its media type (else the server's, checked against the bytes)",
+                    "type": "string"
+                  }
+                },
+                "required": [
+                  "url"
+                ],
+                "additionalProperties": false
+              }
+            ]
+          }
+        },
         "config": {
           "description": "SMTP config by name or id; the default one when omitted",
           "type": "string",
@@ -680,6 +795,85 @@ export const TOOLS: ToolDefinition[] = [
       "required": [
         "config"
       ],
+      "additionalProperties": false
+    }
+  },
+  {
+    "name": "store_attachment",
+    "title": "Store an attachment",
+    "description": "Store a file once and get its id, to attach it to any number of emails as `{\"id\": \"...\"}` in send_email or send_bulk_email `attachments` (one upload for a whole batch). Give `url` (an https file, fetched once; only public hosts) or `filename` with `content` in base64. The file's real type is checked against its name and `content_type`: a mismatch is refused (`attachment_type_mismatch`). Storing the same file again returns the same id. Files are kept 30 days, longer while a waiting email needs them.",
+    "annotations": {
+      "readOnlyHint": false,
+      "destructiveHint": false,
+      "idempotentHint": true,
+      "openWorldHint": true
+    },
+    "sends": false,
+    "calls": [
+      {
+        "fn": "attachments",
+        "method": "POST",
+        "body": true
+      }
+    ],
+    "inputSchema": {
+      "type": "object",
+      "properties": {
+        "url": {
+          "description": "An https URL of the file (instead of content)",
+          "type": "string",
+          "maxLength": 2048
+        },
+        "filename": {
+          "description": "Its name (required with content; else taken from the URL)",
+          "type": "string"
+        },
+        "content": {
+          "description": "The bytes in standard base64 (instead of url)",
+          "type": "string"
+        },
+        "content_type": {
+          "description": "Its media type, e.g. application/pdf (else detected)",
+          "type": "string"
+        }
+      },
+      "additionalProperties": false
+    }
+  },
+  {
+    "name": "list_attachments",
+    "title": "List stored attachments",
+    "description": "The user's stored attachments, newest first: id, name, type, size and when each expires. Attach one by its id (`{\"id\": \"...\"}` in attachments) instead of sending its bytes again.",
+    "annotations": {
+      "readOnlyHint": true,
+      "destructiveHint": false,
+      "idempotentHint": true,
+      "openWorldHint": false
+    },
+    "sends": false,
+    "calls": [
+      {
+        "fn": "attachments",
+        "method": "GET",
+        "query": [
+          "limit",
+          "cursor"
+        ]
+      }
+    ],
+    "inputSchema": {
+      "type": "object",
+      "properties": {
+        "limit": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 200
+        },
+        "cursor": {
+          "description": "next_cursor of the previous page",
+          "type": "string"
+        }
+      },
       "additionalProperties": false
     }
   },

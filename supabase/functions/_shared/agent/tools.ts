@@ -99,7 +99,8 @@ export const AGENT_TOOLS: AgentTool[] = [
       "and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. " +
       OUTCOMES + " Errors come back as text starting with a stable code, e.g. `template_data_missing`. " +
       "The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window " +
-      "(default 10 minutes) is refused as `duplicate_send`: it already went. " + GUARDRAILS,
+      "(default 10 minutes) is refused as `duplicate_send`: it already went. Attach files as " +
+      '`{"id": "..."}` (store_attachment), `{"url": "https://..."}` or `{filename, content}` in base64. ' + GUARDRAILS,
     input: z.strictObject({ ...sendEmailRequest.shape, idempotency_key: idempotencyKey }),
     annotations: SEND,
     sends: true,
@@ -195,6 +196,44 @@ export const AGENT_TOOLS: AgentTool[] = [
     sends: false,
     calls: [{ fn: "smtp-configs", method: "POST", path: "/{config}/verify" }],
     summarize: (r) => `The server answered: TLS ${r.tls ? "on" : "off"}, login ${r.auth ? "accepted" : "not needed"}.`,
+  },
+  {
+    name: "store_attachment",
+    title: "Store an attachment",
+    description: 'Store a file once and get its id, to attach it to any number of emails as `{"id": "..."}` ' +
+      "in send_email or send_bulk_email `attachments` (one upload for a whole batch). Give `url` (an https file, " +
+      "fetched once; only public hosts) or `filename` with `content` in base64. The file's real type is checked " +
+      "against its name and `content_type`: a mismatch is refused (`attachment_type_mismatch`). Storing the same " +
+      "file again returns the same id. Files are kept 30 days, longer while a waiting email needs them.",
+    input: z.strictObject({
+      url: z.string().max(2048).optional().describe("An https URL of the file (instead of content)"),
+      filename: z.string().optional().describe("Its name (required with content; else taken from the URL)"),
+      content: z.string().optional().describe("The bytes in standard base64 (instead of url)"),
+      content_type: z.string().optional().describe("Its media type, e.g. application/pdf (else detected)"),
+    }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+    sends: false,
+    calls: [{ fn: "attachments", method: "POST", body: true }],
+    summarize: (r) =>
+      `Stored ${r.filename} (${r.content_type}, ${r.size_bytes} bytes) as attachment ${r.id}: attach it with ` +
+      `{"id": "${r.id}"} in attachments.`,
+  },
+  {
+    name: "list_attachments",
+    title: "List stored attachments",
+    description: "The user's stored attachments, newest first: id, name, type, size and when each expires. Attach " +
+      'one by its id (`{"id": "..."}` in attachments) instead of sending its bytes again.',
+    input: z.strictObject({
+      limit: z.number().int().min(1).max(200).optional(),
+      cursor: z.string().optional().describe("next_cursor of the previous page"),
+    }),
+    annotations: READ,
+    sends: false,
+    calls: [{ fn: "attachments", method: "GET", query: ["limit", "cursor"] }],
+    summarize: (r) =>
+      ((r.attachments as Record<string, unknown>[]) ?? []).map((a) =>
+          `${a.id} ${a.filename} (${a.content_type}, ${a.size_bytes} bytes, expires ${a.expires_at})`
+        ).join("\n") + (r.next_cursor ? `\nMore: cursor ${r.next_cursor}` : "") || "No stored attachments.",
   },
   {
     name: "list_email_templates",

@@ -23,7 +23,16 @@ export interface SendContent {
   content: MessageContent | string;
   /** The template's data (shared and own merged, as the message is rendered with it). */
   data?: Record<string, unknown>;
-  attachments?: { filename: string; content: string; content_type?: string }[];
+  /** Its files by name, type and content hash (see _shared/attachments: an upload and the same bytes inline agree). */
+  attachments?: AttachmentDigest[];
+}
+
+/** An attachment as a fingerprint takes it. */
+export interface AttachmentDigest {
+  filename: string;
+  content_type: string;
+  /** SHA-256 of the bytes, hex. */
+  sha256: string;
 }
 
 /** What a message says, apart from its recipients and its template's data. */
@@ -48,9 +57,9 @@ export function requestContent(
     text?: string;
     html?: string;
     data?: Record<string, unknown>;
-    attachments?: SendContent["attachments"];
   },
   template?: TemplateContent,
+  attachments?: AttachmentDigest[],
 ): Omit<SendContent, "configId" | "recipients"> & { content: MessageContent } {
   return {
     content: {
@@ -60,7 +69,7 @@ export function requestContent(
       template: template && { subject: template.subject, text: template.text, html: template.html },
     },
     data: template ? req.data : undefined,
-    attachments: req.attachments,
+    attachments,
   };
 }
 
@@ -97,13 +106,13 @@ export function contentFingerprint(send: SendContent): Uint8Array {
   const templated = typeof send.content === "string" ? send.data !== undefined : Boolean(send.content.template);
   // A fixed shape, written as an array: only the data's keys need sorting.
   const canonical = JSON.stringify([
-    1,
+    2,
     send.configId,
     [...new Set(send.recipients.map(recipientKey))].sort(),
     typeof send.content === "string" ? send.content : contentDigest(send.content),
     templated ? sortedKeys(send.data ?? {}) : null,
     (send.attachments ?? [])
-      .map((a) => [a.filename, a.content_type ?? null, sha256Hex(a.content.replace(/\s+/g, ""))])
+      .map((a) => [a.filename, a.content_type, a.sha256])
       .sort((x, y) => JSON.stringify(x) < JSON.stringify(y) ? -1 : 1),
   ]);
   return new Uint8Array(createHash("sha256").update(canonical).digest());

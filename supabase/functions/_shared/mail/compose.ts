@@ -226,11 +226,21 @@ function isListUnsubscribe(value: string): boolean {
   });
 }
 
-/** An attachment as the API takes it: base64 content. */
-export interface AttachmentInput {
+/**
+ * An attachment as the API takes it: base64 content, a stored attachment by id (its file name
+ * may be given anew), or an HTTPS URL (fetched and stored when the send is accepted, so a
+ * message being built never holds one: see _shared/attachments).
+ */
+export type AttachmentInput =
+  | { filename: string; content: string; content_type?: string }
+  | { id: string; filename?: string }
+  | { url: string; filename?: string; content_type?: string };
+
+/** A stored attachment's content, as the send's transaction read it (see _shared/attachments). */
+export interface StoredContent {
   filename: string;
-  content: string;
-  content_type?: string;
+  contentType: string;
+  content: Uint8Array;
 }
 
 /**
@@ -242,7 +252,7 @@ export interface AttachmentInput {
  */
 export interface InMemoryAttachment {
   filename: string;
-  content: Readable;
+  content: Readable | Buffer;
   contentType?: string;
 }
 
@@ -302,7 +312,37 @@ const MAX_FILENAME = 255;
 export function decodeAttachments(
   list: AttachmentInput[] | undefined,
   limits: { maxCount: number; maxTotalBytes: number },
+  stored: ReadonlyMap<string, StoredContent> = new Map(),
 ): InMemoryAttachment[] {
+  const sizes = new Map([...stored].map(([id, file]) => [id, file.content.byteLength]));
+  return checkAttachments(list, limits, sizes).map((part) => {
+    if ("id" in part) {
+      const file = stored.get(part.id)!;
+      const content = Buffer.from(file.content.buffer, file.content.byteOffset, file.content.byteLength);
+      return { filename: part.filename ?? file.filename, content, contentType: file.contentType };
+    }
+    const content = decodingStream(part.base64);
+    return part.contentType === undefined
+      ? { filename: part.filename, content }
+      : { filename: part.filename, content, contentType: part.contentType };
+  });
+}
+
+/** An attachment checked: inline base64 (line breaks removed), or a stored one by id. */
+export type CheckedAttachment =
+  | { filename: string; contentType?: string; base64: string }
+  | { id: string; filename?: string };
+
+/**
+ * Check attachments as {@linkcode decodeAttachments} does, without decoding or reading any: a
+ * stored attachment counts by its size in `storedSizes` (by id); one not there is 404
+ * `attachment_not_found`. What the accept paths of queued sends run.
+ */
+export function checkAttachments(
+  list: AttachmentInput[] | undefined,
+  limits: { maxCount: number; maxTotalBytes: number },
+  storedSizes: ReadonlyMap<string, number> = new Map(),
+): CheckedAttachment[] {
   if (list === undefined) return [];
   if (list.length > limits.maxCount) {
     throw new ApiError(413, "too_many_attachments", `At most ${limits.maxCount} attachments are allowed`, {
@@ -310,14 +350,8 @@ export function decodeAttachments(
     });
   }
   let total = 0;
-  return list.map((item, index) => {
-    const filename = checkFilename(item.filename, index);
-    const contentType = checkContentType(item.content_type, index);
-    const base64 = typeof item.content === "string" ? item.content.replace(/\r?\n/g, "") : "";
-    if (typeof item.content !== "string" || base64.length % 4 !== 0 || !BASE64.test(base64)) {
-      throw invalidAttachment(index, "content", "content must be standard base64 with padding");
-    }
-    total += decodedLength(base64);
+  const count = (bytes: number) => {
+    total += bytes;
     if (total > limits.maxTotalBytes) {
       throw new ApiError(
         413,
@@ -326,6 +360,26 @@ export function decodeAttachments(
         { limit_bytes: limits.maxTotalBytes },
       );
     }
+  };
+  return list.map((item, index): CheckedAttachment => {
+    if ("url" in item) {
+      throw invalidAttachment(index, "url", "an attachment by URL is fetched when the send is accepted, not here");
+    }
+    if ("id" in item) {
+      const size = storedSizes.get(item.id);
+      if (size === undefined) throw attachmentNotFound(index, item.id);
+      count(size);
+      return item.filename === undefined
+        ? { id: item.id }
+        : { id: item.id, filename: checkFilename(item.filename, index) };
+    }
+    const filename = checkFilename(item.filename, index);
+    const contentType = checkContentType(item.content_type, index);
+    const base64 = typeof item.content === "string" ? item.content.replace(/\r?\n/g, "") : "";
+    if (typeof item.content !== "string" || base64.length % 4 !== 0 || !BASE64.test(base64)) {
+      throw invalidAttachment(index, "content", "content must be standard base64 with padding");
+    }
+    count(decodedLength(base64));
     // The alphabet and padding are checked above; only the last group can still have padding
     // bits set, and strict decoding of it refuses those.
     try {
@@ -333,8 +387,7 @@ export function decodeAttachments(
     } catch {
       throw invalidAttachment(index, "content", "content must be standard base64 with padding");
     }
-    const content = decodingStream(base64);
-    return contentType === undefined ? { filename, content } : { filename, content, contentType };
+    return contentType === undefined ? { filename, base64 } : { filename, contentType, base64 };
   });
 }
 
@@ -354,7 +407,19 @@ const EMOJI_JOINER = /(?<=[\p{Extended_Pictographic}\p{Emoji_Modifier}]\uFE0F?)\
 const EMOJI_VARIATION = /(?<=\p{Emoji})[\uFE0E\uFE0F]/gu;
 const BIDI_CONTROL = /\p{Bidi_Control}/u;
 
-function checkFilename(filename: unknown, index: number): string {
+/** 404 `attachment_not_found`: no stored attachment of the caller's with that id (or it expired). */
+export function attachmentNotFound(index: number, id: string): ApiError {
+  return new ApiError(
+    404,
+    "attachment_not_found",
+    `attachments.${index}.id: no stored attachment ${JSON.stringify(id)} (it was deleted, expired, or is not yours); ` +
+      "upload it again with POST /attachments",
+    { index, id },
+  );
+}
+
+/** A file name as an attachment may carry it, or 400 `invalid_attachment` naming what is wrong. */
+export function checkFilename(filename: unknown, index: number): string {
   const shape = `filename must be 1 to ${MAX_FILENAME} characters, without "/" or "\\", and not "." or ".."`;
   if (typeof filename !== "string" || filename.length === 0 || filename.length > MAX_FILENAME) {
     throw invalidAttachment(index, "filename", shape);
@@ -387,7 +452,8 @@ function characterKind(character: string): string {
   return "an invisible character";
 }
 
-function checkContentType(contentType: unknown, index: number): string | undefined {
+/** A declared content type (`type/subtype`, lower-cased), or 400 `invalid_attachment`. */
+export function checkContentType(contentType: unknown, index: number): string | undefined {
   if (contentType === undefined) return undefined;
   if (typeof contentType !== "string" || !MEDIA_TYPE.test(contentType)) {
     throw invalidAttachment(index, "content_type", "content_type must look like type/subtype");
@@ -396,6 +462,6 @@ function checkContentType(contentType: unknown, index: number): string | undefin
 }
 
 // The message leads with the field's path; details keep {index, field}, which clients read.
-function invalidAttachment(index: number, field: string, reason: string): ApiError {
+export function invalidAttachment(index: number, field: string, reason: string): ApiError {
   return new ApiError(400, "invalid_attachment", `attachments.${index}.${field}: ${reason}`, { index, field });
 }

@@ -19,7 +19,14 @@ import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
 import { type Address, countRecipients, dedupeRecipients, recipientKey } from "../mail/addresses.ts";
-import { checkContent, type CompositionLimits, decodeAttachments, sanitizeHeaders } from "../mail/compose.ts";
+import { checkAttachments, checkContent, type CompositionLimits, sanitizeHeaders } from "../mail/compose.ts";
+import {
+  attachmentDigests,
+  type HeldAttachment,
+  holdSendAttachments,
+  storedSizes,
+  storeUrlAttachments,
+} from "../attachments/mod.ts";
 import { MAX_DATA_DEPTH, missingVariables, requiredVariables } from "../mail/templates.ts";
 import { checkBatchContent, messageRenderer, RenderBudget, stoppedEarly } from "./render_at_accept.ts";
 import {
@@ -186,12 +193,21 @@ export async function enqueueBulk(
   const entries = req.recipients ?? req.messages ?? [];
   const errors: EntryErrors = { list: [], renderFailures: 0 };
   const budget = new RenderBudget();
+  // Files given by URL are fetched once each and stored; the batch names them by id.
+  const attachmentLists = [req.attachments, ...(req.messages ?? []).map(attachmentsOf)];
+  await storeUrlAttachments(ctx, claims, attachmentLists);
 
   return await withUser(ctx.sql, claims, async (tx) => {
     const config = await usableConfig(ctx, tx, req.config);
+    // The stored files the batch names, kept until it can no longer go.
+    const files = await holdSendAttachments(
+      tx,
+      attachmentLists,
+      req.scheduled_at ? new Date(req.scheduled_at) : undefined,
+    );
     const plan = req.recipients
-      ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors, budget)
-      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors, budget);
+      ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors, budget, files)
+      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors, budget, files);
     errors.list.sort((a, b) => a.index - b.index);
     const stopped = budget.stoppedAt !== undefined && errors.renderFailures > 0;
     if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
@@ -414,10 +430,16 @@ async function planRecipients(
   entries: unknown[],
   errors: EntryErrors,
   budget: RenderBudget,
+  held: Map<string, HeldAttachment>,
 ): Promise<BatchPlan> {
   const headers = sanitizeHeaders(req.headers);
   // The sizes first: cheap, and they need no template.
   checkContent(req, limits, { checkShape: false });
+  checkAttachments(req.attachments, {
+    maxCount: limits.maxAttachments,
+    maxTotalBytes: limits.maxAttachmentBytes,
+  }, storedSizes(held));
+  const attachments = attachmentDigests(req.attachments, held);
   const template = req.template === undefined ? undefined : await findTemplate(tx, req.template);
   if (template) checkTemplateHasBody(template, req);
   const renders = checkBatchContent(template, req, limits, budget);
@@ -467,6 +489,7 @@ async function planRecipients(
         recipients: [recipient.to.address],
         content: shared,
         data: template ? { ...req.data, ...recipient.data } : undefined,
+        attachments,
       },
     });
   }
@@ -509,6 +532,7 @@ function sharedContent(req: SendBulkRequest, headers: Record<string, string>): R
     headers: req.headers === undefined ? undefined : headers,
     from_name: req.from_name,
     reply_to: req.reply_to?.map(recipientInput),
+    attachments: req.attachments,
   };
   for (const key of Object.keys(content)) if (content[key] === undefined) delete content[key];
   return content;
@@ -547,10 +571,12 @@ async function planMessages(
   entries: unknown[],
   errors: EntryErrors,
   budget: RenderBudget,
+  held: Map<string, HeldAttachment>,
 ): Promise<BatchPlan> {
   const valid: { index: number; request: SendEmailRequest; recipients: Recipients }[] = [];
+  const sizes = storedSizes(held);
   for (const [index, entry] of entries.entries()) {
-    const checked = checkMessage(limits, entry);
+    const checked = checkMessage(limits, entry, sizes);
     if ("reason" in checked) errors.list.push({ index, reason: checked.reason });
     else valid.push({ index, ...checked });
   }
@@ -599,7 +625,7 @@ async function planMessages(
       entry: index,
       content: {
         recipients: [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address),
-        ...requestContent(request, template),
+        ...requestContent(request, template, attachmentDigests(request.attachments, held)),
       },
     });
   }
@@ -612,6 +638,7 @@ type Recipients = { to: Address[]; cc: Address[]; bcc: Address[] };
 function checkMessage(
   limits: CompositionLimits,
   entry: unknown,
+  storedSizes: ReadonlyMap<string, number>,
 ): { request: SendEmailRequest; recipients: Recipients } | { reason: string } {
   try {
     const parsed = sendEmailRequest.safeParse(entry);
@@ -630,10 +657,10 @@ function checkMessage(
     if (countRecipients(recipients) > limits.maxRecipients) {
       return { reason: `at most ${limits.maxRecipients} recipients per message` };
     }
-    decodeAttachments(request.attachments, {
+    checkAttachments(request.attachments, {
       maxCount: limits.maxAttachments,
       maxTotalBytes: limits.maxAttachmentBytes,
-    });
+    }, storedSizes);
     return { request, recipients };
   } catch (error) {
     // The content checks (and an oversized agent_context) throw ApiErrors: per entry, a reason
@@ -641,6 +668,11 @@ function checkMessage(
     if (error instanceof ApiError) return { reason: `${error.code}: ${error.message}` };
     throw error;
   }
+}
+
+/** A messages-mode entry's attachments, as given (validated later). */
+function attachmentsOf(entry: unknown): unknown {
+  return entry !== null && typeof entry === "object" ? (entry as { attachments?: unknown }).attachments : undefined;
 }
 
 /** The request as send-email takes it again: addresses as `{email, name?}`, no scheduled_at. */

@@ -153,11 +153,10 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   // Sends nobody approved in time end as expired, unsent, in the same round trip.
   const [{ swept }] = await ctx.sql<{ swept: number }[]>`
     select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
-  // Fingerprints past their duplicate window are forgotten meanwhile (never in the sends' way:
-  // a failure here is logged, and the run goes on).
-  const forgetting = ctx.sql`select private.forget_expired_send_fingerprints()`.catch((error) =>
-    logError("could not forget expired send fingerprints", error)
-  );
+  // Fingerprints past their duplicate window, and stored attachments past their retention, are
+  // forgotten meanwhile (never in the sends' way: a failure here is logged, and the run goes on).
+  const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments()`
+    .catch((error) => logError("could not forget expired fingerprints and attachments", error));
   run.report.swept = swept;
   try {
     await runLanes(run);

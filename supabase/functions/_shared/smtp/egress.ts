@@ -147,7 +147,9 @@ export interface Destination {
   noun: string;
   /** A server of this kind a deployment might run on its own network (for the allowlist hint). */
   example: string;
-  codes: { invalid: string; forbidden: string; notFound: string };
+  codes: { invalid: string; forbidden: string; notFound: string; port?: string };
+  /** For a URL: the field it is in, as refusals name it (`token_url`, `url`). */
+  field?: string;
 }
 
 /** A config's SMTP server. */
@@ -165,7 +167,22 @@ export const TOKEN_ENDPOINT: Destination = {
     invalid: "oauth_token_url_invalid",
     forbidden: "oauth_token_url_forbidden",
     notFound: "oauth_token_url_not_found",
+    port: "oauth_token_url_port_not_allowed",
   },
+  field: "token_url",
+};
+
+/** Where an attachment given by URL is fetched from (and every redirect on the way). */
+export const ATTACHMENT_URL: Destination = {
+  noun: "Attachment URL host",
+  example: "a file server",
+  codes: {
+    invalid: "attachment_url_invalid",
+    forbidden: "attachment_url_forbidden",
+    notFound: "attachment_url_not_found",
+    port: "attachment_url_port_not_allowed",
+  },
+  field: "url",
 };
 
 function invalidHost(destination: Destination, host: string, why: string): ApiError {
@@ -388,7 +405,19 @@ export interface ResolvedEndpoint extends ResolvedTarget {
  *   422 `oauth_token_url_port_not_allowed`.
  */
 export function checkTokenUrlStatically(policy: EgressPolicy, input: string): { url: URL; parsed: ParsedHost } {
-  const invalid = (why: string) => new ApiError(400, TOKEN_ENDPOINT.codes.invalid, `token_url ${why}`);
+  return checkHttpsUrlStatically(policy, TOKEN_ENDPOINT, input);
+}
+
+/**
+ * Check an HTTPS URL of a destination without DNS, as {@linkcode checkTokenUrlStatically} does
+ * for a token endpoint; the refusals carry the destination's codes.
+ */
+export function checkHttpsUrlStatically(
+  policy: EgressPolicy,
+  destination: Destination,
+  input: string,
+): { url: URL; parsed: ParsedHost } {
+  const invalid = (why: string) => new ApiError(400, destination.codes.invalid, `${destination.field ?? "url"} ${why}`);
   let url: URL;
   try {
     url = new URL(input);
@@ -399,15 +428,15 @@ export function checkTokenUrlStatically(policy: EgressPolicy, input: string): { 
   if (url.username || url.password) throw invalid("must not carry a user name or password");
   if (url.hash) throw invalid("must not have a fragment");
   const port = tokenUrlPort(url);
-  const parsed = checkNameStatically(policy, TOKEN_ENDPOINT, url.hostname, port);
+  const parsed = checkNameStatically(policy, destination, url.hostname, port);
   // An allowlist entry for a host (an SMTP server, say) exempts its address, not every port of
   // it: another port needs an entry naming it, and a port the platform blocks stays blocked.
   const portNamed = policy.allowlist.some((entry) => entry.host === parsed.host && entry.port === port);
   if (policy.platformBlockedPorts.has(port) || (!policy.tokenEndpointPorts.has(port) && !portNamed)) {
     throw new ApiError(
       422,
-      "oauth_token_url_port_not_allowed",
-      `Port ${port} is not allowed for a token endpoint; use ${
+      destination.codes.port ?? destination.codes.forbidden,
+      `Port ${port} is not allowed for ${destination.noun.toLowerCase()}s; use ${
         [...policy.tokenEndpointPorts].filter((p) => !policy.platformBlockedPorts.has(p)).join(", ")
       }, or allow it on this deployment with ${EGRESS_SETTINGS.tokenEndpointPorts}=${port} (comma-separated) or ` +
         `for this host alone with ${EGRESS_SETTINGS.allowlist}=${parsed.host}:${port}`,
@@ -444,9 +473,19 @@ export async function resolveTokenUrl(
   input: string,
   options: ResolveOptions = {},
 ): Promise<ResolvedEndpoint> {
-  const { url, parsed } = checkTokenUrlStatically(policy, input);
+  return await resolveHttpsUrl(policy, TOKEN_ENDPOINT, input, options);
+}
+
+/** Check an HTTPS URL of a destination and resolve its host once, as {@linkcode resolveTokenUrl} does. */
+export async function resolveHttpsUrl(
+  policy: EgressPolicy,
+  destination: Destination,
+  input: string,
+  options: ResolveOptions = {},
+): Promise<ResolvedEndpoint> {
+  const { url, parsed } = checkHttpsUrlStatically(policy, destination, input);
   const port = tokenUrlPort(url);
-  return { url, port, ...await resolveChecked(policy, TOKEN_ENDPOINT, parsed, port, options) };
+  return { url, port, ...await resolveChecked(policy, destination, parsed, port, options) };
 }
 
 /** Refuse, before any network, what the platform would silently drop. */
