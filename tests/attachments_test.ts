@@ -101,21 +101,52 @@ Deno.test({
         assert.equal((one as Record<string, unknown>).content, undefined, "the record never carries the bytes");
       });
 
-      await t.step("a file that is not what its name or declared type says is refused", async () => {
-        const user = await setup();
-        const exe = new Uint8Array(2048);
-        exe.set([0x4d, 0x5a, 0x90, 0x00, 0x03], 0);
-        const disguised = await uploadPdf(user.token, exe, "invoice.pdf");
-        assert.equal(disguised.res.status, 422);
-        const json = await call(user.token, "attachments", {
-          filename: "notes.bin",
-          content: Buffer.from(file).toString("base64"),
-          content_type: "image/png",
-        });
-        const error = await failure(json, 422);
-        assert.equal(error.code, "attachment_type_mismatch");
-        assert.deepEqual(error.details, { declared: "image/png", detected: "application/pdf" });
-      });
+      await t.step(
+        "a program dressed as a document is refused, on upload and in a send; a wrong label is corrected",
+        async () => {
+          const user = await setup();
+          const exe = new Uint8Array(2048);
+          exe.set([0x4d, 0x5a, 0x90, 0x00, 0x03], 0);
+          const disguised = await uploadPdf(user.token, exe, "invoice.pdf");
+          assert.equal(disguised.res.status, 422);
+          const declared = await call(user.token, "attachments", {
+            filename: "invoice.bin",
+            content: Buffer.from(exe).toString("base64"),
+            content_type: "application/pdf",
+          });
+          const error = await failure(declared, 422);
+          assert.equal(error.code, "attachment_type_mismatch");
+          assert.deepEqual(error.details, { declared: "application/pdf", detected: "application/x-msdownload" });
+          // Inline in a send, and a stored program renamed in the send: refused the same way, nothing sent.
+          const before = smtp.messages().length;
+          const inline = await call(user.token, "send-email", {
+            to: "victim@example.com",
+            subject: "invoice",
+            text: "x",
+            attachments: [{ filename: "invoice.pdf", content: Buffer.from(exe).toString("base64") }],
+          });
+          assert.equal((await failure(inline, 422)).code, "attachment_type_mismatch");
+          const program = await uploadPdf(user.token, exe, "setup.exe");
+          assert.equal(program.res.status, 201, JSON.stringify(program.stored));
+          const renamed = await call(user.token, "send-email", {
+            to: "victim@example.com",
+            subject: "invoice",
+            text: "x",
+            attachments: [{ id: program.stored.id, filename: "invoice.pdf" }],
+          });
+          assert.equal((await failure(renamed, 422)).code, "attachment_type_mismatch");
+          assert.equal(smtp.messages().length, before);
+          // A PDF declared as a PNG is no threat: it is stored as what it is. A CSV starting "MZ" is text.
+          const relabelled = await call(user.token, "attachments", {
+            filename: "notes.bin",
+            content: Buffer.from(file).toString("base64"),
+            content_type: "image/png",
+          });
+          assert.equal((await body<Attachment>(relabelled)).content_type, "application/pdf");
+          const csv = await call(user.token, "attachments", { filename: "models.csv", content: btoa("MZ,3\nBMW,4\n") });
+          assert.equal((await body<Attachment>(csv)).content_type, "text/csv");
+        },
+      );
 
       await t.step("an oversized upload is refused while it is read, not after", async () => {
         const user = await setup();
@@ -155,7 +186,8 @@ Deno.test({
           to: "reader@example.com",
           subject: "by id",
           text: "See the report",
-          attachments: [{ id: stored.id }, { id: stored.id, filename: "copy.pdf" }],
+          // An id in capitals is the same id.
+          attachments: [{ id: stored.id }, { id: stored.id.toUpperCase(), filename: "copy.pdf" }],
         });
         assert.equal(res.status, 200, JSON.stringify(await body(res.clone())));
         const received = smtp.messages().find((m) => m.data.includes("Subject: by id"))!;
@@ -296,6 +328,11 @@ Deno.test({
           assert.equal(list.attachments.length, 1);
           assert.equal(list.attachments[0].source_url, url);
           assert.equal(served, 1);
+          // The same URL spelled in capitals is the same stored file (fetched again: a URL may change).
+          const shouted = await call(user.token, "attachments", {
+            url: url.replace("https://localhost", "HTTPS://LOCALHOST"),
+          });
+          assert.equal((await body<Attachment>(shouted)).id, list.attachments[0].id);
 
           const refusedUrl = async (target: string, status: number) =>
             (await failure(
@@ -311,7 +348,7 @@ Deno.test({
           assert.equal(await refusedUrl(`https://localhost:${filesPort}/to-loopback`, 422), "attachment_url_forbidden");
           assert.equal(await refusedUrl(`https://localhost:${filesPort}/huge`, 413), "attachment_too_large");
           assert.equal(await refusedUrl(`http://localhost:${filesPort}/report.pdf`, 400), "attachment_url_invalid");
-          assert.equal(served, 1, "the refused redirect never reached the file a second time");
+          assert.equal(served, 2, "the refused redirect never reached the file");
         },
       );
     } finally {

@@ -18,7 +18,8 @@
 -- * A file expires `expires_at` (30 days by default, MAILROOM_ATTACHMENT_RETENTION_DAYS); a send
 --   that references it holds it at least until that send can no longer go (private.hold_attachments:
 --   its send time + 32 days, the longest approval wait plus a day of retries). The worker
---   forgets expired files (private.forget_expired_attachments).
+--   forgets expired files (private.forget_expired_attachments), except one a waiting message
+--   still names (a paused config's mail may wait longer than any hold).
 -- * The worker's claim counts what it will hold for a row: a referenced file counts by its
 --   base64 size (as the built message carries it), for a message's own references and for a
 --   batch's shared ones (email_batches.attachment_bytes), so 200 rows naming a 7 MiB file are
@@ -112,9 +113,10 @@ begin
 end
 $$;
 
--- How many of the caller's messages still waiting to go (queued, scheduled, held for approval)
--- reference an attachment, by their own attachments or their batch's shared ones.
-create function private.attachment_uses(p_id uuid)
+-- How many of a user's messages still waiting to go (queued, scheduled, held for approval, or
+-- in flight: a deferred recipient is retried from the same row) reference an attachment, by
+-- their own attachments or their batch's shared ones.
+create function private.attachment_uses(p_user_id uuid, p_id uuid)
 returns integer
 language sql
 stable
@@ -125,8 +127,8 @@ as $$
     from public.email_audit_log a
     left join public.email_batches b on b.id = a.batch_id
    cross join ref
-   where a.user_id = (select auth.uid())
-     and a.status in ('queued', 'scheduled', 'pending_approval')
+   where a.user_id = p_user_id
+     and a.status in ('queued', 'scheduled', 'pending_approval', 'sending')
      and (a.payload #> '{request,attachments}' @> ref.v or b.content -> 'attachments' @> ref.v)
 $$;
 
@@ -143,10 +145,13 @@ declare
   v_uses integer;
 begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('mailroom.attachments:' || v_user::text, 0));
-  if not exists (select 1 from public.attachments a where a.id = p_id and a.user_id = v_user) then
+  -- The row lock first: a send holding the file (private.hold_attachments) has committed, or
+  -- rolled back, before its messages are counted.
+  perform 1 from public.attachments a where a.id = p_id and a.user_id = v_user for update;
+  if not found then
     perform private.raise_api_error(404, 'attachment_not_found', format('No attachment %s', p_id), jsonb_build_object('id', p_id));
   end if;
-  v_uses := private.attachment_uses(p_id);
+  v_uses := private.attachment_uses(v_user, p_id);
   if v_uses > 0 then
     perform private.raise_api_error(409, 'attachment_in_use',
       format('%s waiting message(s) still attach this file; cancel them, or delete it once they are sent', v_uses),
@@ -207,6 +212,21 @@ create trigger email_batches_size_attachments
   before insert on public.email_batches
   for each row execute function private.size_batch_attachments();
 
+-- What the worker holds for a queued row: its payload as it arrives (text, never the compressed
+-- or compact stored form), the stored files it names, and for a batch's recipient, the batch's
+-- shared content and files.
+create function private.outbox_payload_bytes(p_user_id uuid, p_payload jsonb, p_batch_id uuid)
+returns integer
+language sql
+stable
+set search_path = ''
+as $$
+  select (coalesce(octet_length(p_payload::text), 0)
+    + coalesce((select b.content_bytes + b.attachment_bytes from public.email_batches b where b.id = p_batch_id), 0)
+    + case when p_payload #> '{request,attachments}' is null then 0
+           else private.stored_attachment_bytes(p_user_id, p_payload #> '{request,attachments}') end)::integer
+$$;
+
 -- Queued rows: as before (20261206180000), and what the worker holds for a row counts the
 -- stored attachments it (or its batch) references.
 create or replace function private.prepare_outbox_row() returns trigger
@@ -237,13 +257,8 @@ begin
     new.from_email := coalesce(v_config.from_email, new.from_email);
     new.attempts := 0;
     new.lease_losses := 0;
-    -- What the worker will hold for it: the payload as it arrives (text, never the compressed
-    -- or compact stored form), the stored files it names, and for a batch's recipient, the
-    -- batch's shared content and files.
-    new.payload_bytes := coalesce(octet_length(new.payload::text), 0)
-      + coalesce((select b.content_bytes + b.attachment_bytes from public.email_batches b where b.id = new.batch_id), 0)
-      + case when new.payload #> '{request,attachments}' is null then 0
-             else private.stored_attachment_bytes(new.user_id, new.payload #> '{request,attachments}') end;
+    -- What the worker will hold for it (the files it names included).
+    new.payload_bytes := private.outbox_payload_bytes(new.user_id, new.payload, new.batch_id);
     new.message_id := '<' || new.id::text || '@' || lower(split_part(new.from_email, '@', 2)) || '>';
     new.status := case when new.scheduled_at > now() then 'scheduled' else 'queued' end;
     new.next_attempt_at := case
@@ -283,7 +298,26 @@ begin
 end
 $$;
 
--- The worker: forget expired files, a bounded number at a time, skipping any a send is holding.
+-- A row whose payload changes (private.retry_deferred_recipients queues a send's deferred
+-- recipients again with its request) is sized again, files included.
+create function private.resize_outbox_payload() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.payload_bytes := private.outbox_payload_bytes(new.user_id, new.payload, new.batch_id);
+  return new;
+end
+$$;
+
+create trigger email_audit_log_resize_payload
+  before update of payload on public.email_audit_log
+  for each row when (new.payload is not null and new.payload is distinct from old.payload)
+  execute function private.resize_outbox_payload();
+
+-- The worker: forget expired files, a bounded number at a time. A file a message still waits
+-- for (one whose config is paused or backed off may wait past any hold) is kept another day
+-- and looked at again then.
 create function private.forget_expired_attachments(p_limit integer default 500)
 returns integer
 language plpgsql
@@ -291,23 +325,31 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_count integer;
+  v_file record;
+  v_count integer := 0;
 begin
-  with gone as (
-    select a.id from public.attachments a
+  for v_file in
+    select a.id, a.user_id from public.attachments a
      where a.expires_at <= now()
      order by a.expires_at
      limit p_limit
        for update skip locked
-  )
-  delete from public.attachments a using gone where a.id = gone.id;
-  get diagnostics v_count = row_count;
+  loop
+    if private.attachment_uses(v_file.user_id, v_file.id) > 0 then
+      update public.attachments a set expires_at = now() + interval '1 day' where a.id = v_file.id;
+    else
+      delete from public.attachments a where a.id = v_file.id;
+      v_count := v_count + 1;
+    end if;
+  end loop;
   return v_count;
 end
 $$;
 
 revoke all on function private.store_attachment(text, text, bytea, text, integer, bigint) from public, anon, authenticated;
-revoke all on function private.attachment_uses(uuid) from public, anon, authenticated;
+revoke all on function private.attachment_uses(uuid, uuid) from public, anon, authenticated;
+revoke all on function private.outbox_payload_bytes(uuid, jsonb, uuid) from public, anon, authenticated;
+revoke all on function private.resize_outbox_payload() from public, anon, authenticated;
 revoke all on function private.delete_attachment(uuid) from public, anon, authenticated;
 revoke all on function private.hold_attachments(uuid[], timestamptz) from public, anon, authenticated;
 revoke all on function private.stored_attachment_bytes(uuid, jsonb) from public, anon, authenticated;
@@ -320,3 +362,4 @@ grant execute on function private.delete_attachment(uuid) to authenticated;
 grant execute on function private.hold_attachments(uuid[], timestamptz) to authenticated;
 -- The triggers run as the inserting user.
 grant execute on function private.stored_attachment_bytes(uuid, jsonb) to authenticated;
+grant execute on function private.outbox_payload_bytes(uuid, jsonb, uuid) to authenticated;

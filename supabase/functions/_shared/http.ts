@@ -184,6 +184,17 @@ async function chargeBody(req: Request, bytes: number, owner?: string): Promise<
 export const MAX_JSON_DEPTH = 64;
 
 /**
+ * Hold `bytes` more of the instance's budget for this request until it is answered: memory it
+ * will use beyond its body (a file fetched from a URL, stored files a send builds from), so a
+ * small request cannot make an instance hold megabytes unaccounted.
+ *
+ * @throws ApiError 503 `server_busy` with Retry-After when no room came.
+ */
+export async function chargeRequest(req: Request, bytes: number, owner?: string): Promise<void> {
+  if (bytes > 0) await chargeBody(req, bytes, owner);
+}
+
+/**
  * Read a request body within limits, so that no body can hold the server for long: it is read as
  * a stream and counted; past `maxBytes` reading stops (the stream is cancelled) and the answer is
  * 413 `payload_too_large`, with or without a `Content-Length`; what is read is charged to the

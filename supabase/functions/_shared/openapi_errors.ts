@@ -149,7 +149,7 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   attachment_not_found: {
     status: 404,
     message: 'attachments.0.id: no stored attachment "3f1c…" (it was deleted, expired, or is not yours)',
-    details: { index: 0, id: "3f1c…" },
+    details: { index: 0, attachment_id: "3f1c…" },
   },
   attachment_in_use: {
     status: 409,
@@ -168,7 +168,7 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   },
   attachment_type_mismatch: {
     status: 422,
-    message: 'The file is application/x-msdownload, but its name "invoice.pdf" says application/pdf',
+    message: 'The file is a program (application/x-msdownload), but its name "invoice.pdf" says application/pdf',
     details: { filename: "invoice.pdf", expected: "application/pdf", detected: "application/x-msdownload" },
   },
   unsupported_media_type: {

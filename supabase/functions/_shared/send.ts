@@ -46,7 +46,13 @@ import { oauthTokenSource } from "./store/oauth_tokens.ts";
 import { type HttpsTransport, sendOverHttps } from "./transports/mod.ts";
 import { OAuthError } from "./oauth/mod.ts";
 import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } from "./store/credential_guard.ts";
-import { attachmentDigests, holdSendAttachments, loadAttachmentContents, type StoredFile } from "./attachments/mod.ts";
+import {
+  attachmentDigests,
+  checkAttachmentTypes,
+  holdSendAttachments,
+  loadAttachmentContents,
+  type StoredFile,
+} from "./attachments/mod.ts";
 import {
   allowDuplicates,
   type AttachmentDigest,
@@ -614,7 +620,9 @@ export async function sendEmail(
       // (409 duplicate_send), unless the caller wants it twice.
       allowDuplicates(tx, req.allow_duplicate);
       // Stored attachments it names are kept while its deferred recipients may be retried.
-      return holdSendAttachments(tx, [req.attachments]).then(() => prepareSend(ctx, tx, req));
+      return holdSendAttachments(tx, [req.attachments])
+        .then((held) => checkAttachmentTypes(req.attachments, held))
+        .then(() => prepareSend(ctx, tx, req));
     },
     (tx, { config, message, subject, templateId, template, approval, attachments }) => {
       const fingerprint = fingerprintOf(config.id, req, { message, template, attachments });
@@ -758,7 +766,8 @@ export async function scheduleEmail(
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     // Stored attachments it names are kept until it can no longer go.
-    await holdSendAttachments(tx, [req.attachments], new Date(req.scheduled_at));
+    const held = await holdSendAttachments(tx, [req.attachments], new Date(req.scheduled_at));
+    await checkAttachmentTypes(req.attachments, held);
     const composed = await compose(ctx, tx, config, req);
     await checkSendGuardrails(tx, config.id, composed.message.envelope.to);
     allowDuplicates(tx, req.allow_duplicate);
@@ -812,6 +821,8 @@ export async function dryRunEmail(ctx: AppContext, claims: UserClaims, req: Send
     const config = await findUsableConfig(tx, req.config);
     if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
     const composed = await compose(ctx, tx, config, req);
+    // A dry run holds nothing: its inline files are checked, stored ones were when stored.
+    await checkAttachmentTypes(req.attachments, new Map());
     let verdict = await guardrailVerdict(tx, config.id, composed.message.envelope.to);
     if (verdict.outcome !== "would_be_refused" && !req.allow_duplicate) {
       const [repeat] = (await earlierSends(tx, config.id, [hex(fingerprintOf(config.id, req, composed))])).values();

@@ -34,10 +34,10 @@ async function create(ctx: AppContext, claims: UserClaims, req: Request, limits:
   // Counts before anything that reads every entry (the idempotency fingerprint included).
   checkBulkBounds(body, limits);
   // A dry run writes nothing, so it takes no idempotency key's place: checked, rendered, answered.
-  if (body.dry_run) return json(await enqueueBulk(ctx, sendingClaims(req, claims), body, limits));
+  if (body.dry_run) return json(await enqueueBulk(ctx, sendingClaims(req, claims), body, limits, { request: req }));
   const response = await onceForKey(ctx.sql, claims, key, raw, async () => ({
     status: 202,
-    body: await enqueueBulk(ctx, sendingClaims(req, claims), body, limits),
+    body: await enqueueBulk(ctx, sendingClaims(req, claims), body, limits, { request: req }),
   }));
   // Start sending now where the platform allows work after the response; the scheduler covers the rest.
   if (response.status === 202 && !body.scheduled_at) kickOutbox(ctx);

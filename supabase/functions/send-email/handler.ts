@@ -12,7 +12,7 @@ import { parseBody, sendEmailRequest } from "../_shared/schemas.ts";
 import { cancelEmail, dryRunEmail, scheduleEmail, sendEmail } from "../_shared/send.ts";
 import { sendingClaims } from "../_shared/oversight/mod.ts";
 import { retrySetAside } from "../_shared/outbox/set_aside.ts";
-import { storeUrlAttachments } from "../_shared/attachments/mod.ts";
+import { resolveAttachmentReferences } from "../_shared/attachments/mod.ts";
 
 /** Largest request body accepted (JSON, before attachments are decoded). */
 export const MAX_BODY_BYTES = 15 * 1024 * 1024;
@@ -54,7 +54,10 @@ export function createSendEmailHandler(ctx: AppContext): Handler {
     const body = parseBody(sendEmailRequest, raw);
     // Files given by URL are fetched once and stored; the send (and any retry) names them by id.
     const fetchUrls = () =>
-      storeUrlAttachments(ctx, claims, [body.attachments, (raw as { attachments?: unknown }).attachments]);
+      resolveAttachmentReferences(ctx, claims, [body.attachments, (raw as { attachments?: unknown }).attachments], {
+        request: req,
+        loads: true,
+      });
     // A dry run writes nothing, so it needs no idempotency: checked, rendered, answered.
     if (body.dry_run) return json(await fetchUrls().then(() => dryRunEmail(ctx, sendingClaims(req, claims), body)));
     const later = body.scheduled_at !== undefined && Date.parse(body.scheduled_at) > Date.now();

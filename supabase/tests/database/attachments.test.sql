@@ -6,7 +6,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(17);
+select plan(21);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -60,6 +60,23 @@ select is((select count(*)::int from private.hold_attachments((select array_agg(
   'nor holds them');
 select throws_like($$select private.delete_attachment((select id from stored))$$, '%attachment_not_found%',
   'nor deletes them (a 404, as if there were none)');
+
+-- The worker's side (no user): sizes follow the payload, and expiry spares what a message needs.
+reset role;
+update public.email_audit_log set payload = jsonb_build_object('kind', 'request', 'request', '{}'::jsonb);
+select is((select payload_bytes from public.email_audit_log), (select octet_length(payload::text) from public.email_audit_log),
+  'a payload rewritten without the file is sized again');
+update public.email_audit_log
+   set payload = jsonb_build_object('kind', 'request', 'request', jsonb_build_object('attachments',
+         jsonb_build_array(jsonb_build_object('id', (select id from stored)))));
+select is((select payload_bytes from public.email_audit_log), (select octet_length(payload::text) + 12 from public.email_audit_log),
+  'and with it again (as retry_deferred_recipients rewrites it), the file counts again, as base64 (9 bytes: 12)');
+insert into public.attachments (user_id, filename, content_type, size_bytes, sha256, content)
+values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'old.txt', 'text/plain', 3, sha256('old'), 'old');
+update public.attachments set expires_at = now() - interval '1 minute';
+select is(private.forget_expired_attachments(), 1, 'the worker forgets the expired file nobody needs');
+select ok((select expires_at > now() from public.attachments where id = (select id from stored)),
+  'and keeps (another day) the expired one a queued message still attaches');
 
 set local role anon;
 set local request.jwt.claims to '{"role":"anon"}';

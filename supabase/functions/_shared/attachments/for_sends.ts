@@ -8,10 +8,10 @@ import { createHash } from "node:crypto";
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { type Tx, withUser } from "../db.ts";
-import { ApiError } from "../http.ts";
+import { ApiError, chargeRequest, isUuid } from "../http.ts";
 import { type AttachmentInput, checkContentType, checkFilename } from "../mail/compose.ts";
 import type { AttachmentDigest } from "../duplicates/mod.ts";
-import { settleContentType, typeByName } from "./content_type.ts";
+import { checkInlineFile, checkNotDisguised, settleContentType, typeByName } from "./content_type.ts";
 import { fetchAttachmentUrl } from "./url_fetch.ts";
 import { type HeldAttachment, holdAttachments, storeAttachment } from "./store.ts";
 
@@ -30,20 +30,47 @@ function isUrlEntry(item: unknown): item is UrlEntry {
   return item !== null && typeof item === "object" && typeof (item as { url?: unknown }).url === "string";
 }
 
+/** How much a built message holds per byte of a stored file it attaches (the file, and its base64 in the message). */
+const BUILD_FACTOR = 2.4;
+
 /**
- * Fetch and store the attachments the lists give by URL, each distinct URL once, and replace
- * each such entry in place with `{id, filename?}` (its filename kept when the caller gave one).
- * Lists are read as given (unvalidated entries are left alone for validation to refuse).
+ * Before a send is accepted: stored ids written as Postgres writes them (lower case), and the
+ * attachments the lists give by URL fetched and stored, each distinct URL once, all within one
+ * deadline; each such entry is replaced in place with `{id, filename?}` (its filename kept when
+ * the caller gave one). Lists are read as given (unvalidated entries are left alone for
+ * validation to refuse). With `request`, what this costs the instance in memory is charged to
+ * its budget first: a fetch's worth for URLs, and with `loads` (a send built here and now) the
+ * stored files it names.
  *
  * @throws ApiError 422 `too_many_attachment_urls`; the errors of {@linkcode fetchAttachmentUrl}
  *   and of storing (413 `attachment_storage_full`, 422 `attachment_type_mismatch`, 400
- *   `invalid_attachment`), with `details.url`.
+ *   `invalid_attachment`), with `details.url`; 503 `server_busy`.
  */
-export async function storeUrlAttachments(ctx: AppContext, claims: UserClaims, lists: unknown[]): Promise<void> {
+export async function resolveAttachmentReferences(
+  ctx: AppContext,
+  claims: UserClaims,
+  lists: unknown[],
+  options: { request?: Request; loads?: boolean } = {},
+): Promise<void> {
   const entries: UrlEntry[] = [];
   for (const list of lists) {
     if (!Array.isArray(list)) continue;
-    for (const item of list) if (isUrlEntry(item)) entries.push(item);
+    for (const item of list) {
+      if (isUrlEntry(item)) entries.push(item);
+      else if (item !== null && typeof item === "object" && typeof (item as { id?: unknown }).id === "string") {
+        (item as { id: string }).id = (item as { id: string }).id.toLowerCase();
+      }
+    }
+  }
+  const { request } = options;
+  if (request && options.loads) {
+    const ids = attachmentIds(lists).filter(isUuid);
+    if (ids.length > 0) {
+      const [{ bytes }] = await withUser(ctx.sql, claims, (tx) =>
+        tx<{ bytes: number }[]>`
+          select coalesce(sum(size_bytes), 0)::float8 as bytes from public.attachments where id = any (${ids}::uuid[])`);
+      await chargeRequest(request, Math.ceil(bytes * BUILD_FACTOR), claims.sub);
+    }
   }
   if (entries.length === 0) return;
   const urls = [...new Set(entries.map((e) => e.url))];
@@ -56,12 +83,15 @@ export async function storeUrlAttachments(ctx: AppContext, claims: UserClaims, l
       { limit: MAX_URLS_PER_REQUEST, count: urls.length },
     );
   }
+  // One file in hand at a time (its bytes and their copies on the way to Postgres).
+  if (request) await chargeRequest(request, 2 * ctx.config.attachments.maxFileBytes, claims.sub);
+  const deadline = Date.now() + ctx.config.attachments.urlTimeoutMs;
   const stored = new Map<string, string>();
   for (const entry of entries) {
     const key = JSON.stringify([entry.url, entry.filename ?? null, entry.content_type ?? null]);
     let id = stored.get(key);
     if (id === undefined) {
-      id = (await storeFromUrl(ctx, claims, entry)).id;
+      id = (await storeFromUrl(ctx, claims, entry, deadline)).id;
       stored.set(key, id);
     }
     const filename = entry.filename;
@@ -78,13 +108,20 @@ export async function storeFromUrl(
   ctx: AppContext,
   claims: UserClaims,
   entry: { url: string; filename?: string; content_type?: string },
+  deadline = Date.now() + ctx.config.attachments.urlTimeoutMs,
 ) {
   const limits = ctx.config.attachments;
   const declared = withUrl(entry.url, () => checkContentType(entry.content_type, 0));
+  const timeoutMs = deadline - Date.now();
+  if (timeoutMs <= 0) {
+    throw new ApiError(422, "attachment_url_failed", `Could not fetch ${entry.url}: no time was left for it`, {
+      url: entry.url,
+    });
+  }
   const fetched = await fetchAttachmentUrl(entry.url, {
     policy: ctx.config.egress,
     maxBytes: limits.maxFileBytes,
-    timeoutMs: limits.urlTimeoutMs,
+    timeoutMs,
     caCerts: ctx.config.oauth.caCerts,
   });
   const filename = entry.filename !== undefined
@@ -99,7 +136,8 @@ export async function storeFromUrl(
       filename,
       contentType,
       content: fetched.content,
-      sourceUrl: entry.url,
+      // As the URL parser writes it (the table keeps https URLs in that form).
+      sourceUrl: new URL(entry.url).href,
     }, limits));
 }
 
@@ -168,6 +206,39 @@ export async function holdSendAttachments(
   const ids = attachmentIds(lists);
   if (ids.length === 0) return new Map();
   return await holdAttachments(tx, ids, new Date(sendAt.getTime() + SEND_HOLD_DAYS * 86_400_000));
+}
+
+/**
+ * At accept: a program among the files is refused unless it is called one, for inline files
+ * (their bytes sniffed as an upload's are) and for a stored file given a new name in the send.
+ *
+ * @throws ApiError 422 `attachment_type_mismatch` (`details.index`).
+ */
+export async function checkAttachmentTypes(
+  list: AttachmentInput[] | undefined,
+  held: ReadonlyMap<string, HeldAttachment>,
+): Promise<void> {
+  for (const [index, item] of (list ?? []).entries()) {
+    try {
+      if ("url" in item) continue;
+      if ("id" in item) {
+        // A stored program renamed in the send (`setup` sent as `invoice.pdf`).
+        const file = held.get(item.id.toLowerCase());
+        if (file && item.filename !== undefined) checkNotDisguised(file.content_type, undefined, item.filename);
+        continue;
+      }
+      const bytes = Buffer.from(item.content.replace(/\s+/g, ""), "base64");
+      await checkInlineFile(bytes, item.content_type?.toLowerCase(), item.filename);
+    } catch (error) {
+      if (error instanceof ApiError) {
+        throw new ApiError(error.status, error.code, `attachments.${index}: ${error.message}`, {
+          ...(error.details as Record<string, unknown> ?? {}),
+          index,
+        });
+      }
+      throw error;
+    }
+  }
 }
 
 /** Stored sizes by id, as checkAttachments takes them. */

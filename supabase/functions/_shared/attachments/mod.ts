@@ -5,7 +5,7 @@
 // (content_type.ts), fetch one through the egress policy (url_fetch.ts), and what a send does
 // with the files it names (for_sends.ts).
 export { type AttachmentLimits, DEFAULT_ATTACHMENT_LIMITS, loadAttachmentLimits } from "./limits.ts";
-export { compatibleTypes, settleContentType, typeByName } from "./content_type.ts";
+export { compatibleTypes, runsWhenOpened, settleContentType, typeByName } from "./content_type.ts";
 export { fetchAttachmentUrl, type FetchedFile, MAX_REDIRECTS } from "./url_fetch.ts";
 export {
   type AttachmentRecord,
@@ -20,10 +20,11 @@ export {
 export {
   attachmentDigests,
   attachmentIds,
+  checkAttachmentTypes,
   holdSendAttachments,
   MAX_URLS_PER_REQUEST,
+  resolveAttachmentReferences,
   SEND_HOLD_DAYS,
   storedSizes,
-  storeUrlAttachments,
 } from "./for_sends.ts";
 export { storeUpload } from "./upload.ts";

@@ -4,7 +4,7 @@
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { withUser } from "../db.ts";
-import { ApiError, readBytes, readJson } from "../http.ts";
+import { ApiError, chargeRequest, readBytes, readJson } from "../http.ts";
 import { checkContentType, checkFilename } from "../mail/compose.ts";
 import { parseBody, uploadAttachmentRequest } from "../schemas.ts";
 import { settleContentType } from "./content_type.ts";
@@ -67,7 +67,11 @@ export async function storeUpload(
       uploadAttachmentRequest,
       await readJsonWithin(req, base64Limit + ENVELOPE_BYTES, limits.maxFileBytes, claims.sub),
     );
-    if ("url" in body) return await storeFromUrl(ctx, claims, body);
+    if ("url" in body) {
+      // The fetched bytes and their copies on the way to Postgres: charged to the instance first.
+      await chargeRequest(req, 2 * limits.maxFileBytes, claims.sub);
+      return await storeFromUrl(ctx, claims, body);
+    }
     const base64 = body.content.replace(/\r?\n/g, "");
     let content: Uint8Array;
     try {

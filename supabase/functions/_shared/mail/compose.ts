@@ -315,9 +315,10 @@ export function decodeAttachments(
   stored: ReadonlyMap<string, StoredContent> = new Map(),
 ): InMemoryAttachment[] {
   const sizes = new Map([...stored].map(([id, file]) => [id, file.content.byteLength]));
+  // Ids are looked up as Postgres writes them: lower case.
   return checkAttachments(list, limits, sizes).map((part) => {
     if ("id" in part) {
-      const file = stored.get(part.id)!;
+      const file = stored.get(part.id.toLowerCase())!;
       const content = Buffer.from(file.content.buffer, file.content.byteOffset, file.content.byteLength);
       return { filename: part.filename ?? file.filename, content, contentType: file.contentType };
     }
@@ -366,7 +367,7 @@ export function checkAttachments(
       throw invalidAttachment(index, "url", "an attachment by URL is fetched when the send is accepted, not here");
     }
     if ("id" in item) {
-      const size = storedSizes.get(item.id);
+      const size = storedSizes.get(item.id.toLowerCase());
       if (size === undefined) throw attachmentNotFound(index, item.id);
       count(size);
       return item.filename === undefined
@@ -414,7 +415,7 @@ export function attachmentNotFound(index: number, id: string): ApiError {
     "attachment_not_found",
     `attachments.${index}.id: no stored attachment ${JSON.stringify(id)} (it was deleted, expired, or is not yours); ` +
       "upload it again with POST /attachments",
-    { index, id },
+    { index, attachment_id: id },
   );
 }
 

@@ -22,10 +22,11 @@ import { type Address, countRecipients, dedupeRecipients, recipientKey } from ".
 import { checkAttachments, checkContent, type CompositionLimits, sanitizeHeaders } from "../mail/compose.ts";
 import {
   attachmentDigests,
+  checkAttachmentTypes,
   type HeldAttachment,
   holdSendAttachments,
+  resolveAttachmentReferences,
   storedSizes,
-  storeUrlAttachments,
 } from "../attachments/mod.ts";
 import { MAX_DATA_DEPTH, missingVariables, requiredVariables } from "../mail/templates.ts";
 import { checkBatchContent, messageRenderer, RenderBudget, stoppedEarly } from "./render_at_accept.ts";
@@ -188,6 +189,7 @@ export async function enqueueBulk(
   claims: UserClaims,
   req: SendBulkRequest,
   limits: BulkLimits,
+  options: { request?: Request } = {},
 ): Promise<BulkAccepted | BulkDryRun> {
   checkBulkBounds(req, limits);
   const entries = req.recipients ?? req.messages ?? [];
@@ -195,7 +197,7 @@ export async function enqueueBulk(
   const budget = new RenderBudget();
   // Files given by URL are fetched once each and stored; the batch names them by id.
   const attachmentLists = [req.attachments, ...(req.messages ?? []).map(attachmentsOf)];
-  await storeUrlAttachments(ctx, claims, attachmentLists);
+  await resolveAttachmentReferences(ctx, claims, attachmentLists, { request: options.request, loads: req.dry_run });
 
   return await withUser(ctx.sql, claims, async (tx) => {
     const config = await usableConfig(ctx, tx, req.config);
@@ -439,6 +441,7 @@ async function planRecipients(
     maxCount: limits.maxAttachments,
     maxTotalBytes: limits.maxAttachmentBytes,
   }, storedSizes(held));
+  await checkAttachmentTypes(req.attachments, held);
   const attachments = attachmentDigests(req.attachments, held);
   const template = req.template === undefined ? undefined : await findTemplate(tx, req.template);
   if (template) checkTemplateHasBody(template, req);
@@ -577,7 +580,13 @@ async function planMessages(
   const sizes = storedSizes(held);
   for (const [index, entry] of entries.entries()) {
     const checked = checkMessage(limits, entry, sizes);
-    if ("reason" in checked) errors.list.push({ index, reason: checked.reason });
+    if ("reason" in checked) {
+      errors.list.push({ index, reason: checked.reason });
+      continue;
+    }
+    // A program among its files is refused unless it is called one (inline bytes sniffed).
+    const refusal = await checkAttachmentTypes(checked.request.attachments, held).then(() => null, entryRefusal);
+    if (refusal) errors.list.push({ index, reason: refusal });
     else valid.push({ index, ...checked });
   }
   const render = messageRenderer(limits, budget);
@@ -668,6 +677,12 @@ function checkMessage(
     if (error instanceof ApiError) return { reason: `${error.code}: ${error.message}` };
     throw error;
   }
+}
+
+/** An entry's refusal as its reason, starting with the code (as checkMessage's do). */
+function entryRefusal(error: unknown): string {
+  if (error instanceof ApiError) return `${error.code}: ${error.message}`;
+  throw error;
 }
 
 /** A messages-mode entry's attachments, as given (validated later). */

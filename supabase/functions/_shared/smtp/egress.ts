@@ -150,6 +150,11 @@ export interface Destination {
   codes: { invalid: string; forbidden: string; notFound: string; port?: string };
   /** For a URL: the field it is in, as refusals name it (`token_url`, `url`). */
   field?: string;
+  /**
+   * Only allowlist entries that name the port exempt a host (a user's attachment URL must not
+   * reach every HTTPS service of a host allowlisted for its SMTP server).
+   */
+  allowlistNeedsPort?: boolean;
 }
 
 /** A config's SMTP server. */
@@ -183,6 +188,7 @@ export const ATTACHMENT_URL: Destination = {
     port: "attachment_url_port_not_allowed",
   },
   field: "url",
+  allowlistNeedsPort: true,
 };
 
 function invalidHost(destination: Destination, host: string, why: string): ApiError {
@@ -261,8 +267,11 @@ export function forbiddenRange(address: ipaddr.IPv4 | ipaddr.IPv6): string | nul
   return range === "unicast" ? null : range;
 }
 
-function allowlisted(policy: EgressPolicy, host: string, port: number): boolean {
-  return policy.allowlist.some((entry) => entry.host === host && (entry.port === undefined || entry.port === port));
+function allowlisted(policy: EgressPolicy, host: string, port: number, destination?: Destination): boolean {
+  const portless = !destination?.allowlistNeedsPort;
+  return policy.allowlist.some((entry) =>
+    entry.host === host && ((portless && entry.port === undefined) || entry.port === port)
+  );
 }
 
 /** The settings that loosen the policy, named in its refusals (they are the deployment's, not a user's). */
@@ -314,7 +323,7 @@ export function checkHostStatically(policy: EgressPolicy, input: string, port: n
 /** The address rules every destination shares: a fully qualified name or a public literal address. */
 function checkNameStatically(policy: EgressPolicy, destination: Destination, input: string, port: number): ParsedHost {
   const parsed = parseHost(input, destination);
-  if (allowlisted(policy, parsed.host, port)) return parsed;
+  if (allowlisted(policy, parsed.host, port, destination)) return parsed;
   if (!parsed.ip && !parsed.host.includes(".")) {
     throw new ApiError(
       400,
@@ -376,7 +385,7 @@ async function resolveChecked(
     clearTimeout(timer);
   }
   if (answers.length === 0) throw notFound(destination, parsed.host, "has no addresses");
-  if (!allowlisted(policy, parsed.host, port)) {
+  if (!allowlisted(policy, parsed.host, port, destination)) {
     for (const answer of answers) {
       const address = ipLiteral(answer);
       const range = address ? forbiddenRange(address) : "unparseable";
