@@ -13,6 +13,7 @@ import { caughtMessage, MessageStore, startSmtpCatcher } from "./smtp_catcher.ts
 import { startOAuthStandin } from "./oauth_standin.ts";
 import { startInbox } from "./inbox.ts";
 import { startApiReference } from "./api_reference.ts";
+import { buildDashboard, startDashboard } from "./dashboard.ts";
 import { formatRequestLine, startGateway } from "./gateway.ts";
 import { LOCAL_DIR, LOCAL_PORTS, localApiUrl, type PortName } from "./ports.ts";
 import { busyPorts, describeBusyPort } from "./port_owners.ts";
@@ -274,6 +275,15 @@ async function startStack(
   const issuer = `${apiUrl}/auth/v1`;
   const token = await mintToken(signingKey, { issuer, sub: userId, email: DEMO_EMAIL, expiresIn: "24h" });
   const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
+  // The dashboard, built from dashboard/ for this start; its one-click sign-in is the demo user's.
+  await buildDashboard(`${LOCAL_DIR}/dashboard`);
+  const dashboard = await startDashboard(LOCAL_PORTS.dashboard, {
+    dir: `${LOCAL_DIR}/dashboard`,
+    apiUrl,
+    anonKey,
+    demoToken: () => mintToken(signingKey, { issuer, sub: userId, email: DEMO_EMAIL, expiresIn: "24h" }),
+  });
+  onStarted(dashboard.close);
   const body = JSON.stringify({ to: "Friend <friend@example.com>", subject: "Hello from mailroom", text: "It works." });
   const templated = JSON.stringify({
     to: "Jane <jane@example.com>",
@@ -292,6 +302,7 @@ mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" 
   JWKS       ${apiUrl}/auth/v1/.well-known/jwks.json
   Database   ${dbUrl}
   SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}
+  Dashboard  http://127.0.0.1:${LOCAL_PORTS.dashboard}   (one click signs you in as the demo user)
   Inbox      http://127.0.0.1:${LOCAL_PORTS.inbox}
   API docs   http://127.0.0.1:${LOCAL_PORTS.docs}   (OpenAPI: ${apiUrl}/functions/v1/openapi)
   Anon key   ${anonKey}
@@ -301,7 +312,7 @@ Demo user ${DEMO_EMAIL} (config "local-inbox" is its default), token valid 24 h:
 The same user as an agent (an OAuth client's token, client_id ${DEFAULT_AGENT_CLIENT_ID}: sends within the guardrails):
   export AGENT_TOKEN=$(npm run --silent token -- --quiet --agent)
 
-Send a mail, then open the inbox:
+Send a mail, then open the dashboard (what went out, how it ended) and the inbox (the mail itself):
   curl -sS ${apiUrl}/functions/v1/send-email \\
     -H "Authorization: Bearer $TOKEN" \\
     -H 'content-type: application/json' \\

@@ -3,12 +3,13 @@
 import { ROOT } from "./postgres.ts";
 
 /** The stack's services, by the name of their port. */
-export type PortName = "api" | "db" | "inbox" | "docs" | "smtp" | "smtps" | "oauth";
+export type PortName = "api" | "db" | "dashboard" | "inbox" | "docs" | "smtp" | "smtps" | "oauth";
 
 /** Default port and the environment variable that moves it, per service. */
 export const PORT_SETTINGS: Readonly<Record<PortName, { env: string; default: number; what: string }>> = {
   api: { env: "MAILROOM_API_PORT", default: 54321, what: "functions gateway" },
   db: { env: "MAILROOM_DB_PORT", default: 54322, what: "Postgres" },
+  dashboard: { env: "MAILROOM_DASHBOARD_PORT", default: 54323, what: "dashboard" },
   inbox: { env: "MAILROOM_INBOX_PORT", default: 54324, what: "web inbox" },
   smtp: { env: "MAILROOM_SMTP_PORT", default: 54325, what: "SMTP catcher (STARTTLS)" },
   docs: { env: "MAILROOM_DOCS_PORT", default: 54326, what: "API docs" },

@@ -111,7 +111,21 @@ Deno.test({
         assert.match(output, /^ {2}export AGENT_TOKEN=\$\(npm run --silent token -- --quiet --agent\)$/m);
         assert.match(output, new RegExp(`Functions  ${api}/functions/v1/<name>`));
         assert.match(output, new RegExp(`Inbox      http://127.0.0.1:${ports.inbox}`));
+        assert.match(output, new RegExp(`Dashboard  http://127.0.0.1:${ports.dashboard}`));
         assert.doesNotMatch(output, /Initialize|Download|deprecated/i);
+      });
+
+      await t.step("the dashboard is served, pointed at these functions, and signs in the demo user", async () => {
+        const dashboard = `http://127.0.0.1:${ports.dashboard}`;
+        const page = await fetch(dashboard);
+        assert.match(await page.text(), /<script type="module" src=".\/app.js"><\/script>/);
+        const config = await (await fetch(`${dashboard}/config.json`)).json();
+        assert.equal(config.supabase_url, api);
+        const session = await (await fetch(config.local_sign_in_url, { method: "POST" })).json();
+        const configs = await fetch(`${api}/functions/v1/smtp-configs`, {
+          headers: { authorization: `Bearer ${session.access_token}` },
+        });
+        assert.deepEqual((await configs.json()).configs.map((c: { name: string }) => c.name), ["local-inbox"]);
       });
 
       await t.step("a second start exits 1 saying the stack is running, and leaves it answering", async () => {

@@ -47,7 +47,18 @@ export type MessagePage = Schemas["MessagePage"];
 export type Recipient = string | { email: string; name?: string };
 export type Recipients = Recipient | Recipient[];
 
-export type AuditStatus = "sent" | "failed" | "unknown" | "deferred" | "queued" | "scheduled" | "sending" | "cancelled";
+export type AuditStatus =
+  | "sent"
+  | "failed"
+  | "unknown"
+  | "deferred"
+  | "queued"
+  | "scheduled"
+  | "sending"
+  | "cancelled"
+  | "pending_approval"
+  | "rejected"
+  | "expired";
 
 /** Filters of the analytics summary and the message list. */
 export interface AnalyticsFilters {

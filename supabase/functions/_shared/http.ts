@@ -6,7 +6,7 @@ import { AdmissionRefused, ByteBudget, DEFAULT_BODY_BUDGET_BYTES, type Release }
 export const corsHeaders: Record<string, string> = {
   "access-control-allow-origin": "*",
   "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, idempotency-key, x-mailroom-via",
-  "access-control-allow-methods": "GET, POST, PATCH, DELETE, OPTIONS",
+  "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
   "access-control-expose-headers": "x-request-id, retry-after, idempotent-replayed",
 };
 

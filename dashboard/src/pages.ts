@@ -1,0 +1,320 @@
+/// <reference lib="dom" />
+// The pages: Messages (the audit log, filtered, a page at a time), one message, Approvals (what
+// waits for the owner), one held message with its preview and the decision.
+import { useEffect, useState } from "preact/hooks";
+import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
+import type {
+  ApprovalDetail,
+  ApprovalList,
+  AuditStatus,
+  Message,
+  MessagePage,
+} from "../../clients/mailroom/src/types.ts";
+import { ErrorBox, html, Preview, Status, When } from "./view.ts";
+
+const STATUSES = [
+  "sent",
+  "failed",
+  "deferred",
+  "unknown",
+  "queued",
+  "scheduled",
+  "sending",
+  "pending_approval",
+  "rejected",
+  "expired",
+  "cancelled",
+];
+
+/** Run `load` when `deps` change; its result, error and whether it is loading. */
+function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
+  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ ...s, loading: true }));
+    load().then(
+      (data) => live && setState({ data, loading: false }),
+      (error) => live && setState({ error, loading: false }),
+    );
+    return () => {
+      live = false;
+    };
+  }, deps);
+  return state;
+}
+
+export function MessagesPage({ api }: { api: MailroomClient }) {
+  const [status, setStatus] = useState("");
+  const [config, setConfig] = useState("");
+  const [from, setFrom] = useState("");
+  const [version, setVersion] = useState(0);
+  const [pages, setPages] = useState<MessagePage[]>([]);
+  const filters = {
+    status: status ? [status as AuditStatus] : undefined,
+    config: config || undefined,
+    from: from || undefined,
+  };
+  const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [status, config, from, version]);
+  useEffect(() => setPages(first.data ? [first.data] : []), [first.data]);
+  const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
+  const next = pages.at(-1)?.next_cursor;
+  const loadMore = async () => {
+    setMore({ loading: true });
+    try {
+      const page = await api.analytics.messages({ ...filters, limit: 50, cursor: next! });
+      setPages((p) => [...p, page]);
+      setMore({ loading: false });
+    } catch (error) {
+      setMore({ loading: false, error });
+    }
+  };
+  const rows = pages.flatMap((p) => p.messages);
+  return html`
+    <h2>Messages</h2>
+    <form class="filters" role="search" onSubmit=${(e: Event) => e.preventDefault()}>
+      <label>Status
+        <select value=${status} onChange=${(e: Event) => setStatus((e.target as HTMLSelectElement).value)}>
+          <option value="">any</option>
+          ${STATUSES.map((s) => html`<option value=${s}>${s.replaceAll("_", " ")}</option>`)}
+        </select>
+      </label>
+      <label>Config (name or id)
+        <input value=${config} onChange=${(e: Event) => setConfig((e.target as HTMLInputElement).value.trim())} />
+      </label>
+      <label>Since (date)
+        <input type="date" value=${from} onChange=${(e: Event) => setFrom((e.target as HTMLInputElement).value)} />
+      </label>
+      <button type="button" class="secondary" onClick=${() => setVersion((v) => v + 1)}>Refresh</button>
+    </form>
+    <${ErrorBox} error=${first.error} />
+    ${first.loading
+      ? html`<p class="loading">Loading…</p>`
+      : rows.length === 0 && !first.error
+      ? html`<p class="empty">No messages yet. Send one with <code>POST /functions/v1/send-email</code>, or let an
+          agent use the <code>send_email</code> tool; it shows up here.</p>`
+      : html`
+        <table>
+          <caption class="loading">Newest first</caption>
+          <thead>
+            <tr>
+              <th scope="col">When</th>
+              <th scope="col">Status</th>
+              <th scope="col">To</th>
+              <th scope="col">Subject</th>
+              <th scope="col">Config</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>${rows.map((m) =>
+            html`
+              <tr data-id=${m.id}>
+                <td><a href=${`#/messages/${m.id}`}><${When} at=${m.created_at} /></a></td>
+                <td>
+                  <${Status} status=${m.status} />
+                </td>
+                <td>${m.to.join(", ")}${m.cc_count + m.bcc_count > 0 ? ` +${m.cc_count + m.bcc_count}` : ""}</td>
+                <td>${m.subject ?? "(no subject)"}</td>
+                <td>${m.config?.name ?? "—"}</td>
+                <td>${m.error_code ?? ""}</td>
+              </tr>
+            `
+          )}</tbody>
+        </table>
+        <${ErrorBox} error=${more.error} />
+        ${next
+          ? html`<div class="actions"><button onClick=${loadMore} disabled=${more.loading}>Older messages</button></div>`
+          : null}
+      `}
+  `;
+}
+
+export function MessagePageView({ api, id }: { api: MailroomClient; id: string }) {
+  const { data: m, error, loading } = useLoad<Message>(() => api.analytics.message(id), [id]);
+  if (loading) return html`<p class="loading">Loading…</p>`;
+  if (error || !m) return html`<h2>Message</h2><${ErrorBox} error=${error} /><a href="#/messages">All messages</a>`;
+  return html`
+    <h2>${m.subject ?? "(no subject)"}</h2>
+    <dl>
+      <dt>Status</dt><dd><${Status} status=${m.status} /></dd>
+      <dt>From</dt><dd>${m.from}</dd>
+      <dt>To</dt><dd>${m.to.join(", ")}</dd>
+      <dt>Created</dt><dd><${When} at=${m.created_at} /></dd>
+      <dt>Completed</dt><dd><${When} at=${m.completed_at} /></dd>
+      <dt>Message-ID</dt><dd>${m.message_id ?? "—"}</dd>
+      <dt>Config</dt><dd>${m.config?.name ?? "—"}</dd>
+      <dt>Attempts</dt><dd>${m.attempts}</dd>
+      ${m.batch_id
+        ? html`
+          <dt>Batch</dt>
+          <dd>${m.batch_id}</dd>
+        `
+        : null}
+      ${m.duplicate_of
+        ? html`
+          <dt>Repeats</dt>
+          <dd><a href=${`#/messages/${m.duplicate_of}`}>${m.duplicate_of}</a></dd>
+        `
+        : null}
+      ${m.error_code
+        ? html`
+          <dt>Error</dt>
+          <dd><code>${m.error_code}</code>: ${m.error_message ?? ""}</dd>
+        `
+        : null}
+    </dl>
+    ${m.recipients?.length
+      ? html`
+        <h3>Recipients</h3>
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Address</th>
+              <th scope="col">Outcome</th>
+              <th scope="col">Code</th>
+              <th scope="col">Server's reply</th>
+            </tr>
+          </thead>
+          <tbody>${m.recipients.map((r) =>
+            html`
+              <tr>
+                <td>${r.address}</td>
+                <td>
+                  <${Status} status=${r.status} />
+                </td>
+                <td>${r.smtp_code ?? ""} ${r.enhanced_code ?? ""}</td>
+                <td>${r.response ?? ""}</td>
+              </tr>
+            `
+          )}</tbody>
+        </table>
+      `
+      : null}
+    ${m.agent_context
+      ? html`
+        <h3>Agent context</h3>
+        <pre>${JSON.stringify(m.agent_context, null, 2)}</pre>
+      `
+      : null}
+    <p><a href="#/messages">All messages</a></p>
+  `;
+}
+
+export function ApprovalsPage({ api }: { api: MailroomClient }) {
+  const [version, setVersion] = useState(0);
+  const { data, error, loading } = useLoad<ApprovalList>(() => api.oversight.approvals({ limit: 100 }), [version]);
+  return html`
+    <h2>Approvals</h2>
+    <div class="actions"><button class="secondary" onClick=${() => setVersion((v) => v + 1)}>Refresh</button></div>
+    <${ErrorBox} error=${error} />
+    ${loading
+      ? html`<p class="loading">Loading…</p>`
+      : !data?.approvals.length
+      ? html`<p class="empty">Nothing waits for your approval. Sends wait here when your guardrails ask for it
+          (<code>approval: "agents"</code> holds what agents send).</p>`
+      : html`
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Held since</th>
+              <th scope="col">To</th>
+              <th scope="col">Subject</th>
+              <th scope="col">Why</th>
+              <th scope="col">Agent</th>
+              <th scope="col">Expires</th>
+            </tr>
+          </thead>
+          <tbody>${data.approvals.map((a) =>
+            html`
+              <tr data-id=${a.id}>
+                <td><a href=${`#/approvals/${a.id}`}><${When} at=${a.created_at} /></a></td>
+                <td>${a.to.join(", ")}</td>
+                <td>${a.subject ?? "(no subject)"}</td>
+                <td>${a.reason}</td>
+                <td>${a.client_id ?? "—"}</td>
+                <td>
+                  <${When} at=${a.expires_at} />
+                </td>
+              </tr>
+            `
+          )}</tbody>
+        </table>
+      `}
+  `;
+}
+
+export function ApprovalView({ api, id }: { api: MailroomClient; id: string }) {
+  const [version, setVersion] = useState(0);
+  const { data: a, error, loading } = useLoad<ApprovalDetail>(() => api.oversight.approval(id), [id, version]);
+  const [reason, setReason] = useState("");
+  const [decision, setDecision] = useState<{ busy: boolean; error?: unknown; done?: string }>({ busy: false });
+  const decide = async (approve: boolean) => {
+    setDecision({ busy: true });
+    try {
+      const result = approve ? await api.oversight.approve(id) : await api.oversight.reject(id, reason || undefined);
+      setDecision({ busy: false, done: result.status });
+      setVersion((v) => v + 1);
+    } catch (error) {
+      setDecision({ busy: false, error });
+    }
+  };
+  if (loading && !a) return html`<p class="loading">Loading…</p>`;
+  if (error || !a) return html`<h2>Held message</h2><${ErrorBox} error=${error} /><a href="#/approvals">Approvals</a>`;
+  const c = a.content;
+  return html`
+    <h2>${c?.subject ?? a.subject ?? "(no subject)"}</h2>
+    <dl>
+      <dt>Status</dt><dd><${Status} status=${a.status} /></dd>
+      <dt>From</dt><dd>${a.from_email}</dd>
+      <dt>To</dt><dd>${(c?.to ?? a.to).join(", ")}</dd>
+      ${c?.cc.length
+        ? html`
+          <dt>Cc</dt>
+          <dd>${c.cc.join(", ")}</dd>
+        `
+        : null}
+      ${c?.bcc.length
+        ? html`
+          <dt>Bcc</dt>
+          <dd>${c.bcc.join(", ")}</dd>
+        `
+        : null}
+      <dt>Held because</dt><dd>${a.reason === "agents" ? "an agent sent it" : "every send waits"}</dd>
+      <dt>Agent</dt><dd>${a.client_id ?? "—"}</dd>
+      <dt>Expires</dt><dd><${When} at=${a.expires_at} /></dd>
+      ${c?.attachments.length
+        ? html`
+          <dt>Attachments</dt>
+          <dd>${c.attachments.map((f) =>
+            html`<div>${f.filename} (${f.content_type ?? "?"}, ${f.size_bytes} bytes)</div>`
+          )}</dd>
+        `
+        : null}
+    </dl>
+    ${a.status === "pending_approval"
+      ? html`
+        <div class="actions">
+          <button onClick=${() => decide(true)} disabled=${decision.busy}>Approve and send</button>
+          <label>Reason (optional)
+                    <input value=${reason} maxlength="500" onInput=${(e: Event) =>
+                      setReason((e.target as HTMLInputElement).value)} />
+                  </label>
+          <button class="danger" onClick=${() => decide(false)} disabled=${decision.busy}>Reject</button>
+        </div>
+      `
+      : html`<p class="notice" role="status">Decided: ${decision.done ?? a.status}</p>`}
+    <${ErrorBox} error=${decision.error} />
+    ${c?.text
+      ? html`
+        <h3>Text</h3>
+        <pre>${c.text}</pre>
+      `
+      : null}
+    ${c?.html
+      ? html`
+        <h3>HTML (scripts and remote content blocked)</h3>
+        <${Preview} body=${c.html} title="HTML preview" />
+      `
+      : null}
+    <p><a href="#/approvals">Approvals</a></p>
+  `;
+}
