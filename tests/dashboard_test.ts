@@ -30,7 +30,11 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
-    const smtp = await startScriptedSmtp({ extensions: ["PIPELINING"] });
+    // gone@ is refused for good at RCPT: a send that fails, for the overview's numbers.
+    const smtp = await startScriptedSmtp({
+      extensions: ["PIPELINING"],
+      rcpt: (address) => address.startsWith("gone@") ? "550 5.1.1 No such user" : "250 2.1.5 OK",
+    });
     // A server an agent's HTML would call home to: it must never hear from the page.
     const pixelHits: string[] = [];
     const pixel = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, (req) => {
@@ -79,8 +83,9 @@ Deno.test({
         await page.getByRole("button", { name: "Sign in as the demo user" }).click();
         await page.getByTestId("account").waitFor();
         assert.equal(await page.getByTestId("account").textContent(), owner.email);
-        // An empty log tells a new user what to do next.
-        await page.getByText("No messages yet.").waitFor();
+        // The first page is the overview; empty, it tells a new user what to do next.
+        await page.getByText("Nothing sent in this range yet.").waitFor();
+        assert.deepEqual(await accessibilityProblems(page), []);
       });
 
       await t.step(
@@ -109,6 +114,98 @@ Deno.test({
           await page.goto(`${base}/#/messages`);
           await page.getByLabel("Status").selectOption("failed");
           await page.getByText("No messages yet.").waitFor();
+        },
+      );
+
+      await t.step("the overview's numbers are email-analytics' numbers", async () => {
+        // One more that fails for good: the server refuses its only recipient.
+        const refused = await call(owner.token, "send-email", { to: "gone@example.com", subject: "Lost", text: "x" });
+        await refused.body?.cancel();
+        await page.goto(`${base}/#/overview`);
+        const totals = page.getByTestId("totals");
+        await totals.waitFor();
+        const shown = async (name: string) => Number(await totals.locator(`[data-total="${name}"]`).textContent());
+        const tz = await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);
+        const from = new Date(Date.now() - 7 * 86_400_000).toISOString();
+        const summary = await body<{ total: number; totals: Record<string, number>; series: { total: number }[] }>(
+          await call(
+            owner.token,
+            `email-analytics?from=${encodeURIComponent(from)}&tz=${tz}&interval=day`,
+            undefined,
+            "GET",
+          ),
+        );
+        assert.equal(await shown("total"), summary.total);
+        assert.equal(await shown("sent"), summary.totals.sent ?? 0);
+        assert.equal(await shown("failed"), summary.totals.failed ?? 0);
+        assert.equal(summary.total, 2);
+        const rows = await page.getByTestId("series").locator("tbody tr td:nth-child(2)").allTextContents();
+        assert.equal(rows.map(Number).reduce((a, b) => a + b, 0), summary.series.reduce((a, b) => a + b.total, 0));
+        assert.deepEqual(await accessibilityProblems(page), []);
+        await page.screenshot({ path: `${SHOTS}/dashboard-overview.png`, fullPage: true });
+      });
+
+      await t.step("a batch's progress moves to done while the worker drains it", async () => {
+        const bulk = await call(owner.token, "send-bulk", {
+          recipients: ["b1@example.com", "b2@example.com", "b3@example.com"],
+          subject: "Batch news",
+          text: "Hello",
+        });
+        const { batch_id } = await body<{ batch_id: string }>(bulk);
+        await page.goto(`${base}/#/batches`);
+        await page.locator(`tr[data-id="${batch_id}"]`).waitFor();
+        assert.deepEqual(await accessibilityProblems(page), []);
+        await page.locator(`tr[data-id="${batch_id}"]`).getByRole("link").click();
+        await page.getByText("0 of 3").waitFor();
+        await stack.drainOutbox();
+        // The page polls: it shows the batch done without being reloaded.
+        await page.getByText("3 of 3").waitFor();
+        await page.getByText("Done: nothing is left to send.").waitFor();
+        assert.equal(received("Batch news"), 3);
+        assert.deepEqual(await accessibilityProblems(page), []);
+        await page.screenshot({ path: `${SHOTS}/dashboard-batch.png`, fullPage: true });
+      });
+
+      await t.step("a mailbox: its state, verify step by step, limits whose errors are the API's", async () => {
+        await page.goto(`${base}/#/mailboxes`);
+        await page.getByRole("link", { name: "work" }).click();
+        await page.getByRole("heading", { name: "work" }).waitFor();
+        await page.getByRole("button", { name: "Verify now" }).click();
+        const steps = page.getByRole("status", { name: "Verification" });
+        await steps.getByText("Login not needed").waitFor();
+        await page.locator("table").getByText("ok").first().waitFor();
+        // A limit the API refuses: its code and message are shown, nothing is saved.
+        await page.getByLabel("Per minute").fill("0");
+        await page.getByRole("button", { name: "Save" }).click();
+        assert.match(await page.getByRole("alert").textContent() ?? "", /^invalid_request: .*per_minute/);
+        await page.getByLabel("Per minute").fill("120");
+        await page.getByRole("button", { name: "Save" }).click();
+        await page.getByText("Saved.").waitFor();
+        const [{ max_per_minute }] = await stack.sql<{ max_per_minute: number }[]>`
+          select max_per_minute from public.user_smtp_configs where user_id = ${owner.id}`;
+        assert.equal(max_per_minute, 120);
+        assert.deepEqual(await accessibilityProblems(page), []);
+        await page.screenshot({ path: `${SHOTS}/dashboard-mailbox.png`, fullPage: true });
+      });
+
+      await t.step(
+        "a template previews with sample data as a send renders it; missing data is the API's error",
+        async () => {
+          await page.goto(`${base}/#/templates`);
+          await page.getByRole("link", { name: "welcome" }).click();
+          await page.getByRole("heading", { name: "welcome" }).waitFor();
+          await page.getByRole("button", { name: "Preview" }).click();
+          assert.match(await page.getByRole("alert").textContent() ?? "", /^template_data_missing: /);
+          const data = { name: "Ann", product: "Acme", login_url: "https://acme.example/login" };
+          await page.getByLabel(/Sample data/).fill(JSON.stringify(data));
+          await page.getByRole("button", { name: "Preview" }).click();
+          const rendered = await body<{ subject: string }>(
+            await call(owner.token, "templates/welcome/preview", { data }),
+          );
+          await page.getByTestId("preview-subject").getByText(rendered.subject).waitFor();
+          await page.frameLocator("iframe.preview").getByText("Ann", { exact: false }).first().waitFor();
+          assert.deepEqual(await accessibilityProblems(page), []);
+          await page.screenshot({ path: `${SHOTS}/dashboard-template.png`, fullPage: true });
         },
       );
 

@@ -14,10 +14,14 @@ import {
   tokenSession,
 } from "./session.ts";
 import { ApprovalsPage, ApprovalView, MessagePageView, MessagesPage } from "./pages.ts";
+import { BatchesPage, BatchView } from "./batches.ts";
+import { OverviewPage } from "./overview.ts";
+import { MailboxesPage, MailboxView } from "./mailboxes.ts";
+import { TemplatesPage, TemplateView } from "./templates.ts";
 import { ErrorBox, html } from "./view.ts";
 
 function useRoute(): string[] {
-  const read = () => location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+  const read = () => location.hash.replace(/^#\/?/, "").split("?")[0].split("/").filter(Boolean);
   const [route, setRoute] = useState(read);
   useEffect(() => {
     const on = () => setRoute(read());
@@ -87,25 +91,42 @@ function SignIn({ config, onSession }: { config: DashboardConfig; onSession: (s:
   `;
 }
 
+function query(name: string): string | undefined {
+  return new URLSearchParams(location.hash.split("?")[1] ?? "").get(name) ?? undefined;
+}
+
 function Layout({ session, route }: { session: Session; route: string[] }) {
-  const [page, id] = route;
-  const here = (name: string) => (page ?? "messages") === name ? "page" : undefined;
+  const [page = "overview", id] = route;
+  const here = (name: string) => page === name ? "page" : undefined;
+  const api = session.api;
   const body = page === "approvals"
-    ? id ? html`<${ApprovalView} api=${session.api} id=${id} />` : html`<${ApprovalsPage} api=${session.api} />`
-    : id
-    ? html`<${MessagePageView} api=${session.api} id=${id} />`
-    : html`<${MessagesPage} api=${session.api} />`;
+    ? id ? html`<${ApprovalView} api=${api} id=${id} />` : html`<${ApprovalsPage} api=${api} />`
+    : page === "batches"
+    ? id ? html`<${BatchView} api=${api} id=${id} />` : html`<${BatchesPage} api=${api} />`
+    : page === "mailboxes"
+    ? id ? html`<${MailboxView} api=${api} id=${id} />` : html`<${MailboxesPage} api=${api} />`
+    : page === "templates"
+    ? id ? html`<${TemplateView} api=${api} id=${id} />` : html`<${TemplatesPage} api=${api} />`
+    : page === "messages"
+    ? id
+      ? html`<${MessagePageView} api=${api} id=${id} />`
+      : html`<${MessagesPage} api=${api} batch=${query("batch_id")} />`
+    : html`<${OverviewPage} api=${api} />`;
   return html`
     <header>
       <h1>mailroom</h1>
       <nav aria-label="Pages">
+        <a href="#/overview" aria-current=${here("overview")}>Overview</a>
         <a href="#/messages" aria-current=${here("messages")}>Messages</a>
+        <a href="#/batches" aria-current=${here("batches")}>Batches</a>
         <a href="#/approvals" aria-current=${here("approvals")}>Approvals</a>
+        <a href="#/mailboxes" aria-current=${here("mailboxes")}>Mailboxes</a>
+        <a href="#/templates" aria-current=${here("templates")}>Templates</a>
       </nav>
       <span class="account">Signed in as <strong data-testid="account">${session.email}</strong></span>
       <button class="secondary" onClick=${() => session.signOut()}>Sign out</button>
     </header>
-    <main key=${route.join("/")}>${body}</main>
+    <main key=${location.hash}>${body}</main>
   `;
 }
 

@@ -2,6 +2,7 @@
 // The pages: Messages (the audit log, filtered, a page at a time), one message, Approvals (what
 // waits for the owner), one held message with its preview and the decision.
 import { useEffect, useState } from "preact/hooks";
+import { useLoad } from "./load.ts";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
 import type {
   ApprovalDetail,
@@ -26,25 +27,9 @@ const STATUSES = [
   "cancelled",
 ];
 
-/** Run `load` when `deps` change; its result, error and whether it is loading. */
-function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
-  const [state, setState] = useState<{ data?: T; error?: unknown; loading: boolean }>({ loading: true });
-  useEffect(() => {
-    let live = true;
-    setState((s) => ({ ...s, loading: true }));
-    load().then(
-      (data) => live && setState({ data, loading: false }),
-      (error) => live && setState({ error, loading: false }),
-    );
-    return () => {
-      live = false;
-    };
-  }, deps);
-  return state;
-}
-
-export function MessagesPage({ api }: { api: MailroomClient }) {
+export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: string }) {
   const [status, setStatus] = useState("");
+  const [batchId, setBatchId] = useState(batch ?? "");
   const [config, setConfig] = useState("");
   const [from, setFrom] = useState("");
   const [version, setVersion] = useState(0);
@@ -53,8 +38,15 @@ export function MessagesPage({ api }: { api: MailroomClient }) {
     status: status ? [status as AuditStatus] : undefined,
     config: config || undefined,
     from: from || undefined,
+    batch_id: batchId || undefined,
   };
-  const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [status, config, from, version]);
+  const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [
+    status,
+    config,
+    from,
+    batchId,
+    version,
+  ]);
   useEffect(() => setPages(first.data ? [first.data] : []), [first.data]);
   const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
   const next = pages.at(-1)?.next_cursor;
@@ -83,6 +75,10 @@ export function MessagesPage({ api }: { api: MailroomClient }) {
       </label>
       <label>Since (date)
         <input type="date" value=${from} onChange=${(e: Event) => setFrom((e.target as HTMLInputElement).value)} />
+      </label>
+      <label>Batch id
+        <input value=${batchId} size="36" onChange=${(e: Event) =>
+          setBatchId((e.target as HTMLInputElement).value.trim())} />
       </label>
       <button type="button" class="secondary" onClick=${() => setVersion((v) => v + 1)}>Refresh</button>
     </form>

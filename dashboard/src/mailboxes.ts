@@ -1,0 +1,166 @@
+/// <reference lib="dom" />
+// Mailboxes: the SMTP configs with their state (a paused queue explained, with what to do),
+// verify with its step-by-step result and history, limits edited in a form whose errors are the
+// API's own.
+import { useState } from "preact/hooks";
+import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
+import type { SmtpConfig, Verification, VerificationRecord } from "../../clients/mailroom/src/types.ts";
+import { useLoad } from "./load.ts";
+import { ErrorBox, html, When } from "./view.ts";
+
+function state(c: SmtpConfig): string {
+  if (!c.is_active) return "inactive";
+  if (c.needs_attention) return "needs attention";
+  if (c.backoff_until && Date.parse(c.backoff_until) > Date.now()) return "backing off";
+  return "ready";
+}
+
+export function MailboxesPage({ api }: { api: MailroomClient }) {
+  const { data, error, loading } = useLoad<SmtpConfig[]>(() => api.configs.list(), []);
+  return html`
+    <h2>Mailboxes</h2>
+    <${ErrorBox} error=${error} />
+    ${loading
+      ? html`<p class="loading">Loading…</p>`
+      : !data?.length
+      ? html`<p class="empty">No mailbox yet. Add your SMTP server with <code>POST /functions/v1/smtp-configs</code>
+          (a preset fills in Gmail, Microsoft 365 and others); its password goes to Supabase Vault.</p>`
+      : html`
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">From</th>
+              <th scope="col">Server</th>
+              <th scope="col">State</th>
+              <th scope="col">Limits</th>
+            </tr>
+          </thead>
+          <tbody>${data.map((c) =>
+            html`
+              <tr data-id=${c.id}>
+                <td><a href=${`#/mailboxes/${c.id}`}>${c.name}</a>${c.is_default ? " (default)" : ""}</td>
+                <td>${c.from_email}</td>
+                <td>${c.host}:${c.port} (${c.transport})</td>
+                <td>${state(c)}</td>
+                <td>${c.limits.per_minute}/min, ${c.limits.per_day}/day</td>
+              </tr>
+            `
+          )}</tbody>
+        </table>
+      `}
+  `;
+}
+
+export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
+  const [version, setVersion] = useState(0);
+  const { data: c, error, loading } = useLoad<SmtpConfig>(() => api.configs.get(id), [id, version]);
+  const history = useLoad<VerificationRecord[]>(() => api.configs.verifications(id), [id, version]);
+  const [verify, setVerify] = useState<{ busy: boolean; result?: Verification; error?: unknown }>({ busy: false });
+  const [form, setForm] = useState<Record<string, string>>({});
+  const [saving, setSaving] = useState<{ busy: boolean; error?: unknown; saved?: boolean }>({ busy: false });
+  if (loading && !c) return html`<p class="loading">Loading…</p>`;
+  if (error || !c) return html`<h2>Mailbox</h2><${ErrorBox} error=${error} /><a href="#/mailboxes">Mailboxes</a>`;
+  const runVerify = async () => {
+    setVerify({ busy: true });
+    try {
+      setVerify({ busy: false, result: await api.configs.verify(id) });
+    } catch (e) {
+      setVerify({ busy: false, error: e });
+    }
+    setVersion((v) => v + 1);
+  };
+  const field = (name: string, value: number) => form[name] ?? String(value);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setSaving({ busy: true });
+    try {
+      await api.configs.update(id, {
+        limits: {
+          per_minute: Number(field("per_minute", c.limits.per_minute)),
+          per_day: Number(field("per_day", c.limits.per_day)),
+          max_connections: Number(field("max_connections", c.limits.max_connections)),
+        },
+        duplicate_window_seconds: Number(field("duplicate_window_seconds", c.duplicate_window_seconds)),
+      });
+      setSaving({ busy: false, saved: true });
+      setForm({});
+      setVersion((v) => v + 1);
+    } catch (error) {
+      setSaving({ busy: false, error });
+    }
+  };
+  const input = (name: string, label: string, value: number) =>
+    html`<label>${label}<input type="number" name=${name} value=${field(name, value)}
+      onInput=${(e: Event) => setForm((f) => ({ ...f, [name]: (e.target as HTMLInputElement).value }))} /></label>`;
+  return html`
+    <h2>${c.name}</h2>
+    ${c.needs_attention
+      ? html`<div class="error" role="alert">Its queue is paused: ${c.needs_attention}. Fix the config (a new password,
+          or reconnect the account), then verify it: the queue goes on by itself.</div>`
+      : null}
+    <dl>
+      <dt>From</dt><dd>${c.from_name ? `${c.from_name} <${c.from_email}>` : c.from_email}</dd>
+      <dt>Server</dt><dd>${c.host}:${c.port}, ${c.security}, ${c.transport}, ${c.auth_type}</dd>
+      <dt>State</dt><dd>${state(c)}${c.is_default ? ", default" : ""}</dd>
+      ${c.backoff_reason
+        ? html`
+          <dt>Server pushed back</dt>
+          <dd>${c.backoff_reason}</dd>
+        `
+        : null}
+      <dt>Credentials changed</dt><dd><${When} at=${c.credentials_changed_at} /></dd>
+    </dl>
+    <div class="actions"><button onClick=${runVerify} disabled=${verify.busy}>Verify now</button></div>
+    <${ErrorBox} error=${verify.error} />
+    ${verify.result
+      ? html`
+        <div class="notice" role="status" aria-label="Verification">
+          <ol>
+            <li>Connected${verify.result.server_banner ? `: ${verify.result.server_banner}` : ""}</li>
+            <li>TLS ${verify.result.tls ? "on" : "off"}</li>
+            <li>Login ${verify.result.auth ? "accepted" : "not needed"}</li>
+            <li>Took ${verify.result.latency_ms} ms</li>
+            <li>Deliverability: ${verify.result.deliverability.verdict.replaceAll("_", " ")}</li>
+          </ol>
+        </div>
+      `
+      : null}
+    <h3>Limits</h3>
+    <form class="filters" onSubmit=${save} aria-label="Limits">
+      ${input("per_minute", "Per minute", c.limits.per_minute)}
+      ${input("per_day", "Per day", c.limits.per_day)}
+      ${input("max_connections", "Connections at once", c.limits.max_connections)}
+      ${input("duplicate_window_seconds", "Duplicate window (s)", c.duplicate_window_seconds)}
+      <button type="submit" disabled=${saving.busy}>Save</button>
+    </form>
+    <${ErrorBox} error=${saving.error} />
+    ${saving.saved ? html`<p class="notice" role="status">Saved.</p>` : null}
+    <h3>Verification history</h3>
+    ${history.data?.length
+      ? html`
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">When</th>
+              <th scope="col">Result</th>
+              <th scope="col">Took</th>
+            </tr>
+          </thead>
+          <tbody>${history.data.map((v) =>
+            html`
+              <tr>
+                <td>
+                  <${When} at=${v.created_at} />
+                </td>
+                <td>${v.ok ? "ok" : v.error_class}</td>
+                <td>${v.latency_ms ?? "—"} ms</td>
+              </tr>
+            `
+          )}</tbody>
+        </table>
+      `
+      : html`<p class="empty">Not verified yet.</p>`}
+    <p><a href="#/mailboxes">Mailboxes</a></p>
+  `;
+}
