@@ -4,6 +4,7 @@
 // demo user's token; only this local server has it, never the static app a project deploys).
 import { ROOT } from "./postgres.ts";
 import { serveHttp } from "./http_server.ts";
+import { hostNameOf, LOOPBACK_NAMES } from "./inbox.ts";
 
 const TYPES: Record<string, string> = {
   "/index.html": "text/html; charset=utf-8",
@@ -42,6 +43,11 @@ export async function buildDashboard(outDir: string): Promise<void> {
   }
   await Deno.copyFile(`${ROOT}/dashboard/index.html`, `${outDir}/index.html`);
   await Deno.copyFile(`${ROOT}/dashboard/styles.css`, `${outDir}/styles.css`);
+  // Headers a <meta> policy cannot set, for hosts that read a _headers file (Netlify, Cloudflare Pages).
+  await Deno.writeTextFile(
+    `${outDir}/_headers`,
+    "/*\n  Content-Security-Policy: frame-ancestors 'none'\n  X-Frame-Options: DENY\n  X-Content-Type-Options: nosniff\n",
+  );
 }
 
 export interface DashboardOptions {
@@ -54,29 +60,52 @@ export interface DashboardOptions {
   demoToken: () => Promise<string>;
 }
 
-/** The dashboard server as a fetch handler. */
+/** Every answer: never inside another site's frame (an Approve button must not be clickjacked). */
+const FRAMING = { "content-security-policy": "frame-ancestors 'none'", "x-frame-options": "DENY" };
+
+function refused(status: number, message: string): Response {
+  return new Response(message, { status, headers: { ...FRAMING, "content-type": "text/plain; charset=utf-8" } });
+}
+
+/**
+ * The dashboard server as a fetch handler. It answers only at loopback names (a page on another
+ * site whose name was rebound to 127.0.0.1 gets 421), and mints the demo token only for this
+ * page's own scripts: a POST from its own origin, as JSON (a cross-site page cannot send that
+ * without a preflight this server never approves).
+ */
 export function createDashboardHandler(options: DashboardOptions): (req: Request) => Promise<Response> {
+  const allowed = new Set(LOOPBACK_NAMES);
   return async (req) => {
     const url = new URL(req.url);
+    const host = hostNameOf(req, url);
+    if (host === undefined || !allowed.has(host)) {
+      return refused(421, "This dashboard answers only at 127.0.0.1, localhost or [::1]");
+    }
     if (url.pathname === "/local/session") {
-      if (req.method !== "POST") return new Response("Use POST", { status: 405, headers: { allow: "POST" } });
-      return Response.json({ access_token: await options.demoToken() }, { headers: { "cache-control": "no-store" } });
+      if (req.method !== "POST") return refused(405, "Use POST");
+      const origin = req.headers.get("origin");
+      const json = (req.headers.get("content-type") ?? "").split(";")[0].trim() === "application/json";
+      const host = req.headers.get("host");
+      if (origin !== (host ? `${url.protocol}//${host}` : url.origin) || !json) {
+        return refused(403, "The demo sign-in is for this dashboard's own page");
+      }
+      return Response.json({ access_token: await options.demoToken() }, {
+        headers: { ...FRAMING, "cache-control": "no-store" },
+      });
     }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("Use GET", { status: 405, headers: { allow: "GET" } });
-    }
+    if (req.method !== "GET" && req.method !== "HEAD") return refused(405, "Use GET");
     if (url.pathname === "/config.json") {
       return Response.json({
         supabase_url: options.apiUrl,
         anon_key: options.anonKey,
         local_sign_in_url: `${url.origin}/local/session`,
-      }, { headers: { "cache-control": "no-store" } });
+      }, { headers: { ...FRAMING, "cache-control": "no-store" } });
     }
     const path = url.pathname === "/" ? "/index.html" : url.pathname;
     const type = TYPES[path];
-    if (!type) return new Response("Not found", { status: 404 });
+    if (!type) return refused(404, "Not found");
     return new Response(await Deno.readFile(`${options.dir}${path}`), {
-      headers: { "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff" },
+      headers: { ...FRAMING, "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff" },
     });
   };
 }

@@ -105,7 +105,7 @@ export function createInboxHandler(
 }
 
 /** The names a loopback-bound inbox is reached by, as URL hostnames (IPv6 in brackets). */
-const LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"];
+export const LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"];
 
 /** The bind address as an accepted Host name, unless it is loopback already or a wildcard. */
 function hostNamesOf(bind: string | undefined): string[] {
@@ -114,7 +114,7 @@ function hostNamesOf(bind: string | undefined): string[] {
 }
 
 /** The request's Host name without its port, lower-cased; undefined when it does not parse. */
-function hostNameOf(request: Request, url: URL): string | undefined {
+export function hostNameOf(request: Request, url: URL): string | undefined {
   const header = request.headers.get("host");
   if (header === null) return url.hostname;
   try {

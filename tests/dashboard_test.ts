@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import AxeBuilder from "@axe-core/playwright";
 import { type Browser, chromium, type Page } from "playwright-core";
-import { buildDashboard, startDashboard } from "../local/dashboard.ts";
+import { buildDashboard, createDashboardHandler, startDashboard } from "../local/dashboard.ts";
 import { ROOT } from "../local/postgres.ts";
 import { body, startTestStack, type TestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
@@ -249,6 +249,14 @@ Deno.test({
         await page.goto(`${base}/#/approvals/${approveId}`);
         // What became of it: approved, then sent by the outbox.
         await page.getByText("Decided: sent").waitFor();
+        // The stop button: pressed in the page, it stops every send (an agent's is refused); resumed, they go.
+        await page.goto(`${base}/#/approvals`);
+        await page.getByRole("button", { name: "Stop all sending" }).click();
+        await page.getByText("All sending is stopped").waitFor();
+        const refused = await call(agent, "send-email", { to: "bob@example.com", subject: "While stopped", text: "x" });
+        assert.equal((await body<{ error: { code: string } }>(refused)).error.code, "sending_stopped");
+        await page.getByRole("button", { name: "Resume sending" }).click();
+        await page.getByRole("button", { name: "Stop all sending" }).waitFor();
       });
 
       await t.step(
@@ -257,10 +265,12 @@ Deno.test({
           const subject = `<img src=x onerror="alert('subject')"><script>alert('s')</script>`;
           const html =
             `<p>Hello</p><script>alert('html')</script><img src="http://127.0.0.1:${pixel.addr.port}/p.gif" ` +
-            `onerror="alert('img')"><iframe src="http://127.0.0.1:${pixel.addr.port}/frame"></iframe>`;
+            `onerror="alert('img')"><iframe src="http://127.0.0.1:${pixel.addr.port}/frame"></iframe>` +
+            `<a href="http://127.0.0.1:${pixel.addr.port}/click">Read more</a>`;
           const res = await call(agent, "send-email", { to: "eve@example.com", subject, html });
           const { id } = await body<{ id: string }>(res);
           await page.goto(`${base}/#/approvals`);
+          await page.getByRole("button", { name: "Refresh" }).click();
           await page.locator(`tr[data-id="${id}"]`).waitFor();
           assert.ok((await page.locator(`tr[data-id="${id}"]`).textContent())?.includes("<img src=x"), "shown as text");
           await page.goto(`${base}/#/approvals/${id}`);
@@ -272,6 +282,9 @@ Deno.test({
           const frame = page.frames().find((f) => f !== page.mainFrame() && f.url() === "about:srcdoc");
           assert.ok(frame, "the preview is a document of its own");
           await frame.waitForLoadState("load");
+          // A link in it goes nowhere when clicked (a sandboxed frame could still navigate itself).
+          await preview.getByText("Read more").click();
+          await preview.getByText("Hello").waitFor();
           assert.deepEqual(dialogs, []);
           assert.deepEqual(pixelHits, []);
           assert.deepEqual(errors, []);
@@ -287,4 +300,38 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
+});
+
+Deno.test("the local dashboard server: only at loopback names, its demo sign-in only for its own page, never framed", async () => {
+  const handler = createDashboardHandler({
+    dir: "/nonexistent",
+    apiUrl: "http://127.0.0.1:1",
+    anonKey: "anon",
+    demoToken: () => Promise.resolve("demo-token"),
+  });
+  const rebound = await handler(new Request("http://attacker.example:54323/config.json"));
+  assert.equal(rebound.status, 421);
+  const crossSite = await handler(
+    new Request("http://127.0.0.1:54323/local/session", {
+      method: "POST",
+      headers: { origin: "https://attacker.example", "content-type": "application/json" },
+    }),
+  );
+  assert.equal(crossSite.status, 403);
+  const form = await handler(
+    new Request("http://127.0.0.1:54323/local/session", {
+      method: "POST",
+      headers: { origin: "http://127.0.0.1:54323", "content-type": "application/x-www-form-urlencoded" },
+    }),
+  );
+  assert.equal(form.status, 403, "a cross-site form post cannot ask for it either");
+  const own = await handler(
+    new Request("http://127.0.0.1:54323/local/session", {
+      method: "POST",
+      headers: { origin: "http://127.0.0.1:54323", "content-type": "application/json" },
+    }),
+  );
+  assert.deepEqual(await own.json(), { access_token: "demo-token" });
+  assert.equal(own.headers.get("x-frame-options"), "DENY");
+  assert.match(own.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
 });

@@ -121,7 +121,18 @@ Deno.test({
         assert.match(await page.text(), /<script type="module" src=".\/app.js"><\/script>/);
         const config = await (await fetch(`${dashboard}/config.json`)).json();
         assert.equal(config.supabase_url, api);
-        const session = await (await fetch(config.local_sign_in_url, { method: "POST" })).json();
+        // Only its own page may ask (a POST from its origin, as JSON): not another site, not a rebound name.
+        const elsewhere = await fetch(config.local_sign_in_url, {
+          method: "POST",
+          headers: { origin: "https://evil.example" },
+        });
+        assert.equal(elsewhere.status, 403);
+        await elsewhere.body?.cancel();
+        const session = await (await fetch(config.local_sign_in_url, {
+          method: "POST",
+          headers: { origin: dashboard, "content-type": "application/json" },
+          body: "{}",
+        })).json();
         const configs = await fetch(`${api}/functions/v1/smtp-configs`, {
           headers: { authorization: `Bearer ${session.access_token}` },
         });

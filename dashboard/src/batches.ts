@@ -73,7 +73,9 @@ export function BatchView({ api, id }: { api: MailroomClient; id: string }) {
       } catch (e) {
         if (!live) return;
         setError(e);
-        timer = setTimeout(poll, POLL_MS * 2);
+        // A refusal (gone, not yours, signed out) will not change by asking again; an outage may.
+        const status = (e as { status?: number }).status ?? 0;
+        if (status === 0 || status >= 500 || status === 429) timer = setTimeout(poll, POLL_MS * 2);
       }
     };
     poll();

@@ -73,16 +73,20 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
   const field = (name: string, value: number) => form[name] ?? String(value);
   const save = async (e: Event) => {
     e.preventDefault();
+    // Only what was changed, and never an emptied field read as 0 (a duplicate window of 0 turns
+    // duplicate protection off): an empty field is the API's to refuse, by name.
+    const changed = (name: string) => form[name] !== undefined;
+    const number = (name: string) => (form[name].trim() === "" ? null : Number(form[name]));
+    const limits: Record<string, number | null> = {};
+    for (const name of ["per_minute", "per_day", "max_connections"]) if (changed(name)) limits[name] = number(name);
+    const change = {
+      ...(Object.keys(limits).length ? { limits } : {}),
+      ...(changed("duplicate_window_seconds") ? { duplicate_window_seconds: number("duplicate_window_seconds") } : {}),
+    };
+    if (Object.keys(change).length === 0) return setSaving({ busy: false, saved: true });
     setSaving({ busy: true });
     try {
-      await api.configs.update(id, {
-        limits: {
-          per_minute: Number(field("per_minute", c.limits.per_minute)),
-          per_day: Number(field("per_day", c.limits.per_day)),
-          max_connections: Number(field("max_connections", c.limits.max_connections)),
-        },
-        duplicate_window_seconds: Number(field("duplicate_window_seconds", c.duplicate_window_seconds)),
-      });
+      await api.configs.update(id, change as Parameters<MailroomClient["configs"]["update"]>[1]);
       setSaving({ busy: false, saved: true });
       setForm({});
       setVersion((v) => v + 1);
@@ -91,7 +95,7 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
     }
   };
   const input = (name: string, label: string, value: number) =>
-    html`<label>${label}<input type="number" name=${name} value=${field(name, value)}
+    html`<label>${label}<input type="number" name=${name} required min="0" value=${field(name, value)}
       onInput=${(e: Event) => setForm((f) => ({ ...f, [name]: (e.target as HTMLInputElement).value }))} /></label>`;
   return html`
     <h2>${c.name}</h2>
@@ -137,6 +141,7 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
     <${ErrorBox} error=${saving.error} />
     ${saving.saved ? html`<p class="notice" role="status">Saved.</p>` : null}
     <h3>Verification history</h3>
+    <${ErrorBox} error=${history.error} />
     ${history.data?.length
       ? html`
         <table>
@@ -160,6 +165,8 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
           )}</tbody>
         </table>
       `
+      : history.error
+      ? null
       : html`<p class="empty">Not verified yet.</p>`}
     <p><a href="#/mailboxes">Mailboxes</a></p>
   `;

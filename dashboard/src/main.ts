@@ -99,6 +99,11 @@ function Layout({ session, route }: { session: Session; route: string[] }) {
   const [page = "overview", id] = route;
   const here = (name: string) => page === name ? "page" : undefined;
   const api = session.api;
+  // After each navigation: the window's title says where, and focus moves to the new page.
+  useEffect(() => {
+    document.title = `${page[0].toUpperCase()}${page.slice(1)} · mailroom`;
+    document.querySelector<HTMLElement>("main")?.focus();
+  }, [location.hash]);
   const body = page === "approvals"
     ? id ? html`<${ApprovalView} api=${api} id=${id} />` : html`<${ApprovalsPage} api=${api} />`
     : page === "batches"
@@ -126,7 +131,7 @@ function Layout({ session, route }: { session: Session; route: string[] }) {
       <span class="account">Signed in as <strong data-testid="account">${session.email}</strong></span>
       <button class="secondary" onClick=${() => session.signOut()}>Sign out</button>
     </header>
-    <main key=${location.hash}>${body}</main>
+    <main key=${location.hash} tabindex="-1">${body}</main>
   `;
 }
 
@@ -145,6 +150,11 @@ function App({ config }: { config: DashboardConfig }) {
 
 async function start() {
   const root = document.getElementById("app")!;
+  // Never inside another site's frame: its page could lay itself over "Approve and send".
+  if (globalThis.top !== globalThis.self) {
+    root.textContent = "The mailroom dashboard cannot be shown inside another page.";
+    return;
+  }
   try {
     const res = await fetch("./config.json", { cache: "no-store" });
     if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);

@@ -25,7 +25,7 @@ const BREAKDOWN_TITLES: Record<string, string> = {
 type Bucket = AnalyticsSummary["series"][number];
 
 /** Stacked bars: sent, failed, unknown per bucket. Decorative for screen readers: the table has the numbers. */
-function Chart({ series, interval }: { series: Bucket[]; interval: "hour" | "day" }) {
+function Chart({ series, interval, timeZone }: { series: Bucket[]; interval: "hour" | "day"; timeZone: string }) {
   const width = 720;
   const height = 180;
   const max = Math.max(1, ...series.map((b) => b.total));
@@ -34,8 +34,8 @@ function Chart({ series, interval }: { series: Bucket[]; interval: "hour" | "day
   const y = (n: number) => (n / max) * (height - 20);
   const label = (start: string) =>
     interval === "hour"
-      ? new Date(start).toLocaleTimeString([], { hour: "2-digit" })
-      : new Date(start).toLocaleDateString([], { month: "short", day: "numeric" });
+      ? new Date(start).toLocaleTimeString([], { hour: "2-digit", timeZone })
+      : new Date(start).toLocaleDateString([], { month: "short", day: "numeric", timeZone });
   return html`
     <svg class="chart" viewBox=${`0 0 ${width} ${height + 20}`} role="img"
       aria-label=${`Sent, failed and unknown per ${interval}; the numbers are in the table below`}>
@@ -109,7 +109,7 @@ export function OverviewPage({ api }: { api: MailroomClient }) {
           <dt>Latency p50 / p90 / p99</dt>
           <dd>${ms(s.latency_ms.p50)} / ${ms(s.latency_ms.p90)} / ${ms(s.latency_ms.p99)}</dd>
         </dl>
-        <${Chart} series=${s.series} interval=${s.range.interval} />
+        <${Chart} series=${s.series} interval=${s.range.interval} timeZone=${s.range.tz} />
         <p class="legend"><span class="key-sent">■ sent</span> <span class="key-failed">■ failed</span>
           <span class="key-unknown">■ unknown</span></p>
         <table data-testid="series">
@@ -126,7 +126,7 @@ export function OverviewPage({ api }: { api: MailroomClient }) {
           <tbody>${s.series.filter((b) => b.total > 0).map((b) =>
             html`
               <tr>
-                <td>${new Date(b.start).toLocaleString()}</td>
+                <td>${new Date(b.start).toLocaleString([], { timeZone: s.range.tz })}</td>
                 <td>${b.total}</td>
                 <td>${b.sent}</td>
                 <td>${b.failed}</td>

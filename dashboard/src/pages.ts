@@ -1,13 +1,14 @@
 /// <reference lib="dom" />
 // The pages: Messages (the audit log, filtered, a page at a time), one message, Approvals (what
 // waits for the owner), one held message with its preview and the decision.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { useLoad } from "./load.ts";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
 import type {
   ApprovalDetail,
   ApprovalList,
   AuditStatus,
+  GuardrailsList,
   Message,
   MessagePage,
 } from "../../clients/mailroom/src/types.ts";
@@ -34,10 +35,13 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
   const [from, setFrom] = useState("");
   const [version, setVersion] = useState(0);
   const [pages, setPages] = useState<MessagePage[]>([]);
+  // The API lists 30 days unless told: a year back (its longest range), or from the date picked,
+  // in the reader's own time zone.
   const filters = {
     status: status ? [status as AuditStatus] : undefined,
     config: config || undefined,
-    from: from || undefined,
+    from: from || new Date(Date.now() - 365 * 86_400_000).toISOString(),
+    tz: Intl.DateTimeFormat().resolvedOptions().timeZone,
     batch_id: batchId || undefined,
   };
   const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [
@@ -50,14 +54,21 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
   useEffect(() => setPages(first.data ? [first.data] : []), [first.data]);
   const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
   const next = pages.at(-1)?.next_cursor;
+  // A page asked for under other filters (changed, or refreshed, meanwhile) is dropped.
+  const generation = `${status}|${config}|${from}|${batchId}|${version}`;
+  const current = useRef(generation);
+  current.current = generation;
   const loadMore = async () => {
+    if (more.loading) return;
+    const asked = generation;
     setMore({ loading: true });
     try {
       const page = await api.analytics.messages({ ...filters, limit: 50, cursor: next! });
+      if (current.current !== asked) return;
       setPages((p) => [...p, page]);
       setMore({ loading: false });
     } catch (error) {
-      setMore({ loading: false, error });
+      if (current.current === asked) setMore({ loading: false, error });
     }
   };
   const rows = pages.flatMap((p) => p.messages);
@@ -195,11 +206,45 @@ export function MessagePageView({ api, id }: { api: MailroomClient; id: string }
   `;
 }
 
+/** The account's stop button: stops every send now (an agent may press it too); only you lift it. */
+function StopButton({ api }: { api: MailroomClient }) {
+  const [version, setVersion] = useState(0);
+  const guardrails = useLoad<GuardrailsList>(() => api.oversight.guardrails(), [version]);
+  const [action, setAction] = useState<{ busy: boolean; error?: unknown }>({ busy: false });
+  const stopped = guardrails.data?.account.stopped_at ?? null;
+  const press = async () => {
+    setAction({ busy: true });
+    try {
+      if (stopped) await api.oversight.resume();
+      else await api.oversight.stop({ reason: "Stopped from the dashboard" });
+      setAction({ busy: false });
+      setVersion((v) => v + 1);
+    } catch (error) {
+      setAction({ busy: false, error });
+    }
+  };
+  if (!guardrails.data) return html`<${ErrorBox} error=${guardrails.error} />`;
+  return html`<div class="actions">
+    ${
+    stopped
+      ? html`
+        <p class="error" role="status">All sending is stopped (since <${When} at=${stopped} />): nothing goes out,
+                  approved or not, until you resume.</p>
+        <button onClick=${press} disabled=${action.busy}>Resume sending</button>
+      `
+      : html`<button class="danger" onClick=${press} disabled=${action.busy}>Stop all sending</button>`
+  }
+    <${ErrorBox} error=${action.error} />
+  </div>`;
+}
+
 export function ApprovalsPage({ api }: { api: MailroomClient }) {
   const [version, setVersion] = useState(0);
   const { data, error, loading } = useLoad<ApprovalList>(() => api.oversight.approvals({ limit: 100 }), [version]);
+  const soon = Date.now() + 3_600_000;
   return html`
     <h2>Approvals</h2>
+    <${StopButton} api=${api} />
     <div class="actions"><button class="secondary" onClick=${() => setVersion((v) => v + 1)}>Refresh</button></div>
     <${ErrorBox} error=${error} />
     ${loading
@@ -228,7 +273,11 @@ export function ApprovalsPage({ api }: { api: MailroomClient }) {
                 <td>${a.reason}</td>
                 <td>${a.client_id ?? "—"}</td>
                 <td>
-                  <${When} at=${a.expires_at} />
+                  <${When} at=${a.expires_at} />${Date.parse(a.expires_at) < soon
+                    ? html`
+                      <strong>(expires soon)</strong>
+                    `
+                    : null}
                 </td>
               </tr>
             `
@@ -243,10 +292,14 @@ export function ApprovalView({ api, id }: { api: MailroomClient; id: string }) {
   const { data: a, error, loading } = useLoad<ApprovalDetail>(() => api.oversight.approval(id), [id, version]);
   const [reason, setReason] = useState("");
   const [decision, setDecision] = useState<{ busy: boolean; error?: unknown; done?: string }>({ busy: false });
-  const decide = async (approve: boolean) => {
+  const decide = async (approve: boolean, wholeBatch = false) => {
     setDecision({ busy: true });
     try {
-      const result = approve ? await api.oversight.approve(id) : await api.oversight.reject(id, reason || undefined);
+      const result = wholeBatch
+        ? await api.oversight.decideBatch(a!.batch_id!, approve, approve ? undefined : reason || undefined)
+        : approve
+        ? await api.oversight.approve(id)
+        : await api.oversight.reject(id, reason || undefined);
       setDecision({ busy: false, done: result.status });
       setVersion((v) => v + 1);
     } catch (error) {
@@ -296,6 +349,16 @@ export function ApprovalView({ api, id }: { api: MailroomClient; id: string }) {
                   </label>
           <button class="danger" onClick=${() => decide(false)} disabled=${decision.busy}>Reject</button>
         </div>
+        ${a.batch_id
+          ? html`
+            <div class="actions">
+              <button class="secondary" onClick=${() => decide(true, true)} disabled=${decision.busy}>
+                            Approve its whole batch</button>
+              <button class="secondary" onClick=${() => decide(false, true)} disabled=${decision.busy}>
+                            Reject its whole batch</button>
+            </div>
+          `
+          : null}
       `
       : html`<p class="notice" role="status">Decided: ${decision.done ?? a.status}</p>`}
     <${ErrorBox} error=${decision.error} />

@@ -64,7 +64,11 @@ export function storedToken(): string | null {
 
 /** The local demo user's token, from the local dashboard server. */
 export async function localSignIn(config: DashboardConfig): Promise<string> {
-  const res = await fetch(config.local_sign_in_url!, { method: "POST" });
+  const res = await fetch(config.local_sign_in_url!, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: "{}",
+  });
   if (!res.ok) throw new Error(`The local stack refused the demo sign-in (HTTP ${res.status})`);
   const { access_token } = await res.json() as { access_token: string };
   return access_token;

@@ -100,7 +100,10 @@ export function TemplateView({ api, id }: { api: MailroomClient; id: string }) {
       <textarea rows="4" value=${sample} onInput=${(e: Event) =>
         setSample((e.target as HTMLTextAreaElement).value)}></textarea>
     </label>
-    <div class="actions"><button type="button" onClick=${runPreview}>Preview</button></div>
+    <div class="actions"><button type="button" onClick=${runPreview} disabled=${Object.keys(edit).length > 0}>
+      Preview</button>${Object.keys(edit).length > 0
+        ? html`<span>Save first: the preview renders the saved template.</span>`
+        : null}</div>
     <${ErrorBox} error=${preview.error} />
     ${preview.result
       ? html`

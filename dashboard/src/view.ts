@@ -16,6 +16,14 @@ export const html = (htmModule as unknown as Htm).bind<ReturnType<typeof h>>(h);
 /** An API error with its stable code, or any other failure, as the page shows it. */
 export function ErrorBox({ error }: { error: unknown }) {
   if (!error) return null;
+  if (error instanceof MailroomError && error.status === 401) {
+    const again = () => {
+      sessionStorage.clear();
+      location.reload();
+    };
+    return html`<div class="error" role="alert"><code>${error.code}</code>: your session has ended.
+      <button type="button" onClick=${again}>Sign in again</button></div>`;
+  }
   if (error instanceof MailroomError) {
     return html`<div class="error" role="alert"><code>${error.code}</code>: ${error.message}</div>`;
   }
@@ -32,15 +40,38 @@ export function When({ at }: { at: string | null }) {
   return html`<time datetime=${at}>${new Date(at).toLocaleString()}</time>`;
 }
 
+/** Elements that load, navigate or run: dropped from a preview whatever the sandbox would do with them. */
+const ACTIVE = "script, link, base, meta, iframe, frame, frameset, object, embed, portal";
+/** Attributes that navigate when clicked or submitted (a sandboxed frame may still navigate itself). */
+const NAVIGATING = ["href", "ping", "action", "formaction", "target", "xlink:href"];
+
+/**
+ * The agent's HTML made inert: parsed by DOMParser (which runs and loads nothing), without the
+ * elements above and without links, under a policy that loads nothing from the network.
+ */
+export function inertDocument(body: string): string {
+  const doc = new DOMParser().parseFromString(body, "text/html");
+  for (const element of doc.querySelectorAll(ACTIVE)) element.remove();
+  for (const element of doc.querySelectorAll("*")) {
+    for (const name of NAVIGATING) element.removeAttribute(name);
+  }
+  const policy = doc.createElement("meta");
+  policy.httpEquiv = "Content-Security-Policy";
+  policy.content = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+  doc.head.prepend(policy);
+  const charset = doc.createElement("meta");
+  charset.setAttribute("charset", "utf-8");
+  doc.head.prepend(charset);
+  return `<!doctype html>${doc.documentElement.outerHTML}`;
+}
+
 /**
  * An agent's HTML, shown as a document of its own: `sandbox` without allow-scripts runs no
- * script, and the page's own policy plus the one written into the document load nothing from
- * the network (no tracking pixel fires when the owner looks).
+ * script, the document is made inert first (no links, nothing that loads), and its policy and the
+ * page's own load nothing from the network (no tracking pixel fires when the owner looks).
  */
 export function Preview({ body, title }: { body: string; title: string }) {
-  const policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
-  const document =
-    `<!doctype html><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${policy}">` +
-    body;
-  return html`<iframe class="preview" sandbox="" referrerpolicy="no-referrer" title=${title} srcdoc=${document}></iframe>`;
+  return html`<iframe class="preview" sandbox="" referrerpolicy="no-referrer" title=${title} srcdoc=${
+    inertDocument(body)
+  }></iframe>`;
 }

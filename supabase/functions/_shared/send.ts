@@ -55,7 +55,6 @@ import {
 } from "./attachments/mod.ts";
 import {
   allowDuplicates,
-  type AttachmentDigest,
   contentFingerprint,
   duplicateSendRefusal,
   earlierSends,
@@ -207,7 +206,7 @@ async function compose(
   subject?: string;
   templateId: string | null;
   template?: StoredTemplate;
-  attachments: AttachmentDigest[];
+  files: FileCache;
 }> {
   const content = await contentOf(tx, req, templates);
   const ids = (req.attachments ?? []).flatMap((a) => "id" in a ? [a.id] : []);
@@ -234,30 +233,21 @@ async function compose(
       maxTotalBytes: limits.maxAttachmentBytes,
     }, files),
   }, limits);
-  const stored = new Map([...files].map(([id, f]) => [id, { ...f, content_type: f.contentType }]));
-  return {
-    message,
-    subject: content.subject,
-    templateId: content.templateId,
-    template: content.template,
-    attachments: attachmentDigests(req.attachments, stored),
-  };
+  return { message, subject: content.subject, templateId: content.templateId, template: content.template, files };
 }
 
 /** The send's content fingerprint (see _shared/duplicates): what makes a repeat "the same email". */
 function fingerprintOf(
   configId: string,
   req: SendEmailRequest,
-  { message, template, attachments }: {
-    message: BuiltMessage;
-    template?: StoredTemplate;
-    attachments: AttachmentDigest[];
-  },
+  { message, template, files }: { message: BuiltMessage; template?: StoredTemplate; files: FileCache },
 ): Uint8Array {
+  // Only where a send is accepted: the outbox's worker builds messages without fingerprinting them.
+  const stored = new Map([...files].map(([id, f]) => [id, { ...f, content_type: f.contentType }]));
   return contentFingerprint({
     configId,
     recipients: message.envelope.to,
-    ...requestContent(req, template, attachments),
+    ...requestContent(req, template, attachmentDigests(req.attachments, stored)),
   });
 }
 
@@ -370,8 +360,8 @@ export interface PreparedSend {
   templateId: string | null;
   /** The template it was rendered from, if any (its content is part of the send's fingerprint). */
   template?: StoredTemplate;
-  /** Its attachments by name, type and hash (part of the send's fingerprint). */
-  attachments: AttachmentDigest[];
+  /** The stored attachments it was built from (their hashes are part of the send's fingerprint). */
+  files: FileCache;
   /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
   approval: "agents" | "always" | null;
 }
@@ -624,8 +614,8 @@ export async function sendEmail(
         .then((held) => checkAttachmentTypes(req.attachments, held))
         .then(() => prepareSend(ctx, tx, req));
     },
-    (tx, { config, message, subject, templateId, template, approval, attachments }) => {
-      const fingerprint = fingerprintOf(config.id, req, { message, template, attachments });
+    (tx, { config, message, subject, templateId, template, approval, files }) => {
+      const fingerprint = fingerprintOf(config.id, req, { message, template, files });
       // A send that must wait for the owner's approval goes into the outbox, held, instead.
       if (approval) {
         return queueRequest(tx, config, { message, subject, templateId, fingerprint }, req, options.raw ?? req, {
