@@ -33,10 +33,10 @@ function field<T>(fn: () => T): T {
   }
 }
 
-/** Read the body within `limit` bytes; a larger one is refused as soon as it passes (413 attachment_too_large). */
-async function readWithin(req: Request, limit: number, fileLimit: number, owner: string): Promise<Uint8Array> {
+/** A body read within its limit; one larger is refused as the file it carries (413 attachment_too_large). */
+async function withinFileLimit<T>(reading: Promise<T>, fileLimit: number): Promise<T> {
   try {
-    return await readBytes(req, limit, owner);
+    return await reading;
   } catch (error) {
     if (error instanceof ApiError && error.code === "payload_too_large") throw tooLarge(fileLimit);
     throw error;
@@ -59,13 +59,16 @@ export async function storeUpload(
   const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
   let file: { filename: string; declared?: string; content: Uint8Array };
   if (type === "multipart/form-data") {
-    const bytes = await readWithin(req, limits.maxFileBytes + ENVELOPE_BYTES, limits.maxFileBytes, claims.sub);
+    const bytes = await withinFileLimit(
+      readBytes(req, limits.maxFileBytes + ENVELOPE_BYTES, claims.sub),
+      limits.maxFileBytes,
+    );
     file = await formFile(req, bytes);
   } else if (type === "application/json" || type === "") {
     const base64Limit = Math.ceil(limits.maxFileBytes / 3) * 4;
     const body = parseBody(
       uploadAttachmentRequest,
-      await readJsonWithin(req, base64Limit + ENVELOPE_BYTES, limits.maxFileBytes, claims.sub),
+      await withinFileLimit(readJson(req, base64Limit + ENVELOPE_BYTES, claims.sub), limits.maxFileBytes),
     );
     if ("url" in body) {
       // The fetched bytes and their copies on the way to Postgres: charged to the instance first.
@@ -101,15 +104,6 @@ export async function storeUpload(
     claims,
     (tx) => storeAttachment(tx, { filename, contentType, content: file.content }, limits),
   );
-}
-
-async function readJsonWithin(req: Request, limit: number, fileLimit: number, owner: string): Promise<unknown> {
-  try {
-    return await readJson(req, limit, owner);
-  } catch (error) {
-    if (error instanceof ApiError && error.code === "payload_too_large") throw tooLarge(fileLimit);
-    throw error;
-  }
 }
 
 /**
