@@ -436,6 +436,97 @@ Deno.test({
         assert.ok(failures.messages.some((m) => m.to[0] === "gone@beta.example"));
       });
 
+      await t.step("a message's content is what went out; recipient, agent and client filters find it", async () => {
+        const agentToken = await stack.mint({ sub: alice.id, email: alice.email, clientId: "claude-desktop" });
+        const before = smtp.messages().length;
+        const res = await stack.invoke("send-email", {
+          token: agentToken,
+          body: {
+            to: "Ada <Content@Delta.example>",
+            cc: "cc@delta.example",
+            bcc: "hidden@delta.example",
+            subject: "Quarterly <numbers>",
+            html: "<p>Hello <b>Ada</b></p><img src=x onerror=alert(1)>",
+            headers: { "X-Campaign": "q3" },
+            attachments: [{ filename: "notes.txt", content: btoa("some notes"), content_type: "text/plain" }],
+            agent_context: { agent: "reporter" },
+          },
+        });
+        assert.equal(res.status, 200, await res.clone().text());
+        const { id } = await res.json();
+        const content = await get<Record<string, unknown>>(stack, alice.token, `/messages/${id}/content`);
+        assert.equal(content.source, "sent");
+        assert.deepEqual([content.to, content.cc, content.bcc], [
+          ["Content@delta.example"],
+          ["cc@delta.example"],
+          ["hidden@delta.example"],
+        ]);
+        assert.equal(content.html, "<p>Hello <b>Ada</b></p><img src=x onerror=alert(1)>");
+        assert.match(String(content.text), /Hello Ada/);
+        assert.deepEqual(content.attachments, [{ filename: "notes.txt", content_type: "text/plain", size_bytes: 10 }]);
+        assert.equal(content.truncated, false);
+        // The header block is the one the SMTP server received, field for field.
+        const received = smtp.messages()[before].data;
+        const headers = content.headers as { name: string; value: string }[];
+        for (const name of ["Subject", "Message-ID", "Date", "X-Campaign", "To", "Cc", "From"]) {
+          const field = headers.find((h) => h.name === name);
+          assert.ok(field, name);
+          assert.ok(received.replace(/\r\n[ \t]+/g, " ").includes(`${name}: ${field.value}`), name);
+        }
+        assert.ok(!headers.some((h) => h.name.toLowerCase() === "bcc"));
+
+        // Filters: the Bcc address (any case) finds it once it was sent; the agent's name and client too.
+        const byRecipient = await get<Page>(stack, alice.token, "/messages?recipient=HIDDEN@delta.example");
+        assert.deepEqual(byRecipient.messages.map((m) => m.id), [id]);
+        const byTo = await get<Page>(stack, alice.token, "/messages?recipient=content@DELTA.example");
+        assert.deepEqual(byTo.messages.map((m) => m.id), [id]);
+        const byAgent = await get<Page>(stack, alice.token, "/messages?agent=reporter");
+        assert.deepEqual(byAgent.messages.map((m) => m.id), [id]);
+        const byClient = await get<{ messages: { id: string; client_id: string | null }[] }>(
+          stack,
+          alice.token,
+          "/messages?client_id=claude-desktop",
+        );
+        assert.deepEqual(byClient.messages.map((m) => [m.id, m.client_id]), [[id, "claude-desktop"]]);
+        // Bob's filters and content never reach Alice's message.
+        assert.equal(
+          (await get<Page>(stack, bob.token, "/messages?recipient=hidden@delta.example")).messages.length,
+          0,
+        );
+        assert.equal(
+          await errorCode(
+            await stack.invoke(`email-analytics/messages/${id}/content`, { token: bob.token, method: "GET" }),
+            404,
+          ),
+          "message_not_found",
+        );
+
+        // A queued one (a bulk row) is rebuilt from its request.
+        const bulk = await stack.invoke("send-bulk", {
+          token: alice.token,
+          body: { template: "welcome", recipients: [{ email: "bulk@delta.example", data: { name: "Bo" } }] },
+        });
+        assert.equal(bulk.status, 202, await bulk.clone().text());
+        await stack.drainOutbox();
+        const [queued] = (await get<Page>(stack, alice.token, "/messages?recipient=bulk@delta.example")).messages;
+        const rebuilt = await get<Record<string, unknown>>(stack, alice.token, `/messages/${queued.id}/content`);
+        assert.deepEqual([rebuilt.source, rebuilt.subject, rebuilt.text, rebuilt.to], [
+          "request",
+          "Hi",
+          "Hello",
+          ["bulk@delta.example"],
+        ]);
+        // A row with neither (the loaded June rows) says its content was not kept.
+        const [june] = (await get<Page>(stack, alice.token, `/messages?${JUNE}&limit=1`)).messages;
+        assert.equal(
+          await errorCode(
+            await stack.invoke(`email-analytics/messages/${june.id}/content`, { token: alice.token, method: "GET" }),
+            404,
+          ),
+          "content_not_kept",
+        );
+      });
+
       await t.step("user A never sees user B's numbers or rows", async () => {
         const s = await get<Summary>(stack, alice.token, `?${JUNE}&group_by=agent_context.agent,agent_context.secret`);
         assert.equal(s.total, 8, "bob's two June rows are not counted");
@@ -507,6 +598,10 @@ Deno.test({
           [`/messages?cursor=${btoa('["2026-01-01", "x"]')}`, "invalid_cursor"],
           ["/messages?limit=0", "invalid_limit"],
           ["/messages?limit=1000", "invalid_limit"],
+          ["/messages?recipient=nobody", "invalid_recipient"],
+          ["/messages?agent=", "invalid_agent"],
+          [`/messages?client_id=${"x".repeat(201)}`, "invalid_client_id"],
+          ["/messages?agent=a&agent=b", "duplicate_parameter"],
         ];
         for (const [query, code] of cases) {
           const res = await stack.invoke(`email-analytics${query}`, { token: alice.token, method: "GET" });

@@ -191,7 +191,7 @@ Deno.test({
         await rejectsWith(mailroom.bulk.status(crypto.randomUUID()), 404, "batch_not_found");
       });
 
-      await t.step("analytics: summary, messages, message", async () => {
+      await t.step("analytics: summary, messages, message, content", async () => {
         const summary = await mailroom.analytics.summary({ status: ["sent"], group_by: ["config"] });
         assert.equal(summary.totals.sent, 3);
         assert.equal(summary.breakdowns.config[0].name, "relay");
@@ -201,6 +201,10 @@ Deno.test({
         const next = await mailroom.analytics.messages({ limit: 2, cursor: page.next_cursor! });
         assert.notEqual(next.messages[0].id, page.messages[0].id);
         assert.equal((await mailroom.analytics.message(page.messages[0].id)).id, page.messages[0].id);
+        const [sent] = (await mailroom.analytics.messages({ status: ["sent"], limit: 1 })).messages;
+        const content = await mailroom.analytics.content(sent.id);
+        assert.deepEqual([content.id, content.to], [sent.id, sent.to]);
+        await rejectsWith(mailroom.analytics.content(crypto.randomUUID()), 404, "message_not_found");
         await rejectsWith(mailroom.analytics.summary({ tz: "Mars/Olympus" }), 400, "invalid_timezone");
       });
 

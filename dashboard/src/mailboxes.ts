@@ -1,12 +1,13 @@
 /// <reference lib="dom" />
 // Mailboxes: the SMTP configs with their state (a paused queue explained, with what to do),
-// verify with its step-by-step result and history, limits edited in a form whose errors are the
-// API's own.
+// verify with its step-by-step result and history, limits and guardrails (the account's on the
+// list, a mailbox's own on its page) edited in forms whose errors are the API's own.
 import { useState } from "preact/hooks";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
 import type { SmtpConfig, Verification, VerificationRecord } from "../../clients/mailroom/src/types.ts";
 import { useLoad } from "./load.ts";
 import { ErrorBox, html, When } from "./view.ts";
+import { GuardrailsForm } from "./guardrails.ts";
 
 function state(c: SmtpConfig): string {
   if (!c.is_active) return "inactive";
@@ -49,6 +50,9 @@ export function MailboxesPage({ api }: { api: MailroomClient }) {
           )}</tbody>
         </table>
       `}
+    <h3>Guardrails for every mailbox</h3>
+    <p>Who may be mailed, how many at once, and which sends wait for your approval; a mailbox can add its own.</p>
+    <${GuardrailsForm} api=${api} />
   `;
 }
 
@@ -140,6 +144,9 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
     </form>
     <${ErrorBox} error=${saving.error} />
     ${saving.saved ? html`<p class="notice" role="status">Saved.</p>` : null}
+    <h3>Guardrails of this mailbox</h3>
+    <p>On top of the account's: both deny lists apply; an empty field is the account's.</p>
+    <${GuardrailsForm} api=${api} config=${c.id} />
     <h3>Verification history</h3>
     <${ErrorBox} error=${history.error} />
     ${history.data?.length

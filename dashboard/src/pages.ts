@@ -10,6 +10,7 @@ import type {
   AuditStatus,
   GuardrailsList,
   Message,
+  MessageContent,
   MessagePage,
 } from "../../clients/mailroom/src/types.ts";
 import { ErrorBox, html, Preview, Status, When } from "./view.ts";
@@ -33,6 +34,8 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
   const [batchId, setBatchId] = useState(batch ?? "");
   const [config, setConfig] = useState("");
   const [from, setFrom] = useState("");
+  const [recipient, setRecipient] = useState("");
+  const [agent, setAgent] = useState("");
   const [version, setVersion] = useState(0);
   const [pages, setPages] = useState<MessagePage[]>([]);
   // The API lists 30 days unless told: a year back (its longest range), or from the date picked,
@@ -43,19 +46,23 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
     from: from || new Date(Date.now() - 365 * 86_400_000).toISOString(),
     tz: Intl.DateTimeFormat().resolvedOptions().timeZone,
     batch_id: batchId || undefined,
+    recipient: recipient || undefined,
+    agent: agent || undefined,
   };
   const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [
     status,
     config,
     from,
     batchId,
+    recipient,
+    agent,
     version,
   ]);
   useEffect(() => setPages(first.data ? [first.data] : []), [first.data]);
   const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
   const next = pages.at(-1)?.next_cursor;
   // A page asked for under other filters (changed, or refreshed, meanwhile) is dropped.
-  const generation = `${status}|${config}|${from}|${batchId}|${version}`;
+  const generation = `${status}|${config}|${from}|${batchId}|${recipient}|${agent}|${version}`;
   const current = useRef(generation);
   current.current = generation;
   const loadMore = async () => {
@@ -87,6 +94,13 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
       <label>Since (date)
         <input type="date" value=${from} onChange=${(e: Event) => setFrom((e.target as HTMLInputElement).value)} />
       </label>
+      <label>Recipient
+        <input type="email" value=${recipient} onChange=${(e: Event) =>
+          setRecipient((e.target as HTMLInputElement).value.trim())} />
+      </label>
+      <label>Agent
+        <input value=${agent} onChange=${(e: Event) => setAgent((e.target as HTMLInputElement).value.trim())} />
+      </label>
       <label>Batch id
         <input value=${batchId} size="36" onChange=${(e: Event) =>
           setBatchId((e.target as HTMLInputElement).value.trim())} />
@@ -109,6 +123,7 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
               <th scope="col">To</th>
               <th scope="col">Subject</th>
               <th scope="col">Config</th>
+              <th scope="col">Agent</th>
               <th scope="col">Error</th>
             </tr>
           </thead>
@@ -122,6 +137,7 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
                 <td>${m.to.join(", ")}${m.cc_count + m.bcc_count > 0 ? ` +${m.cc_count + m.bcc_count}` : ""}</td>
                 <td>${m.subject ?? "(no subject)"}</td>
                 <td>${m.config?.name ?? "—"}</td>
+                <td>${agentOf(m)}</td>
                 <td>${m.error_code ?? ""}</td>
               </tr>
             `
@@ -132,6 +148,63 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
           ? html`<div class="actions"><button onClick=${loadMore} disabled=${more.loading}>Older messages</button></div>`
           : null}
       `}
+  `;
+}
+
+/** Who sent it: the agent's own name (agent_context.agent), else its OAuth client, else the tools it came through. */
+function agentOf(m: Message): string {
+  const named = m.agent_context?.agent;
+  return typeof named === "string" ? named : m.client_id ?? (m.via ? `via ${m.via}` : "—");
+}
+
+/** What a message said: its attachments, text, sandboxed HTML and headers. */
+function MessageContentView({ api, id }: { api: MailroomClient; id: string }) {
+  const { data: c, error, loading } = useLoad<MessageContent>(() => api.analytics.content(id), [id]);
+  if (loading) return html`<p class="loading">Loading its content…</p>`;
+  if ((error as { code?: string } | undefined)?.code === "content_not_kept") {
+    return html`<p class="empty">Its content was not kept: it was sent before messages kept what they said.</p>`;
+  }
+  if (error || !c) return html`<${ErrorBox} error=${error} />`;
+  return html`
+    ${c.source === "request"
+      ? html`<p class="notice">Rebuilt from the queued request${
+        c.html || c.text ? " (a template renders as it is now)" : ""
+      }.</p>`
+      : null}
+    ${c.truncated ? html`<p class="notice">A part was longer than 200,000 characters and is cut.</p>` : null}
+    ${c.attachments.length
+      ? html`
+        <h3>Attachments</h3>
+        <ul>${c.attachments.map((f) =>
+          html`<li>${f.filename} (${f.content_type ?? "type unknown"}, ${f.size_bytes.toLocaleString()} bytes)</li>`
+        )}</ul>
+      `
+      : null}
+    ${c.text !== null
+      ? html`
+        <h3>Text</h3>
+        <pre>${c.text}</pre>
+      `
+      : null}
+    ${c.html !== null
+      ? html`
+        <h3>HTML (scripts and remote content blocked)</h3>
+        <${Preview} body=${c.html} title="HTML of the message" />
+      `
+      : null}
+    <details>
+      <summary>Headers (${c.headers.length})</summary>
+      <table>
+        <tbody>${c.headers.map((h) =>
+          html`
+            <tr>
+              <th scope="row">${h.name}</th>
+              <td><code>${h.value}</code></td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+    </details>
   `;
 }
 
@@ -150,10 +223,13 @@ export function MessagePageView({ api, id }: { api: MailroomClient; id: string }
       <dt>Message-ID</dt><dd>${m.message_id ?? "—"}</dd>
       <dt>Config</dt><dd>${m.config?.name ?? "—"}</dd>
       <dt>Attempts</dt><dd>${m.attempts}</dd>
+      <dt>Agent</dt><dd>${agentOf(m)}${m.client_id && agentOf(m) !== m.client_id
+        ? ` (OAuth client ${m.client_id})`
+        : ""}</dd>
       ${m.batch_id
         ? html`
           <dt>Batch</dt>
-          <dd>${m.batch_id}</dd>
+          <dd><a href=${`#/batches/${m.batch_id}`}>${m.batch_id}</a></dd>
         `
         : null}
       ${m.duplicate_of
@@ -202,6 +278,7 @@ export function MessagePageView({ api, id }: { api: MailroomClient; id: string }
         <pre>${JSON.stringify(m.agent_context, null, 2)}</pre>
       `
       : null}
+    <${MessageContentView} api=${api} id=${id} />
     <p><a href="#/messages">All messages</a></p>
   `;
 }

@@ -295,6 +295,13 @@ export class MailroomClient {
       }),
     message: async (id: string) =>
       await this.call<T.Message>({ fn: "email-analytics", method: "GET", path: `/messages${segment(id)}` }),
+    /** What a message said: headers, text and HTML parts (show HTML sandboxed), attachments listed. */
+    content: async (id: string) =>
+      await this.call<T.MessageContent>({
+        fn: "email-analytics",
+        method: "GET",
+        path: `/messages${segment(id)}/content`,
+      }),
   };
 
   /**

@@ -42,6 +42,7 @@ export type ApprovalDecision = Schemas["ApprovalDecision"];
 export type AnalyticsSummary = Schemas["AnalyticsSummary"];
 export type Message = Schemas["Message"];
 export type MessagePage = Schemas["MessagePage"];
+export type MessageContent = Schemas["MessageContent"];
 
 /** A recipient: "a@example.com", "Ada <a@example.com>" or {email, name?}. */
 export type Recipient = string | { email: string; name?: string };
@@ -77,6 +78,12 @@ export interface AnalyticsQuery extends AnalyticsFilters {
 }
 
 export interface MessagesQuery extends AnalyticsFilters {
+  /** An address: messages to it (To, Cc or Bcc), any case. */
+  recipient?: string;
+  /** agent_context.agent as the sender set it. */
+  agent?: string;
+  /** The OAuth client (agent) whose token made the send. */
+  client_id?: string;
   limit?: number;
   cursor?: string;
 }

@@ -416,6 +416,9 @@ function buildDocument(projectUrl: string): Json {
         get: op("Your audit rows, newest first", ok("MessagePage", "One page"), {
           parameters: [
             ...FILTERS,
+            query("recipient", "An address: messages to it (To, Cc or Bcc), any case"),
+            query("agent", "agent_context.agent as the sender set it"),
+            query("client_id", "The OAuth client (agent) whose token made the send"),
             query("limit", `1-${MAX_PAGE_SIZE}`, { type: "integer", minimum: 1, maximum: MAX_PAGE_SIZE }),
             query("cursor", "next_cursor of the previous page"),
           ],
@@ -423,6 +426,13 @@ function buildDocument(projectUrl: string): Json {
       },
       "/email-analytics/messages/{id}": {
         get: op("One audit row", ok("Message", "The message"), { parameters: [pathParam("id", "The message's id")] }),
+      },
+      "/email-analytics/messages/{id}/content": {
+        get: op(
+          "What a message said: headers, text and HTML parts, attachments listed",
+          ok("MessageContent", "Its content"),
+          { parameters: [pathParam("id", "The message's id")] },
+        ),
       },
       "/oversight/guardrails": {
         get: op("The account's guardrails and each config's own", ok("GuardrailsList", "The guardrails")),

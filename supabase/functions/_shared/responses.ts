@@ -376,6 +376,8 @@ export const message = z.strictObject({
   config: z.strictObject({ id: uuid, name: z.string().nullable() }).nullable(),
   template_id: uuid.nullable(),
   agent_context: z.record(z.string(), z.unknown()).nullable(),
+  client_id: z.string().nullable().describe("The OAuth client (agent) whose token made the send"),
+  via: z.string().nullable().describe("The agent tools that made it (mcp, langchain), if any"),
   duplicate_of: uuid.nullable().describe(
     "The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send)",
   ),
@@ -452,6 +454,12 @@ export const approvalList = z.strictObject({
   approvals: z.array(pendingApproval),
   next_after: uuid.nullable().describe("Pass as ?after= for the next page; null at the end"),
 });
+const listedAttachment = z.strictObject({
+  filename: z.string(),
+  content_type: z.string().nullable(),
+  size_bytes: z.number().int(),
+  id: z.string().optional().describe("A stored attachment's id (GET /attachments/:id)"),
+});
 export const approvalDetail = pendingApproval.extend({
   status: z.string().describe("pending_approval while it waits; what became of it after"),
   content: z.strictObject({
@@ -461,13 +469,25 @@ export const approvalDetail = pendingApproval.extend({
     subject: z.string().nullable(),
     text: z.string().nullable(),
     html: z.string().nullable().describe("Show it sandboxed (no scripts, no network): it is the agent's HTML"),
-    attachments: z.array(z.strictObject({
-      filename: z.string(),
-      content_type: z.string().nullable(),
-      size_bytes: z.number().int(),
-      id: z.string().optional().describe("A stored attachment's id (GET /attachments/:id)"),
-    })),
+    attachments: z.array(listedAttachment),
   }).nullable(),
+});
+export const messageContent = z.strictObject({
+  id: uuid,
+  source: z.enum(["sent", "request"]).describe(
+    "sent: kept as it went out; request: rebuilt from the queued request (its template as it is now)",
+  ),
+  to: z.array(z.string()),
+  cc: z.array(z.string()),
+  bcc: z.array(z.string()),
+  subject: z.string().nullable(),
+  headers: z.array(z.strictObject({ name: z.string(), value: z.string() })).describe(
+    "As on the wire (encoded words stay encoded); for source request, the ones the request sets",
+  ),
+  text: z.string().nullable().describe("The text part (made from the HTML when the send gave none)"),
+  html: z.string().nullable().describe("Show it sandboxed (no scripts, no network): it is the agent's HTML"),
+  attachments: z.array(listedAttachment).describe("Listed; their bytes are not kept with the message"),
+  truncated: z.boolean().describe("A part was longer than 200,000 characters and is cut"),
 });
 export const approvalDecision = z.strictObject({
   decided: z.array(uuid).describe("The messages this call decided"),
@@ -501,6 +521,7 @@ export const RESPONSES = {
   AnalyticsSummary: analyticsSummary,
   Message: message,
   MessagePage: messagePage,
+  MessageContent: messageContent,
   Guardrails: guardrails,
   GuardrailsList: guardrailsList,
   OversightEvents: oversightEvents,

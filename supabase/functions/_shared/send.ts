@@ -49,10 +49,13 @@ import { authVerdict, type LoginAttempt, recordAuthResult, releaseAuthAttempt } 
 import {
   attachmentDigests,
   checkAttachmentTypes,
+  describeAttachments,
   holdSendAttachments,
   loadAttachmentContents,
   type StoredFile,
+  type StoredFileFacts,
 } from "./attachments/mod.ts";
+import { keptContent } from "./mail/kept_content.ts";
 import {
   allowDuplicates,
   contentFingerprint,
@@ -168,6 +171,17 @@ function configChanged(): ApiError {
 type TemplateCache = Map<string, StoredTemplate>;
 /** Stored attachments already read in this transaction, by id (a batch's messages share them). */
 type FileCache = Map<string, StoredFile>;
+
+/** The stored files a send was built from, as a listing of its attachments shows them. */
+function fileFacts(files: FileCache): Map<string, StoredFileFacts> {
+  return new Map(
+    [...files].map(([id, file]) => [id, {
+      filename: file.filename,
+      content_type: file.contentType,
+      size_bytes: file.content.byteLength,
+    }]),
+  );
+}
 
 /** Template parts first, explicit request fields over them. */
 export async function contentOf(
@@ -624,6 +638,7 @@ export async function sendEmail(
         }) as never;
       }
       const { to, cc, bcc } = message.recipients;
+      const content = keptContent(message, describeAttachments(req.attachments, fileFacts(files)));
       // The owner's guardrails for its recipients, whether it repeats a recent email, then the
       // budget, then the row: one statement.
       return tx<{ id: string }[]>`
@@ -635,12 +650,13 @@ export async function sendEmail(
         budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from fresh)
         insert into public.email_audit_log
           (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-           idempotency_key, content_fingerprint)
+           idempotency_key, content_fingerprint, content)
         select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
                ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer,
                ${subject ?? null}::text, 'sending',
                ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
-               ${options.idempotencyKey ?? null}::text, ${fingerprintParameter(fingerprint)}::bytea
+               ${options.idempotencyKey ?? null}::text, ${fingerprintParameter(fingerprint)}::bytea,
+               ${tx.json(content as never)}::jsonb
           from budget
         returning id`;
     },

@@ -26,10 +26,8 @@ import {
   stopRequest,
   stopSending,
 } from "../_shared/oversight/mod.ts";
-import { parseBody, type SendEmailRequest, sendEmailRequest } from "../_shared/schemas.ts";
-import { attachmentIds, storedAttachmentsById } from "../_shared/attachments/mod.ts";
-import { requestOf } from "../_shared/outbox/worker.ts";
-import { contentOf } from "../_shared/send.ts";
+import { parseBody } from "../_shared/schemas.ts";
+import { rebuiltContent } from "../_shared/analytics/content.ts";
 
 /** Largest request body: two lists of at most 1,000 patterns. */
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -124,49 +122,10 @@ async function approvals(ctx: AppContext, claims: UserClaims, req: Request, rest
   return json(await withUser(ctx.sql, claims, (tx) => decide(tx, target, action === "approve", reason)));
 }
 
-/** What a held send attaches: inline files by their decoded size, stored ones as they are stored. */
-async function describeAttachments(tx: Tx, list: SendEmailRequest["attachments"]) {
-  const stored = await storedAttachmentsById(tx, attachmentIds([list]));
-  return (list ?? []).flatMap((a) => {
-    if ("url" in a) return [];
-    if ("id" in a) {
-      const file = stored.get(a.id);
-      return [{
-        id: a.id,
-        filename: a.filename ?? file?.filename ?? "(deleted)",
-        content_type: file?.content_type ?? null,
-        size_bytes: file?.size_bytes ?? 0,
-      }];
-    }
-    return [{
-      filename: a.filename,
-      content_type: a.content_type ?? null,
-      size_bytes: Math.floor(a.content.replace(/\s/g, "").length * 3 / 4) -
-        (a.content.endsWith("==") ? 2 : a.content.endsWith("=") ? 1 : 0),
-    }];
-  });
-}
-
 /** A held send and what would be sent: recipients, subject, text and HTML as rendered, attachments listed. */
 async function heldWithContent(tx: Tx, id: string) {
   const { payload, ...held } = await findHeld(tx, id);
   if (payload === null || payload === undefined) return { ...held, content: null };
-  const request = parseBody(sendEmailRequest, await requestOf(tx, { payload, ...held }, new Map()));
-  const content = await contentOf(tx, request);
-  const addresses = (list: unknown) =>
-    (Array.isArray(list) ? list : list === undefined ? [] : [list]).map((a) =>
-      typeof a === "string" ? a : (a as { address?: string; email?: string }).address ?? (a as { email: string }).email
-    );
-  return {
-    ...held,
-    content: {
-      to: addresses(request.to),
-      cc: addresses(request.cc),
-      bcc: addresses(request.bcc),
-      subject: content.subject ?? null,
-      text: content.text ?? null,
-      html: content.html ?? null,
-      attachments: await describeAttachments(tx, request.attachments),
-    },
-  };
+  const { to, cc, bcc, subject, text, html, attachments } = await rebuiltContent(tx, { payload, ...held });
+  return { ...held, content: { to, cc, bcc, subject, text, html, attachments } };
 }

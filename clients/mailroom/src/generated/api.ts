@@ -417,6 +417,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/email-analytics/messages/{id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What a message said: headers, text and HTML parts, attachments listed */
+        get: operations["getEmailAnalyticsMessagesIdContent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/oversight/guardrails": {
         parameters: {
             query?: never;
@@ -1745,6 +1762,10 @@ export interface components {
             agent_context: {
                 [key: string]: unknown;
             } | null;
+            /** @description The OAuth client (agent) whose token made the send */
+            client_id: string | null;
+            /** @description The agent tools that made it (mcp, langchain), if any */
+            via: string | null;
             /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
             duplicate_of: string | null;
             /** @description Why a queued or scheduled message waits; null otherwise */
@@ -1793,6 +1814,10 @@ export interface components {
                 agent_context: {
                     [key: string]: unknown;
                 } | null;
+                /** @description The OAuth client (agent) whose token made the send */
+                client_id: string | null;
+                /** @description The agent tools that made it (mcp, langchain), if any */
+                via: string | null;
                 /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
                 duplicate_of: string | null;
                 /** @description Why a queued or scheduled message waits; null otherwise */
@@ -1805,6 +1830,38 @@ export interface components {
                 } | null;
             }[];
             next_cursor: string | null;
+        };
+        MessageContent: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description sent: kept as it went out; request: rebuilt from the queued request (its template as it is now)
+             * @enum {string}
+             */
+            source: "sent" | "request";
+            to: string[];
+            cc: string[];
+            bcc: string[];
+            subject: string | null;
+            /** @description As on the wire (encoded words stay encoded); for source request, the ones the request sets */
+            headers: {
+                name: string;
+                value: string;
+            }[];
+            /** @description The text part (made from the HTML when the send gave none) */
+            text: string | null;
+            /** @description Show it sandboxed (no scripts, no network): it is the agent's HTML */
+            html: string | null;
+            /** @description Listed; their bytes are not kept with the message */
+            attachments: {
+                filename: string;
+                content_type: string | null;
+                size_bytes: number;
+                /** @description A stored attachment's id (GET /attachments/:id) */
+                id?: string;
+            }[];
+            /** @description A part was longer than 200,000 characters and is cut */
+            truncated: boolean;
         };
         Guardrails: {
             config_id: string | null;
@@ -5846,6 +5903,12 @@ export interface operations {
                 batch_id?: string;
                 /** @description Template id or name */
                 template?: string;
+                /** @description An address: messages to it (To, Cc or Bcc), any case */
+                recipient?: string;
+                /** @description agent_context.agent as the sender set it */
+                agent?: string;
+                /** @description The OAuth client (agent) whose token made the send */
+                client_id?: string;
                 /** @description 1-200 */
                 limit?: number;
                 /** @description next_cursor of the previous page */
@@ -5980,6 +6043,92 @@ export interface operations {
                 };
             };
             /** @description Not found: `message_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getEmailAnalyticsMessagesIdContent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The message's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Its content */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageContent"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -52,6 +52,12 @@ export interface SummaryQuery extends AnalyticsFilters {
 export interface MessagesQuery extends AnalyticsFilters {
   limit: number;
   cursor?: MessageCursor;
+  /** An address (lower-cased): rows whose To or envelope recipients name it. */
+  recipient?: string;
+  /** agent_context.agent as the sender set it. */
+  agent?: string;
+  /** The OAuth client (agent) whose token made the send. */
+  clientId?: string;
 }
 
 /** Where a page starts: after this row in (created_at desc, id desc) order. */
@@ -103,7 +109,20 @@ export function canonicalTimeZone(tz: string): string {
 }
 
 /** Parameters that take one value: a second one is refused rather than silently ignored. */
-const SINGLE_VALUED = ["from", "to", "tz", "interval", "config", "batch_id", "template", "limit", "cursor"];
+const SINGLE_VALUED = [
+  "from",
+  "to",
+  "tz",
+  "interval",
+  "config",
+  "batch_id",
+  "template",
+  "limit",
+  "cursor",
+  "recipient",
+  "agent",
+  "client_id",
+];
 
 function refuseRepeats(params: URLSearchParams): void {
   for (const name of SINGLE_VALUED) {
@@ -183,12 +202,24 @@ export function parseSummaryQuery(params: URLSearchParams): SummaryQuery {
   };
 }
 
+function textParam(params: URLSearchParams, name: string, code: string, what: string): string | undefined {
+  const value = params.get(name)?.trim();
+  if (value === undefined) return undefined;
+  if (value === "" || value.length > 200) refuse(code, `${name} must be ${what} (at most 200 characters)`);
+  return value;
+}
+
 /**
- * The message list's query: filters, `limit` (1-200, default 50), `cursor` (from the last page).
+ * The message list's query: filters, `recipient` (an address), `agent` (agent_context.agent),
+ * `client_id` (an OAuth client), `limit` (1-200, default 50), `cursor` (from the last page).
  *
  * @throws ApiError 400 with a stable code for each bad parameter.
  */
 export function parseMessagesQuery(params: URLSearchParams): MessagesQuery {
+  const recipient = params.get("recipient")?.trim().toLowerCase();
+  if (recipient !== undefined && (recipient.length > 320 || !/^[^\s@]+@[^\s@]+$/.test(recipient))) {
+    refuse("invalid_recipient", "recipient must be an email address, such as ada@example.com");
+  }
   const rawLimit = params.get("limit");
   let limit = DEFAULT_PAGE_SIZE;
   if (rawLimit !== null) {
@@ -200,6 +231,9 @@ export function parseMessagesQuery(params: URLSearchParams): MessagesQuery {
     ...filters(params),
     limit,
     cursor: rawCursor === null ? undefined : decodeCursor(rawCursor),
+    recipient,
+    agent: textParam(params, "agent", "invalid_agent", "an agent's name as its agent_context.agent says"),
+    clientId: textParam(params, "client_id", "invalid_client_id", "an OAuth client's id"),
   };
 }
 

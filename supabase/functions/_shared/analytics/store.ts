@@ -176,7 +176,7 @@ function messageColumns(tx: Tx) {
     a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
     a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
     case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,
-    a.template_id, a.agent_context, a.duplicate_of, ${waiting(tx)} as waiting`;
+    a.template_id, a.agent_context, a.client_id, a.via, a.duplicate_of, ${waiting(tx)} as waiting`;
 }
 
 /**
@@ -224,6 +224,13 @@ async function pageOf(
        ${query.statuses ? tx`and a.status = any (${query.statuses}::text[])` : tx``}
        ${query.batchId ? tx`and a.batch_id = ${query.batchId}::uuid` : tx``}
        ${templateId ? tx`and a.template_id = ${templateId}::uuid` : tx``}
+       ${
+      query.recipient
+        ? tx`and private.audit_addresses(a.to_addresses, a.recipients) @> array[${query.recipient}::text]`
+        : tx``
+    }
+       ${query.agent ? tx`and a.agent_context ->> 'agent' = ${query.agent}::text` : tx``}
+       ${query.clientId ? tx`and a.client_id = ${query.clientId}::text` : tx``}
        ${query.cursor ? after(query.cursor) : tx``}
      order by a.created_at desc, a.id desc
      limit ${query.limit + 1}`;

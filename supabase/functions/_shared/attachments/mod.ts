@@ -28,3 +28,4 @@ export {
   storedSizes,
 } from "./for_sends.ts";
 export { storeUpload } from "./upload.ts";
+export { base64Size, describeAttachments, type DescribedAttachment, type StoredFileFacts } from "./describe.ts";

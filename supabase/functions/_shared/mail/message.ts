@@ -31,6 +31,9 @@ export interface BuiltMessage {
   messageId: string;
   envelope: { from: string; to: string[] };
   recipients: { to: Address[]; cc: Address[]; bcc: Address[] };
+  /** The text part as sent (made from the HTML when only HTML was given), and the HTML part. */
+  text?: string;
+  html?: string;
 }
 
 const forComposer = (list: Address[]) => list.map((a) => ({ name: a.name ?? "", address: a.address }));
@@ -101,5 +104,5 @@ export async function buildMessage(parts: MessageParts, limits: CompositionLimit
     );
   }
   const all = [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address);
-  return { raw, messageId, envelope: { from: from.address, to: all }, recipients };
+  return { raw, messageId, envelope: { from: from.address, to: all }, recipients, text, html };
 }
