@@ -480,8 +480,27 @@ Deno.test({
         assert.deepEqual(byRecipient.messages.map((m) => m.id), [id]);
         const byTo = await get<Page>(stack, alice.token, "/messages?recipient=content@DELTA.example");
         assert.deepEqual(byTo.messages.map((m) => m.id), [id]);
-        const byAgent = await get<Page>(stack, alice.token, "/messages?agent=reporter");
-        assert.deepEqual(byAgent.messages.map((m) => m.id), [id]);
+        // Pages of a filtered list: keyset cursors carry through, every row once.
+        const more = [];
+        for (const subject of ["second", "third"]) {
+          const sent = await stack.invoke("send-email", {
+            token: alice.token,
+            body: { to: "content@delta.example", subject, text: "x", agent_context: { agent: "reporter" } },
+          });
+          more.push((await sent.json()).id);
+        }
+        const first = await get<Page>(stack, alice.token, "/messages?recipient=content@delta.example&limit=2");
+        assert.deepEqual(first.messages.map((m) => m.id), [more[1], more[0]]);
+        const second = await get<Page>(
+          stack,
+          alice.token,
+          `/messages?recipient=content@delta.example&limit=2&cursor=${first.next_cursor}`,
+        );
+        assert.deepEqual([second.messages.map((m) => m.id), second.next_cursor], [[id], null]);
+        const sentByReporter = await get<Page>(stack, alice.token, "/messages?agent=reporter&status=sent&config=main");
+        assert.deepEqual(sentByReporter.messages.map((m) => m.id), [more[1], more[0], id]);
+        const byAgent = await get<Page>(stack, alice.token, "/messages?agent=reporter&status=failed");
+        assert.deepEqual(byAgent.messages.map((m) => m.id), []);
         const byClient = await get<{ messages: { id: string; client_id: string | null }[] }>(
           stack,
           alice.token,

@@ -4,8 +4,8 @@
 import { useEffect, useState } from "preact/hooks";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
 import type { BatchList, BatchStatus } from "../../clients/mailroom/src/types.ts";
-import { useLoad } from "./load.ts";
-import { ErrorBox, html, When } from "./view.ts";
+import { usePages } from "./load.ts";
+import { ErrorBox, html, MoreButton, When } from "./view.ts";
 
 const POLL_MS = 2_000;
 
@@ -20,13 +20,19 @@ function done(b: BatchStatus): number {
 }
 
 export function BatchesPage({ api }: { api: MailroomClient }) {
-  const { data, error, loading } = useLoad<BatchList>(() => api.bulk.list({ limit: 50 }), []);
+  const list = usePages<BatchList>(
+    () => api.bulk.list({ limit: 50 }),
+    (last) => last.next_before ? () => api.bulk.list({ limit: 50, before: last.next_before! }) : null,
+    [],
+  );
+  const { error, loading } = list;
+  const batches = list.pages.flatMap((p) => p.batches);
   return html`
     <h2>Batches</h2>
     <${ErrorBox} error=${error} />
     ${loading
       ? html`<p class="loading">Loading…</p>`
-      : !data?.batches.length
+      : !batches.length
       ? html`<p class="empty">No batches yet. <code>POST /functions/v1/send-bulk</code> (or the
           <code>send_bulk_email</code> tool) queues up to 10,000 messages; their progress shows here.</p>`
       : html`
@@ -40,7 +46,7 @@ export function BatchesPage({ api }: { api: MailroomClient }) {
               <th scope="col">Left</th>
             </tr>
           </thead>
-          <tbody>${data.batches.map((b) =>
+          <tbody>${batches.map((b) =>
             html`
               <tr data-id=${b.batch_id}>
                 <td><a href=${`#/batches/${b.batch_id}`}><${When} at=${b.created_at} /></a></td>
@@ -52,6 +58,7 @@ export function BatchesPage({ api }: { api: MailroomClient }) {
             `
           )}</tbody>
         </table>
+        <${MoreButton} list=${list} label="Older batches" />
       `}
   `;
 }

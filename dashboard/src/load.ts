@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // Loading what a page shows: the result, the error and whether it is on its way.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 
 /** Run `load` when `deps` change; a result that arrives after the page moved on is dropped. */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
@@ -17,4 +17,45 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
     };
   }, deps);
   return state;
+}
+
+/**
+ * A list read a page at a time: the first page when `deps` change, then `more()` appends the
+ * page after the last one (`next` says how to ask for it, or null at the end). A page asked for
+ * before `deps` changed is dropped when it arrives.
+ */
+export function usePages<P>(first: () => Promise<P>, next: (last: P) => (() => Promise<P>) | null, deps: unknown[]) {
+  const start = useLoad(first, deps);
+  const [pages, setPages] = useState<P[]>([]);
+  const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
+  const generation = useRef(0);
+  useEffect(() => {
+    generation.current += 1;
+    setPages(start.data ? [start.data] : []);
+    setMore({ loading: false });
+  }, [start.data]);
+  const last = pages.at(-1);
+  const ask = last ? next(last) : null;
+  const loadMore = async () => {
+    if (!ask || more.loading) return;
+    const asked = generation.current;
+    setMore({ loading: true });
+    try {
+      const page = await ask();
+      if (generation.current !== asked) return;
+      setPages((p) => [...p, page]);
+      setMore({ loading: false });
+    } catch (error) {
+      if (generation.current === asked) setMore({ loading: false, error });
+    }
+  };
+  return {
+    pages,
+    error: start.error,
+    loading: start.loading,
+    hasMore: ask !== null,
+    loadMore,
+    moreLoading: more.loading,
+    moreError: more.error,
+  };
 }

@@ -1,8 +1,8 @@
 /// <reference lib="dom" />
 // The pages: Messages (the audit log, filtered, a page at a time), one message, Approvals (what
 // waits for the owner), one held message with its preview and the decision.
-import { useEffect, useRef, useState } from "preact/hooks";
-import { useLoad } from "./load.ts";
+import { useState } from "preact/hooks";
+import { useLoad, usePages } from "./load.ts";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
 import type {
   ApprovalDetail,
@@ -11,9 +11,8 @@ import type {
   GuardrailsList,
   Message,
   MessageContent,
-  MessagePage,
 } from "../../clients/mailroom/src/types.ts";
-import { ErrorBox, html, Preview, Status, When } from "./view.ts";
+import { ErrorBox, html, MoreButton, Preview, Status, When } from "./view.ts";
 
 const STATUSES = [
   "sent",
@@ -37,7 +36,6 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
   const [recipient, setRecipient] = useState("");
   const [agent, setAgent] = useState("");
   const [version, setVersion] = useState(0);
-  const [pages, setPages] = useState<MessagePage[]>([]);
   // The API lists 30 days unless told: a year back (its longest range), or from the date picked,
   // in the reader's own time zone.
   const filters = {
@@ -49,36 +47,13 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
     recipient: recipient || undefined,
     agent: agent || undefined,
   };
-  const first = useLoad(() => api.analytics.messages({ ...filters, limit: 50 }), [
-    status,
-    config,
-    from,
-    batchId,
-    recipient,
-    agent,
-    version,
-  ]);
-  useEffect(() => setPages(first.data ? [first.data] : []), [first.data]);
-  const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
-  const next = pages.at(-1)?.next_cursor;
-  // A page asked for under other filters (changed, or refreshed, meanwhile) is dropped.
-  const generation = `${status}|${config}|${from}|${batchId}|${recipient}|${agent}|${version}`;
-  const current = useRef(generation);
-  current.current = generation;
-  const loadMore = async () => {
-    if (more.loading) return;
-    const asked = generation;
-    setMore({ loading: true });
-    try {
-      const page = await api.analytics.messages({ ...filters, limit: 50, cursor: next! });
-      if (current.current !== asked) return;
-      setPages((p) => [...p, page]);
-      setMore({ loading: false });
-    } catch (error) {
-      if (current.current === asked) setMore({ loading: false, error });
-    }
-  };
-  const rows = pages.flatMap((p) => p.messages);
+  const list = usePages(
+    () => api.analytics.messages({ ...filters, limit: 50 }),
+    (last) =>
+      last.next_cursor ? () => api.analytics.messages({ ...filters, limit: 50, cursor: last.next_cursor! }) : null,
+    [status, config, from, batchId, recipient, agent, version],
+  );
+  const rows = list.pages.flatMap((p) => p.messages);
   return html`
     <h2>Messages</h2>
     <form class="filters" role="search" onSubmit=${(e: Event) => e.preventDefault()}>
@@ -107,10 +82,10 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
       </label>
       <button type="button" class="secondary" onClick=${() => setVersion((v) => v + 1)}>Refresh</button>
     </form>
-    <${ErrorBox} error=${first.error} />
-    ${first.loading
+    <${ErrorBox} error=${list.error} />
+    ${list.loading
       ? html`<p class="loading">Loading…</p>`
-      : rows.length === 0 && !first.error
+      : rows.length === 0 && !list.error
       ? html`<p class="empty">No messages yet. Send one with <code>POST /functions/v1/send-email</code>, or let an
           agent use the <code>send_email</code> tool; it shows up here.</p>`
       : html`
@@ -143,10 +118,7 @@ export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: stri
             `
           )}</tbody>
         </table>
-        <${ErrorBox} error=${more.error} />
-        ${next
-          ? html`<div class="actions"><button onClick=${loadMore} disabled=${more.loading}>Older messages</button></div>`
-          : null}
+        <${MoreButton} list=${list} label="Older messages" />
       `}
   `;
 }
@@ -317,7 +289,13 @@ function StopButton({ api }: { api: MailroomClient }) {
 
 export function ApprovalsPage({ api }: { api: MailroomClient }) {
   const [version, setVersion] = useState(0);
-  const { data, error, loading } = useLoad<ApprovalList>(() => api.oversight.approvals({ limit: 100 }), [version]);
+  const list = usePages<ApprovalList>(
+    () => api.oversight.approvals({ limit: 100 }),
+    (last) => last.next_after ? () => api.oversight.approvals({ limit: 100, after: last.next_after! }) : null,
+    [version],
+  );
+  const { error, loading } = list;
+  const approvals = list.pages.flatMap((p) => p.approvals);
   const soon = Date.now() + 3_600_000;
   return html`
     <h2>Approvals</h2>
@@ -326,7 +304,7 @@ export function ApprovalsPage({ api }: { api: MailroomClient }) {
     <${ErrorBox} error=${error} />
     ${loading
       ? html`<p class="loading">Loading…</p>`
-      : !data?.approvals.length
+      : !approvals.length
       ? html`<p class="empty">Nothing waits for your approval. Sends wait here when your guardrails ask for it
           (<code>approval: "agents"</code> holds what agents send).</p>`
       : html`
@@ -341,7 +319,7 @@ export function ApprovalsPage({ api }: { api: MailroomClient }) {
               <th scope="col">Expires</th>
             </tr>
           </thead>
-          <tbody>${data.approvals.map((a) =>
+          <tbody>${approvals.map((a) =>
             html`
               <tr data-id=${a.id}>
                 <td><a href=${`#/approvals/${a.id}`}><${When} at=${a.created_at} /></a></td>
@@ -360,6 +338,7 @@ export function ApprovalsPage({ api }: { api: MailroomClient }) {
             `
           )}</tbody>
         </table>
+        <${MoreButton} list=${list} label="More waiting sends" />
       `}
   `;
 }

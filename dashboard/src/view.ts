@@ -75,3 +75,18 @@ export function Preview({ body, title }: { body: string; title: string }) {
     inertDocument(body)
   }></iframe>`;
 }
+
+/** "Older messages" and the like: the next page of a list read with usePages, and its error. */
+export function MoreButton(
+  { list, label }: {
+    list: { hasMore: boolean; loadMore: () => void; moreLoading: boolean; moreError?: unknown };
+    label: string;
+  },
+) {
+  return html`
+    <${ErrorBox} error=${list.moreError} />
+    ${list.hasMore
+      ? html`<div class="actions"><button onClick=${list.loadMore} disabled=${list.moreLoading}>${label}</button></div>`
+      : null}
+  `;
+}

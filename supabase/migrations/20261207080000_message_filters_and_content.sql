@@ -9,7 +9,7 @@
 -- bytes). A queued message keeps its request as `payload` already; its content is rebuilt from it.
 
 -- Every address a row names, lower-cased: its To addresses and the recipients of its outcome
--- (Cc and Bcc included once it was sent).
+-- (Cc and Bcc included once it was sent). Repeats are left in: a GIN index keeps each key once.
 create function private.audit_addresses(p_to text[], p_recipients jsonb)
 returns text[]
 language sql
@@ -17,7 +17,7 @@ immutable
 parallel safe
 set search_path = ''
 as $$
-  select coalesce(array_agg(distinct lower(address)), '{}')
+  select coalesce(array_agg(lower(address)), '{}')
     from (
       select unnest(p_to) as address
       union all
@@ -38,6 +38,62 @@ create index email_audit_log_by_agent on public.email_audit_log
 
 create index email_audit_log_by_client on public.email_audit_log (user_id, client_id, created_at desc, id desc)
   where client_id is not null;
+
+-- A page of the caller's message ids with a recipient or agent filter, newest first. Under row
+-- level security a query's own conditions may use an index only when their operators are
+-- leakproof, and `@>` and `->>` are not: through RLS these two filters would read a user's whole
+-- log to find a rare value. This runs as its owner, limited to the caller's rows by its first
+-- condition, with only the filters given (dynamic SQL planned with their values), so the planner
+-- picks the index for a rare value and the time-ordered walk for a common one. The caller then
+-- reads the rows by id, under RLS.
+create function private.filtered_message_ids(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_config_id uuid,
+  p_statuses text[],
+  p_batch_id uuid,
+  p_template_id uuid,
+  p_recipient text,
+  p_agent text,
+  p_client_id text,
+  p_after_at timestamptz,
+  p_after_id uuid,
+  p_limit integer
+)
+returns setof uuid
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := (select auth.uid());
+begin
+  if v_user is null then
+    return;
+  end if;
+  return query execute
+    'select a.id from public.email_audit_log a
+      where a.user_id = $1 and a.created_at >= $2 and a.created_at < $3'
+    || case when p_config_id is null then '' else ' and a.config_id = $4' end
+    || case when p_statuses is null then '' else ' and a.status = any ($5)' end
+    || case when p_batch_id is null then '' else ' and a.batch_id = $6' end
+    || case when p_template_id is null then '' else ' and a.template_id = $7' end
+    || case when p_recipient is null then ''
+            else ' and private.audit_addresses(a.to_addresses, a.recipients) @> array[pg_catalog.lower($8)]' end
+    || case when p_agent is null then '' else ' and a.agent_context ->> ''agent'' = $9' end
+    || case when p_client_id is null then '' else ' and a.client_id = $10' end
+    || case when p_after_at is null then '' else ' and (a.created_at, a.id) < ($11, $12)' end
+    || ' order by a.created_at desc, a.id desc limit $13'
+    using v_user, p_from, p_to, p_config_id, p_statuses, p_batch_id, p_template_id, p_recipient, p_agent,
+          p_client_id, p_after_at, p_after_id, least(greatest(p_limit, 1), 201);
+end
+$$;
+
+revoke all on function private.filtered_message_ids(timestamptz, timestamptz, uuid, text[], uuid, uuid, text, text,
+  text, timestamptz, uuid, integer) from public, anon, authenticated;
+grant execute on function private.filtered_message_ids(timestamptz, timestamptz, uuid, text[], uuid, uuid, text,
+  text, text, timestamptz, uuid, integer) to authenticated;
 
 alter table public.email_audit_log
   add column content jsonb,

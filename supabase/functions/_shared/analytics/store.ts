@@ -215,6 +215,24 @@ async function pageOf(
   const after = (cursor: MessageCursor) =>
     tx`and (a.created_at, a.id) < (${cursor.createdAt}::text::timestamptz, ${cursor.id}::uuid)`;
   try {
+    // A recipient or agent filter: the page's ids come from private.filtered_message_ids (why:
+    // see 20261207080000_message_filters_and_content.sql), then the rows by id.
+    if (query.recipient || query.agent) {
+      const ids = (await tx<{ id: string }[]>`
+        select private.filtered_message_ids(
+          ${from}::text::timestamptz, ${to}::text::timestamptz, ${configId ?? null}::uuid,
+          ${query.statuses ?? null}::text[], ${query.batchId ?? null}::uuid, ${templateId ?? null}::uuid,
+          ${query.recipient ?? null}::text, ${query.agent ?? null}::text, ${query.clientId ?? null}::text,
+          ${query.cursor?.createdAt ?? null}::text::timestamptz, ${query.cursor?.id ?? null}::uuid,
+          ${query.limit + 1}::integer) as id`).map((r) => r.id);
+      if (ids.length === 0) return [];
+      return await tx<MessageRow[]>`
+        select ${messageColumns(tx)}
+          from public.email_audit_log a
+          left join public.user_smtp_configs c on c.id = a.config_id
+         where a.id = any (${ids}::uuid[])
+         order by a.created_at desc, a.id desc`;
+    }
     return await tx<MessageRow[]>`
     select ${messageColumns(tx)}
       from public.email_audit_log a
@@ -224,12 +242,6 @@ async function pageOf(
        ${query.statuses ? tx`and a.status = any (${query.statuses}::text[])` : tx``}
        ${query.batchId ? tx`and a.batch_id = ${query.batchId}::uuid` : tx``}
        ${templateId ? tx`and a.template_id = ${templateId}::uuid` : tx``}
-       ${
-      query.recipient
-        ? tx`and private.audit_addresses(a.to_addresses, a.recipients) @> array[${query.recipient}::text]`
-        : tx``
-    }
-       ${query.agent ? tx`and a.agent_context ->> 'agent' = ${query.agent}::text` : tx``}
        ${query.clientId ? tx`and a.client_id = ${query.clientId}::text` : tx``}
        ${query.cursor ? after(query.cursor) : tx``}
      order by a.created_at desc, a.id desc
