@@ -23,6 +23,9 @@ export async function welcomeAndAnnounce(connection: MailroomClientOptions, to: 
   const bytes = new TextEncoder().encode("The terms, 2027 edition");
   const terms = await mailroom.attachments.upload({ filename: "terms.txt", content: bytes }); // or .fromUrl(url)
   await mailroom.send({ to, subject: "New terms", text: "Attached.", attachments: [{ id: terms.id }] });
+  // Someone who asked not to be mailed: no send from this account reaches them again.
+  await mailroom.suppressions.add(["ann@example.com"], { reason: "unsubscribed" }); // skipped by every send
+  console.log((await mailroom.suppressions.list()).suppressions); // [{address, reason, source, ...}]
   const { batch_id } = await mailroom.bulk.send({ recipients, subject: "News", text: "Hello" });
   const progress = [];
   for await (const status of mailroom.bulk.progress(batch_id, { intervalMs: 500 })) progress.push(status.counts);

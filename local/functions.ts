@@ -8,6 +8,7 @@ import { createProcessOutboxHandler } from "../supabase/functions/process-outbox
 import { createEmailAnalyticsHandler } from "../supabase/functions/email-analytics/handler.ts";
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
 import { createAttachmentsHandler } from "../supabase/functions/attachments/handler.ts";
+import { createSuppressionsHandler } from "../supabase/functions/suppressions/handler.ts";
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
 import { createOversightHandler } from "../supabase/functions/oversight/handler.ts";
@@ -21,6 +22,7 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   "email-analytics": createEmailAnalyticsHandler,
   templates: createTemplatesHandler,
   attachments: createAttachmentsHandler,
+  suppressions: createSuppressionsHandler,
   mcp: createMcpFunctionHandler,
   openapi: createOpenApiHandler,
   oversight: createOversightHandler,

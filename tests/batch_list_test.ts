@@ -131,6 +131,7 @@ Deno.test({
           pending_approval: 0,
           rejected: 0,
           expired: 0,
+          suppressed: 0,
         });
         assert.deepEqual(batches[0].top_errors, [
           { error_class: "smtp_recipient_rejected", count: 2 },

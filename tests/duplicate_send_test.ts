@@ -19,7 +19,8 @@ Deno.test({
     const smtp = await startScriptedSmtp({
       extensions: ["PIPELINING"],
       rcpt: (address) => {
-        if (address.startsWith("gone@")) return "550 5.1.1 No such user";
+        // A policy refusal: permanent, and (unlike 5.1.1) no reason to suppress the address.
+        if (address.startsWith("gone@")) return "550 5.7.1 Recipient refused by policy";
         if (address.startsWith("later") && !deferred.has(address)) {
           deferred.add(address);
           return "450 4.2.0 Try again later";

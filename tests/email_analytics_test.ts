@@ -168,6 +168,7 @@ Deno.test({
           pending_approval: 0,
           rejected: 0,
           expired: 0,
+          suppressed: 0,
         });
         assert.equal(s.success_rate, 0.5, "3 sent of 6 finished");
         // percentile_cont over 1000, 2000, 3000 ms.
@@ -474,6 +475,17 @@ Deno.test({
           assert.ok(received.replace(/\r\n[ \t]+/g, " ").includes(`${name}: ${field.value}`), name);
         }
         assert.ok(!headers.some((h) => h.name.toLowerCase() === "bcc"));
+        // The agent that sent it reads it; another agent of the same user does not.
+        const mine = await stack.invoke(`email-analytics/messages/${id}/content`, { token: agentToken, method: "GET" });
+        assert.equal(mine.status, 200);
+        const otherAgent = await stack.mint({ sub: alice.id, email: alice.email, clientId: "other-agent" });
+        assert.equal(
+          await errorCode(
+            await stack.invoke(`email-analytics/messages/${id}/content`, { token: otherAgent, method: "GET" }),
+            404,
+          ),
+          "content_not_kept",
+        );
 
         // Filters: the Bcc address (any case) finds it once it was sent; the agent's name and client too.
         const byRecipient = await get<Page>(stack, alice.token, "/messages?recipient=HIDDEN@delta.example");

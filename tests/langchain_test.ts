@@ -50,7 +50,7 @@ Deno.test({
     try {
       await t.step("every tool converts to a model's tool format (what bindTools sends to a real model)", () => {
         const tools = createMailroomTools(createMailroomClient(connection));
-        assert.equal(tools.length, 11);
+        assert.equal(tools.length, 12);
         for (const tool of tools) {
           const converted = convertToOpenAITool(tool);
           assert.equal(converted.function.name, tool.name);

@@ -21,6 +21,7 @@ const TOOLS = [
   "verify_smtp_config",
   "store_attachment",
   "list_attachments",
+  "suppress_recipient",
   "list_email_templates",
   "get_email_analytics",
   "list_sent_messages",

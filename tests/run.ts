@@ -10,18 +10,30 @@ interface Totals {
   failed: number;
 }
 
+// The database suite runs beside the Deno tests (its own cluster, mostly waiting on pg_prove
+// and the CLI) and says what it did once they are done, so the two never interleave.
+const held = { lines: [] as string[], holding: false };
+function log(line: string): void {
+  if (held.holding) held.lines.push(line);
+  else console.log(line);
+}
+
+/** Run a command; its output streams through (or, for the database suite while held, waits in `held`). */
 async function run(
   cmd: string,
   args: string[],
   env: Record<string, string> = {},
+  database = false,
 ): Promise<{ ok: boolean; out: string }> {
   const child = new Deno.Command(cmd, { args, cwd: ROOT, env, stdout: "piped", stderr: "piped" }).spawn();
   const decoder = new TextDecoder();
   let out = "";
   const pump = async (stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) => {
     for await (const chunk of stream) {
-      out += decoder.decode(chunk, { stream: true });
-      await sink.write(chunk);
+      const text = decoder.decode(chunk, { stream: true });
+      out += text;
+      if (database && held.holding) held.lines.push(text.replace(/\n$/, ""));
+      else await sink.write(chunk);
     }
   };
   const [status] = await Promise.all([child.status, pump(child.stdout, Deno.stdout), pump(child.stderr, Deno.stderr)]);
@@ -57,7 +69,7 @@ async function denoSuite(): Promise<Totals & { ok: boolean }> {
 
 // plpgsql_check over every function in public and private, via the real CLI; counted as one check.
 async function dbLint(url: string, adminUrl: string): Promise<boolean> {
-  console.log("== supabase db lint (plpgsql_check)");
+  log("== supabase db lint (plpgsql_check)");
   // plpgsql_check is not a trusted extension: the superuser installs it, as Supabase's image does.
   const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
@@ -77,8 +89,8 @@ async function dbLint(url: string, adminUrl: string): Promise<boolean> {
     "--fail-on",
     "warning",
   ];
-  const result = await run(cli, args, { PGSSLMODE: "disable" });
-  console.log(result.ok ? "ok - supabase db lint" : "not ok - supabase db lint");
+  const result = await run(cli, args, { PGSSLMODE: "disable" }, true);
+  log(result.ok ? "ok - supabase db lint" : "not ok - supabase db lint");
   return result.ok;
 }
 
@@ -95,7 +107,7 @@ interface AdvisorFinding {
 // counted: unused_index (a fresh cluster has used no index yet) and rls_enabled_no_policy on the
 // `private` tables (no policy is the point: only functions reach them, never the Data API).
 async function dbAdvisors(url: string): Promise<boolean> {
-  console.log("== supabase db advisors (splinter)");
+  log("== supabase db advisors (splinter)");
   const cli = `${ROOT}/node_modules/.bin/supabase`;
   const args = ["db", "advisors", `--remote=${url}`, "--level", "info", "--fail-on", "warn", "--output-format", "json"];
   const out = await new Deno.Command(cli, {
@@ -110,24 +122,24 @@ async function dbAdvisors(url: string): Promise<boolean> {
   try {
     findings = (JSON.parse(stdout) as { results: AdvisorFinding[] }).results ?? [];
   } catch {
-    console.log(stdout + new TextDecoder().decode(out.stderr));
-    console.log("not ok - supabase db advisors (no JSON report)");
+    log(stdout + new TextDecoder().decode(out.stderr));
+    log("not ok - supabase db advisors (no JSON report)");
     return false;
   }
   const failing = findings.filter((f) => f.level !== "INFO" || f.name === "unindexed_foreign_keys");
-  for (const f of failing) console.log(`  ${f.level} ${f.name}: ${f.detail}`);
+  for (const f of failing) log(`  ${f.level} ${f.name}: ${f.detail}`);
   const expected = new Map<string, number>();
   for (const f of findings) if (!failing.includes(f)) expected.set(f.name, (expected.get(f.name) ?? 0) + 1);
   if (expected.size > 0) {
-    console.log(`  INFO, expected here: ${[...expected].map(([name, n]) => `${name} x${n}`).join(", ")}`);
+    log(`  INFO, expected here: ${[...expected].map(([name, n]) => `${name} x${n}`).join(", ")}`);
   }
   const ok = out.success && failing.length === 0;
-  console.log(ok ? "ok - supabase db advisors" : "not ok - supabase db advisors");
+  log(ok ? "ok - supabase db advisors" : "not ok - supabase db advisors");
   return ok;
 }
 
 async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
-  console.log("== pgTAP (pg_prove)");
+  log("== pgTAP (pg_prove)");
   const files = [...Deno.readDirSync(`${ROOT}/supabase/tests/database`)]
     .filter((e) => e.name.endsWith(".sql"))
     .map((e) => `supabase/tests/database/${e.name}`)
@@ -138,18 +150,23 @@ async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
   try {
     await bootstrapPlatform(cluster.adminUrl);
     await pushMigrations(cluster.url);
-    const result = await run("pg_prove", [
-      "--verbose",
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(cluster.port),
-      "-U",
-      "postgres",
-      "-d",
-      "postgres",
-      ...files,
-    ]);
+    const result = await run(
+      "pg_prove",
+      [
+        "--verbose",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(cluster.port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        ...files,
+      ],
+      {},
+      true,
+    );
     // The advisors first: the lint installs plpgsql_check in public, which they would report.
     const advisors = await dbAdvisors(cluster.url);
     const lint = await dbLint(cluster.url, cluster.adminUrl);
@@ -167,12 +184,15 @@ async function pgTapSuite(): Promise<Totals & { ok: boolean }> {
 }
 
 // `--only database` (pgTAP, db lint and db advisors) or `--only deno` runs one suite, while working on it.
+// Both: the database suite runs beside the Deno tests, its report held until they finish.
 const only = Deno.args.includes("--only") ? Deno.args[Deno.args.indexOf("--only") + 1] : undefined;
 const skipped = { ok: true, passed: 0, failed: 0 };
-const suites = [
-  only === "database" ? skipped : await denoSuite(),
-  only === "deno" ? skipped : await pgTapSuite(),
-];
+held.holding = only === undefined;
+const database = only === "deno" ? Promise.resolve(skipped) : pgTapSuite();
+const deno = only === "database" ? skipped : await denoSuite();
+held.holding = false;
+for (const line of held.lines) console.log(line);
+const suites = [deno, await database];
 const passed = suites.reduce((n, s) => n + s.passed, 0);
 const failed = suites.reduce((n, s) => n + s.failed, 0);
 const allOk = suites.every((s) => s.ok) && failed === 0 && passed > 0;

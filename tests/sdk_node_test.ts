@@ -32,7 +32,7 @@ try { await client.configs.list(); } catch (e) { code = e instanceof MailroomErr
 console.log(JSON.stringify({ tools: TOOLS.map((t) => t.name), langchain: tools.map((t) => t.name), code }));`,
       );
       const output = JSON.parse((await run("node", ["check.mjs"], dir)).trim());
-      assert.equal(output.tools.length, 11);
+      assert.equal(output.tools.length, 12);
       assert.deepEqual(output.langchain, output.tools);
       assert.equal(output.code, "network_error");
     } finally {

@@ -255,6 +255,21 @@ Deno.test({
         await rejectsWith(mailroom.attachments.fromUrl("http://example.com/x.pdf"), 400, "attachment_url_invalid");
       });
 
+      await t.step("suppressions: add, list, get, remove", async () => {
+        const added = await mailroom.suppressions.add(["Zed@Example.com", "yan@example.com"], { source: "sdk test" });
+        assert.deepEqual([added.added, added.suppressions.map((s) => s.address)], [2, [
+          "yan@example.com",
+          "zed@example.com",
+        ]]);
+        assert.ok((await mailroom.suppressions.list({ reason: "manual" })).suppressions.length >= 2);
+        assert.equal((await mailroom.suppressions.get("zed@example.com")).source, "sdk test");
+        assert.deepEqual(await mailroom.suppressions.remove("ZED@example.com"), {
+          address: "zed@example.com",
+          deleted: true,
+        });
+        await rejectsWith(mailroom.suppressions.get("zed@example.com"), 404, "suppression_not_found");
+      });
+
       await t.step("every answer matched the response schema the OpenAPI document names", () => {
         assert.deepEqual(
           [...checked].sort(),

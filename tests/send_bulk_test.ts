@@ -46,6 +46,7 @@ const ZERO_COUNTS = {
   pending_approval: 0,
   rejected: 0,
   expired: 0,
+  suppressed: 0,
 };
 
 Deno.test({

@@ -14,6 +14,8 @@ function fieldsOf(g: Guardrails | undefined): Fields {
   const text = (value: number | null | undefined) => value === null || value === undefined ? "" : String(value);
   return {
     approval: g?.approval ?? "",
+    // No allow list (anyone) is not an empty one (nobody): the form says which.
+    allow_mode: g?.allow_recipients ? "listed" : "anyone",
     allow_recipients: (g?.allow_recipients ?? []).join("\n"),
     deny_recipients: (g?.deny_recipients ?? []).join("\n"),
     max_recipients_per_request: text(g?.max_recipients_per_request),
@@ -23,15 +25,17 @@ function fieldsOf(g: Guardrails | undefined): Fields {
   };
 }
 
-/** The request the form's fields make; a number field left empty is "no limit" (null). */
-function requestOf(f: Fields, config: string | undefined): GuardrailsRequest {
+/**
+ * The request the form's fields make: PUT replaces a scope's guardrails, so what the form does not
+ * show (the account's approval notices) is sent back as it was. A number left empty is "no limit".
+ */
+function requestOf(f: Fields, current: Guardrails | undefined, config: string | undefined): GuardrailsRequest {
   const lines = (value: string) => value.split(/[\n,]/).map((l) => l.trim()).filter((l) => l !== "");
   const number = (value: string) => (value.trim() === "" ? null : Number(value));
-  const allow = lines(f.allow_recipients);
   return {
-    ...(config ? { config } : {}),
+    ...(config ? { config } : { approval_notify_config: current?.approval_notify_config_id ?? null }),
     approval: (f.approval || (config ? null : "off")) as GuardrailsRequest["approval"],
-    allow_recipients: allow.length ? allow : null,
+    allow_recipients: f.allow_mode === "listed" ? lines(f.allow_recipients) : null,
     deny_recipients: lines(f.deny_recipients),
     max_recipients_per_request: number(f.max_recipients_per_request),
     approval_ttl_hours: number(f.approval_ttl_hours),
@@ -58,7 +62,7 @@ export function GuardrailsForm({ api, config }: { api: MailroomClient; config?: 
     e.preventDefault();
     setSaving({ busy: true });
     try {
-      await api.oversight.setGuardrails(requestOf(fields, config));
+      await api.oversight.setGuardrails(requestOf(fields, current, config));
       setSaving({ busy: false, saved: true });
       setEdits({});
       setVersion((v) => v + 1);
@@ -82,7 +86,13 @@ export function GuardrailsForm({ api, config }: { api: MailroomClient; config?: 
           <option value="always">always: every send waits for you</option>
         </select>
       </label>
-      ${listField("allow_recipients", "Only these recipients (one per line; empty: anyone)")}
+      <label>Who may be mailed
+        <select name="allow_mode" value=${fields.allow_mode} onChange=${set("allow_mode")}>
+          <option value="anyone">anyone not denied</option>
+          <option value="listed">only the recipients listed (none listed: nobody)</option>
+        </select>
+      </label>
+      ${fields.allow_mode === "listed" ? listField("allow_recipients", "Only these recipients (one per line)") : null}
       ${listField("deny_recipients", "Never these recipients")}
       ${numberField("max_recipients_per_request", "Most recipients per request")}
       ${numberField("max_agent_messages_per_day", "Most messages from agents per day")}

@@ -26,27 +26,27 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
  */
 export function usePages<P>(first: () => Promise<P>, next: (last: P) => (() => Promise<P>) | null, deps: unknown[]) {
   const start = useLoad(first, deps);
-  const [pages, setPages] = useState<P[]>([]);
+  // Pages after the first, with the first page they follow: a new first page (new filters, a
+  // refresh) drops them in the same render, so a stale or empty list never shows.
+  const [extra, setExtra] = useState<{ base?: P; pages: P[] }>({ pages: [] });
   const [more, setMore] = useState<{ loading: boolean; error?: unknown }>({ loading: false });
-  const generation = useRef(0);
-  useEffect(() => {
-    generation.current += 1;
-    setPages(start.data ? [start.data] : []);
-    setMore({ loading: false });
-  }, [start.data]);
+  const busy = useRef(false);
+  const base = start.loading ? undefined : start.data;
+  const pages = base === undefined ? [] : [base, ...(extra.base === base ? extra.pages : [])];
   const last = pages.at(-1);
   const ask = last ? next(last) : null;
   const loadMore = async () => {
-    if (!ask || more.loading) return;
-    const asked = generation.current;
+    if (!ask || busy.current) return;
+    busy.current = true;
     setMore({ loading: true });
     try {
       const page = await ask();
-      if (generation.current !== asked) return;
-      setPages((p) => [...p, page]);
+      setExtra((e) => e.base === base ? { base, pages: [...e.pages, page] } : { base, pages: [page] });
       setMore({ loading: false });
     } catch (error) {
-      if (generation.current === asked) setMore({ loading: false, error });
+      setMore({ loading: false, error });
+    } finally {
+      busy.current = false;
     }
   };
   return {

@@ -26,6 +26,7 @@ const STATUSES = [
   "rejected",
   "expired",
   "cancelled",
+  "suppressed",
 ];
 
 export function MessagesPage({ api, batch }: { api: MailroomClient; batch?: string }) {
@@ -208,6 +209,12 @@ export function MessagePageView({ api, id }: { api: MailroomClient; id: string }
         ? html`
           <dt>Repeats</dt>
           <dd><a href=${`#/messages/${m.duplicate_of}`}>${m.duplicate_of}</a></dd>
+        `
+        : null}
+      ${m.suppressed.length
+        ? html`
+          <dt>Skipped</dt>
+          <dd>${m.suppressed.join(", ")} (on your suppression list: not sent to)</dd>
         `
         : null}
       ${m.error_code

@@ -327,6 +327,30 @@ export class MailroomClient {
       await this.call<{ id: string; deleted: true }>({ fn: "attachments", method: "DELETE", path: segment(id) }),
   };
 
+  /**
+   * Addresses your mail never goes to again (unsubscribed, hard bounce, complaint, manual): every
+   * send skips them and reports them as `suppressed`. An agent's token may add, never remove.
+   */
+  readonly suppressions = {
+    list: (query: { limit?: number; after?: string; reason?: T.Suppression["reason"] } = {}) =>
+      this.call<T.SuppressionList>({ fn: "suppressions", method: "GET", query: { ...query } }),
+    get: async (address: string) =>
+      await this.call<T.Suppression>({ fn: "suppressions", method: "GET", path: segment(address) }),
+    add: (addresses: string | string[], options: { reason?: T.Suppression["reason"]; source?: string } = {}) =>
+      this.call<T.SuppressionsAdded>({
+        fn: "suppressions",
+        method: "POST",
+        body: { ...(Array.isArray(addresses) ? { addresses } : { address: addresses }), ...options },
+      }),
+    /** Mail may go to it again: your own session only (403 `first_party_session_required` for an agent). */
+    remove: async (address: string) =>
+      await this.call<{ address: string; deleted: true }>({
+        fn: "suppressions",
+        method: "DELETE",
+        path: segment(address),
+      }),
+  };
+
   /** Email templates. */
   readonly templates = {
     list: () => this.call<{ templates: T.Template[] }>({ fn: "templates", method: "GET" }).then((r) => r.templates),

@@ -43,6 +43,9 @@ export type AnalyticsSummary = Schemas["AnalyticsSummary"];
 export type Message = Schemas["Message"];
 export type MessagePage = Schemas["MessagePage"];
 export type MessageContent = Schemas["MessageContent"];
+export type Suppression = Schemas["Suppression"];
+export type SuppressionList = Schemas["SuppressionList"];
+export type SuppressionsAdded = Schemas["SuppressionsAdded"];
 
 /** A recipient: "a@example.com", "Ada <a@example.com>" or {email, name?}. */
 export type Recipient = string | { email: string; name?: string };
@@ -59,7 +62,8 @@ export type AuditStatus =
   | "cancelled"
   | "pending_approval"
   | "rejected"
-  | "expired";
+  | "expired"
+  | "suppressed";
 
 /** Filters of the analytics summary and the message list. */
 export interface AnalyticsFilters {

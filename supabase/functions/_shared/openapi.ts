@@ -17,6 +17,7 @@ import {
 } from "./schemas.ts";
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
 import { decisionRequest, guardrailsRequest, stopRequest } from "./oversight/mod.ts";
+import { addSuppressionsRequest, MAX_ADDRESSES_PER_REQUEST, SUPPRESSION_REASONS } from "./suppressions/mod.ts";
 import { COMMON_ERRORS, errorExamples, errorResponses, ROUTE_ERRORS, USER_AUTH_ERRORS } from "./openapi_errors.ts";
 import { REQUEST_EXAMPLES, RESPONSE_EXAMPLES } from "./openapi_examples.ts";
 
@@ -34,6 +35,7 @@ const REQUESTS: Record<string, z.ZodType> = {
   UpdateTemplateRequest: updateTemplateRequest,
   PreviewTemplateRequest: previewTemplateRequest,
   UploadAttachmentRequest: uploadAttachmentRequest,
+  AddSuppressionsRequest: addSuppressionsRequest,
   GuardrailsRequest: guardrailsRequest,
   StopRequest: stopRequest,
   DecisionRequest: decisionRequest,
@@ -149,6 +151,7 @@ const TAGS = [
   { name: "smtp-configs", description: "Your SMTP servers: credentials in Vault, limits, verification" },
   { name: "templates", description: "Mustache templates for subject, text and HTML" },
   { name: "attachments", description: "Files stored once and attached by id to any number of messages" },
+  { name: "suppressions", description: "Addresses your mail never goes to again: every send path skips them" },
   { name: "email-analytics", description: "What was sent: totals, series, breakdowns, the audit rows" },
   { name: "oversight", description: "Guardrails every send passes, and the stop button (agents may only tighten)" },
   { name: "mcp", description: "The same operations as MCP tools for agents" },
@@ -402,6 +405,28 @@ function buildDocument(projectUrl: string): Json {
         delete: op("Delete a stored attachment (not while a waiting message needs it)", ok("Deleted", "Deleted"), {
           parameters: [attachmentId],
         }),
+      },
+      "/suppressions": {
+        get: op("Your suppression list, in address order", ok("SuppressionList", "A page"), {
+          parameters: [
+            query("limit", "1-1000, default 100", { type: "integer", minimum: 1, maximum: 1000 }),
+            query("after", "next_after of the previous page"),
+            query("reason", SUPPRESSION_REASONS.join(", "), { type: "string", enum: [...SUPPRESSION_REASONS] }),
+          ],
+        }),
+        post: op(
+          `Add addresses (at most ${MAX_ADDRESSES_PER_REQUEST}); an agent may add, never remove`,
+          { ...ok("SuppressionsAdded", "Added", "201"), ...ok("SuppressionsAdded", "All were listed already") },
+          { requestBody: body("AddSuppressionsRequest") },
+        ),
+      },
+      "/suppressions/{address}": {
+        get: op("One entry", ok("Suppression", "The entry"), { parameters: [pathParam("address", "The address")] }),
+        delete: op(
+          "Lift it (mail may go to it again): your own session only, never an agent's token",
+          ok("SuppressionDeleted", "Lifted"),
+          { parameters: [pathParam("address", "The address")] },
+        ),
       },
       "/email-analytics": {
         get: op("Totals, success rate, latency, series and breakdowns", ok("AnalyticsSummary", "The summary"), {

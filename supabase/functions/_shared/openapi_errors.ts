@@ -535,6 +535,22 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
     status: 503,
     message: "The summary took too long; narrow the range",
   },
+  invalid_recipient: { status: 400, message: "recipient must be an email address, such as ada@example.com" },
+  invalid_agent: { status: 400, message: "agent must be an agent's name as its agent_context.agent says" },
+  invalid_client_id: { status: 400, message: "client_id must be an OAuth client's id (at most 200 characters)" },
+  content_not_kept: {
+    status: 404,
+    message: "This message's content is not kept: it was sent more than 30 days ago, before messages kept their " +
+      "content, or by another agent",
+    details: { message_id: "0b1c…" },
+  },
+  invalid_address: {
+    status: 400,
+    message: '"ada@" is not a valid email address',
+    details: { address: "ada@" },
+  },
+  invalid_reason: { status: 400, message: "reason must be one of unsubscribed, hard_bounce, complaint, manual" },
+  suppression_not_found: { status: 404, message: '"ada@example.com" is not on your suppression list' },
 };
 
 const AUTH = [
@@ -799,8 +815,16 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
     ...ANALYTICS_PARAMS,
     "invalid_limit",
     "invalid_cursor",
+    "invalid_recipient",
+    "invalid_agent",
+    "invalid_client_id",
   ],
   "get /email-analytics/messages/{id}": ["message_not_found"],
+  "get /email-analytics/messages/{id}/content": ["message_not_found", "content_not_kept"],
+  "get /suppressions": ["invalid_limit", "invalid_address", "invalid_reason"],
+  "post /suppressions": [...BODY, "invalid_address"],
+  "get /suppressions/{address}": ["invalid_address", "suppression_not_found"],
+  "delete /suppressions/{address}": ["invalid_address", "suppression_not_found", "first_party_session_required"],
   "post /mcp": ["origin_not_allowed"],
   "post /process-outbox": [
     "missing_secret_key",

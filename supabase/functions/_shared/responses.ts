@@ -55,13 +55,18 @@ export const dryRunResult = z.strictObject({
 export const sendResult = z.union([
   z.strictObject({
     id: uuid,
-    status: z.literal("sent"),
+    status: z.enum(["sent", "suppressed"]).describe(
+      "suppressed: every recipient is on your suppression list (unsubscribed, bounced); nothing was sent",
+    ),
     message_id: z.string(),
     accepted: z.array(z.string()),
     rejected: z.array(z.string()),
     deferred: z.array(z.string()),
     unknown: z.array(z.string()),
     recipients: z.array(recipientOutcome),
+    suppressed: z.array(z.string()).describe(
+      "Recipients skipped because they are on your suppression list (GET /suppressions); the others got it",
+    ),
     retry: z.strictObject({
       next_attempt_at: timestamp.describe("When the outbox tries the deferred recipients again"),
       recipients: z.array(z.string()).describe("The deferred recipients it will try (only those)"),
@@ -120,6 +125,9 @@ export const bulkAccepted = z.strictObject({
   pending_approval: z.number().int().optional().describe("Messages that wait for the owner's approval"),
   approval: approvalHold.optional(),
   scheduled_at: timestamp.optional(),
+  suppressed: z.array(z.string()).optional().describe(
+    "Recipients on your suppression list: their messages end `suppressed` when their turn comes, nothing sent",
+  ),
   skipped: z.array(skippedEntry).optional(),
   warnings: z.array(z.strictObject({ code: z.string(), message: z.string() })).optional().describe(
     "Accepted, but: exceeds_daily_budget (more waits for the config than its per-day limit still allows)",
@@ -143,6 +151,7 @@ export const batchStatus = z.strictObject({
     pending_approval: z.number().int().describe("Waiting for the owner's approval"),
     rejected: z.number().int(),
     expired: z.number().int().describe("Nobody approved them in time"),
+    suppressed: z.number().int().describe("Every recipient on your suppression list: nothing sent"),
   }),
   first_sent_at: timestamp.nullable(),
   last_sent_at: timestamp.nullable(),
@@ -199,6 +208,7 @@ export const smtpConfig = z.strictObject({
   duplicate_window_seconds: z.number().int().describe(
     "How long a send through this config refuses the same email again (409 duplicate_send); 0: never",
   ),
+  suppress_hard_bounces: z.boolean().describe("Hard bounces at RCPT join your suppression list"),
   has_password: z.boolean(),
   credentials_changed_at: timestamp.describe("When the server, login, password or OAuth grant last changed"),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
@@ -378,6 +388,7 @@ export const message = z.strictObject({
   agent_context: z.record(z.string(), z.unknown()).nullable(),
   client_id: z.string().nullable().describe("The OAuth client (agent) whose token made the send"),
   via: z.string().nullable().describe("The agent tools that made it (mcp, langchain), if any"),
+  suppressed: z.array(z.string()).describe("Recipients skipped: they are on your suppression list"),
   duplicate_of: uuid.nullable().describe(
     "The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send)",
   ),
@@ -495,6 +506,23 @@ export const approvalDecision = z.strictObject({
 });
 
 /** Every documented response schema, by the name the OpenAPI document gives it. */
+const suppression = z.strictObject({
+  address: z.string(),
+  reason: z.enum(["unsubscribed", "hard_bounce", "complaint", "manual"]),
+  source: z.string().nullable().describe("Where it came from: the server's reply for a hard bounce, your note"),
+  message_id: uuid.nullable().describe("The message whose outcome added it (a hard bounce)"),
+  created_at: timestamp,
+});
+export const suppressionList = z.strictObject({
+  suppressions: z.array(suppression),
+  next_after: z.string().nullable().describe("Pass as ?after= for the next page; null at the end"),
+});
+export const suppressionsAdded = z.strictObject({
+  added: z.number().int().describe("How many were not listed before"),
+  suppressions: z.array(suppression).describe("The entries for the addresses given, as they are now"),
+});
+export const suppressionDeleted = z.strictObject({ address: z.string(), deleted: z.literal(true) });
+
 export const RESPONSES = {
   SendResult: sendResult,
   Cancelled: cancelled,
@@ -522,6 +550,10 @@ export const RESPONSES = {
   Message: message,
   MessagePage: messagePage,
   MessageContent: messageContent,
+  Suppression: suppression,
+  SuppressionList: suppressionList,
+  SuppressionsAdded: suppressionsAdded,
+  SuppressionDeleted: suppressionDeleted,
   Guardrails: guardrails,
   GuardrailsList: guardrailsList,
   OversightEvents: oversightEvents,

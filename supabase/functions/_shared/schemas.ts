@@ -329,6 +329,10 @@ const configFields = {
     "How long a send through this config refuses the same email again (409 duplicate_send): same recipients, " +
       "subject, body and attachments; default 600 (10 minutes), 0 turns it off",
   ),
+  suppress_hard_bounces: z.boolean().describe(
+    "A recipient the server refuses because the mailbox does not exist (5.1.1, 5.1.2, 5.1.10) joins your " +
+      "suppression list; default true",
+  ),
 };
 
 const DEFAULT_PORTS = { tls: 465, starttls: 587, none: 25 } as const;
@@ -425,6 +429,7 @@ export const createConfigRequest = z.object({
   is_active: configFields.is_active.default(true),
   limits: configLimits.optional(),
   duplicate_window_seconds: configFields.duplicate_window_seconds.optional(),
+  suppress_hard_bounces: configFields.suppress_hard_bounces.optional(),
 }).strict()
   .superRefine((c, ctx) => {
     const issue = (path: string, message: string) => ctx.addIssue({ code: "custom", path: path.split("."), message });

@@ -69,7 +69,8 @@ import {
 /** The 200 response of a send: at least one recipient accepted. */
 export interface SendResult {
   id: string;
-  status: "sent";
+  /** `suppressed`: every recipient is on the owner's suppression list; nothing was sent. */
+  status: "sent" | "suppressed";
   message_id: string;
   /** Recipients the server accepted. */
   accepted: string[];
@@ -81,6 +82,8 @@ export interface SendResult {
   unknown: string[];
   /** Every recipient with the server's code, enhanced code and reply. */
   recipients: RecipientOutcome[];
+  /** Recipients skipped because they are on the owner's suppression list (unsubscribed, bounced...). */
+  suppressed: string[];
   /** The deferred recipients the outbox will try again, and when (unless `retry_deferred: false`). */
   retry?: { next_attempt_at: string; recipients: string[] };
 }
@@ -378,6 +381,11 @@ export interface PreparedSend {
   files: FileCache;
   /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
   approval: "agents" | "always" | null;
+  /**
+   * Recipients on the owner's suppression list, taken out of `message.envelope.to` (the headers
+   * still show them); an empty envelope means nobody is left to send to.
+   */
+  suppressed: string[];
 }
 
 /**
@@ -390,9 +398,43 @@ export interface PreparedSend {
 export async function prepareSend(ctx: AppContext, tx: Tx, req: SendEmailRequest): Promise<PreparedSend> {
   const sends = [{ request: () => Promise.resolve(req) }];
   // Its guardrails are checked by the statement that writes its audit row (see sendEmail).
-  const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, { reserve: false, guardrails: false });
+  const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, {
+    reserve: false,
+    guardrails: false,
+    recipients: recipientsOf(req),
+  });
   if ("error" in prepared) throw prepared.error;
   return prepared;
+}
+
+/** Which of `addresses` (lower-cased) are on the caller's suppression list. */
+async function suppressedAmong(tx: Tx, addresses: string[]): Promise<Set<string>> {
+  if (addresses.length === 0) return new Set();
+  const [row] = await tx<{ listed: string[] }[]>`
+    select private.suppressed_among(${[...new Set(addresses)]}::text[]) as listed`;
+  return new Set(row.listed);
+}
+
+/** Every recipient a request names (To, Cc, Bcc). */
+function recipientsOf(req: SendEmailRequest): string[] {
+  return [...req.to, ...(req.cc ?? []), ...(req.bcc ?? [])].map((a) => a.address);
+}
+
+/**
+ * The request without its recipients on the suppression list (`listed`, lower case), and which
+ * those were. With nobody left, the request as it was and `nobodyLeft`.
+ */
+function withoutSuppressed(
+  req: SendEmailRequest,
+  listed: ReadonlySet<string>,
+): { req: SendEmailRequest; suppressed: string[]; nobodyLeft: boolean } {
+  const isListed = (address: string) => listed.has(address.toLowerCase());
+  const suppressed = [...new Set(recipientsOf(req).filter(isListed))];
+  if (suppressed.length === 0) return { req, suppressed, nobodyLeft: false };
+  const keep = <T extends { address: string }>(list: T[] | undefined) => list?.filter((a) => !isListed(a.address));
+  const left = { ...req, to: keep(req.to)!, cc: keep(req.cc), bcc: keep(req.bcc) };
+  const nobodyLeft = recipientsOf(left).length === 0;
+  return { req: nobodyLeft ? req : left, suppressed, nobodyLeft };
 }
 
 /** One send of a group: its request (read lazily, in the transaction) and its fixed identity. */
@@ -422,22 +464,44 @@ export async function prepareSendGroup(
   tx: Tx,
   ref: string | undefined,
   sends: GroupedSend[],
-  options: { reserve?: boolean; guardrails?: boolean; approval?: boolean } = {},
+  options: { reserve?: boolean; guardrails?: boolean; approval?: boolean; recipients?: string[] } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
   // A send that will wait for approval does not log in now (openConfig's credential guard).
-  const { config, approval } = await openConfig(tx, ref, { approval: options.approval });
+  const opening = openConfig(tx, ref, { approval: options.approval });
+  // Recipients known beforehand are looked up on the suppression list in the same round trip.
+  const early = options.recipients ? suppressedAmong(tx, options.recipients) : undefined;
+  early?.catch(() => {});
+  const { config, approval } = await opening;
   // An HTTPS transport's host is the provider's API, never the caller's: no SMTP egress rules.
   if (config.transport === "smtp") checkServerStatically(ctx.config.egress, config);
+  const requests: (SendEmailRequest | { error: ApiError })[] = [];
+  for (const send of sends) {
+    try {
+      requests.push(await send.request(tx));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      requests.push({ error });
+    }
+  }
+  // Recipients on the owner's suppression list are left out of the message (headers and
+  // envelope: HTTPS transports deliver to the headers); one lookup for the whole group.
+  const listed = await (early ?? suppressedAmong(tx, requests.flatMap((r) => "error" in r ? [] : recipientsOf(r))));
   const templates: TemplateCache = new Map();
   const files: FileCache = new Map();
   const results: (PreparedSend | { error: ApiError })[] = [];
-  for (const send of sends) {
+  for (const [i, request] of requests.entries()) {
+    if ("error" in request) {
+      results.push(request);
+      continue;
+    }
     try {
-      const req = await send.request(tx);
-      const fixed = { messageId: send.messageId, date: send.date };
+      const { req, suppressed, nobodyLeft } = withoutSuppressed(request, listed);
+      const fixed = { messageId: sends[i].messageId, date: sends[i].date };
       const composed = await compose(ctx, tx, config, req, fixed, templates, files);
-      results.push({ config, approval, ...composed });
+      // Nobody left: built as asked (its identity), sent to no one.
+      if (nobodyLeft) composed.message.envelope.to = [];
+      results.push({ config, approval, suppressed, ...composed });
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       results.push({ error });
@@ -448,7 +512,8 @@ export async function prepareSendGroup(
   const built = results.flatMap((r, i) => "error" in r ? [] : [{ i, to: r.message.envelope.to }]);
   const refusals = options.guardrails === false ? [] : await guardrailRefusals(tx, config.id, built.map((b) => b.to));
   for (const { at, error } of refusals) results[built[at].i] = { error };
-  const ready = results.filter((r) => !("error" in r)).length;
+  // A message with nobody left to send to takes nothing from the budget.
+  const ready = results.filter((r) => !("error" in r) && r.message.envelope.to.length > 0).length;
   if (ready > 0 && options.reserve !== false) await reserveSendCapacity(tx, config, ready);
   return results;
 }
@@ -628,7 +693,7 @@ export async function sendEmail(
         .then((held) => checkAttachmentTypes(req.attachments, held))
         .then(() => prepareSend(ctx, tx, req));
     },
-    (tx, { config, message, subject, templateId, template, approval, files }) => {
+    (tx, { config, message, subject, templateId, template, approval, files, suppressed }) => {
       const fingerprint = fingerprintOf(config.id, req, { message, template, files });
       // A send that must wait for the owner's approval goes into the outbox, held, instead.
       if (approval) {
@@ -640,25 +705,30 @@ export async function sendEmail(
       const { to, cc, bcc } = message.recipients;
       const content = keptContent(message, describeAttachments(req.attachments, fileFacts(files)));
       // The owner's guardrails for its recipients, whether it repeats a recent email, then the
-      // budget, then the row: one statement.
+      // budget, then the row (with the recipients skipped as suppressed): one statement.
       return tx<{ id: string }[]>`
         with checked as (${sendGuardrailsCheck(tx, config.id, message.envelope.to)}),
         fresh as (
           select private.refuse_duplicate_send(${config.id}::uuid, ${fingerprintParameter(fingerprint)}::bytea)
             from checked
         ),
-        budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from fresh)
-        insert into public.email_audit_log
-          (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
-           idempotency_key, content_fingerprint, content)
-        select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
-               ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer,
-               ${subject ?? null}::text, 'sending',
-               ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
-               ${options.idempotencyKey ?? null}::text, ${fingerprintParameter(fingerprint)}::bytea,
-               ${tx.json(content as never)}::jsonb
-          from budget
-        returning id`;
+        budget as (select private.reserve_send_slots(${config.id}::uuid, 1) from fresh),
+        audit as (
+          insert into public.email_audit_log
+            (config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+             idempotency_key, content_fingerprint, suppressed)
+          select ${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
+                 ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer,
+                 ${subject ?? null}::text, 'sending',
+                 ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
+                 ${options.idempotencyKey ?? null}::text, ${fingerprintParameter(fingerprint)}::bytea,
+                 ${suppressed}::text[]
+            from budget
+          returning id
+        )
+        insert into public.message_contents (audit_id, content)
+        select id, ${tx.json(content as never)}::jsonb from audit
+        returning audit_id as id`;
     },
   ).catch(payloadTooLargeForQueue);
   const auditId = audit.id;
@@ -670,6 +740,29 @@ export async function sendEmail(
       (tx) => queueApprovalNotice(tx, ctx.config.approvalUrl, { id: audit.id, count: 1 }),
     );
     return heldResult(audit as QueuedRow, ctx.config.approvalUrl);
+  }
+
+  // Every recipient on the owner's suppression list: nothing is sent.
+  if (message.envelope.to.length === 0) {
+    await withUser(
+      ctx.sql,
+      claims,
+      (tx) =>
+        tx`select private.record_suppressed(${
+          tx.json([{ id: auditId, suppressed: prepared.suppressed, done: true }] as never)
+        }::jsonb)`,
+    );
+    return {
+      id: auditId,
+      status: "suppressed",
+      message_id: message.messageId,
+      accepted: [],
+      rejected: [],
+      deferred: [],
+      unknown: [],
+      recipients: [],
+      suppressed: prepared.suppressed,
+    };
   }
 
   const transmission = await transmit(ctx, claims, prepared, undefined, ctx.smtpPool);
@@ -714,6 +807,7 @@ export async function sendEmail(
     deferred,
     unknown: byStatus("unknown"),
     recipients: report.recipients,
+    suppressed: prepared.suppressed,
     ...(retryAt ? { retry: { next_attempt_at: retryAt.toISOString(), recipients: deferred } } : {}),
   };
 }

@@ -40,7 +40,10 @@ export function createEmailAnalyticsHandler(ctx: AppContext): Handler {
     if (id !== undefined && !isUuid(id)) {
       throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
     }
-    if (content) return json(await withUser(ctx.sql, claims, (tx) => messageContent(tx, id!)));
+    if (content) {
+      const agent = typeof claims.client_id === "string" ? claims.client_id : undefined;
+      return json(await withUser(ctx.sql, claims, (tx) => messageContent(tx, id!, agent)));
+    }
     if (id !== undefined) return json(await withUser(ctx.sql, claims, (tx) => getMessage(tx, id)));
     const query = parseMessagesQuery(params);
     return json(await withUser(ctx.sql, claims, (tx) => listMessages(tx, query)));

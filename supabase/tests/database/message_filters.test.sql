@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(7);
+select plan(10);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -62,12 +62,28 @@ select is(
   0, 'no user, no rows'
 );
 
-set local role anon;
-select throws_ok(
-  $$select private.filtered_message_ids('2026-06-01', '2026-06-02', null, null, null, null, null, 'writer', null,
-      null, null, 50)$$,
-  '42501', null, 'anon cannot call it'
+reset role;
+select ok(
+  not has_function_privilege('anon',
+    'private.filtered_message_ids(timestamptz, timestamptz, uuid, text[], uuid, uuid, text, text, text, timestamptz, uuid, integer)',
+    'execute'),
+  'anon may not execute it'
 );
+
+-- message_contents: the owner reads every one; an agent only those of its own sends.
+insert into public.message_contents (audit_id, user_id, client_id, content) values
+  ('a0000000-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', null, '{"text":"reset link"}'),
+  ('a0000000-0000-4000-8000-000000000002', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'agent-a', '{"text":"agent a"}');
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
+select is((select count(*)::int from public.message_contents), 2, 'the owner reads every content');
+set local request.jwt.claims to
+  '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","client_id":"agent-b"}';
+select is((select count(*)::int from public.message_contents), 0, 'another agent reads none');
+set local request.jwt.claims to
+  '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","client_id":"agent-a"}';
+select results_eq($$select content ->> 'text' from public.message_contents$$, $$values ('agent a')$$,
+  'an agent reads the content of its own send only');
 
 select * from finish();
 rollback;

@@ -366,6 +366,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/suppressions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your suppression list, in address order */
+        get: operations["getSuppressions"];
+        put?: never;
+        /** Add addresses (at most 1000); an agent may add, never remove */
+        post: operations["postSuppressions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/suppressions/{address}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One entry */
+        get: operations["getSuppressionsAddress"];
+        put?: never;
+        post?: never;
+        /** Lift it (mail may go to it again): your own session only, never an agent's token */
+        delete: operations["deleteSuppressionsAddress"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/email-analytics": {
         parameters: {
             query?: never;
@@ -855,6 +891,8 @@ export interface components {
             };
             /** @description How long a send through this config refuses the same email again (409 duplicate_send): same recipients, subject, body and attachments; default 600 (10 minutes), 0 turns it off */
             duplicate_window_seconds?: number;
+            /** @description A recipient the server refuses because the mailbox does not exist (5.1.1, 5.1.2, 5.1.10) joins your suppression list; default true */
+            suppress_hard_bounces?: boolean;
             /**
              * @description password (the default) or oauth2: a grant from the mailbox's provider (give oauth)
              * @default password
@@ -912,6 +950,8 @@ export interface components {
             };
             /** @description How long a send through this config refuses the same email again (409 duplicate_send): same recipients, subject, body and attachments; default 600 (10 minutes), 0 turns it off */
             duplicate_window_seconds?: number;
+            /** @description A recipient the server refuses because the mailbox does not exist (5.1.1, 5.1.2, 5.1.10) joins your suppression list; default true */
+            suppress_hard_bounces?: boolean;
             /** @description Reconnect an OAuth config: the refresh token of a new consent (and a new client secret) */
             oauth?: {
                 /** @description The refresh token from the user's consent (offline access; kept in Vault, never shown again) */
@@ -974,6 +1014,20 @@ export interface components {
             /** @description Its media type (else the server's, checked against the bytes) */
             content_type?: string;
         };
+        AddSuppressionsRequest: {
+            /** @description An address to suppress */
+            address?: string;
+            /** @description Several at once (at most 1000) */
+            addresses?: string[];
+            /**
+             * @description unsubscribed, hard_bounce, complaint or manual (default)
+             * @default manual
+             * @enum {string}
+             */
+            reason?: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
+            /** @description Where it came from, for your records (a ticket, an import) */
+            source?: string;
+        };
         GuardrailsRequest: {
             /** @description A config's name or id; without it, the account's guardrails (which every config inherits) */
             config?: string;
@@ -1007,8 +1061,11 @@ export interface components {
         SendResult: {
             /** Format: uuid */
             id: string;
-            /** @constant */
-            status: "sent";
+            /**
+             * @description suppressed: every recipient is on your suppression list (unsubscribed, bounced); nothing was sent
+             * @enum {string}
+             */
+            status: "sent" | "suppressed";
             message_id: string;
             accepted: string[];
             rejected: string[];
@@ -1022,6 +1079,8 @@ export interface components {
                 enhanced_code: string | null;
                 response: string | null;
             }[];
+            /** @description Recipients skipped because they are on your suppression list (GET /suppressions); the others got it */
+            suppressed: string[];
             /** @description Present when some recipients were deferred (4xx): the message waits in the outbox for them, same Message-ID */
             retry?: {
                 /** @description When the outbox tries the deferred recipients again */
@@ -1092,6 +1151,8 @@ export interface components {
             };
             /** @description ISO 8601 */
             scheduled_at?: string;
+            /** @description Recipients on your suppression list: their messages end `suppressed` when their turn comes, nothing sent */
+            suppressed?: string[];
             skipped?: {
                 index: number;
                 reason: string;
@@ -1231,6 +1292,8 @@ export interface components {
                 rejected: number;
                 /** @description Nobody approved them in time */
                 expired: number;
+                /** @description Every recipient on your suppression list: nothing sent */
+                suppressed: number;
             };
             first_sent_at: string | null;
             last_sent_at: string | null;
@@ -1278,6 +1341,8 @@ export interface components {
                     rejected: number;
                     /** @description Nobody approved them in time */
                     expired: number;
+                    /** @description Every recipient on your suppression list: nothing sent */
+                    suppressed: number;
                 };
                 first_sent_at: string | null;
                 last_sent_at: string | null;
@@ -1349,6 +1414,8 @@ export interface components {
             };
             /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
             duplicate_window_seconds: number;
+            /** @description Hard bounces at RCPT join your suppression list */
+            suppress_hard_bounces: boolean;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1402,6 +1469,8 @@ export interface components {
             };
             /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
             duplicate_window_seconds: number;
+            /** @description Hard bounces at RCPT join your suppression list */
+            suppress_hard_bounces: boolean;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1460,6 +1529,8 @@ export interface components {
                 };
                 /** @description How long a send through this config refuses the same email again (409 duplicate_send); 0: never */
                 duplicate_window_seconds: number;
+                /** @description Hard bounces at RCPT join your suppression list */
+                suppress_hard_bounces: boolean;
                 has_password: boolean;
                 /** @description When the server, login, password or OAuth grant last changed */
                 credentials_changed_at: string;
@@ -1766,6 +1837,8 @@ export interface components {
             client_id: string | null;
             /** @description The agent tools that made it (mcp, langchain), if any */
             via: string | null;
+            /** @description Recipients skipped: they are on your suppression list */
+            suppressed: string[];
             /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
             duplicate_of: string | null;
             /** @description Why a queued or scheduled message waits; null otherwise */
@@ -1818,6 +1891,8 @@ export interface components {
                 client_id: string | null;
                 /** @description The agent tools that made it (mcp, langchain), if any */
                 via: string | null;
+                /** @description Recipients skipped: they are on your suppression list */
+                suppressed: string[];
                 /** @description The earlier message this one repeats: it was sent anyway with allow_duplicate (see duplicate_send) */
                 duplicate_of: string | null;
                 /** @description Why a queued or scheduled message waits; null otherwise */
@@ -1862,6 +1937,53 @@ export interface components {
             }[];
             /** @description A part was longer than 200,000 characters and is cut */
             truncated: boolean;
+        };
+        Suppression: {
+            address: string;
+            /** @enum {string} */
+            reason: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
+            /** @description Where it came from: the server's reply for a hard bounce, your note */
+            source: string | null;
+            /** @description The message whose outcome added it (a hard bounce) */
+            message_id: string | null;
+            /** @description ISO 8601 */
+            created_at: string;
+        };
+        SuppressionList: {
+            suppressions: {
+                address: string;
+                /** @enum {string} */
+                reason: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
+                /** @description Where it came from: the server's reply for a hard bounce, your note */
+                source: string | null;
+                /** @description The message whose outcome added it (a hard bounce) */
+                message_id: string | null;
+                /** @description ISO 8601 */
+                created_at: string;
+            }[];
+            /** @description Pass as ?after= for the next page; null at the end */
+            next_after: string | null;
+        };
+        SuppressionsAdded: {
+            /** @description How many were not listed before */
+            added: number;
+            /** @description The entries for the addresses given, as they are now */
+            suppressions: {
+                address: string;
+                /** @enum {string} */
+                reason: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
+                /** @description Where it came from: the server's reply for a hard bounce, your note */
+                source: string | null;
+                /** @description The message whose outcome added it (a hard bounce) */
+                message_id: string | null;
+                /** @description ISO 8601 */
+                created_at: string;
+            }[];
+        };
+        SuppressionDeleted: {
+            address: string;
+            /** @constant */
+            deleted: true;
         };
         Guardrails: {
             config_id: string | null;
@@ -2087,7 +2209,8 @@ export interface operations {
                      *           "enhanced_code": "2.0.0",
                      *           "response": "250 2.0.0 Ok: queued as 4XyZ1"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "suppressed": []
                      *     }
                      */
                     "application/json": components["schemas"]["SendResult"] | components["schemas"]["DryRunResult"];
@@ -2118,7 +2241,8 @@ export interface operations {
                      *           "enhanced_code": "2.0.0",
                      *           "response": "250 2.0.0 Ok: queued as 4XyZ1"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "suppressed": []
                      *     }
                      */
                     "application/json": components["schemas"]["SendResult"];
@@ -3079,6 +3203,7 @@ export interface operations {
                      *             "max_connections": 3
                      *           },
                      *           "duplicate_window_seconds": 600,
+                     *           "suppress_hard_bounces": true,
                      *           "has_password": true,
                      *           "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *           "needs_attention": null,
@@ -3215,6 +3340,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3469,6 +3595,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3689,6 +3816,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4011,6 +4139,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4136,6 +4265,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4252,6 +4382,7 @@ export interface operations {
                      *         "max_connections": 3
                      *       },
                      *       "duplicate_window_seconds": 600,
+                     *       "suppress_hard_bounces": true,
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -5775,6 +5906,418 @@ export interface operations {
             };
         };
     };
+    getSuppressions: {
+        parameters: {
+            query?: {
+                /** @description 1-1000, default 100 */
+                limit?: number;
+                /** @description next_after of the previous page */
+                after?: string;
+                /** @description unsubscribed, hard_bounce, complaint, manual */
+                reason?: "unsubscribed" | "hard_bounce" | "complaint" | "manual";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionList"];
+                };
+            };
+            /** @description Invalid input: `invalid_limit`, `invalid_address`, `invalid_reason` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postSuppressions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AddSuppressionsRequest"];
+            };
+        };
+        responses: {
+            /** @description All were listed already */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionsAdded"];
+                };
+            };
+            /** @description Added */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionsAdded"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `invalid_address` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSuppressionsAddress: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The address */
+                address: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entry */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Suppression"];
+                };
+            };
+            /** @description Invalid input: `invalid_address` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `suppression_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteSuppressionsAddress: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The address */
+                address: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Lifted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionDeleted"];
+                };
+            };
+            /** @description Invalid input: `invalid_address` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `suppression_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     getEmailAnalytics: {
         parameters: {
             query?: {
@@ -5929,7 +6472,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessagePage"];
                 };
             };
-            /** @description Invalid input: `invalid_date`, `invalid_timezone`, `invalid_status`, `invalid_batch_id`, `invalid_config`, `invalid_template`, `duplicate_parameter`, `invalid_limit`, `invalid_cursor` */
+            /** @description Invalid input: `invalid_date`, `invalid_timezone`, `invalid_status`, `invalid_batch_id`, `invalid_config`, `invalid_template`, `duplicate_parameter`, `invalid_limit`, `invalid_cursor`, `invalid_recipient`, `invalid_agent`, `invalid_client_id` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6128,7 +6671,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not found: `route_not_found` */
+            /** @description Not found: `message_not_found`, `content_not_kept`, `route_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -17,7 +17,7 @@ export const TOOLS: ToolDefinition[] = [
   {
     "name": "send_email",
     "title": "Send an email",
-    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. Errors come back as text starting with a stable code, e.g. `template_data_missing`. The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window (default 10 minutes) is refused as `duplicate_send`: it already went. Attach files as `{\"id\": \"...\"}` (store_attachment), `{\"url\": \"https://...\"}` or `{filename, content}` in base64. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
+    "description": "Send one email now (or at `scheduled_at`, up to 30 days ahead) through the user's own SMTP server, from the address of their SMTP config (the default one unless `config` names another). Give `subject` with `text` and/or `html`, or a `template` name with its `data` (list_email_templates shows them and the variables each needs). Recipients are addresses or `Name <address>`, at most 1,000 in total. A result of `sent` means the SMTP server accepted the message for at least one recipient (`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may have been delivered: do not resend it without asking the user. `suppressed` lists recipients skipped because they unsubscribed, bounced or were suppressed by the user: they never get mail from this account, whoever sends it; do not try another way to reach them (a result `suppressed` means nobody was left: nothing was sent). Errors come back as text starting with a stable code, e.g. `template_data_missing`. The same email (same recipients, subject, body, attachments) sent again within the config's duplicate window (default 10 minutes) is refused as `duplicate_send`: it already went. Attach files as `{\"id\": \"...\"}` (store_attachment), `{\"url\": \"https://...\"}` or `{filename, content}` in base64. The account owner's guardrails may refuse a send (`recipient_denied`, `recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so never repeat a refused call or work around it; the refusal's text says what to do instead. A send may also be held for the owner's approval (`pending_approval`): it is not sent, do not send it again. `dry_run: true` checks and renders without sending.",
     "annotations": {
       "readOnlyHint": false,
       "destructiveHint": true,
@@ -878,6 +878,59 @@ export const TOOLS: ToolDefinition[] = [
     }
   },
   {
+    "name": "suppress_recipient",
+    "title": "Stop mailing an address",
+    "description": "Put addresses on the user's suppression list when someone asks not to be emailed again (or an address is wrong): no send from this account reaches them afterwards, whoever sends it. Only the user can take an address off the list.",
+    "annotations": {
+      "readOnlyHint": false,
+      "destructiveHint": false,
+      "idempotentHint": true,
+      "openWorldHint": false
+    },
+    "sends": false,
+    "calls": [
+      {
+        "fn": "suppressions",
+        "method": "POST",
+        "body": true
+      }
+    ],
+    "inputSchema": {
+      "type": "object",
+      "properties": {
+        "addresses": {
+          "minItems": 1,
+          "maxItems": 1000,
+          "type": "array",
+          "items": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 320
+          },
+          "description": "The addresses to stop mailing"
+        },
+        "reason": {
+          "description": "unsubscribed (they asked), complaint, or manual (default)",
+          "type": "string",
+          "enum": [
+            "unsubscribed",
+            "complaint",
+            "manual"
+          ]
+        },
+        "source": {
+          "description": "Why, for the user's records (e.g. 'replied STOP')",
+          "type": "string",
+          "maxLength": 500
+        }
+      },
+      "required": [
+        "addresses"
+      ],
+      "additionalProperties": false
+    }
+  },
+  {
     "name": "list_email_templates",
     "title": "List email templates",
     "description": "The templates send_email and send_bulk_email can use (the user's own and shared starter ones), with the variables each declares; pass a template's name as `template` and its variables in `data`.",
@@ -977,7 +1030,8 @@ export const TOOLS: ToolDefinition[] = [
               "cancelled",
               "pending_approval",
               "rejected",
-              "expired"
+              "expired",
+              "suppressed"
             ]
           }
         },
@@ -1046,7 +1100,8 @@ export const TOOLS: ToolDefinition[] = [
               "cancelled",
               "pending_approval",
               "rejected",
-              "expired"
+              "expired",
+              "suppressed"
             ]
           }
         },

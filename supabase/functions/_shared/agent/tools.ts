@@ -56,7 +56,9 @@ const list = (values: unknown) => Array.isArray(values) ? values.join(",") : und
 const OUTCOMES = "A result of `sent` means the SMTP server accepted the message for at least one recipient " +
   "(`rejected` and `deferred` list the others); `queued` or `scheduled` means it waits in the outbox and goes out " +
   "later (follow it by id); `unknown` means the connection ended after the message was handed over, so it may " +
-  "have been delivered: do not resend it without asking the user.";
+  "have been delivered: do not resend it without asking the user. `suppressed` lists recipients skipped because " +
+  "they unsubscribed, bounced or were suppressed by the user: they never get mail from this account, whoever " +
+  "sends it; do not try another way to reach them (a result `suppressed` means nobody was left: nothing was sent).";
 
 const GUARDRAILS = "The account owner's guardrails may refuse a send (`recipient_denied`, " +
   "`recipient_cap_exceeded`, `sending_stopped`, `agent_daily_cap_reached`): only the owner can change them, so " +
@@ -110,10 +112,14 @@ export const AGENT_TOOLS: AgentTool[] = [
         ? dryRunSummary(r)
         : r.status === "pending_approval"
         ? `Held for approval (id ${r.id}). ${(r.approval as { message?: string })?.message ?? ""}`
+        : r.status === "suppressed"
+        ? `Not sent (id ${r.id}): every recipient is on the user's suppression list (${list(r.suppressed)}). ` +
+          "They unsubscribed, bounced or were suppressed: do not try to reach them another way."
         : r.status === "sent"
         ? `Sent (id ${r.id}, Message-ID ${r.message_id}). Accepted: ${list(r.accepted) || "none"}.` +
           ((r.rejected as string[])?.length ? ` Rejected: ${list(r.rejected)}.` : "") +
-          ((r.deferred as string[])?.length ? ` Deferred: ${list(r.deferred)}.` : "")
+          ((r.deferred as string[])?.length ? ` Deferred: ${list(r.deferred)}.` : "") +
+          ((r.suppressed as string[])?.length ? ` Skipped as suppressed: ${list(r.suppressed)}.` : "")
         : `${String(r.status)[0].toUpperCase()}${String(r.status).slice(1)} for ${r.scheduled_at} (id ${r.id}).`,
   },
   {
@@ -138,6 +144,10 @@ export const AGENT_TOOLS: AgentTool[] = [
           : `Queued ${r.queued} message(s) as batch ${r.batch_id}` +
             (r.scheduled_at ? `, to start at ${r.scheduled_at}` : "") +
             skippedSummary(r.skipped as { code?: string }[] | undefined) +
+            ((r.suppressed as string[])?.length
+              ? `. ${(r.suppressed as string[]).length} recipient(s) are on the suppression list and will be ` +
+                `skipped: ${list(r.suppressed)}`
+              : "") +
             ". Use get_batch_status to follow it."),
   },
   {
@@ -234,6 +244,26 @@ export const AGENT_TOOLS: AgentTool[] = [
       ((r.attachments as Record<string, unknown>[]) ?? []).map((a) =>
           `${a.id} ${a.filename} (${a.content_type}, ${a.size_bytes} bytes, expires ${a.expires_at})`
         ).join("\n") + (r.next_cursor ? `\nMore: cursor ${r.next_cursor}` : "") || "No stored attachments.",
+  },
+  {
+    name: "suppress_recipient",
+    title: "Stop mailing an address",
+    description: "Put addresses on the user's suppression list when someone asks not to be emailed again (or an " +
+      "address is wrong): no send from this account reaches them afterwards, whoever sends it. Only the user can " +
+      "take an address off the list.",
+    input: z.strictObject({
+      addresses: z.array(z.string().min(3).max(320)).min(1).max(1000).describe("The addresses to stop mailing"),
+      reason: z.enum(["unsubscribed", "complaint", "manual"]).optional().describe(
+        "unsubscribed (they asked), complaint, or manual (default)",
+      ),
+      source: z.string().max(500).optional().describe("Why, for the user's records (e.g. 'replied STOP')"),
+    }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    sends: false,
+    calls: [{ fn: "suppressions", method: "POST", body: true }],
+    summarize: (r) =>
+      `Suppressed: ${((r.suppressions as { address: string }[]) ?? []).map((s) => s.address).join(", ")} ` +
+      `(${r.added} new). No mail from this account goes to them.`,
   },
   {
     name: "list_email_templates",

@@ -36,12 +36,15 @@ function addresses(list: SendEmailRequest["to"] | undefined): string[] {
   return (list ?? []).map((a) => a.address);
 }
 
-function notKept(id: string): ApiError {
+function notKept(id: string, reason?: string): ApiError {
   return new ApiError(
     404,
     "content_not_kept",
-    "This message's content was not kept (it was sent before messages kept their content)",
-    { message_id: id },
+    reason
+      ? `This message's content cannot be rebuilt from its request (${reason})`
+      : "This message's content is not kept: it was sent more than 30 days ago, before messages kept their " +
+        "content, or by another agent (an agent reads the content of its own sends only)",
+    { message_id: id, ...(reason ? { reason } : {}) },
   );
 }
 
@@ -85,19 +88,45 @@ export async function rebuiltContent(
 }
 
 /**
- * One of the caller's messages with what it said (run inside withUser).
+ * One of the caller's messages with what it said (run inside withUser). `agent`: the caller's
+ * OAuth client, which reads the content of its own sends only (RLS on message_contents).
  *
  * @throws ApiError 404 `message_not_found` (not the caller's), 404 `content_not_kept`.
  */
-export async function messageContent(tx: Tx, id: string): Promise<MessageContent> {
-  const [row] = await tx<(ContentRow & { to_addresses: string[] })[]>`
-    select id, content, payload, batch_id, config_id, from_email, message_id, subject, to_addresses
-      from public.email_audit_log
-     where id = ${id}::uuid`;
+export async function messageContent(tx: Tx, id: string, agent?: string): Promise<MessageContent> {
+  const [row] = await tx<(ContentRow & { to_addresses: string[]; client_id: string | null })[]>`
+    select a.id, m.content, a.payload, a.batch_id, a.config_id, a.from_email, a.message_id, a.subject, a.to_addresses,
+           a.client_id
+      from public.email_audit_log a
+      left join public.message_contents m on m.audit_id = a.id and m.user_id = a.user_id
+     where a.id = ${id}::uuid`;
   if (!row) throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
   if (row.content) {
-    return { id: row.id, source: "sent", to: row.to_addresses, subject: row.subject, ...row.content };
+    const { cc, bcc, headers, text, html, attachments, truncated } = row.content;
+    return {
+      id: row.id,
+      source: "sent",
+      to: row.to_addresses,
+      subject: row.subject,
+      cc,
+      bcc,
+      headers,
+      text,
+      html,
+      attachments,
+      truncated,
+    };
   }
-  if (row.payload === null || row.payload === undefined) throw notKept(row.id);
-  return { id: row.id, source: "request", ...await rebuiltContent(tx, row) };
+  // An agent reads what its own sends said, never the owner's or another agent's.
+  if (row.payload === null || row.payload === undefined || (agent !== undefined && row.client_id !== agent)) {
+    throw notKept(row.id);
+  }
+  try {
+    return { id: row.id, source: "request", ...await rebuiltContent(tx, row) };
+  } catch (error) {
+    // Its template deleted since, or a request this version no longer reads: there is nothing
+    // faithful to show.
+    if (error instanceof ApiError && error.status < 500) throw notKept(row.id, error.code);
+    throw error;
+  }
 }

@@ -16,6 +16,7 @@ export const AUDIT_STATUSES = [
   "pending_approval",
   "rejected",
   "expired",
+  "suppressed",
 ] as const;
 
 /** Breakdowns the summary computes when `group_by` does not choose. */

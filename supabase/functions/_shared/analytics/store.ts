@@ -176,7 +176,7 @@ function messageColumns(tx: Tx) {
     a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
     a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
     case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,
-    a.template_id, a.agent_context, a.client_id, a.via, a.duplicate_of, ${waiting(tx)} as waiting`;
+    a.template_id, a.agent_context, a.client_id, a.via, a.suppressed, a.duplicate_of, ${waiting(tx)} as waiting`;
 }
 
 /**

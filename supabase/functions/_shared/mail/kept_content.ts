@@ -5,6 +5,11 @@
 
 /** Characters kept of each body part; the rest is cut and `truncated` says so. */
 export const MAX_KEPT_PART_CHARS = 200_000;
+/**
+ * Most bytes of the kept content as JSON text (the table allows 1 MiB): text in other scripts
+ * takes three bytes a character, and escaping up to six, so parts are cut by what they encode to.
+ */
+export const MAX_KEPT_JSON_BYTES = 900_000;
 /** Header fields kept (a message has a few dozen). */
 export const MAX_KEPT_HEADERS = 100;
 
@@ -65,14 +70,21 @@ export function headerFields(raw: Uint8Array): HeaderField[] {
   return fields;
 }
 
-function capped(part: string | undefined): { value: string | null; cut: boolean } {
-  if (part === undefined) return { value: null, cut: false };
-  return part.length > MAX_KEPT_PART_CHARS
-    ? { value: part.slice(0, MAX_KEPT_PART_CHARS), cut: true }
-    : { value: part, cut: false };
+/**
+ * `text` cut to at most `chars` UTF-16 units, never between the halves of a surrogate pair, and
+ * well-formed (a lone surrogate, which JSON input can carry, becomes U+FFFD: jsonb refuses one).
+ */
+function cut(text: string, chars: number): string {
+  if (text.length <= chars) return text.toWellFormed();
+  return text.slice(0, /[\uD800-\uDBFF]/.test(text[chars - 1]) ? chars - 1 : chars).toWellFormed();
 }
 
-/** What a sent message keeps: its headers from `raw`, its parts capped, its attachments listed. */
+const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value)).length;
+
+/**
+ * What a sent message keeps: its headers from `raw`, its parts cut to MAX_KEPT_PART_CHARS each
+ * and then, longest first, until the whole encodes to MAX_KEPT_JSON_BYTES; its attachments listed.
+ */
 export function keptContent(
   message: {
     raw: Uint8Array;
@@ -82,15 +94,22 @@ export function keptContent(
   },
   attachments: DescribedAttachment[],
 ): KeptContent {
-  const text = capped(message.text);
-  const html = capped(message.html);
-  return {
-    cc: message.recipients.cc.map((a) => a.address),
-    bcc: message.recipients.bcc.map((a) => a.address),
+  const content: KeptContent = {
+    cc: message.recipients.cc.map((a) => a.address.toWellFormed()),
+    bcc: message.recipients.bcc.map((a) => a.address.toWellFormed()),
     headers: headerFields(message.raw),
-    text: text.value,
-    html: html.value,
-    attachments,
-    truncated: text.cut || html.cut,
+    text: message.text === undefined ? null : cut(message.text, MAX_KEPT_PART_CHARS),
+    html: message.html === undefined ? null : cut(message.html, MAX_KEPT_PART_CHARS),
+    attachments: attachments.map((a) => ({ ...a, filename: a.filename.toWellFormed() })),
+    truncated: (message.text?.length ?? 0) > MAX_KEPT_PART_CHARS || (message.html?.length ?? 0) > MAX_KEPT_PART_CHARS,
   };
+  for (let size = jsonBytes(content); size > MAX_KEPT_JSON_BYTES; size = jsonBytes(content)) {
+    const longer = (content.html?.length ?? 0) >= (content.text?.length ?? 0) ? "html" : "text";
+    const part = content[longer] ?? "";
+    // Shrink by the share the excess takes, and a little more.
+    const keep = Math.floor(part.length * (MAX_KEPT_JSON_BYTES / size) * 0.9);
+    content[longer] = keep > 0 ? cut(part, keep) : null;
+    content.truncated = true;
+  }
+  return content;
 }

@@ -19,6 +19,8 @@ export interface BatchCounts {
   pending_approval: number;
   rejected: number;
   expired: number;
+  /** Every recipient on the owner's suppression list: nothing sent. */
+  suppressed: number;
 }
 
 /** A batch's progress. Timestamps are ISO 8601 in UTC with microseconds. */
@@ -61,7 +63,8 @@ function summary(tx: Tx) {
       'counts', jsonb_build_object(
         'queued', s.queued, 'scheduled', s.scheduled, 'sending', s.sending, 'sent', s.sent,
         'deferred', s.deferred, 'failed', s.failed, 'unknown', s.unknown, 'cancelled', s.cancelled,
-        'pending_approval', s.pending_approval, 'rejected', s.rejected_messages, 'expired', s.expired),
+        'pending_approval', s.pending_approval, 'rejected', s.rejected_messages, 'expired', s.expired,
+        'suppressed', s.suppressed),
       'first_sent_at', ${isoUtc(tx, "s.first_sent_at")},
       'last_sent_at', ${isoUtc(tx, "s.last_sent_at")},
       'rate_per_minute', case when s.last_sent_at > s.first_sent_at
@@ -101,6 +104,7 @@ function summary(tx: Tx) {
              count(*) filter (where a.status = 'pending_approval') as pending_approval,
              count(*) filter (where a.status = 'rejected') as rejected_messages,
              count(*) filter (where a.status = 'expired') as expired,
+             count(*) filter (where a.status = 'suppressed') as suppressed,
              min(a.completed_at) filter (where a.status = 'sent') as first_sent_at,
              max(a.completed_at) filter (where a.status = 'sent') as last_sent_at,
              coalesce(sum(cardinality(a.accepted)), 0) as accepted,
@@ -211,7 +215,8 @@ function pageSummaries(tx: Tx, ids: string[]) {
                          'cancelled', coalesce(sum(g.n) filter (where g.status = 'cancelled'), 0),
                          'pending_approval', coalesce(sum(g.n) filter (where g.status = 'pending_approval'), 0),
                          'rejected', coalesce(sum(g.n) filter (where g.status = 'rejected'), 0),
-                         'expired', coalesce(sum(g.n) filter (where g.status = 'expired'), 0))
+                         'expired', coalesce(sum(g.n) filter (where g.status = 'expired'), 0),
+                         'suppressed', coalesce(sum(g.n) filter (where g.status = 'suppressed'), 0))
                   from g) as counts,
                (select coalesce(sum(g.n), 0) from g where g.status = 'sent') as sent,
                (select min(g.first_completed_at) from g where g.status = 'sent') as first_sent_at,

@@ -155,7 +155,8 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
   // Fingerprints past their duplicate window, and stored attachments past their retention, are
   // forgotten meanwhile (never in the sends' way: a failure here is logged, and the run goes on).
-  const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments()`
+  const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments(),
+                                    private.forget_old_message_contents()`
     .catch((error) => logError("could not forget expired fingerprints and attachments", error));
   run.report.swept = swept;
   try {
@@ -524,10 +525,10 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
     }];
   }
   try {
-    const prepared = await withUser(ctx.sql, group.owner, async (tx) => {
+    const { prepared: all, ended } = await withUser(ctx.sql, group.owner, async (tx) => {
       const held = group.rows.filter((row) => row.held).map((row) => row.id);
       const changed = held.length > 0 ? await changedSinceApproval(tx, held) : new Set<string>();
-      return await prepareSendGroup(
+      const built = await prepareSendGroup(
         ctx,
         tx,
         group.configId ?? undefined,
@@ -544,15 +545,18 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
         // setting since holds what waits, when it is set): nothing here is held again.
         { approval: false },
       );
+      return { prepared: built, ended: await recordSuppressed(tx, group.rows, built) };
     });
     // The payloads were read into the prepared messages: let them go before anything is sent
     // (a row that cannot be built keeps only what its audit row should say it was for).
     for (const [i, row] of group.rows.entries()) {
-      if ("error" in prepared[i]) row.intended = intendedOf(row, run.batches);
+      if ("error" in all[i]) row.intended = intendedOf(row, run.batches);
       row.payload = null;
     }
     sampleMemory(run);
-    return [{ ...group, prepared }];
+    // Rows with nobody left to send to (every recipient suppressed) ended in that transaction.
+    const kept = group.rows.flatMap((row, i) => ended.has(row.id) ? [] : [{ row, prepared: all[i] }]);
+    return [{ ...group, rows: kept.map((k) => k.row), prepared: kept.map((k) => k.prepared) }];
   } catch (error) {
     if (!(error instanceof ApiError && error.code === "rate_limited" && group.rows.length > 1)) {
       for (const row of group.rows) {
@@ -573,6 +577,27 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
     }
     return singles;
   }
+}
+
+/**
+ * Record, in the preparing transaction, which recipients each row skipped as suppressed; a row
+ * with nobody left to send to ends there (`suppressed`). The ids of the rows that ended.
+ */
+async function recordSuppressed(
+  tx: Tx,
+  rows: OutboxRow[],
+  prepared: (PreparedSend | { error: ApiError })[],
+): Promise<Set<string>> {
+  const marks = rows.flatMap((row, i) => {
+    const p = prepared[i];
+    if ("error" in p || p.suppressed.length === 0) return [];
+    const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
+    const done = p.message.envelope.to.every((address) => settled.has(address));
+    return [{ id: row.id, suppressed: p.suppressed, done }];
+  });
+  if (marks.length === 0) return new Set();
+  const ended = await tx<{ id: string }[]>`select private.record_suppressed(${tx.json(marks as never)}::jsonb) as id`;
+  return new Set(ended.map((row) => row.id));
 }
 
 /**

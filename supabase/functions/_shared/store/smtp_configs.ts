@@ -34,6 +34,8 @@ export interface SmtpConfig {
   limits: { per_minute: number; per_day: number; max_connections: number };
   /** How long a send through it refuses the same email again (409 duplicate_send); 0: never. */
   duplicate_window_seconds: number;
+  /** Hard bounces at RCPT join the owner's suppression list. */
+  suppress_hard_bounces: boolean;
   has_password: boolean;
   /** When the server, login, password or OAuth grant last changed (ISO 8601). */
   credentials_changed_at: string;
@@ -68,7 +70,7 @@ function columns(tx: Tx) {
             c.username, c.from_email, c.from_name, c.is_default, c.is_active,
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
                               'max_connections', c.max_connections) as limits,
-            c.duplicate_window_seconds,
+            c.duplicate_window_seconds, c.suppress_hard_bounces,
             c.password_secret_id is not null as has_password, ${
     isoUtc(tx, "c.credentials_changed_at")
   } as credentials_changed_at,
@@ -206,13 +208,14 @@ export async function createConfig(tx: Tx, req: CreateConfigRequest): Promise<Sm
       insert into public.user_smtp_configs
         (name, host, port, security, username, from_email, from_name, is_active, max_per_minute, max_per_day,
          max_connections, auth_type, transport, oauth_provider, oauth_client_id, oauth_tenant, oauth_token_url,
-         oauth_scopes, duplicate_window_seconds)
+         oauth_scopes, duplicate_window_seconds, suppress_hard_bounces)
       values (${req.name}, ${req.host}, ${req.port}, ${req.security}, ${req.username ?? null}, ${req.from_email},
               ${req.from_name ?? null}, ${req.is_active}, ${req.limits?.per_minute ?? 30}, ${
       req.limits?.per_day ?? 500
     }, ${req.limits?.max_connections ?? 3}, ${req.auth_type}, ${req.transport}, ${req.oauth?.provider ?? null},
               ${req.oauth?.client_id ?? null}, ${req.oauth?.tenant ?? null}, ${req.oauth?.token_url ?? null},
-              ${req.oauth?.scopes ?? null}::text[], ${req.duplicate_window_seconds ?? DEFAULT_DUPLICATE_WINDOW_SECONDS})
+              ${req.oauth?.scopes ?? null}::text[], ${req.duplicate_window_seconds ?? DEFAULT_DUPLICATE_WINDOW_SECONDS},
+              ${req.suppress_hard_bounces ?? true})
       returning id`;
     if (req.password !== undefined) {
       await tx`select private.set_smtp_config_password(${row.id}::uuid, ${req.password})`;
@@ -256,6 +259,7 @@ export async function updateConfig(
   if (req.limits?.per_day !== undefined) changes.max_per_day = req.limits.per_day;
   if (req.limits?.max_connections !== undefined) changes.max_connections = req.limits.max_connections;
   if (req.duplicate_window_seconds !== undefined) changes.duplicate_window_seconds = req.duplicate_window_seconds;
+  if (req.suppress_hard_bounces !== undefined) changes.suppress_hard_bounces = req.suppress_hard_bounces;
   if (req.is_default === false) changes.is_default = false;
   try {
     if (Object.keys(changes).length > 0) {
