@@ -9,6 +9,7 @@ import { createEmailAnalyticsHandler } from "../supabase/functions/email-analyti
 import { createTemplatesHandler } from "../supabase/functions/templates/handler.ts";
 import { createAttachmentsHandler } from "../supabase/functions/attachments/handler.ts";
 import { createSuppressionsHandler } from "../supabase/functions/suppressions/handler.ts";
+import { createUnsubscribeHandler } from "../supabase/functions/unsubscribe/handler.ts";
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
 import { createOversightHandler } from "../supabase/functions/oversight/handler.ts";
@@ -23,6 +24,7 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   templates: createTemplatesHandler,
   attachments: createAttachmentsHandler,
   suppressions: createSuppressionsHandler,
+  unsubscribe: createUnsubscribeHandler,
   mcp: createMcpFunctionHandler,
   openapi: createOpenApiHandler,
   oversight: createOversightHandler,

@@ -171,8 +171,14 @@ Deno.test({
         await page.goto(`${base}/#/batches`);
         await page.locator(`tr[data-id="${batch_id}"]`).waitFor();
         assert.deepEqual(await accessibilityProblems(page), []);
+        // Polls are conditional: the browser asks again with the ETag it has (an unchanged batch is
+        // then a 304 the browser answers from its cache, which serve_json_test shows).
+        const revalidated = page.waitForRequest(async (r) =>
+          r.url().includes(`/send-bulk/${batch_id}`) && (await r.allHeaders())["if-none-match"] !== undefined
+        );
         await page.locator(`tr[data-id="${batch_id}"]`).getByRole("link").click();
         await page.getByText("0 of 3").waitFor();
+        assert.match((await (await revalidated).allHeaders())["if-none-match"], /^W\/"[0-9a-f]{32}"$/);
         await stack.drainOutbox();
         // The page polls: it shows the batch done without being reloaded.
         await page.getByText("3 of 3").waitFor();

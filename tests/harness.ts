@@ -29,6 +29,7 @@ export interface ConfigFields {
   from_name?: string | null;
   is_default?: boolean;
   is_active?: boolean;
+  suppress_hard_bounces?: boolean;
 }
 
 /** The running stack and helpers to drive it. */
@@ -147,11 +148,12 @@ export async function startTestStack(
         return stack.asDataApi(user, async (tx) => {
           const [row] = await tx<{ id: string }[]>`
             insert into public.user_smtp_configs
-              (name, host, port, security, username, from_email, from_name, is_default, is_active)
+              (name, host, port, security, username, from_email, from_name, is_default, is_active,
+               suppress_hard_bounces)
             values (${fields.name ?? "default"}, ${fields.host ?? "localhost"}, ${fields.port},
                     ${fields.security ?? "tls"}, ${fields.username === undefined ? "mailer" : fields.username},
                     ${fields.from_email ?? user.email}, ${fields.from_name ?? null},
-                    ${fields.is_default ?? true}, ${fields.is_active ?? true})
+                    ${fields.is_default ?? true}, ${fields.is_active ?? true}, ${fields.suppress_hard_bounces ?? true})
             returning id`;
           if (fields.password !== undefined) {
             await tx`select private.set_smtp_config_password(${row.id}::uuid, ${fields.password})`;

@@ -153,6 +153,7 @@ Deno.test({
             template: "order-shipped",
             data: { order: { id: 42 } },
             headers: { "x-campaign": "launch" },
+            unsubscribe: true,
           },
           agent_context: { task: "launch" },
           total: 10_000,
@@ -521,7 +522,8 @@ Deno.test({
             agent_context: { step: 3 },
             payload: {
               kind: "request",
-              request: { to: [{ email: "ctx@example.com" }], text: "x", agent_context: { step: 3 } },
+              // One recipient: one-click unsubscribe, bulk mail's default.
+              request: { to: [{ email: "ctx@example.com" }], text: "x", agent_context: { step: 3 }, unsubscribe: true },
             },
           },
           {
@@ -552,6 +554,7 @@ Deno.test({
                 to: [{ email: "two@example.com", name: "Two" }],
                 template: "order-shipped",
                 data: { first_name: "Two", order: { id: 2 } },
+                unsubscribe: true,
               },
             },
           },

@@ -2,7 +2,7 @@
 // logged; anything else is 500 `internal_error` with a request id, and one log line that lets
 // the operator find the bug (class, message, stack, the same request id), without the request.
 import assert from "node:assert/strict";
-import { ApiError, readJson, serveJson } from "../supabase/functions/_shared/http.ts";
+import { ApiError, json, readJson, serveJson } from "../supabase/functions/_shared/http.ts";
 
 /** Run `fn` with console.error captured; the lines it printed. */
 async function capturingErrors(fn: () => Promise<void>): Promise<string[]> {
@@ -81,4 +81,26 @@ Deno.test("a thrown non-Error value is still logged with what it was", async () 
   assert.equal(log.request_id, res!.headers.get("x-request-id"));
   assert.equal(log.error, "string");
   assert.equal(log.message, "a string, thrown");
+});
+
+Deno.test("a GET's JSON carries an ETag: asked again with If-None-Match, unchanged, it is a 304 without a body", async () => {
+  let state = { done: 1, total: 3 };
+  const handler = serveJson((req) => Promise.resolve(req.method === "GET" ? json(state) : json({ posted: true })));
+  const first = await handler(new Request("http://x/send-bulk/b"));
+  const etag = first.headers.get("etag");
+  assert.match(etag ?? "", /^W\/"[0-9a-f]{32}"$/);
+  assert.equal(first.headers.get("cache-control"), "private, no-cache");
+  assert.deepEqual(await first.json(), state);
+  const again = await handler(new Request("http://x/send-bulk/b", { headers: { "if-none-match": etag! } }));
+  assert.equal(again.status, 304);
+  assert.equal(await again.text(), "");
+  assert.equal(again.headers.get("etag"), etag);
+  assert.ok(again.headers.get("x-request-id"));
+  state = { done: 2, total: 3 };
+  const changed = await handler(new Request("http://x/send-bulk/b", { headers: { "if-none-match": etag! } }));
+  assert.equal(changed.status, 200);
+  assert.notEqual(changed.headers.get("etag"), etag);
+  assert.deepEqual(await changed.json(), state);
+  const post = await handler(new Request("http://x/send-bulk", { method: "POST", headers: { "if-none-match": "*" } }));
+  assert.deepEqual([post.status, post.headers.get("etag")], [200, null], "only GETs");
 });

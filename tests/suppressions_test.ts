@@ -163,7 +163,14 @@ Deno.test({
         assert.deepEqual(next.suppressed, ["gone@example.com"]);
       });
 
-      await t.step("a config can keep hard bounces off the list", async () => {
+      await t.step("a config can keep hard bounces off the list; an agent cannot turn that on", async () => {
+        assert.equal(
+          await errorCode(
+            await call("smtp-configs/main", { token: agent, method: "PATCH", body: { suppress_hard_bounces: false } }),
+            403,
+          ),
+          "first_party_session_required",
+        );
         const off = await call("smtp-configs/main", { method: "PATCH", body: { suppress_hard_bounces: false } });
         assert.equal((await off.json()).suppress_hard_bounces, false);
         const res = await call("send-email", { body: { to: "gone-too@example.com", subject: "x", text: "y" } });

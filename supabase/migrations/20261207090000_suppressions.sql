@@ -62,10 +62,7 @@ alter table public.email_audit_log
   add constraint email_audit_log_status check (
     status in ('scheduled', 'queued', 'sending', 'sent', 'deferred', 'failed', 'unknown', 'cancelled',
                'pending_approval', 'rejected', 'expired', 'suppressed')
-  ) not valid;
-
--- Checked without holding writes back (a large log is read under a lock that lets sends go on).
-alter table public.email_audit_log validate constraint email_audit_log_status;
+  );
 
 comment on column public.email_audit_log.suppressed is
   'Recipients skipped because they are on the owner''s suppression list (public.suppressions).';
@@ -75,33 +72,58 @@ grant insert (suppressed) on public.email_audit_log to authenticated;
 alter table public.user_smtp_configs
   add column suppress_hard_bounces boolean not null default true;
 
+-- Turning it off loosens a protection: the owner's own session only, never an agent's token.
+create function private.guard_suppress_hard_bounces()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if new.suppress_hard_bounces is distinct from old.suppress_hard_bounces and not new.suppress_hard_bounces
+     and (select auth.jwt()) ->> 'client_id' is not null then
+    perform private.raise_api_error(403, 'first_party_session_required',
+      'Only you, signed in yourself, can stop hard bounces from joining the suppression list');
+  end if;
+  return new;
+end
+$$;
+
+revoke all on function private.guard_suppress_hard_bounces() from public, anon, authenticated;
+
+create trigger user_smtp_configs_guard_suppress_hard_bounces
+  before update of suppress_hard_bounces on public.user_smtp_configs
+  for each row execute function private.guard_suppress_hard_bounces();
+
 comment on column public.user_smtp_configs.suppress_hard_bounces is
   'A recipient refused at RCPT because the mailbox does not exist (5.1.1, 5.1.2, 5.1.10) is added to the suppression list.';
 
 grant insert (suppress_hard_bounces), update (suppress_hard_bounces) on public.user_smtp_configs to authenticated;
 
--- Which of `p_addresses` the caller has suppressed (lower case). Invoker: RLS answers.
+-- Which of `p_addresses` the caller has suppressed, spelled as given (the list is matched in lower
+-- case, by Postgres alone, so that no second notion of case can disagree). Invoker: RLS answers.
 create function private.suppressed_among(p_addresses text[])
 returns text[]
 language sql
 stable
 set search_path = ''
 as $$
-  select coalesce(array_agg(s.address), '{}')
-    from public.suppressions s
-   where s.user_id = (select auth.uid())
-     and s.address = any (select pg_catalog.lower(a) from pg_catalog.unnest(p_addresses) a)
+  select coalesce(array_agg(a.address), '{}')
+    from pg_catalog.unnest(p_addresses) a (address)
+   where exists (
+     select 1 from public.suppressions s
+      where s.user_id = (select auth.uid()) and s.address = pg_catalog.lower(a.address)
+   )
 $$;
 
 revoke all on function private.suppressed_among(text[]) from public, anon, authenticated;
 grant execute on function private.suppressed_among(text[]) to authenticated;
 
--- Record on the caller's messages not yet sent which recipients were skipped as suppressed
--- (`p_marks`: [{id, suppressed: [addresses]}]); a message with nobody left to send to
--- (`done: true`) ends here: `suppressed`, or `sent` when an earlier attempt already delivered
--- it to someone (a deferred recipient suppressed meanwhile). Only addresses that are on the
--- caller's list are recorded; the ids of the messages it ended.
-create function private.record_suppressed(p_marks jsonb)
+-- The outbox worker records, in the transaction that prepares them, which recipients of the
+-- caller's rows it claimed (`p_worker`) were skipped as suppressed (`p_marks`: [{id, suppressed:
+-- [addresses], done}]); a row with nobody left to send to (`done`) ends here: `suppressed`, or
+-- `sent` when an earlier attempt already delivered it to someone (a deferred recipient suppressed
+-- meanwhile). Only addresses on the caller's list are recorded, as given; the ids of the rows it ended.
+create function private.record_suppressed(p_marks jsonb, p_worker text)
 returns setof uuid
 language plpgsql
 security definer
@@ -110,18 +132,18 @@ as $$
 declare
   v_user uuid := (select auth.uid());
 begin
-  if v_user is null or jsonb_typeof(p_marks) is distinct from 'array' then
+  if v_user is null or p_worker is null or jsonb_typeof(p_marks) is distinct from 'array' then
     return;
   end if;
   return query
   with mark as (
     select (m ->> 'id')::uuid as id, coalesce((m ->> 'done')::boolean, false) as done,
            array(
-             select s.address
+             select x.address
                from jsonb_array_elements_text(case when jsonb_typeof(m -> 'suppressed') = 'array'
                                                    then m -> 'suppressed' else '[]'::jsonb end) x (address)
-               join public.suppressions s on s.user_id = v_user and s.address = pg_catalog.lower(x.address)
-              order by 1
+              where exists (select 1 from public.suppressions s
+                             where s.user_id = v_user and s.address = pg_catalog.lower(x.address))
            ) as suppressed
       from jsonb_array_elements(p_marks) m
      where jsonb_typeof(m) = 'object'
@@ -142,7 +164,9 @@ begin
       from mark m
      where a.id = m.id
        and a.user_id = v_user
-       and a.status in ('queued', 'scheduled', 'sending')
+       -- Claimed by this worker and not started: never a row on the wire.
+       and a.leased_by = p_worker
+       and a.status in ('queued', 'scheduled')
        and cardinality(m.suppressed) > 0
     returning a.id, m.done
   )
@@ -150,8 +174,57 @@ begin
 end
 $$;
 
-revoke all on function private.record_suppressed(jsonb) from public, anon, authenticated;
-grant execute on function private.record_suppressed(jsonb) to authenticated;
+revoke all on function private.record_suppressed(jsonb, text) from public, anon, authenticated;
+grant execute on function private.record_suppressed(jsonb, text) to authenticated;
+
+-- send-email with every recipient suppressed: its audit row, final at once (nothing is sent, so
+-- no budget, duplicate window or guardrail is spent on it). Only if every address given is on the
+-- caller's list and the config is the caller's; the row's id.
+create function private.record_suppressed_send(
+  p_config_id uuid,
+  p_template_id uuid,
+  p_from text,
+  p_to text[],
+  p_cc_count integer,
+  p_bcc_count integer,
+  p_subject text,
+  p_agent_context jsonb,
+  p_idempotency_key text,
+  p_suppressed text[]
+)
+returns uuid
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid := (select auth.uid());
+  v_id uuid;
+begin
+  if v_user is null
+     or not exists (select 1 from public.user_smtp_configs c where c.id = p_config_id and c.user_id = v_user)
+     or cardinality(p_suppressed) = 0
+     or exists (
+       select 1 from pg_catalog.unnest(p_suppressed) a (address)
+        where not exists (select 1 from public.suppressions s
+                           where s.user_id = v_user and s.address = pg_catalog.lower(a.address))
+     ) then
+    raise exception 'not every recipient is suppressed' using errcode = '22023';
+  end if;
+  insert into public.email_audit_log
+    (user_id, config_id, template_id, from_email, to_addresses, cc_count, bcc_count, subject, status, agent_context,
+     idempotency_key, suppressed, completed_at, duration_ms)
+  values (v_user, p_config_id, p_template_id, p_from, p_to, p_cc_count, p_bcc_count, left(p_subject, 998), 'suppressed',
+          p_agent_context, p_idempotency_key, p_suppressed, now(), 0)
+  returning id into v_id;
+  return v_id;
+end
+$$;
+
+revoke all on function private.record_suppressed_send(uuid, uuid, text, text[], integer, integer, text, jsonb, text,
+  text[]) from public, anon, authenticated;
+grant execute on function private.record_suppressed_send(uuid, uuid, text, text[], integer, integer, text, jsonb,
+  text, text[]) to authenticated;
 
 -- Whether a recipient's refusal at RCPT says its mailbox does not exist (a hard bounce), not a
 -- policy refusal: enhanced codes 5.1.1 (no such mailbox), 5.1.2 (no such domain), 5.1.10
@@ -169,7 +242,7 @@ as $$
        or (
          coalesce(p_recipient ->> 'enhanced_code', '') = ''
          and p_recipient ->> 'smtp_code' = '550'
-         and p_recipient ->> 'response' ~* '(no such (user|mailbox|recipient|address)|user(name)? unknown|unknown (user|recipient|mailbox)|(mailbox|user|recipient|address) (does not exist|not found|unavailable)|invalid (recipient|mailbox))'
+         and p_recipient ->> 'response' ~* '(no such (user|mailbox|recipient|address)|user(name)? unknown|unknown (user|recipient|mailbox)|(mailbox|user|recipient|address) (does not exist|not found)|invalid (recipient|mailbox))'
        )
      )
 $$;
@@ -190,13 +263,20 @@ begin
   ) then
     return null;
   end if;
-  insert into public.suppressions (user_id, address, reason, source, audit_id)
-  select new.user_id, pg_catalog.lower(r ->> 'address'), 'hard_bounce',
-         left(concat_ws(' ', r ->> 'smtp_code', r ->> 'enhanced_code', r ->> 'response'), 500), new.id
-    from jsonb_array_elements(new.recipients) r
-   where private.is_hard_bounce(r)
-     and pg_catalog.lower(r ->> 'address') ~ '^.+@[^@\s]+$'
-  on conflict (user_id, address) do nothing;
+  -- Never at the cost of the outcome being recorded (a deadlock between two recorders of one
+  -- owner's bounces, a user deleted meanwhile): the bounce is then only logged.
+  begin
+    insert into public.suppressions (user_id, address, reason, source, audit_id)
+    select new.user_id, pg_catalog.lower(r ->> 'address'), 'hard_bounce',
+           left(concat_ws(' ', r ->> 'smtp_code', r ->> 'enhanced_code', r ->> 'response'), 500), new.id
+      from jsonb_array_elements(new.recipients) r
+     where private.is_hard_bounce(r)
+       and pg_catalog.lower(r ->> 'address') ~ '^.+@[^@\s]+$'
+     order by 2
+    on conflict (user_id, address) do nothing;
+  exception when others then
+    raise warning 'could not suppress the hard bounces of message %: % (%)', new.id, sqlerrm, sqlstate;
+  end;
   return null;
 end
 $$;

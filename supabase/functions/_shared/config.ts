@@ -57,6 +57,11 @@ export interface Config {
   verifyPerMinute: number;
   /** Server-side keys that may start the outbox worker (secret API keys, legacy service-role key). */
   workerKeys: string[];
+  /**
+   * MAILROOM_UNSUBSCRIBE_SECRETS (comma-separated, the first signs): the one-click unsubscribe
+   * links' keys; empty: derived from the secret API keys (see _shared/consent).
+   */
+  unsubscribeSecrets: string[];
   /** How long one process-outbox run keeps claiming. */
   outboxBudgetMs: number;
   /** CPU time one process-outbox run spends (the platform stops an invocation at 2 s). */
@@ -163,6 +168,15 @@ function ehloName(configured: string | undefined, supabaseUrl: string): string {
  * map of `sb_secret_...` keys) and, while a project still has it, the legacy
  * SUPABASE_SERVICE_ROLE_KEY.
  */
+/** MAILROOM_UNSUBSCRIBE_SECRETS: comma-separated secrets of at least 32 characters, the first signing. */
+function unsubscribeSecrets(raw: string | undefined): string[] {
+  const secrets = (raw ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (secrets.some((s) => s.length < 32)) {
+    throw new ConfigError("MAILROOM_UNSUBSCRIBE_SECRETS: each secret needs at least 32 characters");
+  }
+  return secrets;
+}
+
 function workerKeys(env: Env): string[] {
   const keys: string[] = [];
   const raw = env.SUPABASE_SECRET_KEYS?.trim();
@@ -265,6 +279,7 @@ export function loadConfig(env: Env): Config {
     limits,
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),
     workerKeys: workerKeys(env),
+    unsubscribeSecrets: unsubscribeSecrets(env.MAILROOM_UNSUBSCRIBE_SECRETS),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
     outboxCpuBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_CPU_BUDGET_MS", DEFAULT_CPU_BUDGET_MS),

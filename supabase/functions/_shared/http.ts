@@ -7,7 +7,7 @@ export const corsHeaders: Record<string, string> = {
   "access-control-allow-origin": "*",
   "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, idempotency-key, x-mailroom-via",
   "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
-  "access-control-expose-headers": "x-request-id, retry-after, idempotent-replayed",
+  "access-control-expose-headers": "x-request-id, retry-after, idempotent-replayed, etag",
 };
 
 /**
@@ -93,13 +93,35 @@ export function serveJson(handler: Handler): Handler {
     try {
       const res = await handler(req);
       res.headers.set("x-request-id", requestId);
-      return res;
+      return req.method === "GET" ? await conditional(req, res) : res;
     } catch (error) {
       return errorResponse(error, requestId);
     } finally {
       releaseBody(req);
     }
   };
+}
+
+/**
+ * A JSON answer to a GET carries an ETag (its content's SHA-256) and `Cache-Control: private,
+ * no-cache`: a client that polls (the dashboard's batch progress, an agent's status checks) asks
+ * with If-None-Match and gets `304 Not Modified` without the body when nothing changed; a
+ * browser does this by itself.
+ */
+async function conditional(req: Request, res: Response): Promise<Response> {
+  if (res.status !== 200 || !res.headers.get("content-type")?.startsWith("application/json")) return res;
+  const body = new Uint8Array(await res.arrayBuffer());
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  const etag = `W/"${[...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("")}"`;
+  const headers = new Headers(res.headers);
+  headers.set("etag", etag);
+  headers.set("cache-control", "private, no-cache");
+  const asked = req.headers.get("if-none-match")?.split(",").map((tag) => tag.trim()) ?? [];
+  if (asked.includes(etag) || asked.includes("*")) {
+    headers.delete("content-type");
+    return new Response(null, { status: 304, headers });
+  }
+  return new Response(body, { status: 200, headers });
 }
 
 /** A body of unknown length (chunked) is charged to the budget this much at a time, as it arrives. */

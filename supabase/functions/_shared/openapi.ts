@@ -156,6 +156,7 @@ const TAGS = [
   { name: "oversight", description: "Guardrails every send passes, and the stop button (agents may only tighten)" },
   { name: "mcp", description: "The same operations as MCP tools for agents" },
   { name: "process-outbox", description: "The outbox worker (server to server, secret key)" },
+  { name: "unsubscribe", description: "One-click unsubscribe (RFC 8058): public, the link in List-Unsubscribe" },
   { name: "openapi", description: "This document" },
 ];
 
@@ -545,6 +546,17 @@ function buildDocument(projectUrl: string): Json {
         }),
       },
       "/openapi": { get: op("This document", ok(null, "OpenAPI 3.1"), { security: [] }) },
+      "/unsubscribe": {
+        post: op(
+          "Unsubscribe the link's recipient from its sender's mail (what a mail provider's Unsubscribe button posts)",
+          ok(null, "Unsubscribed (text/plain)"),
+          { security: [], parameters: [query("token", "The token of the List-Unsubscribe link")] },
+        ),
+        get: op("What the link does, in plain text; changes nothing", ok(null, "An explanation (text/plain)"), {
+          security: [],
+          parameters: [query("token", "The token of the List-Unsubscribe link")],
+        }),
+      },
     },
   };
 }

@@ -551,6 +551,10 @@ export const ERROR_CODES: Record<string, ErrorCodeDoc> = {
   },
   invalid_reason: { status: 400, message: "reason must be one of unsubscribed, hard_bounce, complaint, manual" },
   suppression_not_found: { status: 404, message: '"ada@example.com" is not on your suppression list' },
+  invalid_unsubscribe_token: {
+    status: 400,
+    message: "This unsubscribe link is not valid (it was changed or cut); use the link from the email as it came",
+  },
 };
 
 const AUTH = [
@@ -826,6 +830,8 @@ export const ROUTE_ERRORS: Record<string, string[]> = {
   "get /suppressions/{address}": ["invalid_address", "suppression_not_found"],
   "delete /suppressions/{address}": ["invalid_address", "suppression_not_found", "first_party_session_required"],
   "post /mcp": ["origin_not_allowed"],
+  "post /unsubscribe": ["invalid_unsubscribe_token"],
+  "get /unsubscribe": ["invalid_unsubscribe_token"],
   "post /process-outbox": [
     "missing_secret_key",
     "invalid_secret_key",

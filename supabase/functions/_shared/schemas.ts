@@ -112,6 +112,18 @@ export const attachmentList = z.array(z.union([inlineAttachment, storedAttachmen
 export const uploadAttachmentRequest = z.union([inlineAttachment, urlAttachment]);
 export type UploadAttachmentRequest = z.infer<typeof uploadAttachmentRequest>;
 
+/** One-click unsubscribe for a message: on, off, or on for a topic (a list the recipient leaves). */
+const unsubscribeOption = z.union([
+  z.boolean(),
+  z.strictObject({
+    topic: z.string().min(1).max(100).regex(
+      /^[\p{L}\p{N}][\p{L}\p{N} ._:@+-]*$/u,
+      "letters, digits, spaces, . _ : @ + -",
+    )
+      .describe("The list or topic the recipient leaves; all of your mail when omitted"),
+  }),
+]);
+
 /** Body of `POST /send-email`. */
 export const sendEmailRequest = z.object({
   to: recipientList.refine((list) => list.length > 0, "at least one recipient is required").describe(
@@ -149,13 +161,24 @@ export const sendEmailRequest = z.object({
       "the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. " +
       "Only when the user really wants it twice",
   ),
+  unsubscribe: unsubscribeOption.optional().describe(
+    "Add one-click unsubscribe (List-Unsubscribe with a signed link, List-Unsubscribe-Post): true, or {topic}. " +
+      "A message to one recipient only. Bulk mail has it unless `unsubscribe: false`",
+  ),
 }).strict().refine((body) => body.text !== undefined || body.html !== undefined || body.template !== undefined, {
   message: "give text, html, both, or a template",
   path: ["text"],
 }).refine((body) => body.data === undefined || body.template !== undefined, {
   message: "data is only used with a template",
   path: ["data"],
+}).refine((body) => !body.unsubscribe || recipientCount(body) === 1, {
+  message: "a one-click unsubscribe link names one recipient: send to one (send-bulk sends one message each)",
+  path: ["unsubscribe"],
 });
+
+function recipientCount(body: { to: unknown[]; cc?: unknown[]; bcc?: unknown[] }): number {
+  return body.to.length + (body.cc?.length ?? 0) + (body.bcc?.length ?? 0);
+}
 
 /** A validated send request. */
 export type SendEmailRequest = z.infer<typeof sendEmailRequest>;
@@ -557,6 +580,10 @@ export const sendBulkRequest = z.object({
   ),
   skip_invalid: z.boolean().optional().describe(
     "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
+  ),
+  unsubscribe: unsubscribeOption.optional().describe(
+    "One-click unsubscribe in every message (List-Unsubscribe with a signed link per recipient): on unless false; " +
+      "{topic} names the list. In messages mode, messages to one recipient only",
   ),
   allow_duplicate: z.boolean().optional().describe(
     "Queue every entry even if the same email (same recipient and content) was sent or queued within the config's " +

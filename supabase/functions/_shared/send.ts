@@ -56,6 +56,7 @@ import {
   type StoredFileFacts,
 } from "./attachments/mod.ts";
 import { keptContent } from "./mail/kept_content.ts";
+import { unsubscribeHeaders } from "./consent/mod.ts";
 import {
   allowDuplicates,
   contentFingerprint,
@@ -218,6 +219,7 @@ async function compose(
   fixed: { messageId?: string; date?: Date } = {},
   templates?: TemplateCache,
   files: FileCache = new Map(),
+  owner?: string,
 ): Promise<{
   message: BuiltMessage;
   subject?: string;
@@ -242,7 +244,7 @@ async function compose(
     subject: content.subject,
     text: content.text,
     html: content.html,
-    headers: sanitizeHeaders(req.headers),
+    headers: await withUnsubscribe(ctx, req, sanitizeHeaders(req.headers), owner),
     messageId: fixed.messageId,
     date: fixed.date,
     attachments: decodeAttachments(req.attachments, {
@@ -251,6 +253,23 @@ async function compose(
     }, files),
   }, limits);
   return { message, subject: content.subject, templateId: content.templateId, template: content.template, files };
+}
+
+/**
+ * A message that asks for one-click unsubscribe (`unsubscribe`, one recipient: the schema checks)
+ * gets its two headers, signed for its owner and recipient, unless the caller set its own.
+ */
+async function withUnsubscribe(
+  ctx: AppContext,
+  req: SendEmailRequest,
+  headers: Record<string, string>,
+  owner: string | undefined,
+): Promise<Record<string, string>> {
+  if (!req.unsubscribe || owner === undefined) return headers;
+  if (Object.keys(headers).some((name) => name.toLowerCase().startsWith("list-unsubscribe"))) return headers;
+  const [address] = recipientsOf(req);
+  const topic = typeof req.unsubscribe === "object" ? req.unsubscribe.topic : null;
+  return { ...headers, ...await unsubscribeHeaders(ctx.config, { userId: owner, address, topic }) };
 }
 
 /** The send's content fingerprint (see _shared/duplicates): what makes a repeat "the same email". */
@@ -395,19 +414,25 @@ export interface PreparedSend {
  *
  * @throws ApiError 4xx for config, template and composition problems.
  */
-export async function prepareSend(ctx: AppContext, tx: Tx, req: SendEmailRequest): Promise<PreparedSend> {
+export async function prepareSend(
+  ctx: AppContext,
+  tx: Tx,
+  req: SendEmailRequest,
+  owner?: string,
+): Promise<PreparedSend> {
   const sends = [{ request: () => Promise.resolve(req) }];
   // Its guardrails are checked by the statement that writes its audit row (see sendEmail).
   const [prepared] = await prepareSendGroup(ctx, tx, req.config, sends, {
     reserve: false,
     guardrails: false,
     recipients: recipientsOf(req),
+    owner,
   });
   if ("error" in prepared) throw prepared.error;
   return prepared;
 }
 
-/** Which of `addresses` (lower-cased) are on the caller's suppression list. */
+/** Which of `addresses` (spelled as given) are on the caller's suppression list. */
 async function suppressedAmong(tx: Tx, addresses: string[]): Promise<Set<string>> {
   if (addresses.length === 0) return new Set();
   const [row] = await tx<{ listed: string[] }[]>`
@@ -421,14 +446,15 @@ function recipientsOf(req: SendEmailRequest): string[] {
 }
 
 /**
- * The request without its recipients on the suppression list (`listed`, lower case), and which
- * those were. With nobody left, the request as it was and `nobodyLeft`.
+ * The request without its recipients on the suppression list (`listed`: as private.suppressed_among
+ * answered, spelled as the request gives them), and which those were. With nobody left, the
+ * request as it was and `nobodyLeft`.
  */
 function withoutSuppressed(
   req: SendEmailRequest,
   listed: ReadonlySet<string>,
 ): { req: SendEmailRequest; suppressed: string[]; nobodyLeft: boolean } {
-  const isListed = (address: string) => listed.has(address.toLowerCase());
+  const isListed = (address: string) => listed.has(address);
   const suppressed = [...new Set(recipientsOf(req).filter(isListed))];
   if (suppressed.length === 0) return { req, suppressed, nobodyLeft: false };
   const keep = <T extends { address: string }>(list: T[] | undefined) => list?.filter((a) => !isListed(a.address));
@@ -464,7 +490,7 @@ export async function prepareSendGroup(
   tx: Tx,
   ref: string | undefined,
   sends: GroupedSend[],
-  options: { reserve?: boolean; guardrails?: boolean; approval?: boolean; recipients?: string[] } = {},
+  options: { reserve?: boolean; guardrails?: boolean; approval?: boolean; recipients?: string[]; owner?: string } = {},
 ): Promise<(PreparedSend | { error: ApiError })[]> {
   // A stop holds the whole group (the outbox puts it back); recipients are checked per message.
   // A send that will wait for approval does not log in now (openConfig's credential guard).
@@ -498,7 +524,7 @@ export async function prepareSendGroup(
     try {
       const { req, suppressed, nobodyLeft } = withoutSuppressed(request, listed);
       const fixed = { messageId: sends[i].messageId, date: sends[i].date };
-      const composed = await compose(ctx, tx, config, req, fixed, templates, files);
+      const composed = await compose(ctx, tx, config, req, fixed, templates, files, options.owner);
       // Nobody left: built as asked (its identity), sent to no one.
       if (nobodyLeft) composed.message.envelope.to = [];
       results.push({ config, approval, suppressed, ...composed });
@@ -691,7 +717,7 @@ export async function sendEmail(
       // Stored attachments it names are kept while its deferred recipients may be retried.
       return holdSendAttachments(tx, [req.attachments])
         .then((held) => checkAttachmentTypes(req.attachments, held))
-        .then(() => prepareSend(ctx, tx, req));
+        .then(() => prepareSend(ctx, tx, req, claims.sub));
     },
     (tx, { config, message, subject, templateId, template, approval, files, suppressed }) => {
       const fingerprint = fingerprintOf(config.id, req, { message, template, files });
@@ -703,6 +729,16 @@ export async function sendEmail(
         }) as never;
       }
       const { to, cc, bcc } = message.recipients;
+      // Every recipient suppressed: a final row, nothing sent, nothing spent.
+      if (message.envelope.to.length === 0) {
+        return tx<{ id: string }[]>`
+          select private.record_suppressed_send(${config.id}::uuid, ${templateId}::uuid, ${message.envelope.from}::text,
+            ${to.map((a) => a.address)}::text[], ${cc.length}::integer, ${bcc.length}::integer, ${
+          subject ?? null
+        }::text,
+            ${req.agent_context ? tx.json(req.agent_context as never) : null}::jsonb,
+            ${options.idempotencyKey ?? null}::text, ${suppressed}::text[]) as id`;
+      }
       const content = keptContent(message, describeAttachments(req.attachments, fileFacts(files)));
       // The owner's guardrails for its recipients, whether it repeats a recent email, then the
       // budget, then the row (with the recipients skipped as suppressed): one statement.
@@ -742,16 +778,10 @@ export async function sendEmail(
     return heldResult(audit as QueuedRow, ctx.config.approvalUrl);
   }
 
-  // Every recipient on the owner's suppression list: nothing is sent.
+  // Every recipient on the owner's suppression list: nothing was sent (the row says so already);
+  // the login the config's guard let through is given back unused.
   if (message.envelope.to.length === 0) {
-    await withUser(
-      ctx.sql,
-      claims,
-      (tx) =>
-        tx`select private.record_suppressed(${
-          tx.json([{ id: auditId, suppressed: prepared.suppressed, done: true }] as never)
-        }::jsonb)`,
-    );
+    await settleLogin(ctx, claims, prepared.config.login, [undefined]);
     return {
       id: auditId,
       status: "suppressed",

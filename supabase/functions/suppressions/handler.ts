@@ -16,7 +16,6 @@ import {
   listSuppressions,
   removeSuppression,
   SUPPRESSION_REASONS,
-  suppressionAddress,
 } from "../_shared/suppressions/mod.ts";
 
 const DEFAULT_PAGE = 100;
@@ -41,7 +40,8 @@ function listOptions(url: URL): { limit: number; after?: string; reason?: string
   }
   return {
     limit,
-    ...(after !== null ? { after: suppressionAddress(after) } : {}),
+    // The last address of the page before, as the list shows it (opaque: never re-read).
+    ...(after !== null ? { after } : {}),
     ...(reason !== null ? { reason } : {}),
   };
 }
@@ -68,7 +68,7 @@ export function createSuppressionsHandler(ctx: AppContext): Handler {
     if (req.method !== "DELETE") methodNotAllowed("GET, DELETE");
     // An agent: a token from an OAuth client, or a request through the agent tools.
     const isAgent = typeof claims.client_id === "string" || req.headers.has("x-mailroom-via");
-    await withUser(ctx.sql, claims, (tx) => removeSuppression(tx, address, isAgent));
-    return json({ address: suppressionAddress(address), deleted: true });
+    const removed = await withUser(ctx.sql, claims, (tx) => removeSuppression(tx, address, isAgent));
+    return json({ address: removed, deleted: true });
   });
 }

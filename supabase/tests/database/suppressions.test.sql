@@ -14,11 +14,19 @@ insert into auth.users (id, email) values
 insert into public.suppressions (user_id, address, reason) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'ann@example.test', 'unsubscribed'),
   ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'bea@example.test', 'manual');
+insert into public.suppressions (user_id, address, reason) values
+  ('bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'ann@example.test', 'manual');
 insert into public.email_audit_log (id, user_id, from_email, to_addresses, status) values
   ('a0000000-0000-4000-8000-000000000001', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a@example.test',
    '{ann@example.test}', 'queued'),
+  ('a0000000-0000-4000-8000-000000000003', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'a@example.test',
+   '{ann@example.test}', 'queued'),
   ('b0000000-0000-4000-8000-000000000001', 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 'b@example.test',
-   '{bea@example.test}', 'queued');
+   '{ann@example.test}', 'queued');
+-- Claimed as the outbox claims them.
+update public.email_audit_log set leased_by = case when id = 'a0000000-0000-4000-8000-000000000003' then 'worker-2'
+                                                   else 'worker-1' end,
+                                  lease_until = now() + interval '1 minute';
 
 select throws_ok(
   $$insert into public.suppressions (user_id, address) values ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'Ann@Example.test')$$,
@@ -28,26 +36,28 @@ select throws_ok(
 set local role authenticated;
 set local request.jwt.claims to
   '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated","client_id":"an-agent"}';
-select is((select count(*)::int from public.suppressions), 1, 'alice''s agent reads her list, not bob''s');
+select is((select count(*)::int from public.suppressions), 1, 'alice''s agent reads her list, not bob''s two');
 select lives_ok($$insert into public.suppressions (address) values ('cat@example.test')$$, 'an agent may add');
 delete from public.suppressions where address = 'ann@example.test';
 select is((select count(*)::int from public.suppressions where address = 'ann@example.test'), 1,
   'an agent removes nothing');
 select is(private.suppressed_among(array['ANN@example.test', 'bea@example.test', 'nobody@example.test']),
-  array['ann@example.test'], 'suppressed_among answers from the caller''s list only');
+  array['ANN@example.test'], 'suppressed_among answers from the caller''s list only, spelled as asked');
 
 set local request.jwt.claims to '{"sub":"aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa","role":"authenticated"}';
 select results_eq(
-  $$select private.record_suppressed('[{"id":"a0000000-0000-4000-8000-000000000001","suppressed":["ann@example.test","nobody@example.test"],"done":true},
-                                       {"id":"b0000000-0000-4000-8000-000000000001","suppressed":["bea@example.test"],"done":true}]')$$,
+  $$select private.record_suppressed('[{"id":"a0000000-0000-4000-8000-000000000001","suppressed":["Ann@example.test","nobody@example.test"],"done":true},
+                                       {"id":"a0000000-0000-4000-8000-000000000003","suppressed":["ann@example.test"],"done":true},
+                                       {"id":"b0000000-0000-4000-8000-000000000001","suppressed":["ann@example.test"],"done":true}]',
+                                     'worker-1')$$,
   $$values ('a0000000-0000-4000-8000-000000000001'::uuid)$$,
-  'record_suppressed ends the caller''s own row, never another user''s'
+  'record_suppressed ends the caller''s own row claimed by this worker, never another worker''s or user''s'
 );
 reset role;
 select results_eq(
   $$select status, suppressed from public.email_audit_log order by id$$,
-  $$values ('suppressed', array['ann@example.test']), ('queued', '{}'::text[])$$,
-  'only listed addresses are recorded; bob''s row is untouched'
+  $$values ('suppressed', array['Ann@example.test']), ('queued', '{}'::text[]), ('queued', '{}'::text[])$$,
+  'only listed addresses are recorded; the other worker''s row and bob''s (whose list names ann too) are untouched'
 );
 
 set local role authenticated;

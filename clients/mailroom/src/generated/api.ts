@@ -709,6 +709,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/unsubscribe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What the link does, in plain text; changes nothing */
+        get: operations["getUnsubscribe"];
+        put?: never;
+        /** Unsubscribe the link's recipient from its sender's mail (what a mail provider's Unsubscribe button posts) */
+        post: operations["postUnsubscribe"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -799,6 +817,11 @@ export interface components {
             dry_run?: boolean;
             /** @description Send even if this exact email (same config, recipients, subject, body, attachments) was sent or queued within the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. Only when the user really wants it twice */
             allow_duplicate?: boolean;
+            /** @description Add one-click unsubscribe (List-Unsubscribe with a signed link, List-Unsubscribe-Post): true, or {topic}. A message to one recipient only. Bulk mail has it unless `unsubscribe: false` */
+            unsubscribe?: boolean | {
+                /** @description The list or topic the recipient leaves; all of your mail when omitted */
+                topic: string;
+            };
         };
         SendBulkRequest: {
             /** @description Who gets the shared content, one message each: "a@example.com", "Ada <a@example.com>" or {email, name?, data?}. Each entry is validated on its own. */
@@ -864,6 +887,11 @@ export interface components {
             dry_run?: boolean;
             /** @description Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request */
             skip_invalid?: boolean;
+            /** @description One-click unsubscribe in every message (List-Unsubscribe with a signed link per recipient): on unless false; {topic} names the list. In messages mode, messages to one recipient only */
+            unsubscribe?: boolean | {
+                /** @description The list or topic the recipient leaves; all of your mail when omitted */
+                topic: string;
+            };
             /** @description Queue every entry even if the same email (same recipient and content) was sent or queued within the config's duplicate window, or appears twice in this batch; otherwise those entries are left out and reported in `skipped` with reason duplicate_send */
             allow_duplicate?: boolean;
         };
@@ -8375,6 +8403,160 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, never>;
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getUnsubscribe: {
+        parameters: {
+            query?: {
+                /** @description The token of the List-Unsubscribe link */
+                token?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An explanation (text/plain) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description Invalid input: `invalid_unsubscribe_token` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postUnsubscribe: {
+        parameters: {
+            query?: {
+                /** @description The token of the List-Unsubscribe link */
+                token?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Unsubscribed (text/plain) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description Invalid input: `invalid_unsubscribe_token` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Not found: `route_not_found` */

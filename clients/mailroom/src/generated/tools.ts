@@ -407,6 +407,30 @@ export const TOOLS: ToolDefinition[] = [
           "description": "Send even if this exact email (same config, recipients, subject, body, attachments) was sent or queued within the config's duplicate window (default 10 minutes), which is otherwise refused with 409 duplicate_send. Only when the user really wants it twice",
           "type": "boolean"
         },
+        "unsubscribe": {
+          "description": "Add one-click unsubscribe (List-Unsubscribe with a signed link, List-Unsubscribe-Post): true, or {topic}. A message to one recipient only. Bulk mail has it unless `unsubscribe: false`",
+          "anyOf": [
+            {
+              "type": "boolean"
+            },
+            {
+              "type": "object",
+              "properties": {
+                "topic": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 100,
+                  "pattern": "^[\\p{L}\\p{N}][\\p{L}\\p{N} ._:@+-]*$",
+                  "description": "The list or topic the recipient leaves; all of your mail when omitted"
+                }
+              },
+              "required": [
+                "topic"
+              ],
+              "additionalProperties": false
+            }
+          ]
+        },
         "idempotency_key": {
           "description": "Any unique string (e.g. a UUID) for this send. Retrying with the same key and arguments returns the first result instead of sending again; reuse it whenever you retry after a timeout or an unclear answer.",
           "type": "string",
@@ -647,6 +671,30 @@ export const TOOLS: ToolDefinition[] = [
         "skip_invalid": {
           "description": "Queue the valid entries and report the invalid ones as `skipped` instead of refusing the request",
           "type": "boolean"
+        },
+        "unsubscribe": {
+          "description": "One-click unsubscribe in every message (List-Unsubscribe with a signed link per recipient): on unless false; {topic} names the list. In messages mode, messages to one recipient only",
+          "anyOf": [
+            {
+              "type": "boolean"
+            },
+            {
+              "type": "object",
+              "properties": {
+                "topic": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 100,
+                  "pattern": "^[\\p{L}\\p{N}][\\p{L}\\p{N} ._:@+-]*$",
+                  "description": "The list or topic the recipient leaves; all of your mail when omitted"
+                }
+              },
+              "required": [
+                "topic"
+              ],
+              "additionalProperties": false
+            }
+          ]
         },
         "allow_duplicate": {
           "description": "Queue every entry even if the same email (same recipient and content) was sent or queued within the config's duplicate window, or appears twice in this batch; otherwise those entries are left out and reported in `skipped` with reason duplicate_send",

@@ -98,10 +98,15 @@ export async function messageContent(tx: Tx, id: string, agent?: string): Promis
     select a.id, m.content, a.payload, a.batch_id, a.config_id, a.from_email, a.message_id, a.subject, a.to_addresses,
            a.client_id
       from public.email_audit_log a
-      left join public.message_contents m on m.audit_id = a.id and m.user_id = a.user_id
+      -- Written by the statement that wrote the row (the same transaction, so the same now()).
+      left join public.message_contents m
+        on m.audit_id = a.id and m.user_id = a.user_id and m.created_at = a.created_at
      where a.id = ${id}::uuid`;
   if (!row) throw new ApiError(404, "message_not_found", `No message ${JSON.stringify(id)}`);
-  if (row.content) {
+  // A queued message is shown from its request (what the worker sends); only a message sent at
+  // once (no request kept) shows what it kept when it went: written by the statement that wrote
+  // its audit row, so nothing written since can stand in for it.
+  if (row.content && (row.payload === null || row.payload === undefined)) {
     const { cc, bcc, headers, text, html, attachments, truncated } = row.content;
     return {
       id: row.id,

@@ -209,7 +209,7 @@ export async function enqueueBulk(
     );
     const plan = req.recipients
       ? await planRecipients(ctx.config.limits, tx, req, req.recipients, errors, budget, files)
-      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors, budget, files);
+      : await planMessages(ctx.config.limits, tx, req.messages ?? [], errors, budget, files, req.unsubscribe);
     errors.list.sort((a, b) => a.index - b.index);
     const stopped = budget.stoppedAt !== undefined && errors.renderFailures > 0;
     if (plan.rows.length === 0 || (errors.list.length > 0 && (!req.skip_invalid || stopped))) {
@@ -542,6 +542,8 @@ function sharedContent(req: SendBulkRequest, headers: Record<string, string>): R
     from_name: req.from_name,
     reply_to: req.reply_to?.map(recipientInput),
     attachments: req.attachments,
+    // Bulk mail offers one-click unsubscribe unless asked not to (one message per recipient).
+    unsubscribe: req.unsubscribe ?? true,
   };
   for (const key of Object.keys(content)) if (content[key] === undefined) delete content[key];
   return content;
@@ -574,6 +576,16 @@ function depthOf(value: unknown): number {
 
 // Messages mode --------------------------------------------------------------------------------
 
+/**
+ * A bulk message's one-click unsubscribe: its own setting, else the batch's (on by default) for a
+ * message to one recipient (a link names one).
+ */
+function withBulkUnsubscribe(request: SendEmailRequest, batch: SendBulkRequest["unsubscribe"]): SendEmailRequest {
+  if (request.unsubscribe !== undefined) return request;
+  const one = request.to.length + (request.cc?.length ?? 0) + (request.bcc?.length ?? 0) === 1;
+  return one && batch !== false ? { ...request, unsubscribe: batch ?? true } : request;
+}
+
 async function planMessages(
   limits: CompositionLimits,
   tx: Tx,
@@ -581,6 +593,7 @@ async function planMessages(
   errors: EntryErrors,
   budget: RenderBudget,
   held: Map<string, HeldAttachment>,
+  unsubscribe: SendBulkRequest["unsubscribe"],
 ): Promise<BatchPlan> {
   const valid: { index: number; request: SendEmailRequest; recipients: Recipients }[] = [];
   const sizes = storedSizes(held);
@@ -636,7 +649,7 @@ async function planMessages(
       ...(request.subject === undefined ? {} : { subject: request.subject }),
       ...(template ? { template_id: template.id } : {}),
       ...(request.agent_context ? { agent_context: request.agent_context } : {}),
-      payload: { kind: "request", request: storedRequest(request) },
+      payload: { kind: "request", request: storedRequest(withBulkUnsubscribe(request, unsubscribe)) },
       entry: index,
       content: {
         recipients: [...recipients.to, ...recipients.cc, ...recipients.bcc].map((a) => a.address),

@@ -543,9 +543,9 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
         })),
         // Queued mail was approved, or needed no approval when it was accepted (a stricter
         // setting since holds what waits, when it is set): nothing here is held again.
-        { approval: false },
+        { approval: false, owner: group.owner.sub },
       );
-      return { prepared: built, ended: await recordSuppressed(tx, group.rows, built) };
+      return { prepared: built, ended: await recordSuppressed(tx, run.workerId, group.rows, built) };
     });
     // The payloads were read into the prepared messages: let them go before anything is sent
     // (a row that cannot be built keeps only what its audit row should say it was for).
@@ -585,18 +585,18 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
  */
 async function recordSuppressed(
   tx: Tx,
+  workerId: string,
   rows: OutboxRow[],
   prepared: (PreparedSend | { error: ApiError })[],
 ): Promise<Set<string>> {
   const marks = rows.flatMap((row, i) => {
     const p = prepared[i];
     if ("error" in p || p.suppressed.length === 0) return [];
-    const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
-    const done = p.message.envelope.to.every((address) => settled.has(address));
-    return [{ id: row.id, suppressed: p.suppressed, done }];
+    return [{ id: row.id, suppressed: p.suppressed, done: pendingOf(row, p).length === 0 }];
   });
   if (marks.length === 0) return new Set();
-  const ended = await tx<{ id: string }[]>`select private.record_suppressed(${tx.json(marks as never)}::jsonb) as id`;
+  const ended = await tx<{ id: string }[]>`
+    select private.record_suppressed(${tx.json(marks as never)}::jsonb, ${workerId}) as id`;
   return new Set(ended.map((row) => row.id));
 }
 
@@ -914,6 +914,17 @@ interface Attempt {
   outcome: Outcome;
 }
 
+/**
+ * The recipients a prepared row still needs: all of its envelope on a first attempt; on a retry,
+ * only those an earlier attempt left deferred (never one that was not tried then, such as a
+ * recipient suppressed at the time and lifted since).
+ */
+function pendingOf(row: OutboxRow, prepared: PreparedSend): string[] {
+  if (!row.recipients) return prepared.message.envelope.to;
+  const deferred = new Set(row.recipients.filter((r) => r.status === "deferred").map((r) => r.address));
+  return prepared.message.envelope.to.filter((address) => deferred.has(address));
+}
+
 /** Send a prepared row to the recipients that still need it; its outcome as the audit records it. */
 /**
  * Send a prepared row to the recipients that still need it, marking it `sending` (committed)
@@ -930,9 +941,9 @@ async function sendPrepared(
   row: OutboxRow,
   prepared: PreparedSend,
 ): Promise<Outcome | null> {
-  // Recipients accepted or refused for good by earlier attempts are not sent to again.
-  const settled = new Set((row.recipients ?? []).filter((r) => r.status !== "deferred").map((r) => r.address));
-  const pending = prepared.message.envelope.to.filter((address) => !settled.has(address));
+  const pending = pendingOf(row, prepared);
+  // Nobody to send to (every one suppressed, and the row not ended for it): nothing goes.
+  if (pending.length === 0) return null;
   let started = false;
   const start = async () => started = await startRow(run, row.id);
   const overSmtp = prepared.config.transport === "smtp";

@@ -39,7 +39,8 @@ export const addSuppressionsRequest = z.strictObject({
 });
 
 /**
- * An address as the list keeps it (canonical, lower case).
+ * An address in the canonical form sends use (mail/addresses.ts); the list keeps it in lower case,
+ * lowered by Postgres alone (as every lookup is), so no two notions of case can disagree.
  *
  * @throws ApiError 400 `invalid_address` (details.address) for something that is not an address.
  */
@@ -48,7 +49,7 @@ export function suppressionAddress(raw: string): string {
   if (typeof canonical !== "string") {
     throw new ApiError(400, "invalid_address", `${JSON.stringify(raw)} ${canonical.error}`, { address: raw });
   }
-  return canonical.toLowerCase();
+  return canonical;
 }
 
 const COLUMNS = "s.address, s.reason, s.source, s.audit_id as message_id, s.created_at";
@@ -61,7 +62,7 @@ export async function listSuppressions(
   const rows = await tx<Suppression[]>`
     select ${tx.unsafe(COLUMNS)} from public.suppressions s
      where true
-       ${options.after ? tx`and s.address > ${options.after}` : tx``}
+       ${options.after ? tx`and s.address > ${options.after}::text` : tx``}
        ${options.reason ? tx`and s.reason = ${options.reason}` : tx``}
      order by s.address
      limit ${options.limit}`;
@@ -74,7 +75,7 @@ export async function listSuppressions(
 /** One of the caller's entries, else 404 `suppression_not_found`. */
 export async function getSuppression(tx: Tx, address: string): Promise<Suppression> {
   const [row] = await tx<Suppression[]>`
-    select ${tx.unsafe(COLUMNS)} from public.suppressions s where s.address = ${suppressionAddress(address)}`;
+    select ${tx.unsafe(COLUMNS)} from public.suppressions s where s.address = lower(${suppressionAddress(address)})`;
   if (!row) throw notListed(address);
   return row;
 }
@@ -87,22 +88,23 @@ export async function addSuppressions(
   const addresses = [...new Set((request.addresses ?? [request.address!]).map(suppressionAddress))];
   const added = await tx<{ address: string }[]>`
     insert into public.suppressions (address, reason, source)
-    select a, ${request.reason}, ${request.source ?? null} from unnest(${addresses}::text[]) a
+    select distinct lower(a), ${request.reason}, ${request.source ?? null} from unnest(${addresses}::text[]) a
     on conflict (user_id, address) do nothing
     returning address`;
   const rows = await tx<Suppression[]>`
-    select ${tx.unsafe(COLUMNS)} from public.suppressions s where s.address = any (${addresses}::text[])
+    select ${tx.unsafe(COLUMNS)} from public.suppressions s
+     where s.address = any (select lower(a) from unnest(${addresses}::text[]) a)
      order by s.address`;
   return { added: added.length, suppressions: rows };
 }
 
 /**
- * Remove an address: mail may go to it again. The owner's own session only: an agent's token
+ * Remove an address (the entry as it was listed is returned): mail may go to it again. The owner's own session only: an agent's token
  * (`client_id`) gets 403 `first_party_session_required` (RLS would quietly delete nothing).
  *
  * @throws ApiError 404 `suppression_not_found`, 403 `first_party_session_required`.
  */
-export async function removeSuppression(tx: Tx, address: string, isAgent: boolean): Promise<void> {
+export async function removeSuppression(tx: Tx, address: string, isAgent: boolean): Promise<string> {
   const canonical = suppressionAddress(address);
   if (isAgent) {
     throw new ApiError(
@@ -111,8 +113,10 @@ export async function removeSuppression(tx: Tx, address: string, isAgent: boolea
       "Only you, signed in yourself, can lift a suppression: an agent may add addresses, never remove one",
     );
   }
-  const deleted = await tx`delete from public.suppressions s where s.address = ${canonical} returning 1`;
+  const deleted = await tx<{ address: string }[]>`
+    delete from public.suppressions s where s.address = lower(${canonical}) returning s.address`;
   if (deleted.length === 0) throw notListed(address);
+  return deleted[0].address;
 }
 
 function notListed(address: string): ApiError {
