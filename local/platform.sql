@@ -337,4 +337,15 @@ grant execute on function vault.create_secret(text, text, text, uuid),
                          vault.update_secret(uuid, text, text, text, uuid),
                          vault._decrypt(text) to postgres with grant option;
 
+-- Realtime's publication, empty and owned by postgres, as every Supabase project has it (the
+-- local stack runs no Realtime server; migrations add tables to it as on Supabase).
+do $$
+begin
+  if not exists (select 1 from pg_publication where pubname = 'supabase_realtime') then
+    create publication supabase_realtime;
+    alter publication supabase_realtime owner to postgres;
+  end if;
+end
+$$;
+
 commit;
