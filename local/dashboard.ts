@@ -10,6 +10,8 @@ const TYPES: Record<string, string> = {
   "/index.html": "text/html; charset=utf-8",
   "/styles.css": "text/css; charset=utf-8",
   "/app.js": "text/javascript; charset=utf-8",
+  "/unsubscribe.html": "text/html; charset=utf-8",
+  "/unsubscribe.js": "text/javascript; charset=utf-8",
 };
 
 /**
@@ -43,6 +45,9 @@ export async function buildDashboard(outDir: string): Promise<void> {
   }
   await Deno.copyFile(`${ROOT}/dashboard/index.html`, `${outDir}/index.html`);
   await Deno.copyFile(`${ROOT}/dashboard/styles.css`, `${outDir}/styles.css`);
+  // The confirmation page of one-click unsubscribe links (MAILROOM_UNSUBSCRIBE_PAGE_URL).
+  await Deno.copyFile(`${ROOT}/dashboard/unsubscribe.html`, `${outDir}/unsubscribe.html`);
+  await Deno.copyFile(`${ROOT}/dashboard/unsubscribe.js`, `${outDir}/unsubscribe.js`);
   // Headers a <meta> policy cannot set, for hosts that read a _headers file (Netlify, Cloudflare Pages).
   await Deno.writeTextFile(
     `${outDir}/_headers`,

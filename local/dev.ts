@@ -253,6 +253,9 @@ async function startStack(
       MAILROOM_OAUTH_TOKEN_URL: oauthStandin.tokenUrl,
       MAILROOM_GRAPH_URL: oauthStandin.graphUrl,
       MAILROOM_GMAIL_URL: oauthStandin.gmailUrl,
+      // Opening an unsubscribe link shows the dashboard's confirmation page, with its button.
+      MAILROOM_UNSUBSCRIBE_PAGE_URL: Deno.env.get("MAILROOM_UNSUBSCRIBE_PAGE_URL") ??
+        `http://127.0.0.1:${LOCAL_PORTS.dashboard}/unsubscribe.html`,
     },
     onRequest: options.logRequests
       ? (entry) => entry.userAgent !== SCHEDULER_AGENT && console.log(formatRequestLine(entry))

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import AxeBuilder from "@axe-core/playwright";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { buildDashboard, createDashboardHandler, startDashboard } from "../local/dashboard.ts";
-import { ROOT } from "../local/postgres.ts";
+import { freePort, ROOT } from "../local/postgres.ts";
 import { body, startTestStack, type TestStack } from "./harness.ts";
 import { startScriptedSmtp } from "./scripted_smtp.ts";
 
@@ -29,7 +29,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const stack: TestStack = await startTestStack({ MAILROOM_ALLOW_PLAINTEXT_SMTP: "true" });
+    // The dashboard's port is chosen first: opened unsubscribe links are sent to its page.
+    const dashboardPort = freePort();
+    const stack: TestStack = await startTestStack({
+      MAILROOM_ALLOW_PLAINTEXT_SMTP: "true",
+      MAILROOM_UNSUBSCRIBE_PAGE_URL: `http://127.0.0.1:${dashboardPort}/unsubscribe.html`,
+    });
     // gone@ is refused for good at RCPT: a send that fails, for the overview's numbers.
     const smtp = await startScriptedSmtp({
       extensions: ["PIPELINING"],
@@ -46,7 +51,7 @@ Deno.test({
     const agent = await stack.mint({ sub: owner.id, email: owner.email, clientId: "dashboard-test-agent" });
     const dir = await Deno.makeTempDir({ prefix: "mailroom-test-dashboard-" });
     await buildDashboard(dir);
-    const dashboard = await startDashboard(0, {
+    const dashboard = await startDashboard(dashboardPort, {
       dir,
       apiUrl: stack.url,
       anonKey: stack.anonKey,
@@ -290,6 +295,28 @@ Deno.test({
         assert.equal((await body<{ error: { code: string } }>(refused)).error.code, "sending_stopped");
         await page.getByRole("button", { name: "Resume sending" }).click();
         await page.getByRole("button", { name: "Stop all sending" }).waitFor();
+      });
+
+      await t.step("an opened unsubscribe link shows a page whose button unsubscribes", async () => {
+        const sent = await call(owner.token, "send-email", {
+          to: "reader@example.com",
+          subject: "Digest",
+          text: "Hello",
+          unsubscribe: { topic: "digest" },
+        });
+        assert.equal(sent.status, 200);
+        const head = smtp.messages().at(-1)!.data.split("\r\n\r\n")[0].replace(/\r\n[ \t]+/g, "");
+        const link = /^List-Unsubscribe: *<([^>]+)>/im.exec(head)![1];
+        await page.goto(link);
+        await page.waitForURL(/\/unsubscribe\.html\?token=/);
+        await page.getByText("Stop email to reader@example.com from this sender (digest)?").waitFor();
+        assert.deepEqual(await accessibilityProblems(page), []);
+        await page.screenshot({ path: `${SHOTS}/unsubscribe.png`, fullPage: true });
+        await page.getByRole("button", { name: "Unsubscribe reader@example.com" }).click();
+        await page.getByText("reader@example.com is unsubscribed").waitFor();
+        const [row] = await stack.sql<{ reason: string }[]>`
+          select reason from public.suppressions where user_id = ${owner.id} and address = 'reader@example.com'`;
+        assert.equal(row?.reason, "unsubscribed");
       });
 
       await t.step(

@@ -39,6 +39,12 @@ export interface Config {
    */
   approvalUrl?: string;
   /**
+   * A static page that confirms an unsubscribe with a button (MAILROOM_UNSUBSCRIBE_PAGE_URL, e.g.
+   * the dashboard's `https://app.example.com/unsubscribe.html`): a GET of an unsubscribe link is
+   * sent there (303) with its token; unset, the function explains in plain text.
+   */
+  unsubscribePageUrl?: string;
+  /**
    * OAuth mailboxes: the providers' endpoints, replaced only to point at the local stand-ins
    * (local/oauth_standin.ts) in development and tests; `http:` is allowed only for loopback ones.
    * `caCerts`: extra CAs a custom provider's token endpoint may be signed by (MAILROOM_OAUTH_CA_CERTS).
@@ -126,19 +132,22 @@ const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-
  * SUPABASE_URL, so servers see the project's public name and never the function's internal
  * host name. An IP address becomes an address literal (`[127.0.0.1]`), as RFC 5321 asks.
  */
-/** MAILROOM_APPROVAL_URL: an https URL (http only for loopback, as local development serves it), or unset. */
-function approvalUrl(configured: string | undefined): string | undefined {
+/**
+ * A page's URL (MAILROOM_APPROVAL_URL, MAILROOM_UNSUBSCRIBE_PAGE_URL): https (http only for
+ * loopback, as local development serves it), or unset.
+ */
+function pageUrl(name: string, configured: string | undefined): string | undefined {
   const value = configured?.trim();
   if (!value) return undefined;
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw new ConfigError(`MAILROOM_APPROVAL_URL is not a URL: "${value}"`);
+    throw new ConfigError(`${name} is not a URL: "${value}"`);
   }
   const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
   if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
-    throw new ConfigError("MAILROOM_APPROVAL_URL must be an https URL (http only on loopback)");
+    throw new ConfigError(`${name} must be an https URL (http only on loopback)`);
   }
   return value.replace(/\/+$/, "");
 }
@@ -274,7 +283,8 @@ export function loadConfig(env: Env): Config {
       busyWaitMs: DEFAULT_POOL_OPTIONS.busyWaitMs,
     },
     egress: orConfigError(() => loadEgressPolicy(env)),
-    approvalUrl: approvalUrl(env.MAILROOM_APPROVAL_URL),
+    approvalUrl: pageUrl("MAILROOM_APPROVAL_URL", env.MAILROOM_APPROVAL_URL),
+    unsubscribePageUrl: pageUrl("MAILROOM_UNSUBSCRIBE_PAGE_URL", env.MAILROOM_UNSUBSCRIBE_PAGE_URL),
     oauth: oauthEndpoints(env),
     limits,
     verifyPerMinute: positiveInt(env, "MAILROOM_VERIFY_PER_MINUTE", 10),

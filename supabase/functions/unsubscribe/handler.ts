@@ -2,9 +2,10 @@
 //
 //   POST /unsubscribe?token=...   unsubscribe at once (what a mail provider's Unsubscribe button
 //                                 sends, with the body List-Unsubscribe=One-Click): 200
-//   GET  /unsubscribe?token=...   says what the link does, in plain text, and changes nothing
-//                                 (link checkers and previews open links; hosted functions serve
-//                                 no HTML without a custom domain)
+//   GET  /unsubscribe?token=...   changes nothing (link checkers and previews open links): sends
+//                                 the person to MAILROOM_UNSUBSCRIBE_PAGE_URL (a static page with
+//                                 a button, such as the dashboard's) or, without one, explains in
+//                                 plain text (hosted functions serve no HTML without a custom domain)
 //
 // The token is signed (see _shared/consent): a forged, altered or cut one is 400
 // `invalid_unsubscribe_token`, and nothing about the sender is told either way.
@@ -37,6 +38,14 @@ export function createUnsubscribeHandler(ctx: AppContext): Handler {
     const claim = await verifyUnsubscribeToken(await deploymentKeys(ctx.config), token);
     if (req.method === "GET") {
       if (!claim) throw invalid();
+      // A page with a button, where the deployment has one (hosted functions serve no HTML).
+      const page = ctx.config.unsubscribePageUrl;
+      if (page) {
+        return new Response(null, {
+          status: 303,
+          headers: { location: `${page}?token=${encodeURIComponent(token)}`, "cache-control": "no-store" },
+        });
+      }
       return text(
         `This link unsubscribes ${claim.address} from this sender's email${
           claim.topic ? ` (${claim.topic})` : ""
