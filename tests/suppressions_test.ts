@@ -113,6 +113,11 @@ Deno.test({
         },
       );
 
+      await t.step("a dry run names the recipients a real send would skip", async () => {
+        const dry = await send({ to: ["ann@example.com", "dora@example.com"], dry_run: true });
+        assert.deepEqual([dry.outcome, dry.message.suppressed], ["would_send", ["ann@example.com"]]);
+      });
+
       await t.step("a send whose every recipient is suppressed ends `suppressed`, nothing sent", async () => {
         const messages = smtp.messages().length;
         const result = await send({ to: "ann@example.com" }, agent);
@@ -140,7 +145,8 @@ Deno.test({
           assert.deepEqual(accepted.suppressed, ["ann@example.com"]);
           // Fred unsubscribes after the batch was queued: the worker looks again when it sends.
           await call("suppressions", { body: { address: "fred@example.com", reason: "unsubscribed" } });
-          await stack.drainOutbox();
+          const report = await stack.drainOutbox();
+          assert.deepEqual([report.sent, report.suppressed], [1, 2], JSON.stringify(report));
           assert.deepEqual(attempted().slice(before), ["erin@example.com"]);
           const batch = await (await call(`send-bulk/${accepted.batch_id}`, { method: "GET" })).json();
           assert.deepEqual([batch.counts.sent, batch.counts.suppressed, batch.counts.queued], [1, 2, 0]);

@@ -198,6 +198,7 @@ export const RESPONSE_EXAMPLES: Record<string, Json> = {
       headers: "From: ada@example.com\r\nTo: boss@corp.example\r\nSubject: Numbers\r\nMIME-Version: 1.0",
       envelope: { from: "ada@example.com", to: ["boss@corp.example"] },
       size_bytes: 388,
+      suppressed: [],
     },
   },
   BulkDryRun: {
@@ -217,6 +218,7 @@ export const RESPONSE_EXAMPLES: Record<string, Json> = {
         "Message-ID: <…@example.com>\r\nDate: Sun, 06 Dec 2026 21:00:00 +0000\r\nMIME-Version: 1.0",
       envelope: { from: "ada@example.com", to: ["grace@example.com"] },
       size_bytes: 412,
+      suppressed: [],
     }],
   },
   BatchCancelled: { batch_id: BATCH_ID, cancelled: 2 },

@@ -33,6 +33,9 @@ const dryRunMessage = z.strictObject({
   html: z.string().nullable(),
   headers: z.string().describe("The header block exactly as it would be sent"),
   envelope: z.strictObject({ from: z.string(), to: z.array(z.string()) }),
+  suppressed: z.array(z.string()).describe(
+    "Recipients on your suppression list: a real send skips them (all of them: nothing would be sent)",
+  ),
   size_bytes: z.number().int(),
 });
 const dryRunVerdict = {

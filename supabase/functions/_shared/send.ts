@@ -935,6 +935,8 @@ export interface DryRunMessage {
   headers: string;
   envelope: { from: string; to: string[] };
   size_bytes: number;
+  /** Recipients on the owner's suppression list: a real send skips them (all of them: nothing is sent). */
+  suppressed: string[];
 }
 
 /** `dry_run: true` on send-email: checked, rendered, nothing queued or sent. */
@@ -975,6 +977,7 @@ export async function dryRunOf(
 /** A built message as a dry run shows it. */
 export async function dryRunMessage(tx: Tx, message: BuiltMessage, req: SendEmailRequest): Promise<DryRunMessage> {
   const content = await contentOf(tx, req);
+  const listed = await suppressedAmong(tx, recipientsOf(req));
   const raw = message.raw.toString("utf8");
   const end = raw.indexOf("\r\n\r\n");
   return {
@@ -988,6 +991,7 @@ export async function dryRunMessage(tx: Tx, message: BuiltMessage, req: SendEmai
     headers: end >= 0 ? raw.slice(0, end) : raw,
     envelope: message.envelope,
     size_bytes: message.raw.length,
+    suppressed: [...listed],
   };
 }
 

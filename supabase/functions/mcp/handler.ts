@@ -272,6 +272,9 @@ function messageDecision(status: string): string {
       return "Nobody approved this email in time: it was not sent. Do not send it again unless the user asks.";
     case "cancelled":
       return "This email was cancelled: it was not sent.";
+    case "suppressed":
+      return "The account owner approved this email, but every recipient is on the suppression list (they " +
+        "unsubscribed or bounced): it was not sent. Do not try to reach them another way.";
     default:
       return `The account owner approved this email; it is ${status} (the outbox sends it).`;
   }

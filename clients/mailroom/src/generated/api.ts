@@ -1241,6 +1241,8 @@ export interface components {
                     from: string;
                     to: string[];
                 };
+                /** @description Recipients on your suppression list: a real send skips them (all of them: nothing would be sent) */
+                suppressed: string[];
                 size_bytes: number;
             }[];
             skipped?: {
@@ -1296,6 +1298,8 @@ export interface components {
                     from: string;
                     to: string[];
                 };
+                /** @description Recipients on your suppression list: a real send skips them (all of them: nothing would be sent) */
+                suppressed: string[];
                 size_bytes: number;
             };
         };
@@ -2863,7 +2867,8 @@ export interface operations {
                      *               "grace@example.com"
                      *             ]
                      *           },
-                     *           "size_bytes": 412
+                     *           "size_bytes": 412,
+                     *           "suppressed": []
                      *         }
                      *       ]
                      *     }

@@ -60,6 +60,8 @@ export interface DrainReport {
   queued: number;
   failed: number;
   unknown: number;
+  /** Rows that ended with nobody to send to: every recipient on the owner's suppression list. */
+  suppressed: number;
   postponed: number;
   swept: number;
   duration_ms: number;
@@ -130,6 +132,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
       queued: 0,
       failed: 0,
       unknown: 0,
+      suppressed: 0,
       postponed: 0,
       swept: 0,
       duration_ms: 0,
@@ -555,6 +558,7 @@ async function prepareGroup(run: Run, group: Group): Promise<Group[]> {
     }
     sampleMemory(run);
     // Rows with nobody left to send to (every recipient suppressed) ended in that transaction.
+    run.report.suppressed += ended.size;
     const kept = group.rows.flatMap((row, i) => ended.has(row.id) ? [] : [{ row, prepared: all[i] }]);
     return [{ ...group, rows: kept.map((k) => k.row), prepared: kept.map((k) => k.prepared) }];
   } catch (error) {
