@@ -1,6 +1,6 @@
 // Request schemas (zod): the single source for validation and the request types.
 import { z } from "zod";
-import { type Address, parseAddress, type RecipientInput } from "./mail/addresses.ts";
+import { type Address, countRecipients, parseAddress, type RecipientInput } from "./mail/addresses.ts";
 import { ApiError, isUuid } from "./http.ts";
 import { PRESET_IDS } from "./presets/providers.ts";
 
@@ -171,14 +171,10 @@ export const sendEmailRequest = z.object({
 }).refine((body) => body.data === undefined || body.template !== undefined, {
   message: "data is only used with a template",
   path: ["data"],
-}).refine((body) => !body.unsubscribe || recipientCount(body) === 1, {
+}).refine((body) => !body.unsubscribe || countRecipients(body) === 1, {
   message: "a one-click unsubscribe link names one recipient: send to one (send-bulk sends one message each)",
   path: ["unsubscribe"],
 });
-
-function recipientCount(body: { to: unknown[]; cc?: unknown[]; bcc?: unknown[] }): number {
-  return body.to.length + (body.cc?.length ?? 0) + (body.bcc?.length ?? 0);
-}
 
 /** A validated send request. */
 export type SendEmailRequest = z.infer<typeof sendEmailRequest>;

@@ -9,6 +9,7 @@ import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { parseBody } from "../_shared/schemas.ts";
+import { isAgentRequest } from "../_shared/oversight/mod.ts";
 import {
   addSuppressions,
   addSuppressionsRequest,
@@ -66,9 +67,8 @@ export function createSuppressionsHandler(ctx: AppContext): Handler {
     }
     if (req.method === "GET") return json(await withUser(ctx.sql, claims, (tx) => getSuppression(tx, address)));
     if (req.method !== "DELETE") methodNotAllowed("GET, DELETE");
-    // An agent: a token from an OAuth client, or a request through the agent tools.
-    const isAgent = typeof claims.client_id === "string" || req.headers.has("x-mailroom-via");
-    const removed = await withUser(ctx.sql, claims, (tx) => removeSuppression(tx, address, isAgent));
+    const agent = isAgentRequest(req, claims);
+    const removed = await withUser(ctx.sql, claims, (tx) => removeSuppression(tx, address, agent));
     return json({ address: removed, deleted: true });
   });
 }

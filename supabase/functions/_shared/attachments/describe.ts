@@ -1,6 +1,6 @@
 // What a send attaches, listed for a person to read (an approval's preview, a sent message's
 // detail): names, types and sizes, never bytes.
-import type { AttachmentInput } from "../mail/compose.ts";
+import { type AttachmentInput, decodedLength } from "../mail/compose.ts";
 import type { DescribedAttachment } from "../mail/kept_content.ts";
 
 export type { DescribedAttachment };
@@ -14,8 +14,7 @@ export interface StoredFileFacts {
 
 /** The decoded size of checked base64 (line breaks ignored). */
 export function base64Size(content: string): number {
-  const compact = content.replace(/\s/g, "");
-  return Math.floor(compact.length * 3 / 4) - (compact.endsWith("==") ? 2 : compact.endsWith("=") ? 1 : 0);
+  return decodedLength(content.replace(/\s/g, ""));
 }
 
 /**

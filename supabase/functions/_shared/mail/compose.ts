@@ -392,7 +392,8 @@ export function checkAttachments(
   });
 }
 
-function decodedLength(base64: string): number {
+/** The bytes checked base64 (no line breaks) decodes to. */
+export function decodedLength(base64: string): number {
   const padding = base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0;
   return (base64.length / 4) * 3 - padding;
 }

@@ -582,8 +582,7 @@ function depthOf(value: unknown): number {
  */
 function withBulkUnsubscribe(request: SendEmailRequest, batch: SendBulkRequest["unsubscribe"]): SendEmailRequest {
   if (request.unsubscribe !== undefined) return request;
-  const one = request.to.length + (request.cc?.length ?? 0) + (request.bcc?.length ?? 0) === 1;
-  return one && batch !== false ? { ...request, unsubscribe: batch ?? true } : request;
+  return countRecipients(request) === 1 && batch !== false ? { ...request, unsubscribe: batch ?? true } : request;
 }
 
 async function planMessages(

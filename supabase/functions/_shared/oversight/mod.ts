@@ -266,6 +266,14 @@ export async function guardrailRefusals(
 const VIA = /^[a-z0-9_-]{1,40}$/;
 
 /**
+ * Whether a request is an agent's: a token from an OAuth client, or a call through the agent tools
+ * (`x-mailroom-via`, which can only make a request count as an agent's, never the reverse).
+ */
+export function isAgentRequest(req: Request, claims: object): boolean {
+  return typeof (claims as { client_id?: unknown }).client_id === "string" || req.headers.has("x-mailroom-via");
+}
+
+/**
  * The caller's claims as the database should see them for a send: with `mailroom_via` when the
  * request says it came through an agent tool (MCP, LangChain). Saying so can only make a send
  * wait for approval (`approval: agents`), never let one skip it, so the header needs no trust.
