@@ -401,8 +401,8 @@ export interface PreparedSend {
   /** Why this caller's send must wait for the owner's approval (see _shared/oversight), or null. */
   approval: "agents" | "always" | null;
   /**
-   * Recipients on the owner's suppression list, taken out of `message.envelope.to` (the headers
-   * still show them); an empty envelope means nobody is left to send to.
+   * Recipients on the owner's suppression list, left out of the message (headers and envelope);
+   * an empty envelope means nobody is left to send to (the message is then built as asked).
    */
   suppressed: string[];
 }
