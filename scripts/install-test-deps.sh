@@ -7,6 +7,7 @@
 #   plpgsql_check               `supabase db lint` (postgresql-15-plpgsql-check)
 #   pg_cron                     tests/outbox_schedule_pg_cron_test.ts (postgresql-15-cron)
 #   aiosmtpd                    a third-party SMTP server for tests/aiosmtpd_outcomes_test.ts (python3-aiosmtpd)
+#   Dovecot                     the IMAP server of tests/mailbox_test.ts and the local stack's mailbox (dovecot-imapd)
 #   Chromium                    the headless browser the inbox and API reference page tests drive (chromium)
 set -euo pipefail
 
@@ -18,6 +19,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql-15)
 command -v pg_prove >/dev/null 2>&1 || need_apt+=(libtap-parser-sourcehandler-pgtap-perl)
 /usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1 || need_apt+=(python3-aiosmtpd)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ -x /usr/sbin/dovecot ] || need_apt+=(dovecot-imapd)
 
 if [ ${#need_apt[@]} -eq 0 ]; then
   echo "== test dependencies: all present"

@@ -10,6 +10,7 @@ import { RESPONSES } from "../supabase/functions/_shared/responses.ts";
 import {
   createConfigRequest,
   createTemplateRequest,
+  imapSettingsRequest,
   previewTemplateRequest,
   sendBulkRequest,
   sendEmailRequest,
@@ -109,6 +110,7 @@ Deno.test("examples are what the functions accept and answer", async (t) => {
     UpdateTemplateRequest: updateTemplateRequest,
     PreviewTemplateRequest: previewTemplateRequest,
     UploadAttachmentRequest: uploadAttachmentRequest,
+    ImapSettingsRequest: imapSettingsRequest,
   };
   await t.step("request examples parse with the request schemas", () => {
     assert.deepEqual(Object.keys(REQUEST_EXAMPLES).sort(), Object.keys(requests).sort());

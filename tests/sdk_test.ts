@@ -1,5 +1,6 @@
 // The TypeScript SDK (clients/mailroom) against the local stack, every method, over plain
 // fetch with a token and over supabase-js; failures are MailroomErrors with the server's code.
+import { startDovecot } from "../local/dovecot.ts";
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import { createMailroomClient, MailroomError } from "../clients/mailroom/src/index.ts";
@@ -268,6 +269,35 @@ Deno.test({
           deleted: true,
         });
         await rejectsWith(mailroom.suppressions.get("zed@example.com"), 404, "suppression_not_found");
+      });
+
+      await t.step("configs.imap: set, get, check (a real Dovecot), remove", async () => {
+        const dir = await Deno.makeTempDir({ prefix: "mailroom-test-dovecot-" });
+        const dovecot = await startDovecot({
+          dir,
+          tls: { cert: stack.certs.cert, key: stack.certs.key },
+          users: [{ name: "sdk", password: "imap-pw" }],
+        });
+        try {
+          const settings = await mailroom.configs.imap.set("relay", {
+            host: "localhost",
+            port: dovecot.port,
+            username: "sdk",
+            password: "imap-pw",
+            copy_to_sent: false,
+          });
+          assert.deepEqual([settings.has_password, settings.copy_to_sent], [true, false]);
+          assert.equal((await mailroom.configs.imap.get("relay")).username, "sdk");
+          assert.deepEqual(
+            [(await mailroom.configs.imap.check("relay")).checked, (await mailroom.configs.get("relay")).imap?.host],
+            [0, "localhost"],
+          );
+          assert.equal((await mailroom.configs.imap.remove("relay")).deleted, true);
+          await rejectsWith(mailroom.configs.imap.get("relay"), 404, "imap_not_configured");
+        } finally {
+          await dovecot.stop();
+          await Deno.remove(dir, { recursive: true }).catch(() => {});
+        }
       });
 
       await t.step("every answer matched the response schema the OpenAPI document names", () => {

@@ -224,6 +224,30 @@ export class MailroomClient {
       await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/activate` }),
     deactivate: async (ref: string) =>
       await this.call<T.SmtpConfig>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/deactivate` }),
+    /**
+     * The config's mailbox over IMAP: bounce and complaint reports read back from its inbox (every
+     * few minutes by the outbox worker, or now with `check`), and a copy of each sent message in Sent.
+     * Changing or removing the settings takes your own session (403 `first_party_session_required` for an agent).
+     */
+    imap: {
+      get: async (ref: string) =>
+        await this.call<T.ImapSettings>({ fn: "smtp-configs", method: "GET", path: `${segment(ref)}/imap` }),
+      set: async (ref: string, settings: T.ImapSettingsRequest) =>
+        await this.call<T.ImapSettings>({
+          fn: "smtp-configs",
+          method: "PATCH",
+          path: `${segment(ref)}/imap`,
+          body: settings,
+        }),
+      remove: async (ref: string) =>
+        await this.call<{ config_id: string; deleted: true }>({
+          fn: "smtp-configs",
+          method: "DELETE",
+          path: `${segment(ref)}/imap`,
+        }),
+      check: async (ref: string) =>
+        await this.call<T.MailboxCheck>({ fn: "smtp-configs", method: "POST", path: `${segment(ref)}/imap/check` }),
+    },
   };
 
   /** Bulk sends through the outbox. */

@@ -44,6 +44,9 @@ export type Message = Schemas["Message"];
 export type MessagePage = Schemas["MessagePage"];
 export type MessageContent = Schemas["MessageContent"];
 export type Suppression = Schemas["Suppression"];
+export type ImapSettings = Schemas["ImapSettings"];
+export type ImapSettingsRequest = Schemas["ImapSettingsRequest"];
+export type MailboxCheck = Schemas["MailboxCheck"];
 export type SuppressionList = Schemas["SuppressionList"];
 export type SuppressionsAdded = Schemas["SuppressionsAdded"];
 

@@ -8,6 +8,7 @@ import { type ResponseName, RESPONSES } from "./responses.ts";
 import {
   createConfigRequest,
   createTemplateRequest,
+  imapSettingsRequest,
   previewTemplateRequest,
   sendBulkRequest,
   sendEmailRequest,
@@ -31,6 +32,7 @@ const REQUESTS: Record<string, z.ZodType> = {
   SendBulkRequest: sendBulkRequest,
   CreateConfigRequest: createConfigRequest,
   UpdateConfigRequest: updateConfigRequest,
+  ImapSettingsRequest: imapSettingsRequest,
   CreateTemplateRequest: createTemplateRequest,
   UpdateTemplateRequest: updateTemplateRequest,
   PreviewTemplateRequest: previewTemplateRequest,
@@ -341,6 +343,30 @@ function buildDocument(projectUrl: string): Json {
         get: op(
           "Will its mail reach the inbox: the From domain's SPF (does it name the provider?) and DMARC",
           ok("Deliverability", "What DNS says, a verdict and what to change"),
+          { parameters: [config] },
+        ),
+      },
+      "/smtp-configs/{ref}/imap": {
+        get: op("The config's IMAP settings (never the password)", ok("ImapSettings", "The settings"), {
+          parameters: [config],
+        }),
+        patch: op(
+          "Set or change its IMAP settings: bounces read back from the inbox, Sent copies (your own session only)",
+          ok("ImapSettings", "The settings"),
+          { parameters: [config], requestBody: body("ImapSettingsRequest") },
+        ),
+        delete: op(
+          "Remove its IMAP settings and their password (your own session only)",
+          ok("ImapDeleted", "Removed"),
+          {
+            parameters: [config],
+          },
+        ),
+      },
+      "/smtp-configs/{ref}/imap/check": {
+        post: op(
+          "Read the inbox for bounce and complaint reports now (the outbox worker does it every few minutes)",
+          ok("MailboxCheck", "What was read and matched"),
           { parameters: [config] },
         ),
       },

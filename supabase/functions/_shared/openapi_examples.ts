@@ -27,6 +27,7 @@ const smtpConfig = {
   limits: { per_minute: 60, per_day: 2000, max_connections: 3 },
   duplicate_window_seconds: 600,
   suppress_hard_bounces: true,
+  imap: { host: "imap.fastmail.com", read_bounces: true, copy_to_sent: true, last_error: null },
   has_password: true,
   credentials_changed_at: "2026-11-20T09:12:03.512Z",
   needs_attention: null,
@@ -99,6 +100,7 @@ export const REQUEST_EXAMPLES: Record<string, Json> = {
     limits: { per_minute: 60, per_day: 2000 },
   },
   UpdateConfigRequest: { password: "new-app-specific-password", limits: { per_minute: 30 } },
+  ImapSettingsRequest: { host: "imap.fastmail.com", port: 993, use_smtp_login: true },
   CreateTemplateRequest: {
     name: "welcome",
     description: "Sent when a customer signs up",

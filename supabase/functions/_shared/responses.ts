@@ -212,6 +212,14 @@ export const smtpConfig = z.strictObject({
     "How long a send through this config refuses the same email again (409 duplicate_send); 0: never",
   ),
   suppress_hard_bounces: z.boolean().describe("Hard bounces at RCPT join your suppression list"),
+  imap: z.strictObject({
+    host: z.string(),
+    read_bounces: z.boolean(),
+    copy_to_sent: z.boolean(),
+    last_error: z.string().nullable(),
+  }).nullable().describe(
+    "Its mailbox over IMAP (bounces read back, Sent copies); GET /smtp-configs/{ref}/imap has all",
+  ),
   has_password: z.boolean(),
   credentials_changed_at: timestamp.describe("When the server, login, password or OAuth grant last changed"),
   needs_attention: z.string().nullable().describe("Why the outbox paused this config's queue, until fixed"),
@@ -526,6 +534,34 @@ export const suppressionsAdded = z.strictObject({
 });
 export const suppressionDeleted = z.strictObject({ address: z.string(), deleted: z.literal(true) });
 
+export const imapSettings = z.strictObject({
+  config_id: uuid,
+  host: z.string(),
+  port: z.number().int(),
+  security: z.enum(["tls", "starttls", "none"]),
+  username: z.string().nullable(),
+  has_password: z.boolean().describe("An IMAP password is stored (in Vault; never shown)"),
+  use_smtp_login: z.boolean().describe("Logs in with the config's SMTP username and password"),
+  read_bounces: z.boolean(),
+  copy_to_sent: z.boolean(),
+  sent_folder: z.string().nullable(),
+  processed_folder: z.string().nullable(),
+  checked_at: timestamp.nullable().describe("When the inbox was last read"),
+  last_error: z.string().nullable().describe("Why the last check or Sent copy could not log in, if it could not"),
+  last_error_at: timestamp.nullable(),
+  next_check_at: timestamp,
+  created_at: timestamp,
+  updated_at: timestamp,
+});
+export const imapDeleted = z.strictObject({ config_id: uuid, deleted: z.literal(true) });
+export const mailboxCheck = z.strictObject({
+  config_id: uuid,
+  checked: z.number().int().describe("New messages looked at"),
+  reports: z.number().int().describe("Delivery status notifications and complaint reports among them"),
+  matched: z.number().int().describe("Reports about your own messages: recorded, and hard bounces suppressed"),
+  moved: z.number().int().describe("Matched reports moved to processed_folder"),
+});
+
 export const RESPONSES = {
   SendResult: sendResult,
   Cancelled: cancelled,
@@ -557,6 +593,9 @@ export const RESPONSES = {
   SuppressionList: suppressionList,
   SuppressionsAdded: suppressionsAdded,
   SuppressionDeleted: suppressionDeleted,
+  ImapSettings: imapSettings,
+  ImapDeleted: imapDeleted,
+  MailboxCheck: mailboxCheck,
   Guardrails: guardrails,
   GuardrailsList: guardrailsList,
   OversightEvents: oversightEvents,

@@ -498,6 +498,42 @@ export const updateConfigRequest = z.object({
 /** A validated update request. */
 export type UpdateConfigRequest = z.infer<typeof updateConfigRequest>;
 
+/** A folder name as IMAP servers show it (no control characters). */
+const imapFolder = z.string().min(1).max(200)
+  .refine((name) => ![...name].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f), "no control characters")
+  .nullable();
+
+/**
+ * Body of `PATCH /smtp-configs/:ref/imap`: any subset of the IMAP settings; the first time,
+ * `host` and a login (`username` and `password`, or `use_smtp_login`).
+ */
+export const imapSettingsRequest = z.strictObject({
+  host: z.string().min(1).max(253).describe("The IMAP server, e.g. imap.fastmail.com"),
+  port: z.number().int().min(1).max(65535).describe("993 (tls, the default) or 143 (starttls)"),
+  security: z.enum(["tls", "starttls", "none"]).describe("tls (implicit, port 993; the default) or starttls"),
+  username: z.string().min(1).max(320).nullable().describe("The IMAP login (usually the mailbox address)"),
+  password: z.string().min(1).max(1024).describe("The IMAP password (kept in Vault, never shown again)"),
+  use_smtp_login: z.boolean().describe(
+    "Log in with the config's own SMTP username and password instead (most providers use the same ones)",
+  ),
+  read_bounces: z.boolean().describe(
+    "Read delivery status notifications and complaint reports from the inbox every few minutes (default true)",
+  ),
+  copy_to_sent: z.boolean().describe("Put a copy of each sent message in the Sent folder (default true)"),
+  sent_folder: imapFolder.describe("The folder for Sent copies (default: the one marked \\Sent, else one named Sent)"),
+  processed_folder: imapFolder.describe(
+    "Move matched reports to this folder (default null: the inbox is only read, nothing in it changes)",
+  ),
+}).partial()
+  .refine((c) => Object.keys(c).length > 0, { message: "give at least one setting" })
+  .refine((c) => !(c.password !== undefined && c.use_smtp_login === true), {
+    message: "give a password or use_smtp_login, not both",
+    path: ["use_smtp_login"],
+  });
+
+/** A validated IMAP settings request. */
+export type ImapSettingsRequest = z.infer<typeof imapSettingsRequest>;
+
 // Bulk sends (send-bulk) --------------------------------------------------------------------
 // The request is validated in two passes: this schema checks the request's own fields, and
 // every entry of `recipients` or `messages` is then validated on its own (bulkRecipient,

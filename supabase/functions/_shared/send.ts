@@ -1,6 +1,7 @@
 // One email, sent now: resolve the config (and its Vault password) and the template in
 // the user's RLS context, build the exact message, reserve capacity and write the
 // in-flight audit row in one transaction, talk SMTP, record the outcome.
+import { copyToSentLater } from "./mailbox/mod.ts";
 import type { UserClaims } from "./auth.ts";
 import type { AppContext } from "./context.ts";
 import { type Tx, withUser, withUserEndingWith } from "./db.ts";
@@ -818,6 +819,10 @@ export async function sendEmail(
     ? await retryDeferred(ctx, claims, auditId, outcomeOf(report), options.raw)
     : null;
   if (!retryAt) await recordOutcome(ctx, claims, auditId, outcomeOf(report));
+  // The sender sees it in their own Sent folder too (after the response; never a resend).
+  if (report.status === "sent" && prepared.config.imap?.copy_to_sent) {
+    copyToSentLater(ctx, claims, prepared.config.id, auditId, message.raw);
+  }
   if (report.status !== "sent") {
     const failure = report.failure!;
     throw new ApiError(502, failure.code, failure.message, {

@@ -12,7 +12,20 @@ import {
   resolveTokenUrl,
 } from "../_shared/smtp/egress.ts";
 import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
-import { createConfigRequest, HTTPS_TRANSPORT_HOSTS, parseBody, updateConfigRequest } from "../_shared/schemas.ts";
+import {
+  createConfigRequest,
+  HTTPS_TRANSPORT_HOSTS,
+  imapSettingsRequest,
+  parseBody,
+  updateConfigRequest,
+} from "../_shared/schemas.ts";
+import {
+  checkMailbox,
+  deleteImapSettings,
+  getImapSettings,
+  MailboxError,
+  putImapSettings,
+} from "../_shared/mailbox/mod.ts";
 import { applyPreset, listPresets } from "../_shared/presets/mod.ts";
 import {
   describeFailure,
@@ -26,6 +39,7 @@ import { finishVerification, listVerifications, startVerification } from "../_sh
 import { assertCanAuthenticate } from "../_shared/store/credential_guard.ts";
 import { oauthTokenSource } from "../_shared/store/oauth_tokens.ts";
 import { OAuthError } from "../_shared/oauth/mod.ts";
+import { isAgentRequest } from "../_shared/oversight/mod.ts";
 import { checkDeliverability } from "../_shared/deliverability/mod.ts";
 import {
   type ConfigWarning,
@@ -275,6 +289,40 @@ async function setFlag(
   return after;
 }
 
+/**
+ * `/smtp-configs/:ref/imap`: GET, PATCH (create or change), DELETE the config's IMAP settings;
+ * `POST /smtp-configs/:ref/imap/check` reads the inbox for bounce reports now.
+ */
+async function imap(ctx: AppContext, claims: UserClaims, ref: string, rest: string[], req: Request) {
+  const method = req.method;
+  if (rest.length === 1 && rest[0] === "check") {
+    if (method !== "POST") methodNotAllowed("POST");
+    const config = await withUser(ctx.sql, claims, (tx) => findConfig(tx, ref));
+    try {
+      return json({ config_id: config.id, ...await checkMailbox(ctx, claims, config.id) });
+    } catch (error) {
+      if (!(error instanceof MailboxError)) throw error;
+      throw new ApiError(502, error.code, error.message, { config_id: config.id });
+    }
+  }
+  if (rest.length > 0) throw new ApiError(404, "route_not_found", "No such route; use /imap or /imap/check");
+  if (method === "GET") return json(await withUser(ctx.sql, claims, (tx) => getImapSettings(tx, ref)));
+  // Refused at once here; the database refuses it too, whichever way it comes (Data API included).
+  if (["PATCH", "PUT", "DELETE"].includes(method) && isAgentRequest(req, claims)) {
+    throw new ApiError(
+      403,
+      "first_party_session_required",
+      "Only you, signed in yourself, can change where your mailbox is read and sent mail is copied",
+    );
+  }
+  if (method === "PATCH" || method === "PUT") {
+    const body = parseBody(imapSettingsRequest, await readJson(req, MAX_BODY_BYTES));
+    return json(await withUser(ctx.sql, claims, (tx) => putImapSettings(tx, ref, body, ctx.config.egress)));
+  }
+  if (method === "DELETE") return json(await withUser(ctx.sql, claims, (tx) => deleteImapSettings(tx, ref)));
+  methodNotAllowed("GET, PATCH, DELETE");
+}
+
 /** Build the smtp-configs handler over a shared context. */
 export function createSmtpConfigsHandler(ctx: AppContext): Handler {
   return serveJson(async (req) => {
@@ -282,6 +330,7 @@ export function createSmtpConfigsHandler(ctx: AppContext): Handler {
     const [ref, action, ...rest] = routeSegments(req, "smtp-configs");
     const method = req.method;
 
+    if (action === "imap" && ref !== undefined) return await imap(ctx, claims, ref, rest, req);
     if (rest.length > 0) throw new ApiError(404, "route_not_found", "No such route");
     if (ref === "presets" && action === undefined) {
       if (method !== "GET") methodNotAllowed("GET");

@@ -259,6 +259,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/smtp-configs/{ref}/imap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The config's IMAP settings (never the password) */
+        get: operations["getSmtpConfigsRefImap"];
+        put?: never;
+        post?: never;
+        /** Remove its IMAP settings and their password (your own session only) */
+        delete: operations["deleteSmtpConfigsRefImap"];
+        options?: never;
+        head?: never;
+        /** Set or change its IMAP settings: bounces read back from the inbox, Sent copies (your own session only) */
+        patch: operations["patchSmtpConfigsRefImap"];
+        trace?: never;
+    };
+    "/smtp-configs/{ref}/imap/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Read the inbox for bounce and complaint reports now (the outbox worker does it every few minutes) */
+        post: operations["postSmtpConfigsRefImapCheck"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/smtp-configs/{ref}/verifications": {
         parameters: {
             query?: never;
@@ -988,6 +1024,31 @@ export interface components {
                 client_secret?: string;
             };
         };
+        ImapSettingsRequest: {
+            /** @description The IMAP server, e.g. imap.fastmail.com */
+            host?: string;
+            /** @description 993 (tls, the default) or 143 (starttls) */
+            port?: number;
+            /**
+             * @description tls (implicit, port 993; the default) or starttls
+             * @enum {string}
+             */
+            security?: "tls" | "starttls" | "none";
+            /** @description The IMAP login (usually the mailbox address) */
+            username?: string | null;
+            /** @description The IMAP password (kept in Vault, never shown again) */
+            password?: string;
+            /** @description Log in with the config's own SMTP username and password instead (most providers use the same ones) */
+            use_smtp_login?: boolean;
+            /** @description Read delivery status notifications and complaint reports from the inbox every few minutes (default true) */
+            read_bounces?: boolean;
+            /** @description Put a copy of each sent message in the Sent folder (default true) */
+            copy_to_sent?: boolean;
+            /** @description The folder for Sent copies (default: the one marked \Sent, else one named Sent) */
+            sent_folder?: string | null;
+            /** @description Move matched reports to this folder (default null: the inbox is only read, nothing in it changes) */
+            processed_folder?: string | null;
+        };
         CreateTemplateRequest: {
             name: string;
             description?: string | null;
@@ -1448,6 +1509,13 @@ export interface components {
             duplicate_window_seconds: number;
             /** @description Hard bounces at RCPT join your suppression list */
             suppress_hard_bounces: boolean;
+            /** @description Its mailbox over IMAP (bounces read back, Sent copies); GET /smtp-configs/{ref}/imap has all */
+            imap: {
+                host: string;
+                read_bounces: boolean;
+                copy_to_sent: boolean;
+                last_error: string | null;
+            } | null;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1503,6 +1571,13 @@ export interface components {
             duplicate_window_seconds: number;
             /** @description Hard bounces at RCPT join your suppression list */
             suppress_hard_bounces: boolean;
+            /** @description Its mailbox over IMAP (bounces read back, Sent copies); GET /smtp-configs/{ref}/imap has all */
+            imap: {
+                host: string;
+                read_bounces: boolean;
+                copy_to_sent: boolean;
+                last_error: string | null;
+            } | null;
             has_password: boolean;
             /** @description When the server, login, password or OAuth grant last changed */
             credentials_changed_at: string;
@@ -1563,6 +1638,13 @@ export interface components {
                 duplicate_window_seconds: number;
                 /** @description Hard bounces at RCPT join your suppression list */
                 suppress_hard_bounces: boolean;
+                /** @description Its mailbox over IMAP (bounces read back, Sent copies); GET /smtp-configs/{ref}/imap has all */
+                imap: {
+                    host: string;
+                    read_bounces: boolean;
+                    copy_to_sent: boolean;
+                    last_error: string | null;
+                } | null;
                 has_password: boolean;
                 /** @description When the server, login, password or OAuth grant last changed */
                 credentials_changed_at: string;
@@ -2016,6 +2098,52 @@ export interface components {
             address: string;
             /** @constant */
             deleted: true;
+        };
+        ImapSettings: {
+            /** Format: uuid */
+            config_id: string;
+            host: string;
+            port: number;
+            /** @enum {string} */
+            security: "tls" | "starttls" | "none";
+            username: string | null;
+            /** @description An IMAP password is stored (in Vault; never shown) */
+            has_password: boolean;
+            /** @description Logs in with the config's SMTP username and password */
+            use_smtp_login: boolean;
+            read_bounces: boolean;
+            copy_to_sent: boolean;
+            sent_folder: string | null;
+            processed_folder: string | null;
+            /** @description When the inbox was last read */
+            checked_at: string | null;
+            /** @description Why the last check or Sent copy could not log in, if it could not */
+            last_error: string | null;
+            last_error_at: string | null;
+            /** @description ISO 8601 */
+            next_check_at: string;
+            /** @description ISO 8601 */
+            created_at: string;
+            /** @description ISO 8601 */
+            updated_at: string;
+        };
+        ImapDeleted: {
+            /** Format: uuid */
+            config_id: string;
+            /** @constant */
+            deleted: true;
+        };
+        MailboxCheck: {
+            /** Format: uuid */
+            config_id: string;
+            /** @description New messages looked at */
+            checked: number;
+            /** @description Delivery status notifications and complaint reports among them */
+            reports: number;
+            /** @description Reports about your own messages: recorded, and hard bounces suppressed */
+            matched: number;
+            /** @description Matched reports moved to processed_folder */
+            moved: number;
         };
         Guardrails: {
             config_id: string | null;
@@ -3237,6 +3365,12 @@ export interface operations {
                      *           },
                      *           "duplicate_window_seconds": 600,
                      *           "suppress_hard_bounces": true,
+                     *           "imap": {
+                     *             "host": "imap.fastmail.com",
+                     *             "read_bounces": true,
+                     *             "copy_to_sent": true,
+                     *             "last_error": null
+                     *           },
                      *           "has_password": true,
                      *           "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *           "needs_attention": null,
@@ -3374,6 +3508,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3629,6 +3769,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -3850,6 +3996,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4173,6 +4325,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4299,6 +4457,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4416,6 +4580,12 @@ export interface operations {
                      *       },
                      *       "duplicate_window_seconds": 600,
                      *       "suppress_hard_bounces": true,
+                     *       "imap": {
+                     *         "host": "imap.fastmail.com",
+                     *         "read_bounces": true,
+                     *         "copy_to_sent": true,
+                     *         "last_error": null
+                     *       },
                      *       "has_password": true,
                      *       "credentials_changed_at": "2026-11-20T09:12:03.512Z",
                      *       "needs_attention": null,
@@ -4574,6 +4744,415 @@ export interface operations {
             };
             /** @description Our fault (quote details.request_id): `internal_error` */
             500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getSmtpConfigsRefImap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Config id or name */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The settings */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImapSettings"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `imap_not_configured`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteSmtpConfigsRefImap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Config id or name */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImapDeleted"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `imap_not_configured`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    patchSmtpConfigsRefImap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Config id or name */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "host": "imap.fastmail.com",
+                 *       "port": 993,
+                 *       "use_smtp_login": true
+                 *     }
+                 */
+                "application/json": components["schemas"]["ImapSettingsRequest"];
+            };
+        };
+        responses: {
+            /** @description The settings */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImapSettings"];
+                };
+            };
+            /** @description Invalid input: `invalid_json`, `json_too_deep`, `invalid_request`, `imap_host_invalid` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed`, `first_party_session_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request body too slow: `body_timeout` */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too large: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cannot be processed: `imap_login_unavailable`, `imap_host_forbidden`, `imap_port_not_allowed`, `plaintext_not_allowed` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unavailable; retry shortly (see Retry-After): `auth_unavailable`, `server_busy`, `database_unavailable`, `database_timeout` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description An error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postSmtpConfigsRefImapCheck: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Config id or name */
+                ref: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What was read and matched */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MailboxCheck"];
+                };
+            };
+            /** @description Not authenticated: `missing_token`, `invalid_token`, `token_expired`, `user_not_found` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden: `anonymous_user_not_allowed` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found: `config_not_found`, `imap_not_configured`, `route_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Method not allowed: `method_not_allowed` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Cannot be processed: `imap_host_forbidden` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Our fault (quote details.request_id): `internal_error` */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The SMTP server refused or failed (details.retryable): `imap_incomplete`, `imap_host_not_found`, `imap_auth_failed`, `imap_unreachable`, `imap_timeout`, `imap_tls_failed`, `imap_failed` */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,6 +10,7 @@
 // a slow, refusing or rate-limited server holds only its own mail. What the run holds is
 // bounded by rows and by payload bytes (the claim's bound), so no user's payloads can exhaust
 // the instance's memory; its CPU time is bounded too (the platform's 2 s per invocation).
+import { checkDueMailboxes, sentCopies } from "../mailbox/mod.ts";
 import process from "node:process";
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
@@ -62,6 +63,8 @@ export interface DrainReport {
   unknown: number;
   /** Rows that ended with nobody to send to: every recipient on the owner's suppression list. */
   suppressed: number;
+  /** Owners' mailboxes read for bounce reports meanwhile. */
+  mailboxes_checked: number;
   postponed: number;
   swept: number;
   duration_ms: number;
@@ -133,6 +136,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
       failed: 0,
       unknown: 0,
       suppressed: 0,
+      mailboxes_checked: 0,
       postponed: 0,
       swept: 0,
       duration_ms: 0,
@@ -158,6 +162,8 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
   // Fingerprints past their duplicate window, and stored attachments past their retention, are
   // forgotten meanwhile (never in the sends' way: a failure here is logged, and the run goes on).
+  // Bounce reports in the owners' mailboxes are read meanwhile (each due mailbox every few minutes).
+  const reading = checkDueMailboxes(ctx, { deadline: run.deadline });
   const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments(),
                                     private.forget_old_message_contents()`
     .catch((error) => logError("could not forget expired fingerprints and attachments", error));
@@ -166,6 +172,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     await runLanes(run);
   } finally {
     await forgetting;
+    run.report.mailboxes_checked = (await reading).mailboxes;
     await run.recorder.settled();
     if (run.pool !== ctx.smtpPool) run.pool.close();
     // What is still claimed and not started goes back now, not when its lease runs out (a
@@ -680,6 +687,8 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
   let pausedFor = pausedAlready ? "paused" : config?.needs_attention ?? undefined;
   if (config?.needs_attention) run.paused.add(config.id);
   let pauseNow: string | undefined;
+  // Sent messages are copied to the mailbox's Sent folder as they go (one IMAP session per group).
+  const copies = config?.imap?.copy_to_sent ? sentCopies(run.ctx, group.owner, config.id) : null;
 
   // Rows whose request or content is wrong fail now; the others go in order.
   const failed = group.rows.filter((_, i) => prepared[i] && "error" in prepared[i]);
@@ -726,6 +735,10 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
           continue;
         }
         run.recorder.add(group.owner, { id: row.id, outcome });
+        // Copied once: on the attempt that first reached a recipient (a retry of deferred ones is not copied again).
+        if (copies && outcome.status === "sent" && !row.recipients?.some((r) => r.status === "accepted")) {
+          await copies.add(row.id, item.message.raw);
+        }
         if (config && pushedBack(outcome) && !backOff) {
           // The server refused the session or the sender for now (too many connections, a rate
           // limit): this message's attempt counts, the rest wait out the backoff untried and
@@ -763,6 +776,7 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
   // Then up to max_connections at once.
   const width = widthOf(run, group);
   await Promise.all(Array.from({ length: Math.min(width, sendable.length - next) }, () => session(Infinity)));
+  await copies?.finish();
   // What no session took (paused, pushed back, out of time) waits, a backoff's time.
   result.later.push(...sendable.slice(next).map((row) => row.id));
   if (config && run.backedOff.has(config.id)) result.retryAfterSeconds = run.backedOff.get(config.id)!;

@@ -164,6 +164,22 @@ export const SMTP_HOST: Destination = {
   codes: { invalid: "smtp_host_invalid", forbidden: "smtp_host_forbidden", notFound: "smtp_host_not_found" },
 };
 
+/** A config's IMAP server (bounces read back, Sent copies). */
+export const IMAP_HOST: Destination = {
+  noun: "IMAP host",
+  example: "a local Dovecot",
+  codes: {
+    invalid: "imap_host_invalid",
+    forbidden: "imap_host_forbidden",
+    notFound: "imap_host_not_found",
+    port: "imap_port_not_allowed",
+  },
+  field: "host",
+};
+
+/** Ports IMAP uses: 993 (implicit TLS) and 143 (STARTTLS); others need the allowlist. */
+export const IMAP_PORTS: readonly number[] = [993, 143];
+
 /** The token endpoint of a custom OAuth provider (`oauth.token_url`). */
 export const TOKEN_ENDPOINT: Destination = {
   noun: "Token endpoint host",
@@ -483,6 +499,49 @@ export async function resolveTokenUrl(
   options: ResolveOptions = {},
 ): Promise<ResolvedEndpoint> {
   return await resolveHttpsUrl(policy, TOKEN_ENDPOINT, input, options);
+}
+
+/**
+ * Check an IMAP server without DNS: the address rules of an SMTP host, plaintext only where the
+ * deployment allows it, and an IMAP port (993, 143) unless the allowlist names the host.
+ *
+ * @throws ApiError 400 `imap_host_invalid`, 422 `imap_host_forbidden` / `imap_port_not_allowed` /
+ *   `plaintext_not_allowed`.
+ */
+export function checkImapServerStatically(
+  policy: EgressPolicy,
+  server: { host: string; port: number; security: string },
+): ParsedHost {
+  if (server.security === "none" && !policy.allowPlaintext) {
+    throw new ApiError(
+      422,
+      "plaintext_not_allowed",
+      `security "none" sends the IMAP password unencrypted and is disabled on this deployment; use tls (993) or ` +
+        `starttls (143), or set ${EGRESS_SETTINGS.plaintext}=true for a server on the deployment's own network`,
+      { setting: EGRESS_SETTINGS.plaintext },
+    );
+  }
+  const parsed = checkNameStatically(policy, IMAP_HOST, server.host, server.port);
+  if (!IMAP_PORTS.includes(server.port) && !allowlisted(policy, parsed.host, server.port)) {
+    throw new ApiError(
+      422,
+      "imap_port_not_allowed",
+      `Port ${server.port} is not an IMAP port; use 993 (tls) or 143 (starttls), or allow it for this host with ` +
+        `${EGRESS_SETTINGS.allowlist}=${parsed.host}:${server.port}`,
+      { port: server.port, allowed_ports: [...IMAP_PORTS], settings: [EGRESS_SETTINGS.allowlist] },
+    );
+  }
+  return parsed;
+}
+
+/** Check an IMAP server and resolve its host once, every answer public unless allowlisted. */
+export async function resolveImapServer(
+  policy: EgressPolicy,
+  server: { host: string; port: number; security: string },
+  options: ResolveOptions = {},
+): Promise<ResolvedTarget> {
+  const parsed = checkImapServerStatically(policy, server);
+  return await resolveChecked(policy, IMAP_HOST, parsed, server.port, options);
 }
 
 /** Check an HTTPS URL of a destination and resolve its host once, as {@linkcode resolveTokenUrl} does. */

@@ -36,6 +36,8 @@ export interface SmtpConfig {
   duplicate_window_seconds: number;
   /** Hard bounces at RCPT join the owner's suppression list. */
   suppress_hard_bounces: boolean;
+  /** Its mailbox over IMAP (GET /smtp-configs/:id/imap has the whole settings), or null. */
+  imap: { host: string; read_bounces: boolean; copy_to_sent: boolean; last_error: string | null } | null;
   has_password: boolean;
   /** When the server, login, password or OAuth grant last changed (ISO 8601). */
   credentials_changed_at: string;
@@ -71,6 +73,9 @@ function columns(tx: Tx) {
             json_build_object('per_minute', c.max_per_minute, 'per_day', c.max_per_day,
                               'max_connections', c.max_connections) as limits,
             c.duplicate_window_seconds, c.suppress_hard_bounces,
+            (select json_build_object('host', i.host, 'read_bounces', i.read_bounces, 'copy_to_sent', i.copy_to_sent,
+                                      'last_error', i.last_error)
+               from public.smtp_config_imap i where i.config_id = c.id) as imap,
             c.password_secret_id is not null as has_password, ${
     isoUtc(tx, "c.credentials_changed_at")
   } as credentials_changed_at,

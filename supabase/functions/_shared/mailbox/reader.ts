@@ -1,0 +1,146 @@
+// Reading bounces back: a config's inbox, from where the last check stopped, for delivery status
+// notifications and complaint reports about the owner's messages. The inbox is opened read-only
+// (nothing of the user's mail changes) unless the user asked for matched reports to be moved to
+// a folder. Everything is done as the owner: the credentials are decrypted for them and the
+// reports recorded in their RLS context (private.record_mailbox_reports).
+import type { UserClaims } from "../auth.ts";
+import type { AppContext } from "../context.ts";
+import { withUser } from "../db.ts";
+import { ApiError } from "../http.ts";
+import { loadImapLogin, MailboxError, withMailbox } from "./imap.ts";
+import { type DeliveryReport, readReports } from "./reports.ts";
+
+/** What one check did. */
+export interface MailboxCheck {
+  /** New messages looked at. */
+  checked: number;
+  /** Delivery and complaint reports among them. */
+  reports: number;
+  /** Reports about the owner's own messages (recorded). */
+  matched: number;
+  /** Matched reports moved to the processed folder. */
+  moved: number;
+}
+
+/** Most new messages one check looks at (the rest wait for the next). */
+export const MAX_MESSAGES_PER_CHECK = 200;
+/** Larger messages are not read (a report with a big original attached is cut by its sender). */
+const MAX_REPORT_BYTES = 2 * 1024 * 1024;
+/** A mailbox read for the first time (or whose UIDs were reset): mail from this long before its settings. */
+const FIRST_LOOK_BACK_MS = 2 * 24 * 60 * 60 * 1000;
+
+/**
+ * Check one of `owner`'s mailboxes now. A failure is recorded on the settings (`last_error`)
+ * and thrown as MailboxError.
+ *
+ * @throws ApiError 404 `imap_not_configured`; MailboxError with the reason.
+ */
+export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId: string): Promise<MailboxCheck> {
+  const login = await withUser(ctx.sql, owner, (tx) => loadImapLogin(tx, configId));
+  if (!login) throw new ApiError(404, "imap_not_configured", "This config has no IMAP settings");
+  try {
+    return await withMailbox(ctx, login, async ({ client }) => {
+      const moving = login.processed_folder !== null;
+      const lock = await client.getMailboxLock("INBOX", { readOnly: !moving });
+      try {
+        const box = client.mailbox;
+        const uidValidity = box ? String(box.uidValidity) : null;
+        const since = login.uid_validity !== null && login.uid_validity === uidValidity && login.last_uid !== null
+          ? BigInt(login.last_uid)
+          : null;
+        const found = since === null
+          ? await client.search({ since: new Date(login.created_at.getTime() - FIRST_LOOK_BACK_MS) }, { uid: true })
+          : await client.search({ uid: `${since + 1n}:*` }, { uid: true });
+        const uids = (found || []).filter((uid) => since === null || BigInt(uid) > since).sort((a, b) => a - b)
+          .slice(0, MAX_MESSAGES_PER_CHECK);
+        // Reports by structure first (cheap), then only their sources.
+        const candidates: number[] = [];
+        if (uids.length > 0) {
+          for await (
+            const message of client.fetch(uids, { uid: true, bodyStructure: true, size: true }, { uid: true })
+          ) {
+            const type = message.bodyStructure?.type?.toLowerCase();
+            if (type === "multipart/report" && (message.size ?? 0) <= MAX_REPORT_BYTES) candidates.push(message.uid);
+          }
+        }
+        const reports: { uid: number; report: DeliveryReport }[] = [];
+        if (candidates.length > 0) {
+          for await (const message of client.fetch(candidates, { uid: true, source: true }, { uid: true })) {
+            if (!message.source) continue;
+            for (const report of await readReports(message.source)) reports.push({ uid: message.uid, report });
+          }
+        }
+        const lastUid = uids.length > 0 ? String(uids[uids.length - 1]) : login.last_uid;
+        const matched = await withUser(ctx.sql, owner, async (tx) => {
+          const [row] = await tx<{ matched: number[] }[]>`
+            select private.record_mailbox_reports(${configId}::uuid, ${tx.json(reports.map((r) => r.report) as never)},
+                                                  ${uidValidity}::bigint, ${lastUid}::bigint) as matched`;
+          return row.matched;
+        });
+        const matchedUids = [...new Set(matched.map((position) => reports[position - 1].uid))];
+        if (moving && matchedUids.length > 0) {
+          await client.messageMove(matchedUids, login.processed_folder!, { uid: true });
+        }
+        return {
+          checked: uids.length,
+          reports: reports.length,
+          matched: matched.length,
+          moved: moving ? matchedUids.length : 0,
+        };
+      } finally {
+        lock.release();
+      }
+    });
+  } catch (error) {
+    if (!(error instanceof MailboxError)) throw error;
+    await withUser(ctx.sql, owner, (tx) => tx`select private.record_mailbox_error(${configId}::uuid, ${error.message})`)
+      .catch(() => {});
+    throw error;
+  }
+}
+
+/** What the worker's round of mailbox checks did. */
+export interface MailboxRound {
+  mailboxes: number;
+  matched: number;
+  failed: number;
+}
+
+/**
+ * The worker's share: the mailboxes due for a check (each taken for five minutes, so no two
+ * workers read one), checked two at a time while there is time. Never throws.
+ */
+export async function checkDueMailboxes(
+  ctx: AppContext,
+  options: { deadline: number; limit?: number },
+): Promise<MailboxRound> {
+  const round: MailboxRound = { mailboxes: 0, matched: 0, failed: 0 };
+  let due: { config_id: string; user_id: string }[];
+  try {
+    due = await ctx.sql<{ config_id: string; user_id: string }[]>`
+      select config_id, user_id from private.claim_mailbox_checks(${options.limit ?? 4})`;
+  } catch (error) {
+    console.error(JSON.stringify({ msg: "could not claim mailbox checks", error: String(error) }));
+    return round;
+  }
+  const next = () => due.shift();
+  const worker = async () => {
+    for (let item = next(); item && Date.now() < options.deadline; item = next()) {
+      round.mailboxes++;
+      try {
+        const check = await checkMailbox(ctx, { sub: item.user_id, role: "authenticated" }, item.config_id);
+        round.matched += check.matched;
+      } catch (error) {
+        round.failed++;
+        // The reason is on the settings; the log says which config (never the credentials).
+        console.error(JSON.stringify({
+          msg: "mailbox check failed",
+          config_id: item.config_id,
+          code: error instanceof MailboxError ? error.code : "internal_error",
+        }));
+      }
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  return round;
+}
