@@ -11,6 +11,7 @@ import { ensureUser } from "./users.ts";
 import { loadOrCreateCertificates } from "./certs.ts";
 import { caughtMessage, MessageStore, startSmtpCatcher } from "./smtp_catcher.ts";
 import { startOAuthStandin } from "./oauth_standin.ts";
+import { dovecotBinary, startDovecot } from "./dovecot.ts";
 import { startInbox } from "./inbox.ts";
 import { startApiReference } from "./api_reference.ts";
 import { buildDashboard, startDashboard } from "./dashboard.ts";
@@ -24,20 +25,38 @@ import { claimStackState, releaseStackState, type StackState, updateStackState }
 const CATCHER_USER = { username: "mailroom", password: "mailroom-local" };
 const DEMO_EMAIL = "demo@mailroom.local";
 
-async function ensureDemoConfig(dbUrl: string, userId: string): Promise<void> {
+/** The demo user's IMAP login on the local Dovecot (its mailbox: bounces arrive there, Sent copies go there). */
+const IMAP_USER = { name: DEMO_EMAIL, password: "mailroom-local-imap" };
+
+async function ensureDemoConfig(dbUrl: string, userId: string, imapPort: number | null): Promise<void> {
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   try {
     await sql.begin(async (tx) => {
       const claims = JSON.stringify({ sub: userId, role: "authenticated" });
       await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('role', 'authenticated', true)`;
-      const existing = await tx`select id from public.user_smtp_configs where name = 'local-inbox'`;
-      if (existing.length > 0) return;
-      const [row] = await tx<{ id: string }[]>`
-        insert into public.user_smtp_configs (name, host, port, security, username, from_email, from_name, is_default)
-        values ('local-inbox', 'localhost', ${LOCAL_PORTS.smtp}, 'starttls', ${CATCHER_USER.username},
-                ${DEMO_EMAIL}, 'Mailroom Demo', true)
-        returning id`;
-      await tx`select private.set_smtp_config_password(${row.id}::uuid, ${CATCHER_USER.password})`;
+      let [row] = await tx<{ id: string }[]>`select id from public.user_smtp_configs where name = 'local-inbox'`;
+      if (!row) {
+        [row] = await tx<{ id: string }[]>`
+          insert into public.user_smtp_configs (name, host, port, security, username, from_email, from_name, is_default)
+          values ('local-inbox', 'localhost', ${LOCAL_PORTS.smtp}, 'starttls', ${CATCHER_USER.username},
+                  ${DEMO_EMAIL}, 'Mailroom Demo', true)
+          returning id`;
+        await tx`select private.set_smtp_config_password(${row.id}::uuid, ${CATCHER_USER.password})`;
+      }
+      // Its mailbox on the local Dovecot: Sent copies, and the catcher's bounces to read back.
+      if (imapPort === null) return;
+      const [imap] = await tx<{ port: number; has_password: boolean }[]>`
+        select port, password_secret_id is not null as has_password
+          from public.smtp_config_imap where config_id = ${row.id}::uuid`;
+      if (imap?.port === imapPort && imap.has_password) return;
+      if (imap) {
+        // Moved (MAILROOM_IMAP_PORT): the new destination drops the password, given again below.
+        await tx`update public.smtp_config_imap set port = ${imapPort} where config_id = ${row.id}::uuid`;
+      } else {
+        await tx`insert into public.smtp_config_imap (config_id, host, port, security, username)
+                 values (${row.id}::uuid, 'localhost', ${imapPort}, 'tls', ${IMAP_USER.name})`;
+      }
+      await tx`select private.set_imap_password(${row.id}::uuid, ${IMAP_USER.password})`;
     });
   } finally {
     await sql.end();
@@ -212,12 +231,21 @@ async function startStack(
   onStarted(oauthStandin.close);
   // The catchers take XOAUTH2 logins with the stand-in's tokens, as Gmail's SMTP server does;
   // replyByAddress: temp-451@…, perm-550@… and friends answer like real refusals (docs/local-stack.md).
+  // The demo user's mailbox (Debian's dovecot-imapd, when installed): mail the catcher accepts for
+  // bounce-511@… comes back there as a Postfix-style bounce, for the bounce reader to find.
+  const dovecot = dovecotBinary()
+    ? await startDovecot({ dir: `${LOCAL_DIR}/dovecot`, port: LOCAL_PORTS.imap, tls, users: [IMAP_USER] })
+    : null;
+  if (dovecot) onStarted(dovecot.stop);
   const common = {
     tls,
     users,
     store,
     replyByAddress: true,
     acceptAccessToken: (_user: string, token: string) => oauthStandin.acceptsSmtpToken(token),
+    onBounce: dovecot
+      ? (bounce: { sender: string; report: string }) => dovecot.deliver(bounce.sender, bounce.report)
+      : undefined,
   };
   const starttls = await startSmtpCatcher({ port: LOCAL_PORTS.smtp, mode: "starttls", ...common });
   onStarted(starttls.close);
@@ -247,6 +275,7 @@ async function startStack(
       MAILROOM_EGRESS_ALLOWLIST: [
         `localhost:${LOCAL_PORTS.smtp}`,
         `localhost:${LOCAL_PORTS.smtps}`,
+        `localhost:${LOCAL_PORTS.imap}`,
         ...(Deno.env.get("MAILROOM_EGRESS_ALLOWLIST") ?? "").split(",").map((e) => e.trim()).filter(Boolean),
       ].join(","),
       SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
@@ -256,6 +285,8 @@ async function startStack(
       // Opening an unsubscribe link shows the dashboard's confirmation page, with its button.
       MAILROOM_UNSUBSCRIBE_PAGE_URL: Deno.env.get("MAILROOM_UNSUBSCRIBE_PAGE_URL") ??
         `http://127.0.0.1:${LOCAL_PORTS.dashboard}/unsubscribe.html`,
+      // A bounce shows within seconds here (hosted: every 5 minutes).
+      MAILROOM_MAILBOX_CHECK_SECONDS: Deno.env.get("MAILROOM_MAILBOX_CHECK_SECONDS") ?? "10",
     },
     onRequest: options.logRequests
       ? (entry) => entry.userAgent !== SCHEDULER_AGENT && console.log(formatRequestLine(entry))
@@ -274,7 +305,7 @@ async function startStack(
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   const userId = await ensureUser(sql, DEMO_EMAIL);
   await sql.end();
-  await ensureDemoConfig(dbUrl, userId);
+  await ensureDemoConfig(dbUrl, userId, dovecot ? dovecot.port : null);
   const issuer = `${apiUrl}/auth/v1`;
   const token = await mintToken(signingKey, { issuer, sub: userId, email: DEMO_EMAIL, expiresIn: "24h" });
   const anonKey = await mintToken(signingKey, { issuer, role: "anon", expiresIn: "10y" });
@@ -307,6 +338,12 @@ mailroom local stack is running${bootstrapped ? " (platform bootstrap applied)" 
   SMTP       127.0.0.1:${LOCAL_PORTS.smtp} (STARTTLS), 127.0.0.1:${LOCAL_PORTS.smtps} (TLS), user ${CATCHER_USER.username}
   Dashboard  http://127.0.0.1:${LOCAL_PORTS.dashboard}   (one click signs you in as the demo user)
   Inbox      http://127.0.0.1:${LOCAL_PORTS.inbox}
+  IMAP       ${
+    dovecot
+      ? `127.0.0.1:${dovecot.port} (TLS), user ${IMAP_USER.name}, password ${IMAP_USER.password}: Sent copies; ` +
+        "bounce-511@… bounces back here"
+      : "not started (install Debian's dovecot-imapd for Sent copies and local bounces)"
+  }
   API docs   http://127.0.0.1:${LOCAL_PORTS.docs}   (OpenAPI: ${apiUrl}/functions/v1/openapi)
   Anon key   ${anonKey}
 

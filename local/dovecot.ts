@@ -218,3 +218,27 @@ service imap-login {
     },
   };
 }
+
+/**
+ * Stop a Dovecot that a killed run left in `dir` (its master's pid file), as `npm run stop` does
+ * after `kill -9`; true when there was one.
+ */
+export async function stopLeftoverDovecot(dir: string): Promise<boolean> {
+  let pid: number;
+  try {
+    pid = Number(Deno.readTextFileSync(join(dir, "run", "master.pid")).trim());
+    if (!Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("dovecot")) return false;
+    Deno.kill(pid, "SIGTERM");
+  } catch {
+    return false;
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    } catch {
+      return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}

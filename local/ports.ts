@@ -3,7 +3,7 @@
 import { ROOT } from "./postgres.ts";
 
 /** The stack's services, by the name of their port. */
-export type PortName = "api" | "db" | "dashboard" | "inbox" | "docs" | "smtp" | "smtps" | "oauth";
+export type PortName = "api" | "db" | "dashboard" | "inbox" | "docs" | "smtp" | "smtps" | "oauth" | "imap";
 
 /** Default port and the environment variable that moves it, per service. */
 export const PORT_SETTINGS: Readonly<Record<PortName, { env: string; default: number; what: string }>> = {
@@ -15,6 +15,7 @@ export const PORT_SETTINGS: Readonly<Record<PortName, { env: string; default: nu
   docs: { env: "MAILROOM_DOCS_PORT", default: 54326, what: "API docs" },
   smtps: { env: "MAILROOM_SMTPS_PORT", default: 54465, what: "SMTP catcher (implicit TLS)" },
   oauth: { env: "MAILROOM_OAUTH_PORT", default: 54327, what: "OAuth providers' stand-in" },
+  imap: { env: "MAILROOM_IMAP_PORT", default: 54993, what: "IMAP mailbox (Dovecot, implicit TLS)" },
 };
 
 /**

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { bounceReport, BOUNCING } from "./bounce_report.ts";
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import { join } from "node:path";
@@ -192,6 +193,12 @@ export interface SmtpCatcherOptions {
    * Gmail's and Microsoft 365's SMTP servers check theirs).
    */
   acceptAccessToken?: (user: string, token: string) => boolean;
+  /**
+   * Accept `bounce-511@…` recipients (as a submission server accepts any outside address), then
+   * hand a Postfix-style bounce for each to this, addressed to the envelope sender: the local
+   * stack delivers it into the sender's IMAP mailbox (local/bounce_report.ts).
+   */
+  onBounce?: (bounce: { sender: string; recipient: string; report: string }) => void | Promise<void>;
 }
 
 /** A running catcher. */
@@ -314,8 +321,15 @@ function serverOptions(
         })();
       }
       receive(stream, session)
-        .then((message) => {
+        .then(async (message) => {
           store.add(message);
+          if (options.onBounce) {
+            for (const recipient of message.envelope.rcptTo.filter((r) => BOUNCING.test(r))) {
+              const report = bounceReport({ sender: message.envelope.mailFrom, recipient, original: message.raw });
+              await Promise.resolve(options.onBounce({ sender: message.envelope.mailFrom, recipient, report }))
+                .catch((error) => options.onError?.(error as Error));
+            }
+          }
           return message.id;
         })
         .then(

@@ -3,6 +3,7 @@
 // drops it when the process ends, however it ends (`kill -9` too). A pid in a file can be reused
 // by any other program, so `.local/stack.json` only carries information (pid, ports, URLs,
 // database URL, function pids) and is believed only while the lock is held.
+import { stopLeftoverDovecot } from "./dovecot.ts";
 import { ROOT, stopCluster } from "./postgres.ts";
 import { LOCAL_DIR, type PortName } from "./ports.ts";
 import { commandLineOf, isAlive } from "./processes.ts";
@@ -165,6 +166,7 @@ export async function stopStack(path = STATE_FILE, timeoutMs = 30_000): Promise<
     if (!state) return { kind: "not_running" };
     const functionPids = stopLeftoverFunctions(state);
     const cluster = state.clusterDir ? await stopCluster(state.clusterDir) : false;
+    await stopLeftoverDovecot(`${path.slice(0, path.lastIndexOf("/"))}/dovecot`);
     try {
       Deno.removeSync(path);
     } catch {

@@ -275,6 +275,34 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "the demo mailbox: a Sent copy, and bounce-511@ read back as a hard bounce by the worker",
+        async () => {
+          const token = /export TOKEN=(\S+)/.exec(stack.lines.join("\n"))![1];
+          const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+          assert.match(stack.lines.join("\n"), new RegExp(`IMAP       127.0.0.1:${ports.imap} \\(TLS\\)`));
+          const res = await fetch(`${api}/functions/v1/send-email`, {
+            method: "POST",
+            headers,
+            body: JSON.stringify({ to: "bounce-511@example.com", subject: "Bounce me", text: "x" }),
+          });
+          assert.equal(res.status, 200, await res.clone().text());
+          // The scheduler's worker finds the bounce within MAILROOM_MAILBOX_CHECK_SECONDS (10 s here).
+          const until = Date.now() + 30_000;
+          let suppressed: Response | undefined;
+          while (Date.now() < until) {
+            suppressed = await fetch(`${api}/functions/v1/suppressions/bounce-511%40example.com`, { headers });
+            if (suppressed.status === 200) break;
+            await suppressed.body?.cancel();
+            await new Promise((resolve) => setTimeout(resolve, 500));
+          }
+          assert.equal(suppressed?.status, 200, "the bounce was read back and suppressed");
+          assert.equal((await suppressed!.json()).reason, "hard_bounce");
+          const settings = await (await fetch(`${api}/functions/v1/smtp-configs/local-inbox/imap`, { headers })).json();
+          assert.equal(settings.last_error, null);
+        },
+      );
+
       await t.step("stop stops it: one message, processes gone, ports free, state removed", async () => {
         const stopped = await runScript("stop.ts", env);
         assert.equal(stopped.code, 0, stopped.output);

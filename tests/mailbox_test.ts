@@ -29,14 +29,16 @@ Deno.test({
   sanitizeResources: false,
   fn: async (t) => {
     const stack = await startTestStack();
+    let dovecot: Dovecot | undefined;
+    // As the local stack's: bounce-511@… is accepted, then bounced into the sender's mailbox.
     const smtp = await startSmtpCatcher({
       mode: "tls",
       tls: { key: stack.certs.key, cert: stack.certs.cert },
       users: { mailer: "pw" },
+      onBounce: (bounce) => dovecot?.deliver("owner", bounce.report),
     });
     const dir = await Deno.makeTempDir({ prefix: "mailroom-test-dovecot-" });
     const IMAP_PASSWORD = `imap-secret-${crypto.randomUUID()}`;
-    let dovecot: Dovecot | undefined;
     try {
       dovecot = await startDovecot({
         dir,
@@ -166,6 +168,22 @@ Deno.test({
         assert.equal((await body(await call(owner, "smtp-configs/main/imap", { method: "GET" }))).host, "localhost");
       });
 
+      await t.step("the SMTP login is sent only to an IMAP server in the SMTP server's domain", async () => {
+        const res = await call(owner, "smtp-configs/main/imap", {
+          method: "PATCH",
+          body: { host: "imap.attacker.example", port: 993, use_smtp_login: true },
+        });
+        assert.equal(await errorCode(res, 422), "imap_login_unavailable");
+        // Nor through the Data API: the database gives the SMTP password to no other host.
+        await stack.asDataApi(owner, async (tx) => {
+          await tx`update public.smtp_config_imap set host = 'imap.attacker.example', use_smtp_login = true`;
+          const [login] = await tx`select password from private.imap_login(
+            (select config_id from public.smtp_config_imap limit 1))`;
+          assert.equal(login.password, null);
+          throw new Error("rolled back");
+        }).catch((error) => assert.match(String(error), /rolled back/));
+      });
+
       await t.step("a new host drops the stored password unless it is given again", async () => {
         const moved = await body(
           await call(owner, "smtp-configs/main/imap", { method: "PATCH", body: { username: "someone-else" } }),
@@ -239,6 +257,13 @@ Deno.test({
         assert.equal(row.reports[0].remote_mta, "127.0.0.1");
         const listed = await body(await call(owner, "suppressions/gone%40example.net", { method: "GET" }));
         assert.equal(listed.reason, "hard_bounce");
+        // What the API shows of it.
+        const page = await body<{ messages: Record<string, unknown>[] }>(
+          await call(owner, "email-analytics/messages?recipient=gone%40example.net", { method: "GET" }),
+        );
+        assert.deepEqual(page.messages[0].bounced, ["gone@example.net"]);
+        assert.equal((page.messages[0].reports as { kind: string }[])[0].kind, "bounce");
+        assert.equal((page.messages[0].sent_copy as { status: string }).status, "copied");
         assert.match(String(listed.source), /5\.1\.1/);
         // The user's own mail is as it was: still unread, still in the inbox.
         const inbox = await dovecot!.messages("owner");
@@ -252,6 +277,15 @@ Deno.test({
           matched: 0,
           moved: 0,
         });
+      });
+
+      await t.step("the local catcher's bounce-511@ comes back into the mailbox and is read", async () => {
+        const sent = await send(owner, { to: "bounce-511@example.com" });
+        assert.equal(smtp.messages().filter((m) => m.envelope.rcptTo.includes("bounce-511@example.com")).length, 1);
+        assert.equal((await check()).matched, 1);
+        const row = await auditRow(sent.id);
+        assert.deepEqual(row.bounced, ["bounce-511@example.com"]);
+        assert.equal(row.recipients[0].enhanced_code, "5.1.1");
       });
 
       await t.step("a policy bounce (5.7.1) is recorded but does not suppress", async () => {
@@ -292,14 +326,28 @@ Deno.test({
             "Content-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: nonsense\r\n\r\n--x--\r\n",
         );
         await dovecot!.deliver("owner", "garbage without headers \u0000\u0001\r\n");
+        // A "bounce" mailed by somebody (not from the null sender) about one of her own messages.
+        const mine = await send(owner, { to: ["cc-victim@example.net", "forger@example.net"] });
+        await dovecot!.deliver(
+          "owner",
+          (await bounceFor(
+            "postfix_5.1.1_headers.eml",
+            mine.message_id,
+            "cc-victim@example.net",
+            "bounce-511@example.net",
+          ))
+            .replace("Return-Path: <>", "Return-Path: <forger@example.net>"),
+        );
         const result = await check();
-        assert.equal(result.checked, 3);
+        assert.equal(result.checked, 4);
         assert.equal(result.matched, 0);
         const row = await auditRow(theirs.id);
         assert.deepEqual(row.bounced, []);
         assert.equal(row.reports, null);
-        const listed = await stack.sql`select 1 from public.suppressions where address = 'victim@example.net'`;
+        const listed = await stack.sql`
+          select 1 from public.suppressions where address in ('victim@example.net', 'cc-victim@example.net')`;
         assert.equal(listed.length, 0);
+        assert.deepEqual((await auditRow(mine.id)).bounced, []);
       });
 
       await t.step("a complaint report (ARF) suppresses the complainer", async () => {
@@ -350,6 +398,14 @@ Deno.test({
           assert.equal(await errorCode(refused, 502), "imap_auth_failed");
           const settings = await body(await call(owner, "smtp-configs/main/imap", { method: "GET" }));
           assert.match(String(settings.last_error), /refused the login/);
+          assert.equal(settings.next_check_at, null, "no scheduled check retries a refused password");
+          // Nor does the next send's copy log in again (each try counts against the account).
+          const again = await send(owner, { to: "x3@example.net" });
+          const againRow = await waitFor("the skipped copy", async () => {
+            const r = await auditRow(again.id);
+            return r.sent_copy ? r : null;
+          });
+          assert.match(againRow.sent_copy.error, /fix the IMAP settings' password/);
 
           await dovecot!.stop();
           dovecot = undefined;

@@ -18,7 +18,17 @@ function stateOf(pid: number, functionPids: number[] = []): StackState {
     pid,
     startedAt: new Date().toISOString(),
     phase: "running",
-    ports: { api: port, db: port, dashboard: port, inbox: port, docs: port, smtp: port, smtps: port, oauth: port },
+    ports: {
+      api: port,
+      db: port,
+      dashboard: port,
+      inbox: port,
+      docs: port,
+      smtp: port,
+      smtps: port,
+      oauth: port,
+      imap: port,
+    },
     apiUrl: "http://127.0.0.1:1",
     functionPids,
   };

@@ -39,6 +39,7 @@ create table public.smtp_config_imap (
   next_check_at timestamptz not null default now(),
   checked_at timestamptz,
   last_error text,
+  last_error_code text,
   last_error_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
@@ -49,7 +50,7 @@ create table public.smtp_config_imap (
   constraint smtp_config_imap_folders check (
     char_length(sent_folder) between 1 and 200 and char_length(processed_folder) between 1 and 200
   ),
-  constraint smtp_config_imap_error_length check (char_length(last_error) <= 500)
+  constraint smtp_config_imap_error_length check (char_length(last_error) <= 500 and char_length(last_error_code) <= 64)
 );
 
 comment on table public.smtp_config_imap is
@@ -138,6 +139,7 @@ begin
     new.uid_validity := null;
     new.last_uid := null;
     new.last_error := null;
+    new.last_error_code := null;
     new.last_error_at := null;
     new.next_check_at := now();
   end if;
@@ -195,17 +197,58 @@ begin
   v_secret_id := private.put_config_secret(v_secret_id, p_password, 'imap_password_' || p_config_id::text,
                                            'IMAP password of mailroom config ' || p_config_id::text);
   update public.smtp_config_imap
-     set password_secret_id = v_secret_id, use_smtp_login = false, last_error = null, next_check_at = now()
+     set password_secret_id = v_secret_id, use_smtp_login = false, last_error = null, last_error_code = null,
+         next_check_at = now()
    where config_id = p_config_id;
 end
 $$;
 
+-- The domain a mail host belongs to, for telling whether two hosts are the same provider's
+-- (smtp.fastmail.com and imap.fastmail.com: fastmail.com; a country's second level such as
+-- example.co.uk kept whole). An address or a one-label name is its own domain.
+create function private.mail_domain(p_host text)
+returns text
+language sql
+immutable
+parallel safe
+set search_path = ''
+as $$
+  select case
+           when n <= 2 or h ~ '^[0-9.]+$' or position(':' in h) > 0 then h
+           when l[n - 1] in ('co', 'com', 'net', 'org', 'gov', 'edu', 'ac', 'ne', 'or', 'go', 'gob', 'nic')
+                or (length(l[n]) = 2 and length(l[n - 1]) <= 2)
+             then array_to_string(l[n - 2:n], '.')
+           else array_to_string(l[n - 1:n], '.')
+         end
+    from (select lower(rtrim(p_host, '.')) as h) x,
+         lateral (select string_to_array(x.h, '.') as l) y,
+         lateral (select coalesce(array_length(y.l, 1), 0) as n) z
+$$;
+
+-- Whether the SMTP login may be sent to this IMAP host: only within the SMTP server's own domain,
+-- so that nobody holding the user's token can have it sent to a server of their choosing.
+create function private.same_mail_domain(p_imap_host text, p_smtp_host text)
+returns boolean
+language sql
+immutable
+parallel safe
+set search_path = ''
+as $$
+  select private.mail_domain(p_imap_host) = private.mail_domain(p_smtp_host)
+$$;
+
+revoke all on function private.mail_domain(text) from public, anon, authenticated;
+revoke all on function private.same_mail_domain(text, text) from public, anon, authenticated;
+grant execute on function private.mail_domain(text) to authenticated;
+grant execute on function private.same_mail_domain(text, text) to authenticated;
+
 -- Where to log in and with what, for the caller's own config only: decrypted here, never stored
--- elsewhere. `use_smtp_login` gives the SMTP username and password (a password config's only).
+-- elsewhere. `use_smtp_login` gives the SMTP username and password (a password config's only),
+-- and only to an IMAP server in the SMTP server's domain.
 create function private.imap_login(p_config_id uuid)
 returns table (
   host text, port integer, security text, username text, password text, sent_folder text, processed_folder text,
-  uid_validity bigint, last_uid bigint, created_at timestamptz
+  uid_validity bigint, last_uid bigint, created_at timestamptz, checked_at timestamptz, last_error_code text
 )
 language plpgsql
 stable
@@ -217,11 +260,12 @@ begin
   select i.host, i.port, i.security,
          case when i.use_smtp_login then c.username else i.username end,
          case when i.use_smtp_login then sp.decrypted_secret else ip.decrypted_secret end,
-         i.sent_folder, i.processed_folder, i.uid_validity, i.last_uid, i.created_at
+         i.sent_folder, i.processed_folder, i.uid_validity, i.last_uid, i.created_at, i.checked_at, i.last_error_code
     from public.smtp_config_imap i
     join public.user_smtp_configs c on c.id = i.config_id
     left join vault.decrypted_secrets ip on ip.id = i.password_secret_id
     left join vault.decrypted_secrets sp on sp.id = c.password_secret_id and c.auth_type = 'password'
+                                        and private.same_mail_domain(i.host, c.host)
    where i.config_id = p_config_id
      and i.user_id = (select auth.uid());
 end
@@ -293,25 +337,32 @@ begin
     v_kind := v_report ->> 'kind';
     continue when v_address is null or v_kind not in ('bounce', 'delay', 'complaint')
                   or coalesce(v_report ->> 'message_id', '') = '';
-    -- The caller's own message with that Message-ID, sent to that recipient (To, Cc or Bcc).
-    select a.id, a.recipients, a.bounced, a.reports into v_row
+    -- The caller's own message with that Message-ID whose server accepted that recipient (To, Cc
+    -- or Bcc; by the address the report gives, or the one first given when an alias expanded it).
+    select a.id, a.recipients, a.bounced, a.reports, r.address into v_row
       from public.email_audit_log a
+      cross join lateral (
+        select pg_catalog.lower(x ->> 'address') as address
+          from jsonb_array_elements(a.recipients) x
+         where pg_catalog.lower(x ->> 'address') in (v_address, pg_catalog.lower(v_report ->> 'original_address'))
+           and x ->> 'status' in ('accepted', 'bounced')
+         limit 1
+      ) r
      where a.user_id = v_user
        and a.message_id = v_report ->> 'message_id'
-       and a.status in ('sent', 'deferred', 'unknown')
-       and exists (select 1 from jsonb_array_elements(a.recipients) r
-                    where pg_catalog.lower(r ->> 'address') = v_address and r ->> 'status' <> 'rejected')
+       and a.status in ('sent', 'deferred', 'unknown', 'queued', 'sending')
      order by a.created_at desc
      limit 1
-       for update;
+       for update of a;
     continue when not found;
+    v_address := v_row.address;
     v_matched := v_matched || v_position;
     -- The same report read twice (a mailbox whose UIDs were reset) is recorded once.
     continue when exists (
       select 1 from jsonb_array_elements(coalesce(v_row.reports, '[]'::jsonb)) x
        where x ->> 'address' = v_address and x ->> 'kind' = v_kind
          and x ->> 'status' is not distinct from v_report ->> 'status'
-    );
+    ) or jsonb_array_length(coalesce(v_row.reports, '[]'::jsonb)) >= 100;
     update public.email_audit_log a
        set reports = coalesce(a.reports, '[]'::jsonb) || jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
              'address', v_address, 'kind', v_kind,
@@ -323,7 +374,7 @@ begin
            bounced = case when v_kind = 'bounce' and not v_address = any (a.bounced)
                           then a.bounced || v_address else a.bounced end,
            recipients = case when v_kind <> 'bounce' then a.recipients else (
-             select jsonb_agg(case when pg_catalog.lower(r ->> 'address') = v_address and r ->> 'status' <> 'rejected'
+             select jsonb_agg(case when pg_catalog.lower(r ->> 'address') = v_address and r ->> 'status' = 'accepted'
                                    then r || jsonb_strip_nulls(jsonb_build_object(
                                           'status', 'bounced',
                                           'enhanced_code', left(v_report ->> 'status', 16),
@@ -342,26 +393,33 @@ begin
       on conflict (user_id, address) do nothing;
     end if;
   end loop;
+  -- The cursor only moves forward (a check run by hand beside the worker's never moves it back);
+  -- a successful check lifts a pause a refused login put on the scheduled ones.
   update public.smtp_config_imap
      set uid_validity = coalesce(p_uid_validity, uid_validity),
-         last_uid = coalesce(p_last_uid, last_uid),
-         checked_at = now(), last_error = null, last_error_at = null
+         last_uid = case when p_uid_validity is distinct from uid_validity then p_last_uid
+                         else greatest(last_uid, p_last_uid) end,
+         checked_at = now(), last_error = null, last_error_code = null, last_error_at = null,
+         next_check_at = case when next_check_at = 'infinity' then now() else next_check_at end
    where config_id = p_config_id;
   return v_matched;
 end
 $$;
 
--- A check that failed (the server down, the login refused): shown on the config; the next check
--- waits longer.
-create function private.record_mailbox_error(p_config_id uuid, p_error text)
+-- A check or a Sent copy that failed (the server down, the login refused): shown on the settings.
+-- The next scheduled check waits longer; after a refused login there is none until the
+-- credentials change or a check by hand succeeds (a wrong password retried every few minutes
+-- gets accounts locked).
+create function private.record_mailbox_error(p_config_id uuid, p_error text, p_code text)
 returns void
 language sql
 security definer
 set search_path = ''
 as $$
   update public.smtp_config_imap
-     set last_error = left(p_error, 500), last_error_at = now(), checked_at = now(),
-         next_check_at = now() + interval '15 minutes'
+     set last_error = left(p_error, 500), last_error_code = left(p_code, 64), last_error_at = now(),
+         next_check_at = case when p_code = 'imap_auth_failed' then 'infinity'::timestamptz
+                              else greatest(next_check_at, now() + interval '15 minutes') end
    where config_id = p_config_id and user_id = (select auth.uid());
 $$;
 
@@ -383,10 +441,10 @@ as $$
 $$;
 
 revoke all on function private.record_mailbox_reports(uuid, jsonb, bigint, bigint) from public, anon, authenticated;
-revoke all on function private.record_mailbox_error(uuid, text) from public, anon, authenticated;
+revoke all on function private.record_mailbox_error(uuid, text, text) from public, anon, authenticated;
 revoke all on function private.record_sent_copies(jsonb) from public, anon, authenticated;
 grant execute on function private.record_mailbox_reports(uuid, jsonb, bigint, bigint) to authenticated;
-grant execute on function private.record_mailbox_error(uuid, text) to authenticated;
+grant execute on function private.record_mailbox_error(uuid, text, text) to authenticated;
 grant execute on function private.record_sent_copies(jsonb) to authenticated;
 
 -- The worker's share of mailboxes due for a check, each taken for `p_every` (so concurrent

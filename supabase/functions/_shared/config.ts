@@ -70,6 +70,8 @@ export interface Config {
   unsubscribeSecrets: string[];
   /** How long one process-outbox run keeps claiming. */
   outboxBudgetMs: number;
+  /** How often the worker reads each mailbox's inbox for bounce reports (MAILROOM_MAILBOX_CHECK_SECONDS). */
+  mailboxCheckSeconds: number;
   /** CPU time one process-outbox run spends (the platform stops an invocation at 2 s). */
   outboxCpuBudgetMs: number;
   /** Request bodies one instance holds at once (admission by bytes). */
@@ -292,6 +294,7 @@ export function loadConfig(env: Env): Config {
     unsubscribeSecrets: unsubscribeSecrets(env.MAILROOM_UNSUBSCRIBE_SECRETS),
     // Well inside the platform's wall clock (150 s on Free), with room to finish the last send.
     outboxBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_BUDGET_MS", 50_000),
+    mailboxCheckSeconds: positiveInt(env, "MAILROOM_MAILBOX_CHECK_SECONDS", 300),
     outboxCpuBudgetMs: positiveInt(env, "MAILROOM_OUTBOX_CPU_BUDGET_MS", DEFAULT_CPU_BUDGET_MS),
     bodyBudgetBytes: positiveInt(env, "MAILROOM_BODY_BUDGET_BYTES", DEFAULT_BODY_BUDGET_BYTES),
     bulk: orConfigError(() => loadBulkLimits(env)),

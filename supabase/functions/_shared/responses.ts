@@ -386,8 +386,28 @@ export const message = z.strictObject({
   cc_count: z.number().int(),
   bcc_count: z.number().int(),
   subject: z.string().nullable(),
-  recipients: z.array(recipientOutcome.partial({ smtp_code: true, enhanced_code: true, response: true }))
-    .nullable(),
+  recipients: z.array(
+    recipientOutcome.extend({
+      status: z.enum(["accepted", "rejected", "deferred", "unknown", "bounced"]).describe(
+        "bounced: accepted by your server, then returned by the recipient's (a bounce report read from your mailbox)",
+      ),
+    }).partial({ smtp_code: true, enhanced_code: true, response: true }),
+  ).nullable(),
+  bounced: z.array(z.string()).describe("Recipients whose mail came back later (bounce reports in your mailbox)"),
+  reports: z.array(z.strictObject({
+    address: z.string(),
+    kind: z.enum(["bounce", "delay", "complaint"]),
+    status: z.string().optional().describe("The enhanced status code (5.1.1), or a complaint's feedback type"),
+    diagnostic: z.string().optional().describe("What the recipient's server said"),
+    remote_mta: z.string().optional(),
+    reported_at: timestamp.optional(),
+  })).nullable().describe("Delivery and complaint reports read back from your mailbox over IMAP"),
+  sent_copy: z.strictObject({
+    status: z.enum(["copied", "failed"]),
+    folder: z.string().optional(),
+    error: z.string().optional(),
+    at: timestamp,
+  }).nullable().describe("The copy in your mailbox's Sent folder (configs with IMAP settings)"),
   error_code: z.string().nullable(),
   error_message: z.string().nullable(),
   smtp_response_code: z.number().int().nullable(),
@@ -549,7 +569,9 @@ export const imapSettings = z.strictObject({
   checked_at: timestamp.nullable().describe("When the inbox was last read"),
   last_error: z.string().nullable().describe("Why the last check or Sent copy could not log in, if it could not"),
   last_error_at: timestamp.nullable(),
-  next_check_at: timestamp,
+  next_check_at: timestamp.nullable().describe(
+    "null: no more scheduled checks (nor Sent copies) since the server refused the login, until the password changes",
+  ),
   created_at: timestamp,
   updated_at: timestamp,
 });

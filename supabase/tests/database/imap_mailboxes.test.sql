@@ -5,7 +5,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 
-select plan(14);
+select plan(15);
 
 insert into auth.users (id, email) values
   ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'alice@example.test'),
@@ -78,6 +78,12 @@ select results_eq(
   $$select password_secret_id is null, use_smtp_login, last_uid from public.smtp_config_imap$$,
   $$values (true, false, null::bigint)$$,
   'a new server drops the stored password and starts reading afresh'
+);
+select results_eq(
+  $$select private.mail_domain(h) from unnest(array['smtp.fastmail.com', 'imap.example.co.uk', 'localhost',
+    '192.0.2.1', 'IMAP.Gmail.com.']) h$$,
+  $$values ('fastmail.com'), ('example.co.uk'), ('localhost'), ('192.0.2.1'), ('gmail.com')$$,
+  'a mail host''s domain: the SMTP login may go to imap.fastmail.com for smtp.fastmail.com, not elsewhere'
 );
 select ok(
   not has_function_privilege('authenticated', 'private.claim_mailbox_checks(integer, interval)', 'execute'),

@@ -1926,12 +1926,39 @@ export interface components {
             subject: string | null;
             recipients: {
                 address: string;
-                /** @enum {string} */
-                status: "accepted" | "rejected" | "deferred" | "unknown";
+                /**
+                 * @description bounced: accepted by your server, then returned by the recipient's (a bounce report read from your mailbox)
+                 * @enum {string}
+                 */
+                status: "accepted" | "rejected" | "deferred" | "unknown" | "bounced";
                 smtp_code?: number | null;
                 enhanced_code?: string | null;
                 response?: string | null;
             }[] | null;
+            /** @description Recipients whose mail came back later (bounce reports in your mailbox) */
+            bounced: string[];
+            /** @description Delivery and complaint reports read back from your mailbox over IMAP */
+            reports: {
+                address: string;
+                /** @enum {string} */
+                kind: "bounce" | "delay" | "complaint";
+                /** @description The enhanced status code (5.1.1), or a complaint's feedback type */
+                status?: string;
+                /** @description What the recipient's server said */
+                diagnostic?: string;
+                remote_mta?: string;
+                /** @description ISO 8601 */
+                reported_at?: string;
+            }[] | null;
+            /** @description The copy in your mailbox's Sent folder (configs with IMAP settings) */
+            sent_copy: {
+                /** @enum {string} */
+                status: "copied" | "failed";
+                folder?: string;
+                error?: string;
+                /** @description ISO 8601 */
+                at: string;
+            } | null;
             error_code: string | null;
             error_message: string | null;
             smtp_response_code: number | null;
@@ -1980,12 +2007,39 @@ export interface components {
                 subject: string | null;
                 recipients: {
                     address: string;
-                    /** @enum {string} */
-                    status: "accepted" | "rejected" | "deferred" | "unknown";
+                    /**
+                     * @description bounced: accepted by your server, then returned by the recipient's (a bounce report read from your mailbox)
+                     * @enum {string}
+                     */
+                    status: "accepted" | "rejected" | "deferred" | "unknown" | "bounced";
                     smtp_code?: number | null;
                     enhanced_code?: string | null;
                     response?: string | null;
                 }[] | null;
+                /** @description Recipients whose mail came back later (bounce reports in your mailbox) */
+                bounced: string[];
+                /** @description Delivery and complaint reports read back from your mailbox over IMAP */
+                reports: {
+                    address: string;
+                    /** @enum {string} */
+                    kind: "bounce" | "delay" | "complaint";
+                    /** @description The enhanced status code (5.1.1), or a complaint's feedback type */
+                    status?: string;
+                    /** @description What the recipient's server said */
+                    diagnostic?: string;
+                    remote_mta?: string;
+                    /** @description ISO 8601 */
+                    reported_at?: string;
+                }[] | null;
+                /** @description The copy in your mailbox's Sent folder (configs with IMAP settings) */
+                sent_copy: {
+                    /** @enum {string} */
+                    status: "copied" | "failed";
+                    folder?: string;
+                    error?: string;
+                    /** @description ISO 8601 */
+                    at: string;
+                } | null;
                 error_code: string | null;
                 error_message: string | null;
                 smtp_response_code: number | null;
@@ -2120,8 +2174,8 @@ export interface components {
             /** @description Why the last check or Sent copy could not log in, if it could not */
             last_error: string | null;
             last_error_at: string | null;
-            /** @description ISO 8601 */
-            next_check_at: string;
+            /** @description null: no more scheduled checks (nor Sent copies) since the server refused the login, until the password changes */
+            next_check_at: string | null;
             /** @description ISO 8601 */
             created_at: string;
             /** @description ISO 8601 */

@@ -173,7 +173,8 @@ function messageColumns(tx: Tx) {
   return tx`
     a.id, ${isoUtc(tx, "a.created_at")} as created_at, ${isoUtc(tx, "a.completed_at")} as completed_at,
     ${isoUtc(tx, "a.scheduled_at")} as scheduled_at, a.status, a.from_email as from, a.to_addresses as to,
-    a.cc_count, a.bcc_count, a.subject, a.recipients, a.error_class as error_code, a.error_message,
+    a.cc_count, a.bcc_count, a.subject, a.recipients, a.bounced, a.reports, a.sent_copy,
+    a.error_class as error_code, a.error_message,
     a.smtp_response_code, a.message_id, a.attempts, a.batch_id,
     case when a.config_id is null then null else jsonb_build_object('id', a.config_id, 'name', c.name) end as config,
     a.template_id, a.agent_context, a.client_id, a.via, a.suppressed, a.duplicate_of, ${waiting(tx)} as waiting`;

@@ -4,7 +4,8 @@
 // secret (they are shown on the config and the audit row).
 import { rootCertificates } from "node:tls";
 import { ImapFlow } from "imapflow";
-import type { Tx } from "../db.ts";
+import type { UserClaims } from "../auth.ts";
+import { type Tx, withUser } from "../db.ts";
 import type { AppContext } from "../context.ts";
 import { ApiError } from "../http.ts";
 import { resolveImapServer } from "../smtp/egress.ts";
@@ -21,15 +22,36 @@ export interface ImapLogin {
   uid_validity: string | null;
   last_uid: string | null;
   created_at: Date;
+  checked_at: Date | null;
+  /** The code of the last failure (`imap_auth_failed`...), until a check or copy succeeds. */
+  last_error_code: string | null;
 }
 
 /** The caller's config's IMAP login, or null when it has no IMAP settings. */
 export async function loadImapLogin(tx: Tx, configId: string): Promise<ImapLogin | null> {
   const [row] = await tx<ImapLogin[]>`
     select host, port, security, username, password, sent_folder, processed_folder,
-           uid_validity::text, last_uid::text, created_at
+           uid_validity::text, last_uid::text, created_at, checked_at, last_error_code
       from private.imap_login(${configId}::uuid)`;
   return row ?? null;
+}
+
+/**
+ * Keep a failure on the settings (shown as `last_error`). A refused login stops the scheduled
+ * checks and the Sent copies until the credentials change or a check succeeds: a wrong password
+ * retried every few minutes would get the account locked by its provider.
+ */
+export async function recordMailboxError(
+  ctx: AppContext,
+  owner: UserClaims,
+  configId: string,
+  error: MailboxError,
+): Promise<void> {
+  await withUser(
+    ctx.sql,
+    owner,
+    (tx) => tx`select private.record_mailbox_error(${configId}::uuid, ${error.message}, ${error.code})`,
+  ).catch(() => {});
 }
 
 /** A failure talking to the mailbox, with a reason fit to show (no credentials in it). */
@@ -101,6 +123,10 @@ export async function openMailbox(ctx: AppContext, login: ImapLogin): Promise<Ma
         auth: { user: login.username, pass: login.password },
         logger: false,
         disableAutoIdle: true,
+        // What a hostile or broken server may make us hold: a report's head is read, never more.
+        maxLiteralSize: 1024 * 1024,
+        maxResponseSize: 2 * 1024 * 1024,
+        maxLineLength: 256 * 1024,
         connectionTimeout: smtp.connectTimeoutMs,
         greetingTimeout: smtp.greetingTimeoutMs,
         socketTimeout: smtp.socketTimeoutMs,

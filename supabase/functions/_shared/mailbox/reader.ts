@@ -7,7 +7,7 @@ import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
-import { loadImapLogin, MailboxError, withMailbox } from "./imap.ts";
+import { loadImapLogin, MailboxError, recordMailboxError, withMailbox } from "./imap.ts";
 import { type DeliveryReport, readReports } from "./reports.ts";
 
 /** What one check did. */
@@ -23,11 +23,16 @@ export interface MailboxCheck {
 }
 
 /** Most new messages one check looks at (the rest wait for the next). */
-export const MAX_MESSAGES_PER_CHECK = 200;
-/** Larger messages are not read (a report with a big original attached is cut by its sender). */
-const MAX_REPORT_BYTES = 2 * 1024 * 1024;
-/** A mailbox read for the first time (or whose UIDs were reset): mail from this long before its settings. */
-const FIRST_LOOK_BACK_MS = 2 * 24 * 60 * 60 * 1000;
+export const MAX_MESSAGES_PER_CHECK = 100;
+/**
+ * How much of a report is read: its start, where the notification and the delivery status come
+ * (the returned message, often whole with its attachments, comes last). Bounds each report's
+ * memory and parsing whatever its size, and the check's: at most this times MAX_REPORTS_PER_CHECK.
+ */
+const REPORT_HEAD_BYTES = 128 * 1024;
+const MAX_REPORTS_PER_CHECK = 40;
+/** A mailbox read afresh (the first time, or its UIDs were reset): mail from this long before. */
+const LOOK_BACK_MS = 2 * 24 * 60 * 60 * 1000;
 
 /**
  * Check one of `owner`'s mailboxes now. A failure is recorded on the settings (`last_error`)
@@ -48,34 +53,50 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
         const since = login.uid_validity !== null && login.uid_validity === uidValidity && login.last_uid !== null
           ? BigInt(login.last_uid)
           : null;
+        // Read afresh: from a little before the last check (or the settings), never the whole inbox.
+        const from = new Date((login.checked_at ?? login.created_at).getTime() - LOOK_BACK_MS);
         const found = since === null
-          ? await client.search({ since: new Date(login.created_at.getTime() - FIRST_LOOK_BACK_MS) }, { uid: true })
+          ? await client.search({ since: from }, { uid: true })
           : await client.search({ uid: `${since + 1n}:*` }, { uid: true });
-        const uids = (found || []).filter((uid) => since === null || BigInt(uid) > since).sort((a, b) => a - b)
+        let uids = (found || []).filter((uid) => since === null || BigInt(uid) > since).sort((a, b) => a - b)
           .slice(0, MAX_MESSAGES_PER_CHECK);
-        // Reports by structure first (cheap), then only their sources.
+        // Reports by structure first (cheap), then only their first bytes.
         const candidates: number[] = [];
         if (uids.length > 0) {
-          for await (
-            const message of client.fetch(uids, { uid: true, bodyStructure: true, size: true }, { uid: true })
-          ) {
-            const type = message.bodyStructure?.type?.toLowerCase();
-            if (type === "multipart/report" && (message.size ?? 0) <= MAX_REPORT_BYTES) candidates.push(message.uid);
+          for await (const message of client.fetch(uids, { uid: true, bodyStructure: true }, { uid: true })) {
+            if (message.bodyStructure?.type?.toLowerCase() === "multipart/report") candidates.push(message.uid);
           }
+        }
+        // Past the report cap, the rest (and all mail after it) waits for the next check.
+        if (candidates.length > MAX_REPORTS_PER_CHECK) {
+          const lastRead = candidates[MAX_REPORTS_PER_CHECK - 1];
+          candidates.length = MAX_REPORTS_PER_CHECK;
+          uids = uids.filter((uid) => uid <= lastRead);
         }
         const reports: { uid: number; report: DeliveryReport }[] = [];
         if (candidates.length > 0) {
-          for await (const message of client.fetch(candidates, { uid: true, source: true }, { uid: true })) {
+          const head = { uid: true, source: { start: 0, maxLength: REPORT_HEAD_BYTES } };
+          for await (const message of client.fetch(candidates, head, { uid: true })) {
             if (!message.source) continue;
             for (const report of await readReports(message.source)) reports.push({ uid: message.uid, report });
           }
         }
         const lastUid = uids.length > 0 ? String(uids[uids.length - 1]) : login.last_uid;
-        const matched = await withUser(ctx.sql, owner, async (tx) => {
-          const [row] = await tx<{ matched: number[] }[]>`
-            select private.record_mailbox_reports(${configId}::uuid, ${tx.json(reports.map((r) => r.report) as never)},
-                                                  ${uidValidity}::bigint, ${lastUid}::bigint) as matched`;
-          return row.matched;
+        const record = (list: DeliveryReport[]) =>
+          withUser(ctx.sql, owner, async (tx) => {
+            const [row] = await tx<{ matched: number[] }[]>`
+              select private.record_mailbox_reports(${configId}::uuid, ${tx.json(list as never)},
+                                                    ${uidValidity}::bigint, ${lastUid}::bigint) as matched`;
+            return row.matched;
+          });
+        // Reports the database will not take never hold the mailbox back: the cursor moves on.
+        const matched = await record(reports.map((r) => r.report)).catch(async (error) => {
+          console.error(JSON.stringify({
+            msg: "could not record mailbox reports",
+            config_id: configId,
+            error: String((error as Error)?.message ?? error).slice(0, 200),
+          }));
+          return await record([]);
         });
         const matchedUids = [...new Set(matched.map((position) => reports[position - 1].uid))];
         if (moving && matchedUids.length > 0) {
@@ -93,8 +114,7 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
     });
   } catch (error) {
     if (!(error instanceof MailboxError)) throw error;
-    await withUser(ctx.sql, owner, (tx) => tx`select private.record_mailbox_error(${configId}::uuid, ${error.message})`)
-      .catch(() => {});
+    await recordMailboxError(ctx, owner, configId, error);
     throw error;
   }
 }
@@ -107,8 +127,9 @@ export interface MailboxRound {
 }
 
 /**
- * The worker's share: the mailboxes due for a check (each taken for five minutes, so no two
- * workers read one), checked two at a time while there is time. Never throws.
+ * The worker's share: the mailboxes due for a check (each taken until its next check,
+ * MAILROOM_MAILBOX_CHECK_SECONDS, so no two workers read one), checked two at a time while there
+ * is time. Never throws.
  */
 export async function checkDueMailboxes(
   ctx: AppContext,
@@ -118,7 +139,10 @@ export async function checkDueMailboxes(
   let due: { config_id: string; user_id: string }[];
   try {
     due = await ctx.sql<{ config_id: string; user_id: string }[]>`
-      select config_id, user_id from private.claim_mailbox_checks(${options.limit ?? 4})`;
+      select config_id, user_id
+        from private.claim_mailbox_checks(${
+      options.limit ?? 4
+    }, make_interval(secs => ${ctx.config.mailboxCheckSeconds}))`;
   } catch (error) {
     console.error(JSON.stringify({ msg: "could not claim mailbox checks", error: String(error) }));
     return round;

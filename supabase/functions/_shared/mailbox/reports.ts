@@ -14,6 +14,8 @@ export interface DeliveryReport {
   /** The reported message's Message-ID, with its angle brackets. */
   message_id: string;
   address: string;
+  /** The address as first given (Original-Recipient), when it differs (an alias expanded on the way). */
+  original_address?: string;
   /** `bounce` (Action: failed), `delay` (Action: delayed) or `complaint` (an ARF report). */
   kind: "bounce" | "delay" | "complaint";
   /** The enhanced status code (`5.1.1`), or for a complaint its feedback type. */
@@ -35,7 +37,9 @@ const ORIGINAL_TYPES = new Set([
 ]);
 
 /** Most recipients read from one report (a report about thousands is not one of ours). */
-const MAX_RECIPIENTS = 100;
+const MAX_RECIPIENTS = 20;
+/** Header values longer than this are cut before they are looked at (a report's fields are short). */
+const MAX_FIELD = 4096;
 
 /**
  * The reports in one message of the mailbox; an empty list when it is not a delivery or
@@ -59,10 +63,14 @@ export async function readReports(raw: Uint8Array): Promise<DeliveryReport[]> {
   const reportType = /report-type\s*=\s*"?([\w-]+)/i.exec(root.headers.getFirst("content-type"))?.[1]?.toLowerCase();
   const messageId = originalMessageId(parts);
   if (!messageId) return [];
+  // A delivery status notification comes from the null sender (RFC 3464 section 2): one with
+  // another envelope sender (Return-Path, as the delivering server wrote it) is not one.
+  const returnPath = root.headers.getFirst("return-path");
   const date = new Date(root.headers.getFirst("date"));
   const reportedAt = Number.isNaN(date.getTime()) ? undefined : date.toISOString();
 
   if (reportType === "delivery-status" || reportType === "global-delivery-status") {
+    if (returnPath && returnPath.replace(/\s/g, "") !== "<>") return [];
     const status = parts.find((p) =>
       p.type === "message/delivery-status" || p.type === "message/global-delivery-status"
     );
@@ -72,12 +80,14 @@ export async function readReports(raw: Uint8Array): Promise<DeliveryReport[]> {
     for (const fields of recipients.slice(0, MAX_RECIPIENTS)) {
       const action = fields.get("action")?.toLowerCase();
       const kind = action === "failed" ? "bounce" : action === "delayed" ? "delay" : null;
-      const address = addressOf(fields.get("final-recipient") ?? fields.get("original-recipient"));
+      const original = addressOf(fields.get("original-recipient"));
+      const address = addressOf(fields.get("final-recipient")) ?? original;
       if (!kind || !address) continue;
       const code = fields.get("status")?.match(/^[245]\.\d{1,3}\.\d{1,3}/)?.[0];
       reports.push(clean({
         message_id: messageId,
         address,
+        original_address: original && original !== address ? original : undefined,
         kind,
         status: code,
         diagnostic: typed(fields.get("diagnostic-code")),
@@ -96,7 +106,7 @@ export async function readReports(raw: Uint8Array): Promise<DeliveryReport[]> {
     // The complainer: Original-Rcpt-To, else the reported message's only To address.
     const named = fields.getAll("original-rcpt-to").map(addressOf).filter((a): a is string => a !== null);
     const to = originalHeader(parts, "to");
-    const toAddresses = to ? [...to.matchAll(/[^\s<>,"]+@[^\s<>,"]+/g)].map((m) => m[0].toLowerCase()) : [];
+    const toAddresses = to ? addressesIn(to) : [];
     const addresses = named.length > 0 ? named : toAddresses.length === 1 ? toAddresses : [];
     const type = fields.get("feedback-type")?.toLowerCase().slice(0, 16) ?? "abuse";
     return addresses.slice(0, MAX_RECIPIENTS).map((address) =>
@@ -137,7 +147,7 @@ function fieldBlocks(text: string): Fields[] {
   let current = new Fields();
   let last: { name: string; value: string } | null = null;
   const flush = () => {
-    if (last) current.add(last.name, last.value.trim());
+    if (last) current.add(last.name, last.value.trim().slice(0, MAX_FIELD));
     last = null;
   };
   for (const line of text.split(/\r?\n/)) {
@@ -148,7 +158,8 @@ function fieldBlocks(text: string): Fields[] {
       continue;
     }
     if (/^[ \t]/.test(line) && last) {
-      (last as { value: string }).value += " " + line.trim();
+      const held = last as { value: string };
+      if (held.value.length < MAX_FIELD) held.value += " " + line.trim();
       continue;
     }
     flush();
@@ -249,7 +260,7 @@ function addressOf(field: string | undefined | null): string | null {
   if (!field) return null;
   const value = field.includes(";") ? field.slice(field.indexOf(";") + 1) : field;
   const address = value.trim().replace(/^<|>$/g, "").toLowerCase();
-  return /^[^\s@]+@[^\s@]+$/.test(address) && address.length <= 320 ? address : null;
+  return address.length <= 320 && /^[^\s@]+@[^\s@]+$/.test(address) ? address : null;
 }
 
 /** `smtp; 550 ...` → `550 ...`, cut to what a row keeps. */
@@ -259,6 +270,22 @@ function typed(field: string | undefined): string | undefined {
   return value.slice(0, 1000) || undefined;
 }
 
+/** The addresses of an address-list header, by a linear scan (no backtracking on hostile input). */
+function addressesIn(value: string): string[] {
+  const found: string[] = [];
+  for (const item of value.slice(0, MAX_FIELD).split(",")) {
+    const bracket = item.lastIndexOf("<");
+    const candidate = (bracket >= 0 ? item.slice(bracket + 1).split(">")[0] : item).trim().toLowerCase();
+    if (addressOf(candidate)) found.push(candidate);
+  }
+  return found;
+}
+
+/** Without the fields left undefined, and with control characters out of every string (jsonb has no NUL). */
 function clean(report: DeliveryReport): DeliveryReport {
-  return Object.fromEntries(Object.entries(report).filter(([, v]) => v !== undefined)) as unknown as DeliveryReport;
+  return Object.fromEntries(
+    Object.entries(report).filter(([, v]) => v !== undefined).map((
+      [k, v],
+    ) => [k, typeof v === "string" ? [...v].filter((c) => c >= " " && c !== "\x7f").join("") : v]),
+  ) as unknown as DeliveryReport;
 }

@@ -6,7 +6,14 @@
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
 import { withUser } from "../db.ts";
-import { type ImapLogin, loadImapLogin, mailboxFailure, type MailboxSession, openMailbox } from "./imap.ts";
+import {
+  type ImapLogin,
+  loadImapLogin,
+  mailboxFailure,
+  type MailboxSession,
+  openMailbox,
+  recordMailboxError,
+} from "./imap.ts";
 
 /** Names a Sent folder goes by where the server marks none `\Sent`. */
 const SENT_NAMES = [
@@ -19,13 +26,16 @@ const SENT_NAMES = [
   "[gmail]/sent mail",
 ];
 
-/** Copies waiting or in flight before `add` waits (each holds a whole message). */
+/**
+ * Copies waiting or in flight at once (each holds a whole message). Sending never waits for the
+ * mailbox: a copy beyond these is not made, and recorded as such.
+ */
 const MAX_PENDING = 4;
 
 /** Copies of one config's sent messages, made in order over one session. */
 export interface SentCopies {
-  /** Queue the copy of a sent message (its audit row's id and its raw bytes). */
-  add(auditId: string, raw: Uint8Array): Promise<void>;
+  /** Queue the copy of a sent message (its audit row's id and its raw bytes); never waits. */
+  add(auditId: string, raw: Uint8Array): void;
   /** Wait for every copy, log out and record how each went. Never throws. */
   finish(): Promise<void>;
 }
@@ -45,12 +55,16 @@ async function sentFolder(session: MailboxSession, login: ImapLogin): Promise<st
  * Copies for `configId`'s sent messages, made as `owner`. The session opens at the first copy;
  * when it cannot (the server down, the login refused), every copy is recorded as failed with why.
  */
-export function sentCopies(ctx: AppContext, owner: UserClaims, configId: string): SentCopies {
+export function sentCopies(
+  ctx: AppContext,
+  owner: UserClaims,
+  configId: string,
+  options: { deadline?: number } = {},
+): SentCopies {
   const results: { id: string; status: "copied" | "failed"; folder?: string; error?: string }[] = [];
   let opening: Promise<{ session: MailboxSession; folder: string } | { error: string }> | undefined;
   let chain: Promise<void> = Promise.resolve();
   let pending = 0;
-  const waiters: (() => void)[] = [];
   let login: ImapLogin | null = null;
 
   const open = () =>
@@ -58,6 +72,10 @@ export function sentCopies(ctx: AppContext, owner: UserClaims, configId: string)
       try {
         login = await withUser(ctx.sql, owner, (tx) => loadImapLogin(tx, configId));
         if (!login) return { error: "the config has no IMAP settings any more" };
+        // Refused before: not tried again (each try counts against the account) until fixed.
+        if (login.last_error_code === "imap_auth_failed") {
+          return { error: "not copied: the IMAP server refused the login; fix the IMAP settings' password" };
+        }
         const session = await openMailbox(ctx, login);
         try {
           return { session, folder: await sentFolder(session, login) };
@@ -66,11 +84,18 @@ export function sentCopies(ctx: AppContext, owner: UserClaims, configId: string)
           throw error;
         }
       } catch (error) {
-        return { error: login ? mailboxFailure(error, login).message : String((error as Error)?.message ?? error) };
+        if (!login) return { error: String((error as Error)?.message ?? error) };
+        const failure = mailboxFailure(error, login);
+        if (failure.code === "imap_auth_failed") await recordMailboxError(ctx, owner, configId, failure);
+        return { error: failure.message };
       }
     })();
 
   const copy = async (id: string, raw: Uint8Array) => {
+    if (options.deadline !== undefined && Date.now() > options.deadline) {
+      results.push({ id, status: "failed", error: "not copied: the worker ran out of time" });
+      return;
+    }
     const opened = await open();
     if ("error" in opened) {
       results.push({ id, status: "failed", error: opened.error });
@@ -85,13 +110,13 @@ export function sentCopies(ctx: AppContext, owner: UserClaims, configId: string)
   };
 
   return {
-    async add(auditId, raw) {
-      while (pending >= MAX_PENDING) await new Promise<void>((resolve) => waiters.push(resolve));
+    add(auditId, raw) {
+      if (pending >= MAX_PENDING) {
+        results.push({ id: auditId, status: "failed", error: "not copied: the IMAP server was slower than sending" });
+        return;
+      }
       pending++;
-      chain = chain.then(() => copy(auditId, raw)).catch(() => {}).finally(() => {
-        pending--;
-        waiters.shift()?.();
-      });
+      chain = chain.then(() => copy(auditId, raw)).catch(() => {}).finally(() => pending--);
     },
     async finish() {
       await chain;
@@ -123,7 +148,8 @@ export function copyToSentLater(
   raw: Uint8Array,
 ): void {
   const copies = sentCopies(ctx, owner, configId);
-  const work = copies.add(auditId, raw).then(() => copies.finish()).catch((error) =>
+  copies.add(auditId, raw);
+  const work = copies.finish().catch((error) =>
     console.error(JSON.stringify({ msg: "sent copy failed", error: String(error?.message ?? error) }))
   );
   (globalThis as EdgeRuntimeGlobal).EdgeRuntime?.waitUntil(work);

@@ -23,7 +23,8 @@ export interface ImapSettings {
   checked_at: string | null;
   last_error: string | null;
   last_error_at: string | null;
-  next_check_at: string;
+  /** Null when the scheduled checks stopped: the login was refused (until the password changes). */
+  next_check_at: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -34,7 +35,9 @@ function columns(tx: Tx) {
             ${isoUtc(tx, "i.checked_at")} as checked_at, i.last_error, ${
     isoUtc(tx, "i.last_error_at")
   } as last_error_at,
-            ${isoUtc(tx, "i.next_check_at")} as next_check_at, ${isoUtc(tx, "i.created_at")} as created_at,
+            case when i.next_check_at <> 'infinity' then ${isoUtc(tx, "i.next_check_at")} end as next_check_at, ${
+    isoUtc(tx, "i.created_at")
+  } as created_at,
             ${isoUtc(tx, "i.updated_at")} as updated_at`;
 }
 
@@ -89,13 +92,34 @@ export async function putImapSettings(
     throw invalid("give the IMAP login: username and password, or use_smtp_login: true");
   }
   if (req.password !== undefined && !username) throw invalid("a password needs a username");
+  // The SMTP login goes only to an IMAP server in the SMTP server's own domain (the database
+  // gives it to no other): whoever holds a token must not be able to send it elsewhere.
+  const smtpLoginAfter = smtpLogin ?? (before?.use_smtp_login === true && before.host === checkedHost);
+  if (smtpLoginAfter) {
+    const [{ same }] = await tx<{ same: boolean }[]>`
+      select private.same_mail_domain(${checkedHost}, ${config.host}) as same`;
+    if (!same) {
+      throw new ApiError(
+        422,
+        "imap_login_unavailable",
+        `use_smtp_login sends the SMTP password only to an IMAP server in ${config.host}'s domain; ` +
+          `for ${checkedHost} give the IMAP username and password`,
+      );
+    }
+  }
+  // Gmail and Microsoft 365 keep what is submitted to them in Sent already: no second copy by default.
+  const providerKeepsSent = AUTO_SENT_HOSTS.has(config.host.toLowerCase()) || config.transport !== "smtp";
   const fields = {
     host: checkedHost,
     port: server.port,
     security: server.security,
     username,
     ...(req.read_bounces !== undefined ? { read_bounces: req.read_bounces } : {}),
-    ...(req.copy_to_sent !== undefined ? { copy_to_sent: req.copy_to_sent } : {}),
+    ...(req.copy_to_sent !== undefined
+      ? { copy_to_sent: req.copy_to_sent }
+      : !before && providerKeepsSent
+      ? { copy_to_sent: false }
+      : {}),
     ...(req.sent_folder !== undefined ? { sent_folder: req.sent_folder } : {}),
     ...(req.processed_folder !== undefined ? { processed_folder: req.processed_folder } : {}),
   };
@@ -119,6 +143,14 @@ export async function deleteImapSettings(tx: Tx, ref: string): Promise<{ config_
   if (rows.length === 0) throw notConfigured(config);
   return { config_id: config.id, deleted: true };
 }
+
+/** SMTP servers that put what they are given in the mailbox's Sent folder themselves. */
+const AUTO_SENT_HOSTS = new Set([
+  "smtp.gmail.com",
+  "smtp.googlemail.com",
+  "smtp.office365.com",
+  "smtp-mail.outlook.com",
+]);
 
 function invalid(message: string): ApiError {
   return new ApiError(400, "invalid_request", `imap: ${message}`);

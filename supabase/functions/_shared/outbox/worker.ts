@@ -162,8 +162,6 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     select private.sweep_outbox() as swept, private.expire_pending_approvals() as expired`;
   // Fingerprints past their duplicate window, and stored attachments past their retention, are
   // forgotten meanwhile (never in the sends' way: a failure here is logged, and the run goes on).
-  // Bounce reports in the owners' mailboxes are read meanwhile (each due mailbox every few minutes).
-  const reading = checkDueMailboxes(ctx, { deadline: run.deadline });
   const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments(),
                                     private.forget_old_message_contents()`
     .catch((error) => logError("could not forget expired fingerprints and attachments", error));
@@ -172,7 +170,6 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     await runLanes(run);
   } finally {
     await forgetting;
-    run.report.mailboxes_checked = (await reading).mailboxes;
     await run.recorder.settled();
     if (run.pool !== ctx.smtpPool) run.pool.close();
     // What is still claimed and not started goes back now, not when its lease runs out (a
@@ -180,6 +177,11 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
     await ctx.sql`select private.release_outbox_leases(${run.workerId})`.catch((error) =>
       logError("could not release outbox leases", error)
     );
+  }
+  // Then, with what is left of the run (never before the sends are recorded and their leases
+  // given back), bounce reports in the owners' mailboxes: each due mailbox every few minutes.
+  if (!run.cpu.spent(0.5) && Date.now() < run.deadline) {
+    run.report.mailboxes_checked = (await checkDueMailboxes(ctx, { deadline: run.deadline })).mailboxes;
   }
   run.report.duration_ms = Math.round(performance.now() - started);
   return run.report;
@@ -688,7 +690,9 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
   if (config?.needs_attention) run.paused.add(config.id);
   let pauseNow: string | undefined;
   // Sent messages are copied to the mailbox's Sent folder as they go (one IMAP session per group).
-  const copies = config?.imap?.copy_to_sent ? sentCopies(run.ctx, group.owner, config.id) : null;
+  const copies = config?.imap?.copy_to_sent
+    ? sentCopies(run.ctx, group.owner, config.id, { deadline: run.deadline })
+    : null;
 
   // Rows whose request or content is wrong fail now; the others go in order.
   const failed = group.rows.filter((_, i) => prepared[i] && "error" in prepared[i]);
@@ -737,7 +741,7 @@ async function sendGroup(run: Run, group: Group, slots: Slots): Promise<GroupRes
         run.recorder.add(group.owner, { id: row.id, outcome });
         // Copied once: on the attempt that first reached a recipient (a retry of deferred ones is not copied again).
         if (copies && outcome.status === "sent" && !row.recipients?.some((r) => r.status === "accepted")) {
-          await copies.add(row.id, item.message.raw);
+          copies.add(row.id, item.message.raw);
         }
         if (config && pushedBack(outcome) && !backOff) {
           // The server refused the session or the sender for now (too many connections, a rate
