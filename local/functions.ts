@@ -13,6 +13,7 @@ import { createUnsubscribeHandler } from "../supabase/functions/unsubscribe/hand
 import { createMcpFunctionHandler } from "../supabase/functions/mcp/handler.ts";
 import { createOpenApiHandler } from "../supabase/functions/openapi/handler.ts";
 import { createOversightHandler } from "../supabase/functions/oversight/handler.ts";
+import { createWebhooksHandler } from "../supabase/functions/webhooks/handler.ts";
 
 /** Factory of each function's handler over a shared context. */
 export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
@@ -28,4 +29,5 @@ export const functionHandlers: Record<string, (ctx: AppContext) => Handler> = {
   mcp: createMcpFunctionHandler,
   openapi: createOpenApiHandler,
   oversight: createOversightHandler,
+  webhooks: createWebhooksHandler,
 };

@@ -2,6 +2,7 @@
 // the functions really throw, with that status; every example is accepted by (requests) or
 // matches (responses) the zod schema the functions use; every operation sits under its
 // function's tag and lists its 4xx codes.
+import { createWebhookRequest, updateWebhookRequest } from "../supabase/functions/_shared/webhooks/mod.ts";
 import assert from "node:assert/strict";
 import { openApiDocument } from "../supabase/functions/_shared/openapi.ts";
 import { ERROR_CODES, ROUTE_ERRORS } from "../supabase/functions/_shared/openapi_errors.ts";
@@ -111,6 +112,8 @@ Deno.test("examples are what the functions accept and answer", async (t) => {
     PreviewTemplateRequest: previewTemplateRequest,
     UploadAttachmentRequest: uploadAttachmentRequest,
     ImapSettingsRequest: imapSettingsRequest,
+    CreateWebhookRequest: createWebhookRequest,
+    UpdateWebhookRequest: updateWebhookRequest,
   };
   await t.step("request examples parse with the request schemas", () => {
     assert.deepEqual(Object.keys(REQUEST_EXAMPLES).sort(), Object.keys(requests).sort());

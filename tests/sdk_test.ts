@@ -300,6 +300,23 @@ Deno.test({
         }
       });
 
+      await t.step("webhooks: create (secret once), list, get, update, test, deliveries, rotate, delete", async () => {
+        const created = await mailroom.webhooks.create({
+          url: "https://hooks.example.com/mailroom",
+          event_types: ["message.sent", "message.bounced"],
+        });
+        assert.match(created.secret, /^whsec_/);
+        assert.deepEqual((await mailroom.webhooks.list()).map((w) => w.id), [created.id]);
+        assert.equal((await mailroom.webhooks.get(created.id)).url, "https://hooks.example.com/mailroom");
+        assert.equal((await mailroom.webhooks.update(created.id, { description: "CRM" })).description, "CRM");
+        const queued = await mailroom.webhooks.test(created.id);
+        const { deliveries } = await mailroom.webhooks.deliveries(created.id, { limit: 5 });
+        assert.deepEqual(deliveries.map((d) => [d.id, d.event_type]), [[queued.id, "webhook.test"]]);
+        assert.notEqual((await mailroom.webhooks.rotateSecret(created.id)).secret, created.secret);
+        assert.equal((await mailroom.webhooks.delete(created.id)).deleted, true);
+        await rejectsWith(mailroom.webhooks.get(created.id), 404, "webhook_not_found");
+      });
+
       await t.step("every answer matched the response schema the OpenAPI document names", () => {
         assert.deepEqual(
           [...checked].sort(),

@@ -375,6 +375,41 @@ export class MailroomClient {
       }),
   };
 
+  /**
+   * Your HTTPS endpoints that receive your message events (sent, bounced, failed, ...), signed per
+   * Standard Webhooks: verify each delivery with the secret `create` returns (once). Adding,
+   * changing and removing take your own session (403 `first_party_session_required` for an agent).
+   */
+  readonly webhooks = {
+    list: () => this.call<{ webhooks: T.Webhook[] }>({ fn: "webhooks", method: "GET" }).then((r) => r.webhooks),
+    get: async (id: string) => await this.call<T.Webhook>({ fn: "webhooks", method: "GET", path: segment(id) }),
+    create: (webhook: T.CreateWebhookRequest) =>
+      this.call<T.WebhookCreated>({ fn: "webhooks", method: "POST", body: webhook }),
+    update: async (id: string, change: T.UpdateWebhookRequest) =>
+      await this.call<T.Webhook>({ fn: "webhooks", method: "PATCH", path: segment(id), body: change }),
+    delete: async (id: string) =>
+      await this.call<{ id: string; deleted: true }>({ fn: "webhooks", method: "DELETE", path: segment(id) }),
+    rotateSecret: async (id: string) =>
+      await this.call<{ id: string; secret: string }>({
+        fn: "webhooks",
+        method: "POST",
+        path: `${segment(id)}/rotate-secret`,
+      }),
+    test: async (id: string) =>
+      await this.call<{ id: string; event_type: "webhook.test" }>({
+        fn: "webhooks",
+        method: "POST",
+        path: `${segment(id)}/test`,
+      }),
+    deliveries: async (id: string, query: { limit?: number } = {}) =>
+      await this.call<T.WebhookDeliveries>({
+        fn: "webhooks",
+        method: "GET",
+        path: `${segment(id)}/deliveries`,
+        query: { ...query },
+      }),
+  };
+
   /** Email templates. */
   readonly templates = {
     list: () => this.call<{ templates: T.Template[] }>({ fn: "templates", method: "GET" }).then((r) => r.templates),

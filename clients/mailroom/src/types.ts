@@ -47,6 +47,11 @@ export type Suppression = Schemas["Suppression"];
 export type ImapSettings = Schemas["ImapSettings"];
 export type ImapSettingsRequest = Schemas["ImapSettingsRequest"];
 export type MailboxCheck = Schemas["MailboxCheck"];
+export type Webhook = Schemas["Webhook"];
+export type WebhookCreated = Schemas["WebhookCreated"];
+export type WebhookDeliveries = Schemas["WebhookDeliveries"];
+export type CreateWebhookRequest = Schemas["CreateWebhookRequest"];
+export type UpdateWebhookRequest = Schemas["UpdateWebhookRequest"];
 export type SuppressionList = Schemas["SuppressionList"];
 export type SuppressionsAdded = Schemas["SuppressionsAdded"];
 

@@ -19,6 +19,7 @@ import {
 import { AUDIT_STATUSES, DEFAULT_BREAKDOWNS, MAX_PAGE_SIZE } from "./analytics/params.ts";
 import { decisionRequest, guardrailsRequest, stopRequest } from "./oversight/mod.ts";
 import { addSuppressionsRequest, MAX_ADDRESSES_PER_REQUEST, SUPPRESSION_REASONS } from "./suppressions/mod.ts";
+import { createWebhookRequest, updateWebhookRequest } from "./webhooks/mod.ts";
 import { COMMON_ERRORS, errorExamples, errorResponses, ROUTE_ERRORS, USER_AUTH_ERRORS } from "./openapi_errors.ts";
 import { REQUEST_EXAMPLES, RESPONSE_EXAMPLES } from "./openapi_examples.ts";
 
@@ -41,6 +42,8 @@ const REQUESTS: Record<string, z.ZodType> = {
   GuardrailsRequest: guardrailsRequest,
   StopRequest: stopRequest,
   DecisionRequest: decisionRequest,
+  CreateWebhookRequest: createWebhookRequest,
+  UpdateWebhookRequest: updateWebhookRequest,
 };
 
 const ERROR_SCHEMA: Json = {
@@ -155,6 +158,7 @@ const TAGS = [
   { name: "attachments", description: "Files stored once and attached by id to any number of messages" },
   { name: "suppressions", description: "Addresses your mail never goes to again: every send path skips them" },
   { name: "email-analytics", description: "What was sent: totals, series, breakdowns, the audit rows" },
+  { name: "webhooks", description: "Your HTTPS endpoints receive your message events, signed (Standard Webhooks)" },
   { name: "oversight", description: "Guardrails every send passes, and the stop button (agents may only tighten)" },
   { name: "mcp", description: "The same operations as MCP tools for agents" },
   { name: "process-outbox", description: "The outbox worker (server to server, secret key)" },
@@ -454,6 +458,46 @@ function buildDocument(projectUrl: string): Json {
           ok("SuppressionDeleted", "Lifted"),
           { parameters: [pathParam("address", "The address")] },
         ),
+      },
+      "/webhooks": {
+        get: op("Your webhooks, oldest first", ok("WebhookList", "The webhooks (never their secrets)")),
+        post: op(
+          "Add one (your own session only): its signing secret is in the answer, once",
+          ok("WebhookCreated", "The webhook and its secret", "201"),
+          { requestBody: body("CreateWebhookRequest") },
+        ),
+      },
+      "/webhooks/{id}": {
+        get: op("One webhook", ok("Webhook", "The webhook"), { parameters: [pathParam("id", "The webhook's id")] }),
+        patch: op(
+          "Change it (your own session only); enabled: true starts a disabled one afresh",
+          ok("Webhook", "It"),
+          {
+            parameters: [pathParam("id", "The webhook's id")],
+            requestBody: body("UpdateWebhookRequest"),
+          },
+        ),
+        delete: op("Remove it and its delivery log (your own session only)", ok("WebhookDeleted", "Removed"), {
+          parameters: [pathParam("id", "The webhook's id")],
+        }),
+      },
+      "/webhooks/{id}/rotate-secret": {
+        post: op("A new signing secret, shown once; the old one stops signing at once", ok("WebhookSecret", "It"), {
+          parameters: [pathParam("id", "The webhook's id")],
+        }),
+      },
+      "/webhooks/{id}/test": {
+        post: op("Queue a webhook.test event now (the worker sends it)", ok("WebhookTestQueued", "Queued", "202"), {
+          parameters: [pathParam("id", "The webhook's id")],
+        }),
+      },
+      "/webhooks/{id}/deliveries": {
+        get: op("Its latest deliveries, newest first", ok("WebhookDeliveries", "The deliveries"), {
+          parameters: [
+            pathParam("id", "The webhook's id"),
+            query("limit", "1-100, default 20", { type: "integer", minimum: 1, maximum: 100 }),
+          ],
+        }),
       },
       "/email-analytics": {
         get: op("Totals, success rate, latency, series and breakdowns", ok("AnalyticsSummary", "The summary"), {

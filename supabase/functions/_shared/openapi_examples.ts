@@ -101,6 +101,12 @@ export const REQUEST_EXAMPLES: Record<string, Json> = {
   },
   UpdateConfigRequest: { password: "new-app-specific-password", limits: { per_minute: 30 } },
   ImapSettingsRequest: { host: "imap.fastmail.com", port: 993, use_smtp_login: true },
+  CreateWebhookRequest: {
+    url: "https://hooks.example.com/mailroom",
+    description: "Our CRM",
+    event_types: ["message.sent", "message.bounced", "message.failed"],
+  },
+  UpdateWebhookRequest: { enabled: true },
   CreateTemplateRequest: {
     name: "welcome",
     description: "Sent when a customer signs up",

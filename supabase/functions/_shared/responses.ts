@@ -584,6 +584,48 @@ export const mailboxCheck = z.strictObject({
   moved: z.number().int().describe("Matched reports moved to processed_folder"),
 });
 
+export const webhook = z.strictObject({
+  id: uuid,
+  url: z.string(),
+  description: z.string().nullable(),
+  event_types: z.array(z.string()).nullable().describe("The events it receives; null: all of them"),
+  enabled: z.boolean(),
+  consecutive_failures: z.number().int().describe("Failed deliveries in a row (20 disable it)"),
+  disabled_reason: z.string().nullable().describe("Why it was disabled (the last failure), until turned back on"),
+  disabled_at: timestamp.nullable(),
+  last_success_at: timestamp.nullable(),
+  last_failure_at: timestamp.nullable(),
+  last_error: z.string().nullable(),
+  created_at: timestamp,
+  updated_at: timestamp,
+});
+const webhookSecret = z.string().describe(
+  "whsec_…: verify each delivery's webhook-signature with it (any Standard Webhooks library); shown only now",
+);
+export const webhookCreated = webhook.extend({ secret: webhookSecret });
+export const webhookList = z.strictObject({ webhooks: z.array(webhook) });
+export const webhookDeleted = z.strictObject({ id: uuid, deleted: z.literal(true) });
+export const webhookSecretRotated = z.strictObject({ id: uuid, secret: webhookSecret });
+export const webhookTestQueued = z.strictObject({
+  id: uuid.describe("The delivery's id (webhook-id: msg_<id>)"),
+  event_type: z.literal("webhook.test"),
+});
+export const webhookDeliveries = z.strictObject({
+  webhook_id: uuid,
+  deliveries: z.array(z.strictObject({
+    id: uuid.describe("Sent as webhook-id msg_<id>: the same on every attempt, so a receiver can drop repeats"),
+    event_type: z.string(),
+    message_id: uuid.nullable().describe("The message (audit row) it is about"),
+    created_at: timestamp,
+    attempts: z.number().int(),
+    next_attempt_at: timestamp.nullable().describe("When it is tried next; null once delivered or given up"),
+    delivered_at: timestamp.nullable(),
+    failed_at: timestamp.nullable().describe("Given up after 8 attempts"),
+    last_status: z.number().int().nullable().describe("The receiver's last HTTP status"),
+    last_error: z.string().nullable(),
+  })),
+});
+
 export const RESPONSES = {
   SendResult: sendResult,
   Cancelled: cancelled,
@@ -618,6 +660,13 @@ export const RESPONSES = {
   ImapSettings: imapSettings,
   ImapDeleted: imapDeleted,
   MailboxCheck: mailboxCheck,
+  Webhook: webhook,
+  WebhookCreated: webhookCreated,
+  WebhookList: webhookList,
+  WebhookDeleted: webhookDeleted,
+  WebhookSecret: webhookSecretRotated,
+  WebhookTestQueued: webhookTestQueued,
+  WebhookDeliveries: webhookDeliveries,
   Guardrails: guardrails,
   GuardrailsList: guardrailsList,
   OversightEvents: oversightEvents,

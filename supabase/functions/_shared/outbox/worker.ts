@@ -11,6 +11,7 @@
 // bounded by rows and by payload bytes (the claim's bound), so no user's payloads can exhaust
 // the instance's memory; its CPU time is bounded too (the platform's 2 s per invocation).
 import { checkDueMailboxes, sentCopies } from "../mailbox/mod.ts";
+import { deliverWebhooks } from "../webhooks/mod.ts";
 import process from "node:process";
 import type { UserClaims } from "../auth.ts";
 import type { AppContext } from "../context.ts";
@@ -65,6 +66,8 @@ export interface DrainReport {
   suppressed: number;
   /** Owners' mailboxes read for bounce reports meanwhile. */
   mailboxes_checked: number;
+  /** Webhook events delivered meanwhile (2xx from the receiver). */
+  webhooks_delivered: number;
   postponed: number;
   swept: number;
   duration_ms: number;
@@ -137,6 +140,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
       unknown: 0,
       suppressed: 0,
       mailboxes_checked: 0,
+      webhooks_delivered: 0,
       postponed: 0,
       swept: 0,
       duration_ms: 0,
@@ -163,7 +167,7 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   // Fingerprints past their duplicate window, and stored attachments past their retention, are
   // forgotten meanwhile (never in the sends' way: a failure here is logged, and the run goes on).
   const forgetting = ctx.sql`select private.forget_expired_send_fingerprints(), private.forget_expired_attachments(),
-                                    private.forget_old_message_contents()`
+                                    private.forget_old_message_contents(), private.forget_old_webhook_deliveries()`
     .catch((error) => logError("could not forget expired fingerprints and attachments", error));
   run.report.swept = swept;
   try {
@@ -180,8 +184,13 @@ export async function drainOutbox(ctx: AppContext, options: DrainOptions): Promi
   }
   // Then, with what is left of the run (never before the sends are recorded and their leases
   // given back), bounce reports in the owners' mailboxes: each due mailbox every few minutes.
+  // And the owners' webhook events.
   if (!run.cpu.spent(0.5) && Date.now() < run.deadline) {
     run.report.mailboxes_checked = (await checkDueMailboxes(ctx, { deadline: run.deadline })).mailboxes;
+    run.report.webhooks_delivered = (await deliverWebhooks(ctx, {
+      deadline: run.deadline,
+      stop: () => run.cpu.spent(0.75),
+    })).delivered;
   }
   run.report.duration_ms = Math.round(performance.now() - started);
   return run.report;

@@ -164,6 +164,20 @@ export const SMTP_HOST: Destination = {
   codes: { invalid: "smtp_host_invalid", forbidden: "smtp_host_forbidden", notFound: "smtp_host_not_found" },
 };
 
+/** A webhook's endpoint (the user's own server receiving their message events). */
+export const WEBHOOK_URL: Destination = {
+  noun: "Webhook host",
+  example: "a service of your own",
+  codes: {
+    invalid: "webhook_url_invalid",
+    forbidden: "webhook_url_forbidden",
+    notFound: "webhook_url_not_found",
+    port: "webhook_url_port_not_allowed",
+  },
+  field: "url",
+  allowlistNeedsPort: true,
+};
+
 /** A config's IMAP server (bounces read back, Sent copies). */
 export const IMAP_HOST: Destination = {
   noun: "IMAP host",
