@@ -86,7 +86,7 @@ Deno.test({
         const res = await call(user, "smtp-configs/main/imap/check", {});
         const result = await body(res);
         assert.equal(res.status, 200, JSON.stringify(result));
-        return result as { checked: number; reports: number; matched: number; moved: number };
+        return result as { checked: number; reports: number; matched: number; unsubscribed: number; moved: number };
       };
 
       await t.step("settings through the API: the password goes to Vault and never comes back", async () => {
@@ -275,6 +275,7 @@ Deno.test({
           checked: 0,
           reports: 0,
           matched: 0,
+          unsubscribed: 0,
           moved: 0,
         });
       });
@@ -349,6 +350,37 @@ Deno.test({
         assert.equal(listed.length, 0);
         assert.deepEqual((await auditRow(mine.id)).bounced, []);
       });
+
+      await t.step(
+        "List-Unsubscribe offers a mailto to the read mailbox; a request that arrives there is honoured",
+        async () => {
+          smtp.clear();
+          await send(owner, { to: "optout@example.net", unsubscribe: { topic: "digest" } });
+          const raw = smtp.messages()[0].raw;
+          const head = raw.slice(0, raw.indexOf("\r\n\r\n")).replace(/\r\n[ \t]+/g, " ");
+          const header = /^List-Unsubscribe: (.*)$/mi.exec(head)?.[1] ?? head;
+          const mailto = /<mailto:([^?>]+)\?subject=unsubscribe%20([^>]+)>/.exec(header);
+          assert.ok(mailto, header);
+          assert.equal(mailto[1], owner.email, "the sender's own (read) mailbox");
+          const token = mailto[2];
+          const request = (subject: string) =>
+            `From: optout@example.net\r\nTo: ${owner.email}\r\nSubject: ${subject}\r\n` +
+            `Message-ID: <${crypto.randomUUID()}@example.net>\r\n\r\n\r\n`;
+          // A forged one (another address in it, the signature kept) does nothing.
+          const [v, payload, signature] = token.split(".");
+          const forged = btoa(JSON.stringify([owner.id, "someone-else@example.net", null]))
+            .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+          await dovecot!.deliver("owner", request(`unsubscribe ${v}.${forged}.${signature}`));
+          await dovecot!.deliver("owner", request(`unsubscribe ${token}`));
+          assert.ok(payload);
+          const result = await check();
+          assert.equal(result.unsubscribed, 1);
+          const listed = await body(await call(owner, "suppressions/optout%40example.net", { method: "GET" }));
+          assert.deepEqual([listed.reason, listed.source], ["unsubscribed", "mailto unsubscribe (digest)"]);
+          const none = await stack.sql`select 1 from public.suppressions where address = 'someone-else@example.net'`;
+          assert.equal(none.length, 0);
+        },
+      );
 
       await t.step("a complaint report (ARF) suppresses the complainer", async () => {
         const sent = await send(owner, { to: "annoyed@example.net" });

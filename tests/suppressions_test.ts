@@ -150,6 +150,15 @@ Deno.test({
           assert.deepEqual(attempted().slice(before), ["erin@example.com"]);
           const batch = await (await call(`send-bulk/${accepted.batch_id}`, { method: "GET" })).json();
           assert.deepEqual([batch.counts.sent, batch.counts.suppressed, batch.counts.queued], [1, 2, 0]);
+          // Messages mode: a listed Cc or Bcc is reported at once too.
+          const messages = await call("send-bulk", {
+            body: {
+              messages: [{ to: "erin@example.com", cc: "Ann@example.com", bcc: "fred@example.com", text: "x" }],
+            },
+          });
+          assert.equal(messages.status, 202, await messages.clone().text());
+          assert.deepEqual((await messages.json()).suppressed, ["Ann@example.com", "fred@example.com"]);
+          await stack.drainOutbox();
         },
       );
 

@@ -581,6 +581,7 @@ export const mailboxCheck = z.strictObject({
   checked: z.number().int().describe("New messages looked at"),
   reports: z.number().int().describe("Delivery status notifications and complaint reports among them"),
   matched: z.number().int().describe("Reports about your own messages: recorded, and hard bounces suppressed"),
+  unsubscribed: z.number().int().describe("Unsubscribe requests by mail (List-Unsubscribe's mailto) honoured"),
   moved: z.number().int().describe("Matched reports moved to processed_folder"),
 });
 

@@ -245,7 +245,7 @@ async function compose(
     subject: content.subject,
     text: content.text,
     html: content.html,
-    headers: await withUnsubscribe(ctx, req, sanitizeHeaders(req.headers), owner),
+    headers: await withUnsubscribe(ctx, req, sanitizeHeaders(req.headers), owner, config),
     messageId: fixed.messageId,
     date: fixed.date,
     attachments: decodeAttachments(req.attachments, {
@@ -265,12 +265,15 @@ async function withUnsubscribe(
   req: SendEmailRequest,
   headers: Record<string, string>,
   owner: string | undefined,
+  config: SmtpConfig,
 ): Promise<Record<string, string>> {
   if (!req.unsubscribe || owner === undefined) return headers;
   if (Object.keys(headers).some((name) => name.toLowerCase().startsWith("list-unsubscribe"))) return headers;
   const [address] = recipientsOf(req);
   const topic = typeof req.unsubscribe === "object" ? req.unsubscribe.topic : null;
-  return { ...headers, ...await unsubscribeHeaders(ctx.config, { userId: owner, address, topic }) };
+  // A mailto too where the sender's inbox is read (the reader honours the requests that arrive).
+  const mailbox = config.imap?.read_bounces ? config.from_email : undefined;
+  return { ...headers, ...await unsubscribeHeaders(ctx.config, { userId: owner, address, topic }, mailbox) };
 }
 
 /** The send's content fingerprint (see _shared/duplicates): what makes a repeat "the same email". */

@@ -2302,6 +2302,8 @@ export interface components {
             reports: number;
             /** @description Reports about your own messages: recorded, and hard bounces suppressed */
             matched: number;
+            /** @description Unsubscribe requests by mail (List-Unsubscribe's mailto) honoured */
+            unsubscribed: number;
             /** @description Matched reports moved to processed_folder */
             moved: number;
         };

@@ -27,14 +27,31 @@ export function deploymentKeys(config: Config): Promise<Uint8Array[]> {
 
 /** The public one-click link for `claim`, or null when the deployment has no key to sign with. */
 export async function unsubscribeUrl(config: Config, claim: UnsubscribeClaim): Promise<string | null> {
-  const keys = await deploymentKeys(config);
-  if (keys.length === 0) return null;
-  const token = await signUnsubscribeToken(keys, claim);
-  return `${config.supabaseUrl}/functions/v1/unsubscribe?token=${token}`;
+  const token = await unsubscribeToken(config, claim);
+  return token ? `${config.supabaseUrl}/functions/v1/unsubscribe?token=${token}` : null;
 }
 
-/** The two headers one-click unsubscribe needs, or none (no key). */
-export async function unsubscribeHeaders(config: Config, claim: UnsubscribeClaim): Promise<Record<string, string>> {
-  const url = await unsubscribeUrl(config, claim);
-  return url ? { "List-Unsubscribe": `<${url}>`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" } : {};
+async function unsubscribeToken(config: Config, claim: UnsubscribeClaim): Promise<string | null> {
+  const keys = await deploymentKeys(config);
+  return keys.length === 0 ? null : await signUnsubscribeToken(keys, claim);
+}
+
+/** What a mailto unsubscribe's Subject says: `unsubscribe <token>`. */
+export const MAILTO_SUBJECT = /\bunsubscribe\s+(u1\.[A-Za-z0-9_-]{1,1500}\.[A-Za-z0-9_-]{1,64})/i;
+
+/**
+ * The two headers one-click unsubscribe needs, or none (no key). With `mailbox` (the sender's
+ * address, when its inbox is read over IMAP), List-Unsubscribe also offers a mailto (RFC 2369)
+ * whose Subject carries the same signed token: the mailbox reader honours it.
+ */
+export async function unsubscribeHeaders(
+  config: Config,
+  claim: UnsubscribeClaim,
+  mailbox?: string,
+): Promise<Record<string, string>> {
+  const token = await unsubscribeToken(config, claim);
+  if (!token) return {};
+  const url = `${config.supabaseUrl}/functions/v1/unsubscribe?token=${token}`;
+  const mailto = mailbox ? `, <mailto:${mailbox}?subject=unsubscribe%20${token}>` : "";
+  return { "List-Unsubscribe": `<${url}>${mailto}`, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click" };
 }

@@ -9,6 +9,7 @@ import { withUser } from "../db.ts";
 import { ApiError } from "../http.ts";
 import { loadImapLogin, MailboxError, recordMailboxError, withMailbox } from "./imap.ts";
 import { type DeliveryReport, readReports } from "./reports.ts";
+import { deploymentKeys, MAILTO_SUBJECT, verifyUnsubscribeToken } from "../consent/mod.ts";
 
 /** What one check did. */
 export interface MailboxCheck {
@@ -18,7 +19,9 @@ export interface MailboxCheck {
   reports: number;
   /** Reports about the owner's own messages (recorded). */
   matched: number;
-  /** Matched reports moved to the processed folder. */
+  /** Unsubscribe requests by mail (the List-Unsubscribe mailto) honoured. */
+  unsubscribed: number;
+  /** Matched reports (and honoured requests) moved to the processed folder. */
   moved: number;
 }
 
@@ -60,11 +63,15 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
           : await client.search({ uid: `${since + 1n}:*` }, { uid: true });
         let uids = (found || []).filter((uid) => since === null || BigInt(uid) > since).sort((a, b) => a - b)
           .slice(0, MAX_MESSAGES_PER_CHECK);
-        // Reports by structure first (cheap), then only their first bytes.
+        // Reports by structure first (cheap), then only their first bytes; unsubscribe requests by subject.
         const candidates: number[] = [];
+        const requests: { uid: number; token: string }[] = [];
         if (uids.length > 0) {
-          for await (const message of client.fetch(uids, { uid: true, bodyStructure: true }, { uid: true })) {
+          const query = { uid: true, bodyStructure: true, envelope: true };
+          for await (const message of client.fetch(uids, query, { uid: true })) {
             if (message.bodyStructure?.type?.toLowerCase() === "multipart/report") candidates.push(message.uid);
+            const token = MAILTO_SUBJECT.exec(message.envelope?.subject?.slice(0, 2000) ?? "")?.[1];
+            if (token) requests.push({ uid: message.uid, token });
           }
         }
         // Past the report cap, the rest (and all mail after it) waits for the next check.
@@ -98,7 +105,8 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
           }));
           return await record([]);
         });
-        const matchedUids = [...new Set(matched.map((position) => reports[position - 1].uid))];
+        const honoured = await honourUnsubscribes(ctx, owner, requests.filter((r) => uids.includes(r.uid)));
+        const matchedUids = [...new Set([...matched.map((position) => reports[position - 1].uid), ...honoured])];
         if (moving && matchedUids.length > 0) {
           await client.messageMove(matchedUids, login.processed_folder!, { uid: true });
         }
@@ -106,6 +114,7 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
           checked: uids.length,
           reports: reports.length,
           matched: matched.length,
+          unsubscribed: honoured.length,
           moved: moving ? matchedUids.length : 0,
         };
       } finally {
@@ -117,6 +126,33 @@ export async function checkMailbox(ctx: AppContext, owner: UserClaims, configId:
     await recordMailboxError(ctx, owner, configId, error);
     throw error;
   }
+}
+
+/**
+ * Unsubscribe requests that arrived by mail (List-Unsubscribe's mailto: its Subject carries the
+ * same signed token as the one-click link): each one signed for this owner puts its address on
+ * their suppression list. A forged, altered or another user's token does nothing. Their UIDs.
+ */
+async function honourUnsubscribes(
+  ctx: AppContext,
+  owner: UserClaims,
+  requests: { uid: number; token: string }[],
+): Promise<number[]> {
+  if (requests.length === 0) return [];
+  const keys = await deploymentKeys(ctx.config);
+  const valid: { uid: number; address: string; topic: string | null }[] = [];
+  for (const request of requests) {
+    const claim = await verifyUnsubscribeToken(keys, request.token);
+    if (claim && claim.userId === owner.sub) valid.push({ uid: request.uid, ...claim });
+  }
+  if (valid.length === 0) return [];
+  await withUser(ctx.sql, owner, (tx) =>
+    tx`insert into public.suppressions (address, reason, source)
+       select lower(v ->> 'address'), 'unsubscribed',
+              left(concat('mailto unsubscribe', ' (' || (v ->> 'topic') || ')'), 500)
+         from jsonb_array_elements(${tx.json(valid as never)}) v
+       on conflict (user_id, address) do nothing`);
+  return valid.map((v) => v.uid);
 }
 
 /** What the worker's round of mailbox checks did. */

@@ -247,11 +247,11 @@ export async function enqueueBulk(
       select count(*)::integer as n, min(approval_reason) as reason, min(approval_expires_at) as expires_at
         from public.email_audit_log where batch_id = ${batch.id}::uuid and status = 'pending_approval'`;
     if (held.n > 0) await queueApprovalNotice(tx, ctx.config.approvalUrl, { batchId: batch.id, count: held.n });
-    // Recipients already on the suppression list: the worker skips them (it looks again when it sends).
+    // Recipients (To, Cc and Bcc) already on the suppression list: the worker skips them (it looks
+    // again when it sends).
+    const everyone = [...new Set(plan.rows.flatMap((row) => row.content.recipients))];
     const [{ suppressed }] = await tx<{ suppressed: string[] }[]>`
-      select private.suppressed_among(array(
-        select unnest(a.to_addresses) from public.email_audit_log a where a.batch_id = ${batch.id}::uuid
-      )) as suppressed`;
+      select private.suppressed_among(${everyone}::text[]) as suppressed`;
     const warning = held.n > 0 ? null : await dailyBudgetWarning(tx, config, batch.scheduled_at);
     return {
       batch_id: batch.id,
