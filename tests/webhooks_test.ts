@@ -154,16 +154,37 @@ Deno.test({
         assert.equal(settled.consecutive_failures, 0);
       });
 
+      await t.step("a burst of failures (a receiver redeploying) does not disable a webhook", async () => {
+        answer = 503;
+        const ids = [await send("burst1@example.com"), await send("burst2@example.com")];
+        await stack.sql`update public.webhooks set consecutive_failures = 30 where id = ${hook.id}`;
+        await stack.drainOutbox();
+        const still = await body(await call(`webhooks/${hook.id}`, { method: "GET" }));
+        assert.equal(still.enabled, true, "failing for minutes, not days");
+        assert.equal(still.consecutive_failures, 31, "one failure charged; the event behind it waits untried");
+        answer = 204;
+        await stack.sql`update public.webhook_deliveries set next_attempt_at = now() where delivered_at is null`;
+        await stack.drainOutbox();
+        for (const id of ids) assert.deepEqual(eventsFor(id).map((e) => e.type), ["message.sent"]);
+        const healed = await body(await call(`webhooks/${hook.id}`, { method: "GET" }));
+        assert.equal(healed.consecutive_failures, 0);
+      });
+
       await t.step("a webhook that keeps failing is disabled, with the reason shown", async () => {
         answer = 500;
-        await stack.sql`update public.webhooks set consecutive_failures = 19 where id = ${hook.id}`;
+        // Failing for six days already (the schedule's retries took that long), 19 times in a row.
+        await stack.sql`update public.webhooks set consecutive_failures = 19, failing_since = now() - interval '6 days'
+                        where id = ${hook.id}`;
         const { logs } = await captureLogs(async () => {
           await send("dee@example.com");
           await stack.drainOutbox();
         });
         const disabled = await body(await call(`webhooks/${hook.id}`, { method: "GET" }));
         assert.equal(disabled.enabled, false);
-        assert.match(String(disabled.disabled_reason), /20 failed deliveries in a row; the last: .*HTTP 500/);
+        assert.match(
+          String(disabled.disabled_reason),
+          /failing for 5 days \(20 failed deliveries in a row\); the last: .*HTTP 500/,
+        );
         assert.ok(!logs.includes(hook.secret));
         // Nothing is sent to it meanwhile; turned back on, it starts afresh and gets what waited.
         answer = 204;

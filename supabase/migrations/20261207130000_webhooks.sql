@@ -3,7 +3,8 @@
 -- states...) becomes an event, delivered to each of the user's enabled webhooks that wants it, as
 -- an HTTPS POST signed per the Standard Webhooks specification (webhook-id, webhook-timestamp,
 -- webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">), retried with backoff until
--- the receiver answers 2xx; a webhook that keeps failing is disabled, with the reason shown.
+-- the receiver answers 2xx; a webhook that has failed for five days straight (and at least 20
+-- times in a row) is disabled, with the reason shown.
 --
 -- `public.webhooks`: the endpoints (RLS: the owner reads them; only the owner's own session, never
 -- an agent's token, adds, changes or removes one: an agent must not be able to have a user's
@@ -20,6 +21,7 @@ create table public.webhooks (
   secret_id uuid,
   enabled boolean not null default true,
   consecutive_failures integer not null default 0,
+  failing_since timestamptz,
   disabled_reason text,
   disabled_at timestamptz,
   last_success_at timestamptz,
@@ -36,7 +38,7 @@ create table public.webhooks (
       'message.pending_approval', 'message.rejected', 'message.expired'
     ])
   ),
-  constraint webhooks_error_length check (char_length(last_error) <= 500 and char_length(disabled_reason) <= 600)
+  constraint webhooks_error_length check (char_length(last_error) <= 500 and char_length(disabled_reason) <= 700)
 );
 
 comment on table public.webhooks is
@@ -91,6 +93,7 @@ begin
   end if;
   if tg_op = 'UPDATE' and new.enabled and not old.enabled then
     new.consecutive_failures := 0;
+    new.failing_since := null;
     new.disabled_reason := null;
     new.disabled_at := null;
   end if;
@@ -178,10 +181,11 @@ create table public.webhook_deliveries (
 comment on table public.webhook_deliveries is
   'One event for one webhook, and how its delivery went (attempts, answer, when it arrived or was given up).';
 
-create index webhook_deliveries_due on public.webhook_deliveries (next_attempt_at)
+create index webhook_deliveries_pending on public.webhook_deliveries (webhook_id, next_attempt_at)
   where delivered_at is null and failed_at is null;
 create index webhook_deliveries_webhook on public.webhook_deliveries (webhook_id, created_at desc);
 create index webhook_deliveries_user on public.webhook_deliveries (user_id);
+create index webhook_deliveries_created on public.webhook_deliveries (created_at);
 
 alter table public.webhook_deliveries enable row level security;
 revoke all on public.webhook_deliveries from anon, authenticated;
@@ -193,7 +197,8 @@ create policy "owner reads own webhook deliveries"
 
 -- The event of a message's new outcome, for each of the owner's enabled webhooks that wants it.
 -- Called by the audit log's triggers only when the owner has an enabled webhook (one indexed
--- lookup otherwise); never at the cost of the change itself.
+-- lookup otherwise). No exception block: that would be a subtransaction per row (a bulk insert of
+-- 10,000 rows would overflow every other session's snapshot); this insert has nothing to fail on.
 create function private.queue_message_event(p_row public.email_audit_log, p_type text)
 returns void
 language plpgsql
@@ -216,8 +221,6 @@ begin
     from public.webhooks w
    where w.user_id = p_row.user_id and w.enabled
      and (w.event_types is null or p_type = any (w.event_types));
-exception when others then
-  raise warning 'could not queue the webhook event of message %: % (%)', p_row.id, sqlerrm, sqlstate;
 end
 $$;
 
@@ -245,7 +248,8 @@ begin
     else
       return null;
     end if;
-  elsif new.status = 'sending' then
+  elsif new.status = 'sending' or (tg_op = 'UPDATE' and old.status = 'sending' and new.status = 'queued') then
+    -- Going out, or back in the queue untried (postponed, a lease given back): not a new outcome.
     return null;
   else
     v_type := 'message.' || new.status;
@@ -280,6 +284,15 @@ as $$
 declare
   v_id uuid;
 begin
+  -- One waiting at a time: a test already queued is the answer.
+  select d.id into v_id
+    from public.webhook_deliveries d
+    join public.webhooks w on w.id = d.webhook_id and w.user_id = (select auth.uid())
+   where d.webhook_id = p_webhook_id and d.event_type = 'webhook.test'
+     and d.delivered_at is null and d.failed_at is null;
+  if found then
+    return v_id;
+  end if;
   insert into public.webhook_deliveries (webhook_id, user_id, event_type, payload)
   select w.id, w.user_id, 'webhook.test', jsonb_build_object(
            'type', 'webhook.test',
@@ -297,22 +310,35 @@ grant execute on function private.queue_webhook_test(uuid) to authenticated;
 
 -- The worker's share of due deliveries of enabled webhooks, each leased for `p_lease` (a worker
 -- that dies holding one leaves it to be sent again, with the same webhook-id, once the lease
--- ends). With the endpoint and its signing secret, decrypted here for the sender. Server-side only.
-create function private.claim_webhook_deliveries(p_limit integer, p_lease interval default interval '60 seconds')
+-- ends): at most 8 per webhook, oldest first, so one user's backlog never holds up another's.
+-- With the endpoint and its signing secret, decrypted here for the sender. Server-side only.
+create function private.claim_webhook_deliveries(p_limit integer, p_lease interval default interval '120 seconds')
 returns table (
-  id uuid, webhook_id uuid, url text, secret text, event_type text, payload jsonb, attempts integer
+  id uuid, webhook_id uuid, url text, secret text, event_type text, payload jsonb, attempts integer,
+  created_at timestamptz
 )
 language sql
 security definer
 set search_path = ''
 as $$
-  with due as (
+  with picked as (
+    select p.id, p.next_attempt_at
+      from public.webhooks w
+      cross join lateral (
+        select d.id, d.next_attempt_at
+          from public.webhook_deliveries d
+         where d.webhook_id = w.id and d.delivered_at is null and d.failed_at is null
+           and d.next_attempt_at <= now() and (d.leased_until is null or d.leased_until < now())
+         order by d.next_attempt_at
+         limit 8
+      ) p
+     where w.enabled
+  ),
+  due as (
     select d.id
       from public.webhook_deliveries d
-      join public.webhooks w on w.id = d.webhook_id and w.enabled
-     where d.delivered_at is null and d.failed_at is null and d.next_attempt_at <= now()
-       and (d.leased_until is null or d.leased_until < now())
-     order by d.next_attempt_at
+      join picked p on p.id = d.id
+     order by p.next_attempt_at
      limit greatest(p_limit, 0)
        for update of d skip locked
   ),
@@ -321,20 +347,23 @@ as $$
        set leased_until = now() + p_lease, attempts = d.attempts + 1
       from due
      where d.id = due.id
-    returning d.id, d.webhook_id, d.event_type, d.payload, d.attempts
+    returning d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.created_at
   )
-  select l.id, l.webhook_id, w.url, s.decrypted_secret, l.event_type, l.payload, l.attempts
+  select l.id, l.webhook_id, w.url, s.decrypted_secret, l.event_type, l.payload, l.attempts, l.created_at
     from leased l
     join public.webhooks w on w.id = l.webhook_id
-    left join vault.decrypted_secrets s on s.id = w.secret_id;
+    left join vault.decrypted_secrets s on s.id = w.secret_id
+   order by l.created_at, l.id;
 $$;
 
 revoke all on function private.claim_webhook_deliveries(integer, interval) from public, anon, authenticated;
 
--- How the deliveries went: [{id, ok, status?, error?}]. A success resets its webhook's failures;
--- a failure is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Standard Webhooks' schedule)
--- and given up after the 8th attempt; 20 failures in a row disable the webhook, with why.
--- Server-side only.
+-- How the deliveries went: [{id, ok, status?, error?, skipped?}]. A delivery not tried (the
+-- worker ran out of time) goes back as it was. A success resets its webhook's failures; a failure
+-- is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Standard Webhooks' schedule) and
+-- given up after the 8th attempt. A webhook failing for five days straight (and 20 times in a row
+-- at least) is disabled, with why: a burst of failures while a receiver redeploys is not enough.
+-- Webhooks are updated once each, in id order (two workers recording never deadlock). Server-side.
 create function private.record_webhook_deliveries(p_results jsonb)
 returns void
 language plpgsql
@@ -342,39 +371,65 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_result jsonb;
-  v_delivery record;
-  v_error text;
+  v_hook record;
 begin
-  for v_result in select r from jsonb_array_elements(p_results) r loop
+  with r as (
+    select (x ->> 'id')::uuid as id, coalesce((x ->> 'ok')::boolean, false) as ok,
+           coalesce((x ->> 'skipped')::boolean, false) as skipped,
+           (x ->> 'status')::integer as status, left(x ->> 'error', 500) as error
+      from jsonb_array_elements(p_results) x
+  ),
+  done as (
     update public.webhook_deliveries d
        set leased_until = null,
-           last_status = (v_result ->> 'status')::integer,
-           last_error = left(v_result ->> 'error', 500),
-           delivered_at = case when (v_result ->> 'ok')::boolean then now() end,
-           failed_at = case when not (v_result ->> 'ok')::boolean and d.attempts >= 8 then now() end,
-           next_attempt_at = case when (v_result ->> 'ok')::boolean then d.next_attempt_at
+           attempts = case when r.skipped then d.attempts - 1 else d.attempts end,
+           last_status = case when r.skipped then d.last_status else r.status end,
+           last_error = case when r.skipped then d.last_error when r.ok then null else r.error end,
+           delivered_at = case when r.ok then now() end,
+           failed_at = case when not r.ok and not r.skipped and d.attempts >= 8 then now() end,
+           next_attempt_at = case when r.ok or r.skipped then d.next_attempt_at
                                   else now() + (array[interval '5 seconds', interval '5 minutes', interval '30 minutes',
                                                       interval '2 hours', interval '5 hours', interval '10 hours',
                                                       interval '10 hours', interval '10 hours'])[least(d.attempts, 8)]
                              end
-     where d.id = (v_result ->> 'id')::uuid and d.delivered_at is null
-    returning d.webhook_id, d.attempts into v_delivery;
-    continue when not found;
-    if (v_result ->> 'ok')::boolean then
+      from r
+     where d.id = r.id and d.delivered_at is null
+    returning d.webhook_id, r.ok, r.skipped, r.status, r.error
+  )
+  select coalesce(jsonb_agg(jsonb_build_object('webhook_id', webhook_id, 'ok', ok, 'skipped', skipped,
+                                               'error', coalesce(error, 'HTTP ' || status))), '[]'::jsonb)
+    into p_results
+    from done;
+  for v_hook in
+    select (x ->> 'webhook_id')::uuid as id,
+           bool_or((x ->> 'ok')::boolean) as any_ok,
+           count(*) filter (where not (x ->> 'ok')::boolean and not (x ->> 'skipped')::boolean)::integer as failures,
+           (array_agg(x ->> 'error') filter (where not (x ->> 'ok')::boolean and not (x ->> 'skipped')::boolean))[1]
+             as error
+      from jsonb_array_elements(p_results) x
+     group by 1
+     order by 1
+  loop
+    if v_hook.any_ok then
       update public.webhooks
-         set consecutive_failures = 0, last_success_at = now()
-       where id = v_delivery.webhook_id;
-    else
-      v_error := left(coalesce(v_result ->> 'error', 'HTTP ' || (v_result ->> 'status')), 300);
+         set consecutive_failures = 0, failing_since = null, last_success_at = now()
+       where id = v_hook.id;
+    elsif v_hook.failures > 0 then
       update public.webhooks w
-         set consecutive_failures = w.consecutive_failures + 1, last_failure_at = now(), last_error = v_error,
-             enabled = case when w.consecutive_failures + 1 >= 20 then false else w.enabled end,
-             disabled_at = case when w.consecutive_failures + 1 >= 20 then now() else w.disabled_at end,
-             disabled_reason = case when w.consecutive_failures + 1 >= 20
-                                    then 'disabled after 20 failed deliveries in a row; the last: ' || v_error
+         set consecutive_failures = w.consecutive_failures + v_hook.failures,
+             failing_since = coalesce(w.failing_since, now()),
+             last_failure_at = now(), last_error = left(v_hook.error, 300),
+             enabled = w.enabled and not (w.consecutive_failures + v_hook.failures >= 20
+                                           and coalesce(w.failing_since, now()) < now() - interval '5 days'),
+             disabled_at = case when w.consecutive_failures + v_hook.failures >= 20
+                                     and coalesce(w.failing_since, now()) < now() - interval '5 days'
+                                then now() else w.disabled_at end,
+             disabled_reason = case when w.consecutive_failures + v_hook.failures >= 20
+                                         and coalesce(w.failing_since, now()) < now() - interval '5 days'
+                                    then 'disabled after failing for 5 days (' || (w.consecutive_failures + v_hook.failures)
+                                         || ' failed deliveries in a row); the last: ' || left(v_hook.error, 300)
                                     else w.disabled_reason end
-       where w.id = v_delivery.webhook_id;
+       where w.id = v_hook.id;
     end if;
   end loop;
 end
@@ -382,7 +437,8 @@ $$;
 
 revoke all on function private.record_webhook_deliveries(jsonb) from public, anon, authenticated;
 
--- Delivered and given-up events are kept 30 days (the log the owner reads), then forgotten.
+-- Events are kept 30 days (the log the owner reads; a disabled webhook's waiting ones too), then
+-- forgotten: by their creation time, which is indexed.
 create function private.forget_old_webhook_deliveries()
 returns integer
 language sql
@@ -393,8 +449,10 @@ as $$
     delete from public.webhook_deliveries
      where id in (
        select id from public.webhook_deliveries
-        where coalesce(delivered_at, failed_at) < now() - interval '30 days'
-        limit 10000)
+        where created_at < now() - interval '30 days'
+        order by created_at
+        limit 10000
+          for update skip locked)
     returning 1
   )
   select count(*)::integer from gone;

@@ -591,7 +591,9 @@ export const webhook = z.strictObject({
   description: z.string().nullable(),
   event_types: z.array(z.string()).nullable().describe("The events it receives; null: all of them"),
   enabled: z.boolean(),
-  consecutive_failures: z.number().int().describe("Failed deliveries in a row (20 disable it)"),
+  consecutive_failures: z.number().int().describe(
+    "Failed deliveries in a row; failing for 5 days straight (and 20 times at least) disables it",
+  ),
   disabled_reason: z.string().nullable().describe("Why it was disabled (the last failure), until turned back on"),
   disabled_at: timestamp.nullable(),
   last_success_at: timestamp.nullable(),

@@ -2315,7 +2315,7 @@ export interface components {
             /** @description The events it receives; null: all of them */
             event_types: string[] | null;
             enabled: boolean;
-            /** @description Failed deliveries in a row (20 disable it) */
+            /** @description Failed deliveries in a row; failing for 5 days straight (and 20 times at least) disables it */
             consecutive_failures: number;
             /** @description Why it was disabled (the last failure), until turned back on */
             disabled_reason: string | null;
@@ -2336,7 +2336,7 @@ export interface components {
             /** @description The events it receives; null: all of them */
             event_types: string[] | null;
             enabled: boolean;
-            /** @description Failed deliveries in a row (20 disable it) */
+            /** @description Failed deliveries in a row; failing for 5 days straight (and 20 times at least) disables it */
             consecutive_failures: number;
             /** @description Why it was disabled (the last failure), until turned back on */
             disabled_reason: string | null;
@@ -2360,7 +2360,7 @@ export interface components {
                 /** @description The events it receives; null: all of them */
                 event_types: string[] | null;
                 enabled: boolean;
-                /** @description Failed deliveries in a row (20 disable it) */
+                /** @description Failed deliveries in a row; failing for 5 days straight (and 20 times at least) disables it */
                 consecutive_failures: number;
                 /** @description Why it was disabled (the last failure), until turned back on */
                 disabled_reason: string | null;
