@@ -382,6 +382,24 @@ Deno.test({
         },
       );
 
+      await t.step("with processed_folder, matched reports are moved there; the rest of the inbox stays", async () => {
+        await call(owner, "smtp-configs/main/imap", { method: "PATCH", body: { processed_folder: "Reports" } });
+        const sent = await send(owner, { to: "moved@example.net" });
+        await dovecot!.deliver(
+          "owner",
+          await bounceFor("postfix_5.1.1_headers.eml", sent.message_id, "moved@example.net", "bounce-511@example.net"),
+        );
+        await dovecot!.deliver("owner", "From: a@example.org\r\nSubject: keep me\r\nMessage-ID: <keep@x>\r\n\r\nx\r\n");
+        const result = await check();
+        assert.deepEqual([result.matched, result.moved], [1, 1]);
+        const text = (list: { raw: Uint8Array }[]) => list.map((m) => new TextDecoder().decode(m.raw));
+        assert.ok(text(await dovecot!.messages("owner", "Reports")).some((m) => m.includes(sent.message_id)));
+        const inbox = text(await dovecot!.messages("owner"));
+        assert.ok(!inbox.some((m) => m.includes(sent.message_id)), "the report left the inbox");
+        assert.ok(inbox.some((m) => m.includes("<keep@x>")), "the user's own mail stayed");
+        await call(owner, "smtp-configs/main/imap", { method: "PATCH", body: { processed_folder: null } });
+      });
+
       await t.step("a complaint report (ARF) suppresses the complainer", async () => {
         const sent = await send(owner, { to: "annoyed@example.net" });
         const arf = (await fixture("arf_abuse.eml")).replaceAll("<arf-original@mailroom.test>", sent.message_id);

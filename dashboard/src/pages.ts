@@ -217,6 +217,20 @@ export function MessagePageView({ api, id }: { api: MailroomClient; id: string }
           <dd>${m.suppressed.join(", ")} (on your suppression list: not sent to)</dd>
         `
         : null}
+      ${m.bounced.length
+        ? html`
+          <dt>Bounced</dt>
+          <dd>${m.bounced.join(", ")} (accepted, then returned: a bounce report in your mailbox)</dd>
+        `
+        : null}
+      ${m.sent_copy
+        ? html`
+          <dt>Sent folder</dt>
+          <dd>${m.sent_copy.status === "copied"
+            ? `copied to ${m.sent_copy.folder ?? "Sent"}`
+            : `not copied: ${m.sent_copy.error ?? "unknown reason"}`}</dd>
+        `
+        : null}
       ${m.error_code
         ? html`
           <dt>Error</dt>
