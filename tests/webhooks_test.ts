@@ -195,6 +195,28 @@ Deno.test({
         assert.deepEqual([back.enabled, back.consecutive_failures, back.disabled_reason], [true, 0, null]);
       });
 
+      await t.step("after a rotation, deliveries verify with the new secret and, for a day, the old one", async () => {
+        const rotated = await body<{ secret: string; previous_valid_until: string }>(
+          await call(`webhooks/${hook.id}/rotate-secret`, {}),
+        );
+        assert.notEqual(rotated.secret, hook.secret);
+        assert.ok(Date.parse(rotated.previous_valid_until) > Date.now() + 23 * 3600_000);
+        const id = await send("rot@example.com");
+        await stack.drainOutbox();
+        const delivery = received.find((r) => JSON.parse(r.body).data?.id === id)!;
+        new Verifier(rotated.secret).verify(delivery.body, delivery.headers);
+        new Verifier(hook.secret).verify(delivery.body, delivery.headers);
+        // Once the day is over, only the new one.
+        await stack.sql`update public.webhooks set previous_secret_expires_at = now() - interval '1 second'
+                        where id = ${hook.id}`;
+        const later = await send("rot2@example.com");
+        await stack.drainOutbox();
+        const next = received.find((r) => JSON.parse(r.body).data?.id === later)!;
+        new Verifier(rotated.secret).verify(next.body, next.headers);
+        assert.throws(() => new Verifier(hook.secret).verify(next.body, next.headers));
+        hook = { ...hook, secret: rotated.secret };
+      });
+
       await t.step("event_types filters; a test event; removal takes its secret out of Vault", async () => {
         const res = await call("webhooks", {
           body: { url: `https://localhost:${port}/bounces-only`, event_types: ["message.bounced"] },

@@ -19,6 +19,9 @@ create table public.webhooks (
   description text,
   event_types text[],
   secret_id uuid,
+  -- After a rotation the old secret signs too, for a day: receivers move to the new one meanwhile.
+  previous_secret_id uuid,
+  previous_secret_expires_at timestamptz,
   enabled boolean not null default true,
   consecutive_failures integer not null default 0,
   failing_since timestamptz,
@@ -113,9 +116,7 @@ security definer
 set search_path = ''
 as $$
 begin
-  if old.secret_id is not null then
-    delete from vault.secrets where id = old.secret_id;
-  end if;
+  delete from vault.secrets where id in (old.secret_id, old.previous_secret_id);
   return old;
 end
 $$;
@@ -126,8 +127,8 @@ create trigger webhooks_delete_secret
   after delete on public.webhooks
   for each row execute function private.delete_webhook_secret();
 
--- Store (or replace) a webhook's signing secret (`whsec_` and base64 of at least 24 bytes), for the
--- caller's own webhook and own session only.
+-- Store a webhook's signing secret (`whsec_` and base64 of at least 24 bytes), for the caller's own
+-- webhook and own session only. A secret it replaces keeps signing beside it for 24 hours.
 create function private.set_webhook_secret(p_webhook_id uuid, p_secret text)
 returns void
 language plpgsql
@@ -151,9 +152,14 @@ begin
   if not found then
     raise exception 'webhook not found' using errcode = 'P0002';
   end if;
-  v_secret_id := private.put_config_secret(v_secret_id, p_secret, 'webhook_secret_' || p_webhook_id::text,
-                                           'Signing secret of mailroom webhook ' || p_webhook_id::text);
-  update public.webhooks set secret_id = v_secret_id where id = p_webhook_id;
+  delete from vault.secrets
+   where id = (select w.previous_secret_id from public.webhooks w where w.id = p_webhook_id);
+  update public.webhooks
+     set secret_id = vault.create_secret(p_secret, 'webhook_secret_' || gen_random_uuid()::text,
+                                         'Signing secret of mailroom webhook ' || p_webhook_id::text),
+         previous_secret_id = v_secret_id,
+         previous_secret_expires_at = case when v_secret_id is not null then now() + interval '24 hours' end
+   where id = p_webhook_id;
 end
 $$;
 
@@ -314,8 +320,8 @@ grant execute on function private.queue_webhook_test(uuid) to authenticated;
 -- With the endpoint and its signing secret, decrypted here for the sender. Server-side only.
 create function private.claim_webhook_deliveries(p_limit integer, p_lease interval default interval '120 seconds')
 returns table (
-  id uuid, webhook_id uuid, url text, secret text, event_type text, payload jsonb, attempts integer,
-  created_at timestamptz
+  id uuid, webhook_id uuid, url text, secret text, previous_secret text, event_type text, payload jsonb,
+  attempts integer, created_at timestamptz
 )
 language sql
 security definer
@@ -349,10 +355,12 @@ as $$
      where d.id = due.id
     returning d.id, d.webhook_id, d.event_type, d.payload, d.attempts, d.created_at
   )
-  select l.id, l.webhook_id, w.url, s.decrypted_secret, l.event_type, l.payload, l.attempts, l.created_at
+  select l.id, l.webhook_id, w.url, s.decrypted_secret, p.decrypted_secret, l.event_type, l.payload, l.attempts,
+         l.created_at
     from leased l
     join public.webhooks w on w.id = l.webhook_id
     left join vault.decrypted_secrets s on s.id = w.secret_id
+    left join vault.decrypted_secrets p on p.id = w.previous_secret_id and w.previous_secret_expires_at > now()
    order by l.created_at, l.id;
 $$;
 

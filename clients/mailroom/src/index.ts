@@ -390,7 +390,7 @@ export class MailroomClient {
     delete: async (id: string) =>
       await this.call<{ id: string; deleted: true }>({ fn: "webhooks", method: "DELETE", path: segment(id) }),
     rotateSecret: async (id: string) =>
-      await this.call<{ id: string; secret: string }>({
+      await this.call<{ id: string; secret: string; previous_valid_until: string }>({
         fn: "webhooks",
         method: "POST",
         path: `${segment(id)}/rotate-secret`,

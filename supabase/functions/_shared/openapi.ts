@@ -482,9 +482,13 @@ function buildDocument(projectUrl: string): Json {
         }),
       },
       "/webhooks/{id}/rotate-secret": {
-        post: op("A new signing secret, shown once; the old one stops signing at once", ok("WebhookSecret", "It"), {
-          parameters: [pathParam("id", "The webhook's id")],
-        }),
+        post: op(
+          "A new signing secret, shown once; the old one signs beside it for 24 hours",
+          ok("WebhookSecret", "It"),
+          {
+            parameters: [pathParam("id", "The webhook's id")],
+          },
+        ),
       },
       "/webhooks/{id}/test": {
         post: op("Queue a webhook.test event now (the worker sends it)", ok("WebhookTestQueued", "Queued", "202"), {

@@ -608,7 +608,11 @@ const webhookSecret = z.string().describe(
 export const webhookCreated = webhook.extend({ secret: webhookSecret });
 export const webhookList = z.strictObject({ webhooks: z.array(webhook) });
 export const webhookDeleted = z.strictObject({ id: uuid, deleted: z.literal(true) });
-export const webhookSecretRotated = z.strictObject({ id: uuid, secret: webhookSecret });
+export const webhookSecretRotated = z.strictObject({
+  id: uuid,
+  secret: webhookSecret,
+  previous_valid_until: timestamp.describe("Until then deliveries carry a signature by the old secret too"),
+});
 export const webhookTestQueued = z.strictObject({
   id: uuid.describe("The delivery's id (webhook-id: msg_<id>)"),
   event_type: z.literal("webhook.test"),

@@ -5,7 +5,7 @@
 //   GET    /webhooks/:id                   one
 //   PATCH  /webhooks/:id                   change url, description, event_types, enabled (true: start afresh)
 //   DELETE /webhooks/:id                   remove it
-//   POST   /webhooks/:id/rotate-secret     a new secret (shown once); the old one stops signing at once
+//   POST   /webhooks/:id/rotate-secret     a new secret (shown once); the old one signs beside it for 24 h
 //   POST   /webhooks/:id/test              queue a webhook.test event now
 //   GET    /webhooks/:id/deliveries        its latest deliveries (?limit=, at most 100)
 //

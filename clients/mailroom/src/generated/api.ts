@@ -484,7 +484,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** A new signing secret, shown once; the old one stops signing at once */
+        /** A new signing secret, shown once; the old one signs beside it for 24 hours */
         post: operations["postWebhooksIdRotateSecret"];
         delete?: never;
         options?: never;
@@ -2385,6 +2385,8 @@ export interface components {
             id: string;
             /** @description whsec_…: verify each delivery's webhook-signature with it (any Standard Webhooks library); shown only now */
             secret: string;
+            /** @description Until then deliveries carry a signature by the old secret too */
+            previous_valid_until: string;
         };
         WebhookTestQueued: {
             /**

@@ -29,6 +29,7 @@ interface Due {
   webhook_id: string;
   url: string;
   secret: string | null;
+  previous_secret: string | null;
   event_type: string;
   payload: Record<string, unknown>;
   attempts: number;
@@ -73,7 +74,7 @@ async function deliverClaim(ctx: AppContext, deadline: number, round: DeliveryRo
   let due: Due[];
   try {
     due = await ctx.sql<Due[]>`
-      select id, webhook_id, url, secret, event_type, payload, attempts
+      select id, webhook_id, url, secret, previous_secret, event_type, payload, attempts
         from private.claim_webhook_deliveries(${PER_CLAIM}) order by created_at, id`;
   } catch (error) {
     console.error(JSON.stringify({ msg: "could not claim webhook deliveries", error: String(error) }));
@@ -117,7 +118,8 @@ async function deliver(ctx: AppContext, item: Due): Promise<Result> {
     const endpoint = await resolveHttpsUrl(ctx.config.egress, WEBHOOK_URL, item.url, { timeoutMs: DNS_TIMEOUT_MS });
     const body = JSON.stringify(item.payload);
     const id = `msg_${item.id}`;
-    const headers = await signatureHeaders(item.secret, id, Math.floor(Date.now() / 1000), body);
+    const secrets = item.previous_secret ? [item.secret, item.previous_secret] : [item.secret];
+    const headers = await signatureHeaders(secrets, id, Math.floor(Date.now() / 1000), body);
     try {
       const res = await pinnedRequest(endpoint, {
         method: "POST",

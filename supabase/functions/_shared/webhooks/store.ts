@@ -126,12 +126,17 @@ export async function updateWebhook(
   return await getWebhook(tx, id);
 }
 
-/** A new signing secret (the old one stops signing at once), shown this once. */
-export async function rotateWebhookSecret(tx: Tx, id: string): Promise<{ id: string; secret: string }> {
+/** A new signing secret, shown this once; the old one signs beside it for 24 hours. */
+export async function rotateWebhookSecret(
+  tx: Tx,
+  id: string,
+): Promise<{ id: string; secret: string; previous_valid_until: string }> {
   await getWebhook(tx, id);
   const secret = newWebhookSecret();
   await tx`select private.set_webhook_secret(${id}::uuid, ${secret})`;
-  return { id, secret };
+  const [{ until }] = await tx<{ until: string }[]>`
+    select ${isoUtc(tx, "w.previous_secret_expires_at")} as until from public.webhooks w where w.id = ${id}::uuid`;
+  return { id, secret, previous_valid_until: until };
 }
 
 /** Remove a webhook (its secret and delivery log go with it). */
