@@ -285,6 +285,8 @@ async function startStack(
       // Opening an unsubscribe link shows the dashboard's confirmation page, with its button.
       MAILROOM_UNSUBSCRIBE_PAGE_URL: Deno.env.get("MAILROOM_UNSUBSCRIBE_PAGE_URL") ??
         `http://127.0.0.1:${LOCAL_PORTS.dashboard}/unsubscribe.html`,
+      // Webhooks to a receiver serving the stack's own certificate are trusted, besides a developer's CAs.
+      MAILROOM_OAUTH_CA_CERTS: [certs.caCert, Deno.env.get("MAILROOM_OAUTH_CA_CERTS") ?? ""].join("\n").trim(),
       // A bounce shows within seconds here (hosted: every 5 minutes).
       MAILROOM_MAILBOX_CHECK_SECONDS: Deno.env.get("MAILROOM_MAILBOX_CHECK_SECONDS") ?? "10",
     },

@@ -249,6 +249,7 @@ Deno.test({
         const gone = row.recipients.find((r: { address: string }) => r.address === "gone@example.net");
         assert.equal(gone.status, "bounced");
         assert.equal(gone.enhanced_code, "5.1.1");
+        assert.equal(gone.smtp_code, 550, "the remote server's code, not the submission server's 250");
         assert.match(gone.response, /User unknown in\s+virtual mailbox table/);
         assert.equal(
           row.recipients.find((r: { address: string }) => r.address === "kept@example.net").status,

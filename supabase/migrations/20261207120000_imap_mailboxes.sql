@@ -375,10 +375,12 @@ begin
                           then a.bounced || v_address else a.bounced end,
            recipients = case when v_kind <> 'bounce' then a.recipients else (
              select jsonb_agg(case when pg_catalog.lower(r ->> 'address') = v_address and r ->> 'status' = 'accepted'
-                                   then r || jsonb_strip_nulls(jsonb_build_object(
+                                   then r || jsonb_build_object(
                                           'status', 'bounced',
+                                          -- The remote server's code, not the submission server's 250.
+                                          'smtp_code', (substring(v_report ->> 'diagnostic' from '^([2-5][0-9][0-9])\M'))::integer,
                                           'enhanced_code', left(v_report ->> 'status', 16),
-                                          'response', left(v_report ->> 'diagnostic', 1000)))
+                                          'response', left(v_report ->> 'diagnostic', 1000))
                                    else r end order by n)
                from jsonb_array_elements(a.recipients) with ordinality x (r, n))
            end

@@ -290,12 +290,15 @@ as $$
 declare
   v_id uuid;
 begin
-  -- One waiting at a time: a test already queued is the answer.
-  select d.id into v_id
-    from public.webhook_deliveries d
-    join public.webhooks w on w.id = d.webhook_id and w.user_id = (select auth.uid())
-   where d.webhook_id = p_webhook_id and d.event_type = 'webhook.test'
-     and d.delivered_at is null and d.failed_at is null;
+  -- One waiting at a time: a test already queued is tried again now (after its receiver was
+  -- fixed, say) rather than queued twice.
+  update public.webhook_deliveries d
+     set next_attempt_at = now()
+    from public.webhooks w
+   where w.id = d.webhook_id and w.user_id = (select auth.uid())
+     and d.webhook_id = p_webhook_id and d.event_type = 'webhook.test'
+     and d.delivered_at is null and d.failed_at is null
+  returning d.id into v_id;
   if found then
     return v_id;
   end if;

@@ -3,7 +3,10 @@
 // credentials the database decrypted for the owner. Errors become short reasons that name no
 // secret (they are shown on the config and the audit row).
 import { rootCertificates } from "node:tls";
-import { ImapFlow } from "imapflow";
+// imapflow is loaded when a session is first opened, not with the functions that import this
+// module: every send path does (for Sent copies), and most configs have no mailbox (the outbox
+// worker's memory, 256 MB on the platform, is not spent on an IMAP client it does not use).
+import type { ImapFlow } from "imapflow";
 import type { UserClaims } from "../auth.ts";
 import { type Tx, withUser } from "../db.ts";
 import type { AppContext } from "../context.ts";
@@ -113,6 +116,7 @@ export async function openMailbox(ctx: AppContext, login: ImapLogin): Promise<Ma
       timeoutMs: ctx.config.smtp.connectTimeoutMs,
     });
     const { smtp } = ctx.config;
+    const { ImapFlow } = await import("imapflow");
     client = new ImapFlow(
       {
         host: target.address,

@@ -7,7 +7,8 @@
 // or a report that does not say which message it is about, gives no reports: never an error.
 import { Buffer } from "node:buffer";
 import type { Transform } from "node:stream";
-import { Splitter } from "@zone-eu/mailsplit";
+// The MIME splitter is loaded with the first report read (see imap.ts on why not before).
+import type { Splitter as SplitterClass } from "@zone-eu/mailsplit";
 
 /** What a report says about one recipient of one message. */
 export interface DeliveryReport {
@@ -183,8 +184,9 @@ interface Part {
 const MAX_PARTS = 50;
 
 /** The parts of a message, depth first; an embedded message's headers are a part of their own. */
-function partsOf(raw: Uint8Array): Promise<Part[]> {
-  return new Promise((resolve, reject) => {
+async function partsOf(raw: Uint8Array): Promise<Part[]> {
+  const { Splitter } = await import("@zone-eu/mailsplit") as { Splitter: typeof SplitterClass };
+  return await new Promise((resolve, reject) => {
     // Typed for its "data" events only; it is a Node Transform stream.
     const splitter = new Splitter({ maxHeadSize: 256 * 1024 }) as unknown as Transform;
     const parts: (Part & { chunks: Buffer[]; encoding: string | false })[] = [];
