@@ -93,6 +93,24 @@ create policy "owner removes own imap settings"
   on public.smtp_config_imap for delete to authenticated
   using (user_id = (select auth.uid()));
 
+-- 403 `first_party_session_required` with `p_message` for a token issued to an OAuth client (an
+-- agent, `client_id`): what only the account owner's own session may do. (Webhooks use it too.)
+create function private.require_owner_session(p_message text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if (select auth.jwt()) ->> 'client_id' is not null then
+    perform private.raise_api_error(403, 'first_party_session_required', p_message,
+      jsonb_build_object('client_id', (select auth.jwt()) ->> 'client_id'));
+  end if;
+end
+$$;
+
+revoke all on function private.require_owner_session(text) from public, anon, authenticated;
+
 -- Where sent mail is copied and whose inbox is read is the owner's choice alone: an agent (a
 -- token with `client_id`) pointing the settings at a server of its own would receive a copy of
 -- everything sent. Reading them, and checking the inbox, stay open to agents.
@@ -102,12 +120,9 @@ security definer
 set search_path = ''
 as $$
 begin
-  if (select auth.jwt()) ->> 'client_id' is not null then
-    perform private.raise_api_error(403, 'first_party_session_required',
-      'Only you, signed in yourself, can change where your mailbox is read and sent mail is copied; a token issued '
-        || 'to an OAuth client (an agent) may read these settings and check the inbox',
-      jsonb_build_object('client_id', (select auth.jwt()) ->> 'client_id'));
-  end if;
+  perform private.require_owner_session(
+    'Only you, signed in yourself, can change where your mailbox is read and sent mail is copied; a token issued '
+      || 'to an OAuth client (an agent) may read these settings and check the inbox');
   return case when tg_op = 'DELETE' then old else new end;
 end
 $$;

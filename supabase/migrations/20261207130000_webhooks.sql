@@ -84,12 +84,9 @@ security definer
 set search_path = ''
 as $$
 begin
-  if (select auth.jwt()) ->> 'client_id' is not null then
-    perform private.raise_api_error(403, 'first_party_session_required',
-      'Only you, signed in yourself, can add, change or remove webhooks; a token issued to an OAuth client (an '
-        || 'agent) may read them',
-      jsonb_build_object('client_id', (select auth.jwt()) ->> 'client_id'));
-  end if;
+  perform private.require_owner_session(
+    'Only you, signed in yourself, can add, change or remove webhooks; a token issued to an OAuth client (an '
+      || 'agent) may read them');
   if tg_op = 'INSERT' and (select count(*) from public.webhooks w where w.user_id = new.user_id) >= 10 then
     perform private.raise_api_error(409, 'webhook_limit_reached', 'You have 10 webhooks: remove one first',
       jsonb_build_object('limit', 10));
@@ -138,10 +135,7 @@ as $$
 declare
   v_secret_id uuid;
 begin
-  if (select auth.jwt()) ->> 'client_id' is not null then
-    perform private.raise_api_error(403, 'first_party_session_required',
-      'Only you, signed in yourself, can set a webhook''s secret', null);
-  end if;
+  perform private.require_owner_session('Only you, signed in yourself, can set a webhook''s secret');
   if p_secret is null or p_secret !~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$' then
     raise exception 'secret must be whsec_ and base64' using errcode = '22023';
   end if;
