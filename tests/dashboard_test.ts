@@ -222,9 +222,37 @@ Deno.test({
         const [{ max_per_minute }] = await stack.sql<{ max_per_minute: number }[]>`
           select max_per_minute from public.user_smtp_configs where user_id = ${owner.id}`;
         assert.equal(max_per_minute, 120);
+        // Without IMAP settings, the page says what they would give and how to set them.
+        await page.getByText(/No IMAP settings: bounces are known only/).waitFor();
         assert.deepEqual(await accessibilityProblems(page), []);
         await page.screenshot({ path: `${SHOTS}/dashboard-mailbox.png`, fullPage: true });
       });
+
+      await t.step(
+        "webhooks: added in the page (its secret shown once), a test event queued, then removed",
+        async () => {
+          await page.goto(`${base}/#/webhooks`);
+          await page.getByText("No webhooks yet.").waitFor();
+          // A URL the API refuses is its error, as the API says it.
+          await page.getByLabel("HTTPS URL").fill("https://10.0.0.7/hook");
+          await page.getByRole("button", { name: "Add", exact: true }).click();
+          assert.match(await page.getByRole("alert").textContent() ?? "", /^webhook_url_forbidden: /);
+          await page.getByLabel("HTTPS URL").fill("https://hooks.example.com/mailroom");
+          await page.getByRole("button", { name: "Add", exact: true }).click();
+          const secret = await page.getByTestId("webhook-secret").textContent();
+          assert.match(secret ?? "", /^whsec_/);
+          await page.getByRole("link", { name: "https://hooks.example.com/mailroom" }).click();
+          await page.getByRole("heading", { name: "Webhook" }).waitFor();
+          await page.getByRole("button", { name: "Send a test event" }).click();
+          await page.getByRole("table", { name: "Deliveries" }).getByText("webhook.test").waitFor();
+          assert.deepEqual(await accessibilityProblems(page), []);
+          await page.screenshot({ path: `${SHOTS}/dashboard-webhook.png`, fullPage: true });
+          await page.getByRole("button", { name: "Remove" }).click();
+          await page.getByText("No webhooks yet.").waitFor();
+          const left = await stack.sql`select 1 from public.webhooks where user_id = ${owner.id}`;
+          assert.equal(left.length, 0);
+        },
+      );
 
       await t.step(
         "a template previews with sample data as a send renders it; missing data is the API's error",

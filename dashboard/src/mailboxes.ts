@@ -4,7 +4,13 @@
 // list, a mailbox's own on its page) edited in forms whose errors are the API's own.
 import { useState } from "preact/hooks";
 import type { MailroomClient } from "../../clients/mailroom/src/index.ts";
-import type { SmtpConfig, Verification, VerificationRecord } from "../../clients/mailroom/src/types.ts";
+import type {
+  ImapSettings,
+  MailboxCheck,
+  SmtpConfig,
+  Verification,
+  VerificationRecord,
+} from "../../clients/mailroom/src/types.ts";
 import { useLoad } from "./load.ts";
 import { ErrorBox, html, When } from "./view.ts";
 import { GuardrailsForm } from "./guardrails.ts";
@@ -144,6 +150,8 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
     </form>
     <${ErrorBox} error=${saving.error} />
     ${saving.saved ? html`<p class="notice" role="status">Saved.</p>` : null}
+    <h3>Bounces and Sent copies (IMAP)</h3>
+    <${ImapSection} api=${api} id=${c.id} />
     <h3>Guardrails of this mailbox</h3>
     <p>On top of the account's: both deny lists apply; an empty field is the account's.</p>
     <${GuardrailsForm} api=${api} config=${c.id} />
@@ -176,5 +184,53 @@ export function MailboxView({ api, id }: { api: MailroomClient; id: string }) {
       ? null
       : html`<p class="empty">Not verified yet.</p>`}
     <p><a href="#/mailboxes">Mailboxes</a></p>
+  `;
+}
+
+/** The config's mailbox over IMAP: where bounces are read and Sent copies go, and a check now. */
+function ImapSection({ api, id }: { api: MailroomClient; id: string }) {
+  const [version, setVersion] = useState(0);
+  const { data: imap, error, loading } = useLoad<ImapSettings>(() => api.configs.imap.get(id), [id, version]);
+  const [check, setCheck] = useState<{ busy: boolean; result?: MailboxCheck; error?: unknown }>({ busy: false });
+  if (loading && !imap) return html`<p class="loading">Loading…</p>`;
+  if ((error as { code?: string } | undefined)?.code === "imap_not_configured") {
+    return html`<p class="empty">No IMAP settings: bounces are known only when the server refuses at once, and no
+      copy goes to Sent. Set them with <code>PATCH /functions/v1/smtp-configs/${id}/imap</code>.</p>`;
+  }
+  if (error || !imap) return html`<${ErrorBox} error=${error} />`;
+  const runCheck = async () => {
+    setCheck({ busy: true });
+    try {
+      setCheck({ busy: false, result: await api.configs.imap.check(id) });
+    } catch (e) {
+      setCheck({ busy: false, error: e });
+    }
+    setVersion((v) => v + 1);
+  };
+  return html`
+    ${imap.last_error ? html`<div class="error" role="alert">${imap.last_error}</div>` : null}
+    <dl aria-label="IMAP">
+      <dt>Server</dt>
+      <dd>${imap.host}:${imap.port}, ${imap.security}, ${imap.use_smtp_login ? "the SMTP login" : imap.username}</dd>
+      <dt>Reads bounces</dt>
+      <dd>${imap.read_bounces ? "yes" : "no"}</dd>
+      <dt>Copies to Sent</dt>
+      <dd>${imap.copy_to_sent ? imap.sent_folder ?? "yes" : "no"}</dd>
+      <dt>Last read</dt>
+      <dd>
+        <${When} at=${imap.checked_at} />
+      </dd>
+      <dt>Next read</dt>
+      <dd>${imap.next_check_at ? html`<${When} at=${imap.next_check_at} />` : "stopped until the password changes"}</dd>
+    </dl>
+    <div class="actions"><button onClick=${runCheck} disabled=${check.busy}>Check the inbox now</button></div>
+    <${ErrorBox} error=${check.error} />
+    ${check.result
+      ? html`
+        <p class="notice" role="status"
+          aria-label="Inbox check">${check.result.checked} new, ${check.result
+            .reports} reports, ${check.result.matched} about your mail, ${check.result.unsubscribed} unsubscribed</p>
+      `
+      : null}
   `;
 }

@@ -18,6 +18,7 @@ import { BatchesPage, BatchView } from "./batches.ts";
 import { OverviewPage } from "./overview.ts";
 import { MailboxesPage, MailboxView } from "./mailboxes.ts";
 import { TemplatesPage, TemplateView } from "./templates.ts";
+import { WebhooksPage, WebhookView } from "./webhooks.ts";
 import { ErrorBox, html } from "./view.ts";
 
 function useRoute(): string[] {
@@ -112,6 +113,8 @@ function Layout({ session, route }: { session: Session; route: string[] }) {
     ? id ? html`<${MailboxView} api=${api} id=${id} />` : html`<${MailboxesPage} api=${api} />`
     : page === "templates"
     ? id ? html`<${TemplateView} api=${api} id=${id} />` : html`<${TemplatesPage} api=${api} />`
+    : page === "webhooks"
+    ? id ? html`<${WebhookView} api=${api} id=${id} />` : html`<${WebhooksPage} api=${api} />`
     : page === "messages"
     ? id
       ? html`<${MessagePageView} api=${api} id=${id} />`
@@ -127,6 +130,7 @@ function Layout({ session, route }: { session: Session; route: string[] }) {
         <a href="#/approvals" aria-current=${here("approvals")}>Approvals</a>
         <a href="#/mailboxes" aria-current=${here("mailboxes")}>Mailboxes</a>
         <a href="#/templates" aria-current=${here("templates")}>Templates</a>
+        <a href="#/webhooks" aria-current=${here("webhooks")}>Webhooks</a>
       </nav>
       <span class="account">Signed in as <strong data-testid="account">${session.email}</strong></span>
       <button class="secondary" onClick=${() => session.signOut()}>Sign out</button>
