@@ -453,6 +453,11 @@ function loneSurrogateSteps(value: unknown): string[] | null {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** 405 `method_not_allowed`, with the Allow header listing `allow` (and OPTIONS). */
+export function methodNotAllowed(allow: string): never {
+  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
+}
+
 /** Whether `value` is spelled as a UUID (ids in paths, or a `config`/`template` given by id rather than name). */
 export function isUuid(value: string): boolean {
   return UUID.test(value);

@@ -9,16 +9,12 @@
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, routeSegments, serveJson } from "../_shared/http.ts";
 import { decodeCursor, encodeCursor } from "../_shared/analytics/params.ts";
 import { deleteAttachment, getAttachment, listAttachments, storeUpload } from "../_shared/attachments/mod.ts";
 
 const DEFAULT_PAGE = 50;
 const MAX_PAGE = 200;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 function pageOf(url: URL): { limit: number; cursor?: ReturnType<typeof decodeCursor> } {
   const rawLimit = url.searchParams.get("limit");

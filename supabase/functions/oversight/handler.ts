@@ -12,7 +12,16 @@
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { type Tx, withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, isUuid, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import {
+  ApiError,
+  type Handler,
+  isUuid,
+  json,
+  methodNotAllowed,
+  readJson,
+  routeSegments,
+  serveJson,
+} from "../_shared/http.ts";
 import {
   decide,
   decisionRequest,
@@ -32,10 +41,6 @@ import { rebuiltContent } from "../_shared/analytics/content.ts";
 /** Largest request body: two lists of at most 1,000 patterns. */
 const MAX_BODY_BYTES = 1024 * 1024;
 const MAX_EVENTS = 200;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 /** `?name=` as a whole number in [min, max], or undefined when absent. */
 function intParam(url: URL, name: string, min: number, max: number): number | undefined {

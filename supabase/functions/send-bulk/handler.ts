@@ -9,7 +9,7 @@
 import { bearerToken, type UserClaims } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { batchStatus, cancelBatch, listBatches, MAX_BATCHES_PER_PAGE } from "../_shared/outbox/batches.ts";
 import { type BulkLimits, checkBulkBounds, enqueueBulk } from "../_shared/outbox/enqueue.ts";
 import { sendingClaims } from "../_shared/oversight/mod.ts";
@@ -22,10 +22,6 @@ import { kickOutbox } from "../_shared/outbox/kick.ts";
  * thousand short messages. Read as a stream and refused past the limit (413).
  */
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 async function create(ctx: AppContext, claims: UserClaims, req: Request, limits: BulkLimits): Promise<Response> {
   const key = idempotencyKey(req);

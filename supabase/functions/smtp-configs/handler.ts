@@ -11,7 +11,7 @@ import {
   resolveTarget,
   resolveTokenUrl,
 } from "../_shared/smtp/egress.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import {
   createConfigRequest,
   HTTPS_TRANSPORT_HOSTS,
@@ -273,10 +273,6 @@ async function verifySession(
       server_banner: banner,
     });
   }
-}
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
 }
 
 async function setFlag(

@@ -7,7 +7,7 @@
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { parseBody } from "../_shared/schemas.ts";
 import { isAgentRequest } from "../_shared/oversight/mod.ts";
 import {
@@ -23,10 +23,6 @@ const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1000;
 /** 1,000 addresses of at most 320 characters, and room for the rest. */
 const MAX_BODY_BYTES = 512 * 1024;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 function listOptions(url: URL): { limit: number; after?: string; reason?: string } {
   const rawLimit = url.searchParams.get("limit");

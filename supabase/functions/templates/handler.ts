@@ -10,7 +10,7 @@
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import {
   type EmailTemplate,
   renderTemplate,
@@ -30,10 +30,6 @@ import {
 
 /** Largest request body: a template's parts are at most 256 KiB each (what a send renders). */
 const MAX_BODY_BYTES = 1024 * 1024;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 /** What a send would refuse is refused when the template is saved. */
 function checkSource(

@@ -14,7 +14,7 @@
 import { bearerToken } from "../_shared/auth.ts";
 import type { AppContext } from "../_shared/context.ts";
 import { type Tx, withUser } from "../_shared/db.ts";
-import { ApiError, type Handler, json, readJson, routeSegments, serveJson } from "../_shared/http.ts";
+import { ApiError, type Handler, json, methodNotAllowed, readJson, routeSegments, serveJson } from "../_shared/http.ts";
 import { parseBody } from "../_shared/schemas.ts";
 import { isAgentRequest } from "../_shared/oversight/mod.ts";
 import {
@@ -31,10 +31,6 @@ import {
 } from "../_shared/webhooks/mod.ts";
 
 const MAX_BODY_BYTES = 16 * 1024;
-
-function methodNotAllowed(allow: string): never {
-  throw new ApiError(405, "method_not_allowed", `Use ${allow}`, undefined, { allow: `${allow}, OPTIONS` });
-}
 
 function limitOf(url: URL): number {
   const raw = url.searchParams.get("limit");

@@ -172,6 +172,8 @@ export async function withMailbox<T>(
   try {
     return await fn(session);
   } catch (error) {
+    // The database's own failures (recording what was read) stay what they are: not the mailbox's.
+    if ((error as { name?: string })?.name === "PostgresError") throw error;
     throw reasonOf(error, login);
   } finally {
     await session.logout();
